@@ -1,0 +1,1 @@
+"""Triton kernels of trackformers, installed and imported as ``trackformers.kernels``."""

@@ -1,0 +1,3 @@
+"""trackformers: charged-particle track reconstruction with encoder-only Transformers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,59 @@
+"""The native ROOT event format (DESIGN.md): one TTree ``events``, one entry per event.
+
+Everything that writes or reads native files takes branch names and dtypes from here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TREE_NAME = "events"
+METADATA_KEY = "metadata"  # TObjString holding provenance JSON
+
+# per-event scalars
+EVENT_BRANCHES: dict[str, np.dtype] = {
+    "event_id": np.dtype(np.uint64),
+    "pileup": np.dtype(np.int32),
+}
+
+# jagged per-hit branches (counter branch "nhit")
+HIT_BRANCHES: dict[str, np.dtype] = {
+    "hit_id": np.dtype(np.uint64),
+    "hit_x": np.dtype(np.float32),
+    "hit_y": np.dtype(np.float32),
+    "hit_z": np.dtype(np.float32),
+    "hit_volume_id": np.dtype(np.int32),
+    "hit_layer_id": np.dtype(np.int32),
+    "hit_module_id": np.dtype(np.int32),
+    "hit_particle_id": np.dtype(np.uint64),  # 0 = noise
+    "hit_weight": np.dtype(np.float32),  # TrackML scoring weight
+    "hit_tx": np.dtype(np.float32),
+    "hit_ty": np.dtype(np.float32),
+    "hit_tz": np.dtype(np.float32),
+    "hit_tpx": np.dtype(np.float32),
+    "hit_tpy": np.dtype(np.float32),
+    "hit_tpz": np.dtype(np.float32),
+}
+
+# jagged per-particle branches (counter branch "npart")
+PARTICLE_BRANCHES: dict[str, np.dtype] = {
+    "part_particle_id": np.dtype(np.uint64),
+    "part_pdg_id": np.dtype(np.int32),
+    "part_vertex_id": np.dtype(np.int32),  # 0 = hard scatter
+    "part_vx": np.dtype(np.float32),
+    "part_vy": np.dtype(np.float32),
+    "part_vz": np.dtype(np.float32),
+    "part_px": np.dtype(np.float32),
+    "part_py": np.dtype(np.float32),
+    "part_pz": np.dtype(np.float32),
+    "part_q": np.dtype(np.int32),
+    "part_nhits": np.dtype(np.int32),
+}
+
+HIT_COUNTER = "nhit"
+PARTICLE_COUNTER = "npart"
+ALL_BRANCHES = {**EVENT_BRANCHES, **HIT_BRANCHES, **PARTICLE_BRANCHES}
+
+# Pixel detector volumes of the TrackML geometry (barrel 8, endcaps 7 / 9).
+PIXEL_VOLUMES = (7, 8, 9)
+BARREL_VOLUMES = (8, 13, 17)
