@@ -1,1 +1,26 @@
-"""trackformers.losses"""
+"""trackformers.losses: per-hit and correlation-aware training losses, combined in config.
+
+Every loss is ``loss(outputs: dict[str, Tensor], batch: PackedBatch) -> Tensor``;
+``CombinedLoss`` returns ``(total, {term: value})``.
+"""
+
+from trackformers.losses.classification import BinnedCrossEntropyLoss
+from trackformers.losses.combined import CombinedLoss
+from trackformers.losses.contrastive import SupConLoss, supcon_naive
+from trackformers.losses.hinge import PairwiseHingeLoss, hinge_naive
+from trackformers.losses.neighbours import phi_sort, window_neighbours
+from trackformers.losses.pairwise_core import tiled_pair_loss
+from trackformers.losses.regression import ParameterRegressionLoss
+
+__all__ = [
+    "BinnedCrossEntropyLoss",
+    "CombinedLoss",
+    "PairwiseHingeLoss",
+    "ParameterRegressionLoss",
+    "SupConLoss",
+    "hinge_naive",
+    "phi_sort",
+    "supcon_naive",
+    "tiled_pair_loss",
+    "window_neighbours",
+]

@@ -1,0 +1,58 @@
+"""Common interface of the training losses: ``loss(outputs, batch) -> scalar``.
+
+``outputs`` is the dict a model head returns (``"params"``, ``"logits"``, ``"embedding"``...),
+``batch`` the :class:`~trackformers.data.batch.PackedBatch` it was computed from. Every loss
+names the output key it reads, so heads and losses are combined in config, not in code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+NOISE_MODES = ("ignore", "negative", "class")
+
+
+def get_output(outputs: dict[str, Tensor], key: str, loss_name: str) -> Tensor:
+    if key not in outputs:
+        raise KeyError(
+            f"loss {loss_name!r} reads model output {key!r}, but the model returned "
+            f"{sorted(outputs)}; set the loss's output_key or pick a matching model head"
+        )
+    return outputs[key]
+
+
+def get_target(batch, name: str, loss_name: str) -> Tensor:
+    """Per-hit target ``name`` from ``batch.targets`` (``qpt`` is derived from q and pt)."""
+    targets = batch.targets
+    if name in targets:
+        return targets[name]
+    if name == "qpt" and "q" in targets and "pt" in targets:
+        return targets["q"] / targets["pt"].clamp(min=1e-6)
+    if name == "pt" and "qpt" in targets:
+        return 1.0 / targets["qpt"].abs().clamp(min=1e-6)
+    raise KeyError(
+        f"loss {loss_name!r} needs per-hit target {name!r}, but batch.targets holds "
+        f"{sorted(targets)}; add it to the data features or remove it from the loss config"
+    )
+
+
+def particle_labels(batch, loss_name: str) -> Tensor:
+    """(total_hits,) int64 particle ids, 0 = noise; error if the batch carries no truth."""
+    if batch.particle_id is None:
+        raise ValueError(
+            f"loss {loss_name!r} needs batch.particle_id (truth particle of each hit), "
+            "but the batch has none; load the dataset with truth"
+        )
+    return batch.particle_id.long()
+
+
+def check_noise_mode(mode: str, allowed: tuple[str, ...], loss_name: str) -> str:
+    if mode not in allowed:
+        raise ValueError(f"loss {loss_name!r}: noise={mode!r} is not one of {allowed}")
+    return mode
+
+
+def zero_loss(*tensors: Tensor) -> Tensor:
+    """A zero that keeps the graph connected (so DDP sees every parameter used)."""
+    return sum((t.sum() * 0.0 for t in tensors), torch.zeros((), device=tensors[0].device))

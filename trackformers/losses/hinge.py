@@ -1,0 +1,130 @@
+"""Pairwise hinge (metric-learning) loss, as in the Exa.TrkX embedding stage.
+
+For pairs (i, j != i) of one event (or of i's attention window) with squared distance
+q_ij = |e_i - e_j|^2:
+
+    same particle (p != 0):   q_ij                         (pull together)
+    otherwise:                max(0, margin - sqrt(q_ij))^2 (push beyond the margin)
+
+    L = w_pos * mean over positive pairs + w_neg * mean over negative pairs.
+
+Noise hits are never positive; ``noise="negative"`` keeps them in negative pairs (pushed
+away from everything), ``noise="ignore"`` drops them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from trackformers.losses.base import check_noise_mode, get_output, particle_labels, zero_loss
+from trackformers.losses.neighbours import window_neighbours
+from trackformers.losses.pairwise_core import tiled_pair_loss
+
+EPS = 1e-12
+
+
+class HingePairs:
+    """PairLoss: statistics (sum pos q, n pos, sum neg hinge, n neg)."""
+
+    def __init__(self, margin: float, pos_weight: float, neg_weight: float):
+        self.margin, self.pos_weight, self.neg_weight = float(margin), pos_weight, neg_weight
+
+    def empty_stats(self, emb: Tensor) -> Tensor:
+        return emb.new_zeros(4)
+
+    def _tile(self, dots, row_sq, key_sq, cand, pos):
+        raw = row_sq + key_sq - 2.0 * dots  # (c, n) squared distances
+        q = raw.clamp(min=0.0)
+        r = torch.sqrt(q + EPS)
+        neg = cand & ~pos
+        return raw, q, r, neg
+
+    def tile_stats(self, dots, row_sq, key_sq, cand, pos) -> Tensor:
+        _, q, r, neg = self._tile(dots, row_sq, key_sq, cand, pos)
+        hinge = torch.relu(self.margin - r) ** 2
+        return torch.stack(
+            [
+                torch.where(pos, q, 0.0).sum(),
+                pos.sum().to(q.dtype),
+                torch.where(neg, hinge, 0.0).sum(),
+                neg.sum().to(q.dtype),
+            ]
+        )
+
+    def finalize(self, stats: Tensor) -> Tensor:
+        return self.pos_weight * stats[0] / stats[1].clamp(min=1.0) + self.neg_weight * stats[
+            2
+        ] / stats[3].clamp(min=1.0)
+
+    def tile_grad(self, dots, row_sq, key_sq, cand, pos, d_stats):
+        raw, q, r, neg = self._tile(dots, row_sq, key_sq, cand, pos)
+        g_q = torch.where(pos, d_stats[0], 0.0)
+        g_q = g_q + torch.where(neg, -d_stats[2] * torch.relu(self.margin - r) / r, 0.0)
+        g_q = g_q * (raw >= 0)  # clamp(min=0) passes no gradient below zero
+        return -2.0 * g_q, g_q  # d/d dots, d/d squared norms
+
+
+def hinge_naive(
+    emb: Tensor,
+    labels: Tensor,
+    valid: Tensor,
+    cu_seqlens: Tensor,
+    margin: float,
+    pos_weight: float = 1.0,
+    neg_weight: float = 1.0,
+    pair_mask: Tensor | None = None,
+) -> Tensor:
+    """Reference with (n, n) matrices per event (tests only); pair_mask (N, N) limits pairs."""
+    sums = emb.new_zeros(4)
+    bounds = cu_seqlens.tolist()
+    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+        x, y, v = emb[s:e], labels[s:e], valid[s:e]
+        sq = (x * x).sum(-1)
+        q = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp(min=0)  # (n, n)
+        cand = v[:, None] & v[None, :] & ~torch.eye(e - s, dtype=torch.bool, device=emb.device)
+        if pair_mask is not None:
+            cand = cand & pair_mask[s:e, s:e]
+        pos = cand & (y[:, None] == y[None, :]) & (y[:, None] != 0)
+        neg = cand & ~pos
+        hinge = torch.relu(margin - torch.sqrt(q + EPS)) ** 2
+        sums = sums + torch.stack([q[pos].sum(), pos.sum(), hinge[neg].sum(), neg.sum()])
+    return pos_weight * sums[0] / sums[1].clamp(min=1) + neg_weight * sums[2] / sums[3].clamp(min=1)
+
+
+class PairwiseHingeLoss(nn.Module):
+    name = "hinge"
+
+    def __init__(
+        self,
+        margin: float = 1.0,
+        output_key: str = "embedding",
+        negatives: str = "event",
+        window: int = 64,
+        noise: str = "negative",
+        pos_weight: float = 1.0,
+        neg_weight: float = 1.0,
+        tile_elems: int = 1 << 24,
+    ):
+        super().__init__()
+        if negatives not in ("event", "window"):
+            raise ValueError(f"hinge negatives={negatives!r} must be 'event' or 'window'")
+        self.pairs = HingePairs(margin, pos_weight, neg_weight)
+        self.output_key, self.negatives, self.window = output_key, negatives, int(window)
+        self.noise = check_noise_mode(noise, ("negative", "ignore"), self.name)
+        self.tile_elems = int(tile_elems)
+
+    def forward(self, outputs: dict[str, Tensor], batch) -> Tensor:
+        emb = get_output(outputs, self.output_key, self.name).float()  # (N, D)
+        labels = particle_labels(batch, self.name)  # (N,)
+        valid = labels != 0 if self.noise == "ignore" else torch.ones_like(labels, dtype=bool)
+        if emb.shape[0] < 2:
+            return zero_loss(emb)
+        if self.negatives == "window":
+            nbr = window_neighbours(batch.cu_seqlens, self.window, coords=batch.coords)
+            return tiled_pair_loss(
+                emb, labels, valid, self.pairs, neighbours=nbr, tile_elems=self.tile_elems
+            )
+        return tiled_pair_loss(
+            emb, labels, valid, self.pairs, cu_seqlens=batch.cu_seqlens, tile_elems=self.tile_elems
+        )

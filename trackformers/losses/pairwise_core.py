@@ -1,0 +1,153 @@
+"""Memory-bounded pairwise losses: tiles of hit pairs with a custom autograd (recomputation).
+
+A pairwise loss between the hits of an event depends on the embeddings only through dot
+products ``s_ij = e_i . e_j`` and squared norms. Rather than an (N, N) matrix, rows are
+processed in chunks of ``c`` anchors against their keys:
+
+* ``EventLayout``     — keys are all hits of the anchor's event (exact, tile (c, n_event)),
+* ``NeighbourLayout`` — keys are ``k`` given neighbours per hit (O(N k), e.g. the attention
+  window), padded with -1.
+
+Forward keeps only a few scalar statistics; backward recomputes every tile and accumulates
+``dL/de`` directly, so peak memory is O(tile) + O(N D), never O(N^2). A ``PairLoss`` supplies
+``tile_stats`` (statistics of a tile), ``finalize`` (loss from the summed statistics) and
+``tile_grad`` (gradient of the loss w.r.t. the tile's dot products and squared norms).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class EventLayout:
+    """All ordered pairs (i, j != i) of hits of the same event, rows in chunks."""
+
+    def __init__(self, cu_seqlens: Tensor, tile_elems: int):
+        self.bounds = [int(b) for b in cu_seqlens.tolist()]
+        self.tile_elems = int(tile_elems)
+
+    def tiles(self):
+        for s, e in zip(self.bounds[:-1], self.bounds[1:], strict=True):
+            n = e - s
+            if n == 0:
+                continue
+            c = max(1, min(n, self.tile_elems // n))
+            for r0 in range(s, e, c):
+                yield (s, e, r0, min(r0 + c, e))
+
+    def scores(self, emb: Tensor, labels: Tensor, valid: Tensor, tile):
+        s, e, r0, r1 = tile
+        rows, keys = emb[r0:r1], emb[s:e]  # (c, D), (n, D)
+        dots = rows @ keys.T  # (c, n)
+        row_sq = (rows * rows).sum(-1, keepdim=True)  # (c, 1)
+        key_sq = (keys * keys).sum(-1)[None, :]  # (1, n)
+        not_self = (
+            torch.arange(s, e, device=emb.device)[None, :]
+            != torch.arange(r0, r1, device=emb.device)[:, None]
+        )  # (c, n)
+        cand = not_self & valid[r0:r1, None] & valid[None, s:e]  # (c, n)
+        lr = labels[r0:r1]
+        pos = cand & (lr[:, None] == labels[None, s:e]) & (lr[:, None] != 0)  # (c, n)
+        return dots, row_sq, key_sq, cand, pos
+
+    def accumulate(self, grad: Tensor, emb: Tensor, tile, g_dot: Tensor, g_sq: Tensor | None):
+        s, e, r0, r1 = tile
+        rows, keys = emb[r0:r1], emb[s:e]
+        grad[r0:r1] += g_dot @ keys  # (c, D)
+        grad[s:e] += g_dot.T @ rows  # (n, D)
+        if g_sq is not None:
+            grad[r0:r1] += 2.0 * g_sq.sum(1, keepdim=True) * rows
+            grad[s:e] += 2.0 * g_sq.sum(0)[:, None] * keys
+
+
+class NeighbourLayout:
+    """Pairs (i, nbr[i, m]) for a (N, k) int64 neighbour table (-1 = no neighbour)."""
+
+    def __init__(self, neighbours: Tensor, tile_elems: int, dim: int):
+        self.nbr = neighbours
+        n, k = neighbours.shape
+        self.n, self.c = n, max(1, int(tile_elems) // max(1, k * dim))
+
+    def tiles(self):
+        for r0 in range(0, self.n, self.c):
+            yield (r0, min(r0 + self.c, self.n))
+
+    def scores(self, emb: Tensor, labels: Tensor, valid: Tensor, tile):
+        r0, r1 = tile
+        nbr = self.nbr[r0:r1]  # (c, k)
+        has = nbr >= 0
+        idx = nbr.clamp(min=0)
+        rows, keys = emb[r0:r1], emb[idx]  # (c, D), (c, k, D)
+        dots = torch.einsum("cd,ckd->ck", rows, keys)  # (c, k)
+        row_sq = (rows * rows).sum(-1, keepdim=True)  # (c, 1)
+        key_sq = (keys * keys).sum(-1)  # (c, k)
+        cand = has & valid[r0:r1, None] & valid[idx]  # (c, k)
+        lr = labels[r0:r1]
+        pos = cand & (lr[:, None] == labels[idx]) & (lr[:, None] != 0)  # (c, k)
+        return dots, row_sq, key_sq, cand, pos
+
+    def accumulate(self, grad: Tensor, emb: Tensor, tile, g_dot: Tensor, g_sq: Tensor | None):
+        r0, r1 = tile
+        idx = self.nbr[r0:r1].clamp(min=0)  # (c, k); padded entries carry zero gradient
+        rows, keys = emb[r0:r1], emb[idx]
+        grad[r0:r1] += torch.einsum("ck,ckd->cd", g_dot, keys)
+        key_grad = g_dot[..., None] * rows[:, None, :]  # (c, k, D)
+        if g_sq is not None:
+            grad[r0:r1] += 2.0 * g_sq.sum(1, keepdim=True) * rows
+            key_grad = key_grad + 2.0 * g_sq[..., None] * keys
+        grad.index_add_(0, idx.reshape(-1), key_grad.reshape(-1, emb.shape[1]))
+
+
+class _TiledPairLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, emb, labels, valid, pair_loss, layout):
+        with torch.autocast(emb.device.type, enabled=False):
+            stats = None
+            for tile in layout.tiles():
+                st = pair_loss.tile_stats(*layout.scores(emb, labels, valid, tile))
+                stats = st if stats is None else stats + st
+            if stats is None:
+                stats = pair_loss.empty_stats(emb)
+        ctx.save_for_backward(emb, labels, valid, stats)
+        ctx.pair_loss, ctx.layout = pair_loss, layout
+        return pair_loss.finalize(stats)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        emb, labels, valid, stats = ctx.saved_tensors
+        pair_loss, layout = ctx.pair_loss, ctx.layout
+        with torch.enable_grad():
+            st = stats.detach().requires_grad_(True)
+            (d_stats,) = torch.autograd.grad(pair_loss.finalize(st), st)
+        d_stats = d_stats * grad_out
+        grad = torch.zeros_like(emb)
+        with torch.no_grad(), torch.autocast(emb.device.type, enabled=False):
+            for tile in layout.tiles():
+                g_dot, g_sq = pair_loss.tile_grad(*layout.scores(emb, labels, valid, tile), d_stats)
+                layout.accumulate(grad, emb, tile, g_dot, g_sq)
+        return grad, None, None, None, None
+
+
+def tiled_pair_loss(
+    emb: Tensor,
+    labels: Tensor,
+    valid: Tensor,
+    pair_loss,
+    cu_seqlens: Tensor | None = None,
+    neighbours: Tensor | None = None,
+    tile_elems: int = 1 << 24,
+) -> Tensor:
+    """Loss over all same-event pairs (``cu_seqlens``) or over a neighbour table.
+
+    emb (N, D) float32, labels (N,) int64 particle id (0 = noise), valid (N,) bool: hits that
+    take part at all (e.g. noise excluded). Memory per tile ~ ``tile_elems`` elements.
+    """
+    if (cu_seqlens is None) == (neighbours is None):
+        raise ValueError("give exactly one of cu_seqlens (all pairs) or neighbours (N, k)")
+    emb = emb.float().contiguous()
+    if neighbours is not None:
+        layout = NeighbourLayout(neighbours.long(), tile_elems, emb.shape[1])
+    else:
+        layout = EventLayout(cu_seqlens, tile_elems)
+    return _TiledPairLoss.apply(emb, labels.long(), valid.bool(), pair_loss, layout)
