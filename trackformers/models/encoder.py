@@ -1,0 +1,152 @@
+"""Encoder-only Transformer over packed hits with a pluggable attention backend.
+
+Permutation-equivariant (no positional encoding). The attention plan is built once per
+batch; if the plan reorders hits (cluster/window plans) the hidden states are permuted into
+the plan's order once, every layer runs on the sorted rows, and the output is returned in
+the batch's input order.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trackformers.attention import build as build_attention
+from trackformers.attention.base import AttentionBackend, AttentionPlan
+from trackformers.attention.plans import presorted
+
+
+def make_norm(kind: str, d: int) -> nn.Module:
+    if kind == "layernorm":
+        return nn.LayerNorm(d)
+    if kind == "rmsnorm":
+        return nn.RMSNorm(d)
+    raise ValueError(f"norm must be 'layernorm' or 'rmsnorm', got {kind!r}")
+
+
+class FeedForward(nn.Module):
+    """GELU MLP or SwiGLU (hidden = ffn_mult * d_model; SwiGLU uses 2/3 of it per branch)."""
+
+    def __init__(self, d_model: int, ffn_mult: float, kind: str, dropout: float):
+        super().__init__()
+        if kind not in ("gelu", "swiglu"):
+            raise ValueError(f"ffn must be 'gelu' or 'swiglu', got {kind!r}")
+        self.kind = kind
+        hidden = int(ffn_mult * d_model)
+        if kind == "swiglu":
+            hidden = int(2 * hidden / 3)
+            self.w_in = nn.Linear(d_model, 2 * hidden)
+        else:
+            self.w_in = nn.Linear(d_model, hidden)
+        self.w_out = nn.Linear(hidden, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.w_in(x)  # (N, hidden) or (N, 2 * hidden)
+        if self.kind == "swiglu":
+            a, b = h.chunk(2, dim=-1)
+            h = F.silu(a) * b
+        else:
+            h = F.gelu(h)
+        return self.w_out(self.drop(h))  # (N, d_model)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, backend: AttentionBackend, dropout: float):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.backend = backend
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, plan: AttentionPlan) -> Tensor:
+        n, d = x.shape
+        qkv = self.qkv(x).view(n, 3, self.n_heads, d // self.n_heads)  # (N, 3, H, Dh)
+        q, k, v = qkv.unbind(1)  # (N, H, Dh) each
+        o = self.backend(q, k, v, plan)  # (N, H, Dh)
+        return self.drop(self.out(o.reshape(n, d)))  # (N, d_model)
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm block: x + Attn(norm(x)), then x + FFN(norm(x))."""
+
+    def __init__(self, d_model, n_heads, backend, ffn, ffn_mult, norm, dropout):
+        super().__init__()
+        self.norm1 = make_norm(norm, d_model)
+        self.attn = SelfAttention(d_model, n_heads, backend, dropout)
+        self.norm2 = make_norm(norm, d_model)
+        self.ffn = FeedForward(d_model, ffn_mult, ffn, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, plan: AttentionPlan) -> Tensor:
+        x = x + self.attn(self.norm1(x), plan)  # (N, d_model)
+        return x + self.drop(self.ffn(self.norm2(x)))  # (N, d_model)
+
+
+class Encoder(nn.Module):
+    """Input MLP over hit features -> ``n_layers`` pre-norm blocks -> final norm.
+
+    Args:
+        in_features: F, width of ``PackedBatch.x``.
+        attention: a backend instance or a registry name (``"dense"``, ``"flex"``, ...).
+        attention_kwargs: passed to the registry when ``attention`` is a name.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        d_model: int = 256,
+        n_heads: int = 8,
+        n_layers: int = 6,
+        ffn: str = "gelu",
+        ffn_mult: float = 4.0,
+        norm: str = "layernorm",
+        dropout: float = 0.0,
+        attention: AttentionBackend | str = "dense",
+        attention_kwargs: dict | None = None,
+    ):
+        super().__init__()
+        if isinstance(attention, str):
+            attention = build_attention(attention, **(attention_kwargs or {}))
+        if not isinstance(attention, AttentionBackend):
+            raise TypeError(f"attention must be an AttentionBackend or a name, got {attention!r}")
+        self.in_features = in_features
+        self.d_model = d_model
+        self.attention = attention
+        self.input_mlp = nn.Sequential(
+            nn.Linear(in_features, d_model), nn.GELU(), nn.Linear(d_model, d_model)
+        )
+        self.blocks = nn.ModuleList(
+            EncoderBlock(d_model, n_heads, attention, ffn, ffn_mult, norm, dropout)
+            for _ in range(n_layers)
+        )
+        self.final_norm = make_norm(norm, d_model)
+
+    def forward(self, batch, plan: AttentionPlan | None = None) -> Tensor:
+        """batch: PackedBatch -> (total_hits, d_model) in the batch's input order."""
+        x = batch.x
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"PackedBatch.x has shape {tuple(x.shape)}; encoder expects "
+                f"(total_hits, {self.in_features})"
+            )
+        if plan is None:
+            plan = self.attention.plan(batch)
+        h = self.input_mlp(x)  # (N, d_model)
+        if plan.perm is not None:
+            h = h[plan.perm]  # (N, d_model) in plan order, permuted once for all layers
+            layer_plan = presorted(plan)
+        else:
+            layer_plan = plan
+        for block in self.blocks:
+            h = block(h, layer_plan)  # (N, d_model)
+        h = self.final_norm(h)
+        return h if plan.inv_perm is None else h[plan.inv_perm]
+
+    @torch.no_grad()
+    def build_plan(self, batch) -> AttentionPlan:
+        return self.attention.plan(batch)
