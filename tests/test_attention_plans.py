@@ -30,7 +30,7 @@ def independent_window_mask(batch, window):
     xyz = batch.coords.numpy()
     n = xyz.shape[0]
     mask = np.zeros((n, n), bool)
-    for a, b in zip(cu[:-1], cu[1:]):
+    for a, b in zip(cu[:-1], cu[1:], strict=True):
         m = b - a
         order = np.argsort(np.arctan2(xyz[a:b, 1], xyz[a:b, 0]), kind="stable")
         pos = np.empty(m, int)

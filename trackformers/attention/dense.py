@@ -80,7 +80,9 @@ class DenseAttention(AttentionBackend):
             padded_work = len(sizes) * max(sizes, default=0) ** 2
             if len(sizes) > 1 and work >= self.pad_efficiency * padded_work:
                 return _padded_full(q, k, v, cu)
-            return torch.cat([_sdpa(q[a:b], k[a:b], v[a:b]) for a, b in zip(cu[:-1], cu[1:])])
+            return torch.cat(
+                [_sdpa(q[a:b], k[a:b], v[a:b]) for a, b in zip(cu[:-1], cu[1:], strict=True)]
+            )
         return self._masked(q, k, v, plan, cu)
 
     def _masked(self, q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan, cu: list[int]):

@@ -1,4 +1,4 @@
-"""trackformers.models: encoder, heads and the TrackFormer wrapper (LightningModule in module.py)."""
+"""trackformers.models: encoder, heads, TrackFormer (the LightningModule is in module.py)."""
 
 from __future__ import annotations
 
