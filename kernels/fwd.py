@@ -1,0 +1,145 @@
+"""Forward kernel of block-sparse varlen attention (online softmax, fp32 accumulation).
+
+q, k, v, o: (N, H, D) contiguous in the plan's sorted order; lse: (H, N) float32 in log2
+units of the scaled scores (``m + log2(l)``), kept for the backward pass. One program per
+(query tile, head); the key ranges come from :mod:`trackformers.kernels.metadata`.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _allowed(offs_n, end, lo1, hi1, lo2, hi2):
+    """(BLOCK_M, BLOCK_N) element mask: key j inside one of the row's two ranges and < end."""
+    j = offs_n[None, :]
+    in1 = (j >= lo1[:, None]) & (j < hi1[:, None])
+    in2 = (j >= lo2[:, None]) & (j < hi2[:, None])
+    return (in1 | in2) & (offs_n < end)[None, :]
+
+
+@triton.jit
+def _fwd_segment(
+    acc,
+    m_i,
+    l_i,
+    q,
+    K,
+    V,
+    start,
+    end,
+    lo1,
+    hi1,
+    lo2,
+    hi2,
+    stride_n,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+):
+    offs_d = tl.arange(0, HEAD_DIM)
+    for s in range(start, end, BLOCK_N):
+        offs_n = s + tl.arange(0, BLOCK_N)  # (BLOCK_N,) sorted key rows
+        kv_off = offs_n.to(tl.int64)[:, None] * stride_n + offs_d[None, :]
+        if MASKED:
+            inb = (offs_n < end)[:, None]
+            k = tl.load(K + kv_off, mask=inb, other=0.0)  # (BLOCK_N, D)
+            v = tl.load(V + kv_off, mask=inb, other=0.0)  # (BLOCK_N, D)
+        else:
+            k = tl.load(K + kv_off)
+            v = tl.load(V + kv_off)
+        qk = tl.dot(q, tl.trans(k)) * qk_scale  # (BLOCK_M, BLOCK_N) log2 units
+        if MASKED:
+            qk = tl.where(_allowed(offs_n, end, lo1, hi1, lo2, hi2), qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(qk - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit(do_not_specialize=["N"])
+def attention_fwd_kernel(
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    TILES,
+    ROWS,
+    N,
+    H,
+    sm_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    t = tl.program_id(0)
+    h = tl.program_id(1)
+    tb = TILES + t * 8
+    q_start = tl.load(tb + 0)
+    q_end = tl.load(tb + 1)
+    a_lo = tl.load(tb + 2)
+    f_lo = tl.load(tb + 3)
+    f_hi = tl.load(tb + 4)
+    a_hi = tl.load(tb + 5)
+    b_lo = tl.load(tb + 6)
+    b_hi = tl.load(tb + 7)
+    stride_n = H * HEAD_DIM
+    offs_m = q_start + tl.arange(0, BLOCK_M)  # (BLOCK_M,) sorted query rows
+    mvalid = offs_m < q_end
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_off = offs_m.to(tl.int64)[:, None] * stride_n + offs_d[None, :]
+    head = h * HEAD_DIM
+    q = tl.load(Q + head + row_off, mask=mvalid[:, None], other=0.0)  # (BLOCK_M, D)
+    lo1 = tl.load(ROWS + offs_m, mask=mvalid, other=0)
+    hi1 = tl.load(ROWS + N + offs_m, mask=mvalid, other=0)
+    lo2 = tl.load(ROWS + 2 * N + offs_m, mask=mvalid, other=0)
+    hi2 = tl.load(ROWS + 3 * N + offs_m, mask=mvalid, other=0)
+    qk_scale = sm_scale * 1.4426950408889634
+    m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - 1.0e30
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    Kh = K + head
+    Vh = V + head
+    f_end = f_lo + ((f_hi - f_lo) // BLOCK_N) * BLOCK_N
+    acc, m_i, l_i = _fwd_segment(
+        acc, m_i, l_i, q, Kh, Vh, a_lo, f_lo, lo1, hi1, lo2, hi2, stride_n, qk_scale,
+        HEAD_DIM, BLOCK_N, True,
+    )  # fmt: skip
+    acc, m_i, l_i = _fwd_segment(
+        acc, m_i, l_i, q, Kh, Vh, f_lo, f_end, lo1, hi1, lo2, hi2, stride_n, qk_scale,
+        HEAD_DIM, BLOCK_N, False,
+    )  # fmt: skip
+    acc, m_i, l_i = _fwd_segment(
+        acc, m_i, l_i, q, Kh, Vh, f_end, a_hi, lo1, hi1, lo2, hi2, stride_n, qk_scale,
+        HEAD_DIM, BLOCK_N, True,
+    )  # fmt: skip
+    acc, m_i, l_i = _fwd_segment(
+        acc, m_i, l_i, q, Kh, Vh, b_lo, b_hi, lo1, hi1, lo2, hi2, stride_n, qk_scale,
+        HEAD_DIM, BLOCK_N, True,
+    )  # fmt: skip
+    l_safe = tl.where(l_i > 0.0, l_i, 1.0)
+    o = acc / l_safe[:, None]
+    tl.store(O + head + row_off, o.to(O.dtype.element_ty), mask=mvalid[:, None])
+    tl.store(LSE + h.to(tl.int64) * N + offs_m, m_i + tl.math.log2(l_safe), mask=mvalid)
+
+
+def fwd_configs(block_m: int) -> list[triton.Config]:
+    """Autotune space (key: HEAD_DIM and the dtypes): key block size, warps, stages."""
+    out = []
+    for bn in (32, 64, 128):
+        for warps in (4, 8):
+            for stages in (2, 3):
+                if block_m * bn > 128 * 128 or (warps == 8 and block_m < 128):
+                    continue
+                out.append(triton.Config({"BLOCK_N": bn}, num_warps=warps, num_stages=stages))
+    return out

@@ -1,0 +1,199 @@
+"""Launchers and the autograd Function of the fused block-sparse attention.
+
+``fused_attention(q, k, v, plan)`` is the public entry point: q, k, v of shape (N, H, D) in the
+plan's SORTED order (the attention backend applies the plan's perm), the metadata built on
+the device in O(N) by :mod:`trackformers.kernels.metadata` on every call unless given.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+from torch import Tensor
+from trackformers.kernels.bwd import (
+    attention_bwd_dkdv_kernel,
+    attention_bwd_dq_kernel,
+    bwd_configs,
+    delta_kernel,
+)
+from trackformers.kernels.fwd import attention_fwd_kernel, fwd_configs
+from trackformers.kernels.metadata import BlockMeta, build_block_meta, build_row_intervals
+
+HEAD_DIMS = (16, 32, 64, 128)
+DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Tile sizes; block_m fixes the metadata, the rest is autotuned when tune=True."""
+
+    block_m: int = 128
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 3
+
+
+# Query/key tile rows of the metadata per head_dim (forward, backward); README.md says why.
+FWD_CONFIGS = {
+    16: KernelConfig(128, 64, 4, 3),
+    32: KernelConfig(128, 64, 4, 3),
+    64: KernelConfig(128, 64, 4, 3),
+    128: KernelConfig(128, 64, 8, 2),
+}
+BWD_CONFIGS = {
+    16: KernelConfig(64, 64, 4, 2),
+    32: KernelConfig(64, 64, 4, 2),
+    64: KernelConfig(64, 64, 4, 2),
+    128: KernelConfig(64, 32, 4, 2),
+}
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+_TUNED: dict[str, object] = {}
+
+
+def _tuned(name: str, fn, block_m: int, configs):
+    key = f"{name}:{block_m}"
+    if key not in _TUNED:
+        _TUNED[key] = triton.autotune(configs=configs(block_m), key=["HEAD_DIM"])(fn)
+    return _TUNED[key]
+
+
+@dataclass
+class FusedMeta:
+    """Forward and backward tile metadata of one plan (sharing the per-row ranges)."""
+
+    fwd: BlockMeta
+    bwd: BlockMeta
+
+
+def build_meta(plan, num_rows: int, head_dim: int) -> FusedMeta:
+    """All metadata of one plan for one head_dim: 1 row launch + 1 or 2 tile launches."""
+    fc, bc = FWD_CONFIGS[head_dim], BWD_CONFIGS[head_dim]
+    rows = build_row_intervals(
+        plan.kind,
+        plan.cu_seqlens,
+        plan.max_seqlen,
+        group_id=plan.group_id,
+        adjacency=plan.adjacency,
+        window=plan.window,
+        num_rows=num_rows,
+    )
+    fwd = build_block_meta(plan, num_rows, fc.block_m, rows=rows)
+    bwd = fwd if bc.block_m == fc.block_m else build_block_meta(plan, num_rows, bc.block_m, rows)
+    return FusedMeta(fwd=fwd, bwd=bwd)
+
+
+def _check(q: Tensor, k: Tensor, v: Tensor) -> None:
+    if q.ndim != 3 or q.shape != k.shape or q.shape != v.shape:
+        raise ValueError(
+            f"fused attention needs q, k, v of one shape (N, H, D); got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if q.shape[2] not in HEAD_DIMS:
+        raise ValueError(f"fused attention supports head_dim {HEAD_DIMS}, got {q.shape[2]}")
+    if q.dtype not in DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"fused attention needs one dtype of {DTYPES}; got {q.dtype}")
+    if q.device.type != "cuda" and not interpreting():
+        raise RuntimeError(
+            f"fused attention runs on CUDA (got device {q.device}); on CPU only under "
+            "TRITON_INTERPRET=1 (tests)"
+        )
+
+
+def attention_forward(
+    q: Tensor, k: Tensor, v: Tensor, meta: BlockMeta, sm_scale: float, tune: bool = True
+) -> tuple[Tensor, Tensor]:
+    """o (N, H, D) in q's dtype and lse (H, N) float32 (log2 units of the scaled scores)."""
+    n, h, d = q.shape
+    o = torch.empty_like(q)
+    lse = torch.empty((h, n), dtype=torch.float32, device=q.device)
+    if n == 0:
+        return o, lse
+    grid = (meta.tiles.shape[0], h)
+    cfg = FWD_CONFIGS[d]
+    args = (q, k, v, o, lse, meta.tiles, meta.rows, n, h, sm_scale)
+    if tune and not interpreting():
+        kern = _tuned("fwd", attention_fwd_kernel, meta.block_m, fwd_configs)
+        kern[grid](*args, HEAD_DIM=d, BLOCK_M=meta.block_m)
+    else:
+        attention_fwd_kernel[grid](
+            *args, HEAD_DIM=d, BLOCK_M=meta.block_m, BLOCK_N=cfg.block_n,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )  # fmt: skip
+    return o, lse
+
+
+def attention_backward(
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, meta: BlockMeta,
+    sm_scale: float, tune: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """dq, dk, dv (N, H, D) in q's dtype."""
+    n, h, d = q.shape
+    do = do.contiguous()
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if n == 0:
+        return dq, dk, dv
+    delta = torch.empty((h, n), dtype=torch.float32, device=q.device)
+    block = 64
+    delta_kernel[(triton.cdiv(n * h, block),)](o, do, delta, n * h, h, n, HEAD_DIM=d, BLOCK=block)
+    grid = (meta.tiles.shape[0], h)
+    cfg = BWD_CONFIGS[d]
+    dq_args = (q, k, v, do, dq, lse, delta, meta.tiles, meta.rows, n, h, sm_scale)
+    kv_args = (q, k, v, do, dk, dv, lse, delta, meta.tiles, meta.rows, n, h, sm_scale)
+    if tune and not interpreting():
+        _tuned("dkdv", attention_bwd_dkdv_kernel, meta.block_m, bwd_configs)[grid](
+            *kv_args, HEAD_DIM=d, BLOCK_M=meta.block_m
+        )
+        _tuned("dq", attention_bwd_dq_kernel, meta.block_m, bwd_configs)[grid](
+            *dq_args, HEAD_DIM=d, BLOCK_M=meta.block_m
+        )
+    else:
+        fixed = dict(BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        attention_bwd_dkdv_kernel[grid](*kv_args, HEAD_DIM=d, BLOCK_M=meta.block_m, **fixed)
+        attention_bwd_dq_kernel[grid](*dq_args, HEAD_DIM=d, BLOCK_M=meta.block_m, **fixed)
+    return dq, dk, dv
+
+
+class FusedAttentionFunction(torch.autograd.Function):
+    """Autograd wrapper: q, k, v (N, H, D) sorted, contiguous; metadata from build_meta."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, meta: FusedMeta, sm_scale: float, tune: bool):
+        o, lse = attention_forward(q, k, v, meta.fwd, sm_scale, tune)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.meta, ctx.sm_scale, ctx.tune = meta, sm_scale, tune
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = attention_backward(do, q, k, v, o, lse, ctx.meta.bwd, ctx.sm_scale, ctx.tune)
+        return dq, dk, dv, None, None, None
+
+
+def fused_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    plan,
+    sm_scale: float | None = None,
+    meta: FusedMeta | None = None,
+    tune: bool = True,
+) -> Tensor:
+    """Block-sparse attention of (N, H, D) q, k, v in the plan's sorted order -> (N, H, D)."""
+    _check(q, k, v)
+    n, _, d = q.shape
+    if sm_scale is None:
+        sm_scale = 1.0 / math.sqrt(d)
+    if meta is None:
+        meta = build_meta(plan, n, d)
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    return FusedAttentionFunction.apply(q, k, v, meta, float(sm_scale), tune)
