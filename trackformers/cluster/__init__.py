@@ -1,1 +1,52 @@
-"""trackformers.cluster"""
+"""Hit→track assignment: GPU DBSCAN in torch, argmax for classifiers, sklearn references."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from trackformers.cluster.argmax import argmax_assign
+from trackformers.cluster.components import connected_components
+from trackformers.cluster.cpu import dbscan_cpu, hdbscan_cpu
+from trackformers.cluster.gpu_dbscan import dbscan, radius_graph
+
+METHODS = ("dbscan", "dbscan_cpu", "hdbscan_cpu", "argmax")
+
+
+def cluster_hits(method: str, output: Tensor, cu_seqlens: Tensor, **params) -> Tensor:
+    """(N,) int64 track labels (unique across events, -1 = none) by a named method.
+
+    method: "dbscan" (torch, on output's device), "dbscan_cpu" / "hdbscan_cpu" (sklearn),
+    "argmax" (classifier logits). ``params`` are the method's keyword arguments.
+    """
+    if method == "dbscan":
+        return dbscan(output.float(), cu_seqlens, **params)
+    if method == "argmax":
+        return argmax_assign(output, cu_seqlens, **params)
+    if method in ("dbscan_cpu", "hdbscan_cpu"):
+        fn = dbscan_cpu if method == "dbscan_cpu" else hdbscan_cpu
+        x = output.detach().float().cpu().numpy()
+        lab = fn(x, cu_seqlens.cpu().numpy(), **params)
+        return torch.from_numpy(lab).to(output.device)
+    raise ValueError(f"unknown clustering method {method!r}; choose one of {METHODS}")
+
+
+def split_events(labels: Tensor | np.ndarray, cu_seqlens) -> list[np.ndarray]:
+    """Per-event numpy label arrays from packed labels."""
+    lab = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    cu = cu_seqlens.cpu().numpy() if isinstance(cu_seqlens, Tensor) else np.asarray(cu_seqlens)
+    return [lab[a:b] for a, b in zip(cu[:-1], cu[1:], strict=True)]
+
+
+__all__ = [
+    "METHODS",
+    "argmax_assign",
+    "cluster_hits",
+    "connected_components",
+    "dbscan",
+    "dbscan_cpu",
+    "hdbscan_cpu",
+    "radius_graph",
+    "split_events",
+]

@@ -1,0 +1,150 @@
+"""Exact DBSCAN in torch for packed events (GPU, also runs on CPU tensors).
+
+1. Radius graph: points are hashed into a grid of cell size eps over (up to) three
+   coordinates of largest spread, prefixed by the event index so that no pair crosses events.
+   Cells are sorted; for each point the candidate neighbours are the 3^(k-1) contiguous key
+   ranges of the adjacent cells (the last grid axis is contiguous in key space). Candidates
+   are filtered by the full-dimensional Euclidean distance <= eps. Every pair within eps lies
+   in adjacent cells, so the graph is exact. Pairs are processed in chunks of at most
+   ``max_pairs`` to bound memory.
+2. Core points: at least ``min_samples`` neighbours, the point itself included (sklearn).
+3. Clusters: connected components of the core-core graph, each labelled by its smallest
+   point index; a border point takes the smallest label among its core neighbours.
+
+sklearn's DBSCAN numbers clusters in the order of their smallest core index, and a border point
+reachable from two clusters joins the one expanded first, i.e. the one with the smaller
+smallest core index. Step 3 reproduces both, so labels equal sklearn's per event exactly
+(up to the per-event offset that makes labels unique across the batch).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor
+
+from trackformers.cluster.components import connected_components
+
+
+def _seq_index(cu_seqlens: Tensor, n: int) -> Tensor:
+    lengths = cu_seqlens.diff().long()
+    seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu_seqlens.device), lengths)
+    if seq.numel() != n:
+        raise ValueError(f"cu_seqlens covers {seq.numel()} hits but x has {n} rows")
+    return seq  # (N,)
+
+
+def _grid_keys(x: Tensor, seq: Tensor, eps: float, max_dims: int):
+    """Cell key per point, the key stride of each grid axis, and the number of grid axes."""
+    spread = x.amax(0) - x.amin(0)  # (d,)
+    k = min(max_dims, x.shape[1])
+    dims = torch.topk(spread, k).indices  # (k,)
+    lo = x[:, dims].amin(0)  # (k,)
+    cell = torch.floor((x[:, dims] - lo) / eps).long() + 1  # (N, k), >= 1 so that cell-1 >= 0
+    sizes = (cell.amax(0) + 2).tolist()  # cells per axis incl. padding on both sides
+    n_seq = int(seq.max().item()) + 1 if seq.numel() else 1
+    while k > 1 and n_seq * torch.tensor(sizes[:k], dtype=torch.float64).prod().item() > 2**62:
+        k -= 1  # drop the least spread axis until keys fit into int64 (still exact, slower)
+    strides = [1] * k
+    for j in range(k - 2, -1, -1):
+        strides[j] = strides[j + 1] * sizes[j + 1]
+    key = seq * (strides[0] * sizes[0])  # (N,)
+    for j in range(k):
+        key = key + cell[:, j] * strides[j]
+    return key, strides, k
+
+
+def radius_graph(
+    x: Tensor, cu_seqlens: Tensor, eps: float, max_pairs: int = 1 << 24, max_dims: int = 3
+) -> tuple[Tensor, Tensor]:
+    """All ordered pairs (i, j), i != j, of one event with ||x_i - x_j|| <= eps.
+
+    x: (N, d) float; cu_seqlens: (B+1,) event boundaries. Returns src, dst (E,) int64 with
+    both directions present.
+    """
+    n = x.shape[0]
+    seq = _seq_index(cu_seqlens, n)
+    if n == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=x.device)
+        return empty, empty
+    key, strides, k = _grid_keys(x, seq, eps, max_dims)
+    order = torch.argsort(key)  # (N,)
+    skey = key[order]  # (N,) sorted keys
+    xs = x[order]  # (N, d) points in key order
+    # contiguous candidate ranges: all offsets in the first k-1 axes, last axis -1..+1
+    offsets = [sum(o * s for o, s in zip(off, strides[:-1], strict=True))
+               for off in itertools.product((-1, 0, 1), repeat=k - 1)]  # fmt: skip
+    off = torch.tensor(offsets, device=x.device, dtype=torch.long)  # (R,)
+    base = skey[:, None] + off[None, :]  # (N, R)
+    start = torch.searchsorted(skey, base - strides[-1])  # (N, R) first candidate position
+    end = torch.searchsorted(skey, base + strides[-1], right=True)  # (N, R)
+    count = (end - start).reshape(-1)  # (N*R,)
+    per_point = (end - start).sum(1)  # (N,)
+    cum = torch.cumsum(per_point, 0)  # (N,)
+    # chunk query points so that each chunk holds at most max_pairs candidates
+    bounds = [0]
+    total = int(cum[-1].item())
+    if total > max_pairs:
+        cuts = torch.arange(max_pairs, total, max_pairs, device=x.device)
+        bounds += torch.searchsorted(cum, cuts, right=True).tolist()
+    bounds.append(n)
+    eps2 = eps * eps
+    srcs, dsts = [], []
+    r = off.numel()
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        if b <= a:
+            continue
+        cnt = count[a * r : b * r]  # (M*R,)
+        st = start[a:b].reshape(-1)  # (M*R,)
+        m = int(cnt.sum().item())
+        row = torch.repeat_interleave(
+            torch.arange(a * r, b * r, device=x.device), cnt, output_size=m
+        )
+        first = torch.cumsum(cnt, 0) - cnt  # (M*R,) offset of each range in the flat pair list
+        pos = st[row - a * r] + (torch.arange(m, device=x.device) - first[row - a * r])  # (m,)
+        q = torch.div(row, r, rounding_mode="floor")  # (m,) query position in key order
+        d2 = (xs[q] - xs[pos]).pow(2).sum(1)  # (m,)
+        keep = (d2 <= eps2) & (q != pos)
+        srcs.append(order[q[keep]])
+        dsts.append(order[pos[keep]])
+    return torch.cat(srcs), torch.cat(dsts)
+
+
+def dbscan(
+    x: Tensor,
+    cu_seqlens: Tensor,
+    eps: float,
+    min_samples: int = 5,
+    max_pairs: int = 1 << 24,
+    max_dims: int = 3,
+) -> Tensor:
+    """(N,) int64 DBSCAN labels, unique across events, -1 = noise; equal to sklearn per event.
+
+    Labels of event b are offset by the number of clusters in events < b, so
+    ``labels - labels[event].min()`` reproduces sklearn's numbering of event b.
+    """
+    if x.dim() != 2:
+        raise ValueError(f"x must be (N, d), got shape {tuple(x.shape)}")
+    if eps <= 0 or min_samples < 1:
+        raise ValueError(
+            f"need eps > 0 and min_samples >= 1, got eps={eps}, min_samples={min_samples}"
+        )
+    if not torch.isfinite(x).all():
+        raise ValueError("dbscan input contains non-finite values")
+    n = x.shape[0]
+    src, dst = radius_graph(x, cu_seqlens, eps, max_pairs, max_dims)
+    n_neigh = torch.bincount(src, minlength=n) + 1  # (N,) incl. the point itself
+    core = n_neigh >= min_samples  # (N,)
+    cc = core[src] & core[dst]
+    root = connected_components(src[cc], dst[cc], n)  # (N,) min index of the core component
+    big = torch.iinfo(torch.long).max
+    label = torch.where(core, root, torch.full_like(root, big))  # (N,)
+    border = core[src] & ~core[dst]
+    label = label.scatter_reduce(0, dst[border], root[src[border]], reduce="amin")
+    assigned = label != big
+    out = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    if assigned.any():
+        _, dense = torch.unique(label[assigned], return_inverse=True)  # sorted by root index
+        out[assigned] = dense
+    return out
