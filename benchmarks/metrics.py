@@ -76,11 +76,11 @@ def main() -> None:
     }
     cpu = platform.processor() or platform.machine()
     print(f"score = {trackml_score(tid, pid, w):.4f}, {args.hits} hits, median of {args.repeat}")
-    print("| function | hits | median ms | device | versions | | date | command |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| function | hits | median ms | device | versions | date | command |")
+    print("|---|---|---|---|---|---|---|")
     for name, ms in rows.items():
         cmd = "`OMP_NUM_THREADS=1 python benchmarks/metrics.py`"
-        print(f"| {name} | {args.hits} | {ms:.1f} | CPU {cpu} | numpy {np.__version__} | "
+        print(f"| {name} | {args.hits} | {ms:.1f} | CPU {cpu} | numpy {np.__version__}, "
               f"pandas {pd.__version__} | {datetime.date.today()} | {cmd} |")  # fmt: skip
 
 
