@@ -23,18 +23,13 @@ def get_output(outputs: dict[str, Tensor], key: str, loss_name: str) -> Tensor:
 
 
 def get_target(batch, name: str, loss_name: str) -> Tensor:
-    """Per-hit target ``name`` from ``batch.targets`` (``qpt`` is derived from q and pt)."""
-    targets = batch.targets
-    if name in targets:
-        return targets[name]
-    if name == "qpt" and "q" in targets and "pt" in targets:
-        return targets["q"] / targets["pt"].clamp(min=1e-6)
-    if name == "pt" and "qpt" in targets:
-        return 1.0 / targets["qpt"].abs().clamp(min=1e-6)
-    raise KeyError(
-        f"loss {loss_name!r} needs per-hit target {name!r}, but batch.targets holds "
-        f"{sorted(targets)}; add it to the data features or remove it from the loss config"
-    )
+    """Per-hit target ``name`` from ``batch.targets`` (first dim total_hits)."""
+    if name not in batch.targets:
+        raise KeyError(
+            f"loss {loss_name!r} needs target {name!r}, but batch.targets holds "
+            f"{sorted(batch.targets)}; enable it in the data config or change the loss config"
+        )
+    return batch.targets[name]
 
 
 def particle_labels(batch, loss_name: str) -> Tensor:

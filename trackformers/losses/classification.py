@@ -1,15 +1,16 @@
-"""Cross-entropy over binned track parameters (TrackFormers "classifier").
+"""Cross-entropy over bins of track-parameter space (TrackFormers "classifier", EncCla).
 
-Each parameter's range [low, high] is cut into ``bins`` equal bins; the model predicts one
-group of logits per parameter, concatenated in the order of ``params`` in
-``outputs[output_key]`` (total_hits, n_outputs). Values outside the range go to the edge
-bins. Noise hits are either ignored or, with ``noise="class"``, get an extra last class in
-every group so the model learns to tag them.
+The data layer bins the parameters (quantile bins, trackformers.data.binning) into one joint
+class per hit, ``batch.targets["class"]`` (total_hits,) int64, -1 where the hit has no valid
+particle. The model gives ``outputs["logits"]`` (total_hits, num_classes).
+
+Noise: ``noise="ignore"`` leaves class -1 hits out; ``noise="class"`` trains the last logit
+as an explicit noise class for hits with particle id 0 (the head then has one more class).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,82 +20,49 @@ from trackformers.losses.base import check_noise_mode, get_output, get_target, z
 
 
 class BinnedCrossEntropyLoss(nn.Module):
-    """params: {name: {low, high, bins, weight, class_weights: list | None}}."""
-
     name = "classification"
 
     def __init__(
         self,
-        params: Mapping[str, Mapping] | None = None,
         output_key: str = "logits",
+        target_key: str = "class",
+        class_weights: Sequence[float] | None = None,
         noise: str = "ignore",
         label_smoothing: float = 0.0,
     ):
         super().__init__()
-        params = params or {"phi": {"low": -torch.pi, "high": torch.pi, "bins": 32}}
         self.noise = check_noise_mode(noise, ("ignore", "class"), self.name)
-        self.output_key, self.label_smoothing = output_key, label_smoothing
-        self.params: dict[str, dict] = {}
-        for pname, spec in params.items():
-            spec = dict(spec)
-            for req in ("low", "high", "bins"):
-                if req not in spec:
-                    raise ValueError(f"classification param {pname!r} lacks {req!r}")
-            low, high, bins = float(spec["low"]), float(spec["high"]), int(spec["bins"])
-            if not (high > low and bins >= 2):
-                raise ValueError(f"classification param {pname!r}: need high > low, bins >= 2")
-            n_cls = bins + (1 if self.noise == "class" else 0)
-            cw = spec.get("class_weights")
-            if cw is not None:
-                cw = torch.as_tensor(list(cw), dtype=torch.float32)
-                if cw.numel() != n_cls:
-                    raise ValueError(
-                        f"classification param {pname!r}: class_weights has {cw.numel()} "
-                        f"entries, needs {n_cls} (bins{' + noise' if n_cls > bins else ''})"
-                    )
-                self.register_buffer(f"class_weights_{pname}", cw)
-            self.params[pname] = {
-                "low": low,
-                "high": high,
-                "bins": bins,
-                "n_classes": n_cls,
-                "weight": float(spec.get("weight", 1.0)),
-                "has_cw": cw is not None,
-            }
-
-    @property
-    def n_outputs(self) -> int:
-        return sum(p["n_classes"] for p in self.params.values())
-
-    def bin_index(self, pname: str, values: Tensor) -> Tensor:
-        """(N,) int64 bin of each value, clamped to [0, bins - 1]."""
-        spec = self.params[pname]
-        rel = (values.float() - spec["low"]) / (spec["high"] - spec["low"])
-        return (rel * spec["bins"]).floor().long().clamp(0, spec["bins"] - 1)
+        self.output_key, self.target_key = output_key, target_key
+        self.label_smoothing = float(label_smoothing)
+        cw = None if class_weights is None else torch.as_tensor(list(class_weights)).float()
+        self.register_buffer("class_weights", cw)
 
     def forward(self, outputs: dict[str, Tensor], batch) -> Tensor:
-        logits = get_output(outputs, self.output_key, self.name).float()  # (N, n_outputs)
-        if logits.shape[-1] != self.n_outputs:
+        logits = get_output(outputs, self.output_key, self.name).float()  # (N, C)
+        target = get_target(batch, self.target_key, self.name).long()  # (N,)
+        n_cls = logits.shape[1]
+        if self.class_weights is not None and self.class_weights.numel() != n_cls:
             raise ValueError(
-                f"classification output {self.output_key!r} has {logits.shape[-1]} columns, "
-                f"params {list(self.params)} need {self.n_outputs}"
+                f"classification: class_weights has {self.class_weights.numel()} entries, "
+                f"the model gives {n_cls} classes"
             )
-        noise = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
-        if batch.particle_id is not None:
-            noise = batch.particle_id == 0  # (N,)
-        keep = ~noise if self.noise == "ignore" else torch.ones_like(noise)
-        if not bool(keep.any()):
+        if int(target.max()) >= n_cls - (1 if self.noise == "class" else 0):
+            raise ValueError(
+                f"classification: target class {int(target.max())} does not fit the "
+                f"{n_cls} logits{' (last one = noise)' if self.noise == 'class' else ''}; "
+                "set the head's num_classes to the data's num_classes"
+                + (" + 1" if self.noise == "class" else "")
+            )
+        if self.noise == "class":
+            if batch.particle_id is None:
+                raise ValueError("classification noise='class' needs batch.particle_id")
+            target = torch.where(batch.particle_id == 0, n_cls - 1, target)
+        if not bool((target >= 0).any()):
             return zero_loss(logits)
-        total, col = logits.new_zeros(()), 0
-        for pname, spec in self.params.items():
-            group = logits[:, col : col + spec["n_classes"]]  # (N, n_classes)
-            col += spec["n_classes"]
-            target = self.bin_index(pname, get_target(batch, pname, self.name))  # (N,)
-            if self.noise == "class":
-                target = torch.where(noise, spec["bins"], target)
-            cw = getattr(self, f"class_weights_{pname}") if spec["has_cw"] else None
-            ce = F.cross_entropy(
-                group[keep], target[keep], weight=cw, label_smoothing=self.label_smoothing
-            )
-            total = total + spec["weight"] * ce
-        return total
+        return F.cross_entropy(
+            logits,
+            target,
+            weight=self.class_weights,
+            ignore_index=-1,
+            label_smoothing=self.label_smoothing,
+        )

@@ -51,6 +51,6 @@ class CombinedLoss(nn.Module):
         """Output columns each term expects, by output key (to size model heads)."""
         sizes: dict[str, int] = {}
         for term in self.terms.values():
-            if hasattr(term, "n_outputs"):
+            if getattr(term, "n_outputs", None) is not None:
                 sizes[term.output_key] = term.n_outputs
         return sizes

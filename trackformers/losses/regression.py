@@ -1,14 +1,15 @@
 """Per-hit regression of the parameters of the hit's particle (TrackFormers "regressor").
 
-Each parameter is either ``linear`` (one output column, e.g. theta, eta, charge q, q/pT) or
-``angle`` (two output columns predicting sin and cos, e.g. phi, so that -pi and pi agree).
-The model output ``outputs[output_key]`` has shape (total_hits, n_outputs) with the columns
-in the order of ``params``. Noise hits have no particle and are excluded from the mean.
+Targets come from the data layer: ``batch.targets["params"]`` (total_hits, P) with columns in
+the order of the data config's ``targets`` (e.g. eta, sin_phi, cos_phi, q_over_pt, d0, z0:
+phi enters as sin/cos so that -pi and pi agree, charge through the sign of q/pT), and
+``batch.targets["valid"]`` (total_hits,) False for noise hits, hits without truth and
+particles below the target pT cut; those hits are excluded from the mean.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,89 +17,92 @@ from torch import Tensor, nn
 
 from trackformers.losses.base import check_noise_mode, get_output, get_target, zero_loss
 
-KINDS = {"linear": 1, "angle": 2}
+
+def valid_hits(batch, n: int, device) -> Tensor:
+    """(N,) bool hits that carry targets: targets["valid"], else non-noise, else all."""
+    if "valid" in batch.targets:
+        return batch.targets["valid"].bool()
+    if batch.particle_id is not None:
+        return batch.particle_id != 0
+    return torch.ones(n, dtype=torch.bool, device=device)
 
 
 class ParameterRegressionLoss(nn.Module):
-    """MSE or Huber loss over configured track parameters.
+    """MSE or Huber loss, mean over valid hits, weighted sum over parameter columns.
 
-    params: {name: {kind: linear|angle, weight: float, scale: float}}; targets are divided
-    by ``scale`` (so parameters of different size weigh alike) before comparison.
+    columns: names of the target columns (the data config's ``targets``), used for the
+    per-column ``weights`` ({name: w}, default 1) and ``scales`` (targets and predictions
+    are divided by them so parameters of different size weigh alike).
     """
 
     name = "regression"
 
     def __init__(
         self,
-        params: Mapping[str, Mapping] | None = None,
+        columns: Sequence[str] | None = None,
+        weights: Mapping[str, float] | None = None,
+        scales: Mapping[str, float] | None = None,
         output_key: str = "params",
+        target_key: str = "params",
         kind: str = "mse",
         huber_delta: float = 1.0,
         noise: str = "ignore",
     ):
         super().__init__()
-        params = params or {"theta": {}, "phi": {"kind": "angle"}, "q": {}, "qpt": {}}
-        self.params = {}
-        for pname, spec in params.items():
-            spec = dict(spec or {})
-            k = spec.get("kind", "linear")
-            if k not in KINDS:
-                raise ValueError(f"regression param {pname!r}: kind={k!r} not in {list(KINDS)}")
-            self.params[pname] = {
-                "kind": k,
-                "weight": float(spec.get("weight", 1.0)),
-                "scale": float(spec.get("scale", 1.0)),
-            }
         if kind not in ("mse", "huber"):
             raise ValueError(f"regression kind={kind!r} must be 'mse' or 'huber'")
+        self.columns = list(columns) if columns is not None else None
+        for what, d in (("weights", weights), ("scales", scales)):
+            unknown = set(d or {}) - set(self.columns or [])
+            if unknown:
+                raise ValueError(
+                    f"regression {what} name columns {sorted(unknown)}, "
+                    f"not in columns {self.columns}"
+                )
+        self.weights, self.scales = dict(weights or {}), dict(scales or {})
         self.kind, self.huber_delta = kind, huber_delta
-        self.output_key = output_key
+        self.output_key, self.target_key = output_key, target_key
         self.noise = check_noise_mode(noise, ("ignore",), self.name)
 
     @property
-    def n_outputs(self) -> int:
-        return sum(KINDS[p["kind"]] for p in self.params.values())
+    def n_outputs(self) -> int | None:
+        return None if self.columns is None else len(self.columns)
 
-    def _elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+    def _column_vectors(self, p: int, device) -> tuple[Tensor, Tensor]:
+        names = self.columns or [str(j) for j in range(p)]
+        w = torch.tensor([self.weights.get(c, 1.0) for c in names], device=device)
+        s = torch.tensor([self.scales.get(c, 1.0) for c in names], device=device)
+        return w, s  # (P,), (P,)
+
+    def per_column(self, outputs: dict[str, Tensor], batch) -> Tensor:
+        """(P,) loss of each column, mean over valid hits."""
+        pred = get_output(outputs, self.output_key, self.name).float()  # (N, P)
+        target = get_target(batch, self.target_key, self.name).float()  # (N, P)
+        if target.ndim == 1:
+            target = target[:, None]
+        if pred.shape != target.shape:
+            raise ValueError(
+                f"regression: output {self.output_key!r} has shape {tuple(pred.shape)} but "
+                f"targets[{self.target_key!r}] has {tuple(target.shape)}; set the head's "
+                "num_params to the number of data targets"
+            )
+        if self.columns is not None and len(self.columns) != pred.shape[1]:
+            raise ValueError(
+                f"regression columns {self.columns} do not match the {pred.shape[1]} target columns"
+            )
+        keep = valid_hits(batch, pred.shape[0], pred.device)  # (N,)
+        keep = keep & torch.isfinite(target).all(1)
+        if not bool(keep.any()):
+            return pred.new_zeros(pred.shape[1]) + zero_loss(pred)
+        _, scale = self._column_vectors(pred.shape[1], pred.device)
+        p, t = pred[keep] / scale, target[keep] / scale  # (n_keep, P)
         if self.kind == "mse":
-            return F.mse_loss(pred, target, reduction="none")
-        return F.huber_loss(pred, target, reduction="none", delta=self.huber_delta)
+            err = F.mse_loss(p, t, reduction="none")
+        else:
+            err = F.huber_loss(p, t, reduction="none", delta=self.huber_delta)
+        return err.mean(0)  # (P,)
 
     def forward(self, outputs: dict[str, Tensor], batch) -> Tensor:
-        pred = get_output(outputs, self.output_key, self.name).float()  # (N, n_outputs)
-        if pred.shape[-1] != self.n_outputs:
-            raise ValueError(
-                f"regression output {self.output_key!r} has {pred.shape[-1]} columns but params "
-                f"{list(self.params)} need {self.n_outputs}"
-            )
-        keep = torch.ones(pred.shape[0], dtype=torch.bool, device=pred.device)
-        if batch.particle_id is not None:
-            keep = batch.particle_id != 0  # (N,) noise hits carry no parameters
-        if not bool(keep.any()):
-            return zero_loss(pred)
-        total, col = pred.new_zeros(()), 0
-        for pname, spec in self.params.items():
-            target = get_target(batch, pname, self.name).float()[keep]  # (n_keep,)
-            if spec["kind"] == "angle":
-                p = pred[keep, col : col + 2]  # (n_keep, 2) predicted sin, cos
-                t = torch.stack([torch.sin(target), torch.cos(target)], dim=-1)
-                col += 2
-            else:
-                p = pred[keep, col]  # (n_keep,)
-                t = target / spec["scale"]
-                col += 1
-            total = total + spec["weight"] * self._elementwise(p, t).mean()
-        return total
-
-    @torch.no_grad()
-    def decode(self, pred: Tensor) -> dict[str, Tensor]:
-        """Predicted physical parameters from the raw output columns (phi via atan2)."""
-        out, col = {}, 0
-        for pname, spec in self.params.items():
-            if spec["kind"] == "angle":
-                out[pname] = torch.atan2(pred[:, col], pred[:, col + 1])
-                col += 2
-            else:
-                out[pname] = pred[:, col] * spec["scale"]
-                col += 1
-        return out
+        cols = self.per_column(outputs, batch)  # (P,)
+        w, _ = self._column_vectors(cols.shape[0], cols.device)
+        return (w * cols).sum()
