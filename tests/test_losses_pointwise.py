@@ -90,7 +90,7 @@ def test_binned_ce_ignores_invalid_noise_class_and_weights():
     with_noise[:5, 6] = 30.0
     assert noisy({"logits": with_noise}, batch).item() < 1e-6
     with_noise[:5, 6] = -30.0
-    assert noisy({"logits": with_noise}, batch).item() > 1.0
+    assert noisy({"logits": with_noise}, batch).item() > 0.1  # 5 of 50 hits at ln 7
     with pytest.raises(ValueError, match=r"num_classes \+ 1"):
         noisy({"logits": good}, batch)
     # class weights change the value; a wrong length is a clear error
