@@ -1,0 +1,39 @@
+"""Shared matplotlib setup: Agg backend (no display needed) and label colouring."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+NOISE_COLOUR = (0.7, 0.7, 0.7, 0.6)
+
+
+def label_colours(labels: np.ndarray, noise: int | None = None) -> np.ndarray:
+    """(N, 4) RGBA per hit: a stable pseudo-random colour per label, grey for ``noise``.
+
+    Colours depend only on the label value (hashed), so the same track has the same colour in
+    every panel; prediction and truth colours are unrelated.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    h = (labels.astype(np.uint64) * np.uint64(2654435761)) % np.uint64(4096)
+    cmap = plt.get_cmap("tab20")
+    rgba = cmap((h % np.uint64(20)).astype(int) / 19.0)
+    rgba[:, :3] *= 0.55 + 0.45 * ((h // np.uint64(20)) % np.uint64(8)).astype(float)[:, None] / 7
+    if noise is not None:
+        rgba[labels == noise] = NOISE_COLOUR
+    return rgba
+
+
+def save(fig, path) -> str:
+    """Save a figure (parent directories created) and close it; returns the path."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return str(path)
