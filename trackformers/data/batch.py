@@ -21,7 +21,9 @@ class PackedBatch:
     hit_id: Tensor | None = None  # (total_hits,) int64
     volume_id: Tensor | None = None  # (total_hits,) int32
     event_id: Tensor | None = None  # (B,) int64
-    targets: dict[str, Tensor] = field(default_factory=dict)  # per-hit targets, first dim total_hits
+    targets: dict[str, Tensor] = field(
+        default_factory=dict
+    )  # per-hit targets, first dim total_hits
 
     @property
     def num_events(self) -> int:
@@ -34,7 +36,9 @@ class PackedBatch:
     def seq_index(self) -> Tensor:
         """(total_hits,) int64 event index of every hit."""
         lengths = self.cu_seqlens.diff().long()
-        return torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
+        return torch.repeat_interleave(
+            torch.arange(lengths.numel(), device=lengths.device), lengths
+        )
 
     def _map(self, fn) -> PackedBatch:
         out = {}

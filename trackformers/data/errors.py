@@ -1,0 +1,79 @@
+"""Data errors and the repair log: bad input is refused loudly or repaired with a count.
+
+Every repair (dropping NaN rows, empty events, marking hits without truth) is counted per
+file and kind, and reported exactly once per file by :meth:`RepairLog.flush` as one
+``DataRepairWarning`` plus a log line carrying the count. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+
+log = logging.getLogger("trackformers.data")
+
+ON_ERROR = ("raise", "skip")
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message names the file, field and offending value."""
+
+
+class DataRepairWarning(UserWarning):
+    """Input data was repaired (rows dropped or marked); the message carries the count."""
+
+
+REPAIR_TEXT = {
+    "nonfinite_hits": "hits with NaN/inf coordinates dropped",
+    "empty_events": "events without hits dropped",
+    "hits_without_truth": "hits whose particle id is not in the particle table (targets masked)",
+    "selection_empty_events": "events left without hits by the hit selection dropped",
+    "cast": "branches converted to the schema dtype",
+    "skipped_files": "files skipped (on_error=skip)",
+    "noise_hits_without_truth_row": "hits without a truth row, kept as noise",
+    "particles_without_row": "hit particle ids missing from the particle file",
+}
+
+
+@dataclass
+class RepairLog:
+    """Counts repairs per (source, kind); ``flush(source)`` reports them once."""
+
+    counts: Counter = field(default_factory=Counter)
+    notes: dict = field(default_factory=dict)  # (source, kind) -> extra text
+    reported: Counter = field(default_factory=Counter)  # totals already flushed
+
+    def add(self, source: str, kind: str, n: int = 1, note: str | None = None) -> None:
+        if n <= 0:
+            return
+        self.counts[(source, kind)] += int(n)
+        if note and (source, kind) not in self.notes:
+            self.notes[(source, kind)] = note
+
+    def flush(self, source: str | None = None) -> None:
+        """Warn once per (source, kind) with the count accumulated since the last flush."""
+        for (src, kind), n in sorted(self.counts.items()):
+            if source is not None and src != source:
+                continue
+            text = REPAIR_TEXT.get(kind, kind)
+            note = self.notes.get((src, kind))
+            msg = f"{src}: {n} {text}" + (f" ({note})" if note else "")
+            log.warning(msg)
+            warnings.warn(msg, DataRepairWarning, stacklevel=3)
+            self.reported[kind] += n
+        for key in [k for k in self.counts if source is None or k[0] == source]:
+            del self.counts[key]
+            self.notes.pop(key, None)
+
+    def total(self, kind: str) -> int:
+        """All repairs of ``kind`` so far, flushed or not."""
+        pending = sum(n for (_, k), n in self.counts.items() if k == kind)
+        return self.reported[kind] + pending
+
+
+def check_on_error(on_error: str) -> str:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    return on_error

@@ -1,0 +1,261 @@
+"""Hit features, hit selections and per-hit track-parameter targets, vectorised over a chunk.
+
+Hit features (name -> default scale; every value is multiplied by its scale):
+    x, y (1/1000 mm), z (1/3000 mm), r (1/1000 mm), phi (1/pi), sin_phi, cos_phi, eta (1/4),
+    theta (1/pi), volume_id, layer_id (1), proj_u, proj_v (1/1000 mm), proj_region (1):
+    the Part-2 projection (trackformers.data.projections) — barrel cylinder R = 91 mm gives
+    (u, v) = (R phi, z), region 0; endcap planes z = +-920 mm give (x, y), region +-1.
+Targets (per hit, copied from its particle; NaN and ``valid`` False for noise, hits without
+truth and particles below ``target_pt_min``):
+    eta, theta, sin_phi, cos_phi (momentum direction at production), q_over_pt (1/GeV),
+    d0, z0 (mm, helix perigee w.r.t. the z axis in Bz), pt (GeV), phi.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trackformers.data.chunk import EventChunk
+from trackformers.data.projections import project_part2
+from trackformers.data.schema import PIXEL_VOLUMES
+from trackformers.data.validate import particle_row
+
+log = logging.getLogger("trackformers.data")
+
+B_FIELD_T = 2.0
+MM_PER_GEV_PER_T = 1000.0 / 0.299792458  # R[mm] = pT[GeV] * this / B[T]  (1667.8 at 2 T)
+
+HIT_FEATURE_SCALES = {
+    "x": 1e-3,
+    "y": 1e-3,
+    "z": 1 / 3000,
+    "r": 1e-3,
+    "phi": 1 / np.pi,
+    "sin_phi": 1.0,
+    "cos_phi": 1.0,
+    "eta": 0.25,
+    "theta": 1 / np.pi,
+    "volume_id": 1.0,
+    "layer_id": 1.0,
+    "proj_u": 1e-3,
+    "proj_v": 1e-3,
+    "proj_region": 1.0,
+}
+TARGET_NAMES = ("eta", "theta", "phi", "sin_phi", "cos_phi", "q_over_pt", "d0", "z0", "pt")
+DEFAULT_TARGETS = ("eta", "sin_phi", "cos_phi", "q_over_pt", "d0", "z0")
+
+
+@dataclass
+class FeatureConfig:
+    """What goes into a batch: input features, hit selection and targets."""
+
+    features: tuple[str, ...] = ("x", "y", "z")
+    scales: dict[str, float] = field(default_factory=dict)  # overrides of HIT_FEATURE_SCALES
+    volumes: tuple[int, ...] | str | None = None  # keep these volume ids; "pixel"; None = all
+    drop_noise: bool = False  # drop hits with particle id 0
+    targets: tuple[str, ...] = ()  # subset of TARGET_NAMES, stacked in targets["params"]
+    target_pt_min: float = 0.0  # GeV: hits of softer particles get targets["valid"] False
+    bz: float = B_FIELD_T  # tesla, for d0/z0
+    vertex_z: float = 0.0  # mm, origin of the Part-2 projection
+    class_bins: dict[str, Sequence[float]] | None = None  # param -> bin edges (binning.py)
+
+    def __post_init__(self):
+        self.features = tuple(self.features)
+        self.targets = tuple(self.targets)
+        for f in self.features:
+            if f not in HIT_FEATURE_SCALES:
+                raise ValueError(f"unknown hit feature {f!r}; known: {sorted(HIT_FEATURE_SCALES)}")
+        for t in self.targets:
+            if t not in TARGET_NAMES:
+                raise ValueError(f"unknown target {t!r}; known: {TARGET_NAMES}")
+        unknown = set(self.scales) - set(HIT_FEATURE_SCALES)
+        if unknown:
+            raise ValueError(f"scales for unknown features {sorted(unknown)}")
+        if isinstance(self.volumes, str):
+            if self.volumes != "pixel":
+                raise ValueError(f"volumes must be a list of ids, 'pixel' or null: {self.volumes}")
+            self.volumes = PIXEL_VOLUMES
+        elif self.volumes is not None:
+            self.volumes = tuple(int(v) for v in self.volumes)
+        if self.class_bins is not None:
+            self.class_bins = {
+                k: np.asarray(v, dtype=np.float64) for k, v in self.class_bins.items()
+            }
+            for k in self.class_bins:
+                if k not in TARGET_NAMES:
+                    raise ValueError(f"class_bins for unknown parameter {k!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> FeatureConfig:
+        d = dict(d or {})
+        for key in ("features", "targets"):
+            if key in d and d[key] is not None:
+                d[key] = tuple(d[key])
+        if isinstance(d.get("volumes"), (list, tuple)):
+            d["volumes"] = tuple(d["volumes"])
+        if d.get("scales") is not None:
+            d["scales"] = dict(d["scales"])
+        return cls(**d)
+
+    @property
+    def num_features(self) -> int:
+        return len(self.features)
+
+    @property
+    def needs_particles(self) -> bool:
+        return bool(self.targets) or self.class_bins is not None
+
+    def hit_fields(self) -> tuple[str, ...]:
+        fields = ["hit_id", "hit_x", "hit_y", "hit_z", "hit_particle_id", "hit_weight"]
+        fields.append("hit_volume_id")
+        if "layer_id" in self.features:
+            fields.append("hit_layer_id")
+        return tuple(fields)
+
+
+def select_hits(chunk: EventChunk, cfg: FeatureConfig) -> EventChunk:
+    """Apply the volume and noise selections; drop (and log the count of) emptied events."""
+    keep = None
+    if cfg.volumes is not None:
+        keep = np.isin(chunk.hits["hit_volume_id"], np.asarray(cfg.volumes, dtype=np.int32))
+    if cfg.drop_noise:
+        signal = chunk.hits["hit_particle_id"] != 0
+        keep = signal if keep is None else keep & signal
+    if keep is None:
+        return chunk
+    chunk = chunk.select_hits(keep)
+    empty = chunk.hit_counts == 0
+    if empty.any():
+        log.info(
+            "%s: %d events without hits after the selection dropped", chunk.source, empty.sum()
+        )
+        chunk = chunk.select_events(~empty)
+    return chunk
+
+
+def hit_features(hits: dict[str, np.ndarray], cfg: FeatureConfig) -> np.ndarray:
+    """(total_hits, F) float32 scaled features in the order of ``cfg.features``."""
+    x, y, z = hits["hit_x"], hits["hit_y"], hits["hit_z"]
+    n = len(x)
+    out = np.empty((n, len(cfg.features)), dtype=np.float32)
+    cache: dict[str, np.ndarray] = {}
+
+    def get(name: str) -> np.ndarray:
+        if name in cache:
+            return cache[name]
+        if name in ("x", "y", "z"):
+            v = {"x": x, "y": y, "z": z}[name]
+        elif name == "r":
+            v = np.hypot(x, y)
+        elif name == "phi":
+            v = np.arctan2(y, x)
+        elif name == "sin_phi":
+            v = y / np.maximum(get("r"), 1e-12)
+        elif name == "cos_phi":
+            v = x / np.maximum(get("r"), 1e-12)
+        elif name == "eta":
+            v = np.arcsinh(z / np.maximum(get("r"), 1e-12))
+        elif name == "theta":
+            v = np.arctan2(get("r"), z)
+        elif name in ("volume_id", "layer_id"):
+            v = hits[f"hit_{name}"]
+        else:  # projection features
+            u, w, region = project_part2(x, y, z, vertex_z=cfg.vertex_z)
+            cache.update(proj_u=u, proj_v=w, proj_region=region.astype(np.float32))
+            return cache[name]
+        cache[name] = v
+        return v
+
+    for j, name in enumerate(cfg.features):
+        out[:, j] = get(name)
+        scale = cfg.scales.get(name, HIT_FEATURE_SCALES[name])
+        if scale != 1.0:
+            out[:, j] *= np.float32(scale)
+    return out
+
+
+def particle_parameters(parts: dict[str, np.ndarray], bz: float = B_FIELD_T) -> dict:
+    """Track parameters per particle (float64 arrays): see the module docstring."""
+    px, py, pz = (parts[k].astype(np.float64) for k in ("part_px", "part_py", "part_pz"))
+    vx, vy, vz = (parts[k].astype(np.float64) for k in ("part_vx", "part_vy", "part_vz"))
+    q = parts["part_q"].astype(np.float64)
+    pt = np.hypot(px, py)
+    safe_pt = np.maximum(pt, 1e-12)
+    ux, uy = px / safe_pt, py / safe_pt
+    d0, z0 = perigee(vx, vy, vz, ux, uy, pz / safe_pt, q, pt, bz)
+    return {
+        "pt": pt,
+        "eta": np.arcsinh(pz / safe_pt),
+        "theta": np.arctan2(pt, pz),
+        "phi": np.arctan2(py, px),
+        "sin_phi": uy,
+        "cos_phi": ux,
+        "q_over_pt": q / safe_pt,
+        "d0": d0,
+        "z0": z0,
+    }
+
+
+def perigee(vx, vy, vz, ux, uy, cot_theta, q, pt, bz):
+    """Signed d0 and z0 of the helix through (vx, vy, vz) with direction (ux, uy) at production.
+
+    d0 = (u x P)_z at the point P of closest transverse approach to the z axis, u the
+    momentum direction there (ATLAS sign convention); z0 the helix z at P. Neutral or
+    straight tracks (q = 0 or bz = 0) use the straight line.
+    """
+    curved = (q != 0) & (bz != 0)
+    radius = np.where(curved, pt * MM_PER_GEV_PER_T / max(abs(bz), 1e-12), np.inf)
+    s = np.sign(q * bz)  # +1: clockwise seen from +z
+    # straight line: P = V - (V.u) u
+    along = vx * ux + vy * uy
+    d0 = ux * vy - uy * vx
+    z0 = vz - along * cot_theta
+    if curved.any():
+        r = radius[curved]
+        sc = s[curved]
+        vxc, vyc, uxc, uyc = vx[curved], vy[curved], ux[curved], uy[curved]
+        # centre of the circle: V + r * s * (uy, -ux)
+        cx, cy = vxc + r * sc * uyc, vyc - r * sc * uxc
+        dc = np.maximum(np.hypot(cx, cy), 1e-12)
+        px_, py_ = cx - r * cx / dc, cy - r * cy / dc  # closest point of the circle to the axis
+        nx, ny = (cx - px_) / r, (cy - py_) / r  # unit vector P -> centre = s * (uy, -ux) at P
+        tx, ty = -sc * ny, sc * nx  # direction of motion at P
+        d0c = tx * py_ - ty * px_
+        # signed transverse arc length from V to P along the motion
+        a_v = np.arctan2(vyc - cy, vxc - cx)
+        a_p = np.arctan2(py_ - cy, px_ - cx)
+        dphi = np.angle(np.exp(1j * (a_p - a_v)))  # wrapped to (-pi, pi]
+        arc = -sc * dphi * r  # clockwise motion for s = +1
+        d0[curved] = d0c
+        z0[curved] = vz[curved] + arc * cot_theta[curved]
+    return d0, z0
+
+
+def hit_targets(chunk: EventChunk, cfg: FeatureConfig) -> dict[str, np.ndarray]:
+    """Per-hit targets: ``params`` (N, P) float32 in cfg.targets order, ``valid`` (N,) bool,
+    ``pt`` (N,) float32, and ``class`` (N,) int64 (-1 invalid) when cfg.class_bins is set."""
+    if chunk.part_offsets is None or "part_particle_id" not in chunk.parts:
+        raise ValueError(f"{chunk.source}: targets need the particle branches (part_*)")
+    row = particle_row(chunk)  # (N,) -1 for noise / no truth
+    params = particle_parameters(chunk.parts, cfg.bz)
+    has = row >= 0
+    safe = np.where(has, row, 0)
+    pt = np.where(has, params["pt"][safe], np.nan)
+    valid = has & (pt >= cfg.target_pt_min)
+    out: dict[str, np.ndarray] = {"valid": valid, "pt": pt.astype(np.float32)}
+    if cfg.targets:
+        stacked = np.empty((len(row), len(cfg.targets)), dtype=np.float32)
+        for j, name in enumerate(cfg.targets):
+            stacked[:, j] = np.where(valid, params[name][safe], np.nan)
+        out["params"] = stacked
+    if cfg.class_bins is not None:
+        from trackformers.data.binning import joint_class
+
+        cols = {k: np.where(valid, params[k][safe], np.nan) for k in cfg.class_bins}
+        cls = joint_class(cols, cfg.class_bins)
+        out["class"] = np.where(valid, cls, -1).astype(np.int64)
+    return out

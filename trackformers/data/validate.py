@@ -1,0 +1,132 @@
+"""Checks and counted repairs on an EventChunk.
+
+Repairs (counted in the RepairLog, reported once per file):
+  * hits with NaN/inf in any float hit field are dropped;
+  * particles with NaN/inf in any float particle field are dropped (their hits then count as
+    hits without truth);
+  * events left without hits are dropped;
+  * hits whose particle id is neither 0 (noise) nor in the event's particle table are counted;
+    their targets are masked by the feature code (they stay in the event as hits).
+Errors (DataError naming file, event id and value): duplicate hit ids or particle ids within
+an event.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trackformers.data.chunk import EventChunk, counts_to_offsets, gather_rows, segment_ids
+from trackformers.data.errors import DataError, RepairLog
+
+
+def validate_chunk(chunk: EventChunk, repairs: RepairLog) -> EventChunk:
+    src = chunk.source
+    floats = [k for k, v in chunk.hits.items() if v.dtype.kind == "f"]
+    if floats:
+        good = np.ones(chunk.num_hits, dtype=bool)
+        for k in floats:
+            good &= np.isfinite(chunk.hits[k])
+        nbad = int(chunk.num_hits - good.sum())
+        if nbad:
+            bad_fields = [k for k in floats if not np.isfinite(chunk.hits[k]).all()]
+            repairs.add(src, "nonfinite_hits", nbad, note=f"fields {bad_fields}")
+            chunk = chunk.select_hits(good)
+    if chunk.part_offsets is not None and chunk.parts:
+        chunk = _drop_nonfinite_particles(chunk, repairs)
+    empty = chunk.hit_counts == 0
+    if empty.any():
+        repairs.add(src, "empty_events", int(empty.sum()))
+        chunk = chunk.select_events(~empty)
+    if "hit_id" in chunk.hits:
+        check_unique(chunk.hits["hit_id"], chunk.hit_offsets, chunk, "hit id")
+    if "part_particle_id" in chunk.parts:
+        check_unique(chunk.parts["part_particle_id"], chunk.part_offsets, chunk, "particle id")
+        if "hit_particle_id" in chunk.hits:
+            n = int((~hits_with_truth(chunk)).sum())
+            repairs.add(src, "hits_without_truth", n)
+    return chunk
+
+
+def _drop_nonfinite_particles(chunk: EventChunk, repairs: RepairLog) -> EventChunk:
+    floats = [k for k, v in chunk.parts.items() if v.dtype.kind == "f"]
+    if not floats:
+        return chunk
+    good = np.ones(len(next(iter(chunk.parts.values()))), dtype=bool)
+    for k in floats:
+        good &= np.isfinite(chunk.parts[k])
+    if good.all():
+        return chunk
+    repairs.add(chunk.source, "nonfinite_particles", int((~good).sum()))
+    seg = segment_ids(chunk.part_offsets)
+    counts = np.bincount(seg[good], minlength=chunk.num_events)
+    return EventChunk(
+        event=chunk.event,
+        hit_offsets=chunk.hit_offsets,
+        hits=chunk.hits,
+        part_offsets=counts_to_offsets(counts),
+        parts={k: v[good] for k, v in chunk.parts.items()},
+        source=chunk.source,
+    )
+
+
+def check_unique(ids: np.ndarray, offsets: np.ndarray, chunk: EventChunk, what: str) -> None:
+    """DataError if some event holds the same id twice. O(N) when ids increase per event."""
+    if len(ids) < 2:
+        return
+    d = np.diff(ids.astype(np.int64, copy=False)) if ids.dtype.kind in "iu" else np.diff(ids)
+    boundary = np.zeros(len(ids) - 1, dtype=bool)
+    inner = offsets[1:-1]
+    boundary[inner[(inner > 0) & (inner < len(ids))] - 1] = True
+    if ((d > 0) | boundary).all():
+        return  # strictly increasing inside every event
+    seg = segment_ids(offsets)
+    order = np.lexsort((ids, seg))
+    s_ids, s_seg = ids[order], seg[order]
+    dup = (s_ids[1:] == s_ids[:-1]) & (s_seg[1:] == s_seg[:-1])
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        ev = chunk.event["event_id"][s_seg[i]]
+        ndup = int(dup.sum())
+        raise DataError(
+            f"{chunk.source}: event {ev} holds {what} {s_ids[i]} more than once "
+            f"({ndup} duplicate {what}s in this chunk)"
+        )
+
+
+def hits_with_truth(chunk: EventChunk) -> np.ndarray:
+    """(total_hits,) bool: noise (id 0) or a particle id present in the event's table."""
+    row = particle_row(chunk)
+    return (chunk.hits["hit_particle_id"] == 0) | (row >= 0)
+
+
+def particle_row(chunk: EventChunk) -> np.ndarray:
+    """(total_hits,) int64 flat particle row of each hit's particle, -1 if absent or noise."""
+    hit_pid = chunk.hits["hit_particle_id"]
+    part_pid = chunk.parts["part_particle_id"]
+    hit_ev = segment_ids(chunk.hit_offsets)
+    part_ev = segment_ids(chunk.part_offsets)
+    n_ev = max(chunk.num_events, 1)
+    ev_bits = int(n_ev).bit_length()
+    top = max(
+        int(part_pid.max()) if len(part_pid) else 0, int(hit_pid.max()) if len(hit_pid) else 0
+    )
+    if top.bit_length() + ev_bits <= 62:  # pack (event, id) into one int64 key
+        pkey = (part_ev << (62 - ev_bits)) | part_pid.astype(np.int64)
+        hkey = (hit_ev << (62 - ev_bits)) | hit_pid.astype(np.int64)
+    else:  # large ids (TrackML): dense-rank them first
+        uniq, inv = np.unique(np.concatenate([part_pid, hit_pid]), return_inverse=True)
+        dense = inv.astype(np.int64)
+        pkey = part_ev * len(uniq) + dense[: len(part_pid)]
+        hkey = hit_ev * len(uniq) + dense[len(part_pid) :]
+    order = np.argsort(pkey, kind="stable")
+    sorted_keys = pkey[order]
+    pos = np.searchsorted(sorted_keys, hkey)
+    pos_c = np.minimum(pos, max(len(sorted_keys) - 1, 0))
+    found = (len(sorted_keys) > 0) & (sorted_keys[pos_c] == hkey) if len(sorted_keys) else None
+    if found is None:
+        return np.full(len(hit_pid), -1, dtype=np.int64)
+    found &= hit_pid != 0
+    return np.where(found, order[pos_c], -1).astype(np.int64)
+
+
+__all__ = ["validate_chunk", "check_unique", "hits_with_truth", "particle_row", "gather_rows"]
