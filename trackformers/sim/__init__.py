@@ -1,1 +1,35 @@
-"""trackformers.sim"""
+"""trackformers.sim: event generation and a fast simulation of the TrackML detector.
+
+Public API:
+    write_events, validate_event, read_metadata   -- native ROOT output (writer.py)
+    load_geometry, Geometry                       -- detector as data (geometry.py + YAML)
+    DetectorSim, DetectorConfig                   -- particles -> hits event dict (detector.py)
+    ParticleGun, GunConfig                        -- particle gun (gun.py)
+    build_generator                               -- process name -> event source
+    trackml_weights                               -- official TrackML hit weights (weights.py)
+    encode_particle_id, decode_vertex_id          -- particle ids carrying their vertex
+"""
+
+from trackformers.sim.detector import DetectorConfig, DetectorSim
+from trackformers.sim.generators import build_generator
+from trackformers.sim.geometry import Geometry, load_geometry
+from trackformers.sim.gun import GunConfig, ParticleGun
+from trackformers.sim.particle_id import decode_vertex_id, encode_particle_id
+from trackformers.sim.weights import trackml_weights
+from trackformers.sim.writer import read_metadata, validate_event, write_events
+
+__all__ = [
+    "DetectorConfig",
+    "DetectorSim",
+    "Geometry",
+    "GunConfig",
+    "ParticleGun",
+    "build_generator",
+    "decode_vertex_id",
+    "encode_particle_id",
+    "load_geometry",
+    "read_metadata",
+    "trackml_weights",
+    "validate_event",
+    "write_events",
+]

@@ -1,0 +1,200 @@
+"""Fast detector simulation: particles in, a native-format event out.
+
+:class:`DetectorSim` propagates a particle table (:mod:`trackformers.sim.propagate`), digitises
+the crossings (module ids, smearing by pitch/sqrt(12) in the module's local frame, noise hits),
+computes TrackML weights and returns the in-memory event ``dict[str, np.ndarray]`` keyed by
+the schema names.
+
+A particle table is a dict of equal-length arrays: particle_id (uint64), pdg_id, vertex_id,
+vx, vy, vz (mm), px, py, pz (GeV), q, mass (GeV).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from trackformers.data import schema
+from trackformers.sim.geometry import CYLINDER, Geometry, load_geometry, module_ids
+from trackformers.sim.propagate import propagate
+from trackformers.sim.weights import trackml_weights
+
+PARTICLE_TABLE_KEYS = (
+    "particle_id",
+    "pdg_id",
+    "vertex_id",
+    "vx",
+    "vy",
+    "vz",
+    "px",
+    "py",
+    "pz",
+    "q",
+    "mass",
+)
+
+
+@dataclass
+class DetectorConfig:
+    """Settings of the fast simulation (all exposed in conf/simulate.yaml under ``detector``)."""
+
+    geometry: str | None = None  # path of a geometry YAML; None = TrackML
+    efficiency: float = 0.99  # probability that a crossing of a sensitive surface leaves a hit
+    scattering: bool = True  # Highland multiple scattering at every crossing
+    energy_loss: bool = True  # ionisation (and mean bremsstrahlung for electrons)
+    smearing: bool = True  # pitch/sqrt(12) in the module frame
+    noise_fraction: float = 0.0  # noise hits per true hit (Poisson), spread by area
+    p_min: float = 0.01  # GeV: stop propagating below this momentum
+    max_crossings: int = 200  # per particle (loopers)
+    max_hits: int = 100  # per particle
+
+    def check(self) -> None:
+        if not 0.0 <= self.efficiency <= 1.0:
+            raise ValueError(f"detector.efficiency must be in [0, 1], got {self.efficiency}")
+        if self.noise_fraction < 0:
+            raise ValueError(f"detector.noise_fraction must be >= 0, got {self.noise_fraction}")
+        if self.max_crossings < 1 or self.max_hits < 1:
+            raise ValueError("detector.max_crossings and detector.max_hits must be >= 1")
+
+
+def empty_particles() -> dict[str, np.ndarray]:
+    return {
+        k: np.zeros(0, np.uint64 if k == "particle_id" else np.float64) for k in PARTICLE_TABLE_KEYS
+    }
+
+
+def concat_particles(tables: list[dict]) -> dict[str, np.ndarray]:
+    if not tables:
+        return empty_particles()
+    return {k: np.concatenate([t[k] for t in tables]) for k in PARTICLE_TABLE_KEYS}
+
+
+class DetectorSim:
+    """Simulate the detector response to particle tables."""
+
+    def __init__(self, config: DetectorConfig | None = None, geometry: Geometry | None = None):
+        self.config = config or DetectorConfig()
+        self.config.check()
+        self.geometry = geometry or load_geometry(self.config.geometry)
+
+    def provenance(self) -> dict:
+        return {"detector": asdict(self.config), "geometry": self.geometry.source}
+
+    def _noise(self, n_true: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        geo = self.geometry
+        n = rng.poisson(self.config.noise_fraction * n_true) if self.config.noise_fraction else 0
+        area = geo.area()
+        surf = rng.choice(geo.n_surfaces, size=n, p=area / area.sum())
+        phi = rng.uniform(-np.pi, np.pi, n)
+        cyl = geo.kind[surf] == CYLINDER
+        lo, hi = geo.lo[surf], geo.hi[surf]
+        r = np.where(cyl, geo.pos[surf], np.sqrt(rng.uniform(lo**2, hi**2)))
+        z = np.where(cyl, rng.uniform(lo, hi), geo.pos[surf])
+        pos = np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)  # (n, 3)
+        return surf, pos
+
+    def _smear(
+        self, surf: np.ndarray, pos: np.ndarray, phi_c: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Gaussian smearing along the module axes u (r*phi at the module centre) and v."""
+        geo = self.geometry
+        gu = rng.standard_normal(len(surf)) * geo.sigma_u[surf]
+        gv = rng.standard_normal(len(surf)) * geo.sigma_v[surf]
+        cyl = geo.kind[surf] == CYLINDER
+        ux, uy = -np.sin(phi_c), np.cos(phi_c)
+        out = pos.copy()
+        out[:, 0] += gu * ux + np.where(cyl, 0.0, gv * np.cos(phi_c))
+        out[:, 1] += gu * uy + np.where(cyl, 0.0, gv * np.sin(phi_c))
+        out[:, 2] += np.where(cyl, gv, 0.0)
+        # keep barrel hits on their layer cylinder (the offset along u is tangent to it)
+        r = np.hypot(out[:, 0], out[:, 1])
+        scale = np.where(cyl, geo.pos[surf] / np.maximum(r, 1e-9), 1.0)
+        out[:, 0] *= scale
+        out[:, 1] *= scale
+        return out
+
+    def simulate(self, particles: dict, *, event_id: int, pileup: int, seed: int) -> dict:
+        """Propagate and digitise ``particles``; return a schema event dict."""
+        cfg, geo = self.config, self.geometry
+        rng = np.random.default_rng([seed, 7])
+        n = len(particles["particle_id"])
+        vertex = np.stack([particles["vx"], particles["vy"], particles["vz"]], axis=1)
+        momentum = np.stack([particles["px"], particles["py"], particles["pz"]], axis=1)
+        cross = propagate(
+            geo,
+            vertex,
+            momentum,
+            particles["q"],
+            particles["mass"],
+            particles["pdg_id"],
+            seed=int(rng.integers(2**32)),
+            efficiency=cfg.efficiency,
+            scattering=cfg.scattering,
+            energy_loss=cfg.energy_loss,
+            p_min=cfg.p_min,
+            max_crossings=cfg.max_crossings,
+            max_hits=cfg.max_hits,
+        )
+        n_true = len(cross["particle"])
+        noise_surf, noise_pos = self._noise(n_true, rng)
+        surf = np.concatenate([cross["surface"], noise_surf])
+        tpos = np.concatenate([cross["pos"], noise_pos])  # (nhit, 3) true positions
+        tmom = np.concatenate([cross["mom"], np.zeros_like(noise_pos)])  # (nhit, 3)
+        pid = np.concatenate(
+            [
+                np.asarray(particles["particle_id"], np.uint64)[cross["particle"]],
+                np.zeros(len(noise_surf), np.uint64),
+            ]
+        )
+        module, phi_c = module_ids(geo, surf, tpos[:, 0], tpos[:, 1], tpos[:, 2])
+        pos = self._smear(surf, tpos, phi_c, rng) if cfg.smearing else tpos
+        vol, lay = geo.volume_id[surf], geo.layer_id[surf]
+        # TrackML order: hits sorted by volume, layer, module; hit ids 1..nhit
+        order = np.lexsort((module, lay, vol))
+        pid, pos, tpos, tmom = pid[order], pos[order], tpos[order], tmom[order]
+        vol, lay, module = vol[order], lay[order], module[order]
+        nhits = np.bincount(cross["particle"], minlength=n)
+        weight = trackml_weights(
+            pid,
+            tpos[:, 2],
+            particles["particle_id"],
+            particles["vz"],
+            particles["px"],
+            particles["py"],
+        )
+        nh = len(pid)
+        ev = {
+            "event_id": np.uint64(event_id),
+            "pileup": np.int32(pileup),
+            "hit_id": np.arange(1, nh + 1, dtype=np.uint64),
+            "hit_x": pos[:, 0],
+            "hit_y": pos[:, 1],
+            "hit_z": pos[:, 2],
+            "hit_volume_id": vol,
+            "hit_layer_id": lay,
+            "hit_module_id": module,
+            "hit_particle_id": pid,
+            "hit_weight": weight,
+            "hit_tx": tpos[:, 0],
+            "hit_ty": tpos[:, 1],
+            "hit_tz": tpos[:, 2],
+            "hit_tpx": tmom[:, 0],
+            "hit_tpy": tmom[:, 1],
+            "hit_tpz": tmom[:, 2],
+            "part_particle_id": particles["particle_id"],
+            "part_pdg_id": particles["pdg_id"],
+            "part_vertex_id": particles["vertex_id"],
+            "part_vx": particles["vx"],
+            "part_vy": particles["vy"],
+            "part_vz": particles["vz"],
+            "part_px": particles["px"],
+            "part_py": particles["py"],
+            "part_pz": particles["pz"],
+            "part_q": particles["q"],
+            "part_nhits": nhits,
+        }
+        return {
+            k: (np.asarray(v, dtype=schema.ALL_BRANCHES[k]) if k in schema.ALL_BRANCHES else v)
+            for k, v in ev.items()
+        }

@@ -1,0 +1,50 @@
+"""Event sources by process name: the particle gun, Pythia8 physics, or a particle table.
+
+:func:`build_generator` turns the ``process`` config section into an object with
+``event(rng) -> (particle_table, n_pileup_vertices)`` and ``provenance() -> dict``.
+Every error in the settings is raised here, before any event is generated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from trackformers.sim.gun import GunConfig, ParticleGun
+
+PHYSICS_PROCESSES = ("ttbar", "tth", "minbias")
+PROCESSES = ("gun", *PHYSICS_PROCESSES, "particles")
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, list | tuple) else (v, v)
+
+
+def build_generator(process: Mapping, pileup: Mapping | None = None, seed: int = 0):
+    """Build the event source for ``process`` (a mapping with key ``name``)."""
+    process = dict(process)
+    name = process.pop("name", None)
+    if name not in PROCESSES:
+        raise ValueError(f"unknown process {name!r}; choose one of {list(PROCESSES)}")
+    pileup = dict(pileup or {})
+    mu = float(pileup.get("mu", 0.0))
+    if not mu >= 0:  # also catches NaN
+        raise ValueError(f"pileup.mu must be >= 0, got {mu}")
+    if name == "gun":
+        if mu > 0:
+            raise ValueError(
+                "the particle gun has no pile-up; use pileup.mu=0 or a physics process"
+            )
+        cfg = GunConfig(
+            **{
+                k: (_tuple(v) if k in ("n_particles", "pt", "eta", "phi") else v)
+                for k, v in process.items()
+            }
+        )
+        return ParticleGun(cfg)
+    if name == "particles":
+        from trackformers.sim.particle_table import ParticleTableSource
+
+        return ParticleTableSource(**process)
+    from trackformers.sim.pythia import PythiaSource
+
+    return PythiaSource(name, pileup=pileup, seed=seed, **process)

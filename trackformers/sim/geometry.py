@@ -1,0 +1,293 @@
+"""The tracking detector as data: load a geometry YAML, check it, flatten it into surfaces.
+
+A geometry YAML (see ``trackml_geometry.yaml``) lists barrel volumes (cylindrical layers with
+n_phi x n_z modules) and endcap volume pairs (disks at +-z with rings of n_phi modules).
+:func:`load_geometry` returns a :class:`Geometry` whose per-surface arrays feed the
+vectorised propagation (:mod:`trackformers.sim.propagate`) and digitisation.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+DEFAULT_GEOMETRY = Path(__file__).with_name("trackml_geometry.yaml")
+CYLINDER, DISK = 0, 1
+
+
+class GeometryError(ValueError):
+    """The geometry description is inconsistent."""
+
+
+@dataclass
+class Geometry:
+    """Flattened detector: one row per surface (beam pipe first, then layers)."""
+
+    name: str
+    field_tesla: float
+    kind: np.ndarray  # (S,) int8: CYLINDER or DISK
+    pos: np.ndarray  # (S,) float64: radius of a cylinder, signed z of a disk
+    lo: np.ndarray  # (S,) float64: z_min of a cylinder, r_min of a disk
+    hi: np.ndarray  # (S,) float64: z_max of a cylinder, r_max of a disk
+    x_over_x0: np.ndarray  # (S,) float64
+    sensitive: np.ndarray  # (S,) bool (beam pipe: False)
+    volume_id: np.ndarray  # (S,) int32
+    layer_id: np.ndarray  # (S,) int32
+    sigma_u: np.ndarray  # (S,) float64, resolution along r*phi
+    sigma_v: np.ndarray  # (S,) float64, resolution along z (barrel) / r (disk)
+    n_phi: np.ndarray  # (S,) int32 barrel modules in phi (0 for disks)
+    n_z: np.ndarray  # (S,) int32 barrel modules in z (0 for disks)
+    ring_edges: np.ndarray  # (S, R+1) float64 disk ring radii, padded with +inf
+    ring_nphi: np.ndarray  # (S, R) int32 modules per ring, padded with 0
+    source: dict = field(default_factory=dict)  # the YAML content, for provenance
+
+    @property
+    def n_surfaces(self) -> int:
+        return len(self.kind)
+
+    def area(self) -> np.ndarray:
+        """Sensitive area of each surface in mm^2 (0 for passive ones)."""
+        cyl = 2 * np.pi * self.pos * (self.hi - self.lo)
+        disk = np.pi * (self.hi**2 - self.lo**2)
+        return np.where(self.kind == CYLINDER, cyl, disk) * self.sensitive
+
+
+def _need(d: dict, key: str, where: str):
+    if key not in d:
+        raise GeometryError(f"{where}: missing field '{key}'")
+    return d[key]
+
+
+def _positive(value, key: str, where: str) -> float:
+    v = float(value)
+    if not np.isfinite(v) or v <= 0:
+        raise GeometryError(f"{where}: '{key}' must be positive, got {value!r}")
+    return v
+
+
+def _material(value, where: str) -> float:
+    v = float(value)
+    if not (0 <= v < 1):
+        raise GeometryError(f"{where}: 'x_over_x0' must be in [0, 1), got {value!r}")
+    return v
+
+
+def _check_overlaps(rows: list[dict]) -> None:
+    cyl = [r for r in rows if r["kind"] == CYLINDER and r["sensitive"]]
+    disks = [r for r in rows if r["kind"] == DISK]
+    for d in disks:
+        for c in cyl:
+            if c["lo"] <= d["pos"] <= c["hi"] and d["lo"] <= c["pos"] <= d["hi"]:
+                raise GeometryError(
+                    f"inconsistent geometry: disk volume {d['volume_id']} layer {d['layer_id']} "
+                    f"(z={d['pos']}, r {d['lo']}-{d['hi']}) intersects barrel volume "
+                    f"{c['volume_id']} layer {c['layer_id']} (r={c['pos']}, abs(z)<={c['hi']})"
+                )
+    radii = sorted((c["pos"], c["volume_id"], c["layer_id"]) for c in cyl)
+    for a, b in zip(radii, radii[1:], strict=False):
+        if a[0] == b[0]:
+            raise GeometryError(
+                f"inconsistent geometry: barrel layers {a[1:]} and {b[1:]} share radius {a[0]}"
+            )
+
+
+def geometry_from_dict(spec: dict) -> Geometry:
+    """Check a geometry description (the YAML content) and flatten it into surfaces."""
+    rows: list[dict] = []
+    bp = _need(spec, "beam_pipe", "geometry")
+    rows.append(
+        dict(
+            kind=CYLINDER,
+            pos=_positive(_need(bp, "r", "beam_pipe"), "r", "beam_pipe"),
+            lo=-_positive(_need(bp, "half_z", "beam_pipe"), "half_z", "beam_pipe"),
+            hi=float(bp["half_z"]),
+            x0=_material(_need(bp, "x_over_x0", "beam_pipe"), "beam_pipe"),
+            sensitive=False,
+            volume_id=0,
+            layer_id=0,
+            su=0.0,
+            sv=0.0,
+            n_phi=0,
+            n_z=0,
+            rings=[],
+            ring_nphi=[],
+        )
+    )
+    seen_volumes: set[int] = set()
+
+    def claim(vid, where):
+        vid = int(vid)
+        if vid in seen_volumes or vid <= 0:
+            raise GeometryError(f"{where}: volume_id {vid} is duplicated or not positive")
+        seen_volumes.add(vid)
+        return vid
+
+    for b in _need(spec, "barrels", "geometry"):
+        where = f"barrel '{b.get('name', '?')}'"
+        vid = claim(_need(b, "volume_id", where), where)
+        hz = _positive(_need(b, "half_z", where), "half_z", where)
+        su = _positive(_need(b, "pitch_u", where), "pitch_u", where) / np.sqrt(12)
+        sv = _positive(_need(b, "pitch_v", where), "pitch_v", where) / np.sqrt(12)
+        x0 = _material(_need(b, "x_over_x0", where), where)
+        last_r = 0.0
+        for i, lay in enumerate(_need(b, "layers", where)):
+            lw = f"{where} layer {i}"
+            r = _positive(_need(lay, "r", lw), "r", lw)
+            if r <= last_r or r <= rows[0]["pos"]:
+                raise GeometryError(f"{lw}: radius {r} must exceed the previous layer/beam pipe")
+            last_r = r
+            n_phi, n_z = int(_need(lay, "n_phi", lw)), int(_need(lay, "n_z", lw))
+            if n_phi < 1 or n_z < 1:
+                raise GeometryError(f"{lw}: n_phi and n_z must be >= 1, got {n_phi}, {n_z}")
+            rows.append(
+                dict(
+                    kind=CYLINDER,
+                    pos=r,
+                    lo=-hz,
+                    hi=hz,
+                    x0=x0,
+                    sensitive=True,
+                    volume_id=vid,
+                    layer_id=2 * (i + 1),
+                    su=su,
+                    sv=sv,
+                    n_phi=n_phi,
+                    n_z=n_z,
+                    rings=[],
+                    ring_nphi=[],
+                )
+            )
+    for e in spec.get("endcaps", []):
+        where = f"endcap '{e.get('name', '?')}'"
+        vids = _need(e, "volume_ids", where)
+        if len(vids) != 2:
+            raise GeometryError(f"{where}: volume_ids must be [negative-z id, positive-z id]")
+        vneg, vpos = claim(vids[0], where), claim(vids[1], where)
+        su = _positive(_need(e, "pitch_u", where), "pitch_u", where) / np.sqrt(12)
+        sv = _positive(_need(e, "pitch_v", where), "pitch_v", where) / np.sqrt(12)
+        x0 = _material(_need(e, "x_over_x0", where), where)
+        zs = [_positive(z, "z", where) for z in _need(e, "z", where)]
+        if any(b <= a for a, b in zip(zs, zs[1:], strict=False)):
+            raise GeometryError(f"{where}: disk z positions must increase, got {zs}")
+        rings = _need(e, "rings", where)
+        if not rings:
+            raise GeometryError(f"{where}: needs at least one ring")
+        edges = [_positive(_need(rings[0], "r_min", where), "r_min", where)]
+        nphi = []
+        for j, ring in enumerate(rings):
+            rw = f"{where} ring {j}"
+            rmin = float(_need(ring, "r_min", rw))
+            rmax = _positive(_need(ring, "r_max", rw), "r_max", rw)
+            if abs(rmin - edges[-1]) > 1e-9 or rmax <= rmin:
+                raise GeometryError(
+                    f"{rw}: rings must be contiguous with r_min < r_max, got "
+                    f"r_min={rmin} (previous edge {edges[-1]}), r_max={rmax}"
+                )
+            n = int(_need(ring, "n_phi", rw))
+            if n < 1:
+                raise GeometryError(f"{rw}: n_phi must be >= 1, got {n}")
+            edges.append(rmax)
+            nphi.append(n)
+        nd = len(zs)
+        for sign, vid in ((-1, vneg), (1, vpos)):
+            for i, z in enumerate(zs):
+                # TrackML numbering runs from -z to +z within each endcap volume
+                layer = 2 * (nd - i) if sign < 0 else 2 * (i + 1)
+                rows.append(
+                    dict(
+                        kind=DISK,
+                        pos=sign * z,
+                        lo=edges[0],
+                        hi=edges[-1],
+                        x0=x0,
+                        sensitive=True,
+                        volume_id=vid,
+                        layer_id=layer,
+                        su=su,
+                        sv=sv,
+                        n_phi=0,
+                        n_z=0,
+                        rings=edges,
+                        ring_nphi=nphi,
+                    )
+                )
+    _check_overlaps(rows)
+    n_ring = max(len(r["ring_nphi"]) for r in rows)
+    edges = np.full((len(rows), n_ring + 1), np.inf)
+    ring_nphi = np.zeros((len(rows), n_ring), np.int32)
+    for i, r in enumerate(rows):
+        edges[i, : len(r["rings"])] = r["rings"]
+        ring_nphi[i, : len(r["ring_nphi"])] = r["ring_nphi"]
+
+    def col(key, dtype):
+        return np.asarray([r[key] for r in rows], dtype=dtype)
+
+    field_t = float(spec.get("field_tesla", 2.0))
+    if not np.isfinite(field_t):
+        raise GeometryError(f"geometry: field_tesla must be finite, got {field_t}")
+    return Geometry(
+        name=str(spec.get("name", "custom")),
+        field_tesla=field_t,
+        kind=col("kind", np.int8),
+        pos=col("pos", np.float64),
+        lo=col("lo", np.float64),
+        hi=col("hi", np.float64),
+        x_over_x0=col("x0", np.float64),
+        sensitive=col("sensitive", bool),
+        volume_id=col("volume_id", np.int32),
+        layer_id=col("layer_id", np.int32),
+        sigma_u=col("su", np.float64),
+        sigma_v=col("sv", np.float64),
+        n_phi=col("n_phi", np.int32),
+        n_z=col("n_z", np.int32),
+        ring_edges=edges,
+        ring_nphi=ring_nphi,
+        source=spec,
+    )
+
+
+def load_geometry(path: str | os.PathLike | None = None) -> Geometry:
+    """Load and check a geometry YAML (default: the TrackML detector)."""
+    path = Path(path) if path else DEFAULT_GEOMETRY
+    if not path.is_file():
+        raise FileNotFoundError(f"geometry file {path} does not exist")
+    with open(path) as f:
+        spec = yaml.safe_load(f)
+    if not isinstance(spec, dict):
+        raise GeometryError(f"{path}: expected a mapping at top level")
+    try:
+        return geometry_from_dict(spec)
+    except GeometryError as err:
+        raise GeometryError(f"{path}: {err}") from None
+
+
+def module_ids(
+    geo: Geometry, surface: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Module id (1-based, TrackML-like) and module centre phi of points on given surfaces."""
+    phi = np.arctan2(y, x)  # (n,)
+    r = np.hypot(x, y)
+    is_disk = geo.kind[surface] == DISK
+    # barrel: (phi bin, z bin)
+    n_phi_b = np.maximum(geo.n_phi[surface], 1)
+    n_z = np.maximum(geo.n_z[surface], 1)
+    iphi_b = np.clip(((phi + np.pi) / (2 * np.pi) * n_phi_b).astype(np.int64), 0, n_phi_b - 1)
+    zfrac = (z - geo.lo[surface]) / (geo.hi[surface] - geo.lo[surface])
+    iz = np.clip((zfrac * n_z).astype(np.int64), 0, n_z - 1)
+    mod_b = iz * n_phi_b + iphi_b + 1
+    # disk: ring then phi bin
+    edges = geo.ring_edges[surface]  # (n, R+1)
+    ring = np.clip((r[:, None] >= edges[:, 1:]).sum(axis=1), 0, geo.ring_nphi.shape[1] - 1)
+    nphi_r = np.maximum(geo.ring_nphi[surface, ring], 1)
+    offset = np.cumsum(geo.ring_nphi[surface], axis=1) - geo.ring_nphi[surface]
+    iphi_d = np.clip(((phi + np.pi) / (2 * np.pi) * nphi_r).astype(np.int64), 0, nphi_r - 1)
+    mod_d = offset[np.arange(len(ring)), ring] + iphi_d + 1
+    module = np.where(is_disk, mod_d, mod_b).astype(np.int32)
+    n = np.where(is_disk, nphi_r, n_phi_b)
+    iphi = np.where(is_disk, iphi_d, iphi_b)
+    phi_centre = -np.pi + (iphi + 0.5) * 2 * np.pi / n
+    return module, phi_centre

@@ -1,0 +1,76 @@
+"""TrackML scoring weights per hit, by the official phase-1 rule (DESIGN.md, trackml-library).
+
+weight = w_pt * w_order, normalised to 1 per event:
+- w_pt: 0.2 for pT <= 0.5 GeV, linear to 1 at 3 GeV, 1 above; 0 below 0.05 GeV.
+- w_order: the profile [10, 8, 6, 5, 3, 3, 3, 5, 6] stretched over the particle's hits ranked
+  by abs(tz - vz), normalised to 1 per particle; particles with < 4 hits and noise get 0;
+  tracks longer than 20 hits use the 20-hit row, hits ranked >= 20 get 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ORDER_PROPOSAL = np.array([10.0, 8.0, 6.0, 5.0, 3.0, 3.0, 3.0, 5.0, 6.0])
+ORDER_MIN_HITS = 4
+ORDER_MAX_HITS = 20
+
+
+def _order_matrix() -> np.ndarray:
+    w = np.zeros((ORDER_MAX_HITS + 1, ORDER_MAX_HITS))
+    for nhits in range(ORDER_MIN_HITS, ORDER_MAX_HITS + 1):
+        supports = np.arange(len(ORDER_PROPOSAL)) * (nhits - 1) / (len(ORDER_PROPOSAL) - 1)
+        row = np.interp(np.arange(nhits), supports, ORDER_PROPOSAL)
+        w[nhits, :nhits] = row / row.sum()
+    return w
+
+
+ORDER_MATRIX = _order_matrix()  # (21, 20) indexed by (nhits, rank)
+
+
+def pt_weight(pt: np.ndarray) -> np.ndarray:
+    """The pT term: 0.2 up to 0.5 GeV, linear to 1 at 3 GeV; 0 below 0.05 GeV."""
+    return np.interp(pt, [0.05, 0.5, 3.0], [0.2, 0.2, 1.0], left=0.0, right=1.0)
+
+
+def trackml_weights(
+    hit_particle_id: np.ndarray,
+    hit_tz: np.ndarray,
+    part_particle_id: np.ndarray,
+    part_vz: np.ndarray,
+    part_px: np.ndarray,
+    part_py: np.ndarray,
+) -> np.ndarray:
+    """Per-hit TrackML weights (float64, sum 1 unless no hit qualifies, then all 0).
+
+    Hits whose particle id is 0 or absent from ``part_particle_id`` are noise (weight 0).
+    """
+    hit_pid = np.asarray(hit_particle_id, dtype=np.uint64)
+    n = len(hit_pid)
+    w = np.zeros(n)
+    if n == 0 or len(part_particle_id) == 0:
+        return w
+    pids = np.asarray(part_particle_id, dtype=np.uint64)
+    order = np.argsort(pids, kind="stable")
+    idx = np.searchsorted(pids[order], hit_pid)
+    idx = np.clip(idx, 0, len(pids) - 1)
+    known = (pids[order][idx] == hit_pid) & (hit_pid != 0)
+    pidx = np.where(known, order[idx], -1)  # (n,) particle row of each hit, -1 = noise
+    good = np.flatnonzero(known)
+    nhits = np.bincount(pidx[good], minlength=len(pids))  # (npart,)
+    dz = np.abs(np.asarray(hit_tz, np.float64)[good] - np.asarray(part_vz, np.float64)[pidx[good]])
+    srt = np.lexsort((dz, pidx[good]))  # by particle, then distance from the vertex
+    grp = pidx[good][srt]
+    start = np.searchsorted(grp, grp, side="left")
+    rank = np.empty(len(good), np.int64)
+    rank[srt] = np.arange(len(good)) - start
+    nh = nhits[pidx[good]]
+    w_order = np.where(
+        (nh >= ORDER_MIN_HITS) & (rank < ORDER_MAX_HITS),
+        ORDER_MATRIX[np.minimum(nh, ORDER_MAX_HITS), np.minimum(rank, ORDER_MAX_HITS - 1)],
+        0.0,
+    )
+    pt = np.hypot(np.asarray(part_px, np.float64), np.asarray(part_py, np.float64))
+    w[good] = w_order * pt_weight(pt)[pidx[good]]
+    total = w.sum()
+    return w / total if total > 0 else w

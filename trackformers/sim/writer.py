@@ -1,0 +1,182 @@
+"""Write events to the native ROOT format of DESIGN.md (one TTree ``events``, one entry per event).
+
+An event is a ``dict[str, np.ndarray]`` keyed by the names of :mod:`trackformers.data.schema`:
+``event_id``/``pileup`` scalars, ``hit_*`` arrays of length nhit, ``part_*`` arrays of length
+npart. :func:`validate_event` checks that contract; :func:`write_events` writes a file
+atomically (temporary name, renamed when complete) with the provenance JSON in a TObjString.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from unittest import mock
+
+import awkward as ak
+import numpy as np
+import uproot
+
+from trackformers.data import schema
+
+# Fixed timestamp written into reproducible files (ROOT stores creation/modification times).
+REPRODUCIBLE_TIME = _dt.datetime(2026, 1, 1, 0, 0, 0)
+
+
+class EventFormatError(ValueError):
+    """An in-memory event does not follow the schema of trackformers.data.schema."""
+
+
+def validate_event(event: dict, index: int | None = None) -> None:
+    """Raise :class:`EventFormatError` naming the event and field if ``event`` breaks the schema."""
+    where = f"event #{index}" if index is not None else "event"
+    if not isinstance(event, dict):
+        raise EventFormatError(f"{where}: expected a dict, got {type(event).__name__}")
+    missing = [k for k in schema.ALL_BRANCHES if k not in event]
+    if missing:
+        raise EventFormatError(f"{where}: missing key(s) {missing}")
+    for key in schema.EVENT_BRANCHES:
+        if np.ndim(event[key]) != 0:
+            raise EventFormatError(
+                f"{where}: '{key}' must be a scalar, got shape {np.shape(event[key])}"
+            )
+    for group, counter in (
+        (schema.HIT_BRANCHES, "hit_id"),
+        (schema.PARTICLE_BRANCHES, "part_particle_id"),
+    ):
+        n = len(np.asarray(event[counter]))
+        for key in group:
+            arr = np.asarray(event[key])
+            if arr.ndim != 1:
+                raise EventFormatError(f"{where}: '{key}' must be 1-D, got shape {arr.shape}")
+            if len(arr) != n:
+                raise EventFormatError(
+                    f"{where}: '{key}' has length {len(arr)} but '{counter}' has length {n}"
+                )
+            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+                raise EventFormatError(f"{where}: '{key}' has a non-finite value at row {bad}")
+
+
+def _branch_types() -> dict:
+    types: dict = {k: v for k, v in schema.EVENT_BRANCHES.items()}
+    for k, v in {**schema.HIT_BRANCHES, **schema.PARTICLE_BRANCHES}.items():
+        types[k] = "var * " + str(ak.types.numpytype.dtype_to_primitive(v))
+    return types
+
+
+def _counter_name(branch: str) -> str:
+    return schema.HIT_COUNTER if branch.startswith("hit_") else schema.PARTICLE_COUNTER
+
+
+def _chunk_arrays(events: list[dict]) -> dict:
+    out: dict = {}
+    for k, dt in schema.EVENT_BRANCHES.items():
+        out[k] = np.asarray([e[k] for e in events], dtype=dt)
+    for k, dt in {**schema.HIT_BRANCHES, **schema.PARTICLE_BRANCHES}.items():
+        parts = [np.asarray(e[k], dtype=dt) for e in events]
+        counts = np.asarray([len(p) for p in parts], dtype=np.int64)
+        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=dt)
+        out[k] = ak.unflatten(flat, counts)
+    return out
+
+
+def _batches(events: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    chunk: list[dict] = []
+    for i, ev in enumerate(events):
+        validate_event(ev, i)
+        chunk.append(ev)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@contextlib.contextmanager
+def _frozen_clock(when: _dt.datetime):
+    """Make uproot stamp ``when`` instead of now(), so identical inputs give identical bytes."""
+
+    class _Clock(_dt.datetime):
+        @classmethod
+        def now(cls, tz=None):  # noqa: ARG003
+            return when
+
+    fake = mock.Mock(wraps=_dt)
+    fake.datetime = _Clock
+    targets = [
+        "uproot.writing._cascade.datetime",
+        "uproot.writing._cascadetree.datetime",
+        "uproot.writing.writable.datetime",
+    ]
+    with contextlib.ExitStack() as stack:
+        for t in targets:
+            stack.enter_context(mock.patch(t, fake))
+        yield
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Create the parent directory of ``path`` and fail early with a clear error if unwritable."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"cannot create output directory {path.parent}: {err}") from err
+    if not os.access(path.parent, os.W_OK):
+        raise PermissionError(f"output directory {path.parent} is not writable")
+    return path
+
+
+def write_events(
+    path: str | os.PathLike,
+    events: Iterable[dict],
+    metadata: dict,
+    *,
+    basket_events: int = 100,
+    reproducible: bool = True,
+    compression=None,
+) -> int:
+    """Write ``events`` to ``path`` in the native format; return the number of events written.
+
+    The file is written inside ``.<name>.tmp-<pid>/`` next to ``path`` and renamed to ``path``
+    only when complete, so an interrupted run never leaves a half file under the final name.
+    ``metadata`` (JSON serialisable) is stored as a TObjString ``metadata``. With
+    ``reproducible`` the ROOT timestamps and UUID are fixed, so the same events and metadata
+    give byte-identical files.
+    """
+    path = check_writable(path)
+    meta_json = json.dumps(metadata, sort_keys=True, default=str)
+    # the file stores its own basename, so the temporary file keeps it inside a temporary dir
+    tmp_dir = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp_dir.mkdir(exist_ok=True)
+    tmp = tmp_dir / path.name
+    opts = {"compression": compression if compression is not None else uproot.ZLIB(1)}
+    if reproducible:
+        fixed = uuid.uuid5(uuid.NAMESPACE_URL, "trackformers:" + meta_json)
+        opts["uuid_function"] = lambda: fixed
+    clock = _frozen_clock(REPRODUCIBLE_TIME) if reproducible else contextlib.nullcontext()
+    n = 0
+    try:
+        with clock, uproot.recreate(tmp, **opts) as f:
+            f[schema.METADATA_KEY] = meta_json
+            tree = f.mktree(schema.TREE_NAME, _branch_types(), counter_name=_counter_name)
+            for chunk in _batches(events, basket_events):
+                tree.extend(_chunk_arrays(chunk))
+                n += len(chunk)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        with contextlib.suppress(OSError):
+            tmp_dir.rmdir()
+    return n
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """Return the provenance dictionary stored in a native file."""
+    with uproot.open(path) as f:
+        return json.loads(str(f[schema.METADATA_KEY]))
