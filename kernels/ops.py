@@ -109,12 +109,24 @@ def _check(q: Tensor, k: Tensor, v: Tensor) -> None:
 
 
 def attention_forward(
-    q: Tensor, k: Tensor, v: Tensor, meta: BlockMeta, sm_scale: float, tune: bool = True
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    meta: BlockMeta,
+    sm_scale: float,
+    tune: bool = True,
+    out: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """o (N, H, D) in q's dtype and lse (H, N) float32 (log2 units of the scaled scores)."""
+    """o (N, H, D) in q's dtype and lse (H, N) float32 (log2 units of the scaled scores).
+
+    ``out`` = (o, lse) preallocated (tests poison them to prove every element is written).
+    """
     n, h, d = q.shape
-    o = torch.empty_like(q)
-    lse = torch.empty((h, n), dtype=torch.float32, device=q.device)
+    if out is None:
+        o = torch.empty_like(q)
+        lse = torch.empty((h, n), dtype=torch.float32, device=q.device)
+    else:
+        o, lse = out
     if n == 0:
         return o, lse
     grid = (meta.tiles.shape[0], h)
@@ -133,12 +145,15 @@ def attention_forward(
 
 def attention_backward(
     do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, meta: BlockMeta,
-    sm_scale: float, tune: bool = True,
+    sm_scale: float, tune: bool = True, out: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-    """dq, dk, dv (N, H, D) in q's dtype."""
+    """dq, dk, dv (N, H, D) in q's dtype (``out``: preallocated, as for attention_forward)."""
     n, h, d = q.shape
     do = do.contiguous()
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if out is None:
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    else:
+        dq, dk, dv = out
     if n == 0:
         return dq, dk, dv
     delta = torch.empty((h, n), dtype=torch.float32, device=q.device)
