@@ -39,8 +39,19 @@ def split_events(labels: Tensor | np.ndarray, cu_seqlens) -> list[np.ndarray]:
     return [lab[a:b] for a, b in zip(cu[:-1], cu[1:], strict=True)]
 
 
+from trackformers.cluster.pipeline import (  # noqa: E402  (uses cluster_hits above)
+    ClusterConfig,
+    assign_tracks,
+    clustering_input,
+    track_list,
+)
+
 __all__ = [
     "METHODS",
+    "ClusterConfig",
+    "assign_tracks",
+    "clustering_input",
+    "track_list",
     "argmax_assign",
     "cluster_hits",
     "connected_components",

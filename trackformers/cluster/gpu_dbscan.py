@@ -1,7 +1,9 @@
 """Exact DBSCAN in torch for packed events (GPU, also runs on CPU tensors).
 
 1. Radius graph: points are hashed into a grid of cell size eps over (up to) three
-   coordinates of largest spread, prefixed by the event index so that no pair crosses events.
+   coordinates — the point itself when d <= 3, else its projection on the three principal
+   axes (orthonormal, so no pair within eps is ever more than one cell apart) — prefixed
+   by the event index so that no pair crosses events.
    Cells are sorted; for each point the candidate neighbours are the 3^(k-1) contiguous key
    ranges of the adjacent cells (the last grid axis is contiguous in key space). Candidates
    are filtered by the full-dimensional Euclidean distance <= eps. Every pair within eps lies
@@ -35,13 +37,26 @@ def _seq_index(cu_seqlens: Tensor, n: int) -> Tensor:
     return seq  # (N,)
 
 
-def _grid_keys(x: Tensor, seq: Tensor, eps: float, max_dims: int):
-    """Cell key per point, the key stride of each grid axis, and the number of grid axes."""
-    spread = x.amax(0) - x.amin(0)  # (d,)
-    k = min(max_dims, x.shape[1])
-    dims = torch.topk(spread, k).indices  # (k,)
-    lo = x[:, dims].amin(0)  # (k,)
-    cell = torch.floor((x[:, dims] - lo) / eps).long() + 1  # (N, k), >= 1 so that cell-1 >= 0
+def grid_projection(x: Tensor, k: int) -> Tensor:
+    """(N, min(k, d)) coordinates for the grid: x itself when d <= k, else its projection on
+    the top-k principal axes (orthonormal, so projected distances never exceed true ones)."""
+    n, d = x.shape
+    if d <= k or n < 2:
+        return x
+    xc = x - x.mean(0)  # (N, d)
+    cov = (xc.T @ xc).double().cpu()  # (d, d), tiny: decomposed on the CPU
+    _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
+    basis = vecs[:, -k:].flip(1).to(device=x.device, dtype=x.dtype)  # (d, k) orthonormal
+    return x @ basis  # (N, k)
+
+
+def _grid_keys(p: Tensor, seq: Tensor, eps: float):
+    """Cell key per point from grid coordinates p (N, k), the key strides, and k used."""
+    k = p.shape[1]
+    lo = p.amin(0)  # (k,)
+    scale = float(p.abs().max()) if p.numel() else 0.0
+    cell_size = eps * (1 + 1e-4) + 1e-6 * scale  # > eps: absorbs projection rounding
+    cell = torch.floor((p - lo) / cell_size).long() + 1  # (N, k), >= 1 so that cell-1 >= 0
     sizes = (cell.amax(0) + 2).tolist()  # cells per axis incl. padding on both sides
     n_seq = int(seq.max().item()) + 1 if seq.numel() else 1
     while k > 1 and n_seq * torch.tensor(sizes[:k], dtype=torch.float64).prod().item() > 2**62:
@@ -68,7 +83,7 @@ def radius_graph(
     if n == 0:
         empty = torch.zeros(0, dtype=torch.long, device=x.device)
         return empty, empty
-    key, strides, k = _grid_keys(x, seq, eps, max_dims)
+    key, strides, k = _grid_keys(grid_projection(x, max_dims), seq, eps)
     order = torch.argsort(key)  # (N,)
     skey = key[order]  # (N,) sorted keys
     xs = x[order]  # (N, d) points in key order

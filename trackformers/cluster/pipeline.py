@@ -1,0 +1,87 @@
+"""From model outputs to tracks: choose the output to cluster, assign hits, list tracks.
+
+``assign_tracks(outputs, cu_seqlens, cfg)`` is the one call used by evaluation, the latency
+benchmark and notebooks. cfg (conf/cluster/*.yaml) fields:
+
+    method: dbscan | dbscan_cpu | hdbscan_cpu | argmax
+    input: auto | embedding | params | logits   (auto: embedding, else params, else logits)
+    scale: null | list of per-column factors applied to the input before clustering
+    params: {...}   keyword arguments of the method (eps, min_samples, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from trackformers.cluster import cluster_hits
+
+AUTO_ORDER = ("embedding", "params", "logits")
+
+
+@dataclass
+class ClusterConfig:
+    method: str = "dbscan"
+    input: str = "auto"
+    scale: list[float] | None = None
+    params: dict = field(default_factory=lambda: {"eps": 0.1, "min_samples": 3})
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> ClusterConfig:
+        d = dict(d or {})
+        unknown = set(d) - {"method", "input", "scale", "params"}
+        if unknown:
+            raise ValueError(f"cluster config has unknown key(s) {sorted(unknown)}")
+        return cls(**{k: (dict(v) if k == "params" else v) for k, v in d.items()})
+
+
+def clustering_input(outputs: Mapping[str, Tensor], cfg: ClusterConfig) -> tuple[str, Tensor]:
+    """The (name, tensor (N, d)) the method runs on, scaled per column if configured."""
+    if cfg.input == "auto":
+        if cfg.method == "argmax":
+            name = "logits"
+        else:
+            name = next((k for k in AUTO_ORDER if k in outputs and k != "logits"), None)
+    else:
+        name = cfg.input
+    if name is None or name not in outputs:
+        raise KeyError(
+            f"cluster input {cfg.input!r} (method {cfg.method!r}) not among model outputs "
+            f"{sorted(outputs)}"
+        )
+    x = outputs[name]
+    if x.dim() != 2:
+        raise ValueError(f"model output {name!r} must be (N, d), got {tuple(x.shape)}")
+    if cfg.scale is not None:
+        if len(cfg.scale) != x.shape[1]:
+            raise ValueError(
+                f"cluster scale has {len(cfg.scale)} factors, {name!r} has {x.shape[1]} columns"
+            )
+        x = x * torch.tensor(cfg.scale, dtype=x.dtype, device=x.device)
+    return name, x
+
+
+def assign_tracks(
+    outputs: Mapping[str, Tensor], cu_seqlens: Tensor, cfg: ClusterConfig | Mapping
+) -> Tensor:
+    """(N,) int64 track label per hit (unique across events, -1 = no track)."""
+    cfg = cfg if isinstance(cfg, ClusterConfig) else ClusterConfig.from_dict(cfg)
+    _, x = clustering_input(outputs, cfg)
+    return cluster_hits(cfg.method, x.detach(), cu_seqlens.to(x.device), **cfg.params)
+
+
+def track_list(labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Hits grouped by track, on the labels' device.
+
+    Returns hit_index (M,) hits of all tracks, track after track (unassigned left out),
+    track_ptr (T+1,) boundaries into hit_index, track_label (T,) the label of each track.
+    """
+    assigned = torch.nonzero(labels >= 0).squeeze(1)  # (M,)
+    order = assigned[torch.argsort(labels[assigned], stable=True)]  # (M,)
+    track_label, counts = torch.unique_consecutive(labels[order], return_counts=True)  # (T,)
+    ptr = torch.zeros(counts.numel() + 1, dtype=torch.long, device=labels.device)
+    ptr[1:] = torch.cumsum(counts, 0)
+    return order, ptr, track_label
