@@ -105,11 +105,13 @@ def test_joint_classifier_is_conditioned_on_regression():
 
 
 @pytest.mark.parametrize("model", ["enc_cla", "enc_reg", "joint", "contrastive"])
-@pytest.mark.parametrize("attention", ["dense"])
+@pytest.mark.parametrize("attention", ["dense", "flex", "windowed"])
 def test_hydra_model_configs_instantiate_and_train(model, attention):
     overrides = [f"+model={model}", f"+attention={attention}", "model.encoder.d_model=32",
                  "model.encoder.n_heads=4", "model.encoder.n_layers=2",
                  "+data.num_features=5"]  # fmt: skip
+    if attention != "dense":
+        overrides.append("attention.block_size=16")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name=None, overrides=overrides)
     net = instantiate(cfg.model)

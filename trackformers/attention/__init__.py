@@ -6,7 +6,7 @@ trackformers/attention/fused.py is present, fused.
 
 import importlib.util
 
-from trackformers.attention import dense  # noqa: F401  (registers "dense")
+from trackformers.attention import dense, flex  # noqa: F401  (register dense, flex, windowed)
 from trackformers.attention.base import (
     AttentionBackend,
     AttentionPlan,

@@ -2,7 +2,7 @@
 
 Every builder runs on the batch's device, is O(N) apart from sorting and never forms an
 N x N object. The mask definitions are those of :mod:`trackformers.attention.base`; in the
-plan's sorted order every mask row is a union of at most three contiguous key ranges, which
+plan's sorted order every mask row is a union of at most two contiguous key ranges, which
 :func:`row_ranges` returns and the block-sparse backends (flex, windowed, fused) consume.
 
 Cluster plan (TrackFormers Part 2, arXiv 2509.26411): each hit is projected along the ray
@@ -170,9 +170,10 @@ def presorted(plan: AttentionPlan) -> AttentionPlan:
 
 
 def row_ranges(plan: AttentionPlan) -> tuple[Tensor, Tensor]:
-    """Allowed keys of every sorted row as <= 3 half-open ranges of sorted rows.
+    """Allowed keys of every sorted row as <= 2 disjoint half-open ranges of sorted rows.
 
-    Returns lo, hi of shape (N, R), int64, R = 1 (full, cluster) or 3 (window);
+    Returns lo, hi of shape (N, R), int64, R = 1 (full, cluster) or 2 (window: main range
+    clipped to the event, then the wrap-around part, empty when there is none);
     row i attends key j iff lo[i, r] <= j < hi[i, r] for some r. Empty ranges have lo == hi.
     """
     cu = plan.cu_seqlens.long()
@@ -196,8 +197,11 @@ def row_ranges(plan: AttentionPlan) -> tuple[Tensor, Tensor]:
         hi_main = torch.where(full, end, torch.minimum(rows + w + 1, end))
         left_over = torch.where(full, 0, (start - (rows - w)).clamp_min(0))  # wraps to the end
         right_over = torch.where(full, 0, (rows + w + 1 - end).clamp_min(0))  # wraps to start
-        lo = torch.stack([lo_main, end - left_over, start], 1)  # (N, 3)
-        hi = torch.stack([hi_main, end, start + right_over], 1)  # (N, 3)
+        wraps_left = left_over > 0  # at most one side wraps when the event is not full
+        lo_wrap = torch.where(wraps_left, end - left_over, start)
+        hi_wrap = torch.where(wraps_left, end, start + right_over)
+        lo = torch.stack([lo_main, lo_wrap], 1)  # (N, 2)
+        hi = torch.stack([hi_main, hi_wrap], 1)  # (N, 2)
         return lo, hi
     raise ValueError(f"unknown plan kind {plan.kind!r}; expected full, cluster or window")
 

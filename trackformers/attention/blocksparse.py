@@ -1,0 +1,174 @@
+"""Block-sparse layout of a plan: padding to a bucketed length, FlexAttention BlockMask.
+
+A plan's mask is, per sorted row, a union of <= 2 key ranges (``plans.row_ranges``). The
+rows are padded to ``n_pad`` (a multiple of the block size on a geometric ladder, so that
+event sizes share a few compiled shapes); pad rows attend only themselves. The block layout
+(which key blocks each query block touches, and which of them are fully attended) comes from
+difference arrays over the ranges: O(N) scatter plus O((n_pad / block)^2) block bookkeeping,
+never an element-level N x N mask. A torch reference (``blocksparse_attention``) runs the
+same layout with ordinary autograd ops, for CPU training and tests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from trackformers.attention.base import AttentionPlan
+from trackformers.attention.plans import row_ranges
+
+
+def bucket_length(n: int, block: int, steps_per_octave: int = 8) -> int:
+    """Smallest length >= n on the ladder {k * 2^e / steps_per_octave}, a multiple of block."""
+    n = max(int(n), 1)
+    step = max(block, 2 ** max(0, math.floor(math.log2(n)) - int(math.log2(steps_per_octave))))
+    step = math.ceil(step / block) * block
+    return math.ceil(n / step) * step
+
+
+@dataclass
+class BlockLayout:
+    n: int  # real rows
+    n_pad: int  # padded rows, multiple of block
+    block: int
+    lo: Tensor  # (n_pad, R) int32 key range starts per sorted row (pads: [i, i+1))
+    hi: Tensor  # (n_pad, R) int32 key range ends
+    kv_num_blocks: Tensor  # (QB,) int32 partially attended key blocks per query block
+    kv_indices: Tensor  # (QB, KB) int32 their indices first
+    full_kv_num_blocks: Tensor  # (QB,) int32 fully attended key blocks
+    full_kv_indices: Tensor  # (QB, KB) int32
+
+    def mask_mod(self):
+        """FlexAttention mask_mod reading the range tensors (no N x N evaluation)."""
+        ranges = [
+            (self.lo[:, r].contiguous(), self.hi[:, r].contiguous())
+            for r in range(self.lo.shape[1])
+        ]
+        (lo0, hi0) = ranges[0]
+        if self.lo.shape[1] == 1:
+
+            def mask_mod(b, h, q_idx, kv_idx):
+                return (kv_idx >= lo0[q_idx]) & (kv_idx < hi0[q_idx])
+
+            return mask_mod
+        (lo1, hi1) = ranges[1]
+
+        def mask_mod2(b, h, q_idx, kv_idx):
+            main = (kv_idx >= lo0[q_idx]) & (kv_idx < hi0[q_idx])
+            return main | ((kv_idx >= lo1[q_idx]) & (kv_idx < hi1[q_idx]))
+
+        return mask_mod2
+
+    def block_mask(self):
+        from torch.nn.attention.flex_attention import BlockMask
+
+        return BlockMask.from_kv_blocks(
+            self.kv_num_blocks[None, None],  # (1, 1, QB)
+            self.kv_indices[None, None],  # (1, 1, QB, KB)
+            self.full_kv_num_blocks[None, None],
+            self.full_kv_indices[None, None],
+            BLOCK_SIZE=self.block,
+            mask_mod=self.mask_mod(),
+            seq_lengths=(self.n_pad, self.n_pad),
+        )
+
+
+def _count_blocks(qb: Tensor, b0: Tensor, b1: Tensor, nqb: int, nkb: int) -> Tensor:
+    """(nqb, nkb) int32: per query block, how many (row, range) pairs cover key block j,
+    from half-open block intervals [b0, b1) per (row, range); empty where b1 <= b0."""
+    ok = b1 > b0
+    diff = torch.zeros(nqb * (nkb + 1), dtype=torch.int32, device=qb.device)
+    base = qb * (nkb + 1)
+    ones = ok.to(torch.int32)
+    diff.index_put_((torch.where(ok, base + b0, base),), ones, accumulate=True)
+    diff.index_put_((torch.where(ok, base + b1, base),), -ones, accumulate=True)
+    return diff.view(nqb, nkb + 1).cumsum(1, dtype=torch.int32)[:, :nkb]
+
+
+def _first_true(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Counts and column indices of True entries first (order kept) per row."""
+    counts = mask.sum(1, dtype=torch.int32)  # (QB,)
+    idx = torch.argsort((~mask).to(torch.int8), dim=1, stable=True).to(torch.int32)
+    return counts, idx
+
+
+def build_layout(plan: AttentionPlan, block: int = 128, steps_per_octave: int = 8) -> BlockLayout:
+    lo, hi = row_ranges(plan)  # (N, R) int64, sorted order
+    n, r = lo.shape
+    dev = lo.device
+    n_pad = bucket_length(n, block, steps_per_octave)
+    pad_rows = torch.arange(n, n_pad, device=dev)
+    pad_lo = torch.cat([pad_rows[:, None], pad_rows[:, None].expand(-1, r - 1)], 1)
+    pad_hi = torch.cat([pad_rows[:, None] + 1, pad_rows[:, None].expand(-1, r - 1)], 1)
+    lo = torch.cat([lo, pad_lo])  # (n_pad, R)
+    hi = torch.cat([hi, pad_hi])  # (n_pad, R)
+    nb = n_pad // block
+    qb = (torch.arange(n_pad, device=dev) // block)[:, None].expand(-1, r)  # (n_pad, R)
+    nonempty = hi > lo
+    touch_b0 = lo // block
+    touch_b1 = torch.where(nonempty, (hi - 1) // block + 1, touch_b0)
+    touched = _count_blocks(qb, touch_b0, touch_b1, nb, nb) > 0  # (QB, KB)
+    full_b0 = (lo + block - 1) // block
+    full_b1 = torch.maximum(hi // block, full_b0)
+    full = _count_blocks(qb, full_b0, full_b1, nb, nb) == block  # every row covers the block
+    partial = touched & ~full
+    kv_num, kv_idx = _first_true(partial)
+    full_num, full_idx = _first_true(full)
+    return BlockLayout(
+        n=n,
+        n_pad=n_pad,
+        block=block,
+        lo=lo.to(torch.int32),
+        hi=hi.to(torch.int32),
+        kv_num_blocks=kv_num,
+        kv_indices=kv_idx,
+        full_kv_num_blocks=full_num,
+        full_kv_indices=full_idx,
+    )
+
+
+def attended_blocks(layout: BlockLayout) -> tuple[int, int]:
+    """(partial, full) numbers of (query block, key block) pairs visited."""
+    return int(layout.kv_num_blocks.sum()), int(layout.full_kv_num_blocks.sum())
+
+
+def blocksparse_attention(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout) -> Tensor:
+    """Reference block-sparse attention with autograd ops; q, k, v (n_pad, H, D) sorted+padded.
+
+    Memory O(n_pad * max_blocks_per_row * block); exact masking from the row ranges.
+    """
+    n_pad, h, d = q.shape
+    bs = layout.block
+    nb = n_pad // bs
+    num = layout.kv_num_blocks + layout.full_kv_num_blocks  # (QB,)
+    kmax = int(num.max())
+    touched = torch.zeros(nb, nb + 1, dtype=torch.bool, device=q.device)
+    rows = torch.arange(nb, device=q.device)[:, None]
+    for count, idx in (
+        (layout.kv_num_blocks, layout.kv_indices),
+        (layout.full_kv_num_blocks, layout.full_kv_indices),
+    ):
+        col = torch.arange(nb, device=q.device)[None, :]
+        touched[rows.expand(-1, nb), torch.where(col < count[:, None], idx.long(), nb)] = True
+    sel_count, sel = _first_true(touched[:, :nb])
+    sel = sel[:, :kmax].long()  # (QB, kmax)
+    valid_blk = torch.arange(kmax, device=q.device)[None, :] < sel_count[:, None]  # (QB, kmax)
+    qb = q.transpose(0, 1).reshape(h, nb, bs, d)  # (H, QB, bs, D)
+    kb = k.transpose(0, 1).reshape(h, nb, bs, d)[:, sel].reshape(h, nb, kmax * bs, d)
+    vb = v.transpose(0, 1).reshape(h, nb, bs, d)[:, sel].reshape(h, nb, kmax * bs, d)
+    key_row = (sel[:, :, None] * bs + torch.arange(bs, device=q.device)).reshape(nb, -1)
+    q_row = torch.arange(n_pad, device=q.device).view(nb, bs)  # (QB, bs)
+    keys = key_row[:, None, :]  # (QB, 1, kmax*bs)
+    lo, hi = layout.lo.long()[q_row], layout.hi.long()[q_row]  # (QB, bs, R)
+    allowed = torch.zeros(nb, bs, kmax * bs, dtype=torch.bool, device=q.device)
+    for r in range(lo.shape[-1]):
+        allowed |= (keys >= lo[..., r, None]) & (keys < hi[..., r, None])
+    allowed &= valid_blk.repeat_interleave(bs, 1)[:, None, :]
+    scores = torch.einsum("hqid,hqjd->hqij", qb, kb) * d**-0.5  # (H, QB, bs, kmax*bs)
+    scores = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+    p = scores.masked_fill(~allowed, float("-inf")).softmax(-1).to(vb.dtype)
+    out = torch.einsum("hqij,hqjd->hqid", p, vb)  # (H, QB, bs, D)
+    return out.reshape(h, n_pad, d).transpose(0, 1)  # (n_pad, H, D)
