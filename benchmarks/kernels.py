@@ -1,0 +1,361 @@
+"""Fused Triton kernels vs FlexAttention vs dense SDPA on identical masks (BENCHMARKS.md).
+
+GPU, bf16, H = 8, head_dim 32 and 64, one event of N = 8k / 32k / 65k synthetic pixel hits;
+masks: cluster (Part-2 groups, cluster_plan) and window (phi-sorted, W = 512). All inputs in
+the plan's sorted order. Timed (median of triton.testing.do_bench):
+  fused     — metadata build + kernels (the metadata is built inside every timed call);
+  fused_be  — the registered backend: perm gather, metadata, kernels, inverse scatter;
+  flex      — FlexAttention kernel alone (compiled), BlockMask prebuilt; its build timed apart;
+  sdpa      — dense attention over the whole event (no mask), the rate reference.
+Before timing, every fused output is checked: poisoned (NaN) buffers fully written, and
+sampled rows against a float64 reference; fused vs flex on the same mask.
+
+    python benchmarks/kernels.py --out DIR            (GPU)
+    TRITON_INTERPRET=1 python benchmarks/kernels.py --smoke   (CPU dry run of the code paths)
+"""
+# ruff: noqa: B023  (closures are timed right where they are defined)
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+import torch._dynamo
+import torch.nn.functional as F
+from trackformers.kernels import ops
+from trackformers.kernels.metadata import build_row_intervals
+
+from trackformers.attention import build
+from trackformers.attention.plans import cluster_plan, full_plan, presorted, window_plan
+from trackformers.attention.synthetic import synthetic_batch
+
+WINDOW = 512
+GROUP_SIZE = 384  # (2*1+1) * 384 / 65536 = 1.76 % density at 65k, the issue's ~1.7 %
+SECTOR_SIZE = 4096
+
+
+def bench(fn, cuda: bool, rep_ms: float = 200.0) -> float:
+    """Median milliseconds of fn()."""
+    if cuda:
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median"))
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1e3
+
+
+def make_plan(kind: str, batch):
+    if kind == "cluster":
+        return cluster_plan(batch, group_size=GROUP_SIZE, sector_size=SECTOR_SIZE)
+    if kind == "window":
+        return window_plan(batch, WINDOW)
+    return full_plan(batch)
+
+
+def attended_pairs(rows: torch.Tensor) -> int:
+    r = rows.long()
+    return int((r[1] - r[0]).clamp_min(0).sum() + (r[3] - r[2]).clamp_min(0).sum())
+
+
+def flex_block_mask(rows: torch.Tensor, n: int, block: int = 128):
+    """BlockMask with exactly the fused mask: kv blocks from the per-row ranges (O(N + nb^2))."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    lo1, hi1, lo2, hi2 = rows.long()  # (N,) each
+    nb = (n + block - 1) // block
+    big = 1 << 40
+
+    def per_block(x, fill, red):
+        xp = torch.full((nb * block,), fill, dtype=torch.long, device=x.device)
+        xp[:n] = x
+        xp = xp.view(nb, block)
+        return xp.amin(1) if red == "min" else xp.amax(1)
+
+    has2 = hi2 > lo2
+    a_lo, a_hi = per_block(lo1, big, "min"), per_block(hi1, -1, "max")
+    b_lo = per_block(torch.where(has2, lo2, big), big, "min")
+    b_hi = per_block(torch.where(has2, hi2, -1), -1, "max")
+    f_lo, f_hi = per_block(lo1, -1, "max"), per_block(hi1, big, "min")
+    ks = torch.arange(nb, device=rows.device) * block  # (nb,) key block starts
+    ke = torch.clamp(ks + block, max=n)
+    touched = ((ks[None] < a_hi[:, None]) & (ke[None] > a_lo[:, None])) | (
+        (ks[None] < b_hi[:, None]) & (ke[None] > b_lo[:, None])
+    )  # (nb, nb) block level only
+    full = touched & (ks[None] >= f_lo[:, None]) & (ke[None] <= f_hi[:, None])
+    partial = touched & ~full
+
+    def lists(m):
+        num = m.sum(1).int()[None, None]  # (1, 1, nb)
+        idx = torch.argsort((~m).int(), dim=1, stable=True).int()[None, None]  # (1, 1, nb, nb)
+        return num, idx
+
+    def mask_mod(b, h, qi, kj):
+        return ((kj >= lo1[qi]) & (kj < hi1[qi])) | ((kj >= lo2[qi]) & (kj < hi2[qi]))
+
+    kv_num, kv_idx = lists(partial)
+    f_num, f_idx = lists(full)
+    return BlockMask.from_kv_blocks(
+        kv_num, kv_idx, f_num, f_idx, BLOCK_SIZE=block, mask_mod=mask_mod, seq_lengths=(n, n)
+    )
+
+
+def sampled_reference(q, k, v, rows, idx):
+    """float64 attention output of sampled rows idx from their allowed key ranges."""
+    out = []
+    scale = q.shape[-1] ** -0.5
+    for i in idx.tolist():
+        lo1, hi1, lo2, hi2 = (int(x) for x in rows[:, i])
+        keys = torch.cat([torch.arange(lo1, hi1), torch.arange(lo2, hi2)]).to(q.device)
+        s = torch.einsum("hd,mhd->hm", q[i].double(), k[keys].double()) * scale  # (H, m)
+        out.append(torch.einsum("hm,mhd->hd", s.softmax(-1), v[keys].double()))
+    return torch.stack(out)  # (S, H, D)
+
+
+def check(q, k, v, plan, rows, d, log) -> dict:
+    """Poisoned outputs fully written; sampled rows match float64; returns errors."""
+    n, h, _ = q.shape
+    meta = ops.build_meta(plan, n, d)
+    nan = float("nan")
+    o = torch.full_like(q, nan)
+    lse = torch.full((h, n), nan, device=q.device)
+    ops.attention_forward(q, k, v, meta.fwd, d**-0.5, out=(o, lse))
+    do = torch.randn_like(q)
+    grads = tuple(torch.full_like(q, nan) for _ in range(3))
+    ops.attention_backward(do, q, k, v, o, lse, meta.bwd, d**-0.5, out=grads)
+    finite = all(bool(torch.isfinite(t).all()) for t in (o, lse, *grads))
+    idx = torch.randint(0, n, (64,), device=q.device)
+    ref = sampled_reference(q, k, v, rows.cpu(), idx.cpu())
+    err = float((o[idx].double() - ref).norm() / ref.norm())
+    res = {"all_written_finite": finite, "o_rel_err_vs_f64": err}
+    log(f"    check: {res}")
+    return res
+
+
+def run(args) -> list[dict]:
+    cuda = torch.cuda.is_available() and not args.smoke
+    dev = "cuda" if cuda else "cpu"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    results = []
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    from torch.nn.attention.flex_attention import flex_attention
+
+    torch._dynamo.config.cache_size_limit = 64  # one flex compile per (N, D) shape
+
+    flex = torch.compile(flex_attention, dynamic=False) if cuda else flex_attention
+    sizes = args.sizes
+    for d in args.head_dims:
+        for n in sorted(sizes, reverse=True):  # autotune (keyed on head_dim) at the largest N
+            batch = synthetic_batch([n], seed=n, device=dev)
+            for kind in args.masks:
+                plan = make_plan(kind, batch)
+                sp = presorted(plan)
+                h = args.heads
+                q, k, v = (torch.randn(n, h, d, device=dev, dtype=dtype) for _ in range(3))
+                rows = build_row_intervals(
+                    sp.kind, sp.cu_seqlens, sp.max_seqlen, sp.group_id, sp.adjacency,
+                    sp.window, num_rows=n,
+                )  # fmt: skip
+                pairs = attended_pairs(rows)
+                row = {"mask": kind, "N": n, "D": d, "H": h, "pairs": pairs,
+                       "density": pairs / n / n}  # fmt: skip
+                log(f"== {kind} N={n} D={d} density={row['density']:.4f}")
+                row.update(check(q, k, v, sp, rows, d, log))
+                qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+                do = torch.randn_like(q)
+
+                def fused_fwd():
+                    return ops.fused_attention(q, k, v, sp)
+
+                def fused_fb():
+                    o = ops.fused_attention(qg, kg, vg, sp)
+                    return torch.autograd.grad(o, (qg, kg, vg), do)
+
+                meta = ops.build_meta(sp, n, d)
+                row["meta_ms"] = bench(lambda: ops.build_meta(sp, n, d), cuda)
+                row["fused_fwd_ms"] = bench(fused_fwd, cuda)
+                row["fused_fwdbwd_ms"] = bench(fused_fb, cuda)
+                row["fused_kernel_fwd_ms"] = bench(
+                    lambda: ops.fused_attention(q, k, v, sp, meta=meta), cuda
+                )
+                backend = build("fused", mask=kind, window=WINDOW, group_size=GROUP_SIZE,
+                                sector_size=SECTOR_SIZE)  # fmt: skip
+                qi, ki, vi = (t.clone().requires_grad_() for t in (q, k, v))
+
+                def backend_fb():
+                    plan.extra.clear()
+                    o = backend(qi, ki, vi, plan)
+                    return torch.autograd.grad(o, (qi, ki, vi), do)
+
+                row["fused_backend_fwdbwd_ms"] = bench(backend_fb, cuda)
+                row.update(flex_rows(flex, q, k, v, do, rows, sp, n, cuda, log))
+                row.update(sdpa_rows(q, k, v, do, cuda))
+                flops = 4 * pairs * d * h
+                for key in ("fused_fwd", "flex_fwd"):
+                    if f"{key}_ms" in row:
+                        row[f"{key}_tflops"] = flops / row[f"{key}_ms"] / 1e9
+                for key in ("fused_fwdbwd", "flex_fwdbwd"):
+                    if f"{key}_ms" in row:
+                        row[f"{key}_tflops"] = 3.5 * flops / row[f"{key}_ms"] / 1e9
+                if "sdpa_fwd_ms" in row:
+                    dense = 4 * n * n * d * h
+                    row["sdpa_fwd_tflops"] = dense / row["sdpa_fwd_ms"] / 1e9
+                    row["sdpa_fwdbwd_tflops"] = 3.5 * dense / row["sdpa_fwdbwd_ms"] / 1e9
+                    row["fused_fwd_frac_sdpa"] = row["fused_fwd_tflops"] / row["sdpa_fwd_tflops"]
+                    row["fused_fwdbwd_frac_sdpa"] = (
+                        row["fused_fwdbwd_tflops"] / row["sdpa_fwdbwd_tflops"]
+                    )
+                    row["speedup_fwd_vs_flex"] = row["flex_fwd_ms"] / row["fused_fwd_ms"]
+                    row["speedup_fwdbwd_vs_flex"] = row["flex_fwdbwd_ms"] / row["fused_fwdbwd_ms"]
+                if cuda:
+                    row["tuned"] = tuned_configs()
+                log("    " + json.dumps(row, default=str))
+                results.append(row)
+                if args.out:
+                    with open(os.path.join(args.out, "kernels_bench.jsonl"), "a") as f:
+                        f.write(json.dumps(row, default=str) + "\n")
+    if cuda and args.sweep:
+        results += sweep(args, log)
+    return results
+
+
+def flex_rows(flex, q, k, v, do, rows, sp, n, cuda, log) -> dict:
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    bm = flex_block_mask(rows, n)
+    sync()
+    first_build = (time.perf_counter() - t0) * 1e3
+    qt, kt, vt, dot = (t.transpose(0, 1).unsqueeze(0).contiguous() for t in (q, k, v, do))
+    qg, kg, vg = (t.clone().requires_grad_() for t in (qt, kt, vt))
+    out = flex(qt, kt, vt, block_mask=bm)  # (1, H, N, D)
+    fused = ops.fused_attention(q, k, v, sp)
+    err = float((out[0].transpose(0, 1).float() - fused.float()).norm() / out.float().norm())
+    log(f"    fused vs flex rel err {err:.2e}")
+
+    def fb():
+        o = flex(qg, kg, vg, block_mask=bm)
+        return torch.autograd.grad(o, (qg, kg, vg), dot)
+
+    return {
+        "flex_mask_build_ms": bench(lambda: flex_block_mask(rows, n), cuda),
+        "flex_mask_first_build_ms": first_build,
+        "flex_fwd_ms": bench(lambda: flex(qt, kt, vt, block_mask=bm), cuda),
+        "flex_fwdbwd_ms": bench(fb, cuda) if cuda else float("nan"),  # no CPU backward
+        "fused_vs_flex_rel_err": err,
+    }
+
+
+def sdpa_rows(q, k, v, do, cuda) -> dict:
+    qt, kt, vt, dot = (t.transpose(0, 1).unsqueeze(0).contiguous() for t in (q, k, v, do))
+    qg, kg, vg = (t.clone().requires_grad_() for t in (qt, kt, vt))
+
+    def fb():
+        o = F.scaled_dot_product_attention(qg, kg, vg)
+        return torch.autograd.grad(o, (qg, kg, vg), dot)
+
+    return {
+        "sdpa_fwd_ms": bench(lambda: F.scaled_dot_product_attention(qt, kt, vt), cuda, 400),
+        "sdpa_fwdbwd_ms": bench(fb, cuda, 400),
+    }
+
+
+def tuned_configs() -> dict:
+    out = {}
+    for key, kern in ops._TUNED.items():
+        cfg = getattr(kern, "best_config", None)
+        if cfg is not None:
+            out[key] = f"BN={cfg.kwargs.get('BLOCK_N')} w={cfg.num_warps} s={cfg.num_stages}"
+    return out
+
+
+def sweep(args, log) -> list[dict]:
+    """Fixed configs (tune=False) incl. the metadata tile size block_m, at the largest N."""
+    n = max(args.sizes)
+    out = []
+    fwd_variants = [(64, 64, 4, 3), (128, 64, 4, 3), (128, 128, 8, 3), (128, 32, 4, 3),
+                    (128, 64, 8, 2), (64, 32, 4, 2)]  # fmt: skip
+    bwd_variants = [(64, 64, 4, 2), (64, 32, 4, 2), (128, 32, 8, 2), (32, 64, 4, 2),
+                    (64, 64, 8, 3), (128, 64, 8, 2)]  # fmt: skip
+    for d in args.head_dims:
+        batch = synthetic_batch([n], seed=n, device="cuda")
+        for kind in args.masks:
+            sp = presorted(make_plan(kind, batch))
+            q, k, v, do = (torch.randn(n, args.heads, d, device="cuda", dtype=torch.bfloat16)
+                           for _ in range(4))  # fmt: skip
+            fwd0, bwd0 = ops.FWD_CONFIGS[d], ops.BWD_CONFIGS[d]
+            for fv in fwd_variants:
+                ops.FWD_CONFIGS[d] = ops.KernelConfig(*fv)
+                meta = ops.build_meta(sp, n, d)
+                ms = bench(lambda: ops.fused_attention(q, k, v, sp, meta=meta, tune=False), True)
+                out.append({"sweep": "fwd", "mask": kind, "N": n, "D": d, "cfg": fv, "ms": ms})
+                log(f"    sweep fwd {kind} D={d} {fv}: {ms:.4f} ms")
+            ops.FWD_CONFIGS[d] = fwd0
+            for bv in bwd_variants:
+                ops.BWD_CONFIGS[d] = ops.KernelConfig(*bv)
+                meta = ops.build_meta(sp, n, d)
+                o, lse = ops.attention_forward(q, k, v, meta.fwd, d**-0.5)
+                ms = bench(lambda: ops.attention_backward(do, q, k, v, o, lse, meta.bwd,
+                                                          d**-0.5, tune=False), True)  # fmt: skip
+                out.append({"sweep": "bwd", "mask": kind, "N": n, "D": d, "cfg": bv, "ms": ms})
+                log(f"    sweep bwd {kind} D={d} {bv}: {ms:.4f} ms")
+            ops.BWD_CONFIGS[d] = bwd0
+    return out
+
+
+def table(results) -> str:
+    lines = ["| mask | N | D | density | meta ms | fused fwd | fused f+b | flex fwd | flex f+b "
+             "| flex build | sdpa fwd | sdpa f+b | x flex fwd | x flex f+b | fused TF/s fwd "
+             "| frac sdpa fwd | frac sdpa f+b |", "|" + "---|" * 17]  # fmt: skip
+    for r in results:
+        if "sweep" in r:
+            continue
+        g = lambda key, fmt="{:.3f}": fmt.format(r[key]) if key in r else "-"  # noqa: E731
+        lines.append(
+            f"| {r['mask']} | {r['N']} | {r['D']} | {r['density']:.4f} | {g('meta_ms')} | "
+            f"{g('fused_fwd_ms')} | {g('fused_fwdbwd_ms')} | {g('flex_fwd_ms')} | "
+            f"{g('flex_fwdbwd_ms')} | {g('flex_mask_build_ms')} | {g('sdpa_fwd_ms')} | "
+            f"{g('sdpa_fwdbwd_ms')} | {g('speedup_fwd_vs_flex', '{:.2f}')} | "
+            f"{g('speedup_fwdbwd_vs_flex', '{:.2f}')} | {g('fused_fwd_tflops', '{:.0f}')} | "
+            f"{g('fused_fwd_frac_sdpa', '{:.2f}')} | {g('fused_fwdbwd_frac_sdpa', '{:.2f}')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[8192, 32768, 65536])
+    p.add_argument("--head-dims", type=int, nargs="+", default=[32, 64])
+    p.add_argument("--masks", nargs="+", default=["cluster", "window"])
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--sweep", action="store_true", help="also time fixed configs (tune=False)")
+    p.add_argument("--smoke", action="store_true", help="tiny CPU run of the code paths")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if args.smoke:
+        global WINDOW, GROUP_SIZE, SECTOR_SIZE
+        args.sizes, args.head_dims, args.heads = [300], [32], 2
+        WINDOW, GROUP_SIZE, SECTOR_SIZE = 20, 16, 64
+    env = {"torch": torch.__version__, "python": sys.version.split()[0]}
+    import triton
+
+    env["triton"] = triton.__version__
+    if torch.cuda.is_available():
+        env["device"] = torch.cuda.get_device_name()
+    print(json.dumps(env), flush=True)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+    results = run(args)
+    if args.out:
+        with open(os.path.join(args.out, "kernels_bench.json"), "w") as f:
+            json.dump({"env": env, "results": results}, f, indent=1, default=str)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
