@@ -17,8 +17,6 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
@@ -58,28 +56,22 @@ class Simulation:
     """Everything a shard needs, checked at construction (before any work starts)."""
 
     def __init__(self, settings: dict):
-        from trackformers.sim.detector import DetectorConfig, DetectorSim
-        from trackformers.sim.generators import build_generator
+        from trackformers.sim.events import EventFactory
         from trackformers.sim.writer import check_writable
 
         self.settings = settings
         n_events, per = int(settings["n_events"]), int(settings["events_per_shard"])
         if n_events < 0 or per < 1:
             raise ValueError(f"need n_events >= 0 and events_per_shard >= 1, got {n_events}, {per}")
-        mu = settings.get("pileup", 0)
-        if mu is None or not float(mu) >= 0:
-            raise ValueError(f"pileup must be >= 0, got {mu}")
+        self.factory = EventFactory(settings)  # checks process, pileup, detector, geometry
+        self.generator = self.factory.generator
         self.output = Path(settings["output"])
         check_writable(self.output / "shard_00000.root")
-        self.detector = DetectorSim(DetectorConfig(**settings.get("detector", {})))
-        pileup = {
-            "mu": float(mu),
-            **settings.get("vertex", {}),
-            "library_size": int(settings.get("minbias_library", {}).get("size", 0)),
-        }
-        self.generator = build_generator(settings["process"], pileup, seed=int(settings["seed"]))
         self.hash = settings_hash(settings)
         self.n_shards = -(-n_events // per)
+        available = getattr(self.generator, "n_available", None)
+        if available is not None and n_events > available:
+            raise ValueError(f"n_events={n_events} but the particle tables hold {available} events")
 
     def shard_path(self, shard: int) -> Path:
         return self.output / f"shard_{shard:05d}.root"
@@ -98,17 +90,8 @@ class Simulation:
             "shard": shard,
             "events": [self.shard_events(shard).start, self.shard_events(shard).stop],
             "seed": [int(self.settings["seed"]), shard],
-            **self.generator.provenance(),
-            **self.detector.provenance(),
+            **self.factory.provenance(),
         }
-
-    def event(self, event_index: int) -> dict:
-        """Event ``event_index`` of the dataset: depends only on (seed, index)."""
-        rng = np.random.default_rng([int(self.settings["seed"]), event_index])
-        particles, n_pu = self.generator.event(rng)
-        return self.detector.simulate(
-            particles, event_id=event_index, pileup=n_pu, seed=int(rng.integers(2**63))
-        )
 
     def existing_ok(self, shard: int) -> bool:
         from trackformers.sim.writer import read_metadata
@@ -131,7 +114,7 @@ class Simulation:
     def write_shard(self, shard: int) -> int:
         from trackformers.sim.writer import write_events
 
-        events = (self.event(i) for i in self.shard_events(shard))
+        events = (self.factory.event(i) for i in self.shard_events(shard))
         return write_events(self.shard_path(shard), events, self.metadata(shard))
 
 

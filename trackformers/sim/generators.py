@@ -1,7 +1,7 @@
 """Event sources by process name: the particle gun, Pythia8 physics, or a particle table.
 
 :func:`build_generator` turns the ``process`` config section into an object with
-``event(rng) -> (particle_table, n_pileup_vertices)`` and ``provenance() -> dict``.
+``event(rng, index) -> (particle_table, n_pileup_vertices)`` and ``provenance() -> dict``.
 Every error in the settings is raised here, before any event is generated.
 """
 
@@ -42,6 +42,8 @@ def build_generator(process: Mapping, pileup: Mapping | None = None, seed: int =
         )
         return ParticleGun(cfg)
     if name == "particles":
+        if mu > 0:
+            raise ValueError("process 'particles' re-simulates given tables; pileup must be 0")
         from trackformers.sim.particle_table import ParticleTableSource
 
         return ParticleTableSource(**process)

@@ -58,7 +58,7 @@ class ParticleGun:
     def provenance(self) -> dict:
         return {"gun": asdict(self.config)}
 
-    def event(self, rng: np.random.Generator) -> tuple[dict, int]:
+    def event(self, rng: np.random.Generator, index: int = 0) -> tuple[dict, int]:
         c = self.config
         n = int(rng.integers(c.n_particles[0], c.n_particles[1] + 1))
         if c.pt_spectrum == "log":
