@@ -34,11 +34,12 @@ def event_display(
         "truth": label_colours(pid, noise=0),
         "prediction": label_colours(track_id, noise=-1),
     }
+    size = float(np.clip(6000 / max(len(idx), 1), 0.5, 10))  # marker area: larger when sparse
     fig, axes = plt.subplots(2, 2, figsize=(10, 9))
     for col, (name, c) in enumerate(colours.items()):
-        axes[0, col].scatter(x[idx], y[idx], c=c[idx], s=2, linewidths=0)
+        axes[0, col].scatter(x[idx], y[idx], c=c[idx], s=size, linewidths=0)
         axes[0, col].set(xlabel="x [mm]", ylabel="y [mm]", title=f"{name}: x–y", aspect="equal")
-        axes[1, col].scatter(z[idx], r[idx], c=c[idx], s=2, linewidths=0)
+        axes[1, col].scatter(z[idx], r[idx], c=c[idx], s=size, linewidths=0)
         axes[1, col].set(xlabel="z [mm]", ylabel="r [mm]", title=f"{name}: r–z")
     n_tracks = len(np.unique(track_id[track_id >= 0]))
     n_part = len(np.unique(pid[pid > 0]))

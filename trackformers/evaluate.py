@@ -1,0 +1,403 @@
+"""Evaluate a checkpoint: ``python -m trackformers.evaluate ckpt=path/to/last.ckpt [data=...]``.
+
+The checkpoint carries the resolved run config (model, data features, validation clustering),
+so nothing has to be re-specified: the model is rebuilt from it, the test split of the run's
+dataset is read (or every event of ``data=<files/dir/glob>``), hits go through the model
+(GPU when available, CPU otherwise) and the clustering, and the run directory receives
+
+    metrics.json          dataset metrics (TrackML score, DM/perfect/LHC efficiency, fake and
+                          duplicate rate, counts), plus per-event metrics and settings
+    particles.csv         per-particle table of all evaluated events
+    tracks.csv            per-track table (size, majority particle, purity, fake flag, eta)
+    breakdowns/*.csv      efficiency by pt, eta, pile-up and barrel/endcap
+    plots/*.png           efficiency vs pt and eta, fake rate, event display, attention view
+
+and everything is logged to the training run's offline wandb run (resumed by id) or a new
+offline run. A metrics table and the paths are printed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+SCORE_KEYS = ("trackml_score", "dm_efficiency", "perfect_efficiency", "lhc_efficiency",
+              "fake_rate", "duplicate_rate")  # fmt: skip
+
+
+# ---- checkpoint ------------------------------------------------------------------------------
+def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """(run config, state_dict) of a Lightning checkpoint written by trackformers.train."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = (ckpt.get("trackformers") or {}).get("config")
+    if cfg is None:
+        cfg = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not isinstance(cfg, Mapping) or "model" not in cfg:
+        raise ValueError(
+            f"checkpoint {path} holds no run config with a 'model' entry (looked at "
+            "ckpt['trackformers']['config'] and ckpt['hyper_parameters']['config'])"
+        )
+    return _plain(cfg), ckpt["state_dict"]
+
+
+def _plain(cfg) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return json.loads(
+        json.dumps(cfg, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    )
+
+
+def build_model(cfg: dict, state_dict: Mapping, attention: str | None = None) -> torch.nn.Module:
+    """The run's model with trained weights; ``attention`` swaps the backend ("dense", ...)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    mcfg = OmegaConf.create({"model": cfg["model"], "data": cfg.get("data", {})})
+    if attention is not None:
+        akw = {"_target_": "trackformers.attention.build", "name": attention}
+        mcfg.model.encoder.attention = OmegaConf.create(akw)
+    model = instantiate(mcfg.model)
+    weights = {k[len("model.") :]: v for k, v in state_dict.items() if k.startswith("model.")}
+    if not weights:
+        raise ValueError("checkpoint state_dict has no 'model.*' weights")
+    weights = {k.replace("._orig_mod", ""): v for k, v in weights.items()}  # compiled encoders
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint weights do not fit the model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    return model.eval()
+
+
+def runs_on(model: torch.nn.Module, device: torch.device) -> bool:
+    backend = getattr(getattr(model, "encoder", None), "attention", None)
+    caps = getattr(backend, "capabilities", None)
+    return caps is None or device.type in caps.devices
+
+
+# ---- data ------------------------------------------------------------------------------------
+def load_events(cfg: dict, data, split: str, max_events: int | None) -> list[dict]:
+    """Full events (all schema fields) of the evaluation set."""
+    from trackformers.data.dataset import split_of
+    from trackformers.data.reader import iter_events, list_files
+
+    dcfg = cfg.get("data") or {}
+    spec = data if data is not None else dcfg.get("path")
+    if spec is None:
+        raise ValueError("no data: pass data=<files/dir/glob> (the run config has no data.path)")
+    spec = [spec] if isinstance(spec, str) else list(spec)
+    files = list_files([_resolve(p) for p in spec])
+    if split == "auto":
+        split = "test" if data is None else "all"
+    splits = {"train": 0, "val": 1, "test": 2}
+    if split != "all" and split not in splits:
+        raise ValueError(f"split must be train, val, test, all or auto, got {split!r}")
+    events = []
+    for ev in iter_events(files):
+        if split != "all":
+            fractions = (
+                float(dcfg.get("val_fraction", 0.1)),
+                float(dcfg.get("test_fraction", 0.1)),
+            )
+            s = split_of(np.atleast_1d(ev["event_id"]), *fractions, int(dcfg.get("split_seed", 0)))
+            if s[0] != splits[split]:
+                continue
+        events.append(ev)
+        if max_events is not None and len(events) >= max_events:
+            break
+    if not events:
+        raise ValueError(f"no events of split {split!r} in {[str(f) for f in files]}")
+    return events
+
+
+def data_spec(value):
+    """data= value: files / a directory / a glob, or the name of a conf/data/<name>.yaml."""
+    if isinstance(value, str) and re.fullmatch(r"\w+", value) and not _resolve(value).exists():
+        named = CONF_DIR / "data" / f"{value}.yaml"
+        if named.is_file():
+            from omegaconf import OmegaConf
+
+            return OmegaConf.load(named).get("path")
+    return value
+
+
+def _resolve(p) -> Path:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized() and not Path(p).is_absolute():
+            return Path(HydraConfig.get().runtime.cwd) / p
+    except ImportError:  # pragma: no cover
+        pass
+    return Path(p)
+
+
+def feature_config(cfg: dict):
+    from trackformers.data.features import FeatureConfig
+
+    f = dict((cfg.get("data") or {}).get("features") or {})
+    f["targets"] = ()  # inference needs inputs only
+    f.pop("class_bins", None)
+    return FeatureConfig.from_dict(f)
+
+
+def restrict(event: dict, hit_id: np.ndarray) -> dict:
+    """The event with only the hits the model saw (by hit_id, in the model's order)."""
+    ids = np.asarray(event["hit_id"]).astype(np.int64)
+    order = np.argsort(ids)
+    pos = order[np.searchsorted(ids[order], hit_id)]
+    if not np.array_equal(ids[pos], hit_id):
+        raise ValueError(
+            f"event {event.get('event_id')}: model hits not found among the event's hit_id"
+        )
+    return {k: (np.asarray(v)[pos] if k.startswith("hit_") else v) for k, v in event.items()}
+
+
+# ---- inference -------------------------------------------------------------------------------
+def cluster_settings(cfg: dict, cluster: Mapping, outputs: Mapping) -> dict:
+    """Explicit method, or (auto) the run's validation clustering, else chosen by outputs."""
+    cluster = dict(cluster or {})
+    if cluster.get("method", "auto") != "auto":
+        return cluster
+    val = ((cfg.get("module") or {}).get("validation") or cfg.get("validation") or {}).get(
+        "cluster"
+    )
+    if val and val.get("output_key", "embedding") in outputs:
+        return {"method": val.get("method", "dbscan"), "input": val.get("output_key", "embedding"),
+                "params": dict(val.get("params") or {})}  # fmt: skip
+    if "embedding" in outputs:
+        return {"method": "dbscan", "input": "embedding", "params": {"eps": 0.2, "min_samples": 2}}
+    if "params" in outputs:
+        return {"method": "dbscan", "input": "params", "params": {"eps": 0.05, "min_samples": 2}}
+    return {"method": "argmax", "input": "logits", "params": {}}
+
+
+@torch.no_grad()
+def infer(model, events: list[dict], fcfg, device, max_tokens: int, cluster: Mapping, cfg: dict):
+    """Track labels per event; returns (restricted events, labels, cluster cfg, a sample plan)."""
+    from trackformers.cluster import assign_tracks
+    from trackformers.data.packing import pack_events, token_budget_batches
+
+    lengths = np.array([len(e["hit_x"]) for e in events])
+    out_events, out_labels, used, sample = [], [], None, None
+    for idx in token_budget_batches(lengths, max_tokens, None, None):
+        batch = pack_events([events[i] for i in idx], fcfg).to(device)
+        plan = model.encoder.build_plan(batch)
+        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        with amp:
+            out = model(batch, plan)
+        out = {k: v.float() for k, v in out.items()}
+        used = used or cluster_settings(cfg, cluster, out)
+        labels = assign_tracks(out, batch.cu_seqlens, used).cpu().numpy()
+        cu = batch.cu_seqlens.cpu().numpy()
+        hit_id = batch.hit_id.cpu().numpy()
+        by_id = {int(np.asarray(events[i]["event_id"])): events[i] for i in idx}
+        for b, eid in enumerate(batch.event_id.cpu().numpy()):
+            a, e = cu[b], cu[b + 1]
+            out_events.append(restrict(by_id[int(eid)], hit_id[a:e]))
+            out_labels.append(labels[a:e])
+        if sample is None:
+            sample = (batch.to("cpu"), _plan_cpu(plan))
+    return out_events, out_labels, used, sample
+
+
+def _plan_cpu(plan):
+    import dataclasses
+
+    fields = {f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)}
+    moved = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in fields.items()}
+    moved["extra"] = {}
+    return type(plan)(**moved)
+
+
+# ---- outputs ---------------------------------------------------------------------------------
+def write_outputs(out_dir: Path, events, labels, rec, rules, sample) -> dict:
+    from trackformers import viz
+    from trackformers.metrics import aggregate, efficiency_breakdowns, evaluate_event, track_table
+
+    per_event, parts, tracks = [], [], []
+    for ev, lab in zip(events, labels, strict=True):
+        m, p = evaluate_event(ev, lab, rec, rules)
+        t = track_table(ev, lab, rules)
+        t.insert(0, "event_id", m["event_id"])
+        per_event.append(m)
+        parts.append(p)
+        tracks.append(t)
+    particles = pd.concat(parts, ignore_index=True)
+    track_tab = pd.concat(tracks, ignore_index=True)
+    metrics = aggregate(per_event)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"particles": out_dir / "particles.csv", "tracks": out_dir / "tracks.csv"}
+    particles.to_csv(files["particles"], index=False)
+    track_tab.to_csv(files["tracks"], index=False)
+    bd_dir = out_dir / "breakdowns"
+    bd_dir.mkdir(exist_ok=True)
+    breakdowns = efficiency_breakdowns(particles)
+    for name, tab in breakdowns.items():
+        tab.to_csv(bd_dir / f"dm_efficiency_vs_{name}.csv", index=False)
+    figures = {
+        "efficiency_vs_pt": lambda: viz.plot_efficiency(particles, "pt"),
+        "efficiency_vs_eta": lambda: viz.plot_efficiency(particles, "eta"),
+        "fake_rate_vs_eta": lambda: viz.plot_fake_rate(track_tab),
+        "efficiency_by_region": lambda: viz.plot_breakdown_bars(particles, "region"),
+        "efficiency_by_pileup": lambda: viz.plot_breakdown_bars(particles, "pileup"),
+        "event_display": lambda: viz.event_display(events[0], labels[0]),
+    }
+    batch, plan = sample
+    if batch.particle_id is not None:
+        figures["attention"] = lambda: viz.plot_attention(batch.coords, plan, batch.particle_id)
+    pl = {
+        name: viz.save(make(), out_dir / "plots" / f"{name}.png") for name, make in figures.items()
+    }
+    return {
+        "metrics": metrics,
+        "per_event": per_event,
+        "files": {k: str(v) for k, v in files.items()},
+        "plots": pl,
+        "breakdowns": {k: v.to_dict("list") for k, v in breakdowns.items()},
+    }
+
+
+def find_wandb_run(ckpt: Path) -> tuple[Path, str] | None:
+    """(wandb dir, run id) of the training run that wrote ``ckpt``, if found nearby."""
+    for parent in list(ckpt.resolve().parents)[:3]:
+        runs = sorted((parent / "wandb").glob("offline-run-*"))
+        if runs:
+            m = re.match(r"offline-run-\d{8}_\d{6}-(\w+)$", runs[-1].name)
+            if m:
+                return parent, m.group(1)
+    return None
+
+
+def log_wandb(wcfg: Mapping, ckpt: Path, out_dir: Path, result: dict) -> str | None:
+    if not wcfg.get("enabled", True):
+        return None
+    import wandb
+
+    found = find_wandb_run(ckpt)
+    kw = {"mode": wcfg.get("mode", "offline"), "project": wcfg.get("project", "trackformers")}
+    if found is not None:
+        kw.update(dir=str(found[0]), id=found[1], resume="allow")
+    else:
+        kw.update(dir=str(out_dir), job_type="evaluate")
+    run = wandb.init(**kw)
+    run.log({f"test/{k}": v for k, v in result["metrics"].items() if isinstance(v, (int, float))})
+    for name, path in result["plots"].items():
+        run.log({f"test/plots/{name}": wandb.Image(path)})
+    run.log(
+        {
+            "test/particles": wandb.Table(
+                dataframe=pd.read_csv(result["files"]["particles"]).head(5000)
+            )
+        }
+    )
+    where = getattr(run, "dir", None)
+    run.finish()
+    return where
+
+
+def print_report(result: dict, out_dir: Path, wandb_dir: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"test metrics ({result['metrics']['n_events']} events)")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k in SCORE_KEYS:
+        v = result["metrics"][k]
+        t.add_row(k.replace("_", " "), "nan" if math.isnan(v) else f"{v:.4f}")
+    c = Console()
+    c.print(t)
+    c.print(f"metrics:   {out_dir / 'metrics.json'}")
+    c.print(f"particles: {result['files']['particles']}")
+    c.print(f"plots:     {out_dir / 'plots'} ({len(result['plots'])} files)")
+    c.print(f"wandb:     {wandb_dir or 'disabled'}")
+
+
+def run(cfg: Mapping) -> dict:
+    """Evaluate per the evaluate config (see conf/evaluate.yaml); returns the metrics.json dict."""
+    from trackformers.metrics import MatchingRules, Reconstructable
+
+    t0 = time.perf_counter()
+    if not cfg.get("ckpt"):
+        raise ValueError("evaluate needs ckpt=<path to a .ckpt written by trackformers.train>")
+    ckpt = _resolve(cfg["ckpt"])
+    run_cfg, state = load_checkpoint(ckpt)
+    want = cfg.get("device", "auto")
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if want == "auto" else want
+    )
+    model = build_model(run_cfg, state, cfg.get("attention"))
+    if not runs_on(model, device):  # e.g. the fused Triton backend on a CPU-only machine
+        model = build_model(run_cfg, state, "dense")
+    model = model.to(device)
+    data = data_spec(cfg.get("data_path", cfg.get("data")))
+    events = load_events(run_cfg, data, cfg.get("split", "auto"), cfg.get("max_events"))
+    max_tokens = int(cfg.get("max_tokens") or (run_cfg.get("data") or {}).get("max_tokens", 20_000))
+    val = (run_cfg.get("module") or {}).get("validation") or run_cfg.get("validation") or {}
+    rec = Reconstructable(
+        **{**dict(val.get("reconstructable") or {}), **dict(cfg.get("reconstructable") or {})}
+    )
+    rules = MatchingRules(**{**dict(val.get("matching") or {}), **dict(cfg.get("matching") or {})})
+    evs, labels, used, sample = infer(model, events, feature_config(run_cfg), device, max_tokens,
+                                      cfg.get("cluster") or {}, run_cfg)  # fmt: skip
+    out_dir = Path(cfg.get("output_dir") or ".").resolve()
+    result = write_outputs(out_dir, evs, labels, rec, rules, sample)
+    summary = {
+        **result["metrics"],
+        "ckpt": str(ckpt),
+        "device": str(device),
+        "cluster": used,
+        "reconstructable": rec.to_dict(),
+        "matching": rules.to_dict(),
+        "files": result["files"],
+        "plots": result["plots"],
+        "per_event": result["per_event"],
+        "breakdowns": result["breakdowns"],
+        "seconds": time.perf_counter() - t0,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=1, default=float))
+    wandb_dir = log_wandb(cfg.get("wandb") or {}, ckpt, out_dir, result)
+    print_report(result, out_dir, wandb_dir)
+    return summary
+
+
+def main() -> None:
+    import hydra
+    from omegaconf import OmegaConf
+
+    # conf/data is a config group of training, so Hydra would read ``data=X`` as choosing one
+    # of its options; here data= names the events to evaluate: pass it on as data_path=X.
+    sys.argv = [("data_path=" + a[5:]) if a.startswith("data=") else a for a in sys.argv]
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
+    def _main(cfg) -> None:
+        c = OmegaConf.to_container(cfg, resolve=True)
+        if c.get("output_dir") is None:
+            from hydra.core.hydra_config import HydraConfig
+
+            c["output_dir"] = HydraConfig.get().runtime.output_dir
+        run(c)
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()
