@@ -29,6 +29,7 @@ from trackformers.data.reader import (
     TARGET_PART_FIELDS,
     ReadSpec,
     check_branches,
+    check_complete,
     entry_ranges,
     open_tree,
     read_chunk,
@@ -124,11 +125,13 @@ class NativeEventStream(IterableDataset):
             for path in self.files:
                 try:
                     tree = open_tree(path)
-                    check_branches(tree, self.spec.branches, path)
-                    items += [
-                        (path, a, b)
-                        for a, b in entry_ranges(tree, self.spec.branches, self.spec.chunk_bytes)
-                    ]
+                    try:
+                        check_branches(tree, self.spec.branches, path)
+                        check_complete(tree, self.spec.branches, path)
+                        ranges = entry_ranges(tree, self.spec.branches, self.spec.chunk_bytes)
+                    finally:
+                        tree.file.close()
+                    items += [(path, a, b) for a, b in ranges]
                 except (DataError, FileNotFoundError) as err:
                     if self.on_error == "raise":
                         raise
@@ -163,7 +166,9 @@ class NativeEventStream(IterableDataset):
         for path, a, b in self._my_items(rng):
             if current is not None and path != current:
                 self.repairs.flush(current)
-                trees.pop(current, None)
+                old = trees.pop(current, None)
+                if old is not None:
+                    old.file.close()
             current = path
             try:
                 if path not in trees:
@@ -183,7 +188,7 @@ class NativeEventStream(IterableDataset):
                 if self.on_error == "raise":
                     raise
                 log.error("skipping %s entries %d..%d: %s", path, a, b, err)
-                self.repairs.add(path, "skipped_files", 1, note=str(err))
+                self.repairs.add(path, "skipped_chunks", 1, note=str(err))
                 continue
             if self.split is not None:
                 keep = split_of(chunk.event_ids, *self.fractions, self.split_seed)
@@ -200,6 +205,8 @@ class NativeEventStream(IterableDataset):
                 yield feat.pack(idx)
         if current is not None:
             self.repairs.flush(current)
+        for tree in trees.values():
+            tree.file.close()
 
 
 class EventListDataset(Dataset):

@@ -32,6 +32,8 @@ REPAIR_TEXT = {
     "selection_empty_events": "events left without hits by the hit selection dropped",
     "cast": "branches converted to the schema dtype",
     "skipped_files": "files skipped (on_error=skip)",
+    "skipped_chunks": "entry ranges skipped after a read error (on_error=skip)",
+    "nonfinite_particles": "particles with NaN/inf values dropped (their hits lose truth)",
     "noise_hits_without_truth_row": "hits without a truth row, kept as noise",
     "particles_without_row": "hit particle ids missing from the particle file",
 }
@@ -42,15 +44,29 @@ class RepairLog:
     """Counts repairs per (source, kind); ``flush(source)`` reports them once."""
 
     counts: Counter = field(default_factory=Counter)
-    notes: dict = field(default_factory=dict)  # (source, kind) -> extra text
+    notes: dict = field(default_factory=dict)  # (source, kind) -> list of extra texts
     reported: Counter = field(default_factory=Counter)  # totals already flushed
+    seen: set = field(default_factory=set)  # (source, kind, key) counted once
 
-    def add(self, source: str, kind: str, n: int = 1, note: str | None = None) -> None:
+    def add(
+        self, source: str, kind: str, n: int = 1, note: str | None = None, key: object = None
+    ) -> None:
+        """Count ``n`` repairs; with ``key``, count it only the first time for this source."""
         if n <= 0:
             return
+        if key is not None:
+            if (source, kind, key) in self.seen:
+                return
+            self.seen.add((source, kind, key))
         self.counts[(source, kind)] += int(n)
-        if note and (source, kind) not in self.notes:
-            self.notes[(source, kind)] = note
+        if note:
+            self.note(source, kind, note)
+
+    def note(self, source: str, kind: str, text: str) -> None:
+        """Attach ``text`` (once) to the report of (source, kind)."""
+        lst = self.notes.setdefault((source, kind), [])
+        if text not in lst:
+            lst.append(text)
 
     def flush(self, source: str | None = None) -> None:
         """Warn once per (source, kind) with the count accumulated since the last flush."""
@@ -58,8 +74,8 @@ class RepairLog:
             if source is not None and src != source:
                 continue
             text = REPAIR_TEXT.get(kind, kind)
-            note = self.notes.get((src, kind))
-            msg = f"{src}: {n} {text}" + (f" ({note})" if note else "")
+            notes = self.notes.get((src, kind))
+            msg = f"{src}: {n} {text}" + (f" ({'; '.join(notes)})" if notes else "")
             log.warning(msg)
             warnings.warn(msg, DataRepairWarning, stacklevel=3)
             self.reported[kind] += n

@@ -42,10 +42,10 @@ def project_part2(
     barrel = np.isfinite(z_cyl) & (np.abs(z_cyl) <= endcap_z)
     side = np.where(dz >= 0, 1.0, -1.0)
     plane = side * endcap_z
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_end = (plane - vz) / dz
     phi = np.arctan2(y, x)
-    u = np.where(barrel, radius * phi, t_end * x)
-    v = np.where(barrel, z_cyl, t_end * y)
+    with np.errstate(divide="ignore", invalid="ignore"):  # t_end unused where barrel
+        t_end = (plane - vz) / dz
+        u = np.where(barrel, radius * phi, t_end * x)
+        v = np.where(barrel, z_cyl, t_end * y)
     region = np.where(barrel, 0, side).astype(np.int8)
     return u.astype(np.float32), v.astype(np.float32), region

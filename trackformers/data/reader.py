@@ -108,8 +108,13 @@ def open_tree(path: str | os.PathLike):
         f.close()
         msg = f"{path}: cannot read tree {TREE_NAME!r} ({type(err).__name__}: {err})"
         raise DataError(msg) from err
-    if not hasattr(tree, "num_entries"):
-        raise DataError(f"{path}: '{TREE_NAME}' is a {type(tree).__name__}, expected a TTree")
+    if not isinstance(tree, uproot.behaviors.TTree.TTree):
+        kind = "an RNTuple" if "RNTuple" in type(tree).__name__ else type(tree).__name__
+        f.close()
+        raise DataError(
+            f"{path}: '{TREE_NAME}' is {kind}, the native format is a TTree "
+            "(write it with uproot mktree or trackformers.sim.writer.write_events)"
+        )
     return tree
 
 
@@ -139,6 +144,25 @@ def check_branches(tree, wanted: Iterable[str], source: str) -> None:
         )
 
 
+def check_complete(tree, branches: Iterable[str], source: str) -> None:
+    """DataError naming the file if a basket of ``branches`` lies beyond the end of the file
+    (a truncated copy or an interrupted write), found from the TTree metadata alone."""
+    size = os.path.getsize(source)
+    for name in branches:
+        br = tree[name]
+        n = br.num_baskets
+        if n == 0:
+            continue
+        ends = np.asarray(br.member("fBasketSeek")[:n], dtype=np.int64) + np.asarray(
+            br.member("fBasketBytes")[:n], dtype=np.int64
+        )
+        if ends.max() > size:
+            raise DataError(
+                f"{source}: truncated file: branch '{name}' has a basket ending at byte "
+                f"{int(ends.max())} but the file has {size} bytes"
+            )
+
+
 def coerce_dtype(name: str, arr: np.ndarray, source: str, repairs: RepairLog | None) -> np.ndarray:
     """Convert ``arr`` to the schema dtype of ``name`` or raise DataError naming the problem.
 
@@ -163,7 +187,7 @@ def coerce_dtype(name: str, arr: np.ndarray, source: str, repairs: RepairLog | N
                 f"{source}: branch '{name}' value {bad} does not fit the schema dtype {want}"
             )
     if repairs is not None:
-        repairs.add(source, "cast", 1, note=f"{name}: {have} -> {want}")
+        repairs.add(source, "cast", 1, note=f"{name}: {have} -> {want}", key=name)
     return arr.astype(want)
 
 
@@ -270,11 +294,15 @@ def file_chunks(path, spec: ReadSpec, repairs: RepairLog | None = None) -> Itera
     """Chunks of one file (unvalidated), each about ``spec.chunk_bytes`` uncompressed."""
     source = str(path)
     tree = open_tree(path)
-    check_branches(tree, spec.branches, source)
-    for a, b in entry_ranges(tree, spec.branches, spec.chunk_bytes):
-        yield read_chunk(
-            tree, source, spec.hit_fields, spec.part_fields, a, b, spec.event_fields, repairs
-        )
+    try:
+        check_branches(tree, spec.branches, source)
+        check_complete(tree, spec.branches, source)
+        for a, b in entry_ranges(tree, spec.branches, spec.chunk_bytes):
+            yield read_chunk(
+                tree, source, spec.hit_fields, spec.part_fields, a, b, spec.event_fields, repairs
+            )
+    finally:
+        tree.file.close()
 
 
 def iter_chunks(

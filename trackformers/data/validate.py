@@ -29,7 +29,9 @@ def validate_chunk(chunk: EventChunk, repairs: RepairLog) -> EventChunk:
         nbad = int(chunk.num_hits - good.sum())
         if nbad:
             bad_fields = [k for k in floats if not np.isfinite(chunk.hits[k]).all()]
-            repairs.add(src, "nonfinite_hits", nbad, note=f"fields {bad_fields}")
+            repairs.add(src, "nonfinite_hits", nbad)
+            for name in bad_fields:
+                repairs.note(src, "nonfinite_hits", name)
             chunk = chunk.select_hits(good)
     if chunk.part_offsets is not None and chunk.parts:
         chunk = _drop_nonfinite_particles(chunk, repairs)
