@@ -155,3 +155,11 @@ def test_no_recompilation_across_event_sizes():
         graphs.append(counters["stats"]["unique_graphs"])
     assert graphs[0] == graphs[1]
     assert graphs[2] == graphs[3] == graphs[4]
+
+
+def test_wrong_number_of_rows_is_rejected(batch):
+    backend = build("flex", impl="torch", block_size=32)
+    plan = backend.plan(batch)
+    q = torch.randn(batch.num_hits - 1, 2, 8)
+    with pytest.raises(ValueError, match="rows but the plan covers"):
+        backend(q, q, q, plan)

@@ -65,15 +65,19 @@ class BlockLayout:
     def block_mask(self):
         from torch.nn.attention.flex_attention import BlockMask
 
-        return BlockMask.from_kv_blocks(
+        args = (
             self.kv_num_blocks[None, None],  # (1, 1, QB)
             self.kv_indices[None, None],  # (1, 1, QB, KB)
             self.full_kv_num_blocks[None, None],
             self.full_kv_indices[None, None],
-            BLOCK_SIZE=self.block,
-            mask_mod=self.mask_mod(),
-            seq_lengths=(self.n_pad, self.n_pad),
         )
+        try:
+            return BlockMask.from_kv_blocks(
+                *args, BLOCK_SIZE=self.block, mask_mod=self.mask_mod(),
+                seq_lengths=(self.n_pad, self.n_pad),
+            )  # fmt: skip
+        except TypeError:  # torch < 2.6 has no seq_lengths; n_pad is a multiple of block
+            return BlockMask.from_kv_blocks(*args, BLOCK_SIZE=self.block, mask_mod=self.mask_mod())
 
 
 def _count_blocks(qb: Tensor, b0: Tensor, b1: Tensor, nqb: int, nkb: int) -> Tensor:

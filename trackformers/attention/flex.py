@@ -31,6 +31,13 @@ def compiled_flex_attention(dynamic: bool | None = None):
     if dynamic not in _COMPILED:
         from torch.nn.attention.flex_attention import flex_attention
 
+        # every (mask kind, head_dim, dtype) is a cache entry of the one compiled function;
+        # the default limit (8) would silently fall back to eager, which materialises N^2
+        cfg = torch._dynamo.config
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(cfg, name):
+                setattr(cfg, name, max(getattr(cfg, name), 64))
+
         _COMPILED[dynamic] = torch.compile(flex_attention, dynamic=dynamic)
     return _COMPILED[dynamic]
 
@@ -74,11 +81,11 @@ class _FlexBase(AttentionBackend):
         return self.impl == "flex" or (self.impl == "auto" and device.type == "cuda")
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan) -> Tensor:
-        n, h, d = q.shape
-        if n != int(plan.cu_seqlens[-1]) and n != plan.extra.get("n_rows", n):
-            raise ValueError(f"q has {n} rows but the plan covers {int(plan.cu_seqlens[-1])}")
+        n = q.shape[0]
         use_flex = self._use_flex(q.device)
         lay = self.layout(plan, with_block_mask=use_flex)
+        if n != lay.n:
+            raise ValueError(f"q has {n} rows but the plan covers {lay.n} hits")
         if plan.perm is not None:
             q, k, v = q[plan.perm], k[plan.perm], v[plan.perm]  # (N, H, D) sorted
         pad = lay.n_pad - n

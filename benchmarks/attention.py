@@ -1,0 +1,167 @@
+"""Attention backends on one event: plan build, forward, forward+backward (BENCHMARKS.md).
+
+    python benchmarks/attention.py --json $OUT/attention.json          # GPU, full grid
+    python benchmarks/attention.py --sizes 2048 --head-dims 32 --device cpu   # smoke test
+
+N in {8k, 32k, 65k}, head_dim in {32, 64} with H * head_dim = 256, bf16. Every backend is
+timed as the encoder runs it: the plan is built once (timed separately: sorting, groups,
+block layout and BlockMask) and q, k, v are already in the plan's order. TFLOP/s counts only
+attended (query, key) pairs: 4 * pairs * D * H flops forward, 2.5x that backward.
+The Part-2 cluster mask (group_size 256, +-1 group) and a phi window of +-384 hits attend
+about the same number of keys per query (~768), so flex, windowed and fused compare
+like for like; dense SDPA attends all N^2 pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from trackformers.attention import available, build
+from trackformers.attention.plans import attended_pairs, presorted
+from trackformers.attention.synthetic import synthetic_batch
+
+GROUP, WINDOW = 256, 384
+
+
+def backends(device: str) -> dict[str, tuple[str, dict]]:
+    impl = {} if device == "cuda" else {"impl": "torch"}
+    out = {
+        "dense": ("dense", {}),
+        "flex-cluster": ("flex", dict(group_size=GROUP, **impl)),
+        "windowed": ("windowed", dict(window=WINDOW, **impl)),
+    }
+    if "fused" in available() and device == "cuda":
+        out["fused-cluster"] = ("fused", dict(mask="cluster", group_size=GROUP))
+        out["fused-window"] = ("fused", dict(mask="window", window=WINDOW))
+    return out
+
+
+def bench(fn, device: str, reps: int = 20) -> float:
+    """Median milliseconds of fn() after warm-up."""
+    if device == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median"))
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_one(name, kind, kw, batch, n, d, dtype, device) -> dict:
+    h = 256 // d
+    backend = build(kind, **kw)
+
+    def make_plan():
+        p = backend.plan(batch)
+        sync(device)
+        return p
+
+    plan = make_plan()
+    plan_ms = bench(make_plan, device, reps=5) if name != "dense" else 0.0
+    pairs = attended_pairs(plan)
+    run_plan = presorted(plan)
+    q, k, v = (torch.randn(n, h, d, device=device, dtype=dtype, requires_grad=True)
+               for _ in range(3))  # fmt: skip
+    grad = torch.randn(n, h, d, device=device, dtype=dtype)
+
+    def fwd():
+        with torch.no_grad():
+            return backend(q, k, v, run_plan)
+
+    def fwd_bwd():
+        q.grad = k.grad = v.grad = None
+        backend(q, k, v, run_plan).backward(grad)
+
+    t0 = time.perf_counter()
+    fwd_bwd()  # compile / autotune outside the timing
+    sync(device)
+    first_ms = (time.perf_counter() - t0) * 1e3
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    fwd_ms = bench(fwd, device)
+    fb_ms = bench(fwd_bwd, device)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+    flops = 4.0 * pairs * d * h
+    return dict(
+        backend=name, n=n, head_dim=d, heads=h, pairs=pairs, density=pairs / n**2,
+        plan_ms=plan_ms, fwd_ms=fwd_ms, fwd_bwd_ms=fb_ms, first_call_ms=first_ms,
+        fwd_tflops=flops / fwd_ms / 1e9, fwd_bwd_tflops=3.5 * flops / fb_ms / 1e9,
+        plan_over_fwd_bwd=plan_ms / fb_ms, peak_gib=peak,
+    )  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[8192, 32768, 65536])
+    ap.add_argument("--head-dims", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--backends", nargs="*", default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    rows = []
+    for n in args.sizes:
+        batch = synthetic_batch([n], seed=n, device=args.device)
+        for d in args.head_dims:
+            for name, (kind, kw) in backends(args.device).items():
+                if args.backends and name not in args.backends:
+                    continue
+                try:
+                    row = run_one(name, kind, kw, batch, n, d, dtype, args.device)
+                except Exception as err:  # report and continue with the other backends
+                    row = dict(backend=name, n=n, head_dim=d, error=f"{type(err).__name__}: {err}")
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                if args.device == "cuda":
+                    torch.cuda.empty_cache()
+    meta = dict(
+        device=torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        torch=torch.__version__, triton=_triton_version(), dtype=str(dtype),
+    )  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    print_table(meta, rows)
+
+
+def _triton_version() -> str:
+    try:
+        import triton
+
+        return triton.__version__
+    except ImportError:
+        return "-"
+
+
+def print_table(meta: dict, rows: list[dict]) -> None:
+    print(f"\n{meta}")
+    print("| backend | N | D | density | plan ms | fwd ms | fwd+bwd ms | fwd TFLOP/s "
+          "| fwd+bwd TFLOP/s | plan / fwd+bwd |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['backend']} | {r['n']} | {r['head_dim']} | error: {r['error'][:80]} |")
+            continue
+        print(
+            f"| {r['backend']} | {r['n']} | {r['head_dim']} | {r['density']:.4f} "
+            f"| {r['plan_ms']:.3f} | {r['fwd_ms']:.3f} | {r['fwd_bwd_ms']:.3f} "
+            f"| {r['fwd_tflops']:.1f} | {r['fwd_bwd_tflops']:.1f} | {r['plan_over_fwd_bwd']:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
