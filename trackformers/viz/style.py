@@ -1,10 +1,14 @@
-"""Shared matplotlib setup: Agg backend (no display needed) and label colouring."""
+"""Shared matplotlib setup: Agg backend outside notebooks (no display needed), label colours."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import matplotlib
 
-matplotlib.use("Agg", force=False)
+if "ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")  # scripts and servers: no display needed; notebooks keep inline
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
