@@ -21,17 +21,32 @@ from torch import Tensor
 
 
 class EventLayout:
-    """All ordered pairs (i, j != i) of hits of the same event, rows in chunks."""
+    """All ordered pairs (i, j != i) of hits of the same event, rows in chunks.
 
-    def __init__(self, cu_seqlens: Tensor, tile_elems: int):
-        self.bounds = [int(b) for b in cu_seqlens.tolist()]
+    Small consecutive events are packed into one block (pairs across events masked) while the
+    block's (hits x hits) stays within ``pack_elems``: fewer, larger tiles for many tiny events.
+    """
+
+    def __init__(self, cu_seqlens: Tensor, tile_elems: int, pack_elems: int = 1 << 22):
         self.tile_elems = int(tile_elems)
+        bounds = [int(b) for b in cu_seqlens.tolist()]
+        limit = min(self.tile_elems, int(pack_elems))
+        self.groups: list[tuple[int, int]] = []
+        for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+            if e == s:
+                continue
+            if self.groups and (e - self.groups[-1][0]) ** 2 <= limit:
+                self.groups[-1] = (self.groups[-1][0], e)
+            else:
+                self.groups.append((s, e))
+        lengths = cu_seqlens.diff().long()
+        self.seq = torch.repeat_interleave(
+            torch.arange(lengths.numel(), device=cu_seqlens.device), lengths
+        )  # (N,) event of each hit
 
     def tiles(self):
-        for s, e in zip(self.bounds[:-1], self.bounds[1:], strict=True):
+        for s, e in self.groups:
             n = e - s
-            if n == 0:
-                continue
             c = max(1, min(n, self.tile_elems // n))
             for r0 in range(s, e, c):
                 yield (s, e, r0, min(r0 + c, e))
@@ -42,11 +57,11 @@ class EventLayout:
         dots = rows @ keys.T  # (c, n)
         row_sq = (rows * rows).sum(-1, keepdim=True)  # (c, 1)
         key_sq = (keys * keys).sum(-1)[None, :]  # (1, n)
-        not_self = (
-            torch.arange(s, e, device=emb.device)[None, :]
-            != torch.arange(r0, r1, device=emb.device)[:, None]
-        )  # (c, n)
-        cand = not_self & valid[r0:r1, None] & valid[None, s:e]  # (c, n)
+        seq = self.seq.to(emb.device)
+        col = torch.arange(s, e, device=emb.device)
+        row = torch.arange(r0, r1, device=emb.device)
+        same = (seq[r0:r1, None] == seq[None, s:e]) & (col[None, :] != row[:, None])  # (c, n)
+        cand = same & valid[r0:r1, None] & valid[None, s:e]  # (c, n)
         lr = labels[r0:r1]
         pos = cand & (lr[:, None] == labels[None, s:e]) & (lr[:, None] != 0)  # (c, n)
         return dots, row_sq, key_sq, cand, pos

@@ -1,0 +1,158 @@
+"""Training entry point: ``python -m trackformers.train experiment=demo`` (Hydra, conf/train.yaml).
+
+Builds data, model, loss, LightningModule, loggers and callbacks from the config, fits, and
+prints where the checkpoints and the wandb run are. Resume an interrupted run with
+``hydra.run.dir=<its directory> ckpt_path=last``: the step count and data order continue
+exactly (trackformers.models.module.ResumableLoader).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from trackformers.models.module import ResumableLoader, TrackFormerModule
+
+log = logging.getLogger("trackformers.train")
+
+
+def _precision() -> str:
+    return "bf16-mixed" if torch.cuda.is_available() else "32-true"
+
+
+if not OmegaConf.has_resolver("tf_precision"):
+    OmegaConf.register_new_resolver("tf_precision", _precision)
+
+
+class BatchOrderLog(Callback):
+    """Appends ``global_step epoch batch_idx event_ids`` of every training batch to a file
+    (one per rank: ``{rank}`` in the path is replaced) — an audit of the data order, e.g.
+    across a resume. Enable with ``+callbacks.batch_log._target_=trackformers.train.BatchOrderLog
+    +callbacks.batch_log.path=...``."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        path = Path(self.path.replace("{rank}", str(trainer.global_rank)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ids = ",".join(str(i) for i in batch.event_id.tolist())
+        with path.open("a") as f:
+            f.write(f"{trainer.global_step} {trainer.current_epoch} {batch_idx} {ids}\n")
+
+
+def build(cfg: DictConfig):
+    """(datamodule, module, trainer) from a composed config; nothing is run."""
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    loss = instantiate(cfg.loss)
+    module = TrackFormerModule(
+        model,
+        loss,
+        optim=OmegaConf.to_container(cfg.optim.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.optim.scheduler, resolve=True),
+        validation=OmegaConf.to_container(cfg.validation, resolve=True),
+        compile_encoder=cfg.compile,
+        target_names=list(cfg.data.features.targets or []),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    make_train_loader = datamodule.train_dataloader
+    datamodule.train_dataloader = lambda: ResumableLoader(make_train_loader(), module)
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    return datamodule, module, trainer
+
+
+def _wandb_run_dir(trainer) -> Path | None:
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger):
+            run = lg.experiment
+            directory = getattr(run, "dir", None)
+            return Path(directory).parent if directory else None
+    return None
+
+
+@rank_zero_only
+def write_summary(cfg: DictConfig, module: TrackFormerModule, trainer, seconds: float) -> dict:
+    """summary.json, efficiency plots and the wandb summary table of this run."""
+    out = Path(cfg.paths.output_dir)
+    ckpt_dir = out / "checkpoints"
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
+    summary = {
+        "name": cfg.name,
+        "global_step": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "train_seconds": round(seconds, 1),
+        "best_checkpoint": best or None,
+        "last_checkpoint": str(ckpt_dir / "last.ckpt"),
+        **{f"val/{k}": v for k, v in module.last_val_metrics.items()},
+    }
+    plots = {}
+    particles = module.last_val_particles
+    if particles is not None and len(particles) and particles["reconstructable"].any():
+        from trackformers.viz.performance import plot_efficiency
+        from trackformers.viz.style import save
+
+        reco = particles[particles["reconstructable"]]
+        for by in ("pt", "eta"):
+            plots[f"val/efficiency_{by}"] = save(
+                plot_efficiency(reco, by=by), out / "plots" / f"efficiency_{by}.png"
+            )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger):
+            rows = [[k, str(v)] for k, v in summary.items()]
+            lg.log_table(key="summary", columns=["quantity", "value"], data=rows)
+            for key, path in plots.items():
+                lg.log_image(key=key, images=[path])
+            for k, v in summary.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    lg.experiment.summary[k] = v
+    return summary
+
+
+def train(cfg: DictConfig) -> float:
+    """Fit one run; returns the monitored metric of the last validation (for sweepers)."""
+    L.seed_everything(int(cfg.seed), workers=True)
+    datamodule, module, trainer = build(cfg)
+    ckpt_path = cfg.ckpt_path
+    if ckpt_path == "last" and not (Path(cfg.paths.output_dir) / "checkpoints/last.ckpt").is_file():
+        log.warning("ckpt_path=last but %s has no checkpoints/last.ckpt", cfg.paths.output_dir)
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    seconds = time.perf_counter() - t0
+    summary = write_summary(cfg, module, trainer, seconds)
+    if trainer.is_global_zero:
+        wandb_dir = _wandb_run_dir(trainer)
+        csv_dir = next((lg.log_dir for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
+        print(f"run directory: {cfg.paths.output_dir}")
+        print(f"checkpoint:    {summary['last_checkpoint']}")
+        print(f"best:          {summary['best_checkpoint']}")
+        print(f"wandb run:     {wandb_dir if wandb_dir else 'disabled'}")
+        print(f"csv metrics:   {csv_dir}")
+        metric = module.last_val_metrics.get(cfg.monitor.metric.removeprefix("val/"))
+        print(f"{cfg.monitor.metric}: {metric}")
+    value = module.last_val_metrics.get(cfg.monitor.metric.removeprefix("val/"), math.nan)
+    return float(value)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
