@@ -67,6 +67,8 @@ def test_module_ids_cover_segmentation():
         (lambda s: s["barrels"][0].update(x_over_x0=-0.1), "x_over_x0"),
         (lambda s: s["endcaps"][1].update(z=[1500.0, 1220.0]), "must increase"),
         (lambda s: s["barrels"][0]["layers"][0].update(n_phi=0), "n_phi and n_z must be >= 1"),
+        (lambda s: s["world"].update(r=1000.0), "reaches outside the world"),
+        (lambda s: s.pop("world"), "missing field 'world'"),
     ],
 )
 def test_inconsistent_geometry_is_rejected(spec, edit, message):

@@ -25,7 +25,7 @@ class GeometryError(ValueError):
 
 @dataclass
 class Geometry:
-    """Flattened detector: one row per surface (beam pipe first, then layers)."""
+    """Flattened detector: one row per surface (beam pipe, layers, then the world boundary)."""
 
     name: str
     field_tesla: float
@@ -34,7 +34,8 @@ class Geometry:
     lo: np.ndarray  # (S,) float64: z_min of a cylinder, r_min of a disk
     hi: np.ndarray  # (S,) float64: z_max of a cylinder, r_max of a disk
     x_over_x0: np.ndarray  # (S,) float64
-    sensitive: np.ndarray  # (S,) bool (beam pipe: False)
+    sensitive: np.ndarray  # (S,) bool (beam pipe, world boundary: False)
+    kill: np.ndarray  # (S,) bool: the world boundary, a particle crossing it stops
     volume_id: np.ndarray  # (S,) int32
     layer_id: np.ndarray  # (S,) int32
     sigma_u: np.ndarray  # (S,) float64, resolution along r*phi
@@ -216,6 +217,34 @@ def geometry_from_dict(spec: dict) -> Geometry:
                     )
                 )
     _check_overlaps(rows)
+    world = _need(spec, "world", "geometry")
+    wr = _positive(_need(world, "r", "world"), "r", "world")
+    wz = _positive(_need(world, "half_z", "world"), "half_z", "world")
+    for r in rows:
+        r_out = r["pos"] if r["kind"] == CYLINDER else r["hi"]
+        z_out = r["hi"] if r["kind"] == CYLINDER else abs(r["pos"])
+        if r_out >= wr or z_out >= wz:
+            raise GeometryError(
+                f"inconsistent geometry: volume {r['volume_id']} layer "
+                f"{r['layer_id']} reaches outside the world (r < {wr}, abs(z) < {wz})"
+            )
+    for r in rows:
+        r["kill"] = False
+    boundary = dict(
+        x0=0.0,
+        sensitive=False,
+        volume_id=0,
+        layer_id=0,
+        su=0.0,
+        sv=0.0,
+        n_phi=0,
+        n_z=0,
+        rings=[],
+        ring_nphi=[],
+        kill=True,
+    )
+    rows.append(dict(kind=CYLINDER, pos=wr, lo=-wz, hi=wz, **boundary))
+    rows.extend(dict(kind=DISK, pos=sgn * wz, lo=0.0, hi=wr, **boundary) for sgn in (-1, 1))
     n_ring = max(len(r["ring_nphi"]) for r in rows)
     edges = np.full((len(rows), n_ring + 1), np.inf)
     ring_nphi = np.zeros((len(rows), n_ring), np.int32)
@@ -238,6 +267,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
         hi=col("hi", np.float64),
         x_over_x0=col("x0", np.float64),
         sensitive=col("sensitive", bool),
+        kill=col("kill", bool),
         volume_id=col("volume_id", np.int32),
         layer_id=col("layer_id", np.int32),
         sigma_u=col("su", np.float64),

@@ -51,8 +51,8 @@ def read_particles_csv(path: str | Path) -> dict[str, np.ndarray]:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise ParticleTableError(
-                f"{path}: column '{c}' has an invalid value {df[c].iloc[row]!r} at data row {row} "
-                f"(line {row + 2})"
+                f"{path}: column '{c}' has an invalid value {str(df[c].iloc[row])!r} "
+                f"at data row {row} (line {row + 2})"
             )
         df[c] = values
     if (df["particle_id"] <= 0).any():

@@ -7,8 +7,8 @@ circle intersection plus full turns for loopers; disk: linear in z), the nearest
 a hit is recorded with probability ``efficiency`` on sensitive surfaces, then material effects
 are applied: Highland multiple scattering and ionisation loss, both with the thickness
 corrected for the incidence angle (x / cos(alpha)), plus mean bremsstrahlung for electrons.
-A particle stops when it finds no further surface, falls below ``p_min`` or exceeds
-``max_crossings``; loopers therefore leave their repeated hits as in real data.
+A particle stops when it crosses the world boundary, finds no further surface, falls below
+``p_min`` or exceeds ``max_crossings``; loopers therefore leave their repeated hits as in real data.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def _propagate(
     hi,
     x0,
     sensitive,
+    kill,
     bz,
     efficiency,
     scattering,
@@ -136,7 +137,7 @@ def _propagate(
                     if r >= lo[j] and r <= hi[j]:
                         best_s = s
                         best_j = j
-            if best_j < 0:
+            if best_j < 0 or kill[best_j]:
                 break
             ph = phi0 + kappa * best_s
             x = x + (math.sin(ph) - math.sin(phi0)) / kappa
@@ -257,6 +258,7 @@ def propagate(
             geo.hi,
             geo.x_over_x0,
             geo.sensitive,
+            geo.kill,
             geo.field_tesla,
             float(efficiency),
             bool(scattering),

@@ -201,8 +201,8 @@ class PythiaSource:
         pileup: dict | None = None,
         seed: int = 0,
         e_cm: float = 14000.0,
-        eta_max: float = 4.0,
-        pt_min: float = 0.0,
+        eta_max: float = 4.2,
+        pt_min: float = 0.15,
         settings: list[str] | None = None,
     ):
         if process not in PROCESS_SETTINGS:
@@ -267,7 +267,9 @@ class PythiaSource:
         """The minimum-bias overlay library (generated on first use, same for every worker)."""
         if self._library is None:
             self._library = self._generate(
-                "minbias", self.library_size, np.random.SeedSequence([self.seed, 99]).entropy
+                "minbias",
+                self.library_size,
+                int(np.random.SeedSequence([self.seed, 99]).generate_state(1)[0]),
             )
         return self._library
 
