@@ -116,3 +116,25 @@ def test_in_memory_sampler_and_collate():
         assert b.num_hits <= 700 or b.num_events == 1
         seen += b.event_id.tolist()
     assert sorted(seen) == list(range(12))
+
+
+def test_stream_source_fresh_events_disjoint_splits():
+    dm = TrackDataModule(
+        source="stream",
+        stream={"n_train": 12, "n_val": 4, "n_test": 4},
+        max_tokens=400,
+        features={"targets": ["eta", "q_over_pt"]},
+    )
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    epoch0 = sum(_ids(loader), [])
+    assert epoch0 == list(range(12))
+    dm.datasets["train"].set_epoch(1)
+    assert sum(_ids(loader), []) == list(range(12, 24))  # fresh events each epoch
+    val, test = sum(_ids(dm.val_dataloader()), []), sum(_ids(dm.test_dataloader()), [])
+    assert len(val) == len(test) == 4 and not set(val) & set(test) and not set(val) & set(epoch0)
+    for b in dm.val_dataloader():
+        assert b.num_hits <= 400 or b.num_events == 1
+        assert b.targets["params"].shape == (b.num_hits, 2) and b.targets["valid"].any()
+    with pytest.raises(ValueError, match="unknown data.stream keys"):
+        TrackDataModule(source="stream", stream={"n_trian": 3}).setup()

@@ -69,8 +69,8 @@ class TrackDataModule(L.LightningDataModule):
         """``num_features/num_params/num_classes`` restate what the model configs read
         (``${data.num_features}``...); they are checked against the feature configuration."""
         super().__init__()
-        if source not in ("native",):
-            raise ValueError(f"data source must be 'native', got {source!r}")
+        if source not in ("native", "stream"):
+            raise ValueError(f"data source must be 'native' or 'stream', got {source!r}")
         self.path = path
         self.source = source
         self.features = (
@@ -142,6 +142,9 @@ class TrackDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
+        if self.source == "stream":
+            self._setup_stream()
+            return
         spec = [self.path] if isinstance(self.path, (str, os.PathLike)) else list(self.path)
         self.files = list_files([_resolve(p) for p in spec])
         if self.class_bin_spec is not None:
@@ -164,7 +167,32 @@ class TrackDataModule(L.LightningDataModule):
             ds.plan()  # open the files once here, not in every worker
             self.datasets[split] = ds
 
-    def _fit_class_bins(self) -> None:
+    def _setup_stream(self) -> None:
+        """Datasets of freshly generated events (trackformers.sim.stream), no files."""
+        from trackformers.data.streaming import default_settings, generated_datasets
+
+        cfg = dict(self.stream_cfg)
+        unknown = set(cfg) - {"settings", "process", "n_train", "n_val", "n_test"}
+        if unknown:
+            raise ValueError(f"unknown data.stream keys {sorted(unknown)}")
+        settings = cfg.get("settings") or default_settings(cfg.get("process", "gun"))
+
+        def make(features: FeatureConfig) -> dict:
+            return generated_datasets(
+                settings,
+                features,
+                self.max_tokens,
+                int(cfg.get("n_train", 1000)),
+                int(cfg.get("n_val", 100)),
+                int(cfg.get("n_test", 100)),
+                self.max_events_per_batch,
+            )
+
+        if self.class_bin_spec is not None:
+            self._fit_class_bins(lambda probe: make(probe)["train"])
+        self.datasets = make(self.features)
+
+    def _fit_class_bins(self, make_train=None) -> None:
         """Quantile-balanced bins from the training split (up to ``max_hits`` hits)."""
         spec = self.class_bin_spec
         if "edges" in spec:
@@ -181,17 +209,20 @@ class TrackDataModule(L.LightningDataModule):
             target_pt_min=self.features.target_pt_min,
             bz=self.features.bz,
         )
-        ds = NativeEventStream(
-            self.files,
-            probe,
-            max_tokens=10**9,
-            split="train",
-            val_fraction=self.val_fraction,
-            test_fraction=self.test_fraction,
-            split_seed=self.split_seed,
-            chunk_bytes=self.chunk_bytes,
-            on_error=self.on_error,
-        )
+        if make_train is not None:
+            ds = make_train(probe)
+        else:
+            ds = NativeEventStream(
+                self.files,
+                probe,
+                max_tokens=1_000_000,
+                split="train",
+                val_fraction=self.val_fraction,
+                test_fraction=self.test_fraction,
+                split_seed=self.split_seed,
+                chunk_bytes=self.chunk_bytes,
+                on_error=self.on_error,
+            )
         cols: list[np.ndarray] = []
         seen = 0
         for batch in ds:
