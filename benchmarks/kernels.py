@@ -123,10 +123,12 @@ def check(q, k, v, plan, rows, d, log) -> dict:
     nan = float("nan")
     o = torch.full_like(q, nan)
     lse = torch.full((h, n), nan, device=q.device)
-    ops.attention_forward(q, k, v, meta.fwd, d**-0.5, out=(o, lse))
+    ops.attention_forward(q, k, v, meta.fwd, d**-0.5, out=(o, lse), has_wrap=meta.has_wrap)
     do = torch.randn_like(q)
     grads = tuple(torch.full_like(q, nan) for _ in range(3))
-    ops.attention_backward(do, q, k, v, o, lse, meta.bwd, d**-0.5, out=grads)
+    ops.attention_backward(
+        do, q, k, v, o, lse, meta.bwd, d**-0.5, out=grads, has_wrap=meta.has_wrap
+    )
     finite = all(bool(torch.isfinite(t).all()) for t in (o, lse, *grads))
     idx = torch.randint(0, n, (64,), device=q.device)
     ref = sampled_reference(q, k, v, rows.cpu(), idx.cpu())
@@ -281,29 +283,38 @@ def sweep(args, log) -> list[dict]:
                     (128, 64, 8, 2), (64, 32, 4, 2)]  # fmt: skip
     bwd_variants = [(64, 64, 4, 2), (64, 32, 4, 2), (128, 32, 8, 2), (32, 64, 4, 2),
                     (64, 64, 8, 3), (128, 64, 8, 2)]  # fmt: skip
-    for d in args.head_dims:
+    for d in args.sweep_dims:
         batch = synthetic_batch([n], seed=n, device="cuda")
         for kind in args.masks:
             sp = presorted(make_plan(kind, batch))
             q, k, v, do = (torch.randn(n, args.heads, d, device="cuda", dtype=torch.bfloat16)
                            for _ in range(4))  # fmt: skip
             fwd0, bwd0 = ops.FWD_CONFIGS[d], ops.BWD_CONFIGS[d]
-            for fv in fwd_variants:
+            for fv, fast in [(fv, True) for fv in fwd_variants] + [(fwd_variants[1], False)]:
                 ops.FWD_CONFIGS[d] = ops.KernelConfig(*fv)
+                ops.FAST_EXP = fast
                 meta = ops.build_meta(sp, n, d)
                 ms = bench(lambda: ops.fused_attention(q, k, v, sp, meta=meta, tune=False), True)
-                out.append({"sweep": "fwd", "mask": kind, "N": n, "D": d, "cfg": fv, "ms": ms})
-                log(f"    sweep fwd {kind} D={d} {fv}: {ms:.4f} ms")
+                out.append({"sweep": "fwd", "mask": kind, "N": n, "D": d, "cfg": fv,
+                            "fast_exp": fast, "ms": ms})  # fmt: skip
+                log(f"    sweep fwd {kind} D={d} {fv} fast_exp={fast}: {ms:.4f} ms")
             ops.FWD_CONFIGS[d] = fwd0
-            for bv in bwd_variants:
+            for bv, fast in [(bv, True) for bv in bwd_variants] + [(bwd_variants[0], False)]:
+                ops.FAST_EXP = fast
                 ops.BWD_CONFIGS[d] = ops.KernelConfig(*bv)
                 meta = ops.build_meta(sp, n, d)
-                o, lse = ops.attention_forward(q, k, v, meta.fwd, d**-0.5)
-                ms = bench(lambda: ops.attention_backward(do, q, k, v, o, lse, meta.bwd,
-                                                          d**-0.5, tune=False), True)  # fmt: skip
-                out.append({"sweep": "bwd", "mask": kind, "N": n, "D": d, "cfg": bv, "ms": ms})
-                log(f"    sweep bwd {kind} D={d} {bv}: {ms:.4f} ms")
+                o, lse = ops.attention_forward(q, k, v, meta.fwd, d**-0.5, has_wrap=meta.has_wrap)
+                ms = bench(
+                    lambda: ops.attention_backward(
+                        do, q, k, v, o, lse, meta.bwd, d**-0.5, tune=False, has_wrap=meta.has_wrap
+                    ),
+                    True,
+                )
+                out.append({"sweep": "bwd", "mask": kind, "N": n, "D": d, "cfg": bv,
+                            "fast_exp": fast, "ms": ms})  # fmt: skip
+                log(f"    sweep bwd {kind} D={d} {bv} fast_exp={fast}: {ms:.4f} ms")
             ops.BWD_CONFIGS[d] = bwd0
+            ops.FAST_EXP = True
     return out
 
 
@@ -333,6 +344,7 @@ def main(argv=None) -> int:
     p.add_argument("--masks", nargs="+", default=["cluster", "window"])
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--sweep", action="store_true", help="also time fixed configs (tune=False)")
+    p.add_argument("--sweep-dims", type=int, nargs="+", default=[32])
     p.add_argument("--smoke", action="store_true", help="tiny CPU run of the code paths")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)

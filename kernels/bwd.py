@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from trackformers.kernels.fwd import _allowed
+from trackformers.kernels.common import allowed, clamp_ranges, exp2
 
 
 @triton.jit(do_not_specialize=["NH", "N"])
@@ -31,25 +31,36 @@ def delta_kernel(O, DO, DELTA, NH, H, N, HEAD_DIM: tl.constexpr, BLOCK: tl.const
 def _dq_segment(
     dq, q, do, lse, delta, K, V, start, end, lo1, hi1, lo2, hi2, stride_n, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr,
 ):  # fmt: skip
     offs_d = tl.arange(0, HEAD_DIM)
+    offs_b = tl.arange(0, BLOCK_N)
+    kv_ptr = (start + offs_b).to(tl.int64)[:, None] * stride_n + offs_d[None, :]
+    k_ptrs = K + kv_ptr
+    v_ptrs = V + kv_ptr
+    step = BLOCK_N * stride_n
+    if MASKED:
+        lo1, hi1 = clamp_ranges(lo1, hi1, start, end)
+        if HAS_WRAP:
+            lo2, hi2 = clamp_ranges(lo2, hi2, start, end)
     for s in range(start, end, BLOCK_N):
-        offs_n = s + tl.arange(0, BLOCK_N)  # (BLOCK_N,) key rows
-        kv_off = offs_n.to(tl.int64)[:, None] * stride_n + offs_d[None, :]
+        offs_n = s + offs_b  # (BLOCK_N,) key rows
         if MASKED:
             inb = (offs_n < end)[:, None]
-            k = tl.load(K + kv_off, mask=inb, other=0.0)  # (BLOCK_N, D)
-            v = tl.load(V + kv_off, mask=inb, other=0.0)  # (BLOCK_N, D)
+            k = tl.load(k_ptrs, mask=inb, other=0.0)  # (BLOCK_N, D)
+            v = tl.load(v_ptrs, mask=inb, other=0.0)  # (BLOCK_N, D)
         else:
-            k = tl.load(K + kv_off)
-            v = tl.load(V + kv_off)
-        qk = tl.dot(q, tl.trans(k)) * qk_scale  # (BLOCK_M, BLOCK_N)
-        p = tl.math.exp2(qk - lse[:, None])
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        qk = tl.dot(q, tl.trans(k))  # (BLOCK_M, BLOCK_N)
+        p = exp2(qk * qk_scale - lse[:, None], K.dtype.element_ty, FAST_EXP)
         if MASKED:
-            p = tl.where(_allowed(offs_n, end, lo1, hi1, lo2, hi2), p, 0.0)
+            p = tl.where(allowed(offs_n, lo1, hi1, lo2, hi2, HAS_WRAP), p, 0.0)
         dp = tl.dot(do, tl.trans(v))  # (BLOCK_M, BLOCK_N)
-        ds = p * (dp - delta[:, None])
+        ds = p.to(tl.float32) * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype), k, dq)
+        k_ptrs += step
+        v_ptrs += step
     return dq
 
 
@@ -57,6 +68,7 @@ def _dq_segment(
 def attention_bwd_dq_kernel(
     Q, K, V, DO, DQ, LSE, DELTA, TILES, ROWS, N, H, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr,
 ):  # fmt: skip
     t = tl.program_id(0)
     h = tl.program_id(1)
@@ -67,8 +79,6 @@ def attention_bwd_dq_kernel(
     f_lo = tl.load(tb + 3)
     f_hi = tl.load(tb + 4)
     a_hi = tl.load(tb + 5)
-    b_lo = tl.load(tb + 6)
-    b_hi = tl.load(tb + 7)
     stride_n = H * HEAD_DIM
     head = h * HEAD_DIM
     offs_m = q_start + tl.arange(0, BLOCK_M)
@@ -82,21 +92,29 @@ def attention_bwd_dq_kernel(
     delta = tl.load(DELTA + hN + offs_m, mask=mvalid, other=0.0)
     lo1 = tl.load(ROWS + offs_m, mask=mvalid, other=0)
     hi1 = tl.load(ROWS + N + offs_m, mask=mvalid, other=0)
-    lo2 = tl.load(ROWS + 2 * N + offs_m, mask=mvalid, other=0)
-    hi2 = tl.load(ROWS + 3 * N + offs_m, mask=mvalid, other=0)
+    if HAS_WRAP:
+        lo2 = tl.load(ROWS + 2 * N + offs_m, mask=mvalid, other=0)
+        hi2 = tl.load(ROWS + 3 * N + offs_m, mask=mvalid, other=0)
+    else:
+        lo2 = lo1
+        hi2 = lo1
     qk_scale = sm_scale * 1.4426950408889634
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     Kh = K + head
     Vh = V + head
     f_end = f_lo + ((f_hi - f_lo) // BLOCK_N) * BLOCK_N
     dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, a_lo, f_lo, lo1, hi1, lo2, hi2, stride_n,
-                     qk_scale, HEAD_DIM, BLOCK_N, True)  # fmt: skip
+                     qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP)  # fmt: skip
     dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, f_lo, f_end, lo1, hi1, lo2, hi2, stride_n,
-                     qk_scale, HEAD_DIM, BLOCK_N, False)  # fmt: skip
+                     qk_scale, HEAD_DIM, BLOCK_N, False, HAS_WRAP, FAST_EXP)  # fmt: skip
     dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, f_end, a_hi, lo1, hi1, lo2, hi2, stride_n,
-                     qk_scale, HEAD_DIM, BLOCK_N, True)  # fmt: skip
-    dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, b_lo, b_hi, lo1, hi1, lo2, hi2, stride_n,
-                     qk_scale, HEAD_DIM, BLOCK_N, True)  # fmt: skip
+                     qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP)  # fmt: skip
+    if HAS_WRAP:
+        b_lo = tl.load(tb + 6)
+        b_hi = tl.load(tb + 7)
+        dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, b_lo, b_hi, lo1, hi1, lo2, hi2,
+                         stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
+                         FAST_EXP)  # fmt: skip
     dq = dq * sm_scale
     tl.store(DQ + head + row_off, dq.to(DQ.dtype.element_ty), mask=mvalid[:, None])
 
@@ -105,30 +123,41 @@ def attention_bwd_dq_kernel(
 def _dkdv_segment(
     dk, dv, k, v, Q, DO, LSE, DELTA, start, end, lo1, hi1, lo2, hi2, stride_n, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr,
 ):  # fmt: skip
     offs_d = tl.arange(0, HEAD_DIM)
+    offs_b = tl.arange(0, BLOCK_N)
+    q_ptr = (start + offs_b).to(tl.int64)[:, None] * stride_n + offs_d[None, :]
+    q_ptrs = Q + q_ptr
+    do_ptrs = DO + q_ptr
+    step = BLOCK_N * stride_n
+    if MASKED:
+        lo1, hi1 = clamp_ranges(lo1, hi1, start, end)
+        if HAS_WRAP:
+            lo2, hi2 = clamp_ranges(lo2, hi2, start, end)
     for s in range(start, end, BLOCK_N):
-        offs_n = s + tl.arange(0, BLOCK_N)  # (BLOCK_N,) query rows
-        q_off = offs_n.to(tl.int64)[:, None] * stride_n + offs_d[None, :]
+        offs_n = s + offs_b  # (BLOCK_N,) query rows
         if MASKED:
             inb = offs_n < end
-            q = tl.load(Q + q_off, mask=inb[:, None], other=0.0)  # (BLOCK_N, D)
-            do = tl.load(DO + q_off, mask=inb[:, None], other=0.0)  # (BLOCK_N, D)
+            q = tl.load(q_ptrs, mask=inb[:, None], other=0.0)  # (BLOCK_N, D)
+            do = tl.load(do_ptrs, mask=inb[:, None], other=0.0)  # (BLOCK_N, D)
             lse = tl.load(LSE + offs_n, mask=inb, other=0.0)
             delta = tl.load(DELTA + offs_n, mask=inb, other=0.0)
         else:
-            q = tl.load(Q + q_off)
-            do = tl.load(DO + q_off)
+            q = tl.load(q_ptrs)
+            do = tl.load(do_ptrs)
             lse = tl.load(LSE + offs_n)
             delta = tl.load(DELTA + offs_n)
-        qkT = tl.dot(k, tl.trans(q)) * qk_scale  # (BLOCK_M, BLOCK_N) keys x queries
-        pT = tl.math.exp2(qkT - lse[None, :])
+        qkT = tl.dot(k, tl.trans(q))  # (BLOCK_M, BLOCK_N) keys x queries
+        pT = exp2(qkT * qk_scale - lse[None, :], Q.dtype.element_ty, FAST_EXP)
         if MASKED:
-            pT = tl.where(_allowed(offs_n, end, lo1, hi1, lo2, hi2), pT, 0.0)
-        dv = tl.dot(pT.to(do.dtype), do, dv)
+            pT = tl.where(allowed(offs_n, lo1, hi1, lo2, hi2, HAS_WRAP), pT, 0.0)
+        dv = tl.dot(pT, do, dv)
         dpT = tl.dot(v, tl.trans(do))  # (BLOCK_M, BLOCK_N)
-        dsT = pT * (dpT - delta[None, :])
+        dsT = pT.to(tl.float32) * (dpT - delta[None, :])
         dk = tl.dot(dsT.to(q.dtype), q, dk)
+        q_ptrs += step
+        do_ptrs += step
     return dk, dv
 
 
@@ -136,6 +165,7 @@ def _dkdv_segment(
 def attention_bwd_dkdv_kernel(
     Q, K, V, DO, DK, DV, LSE, DELTA, TILES, ROWS, N, H, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr,
 ):  # fmt: skip
     t = tl.program_id(0)
     h = tl.program_id(1)
@@ -146,8 +176,6 @@ def attention_bwd_dkdv_kernel(
     f_lo = tl.load(tb + 3)
     f_hi = tl.load(tb + 4)
     a_hi = tl.load(tb + 5)
-    b_lo = tl.load(tb + 6)
-    b_hi = tl.load(tb + 7)
     stride_n = H * HEAD_DIM
     head = h * HEAD_DIM
     offs_m = k_start + tl.arange(0, BLOCK_M)  # (BLOCK_M,) key rows of this tile
@@ -158,8 +186,12 @@ def attention_bwd_dkdv_kernel(
     v = tl.load(V + head + row_off, mask=mvalid[:, None], other=0.0)  # (BLOCK_M, D)
     lo1 = tl.load(ROWS + offs_m, mask=mvalid, other=0)
     hi1 = tl.load(ROWS + N + offs_m, mask=mvalid, other=0)
-    lo2 = tl.load(ROWS + 2 * N + offs_m, mask=mvalid, other=0)
-    hi2 = tl.load(ROWS + 3 * N + offs_m, mask=mvalid, other=0)
+    if HAS_WRAP:
+        lo2 = tl.load(ROWS + 2 * N + offs_m, mask=mvalid, other=0)
+        hi2 = tl.load(ROWS + 3 * N + offs_m, mask=mvalid, other=0)
+    else:
+        lo2 = lo1
+        hi2 = lo1
     qk_scale = sm_scale * 1.4426950408889634
     dk = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
@@ -170,19 +202,26 @@ def attention_bwd_dkdv_kernel(
     DELTAh = DELTA + hN
     f_end = f_lo + ((f_hi - f_lo) // BLOCK_N) * BLOCK_N
     dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, a_lo, f_lo, lo1, hi1, lo2, hi2,
-                           stride_n, qk_scale, HEAD_DIM, BLOCK_N, True)  # fmt: skip
+                           stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
+                           FAST_EXP)  # fmt: skip
     dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, f_lo, f_end, lo1, hi1, lo2, hi2,
-                           stride_n, qk_scale, HEAD_DIM, BLOCK_N, False)  # fmt: skip
+                           stride_n, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_WRAP,
+                           FAST_EXP)  # fmt: skip
     dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, f_end, a_hi, lo1, hi1, lo2, hi2,
-                           stride_n, qk_scale, HEAD_DIM, BLOCK_N, True)  # fmt: skip
-    dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, b_lo, b_hi, lo1, hi1, lo2, hi2,
-                           stride_n, qk_scale, HEAD_DIM, BLOCK_N, True)  # fmt: skip
+                           stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
+                           FAST_EXP)  # fmt: skip
+    if HAS_WRAP:
+        b_lo = tl.load(tb + 6)
+        b_hi = tl.load(tb + 7)
+        dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, b_lo, b_hi, lo1, hi1, lo2,
+                               hi2, stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
+                               FAST_EXP)  # fmt: skip
     dk = dk * sm_scale
     tl.store(DK + head + row_off, dk.to(DK.dtype.element_ty), mask=mvalid[:, None])
     tl.store(DV + head + row_off, dv.to(DV.dtype.element_ty), mask=mvalid[:, None])
 
 
 def bwd_configs(block_m: int) -> list[triton.Config]:
-    """Autotune space for both backward kernels (key: HEAD_DIM and the dtypes)."""
-    space = [(64, 4, 2), (32, 4, 2), (64, 8, 2), (32, 4, 3)]
+    """Autotune space for both backward kernels (key: HEAD_DIM, HAS_WRAP and the dtypes)."""
+    space = [(32, 4, 2), (64, 4, 2), (32, 4, 3), (64, 8, 2), (32, 8, 3), (64, 4, 3)]
     return [triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s) for bn, w, s in space]

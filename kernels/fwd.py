@@ -9,79 +9,55 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-
-LOG2E = 1.4426950408889634
-
-
-@triton.jit
-def _allowed(offs_n, end, lo1, hi1, lo2, hi2):
-    """(BLOCK_M, BLOCK_N) element mask: key j inside one of the row's two ranges and < end."""
-    j = offs_n[None, :]
-    in1 = (j >= lo1[:, None]) & (j < hi1[:, None])
-    in2 = (j >= lo2[:, None]) & (j < hi2[:, None])
-    return (in1 | in2) & (offs_n < end)[None, :]
+from trackformers.kernels.common import allowed, clamp_ranges, exp2
 
 
 @triton.jit
 def _fwd_segment(
-    acc,
-    m_i,
-    l_i,
-    q,
-    K,
-    V,
-    start,
-    end,
-    lo1,
-    hi1,
-    lo2,
-    hi2,
-    stride_n,
-    qk_scale,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    MASKED: tl.constexpr,
-):
+    acc, m_i, l_i, q, K, V, start, end, lo1, hi1, lo2, hi2, stride_n, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr,
+):  # fmt: skip
     offs_d = tl.arange(0, HEAD_DIM)
+    offs_b = tl.arange(0, BLOCK_N)
+    kv_ptr = (start + offs_b).to(tl.int64)[:, None] * stride_n + offs_d[None, :]
+    k_ptrs = K + kv_ptr
+    v_ptrs = V + kv_ptr
+    step = BLOCK_N * stride_n
+    if MASKED:
+        lo1, hi1 = clamp_ranges(lo1, hi1, start, end)
+        if HAS_WRAP:
+            lo2, hi2 = clamp_ranges(lo2, hi2, start, end)
     for s in range(start, end, BLOCK_N):
-        offs_n = s + tl.arange(0, BLOCK_N)  # (BLOCK_N,) sorted key rows
-        kv_off = offs_n.to(tl.int64)[:, None] * stride_n + offs_d[None, :]
         if MASKED:
+            offs_n = s + offs_b  # (BLOCK_N,) sorted key rows
             inb = (offs_n < end)[:, None]
-            k = tl.load(K + kv_off, mask=inb, other=0.0)  # (BLOCK_N, D)
-            v = tl.load(V + kv_off, mask=inb, other=0.0)  # (BLOCK_N, D)
+            k = tl.load(k_ptrs, mask=inb, other=0.0)  # (BLOCK_N, D)
+            v = tl.load(v_ptrs, mask=inb, other=0.0)  # (BLOCK_N, D)
+            qk = tl.dot(q, tl.trans(k))  # (BLOCK_M, BLOCK_N)
+            qk = tl.where(allowed(offs_n, lo1, hi1, lo2, hi2, HAS_WRAP), qk, float("-inf"))
         else:
-            k = tl.load(K + kv_off)
-            v = tl.load(V + kv_off)
-        qk = tl.dot(q, tl.trans(k)) * qk_scale  # (BLOCK_M, BLOCK_N) log2 units
-        if MASKED:
-            qk = tl.where(_allowed(offs_n, end, lo1, hi1, lo2, hi2), qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+            qk = tl.dot(q, tl.trans(k))
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)  # log2 units
+        p = exp2(qk * qk_scale - m_new[:, None], V.dtype.element_ty, FAST_EXP)
         alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(qk - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
+        l_i = l_i * alpha + tl.sum(p.to(tl.float32), 1)
         acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(v.dtype), v, acc)
+        acc = tl.dot(p, v, acc)
         m_i = m_new
+        k_ptrs += step
+        v_ptrs += step
     return acc, m_i, l_i
 
 
 @triton.jit(do_not_specialize=["N"])
 def attention_fwd_kernel(
-    Q,
-    K,
-    V,
-    O,
-    LSE,
-    TILES,
-    ROWS,
-    N,
-    H,
-    sm_scale,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
+    Q, K, V, O, LSE, TILES, ROWS, N, H, sm_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr,
+):  # fmt: skip
     t = tl.program_id(0)
     h = tl.program_id(1)
     tb = TILES + t * 8
@@ -91,8 +67,6 @@ def attention_fwd_kernel(
     f_lo = tl.load(tb + 3)
     f_hi = tl.load(tb + 4)
     a_hi = tl.load(tb + 5)
-    b_lo = tl.load(tb + 6)
-    b_hi = tl.load(tb + 7)
     stride_n = H * HEAD_DIM
     offs_m = q_start + tl.arange(0, BLOCK_M)  # (BLOCK_M,) sorted query rows
     mvalid = offs_m < q_end
@@ -102,8 +76,12 @@ def attention_fwd_kernel(
     q = tl.load(Q + head + row_off, mask=mvalid[:, None], other=0.0)  # (BLOCK_M, D)
     lo1 = tl.load(ROWS + offs_m, mask=mvalid, other=0)
     hi1 = tl.load(ROWS + N + offs_m, mask=mvalid, other=0)
-    lo2 = tl.load(ROWS + 2 * N + offs_m, mask=mvalid, other=0)
-    hi2 = tl.load(ROWS + 3 * N + offs_m, mask=mvalid, other=0)
+    if HAS_WRAP:
+        lo2 = tl.load(ROWS + 2 * N + offs_m, mask=mvalid, other=0)
+        hi2 = tl.load(ROWS + 3 * N + offs_m, mask=mvalid, other=0)
+    else:
+        lo2 = lo1
+        hi2 = lo1
     qk_scale = sm_scale * 1.4426950408889634
     m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - 1.0e30
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -111,22 +89,21 @@ def attention_fwd_kernel(
     Kh = K + head
     Vh = V + head
     f_end = f_lo + ((f_hi - f_lo) // BLOCK_N) * BLOCK_N
-    acc, m_i, l_i = _fwd_segment(
-        acc, m_i, l_i, q, Kh, Vh, a_lo, f_lo, lo1, hi1, lo2, hi2, stride_n, qk_scale,
-        HEAD_DIM, BLOCK_N, True,
-    )  # fmt: skip
-    acc, m_i, l_i = _fwd_segment(
-        acc, m_i, l_i, q, Kh, Vh, f_lo, f_end, lo1, hi1, lo2, hi2, stride_n, qk_scale,
-        HEAD_DIM, BLOCK_N, False,
-    )  # fmt: skip
-    acc, m_i, l_i = _fwd_segment(
-        acc, m_i, l_i, q, Kh, Vh, f_end, a_hi, lo1, hi1, lo2, hi2, stride_n, qk_scale,
-        HEAD_DIM, BLOCK_N, True,
-    )  # fmt: skip
-    acc, m_i, l_i = _fwd_segment(
-        acc, m_i, l_i, q, Kh, Vh, b_lo, b_hi, lo1, hi1, lo2, hi2, stride_n, qk_scale,
-        HEAD_DIM, BLOCK_N, True,
-    )  # fmt: skip
+    acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, a_lo, f_lo, lo1, hi1, lo2, hi2,
+                                 stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
+                                 FAST_EXP)  # fmt: skip
+    acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, f_lo, f_end, lo1, hi1, lo2, hi2,
+                                 stride_n, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_WRAP,
+                                 FAST_EXP)  # fmt: skip
+    acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, f_end, a_hi, lo1, hi1, lo2, hi2,
+                                 stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
+                                 FAST_EXP)  # fmt: skip
+    if HAS_WRAP:
+        b_lo = tl.load(tb + 6)
+        b_hi = tl.load(tb + 7)
+        acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, b_lo, b_hi, lo1, hi1, lo2, hi2,
+                                     stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
+                                     FAST_EXP)  # fmt: skip
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
     o = acc / l_safe[:, None]
     tl.store(O + head + row_off, o.to(O.dtype.element_ty), mask=mvalid[:, None])
@@ -134,6 +111,6 @@ def attention_fwd_kernel(
 
 
 def fwd_configs(block_m: int) -> list[triton.Config]:
-    """Autotune space (key: HEAD_DIM and the dtypes): key block size, warps, stages."""
-    space = [(64, 4, 3), (64, 8, 3), (128, 8, 3), (32, 4, 3)]
+    """Autotune space (key: HEAD_DIM, HAS_WRAP and the dtypes): key block, warps, stages."""
+    space = [(32, 4, 3), (64, 4, 3), (64, 8, 3), (128, 8, 3), (32, 4, 4), (64, 4, 2)]
     return [triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s) for bn, w, s in space]

@@ -2,11 +2,12 @@
 
 Every mask of :mod:`trackformers.attention.base` (full, cluster, window) is, in the plan's
 sorted order, a union of at most two contiguous key ranges per query row, and it is symmetric
-(row i attends j iff row j attends i). Two Triton launches build the metadata:
+(row i attends j iff row j attends i). ONE Triton launch builds the metadata:
 
 ``rows`` (4, N) int32 — per sorted row: ``lo1, hi1, lo2, hi2``; row i attends key j iff
     ``lo1 <= j < hi1`` or ``lo2 <= j < hi2``. Range 1 is the main range (clipped to the event),
-    range 2 the wrap-around part of a window (empty, lo2 == hi2, otherwise).
+    range 2 the wrap-around part of a window (empty, lo2 == hi2, otherwise). Cluster ranges
+    come from two binary searches over group_id inside the event (O(log n) per row).
 ``tiles`` (T, 8) int32 — per query tile of ``block_m`` consecutive rows of ONE event:
     ``q_start, q_end, a_lo, f_lo, f_hi, a_hi, b_lo, b_hi``. The kernel visits keys
     ``[a_lo, a_hi)`` and ``[b_lo, b_hi)`` (disjoint); inside ``[f_lo, f_hi)`` every key is
@@ -14,6 +15,7 @@ sorted order, a union of at most two contiguous key ranges per query row, and it
     T = ceil(N / block_m) + B is an upper bound known without a device sync; unused tiles are
     all zeros (empty) and their programs exit after loading 8 integers.
 
+A second tile size (the backward's) costs one more launch that reads ``rows``.
 Because the masks are symmetric, the same metadata drives the backward dK/dV kernel with the
 roles of queries and keys swapped.
 """
@@ -29,7 +31,51 @@ from torch import Tensor
 
 KIND_CODES = {"full": 0, "cluster": 1, "window": 2}
 _ROW_BLOCK = 256
-_TILE_FIELDS = 8
+
+
+@triton.jit
+def _ranges(i, valid, start, end, GID, ROW_STEPS, ADJ, WINDOW, KIND: tl.constexpr):
+    """Key ranges (lo1, hi1, lo2, hi2) of sorted rows i of the event [start, end)."""
+    empty = tl.zeros_like(i)
+    if KIND == 0:
+        lo1 = start + empty
+        hi1 = end + empty
+        lo2 = empty
+        hi2 = empty
+    elif KIND == 1:
+        g = tl.load(GID + i, mask=valid, other=0)
+        # binary searches in the event: first row with gid >= g - ADJ, first with gid > g + ADJ
+        a = start + empty
+        b = end + empty
+        c2 = start + empty
+        d2 = end + empty
+        for _ in range(0, ROW_STEPS):
+            m1 = (a + b) // 2
+            g1 = tl.load(GID + m1, mask=valid & (m1 < b), other=0)
+            up1 = (m1 < b) & (g1 < g - ADJ)
+            a = tl.where(up1, m1 + 1, a)
+            b = tl.where(up1 | (m1 >= b), b, m1)
+            m2 = (c2 + d2) // 2
+            g2 = tl.load(GID + m2, mask=valid & (m2 < d2), other=0)
+            up2 = (m2 < d2) & (g2 <= g + ADJ)
+            c2 = tl.where(up2, m2 + 1, c2)
+            d2 = tl.where(up2 | (m2 >= d2), d2, m2)
+        lo1 = a
+        hi1 = c2
+        lo2 = empty
+        hi2 = empty
+    else:
+        start = start + empty
+        end = end + empty
+        n = end - start
+        full = n <= 2 * WINDOW + 1
+        lo1 = tl.where(full, start, tl.maximum(i - WINDOW, start))
+        hi1 = tl.where(full, end, tl.minimum(i + WINDOW + 1, end))
+        left = tl.where(full, 0, tl.maximum(start - (i - WINDOW), 0))  # wraps to the event end
+        right = tl.where(full, 0, tl.maximum(i + WINDOW + 1 - end, 0))  # wraps to its start
+        lo2 = tl.where(left > 0, end - left, tl.where(right > 0, start, 0))
+        hi2 = tl.where(left > 0, end, tl.where(right > 0, start + right, 0))
+    return lo1, hi1, lo2, hi2
 
 
 @triton.jit(do_not_specialize=["N", "NUM_EVENTS", "EV_STEPS", "ROW_STEPS", "ADJ", "WINDOW"])
@@ -60,56 +106,26 @@ def _row_meta_kernel(
         hi = tl.where(go, hi, mid - 1)
     start = tl.load(CU + lo, mask=valid, other=0)
     end = tl.load(CU + lo + 1, mask=valid, other=0)
-    empty = tl.zeros([BLOCK], dtype=tl.int32)
-    if KIND == 0:
-        lo1 = start
-        hi1 = end
-        lo2 = empty
-        hi2 = empty
-    elif KIND == 1:
-        g = tl.load(GID + i, mask=valid, other=0)
-        # first row of the event with gid >= g - ADJ, first row with gid > g + ADJ
-        a = start
-        b = end
-        c2 = start
-        d2 = end
-        for _ in range(0, ROW_STEPS):
-            m1 = (a + b) // 2
-            g1 = tl.load(GID + m1, mask=valid & (m1 < b), other=0)
-            up1 = (m1 < b) & (g1 < g - ADJ)
-            a = tl.where(up1, m1 + 1, a)
-            b = tl.where(up1 | (m1 >= b), b, m1)
-            m2 = (c2 + d2) // 2
-            g2 = tl.load(GID + m2, mask=valid & (m2 < d2), other=0)
-            up2 = (m2 < d2) & (g2 <= g + ADJ)
-            c2 = tl.where(up2, m2 + 1, c2)
-            d2 = tl.where(up2 | (m2 >= d2), d2, m2)
-        lo1 = a
-        hi1 = c2
-        lo2 = empty
-        hi2 = empty
-    else:
-        n = end - start
-        full = n <= 2 * WINDOW + 1
-        lo1 = tl.where(full, start, tl.maximum(i - WINDOW, start))
-        hi1 = tl.where(full, end, tl.minimum(i + WINDOW + 1, end))
-        left = tl.where(full, 0, tl.maximum(start - (i - WINDOW), 0))  # wraps to the event end
-        right = tl.where(full, 0, tl.maximum(i + WINDOW + 1 - end, 0))  # wraps to its start
-        lo2 = tl.where(left > 0, end - left, tl.where(right > 0, start, 0))
-        hi2 = tl.where(left > 0, end, tl.where(right > 0, start + right, 0))
+    lo1, hi1, lo2, hi2 = _ranges(i, valid, start, end, GID, ROW_STEPS, ADJ, WINDOW, KIND)
     tl.store(ROWS + i, lo1, mask=valid)
     tl.store(ROWS + N + i, hi1, mask=valid)
     tl.store(ROWS + 2 * N + i, lo2, mask=valid)
     tl.store(ROWS + 3 * N + i, hi2, mask=valid)
 
 
-@triton.jit(do_not_specialize=["N", "NUM_EVENTS"])
+@triton.jit(do_not_specialize=["N", "NUM_EVENTS", "ROW_STEPS", "ADJ", "WINDOW"])
 def _tile_meta_kernel(
     CU,  # (B+1,) int32
-    ROWS,  # (4, N) int32
+    GID,  # (N,) int32 (cluster with COMPUTE_ROWS only)
+    ROWS,  # (4, N) int32: written when COMPUTE_ROWS, else read
     TILES,  # (T, 8) int32 output
     N,
     NUM_EVENTS,
+    ROW_STEPS,
+    ADJ,
+    WINDOW,
+    KIND: tl.constexpr,
+    COMPUTE_ROWS: tl.constexpr,
     BLOCK_M: tl.constexpr,
 ):
     t = tl.program_id(0)
@@ -117,6 +133,8 @@ def _tile_meta_kernel(
     acc = t * 0
     q_start = t * 0
     q_end = t * 0
+    ev_start = t * 0
+    ev_end = t * 0
     for e in range(0, NUM_EVENTS):
         s = tl.load(CU + e)
         n_e = tl.load(CU + e + 1) - s
@@ -124,21 +142,31 @@ def _tile_meta_kernel(
         hit = (t >= acc) & (t < acc + c)
         q_start = tl.where(hit, s + (t - acc) * BLOCK_M, q_start)
         q_end = tl.where(hit, tl.minimum(s + (t - acc + 1) * BLOCK_M, s + n_e), q_end)
+        ev_start = tl.where(hit, s, ev_start)
+        ev_end = tl.where(hit, s + n_e, ev_end)
         acc += c
-    nonempty = q_end > q_start
-    first = q_start
-    last = tl.maximum(q_end - 1, q_start)
-    r = q_start + tl.arange(0, BLOCK_M)  # (BLOCK_M,)
+    r = q_start + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows of this tile (one event)
     rmask = r < q_end
-    # range 1 bounds are monotone in the row: union and intersection from the end rows
-    a_lo = tl.load(ROWS + first, mask=nonempty, other=0)
-    a_hi = tl.load(ROWS + N + last, mask=nonempty, other=0)
-    full_lo = tl.load(ROWS + last, mask=nonempty, other=0)
-    full_hi = tl.load(ROWS + N + first, mask=nonempty, other=0)
-    lo2 = tl.load(ROWS + 2 * N + r, mask=rmask, other=0)
-    hi2 = tl.load(ROWS + 3 * N + r, mask=rmask, other=0)
-    has2 = rmask & (hi2 > lo2)
+    if COMPUTE_ROWS:
+        lo1, hi1, lo2, hi2 = _ranges(r, rmask, ev_start, ev_end, GID, ROW_STEPS, ADJ, WINDOW,
+                                     KIND)  # fmt: skip
+        tl.store(ROWS + r, lo1, mask=rmask)
+        tl.store(ROWS + N + r, hi1, mask=rmask)
+        tl.store(ROWS + 2 * N + r, lo2, mask=rmask)
+        tl.store(ROWS + 3 * N + r, hi2, mask=rmask)
+    else:
+        lo1 = tl.load(ROWS + r, mask=rmask, other=0)
+        hi1 = tl.load(ROWS + N + r, mask=rmask, other=0)
+        lo2 = tl.load(ROWS + 2 * N + r, mask=rmask, other=0)
+        hi2 = tl.load(ROWS + 3 * N + r, mask=rmask, other=0)
     big = 2147483647
+    # union of range 1 over the rows, and the keys that every row attends (intersection)
+    nonempty = q_end > q_start
+    a_lo = tl.where(nonempty, tl.min(tl.where(rmask, lo1, big), axis=0), 0)
+    a_hi = tl.where(nonempty, tl.max(tl.where(rmask, hi1, -1), axis=0), 0)
+    full_lo = tl.max(tl.where(rmask, lo1, -1), axis=0)
+    full_hi = tl.min(tl.where(rmask, hi1, big), axis=0)
+    has2 = rmask & (hi2 > lo2)
     b_lo = tl.min(tl.where(has2, lo2, big), axis=0)
     b_hi = tl.max(tl.where(has2, hi2, -1), axis=0)
     has_b = b_hi > b_lo
@@ -176,6 +204,26 @@ def _steps(n: int) -> int:
     return max(1, int(n).bit_length() + 1)
 
 
+def _check_kind(kind: str, window) -> None:
+    if kind not in KIND_CODES:
+        raise ValueError(f"unknown plan kind {kind!r}; expected one of {sorted(KIND_CODES)}")
+    if kind == "window" and (window is None or window < 0):
+        raise ValueError(f"window plan needs window >= 0, got {window!r}")
+
+
+def _group_ids(kind: str, group_id: Tensor | None, n: int, cu: Tensor) -> Tensor:
+    if kind != "cluster":
+        return cu  # unused pointer
+    if group_id is None or group_id.numel() != n:
+        got = None if group_id is None else tuple(group_id.shape)
+        raise ValueError(f"cluster plan needs group_id of shape ({n},), got {got}")
+    return group_id.to(torch.int32).contiguous()
+
+
+def _num_tiles(n: int, num_events: int, block_m: int) -> int:
+    return triton.cdiv(n, block_m) + num_events
+
+
 def build_row_intervals(
     kind: str,
     cu_seqlens: Tensor,
@@ -185,73 +233,60 @@ def build_row_intervals(
     window: int | None = None,
     num_rows: int | None = None,
 ) -> Tensor:
-    """(4, N) int32 per-row key ranges on cu_seqlens' device: one launch, O(N log n)."""
-    if kind not in KIND_CODES:
-        raise ValueError(f"unknown plan kind {kind!r}; expected one of {sorted(KIND_CODES)}")
+    """(4, N) int32 per-row key ranges alone (tests, benchmarks): one launch."""
+    _check_kind(kind, window)
     cu = cu_seqlens.to(torch.int32).contiguous()
     n = int(num_rows) if num_rows is not None else int(cu[-1])
     num_events = cu.numel() - 1
     rows = torch.empty((4, n), dtype=torch.int32, device=cu.device)
     if n == 0:
         return rows
-    if kind == "cluster":
-        if group_id is None or group_id.numel() != n:
-            got = None if group_id is None else tuple(group_id.shape)
-            raise ValueError(f"cluster plan needs group_id of shape ({n},), got {got}")
-        gid = group_id.to(torch.int32).contiguous()
-    else:
-        gid = cu  # unused pointer
-    if kind == "window" and (window is None or window < 0):
-        raise ValueError(f"window plan needs window >= 0, got {window!r}")
-    grid = (triton.cdiv(n, _ROW_BLOCK),)
-    _row_meta_kernel[grid](
-        cu,
-        gid,
-        rows,
-        n,
-        num_events,
-        _steps(num_events),
-        _steps(max_seqlen),
-        int(adjacency),
-        int(window or 0),
-        KIND=KIND_CODES[kind],
-        BLOCK=_ROW_BLOCK,
-    )
+    gid = _group_ids(kind, group_id, n, cu)
+    _row_meta_kernel[(triton.cdiv(n, _ROW_BLOCK),)](
+        cu, gid, rows, n, num_events, _steps(num_events), _steps(max_seqlen), int(adjacency),
+        int(window or 0), KIND=KIND_CODES[kind], BLOCK=_ROW_BLOCK,
+    )  # fmt: skip
     return rows
 
 
 def build_tiles(cu_seqlens: Tensor, rows: Tensor, block_m: int) -> Tensor:
-    """(T, 8) int32 tile metadata for tiles of block_m rows; one launch, O(N + T·B)."""
+    """(T, 8) int32 tile metadata from existing per-row ranges: one launch, O(N + T·B)."""
     cu = cu_seqlens.to(torch.int32).contiguous()
     n = rows.shape[1]
     num_events = cu.numel() - 1
-    num_tiles = triton.cdiv(n, block_m) + num_events
-    tiles = torch.empty((num_tiles, _TILE_FIELDS), dtype=torch.int32, device=cu.device)
-    if num_tiles == 0 or n == 0:
+    tiles = torch.empty(
+        (_num_tiles(n, num_events, block_m), 8), dtype=torch.int32, device=cu.device
+    )
+    if n == 0:
         return tiles.zero_()
-    _tile_meta_kernel[(num_tiles,)](cu, rows, tiles, n, num_events, BLOCK_M=block_m)
+    _tile_meta_kernel[(tiles.shape[0],)](
+        cu, cu, rows, tiles, n, num_events, 1, 0, 0, KIND=0, COMPUTE_ROWS=False, BLOCK_M=block_m
+    )
     return tiles
 
 
 def build_block_meta(plan, num_rows: int, block_m: int, rows: Tensor | None = None) -> BlockMeta:
     """Metadata of an AttentionPlan (sorted order, num_rows hits) for tiles of block_m rows.
 
-    num_rows is passed by the caller (q.shape[0]) so that no device sync is needed.
+    Without ``rows``, ONE launch computes the per-row ranges and the tiles together; with
+    ``rows`` (from a build for another block_m) only the tiles are built. num_rows is given
+    by the caller (q.shape[0]) so that no device sync is needed.
     """
     n = int(num_rows)
-    if rows is None:
-        rows = build_row_intervals(
-            plan.kind,
-            plan.cu_seqlens,
-            plan.max_seqlen,
-            group_id=plan.group_id,
-            adjacency=plan.adjacency,
-            window=plan.window,
-            num_rows=n,
-        )
-    return BlockMeta(
-        rows=rows,
-        tiles=build_tiles(plan.cu_seqlens, rows, block_m),
-        block_m=block_m,
-        num_rows=rows.shape[1],
+    if rows is not None:
+        return BlockMeta(rows, build_tiles(plan.cu_seqlens, rows, block_m), block_m, n)
+    _check_kind(plan.kind, plan.window)
+    cu = plan.cu_seqlens.to(torch.int32).contiguous()
+    num_events = cu.numel() - 1
+    rows = torch.empty((4, n), dtype=torch.int32, device=cu.device)
+    tiles = torch.empty(
+        (_num_tiles(n, num_events, block_m), 8), dtype=torch.int32, device=cu.device
     )
+    if n == 0:
+        return BlockMeta(rows, tiles.zero_(), block_m, n)
+    gid = _group_ids(plan.kind, plan.group_id, n, cu)
+    _tile_meta_kernel[(tiles.shape[0],)](
+        cu, gid, rows, tiles, n, num_events, _steps(plan.max_seqlen), int(plan.adjacency),
+        int(plan.window or 0), KIND=KIND_CODES[plan.kind], COMPUTE_ROWS=True, BLOCK_M=block_m,
+    )  # fmt: skip
+    return BlockMeta(rows, tiles, block_m, n)

@@ -21,7 +21,7 @@ from trackformers.kernels.bwd import (
     delta_kernel,
 )
 from trackformers.kernels.fwd import attention_fwd_kernel, fwd_configs
-from trackformers.kernels.metadata import BlockMeta, build_block_meta, build_row_intervals
+from trackformers.kernels.metadata import BlockMeta, build_block_meta
 
 HEAD_DIMS = (16, 32, 64, 128)
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -62,33 +62,42 @@ _TUNED: dict[str, object] = {}
 def _tuned(name: str, fn, block_m: int, configs):
     key = f"{name}:{block_m}"
     if key not in _TUNED:
-        _TUNED[key] = triton.autotune(configs=configs(block_m), key=["HEAD_DIM"])(fn)
+        keys = ["HEAD_DIM", "HAS_WRAP", "FAST_EXP"]
+        _TUNED[key] = triton.autotune(configs=configs(block_m), key=keys)(fn)
     return _TUNED[key]
 
 
-@dataclass
-class FusedMeta:
-    """Forward and backward tile metadata of one plan (sharing the per-row ranges)."""
+# Packed 16-bit exp2 on CUDA for bf16/fp16 inputs (see kernels/common.py); benchmarks toggle it.
+FAST_EXP = True
 
-    fwd: BlockMeta
-    bwd: BlockMeta
+
+class FusedMeta:
+    """Forward tile metadata of one plan, and the backward's, built on first use."""
+
+    def __init__(self, plan, num_rows: int, head_dim: int):
+        self.plan, self.num_rows = plan, num_rows
+        self.has_wrap = plan.kind == "window"
+        self.fwd = build_block_meta(plan, num_rows, FWD_CONFIGS[head_dim].block_m)
+        self._bwd_block_m = BWD_CONFIGS[head_dim].block_m
+        self._bwd: BlockMeta | None = None
+
+    @property
+    def bwd(self) -> BlockMeta:
+        if self._bwd is None:
+            if self._bwd_block_m == self.fwd.block_m:
+                self._bwd = self.fwd
+            else:  # one launch reading the per-row ranges of the forward build
+                self._bwd = build_block_meta(
+                    self.plan, self.num_rows, self._bwd_block_m, rows=self.fwd.rows
+                )
+        return self._bwd
 
 
 def build_meta(plan, num_rows: int, head_dim: int) -> FusedMeta:
-    """All metadata of one plan for one head_dim: 1 row launch + 1 or 2 tile launches."""
-    fc, bc = FWD_CONFIGS[head_dim], BWD_CONFIGS[head_dim]
-    rows = build_row_intervals(
-        plan.kind,
-        plan.cu_seqlens,
-        plan.max_seqlen,
-        group_id=plan.group_id,
-        adjacency=plan.adjacency,
-        window=plan.window,
-        num_rows=num_rows,
-    )
-    fwd = build_block_meta(plan, num_rows, fc.block_m, rows=rows)
-    bwd = fwd if bc.block_m == fc.block_m else build_block_meta(plan, num_rows, bc.block_m, rows)
-    return FusedMeta(fwd=fwd, bwd=bwd)
+    """Metadata of one plan for one head_dim: one launch (+ one in the first backward)."""
+    if head_dim not in FWD_CONFIGS:
+        raise ValueError(f"fused attention supports head_dim {HEAD_DIMS}, got {head_dim}")
+    return FusedMeta(plan, num_rows, head_dim)
 
 
 def _check(q: Tensor, k: Tensor, v: Tensor) -> None:
@@ -108,6 +117,10 @@ def _check(q: Tensor, k: Tensor, v: Tensor) -> None:
         )
 
 
+def _fast_exp(q: Tensor) -> bool:
+    return FAST_EXP and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16)
+
+
 def attention_forward(
     q: Tensor,
     k: Tensor,
@@ -116,6 +129,7 @@ def attention_forward(
     sm_scale: float,
     tune: bool = True,
     out: tuple[Tensor, Tensor] | None = None,
+    has_wrap: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """o (N, H, D) in q's dtype and lse (H, N) float32 (log2 units of the scaled scores).
 
@@ -132,13 +146,13 @@ def attention_forward(
     grid = (meta.tiles.shape[0], h)
     cfg = FWD_CONFIGS[d]
     args = (q, k, v, o, lse, meta.tiles, meta.rows, n, h, sm_scale)
+    flags = dict(HEAD_DIM=d, BLOCK_M=meta.block_m, HAS_WRAP=has_wrap, FAST_EXP=_fast_exp(q))
     if tune and not interpreting():
-        kern = _tuned("fwd", attention_fwd_kernel, meta.block_m, fwd_configs)
-        kern[grid](*args, HEAD_DIM=d, BLOCK_M=meta.block_m)
+        _tuned("fwd", attention_fwd_kernel, meta.block_m, fwd_configs)[grid](*args, **flags)
     else:
         attention_fwd_kernel[grid](
-            *args, HEAD_DIM=d, BLOCK_M=meta.block_m, BLOCK_N=cfg.block_n,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            *args, **flags, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
         )  # fmt: skip
     return o, lse
 
@@ -146,6 +160,7 @@ def attention_forward(
 def attention_backward(
     do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, meta: BlockMeta,
     sm_scale: float, tune: bool = True, out: tuple[Tensor, Tensor, Tensor] | None = None,
+    has_wrap: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """dq, dk, dv (N, H, D) in q's dtype (``out``: preallocated, as for attention_forward)."""
     n, h, d = q.shape
@@ -163,17 +178,16 @@ def attention_backward(
     cfg = BWD_CONFIGS[d]
     dq_args = (q, k, v, do, dq, lse, delta, meta.tiles, meta.rows, n, h, sm_scale)
     kv_args = (q, k, v, do, dk, dv, lse, delta, meta.tiles, meta.rows, n, h, sm_scale)
+    flags = dict(HEAD_DIM=d, BLOCK_M=meta.block_m, HAS_WRAP=has_wrap, FAST_EXP=_fast_exp(q))
     if tune and not interpreting():
         _tuned("dkdv", attention_bwd_dkdv_kernel, meta.block_m, bwd_configs)[grid](
-            *kv_args, HEAD_DIM=d, BLOCK_M=meta.block_m
+            *kv_args, **flags
         )
-        _tuned("dq", attention_bwd_dq_kernel, meta.block_m, bwd_configs)[grid](
-            *dq_args, HEAD_DIM=d, BLOCK_M=meta.block_m
-        )
+        _tuned("dq", attention_bwd_dq_kernel, meta.block_m, bwd_configs)[grid](*dq_args, **flags)
     else:
         fixed = dict(BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        attention_bwd_dkdv_kernel[grid](*kv_args, HEAD_DIM=d, BLOCK_M=meta.block_m, **fixed)
-        attention_bwd_dq_kernel[grid](*dq_args, HEAD_DIM=d, BLOCK_M=meta.block_m, **fixed)
+        attention_bwd_dkdv_kernel[grid](*kv_args, **flags, **fixed)
+        attention_bwd_dq_kernel[grid](*dq_args, **flags, **fixed)
     return dq, dk, dv
 
 
@@ -182,7 +196,7 @@ class FusedAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, meta: FusedMeta, sm_scale: float, tune: bool):
-        o, lse = attention_forward(q, k, v, meta.fwd, sm_scale, tune)
+        o, lse = attention_forward(q, k, v, meta.fwd, sm_scale, tune, has_wrap=meta.has_wrap)
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.meta, ctx.sm_scale, ctx.tune = meta, sm_scale, tune
         return o

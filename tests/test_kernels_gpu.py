@@ -31,9 +31,13 @@ def _poisoned_run(q, k, v, do, plan):
     meta = ops.build_meta(plan, n, d)
     nan = float("nan")
     o, lse = torch.full_like(q, nan), torch.full((h, n), nan, device=q.device)
-    ops.attention_forward(q, k, v, meta.fwd, d**-0.5, tune=False, out=(o, lse))
+    ops.attention_forward(
+        q, k, v, meta.fwd, d**-0.5, tune=False, out=(o, lse), has_wrap=meta.has_wrap
+    )
     grads = tuple(torch.full_like(q, nan) for _ in range(3))
-    ops.attention_backward(do, q, k, v, o, lse, meta.bwd, d**-0.5, False, grads)
+    ops.attention_backward(
+        do, q, k, v, o, lse, meta.bwd, d**-0.5, False, grads, has_wrap=meta.has_wrap
+    )
     torch.cuda.synchronize()
     return o, lse, grads
 

@@ -60,7 +60,7 @@ def _rel(a, b) -> float:
 
 def case_metadata(torch, gen):
     """Per-row ranges equal the mask rows; tiles cover rows once and every allowed key."""
-    from trackformers.kernels.metadata import build_row_intervals, build_tiles
+    from trackformers.kernels.metadata import build_block_meta, build_row_intervals, build_tiles
 
     from trackformers.attention.plans import dense_mask_reference
 
@@ -80,6 +80,9 @@ def case_metadata(torch, gen):
         bad_tiles, covered = 0, torch.zeros(n, dtype=torch.long)
         for bm in (4, 16):
             tiles = build_tiles(plan.cu_seqlens, rows.int(), bm).long()
+            one_launch = build_block_meta(plan, n, bm)  # rows and tiles in one kernel
+            bad_tiles += int(not torch.equal(one_launch.rows.long(), rows))
+            bad_tiles += int(not torch.equal(one_launch.tiles.long(), tiles))
             covered.zero_()
             for qs, qe, a_lo, f_lo, f_hi, a_hi, b_lo, b_hi in tiles.tolist():
                 covered[qs:qe] += 1
@@ -107,9 +110,13 @@ def _kernel_errors(torch, gen, plan, h, d, dtype, poison=True):
     meta = ops.build_meta(plan, n, d)
     nan = float("nan")
     o_out = (torch.full_like(q, nan), torch.full((h, n), nan)) if poison else None
-    o, lse = ops.attention_forward(q, k, v, meta.fwd, scale, tune=False, out=o_out)
+    o, lse = ops.attention_forward(
+        q, k, v, meta.fwd, scale, tune=False, out=o_out, has_wrap=meta.has_wrap
+    )
     g_out = tuple(torch.full_like(q, nan) for _ in range(3)) if poison else None
-    dq, dk, dv = ops.attention_backward(do, q, k, v, o, lse, meta.bwd, scale, False, g_out)
+    dq, dk, dv = ops.attention_backward(
+        do, q, k, v, o, lse, meta.bwd, scale, False, g_out, has_wrap=meta.has_wrap
+    )
     x64 = [t.double().requires_grad_() for t in (q, k, v)]
     from trackformers.attention.plans import dense_mask_reference
 
