@@ -53,12 +53,14 @@ def default_variants(backend: str) -> list[Variant]:
     kw = {"mask": "cluster", "group_size": 128, "sector_size": 4096, "adjacency": 1}
     kw = kw if backend == "fused" else {}
     reg = {"method": "dbscan", "input": "params", "params": {"eps": 0.05, "min_samples": 3}}
-    con = {"method": "dbscan", "input": "embedding", "params": {"eps": 0.2, "min_samples": 3}}
+    reg_plan = {**reg, "method": "dbscan_plan"}
+    con = {"method": "dbscan_plan", "input": "embedding", "params": {"eps": 0.3, "min_samples": 3}}
     return [
         Variant("reg d128 L4", 128, 4, 8, "regress", backend, kw, reg),
+        Variant("reg d128 L4 plan-dbscan", 128, 4, 8, "regress", backend, kw, reg_plan),
         Variant("reg d64 L4", 64, 4, 4, "regress", backend, kw, reg),
         Variant("reg d256 L6", 256, 6, 8, "regress", backend, kw, reg),
-        Variant("con32 d128 L4", 128, 4, 8, "contrastive", backend, kw, con),
+        Variant("con32 d128 L4 plan-dbscan", 128, 4, 8, "contrastive", backend, kw, con),
     ]
 
 
@@ -123,7 +125,7 @@ def run_variant(v: Variant, coords: torch.Tensor, pid: np.ndarray, args) -> dict
             out = model(batch, plan)
         t2 = clock()
         src = out if args.cluster_input == "model" else oracle
-        labels = assign_tracks({k: t.float() for k, t in src.items()}, cu, ccfg)
+        labels = assign_tracks({k: t.float() for k, t in src.items()}, cu, ccfg, plan)
         t3 = clock()
         hits, ptr, _ = track_list(labels)
         t4 = clock()

@@ -98,3 +98,51 @@ def test_argmax_assign():
     cu = torch.tensor([0, 3, 5], dtype=torch.int32)
     assert argmax_assign(logits, cu).tolist() == [0, 1, 2, 3, 3]
     assert argmax_assign(logits, cu, noise_class=2, min_prob=0.5).tolist() == [0, 1, -1, -1, 3]
+
+
+def test_dbscan_in_plan_equals_sklearn_on_plan_pairs(rng):
+    from scipy.sparse import csr_matrix
+
+    from trackformers.attention.plans import cluster_plan, dense_mask_reference
+    from trackformers.attention.synthetic import synthetic_batch
+    from trackformers.cluster import dbscan_in_plan
+
+    batch = synthetic_batch([600, 450], seed=1)
+    plan = cluster_plan(batch, group_size=32, sector_size=128, adjacency=1)
+    pid = batch.particle_id.numpy()
+    centre = rng.normal(size=(pid.max() + 1, 6)) * 0.5
+    x = centre[pid] + rng.normal(size=(len(pid), 6)) * 0.05  # (N, 6) track-like embedding
+    perm = plan.perm.numpy()
+    allowed = np.zeros((len(pid), len(pid)), dtype=bool)
+    allowed[np.ix_(perm, perm)] = dense_mask_reference(plan).numpy()  # input order
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    keep = allowed & (d <= 0.15) & ~np.eye(len(pid), dtype=bool)
+    i, j = np.nonzero(keep)
+    graph = csr_matrix((d[i, j], (i, j)), shape=d.shape)
+    ref = DBSCAN(eps=0.15, min_samples=3, metric="precomputed").fit_predict(graph)
+    assert len(np.unique(ref)) > 50 and (ref == -1).any()
+    for max_elems in (1 << 24, 5000):  # one chunk and many chunks of groups
+        got = dbscan_in_plan(
+            torch.from_numpy(x), plan, eps=0.15, min_samples=3, max_elems=max_elems
+        )
+        np.testing.assert_array_equal(got.numpy(), ref)
+    # through the generic entry point, and a clear error without a cluster plan
+    out = cluster_hits(
+        "dbscan_plan", torch.from_numpy(x), batch.cu_seqlens, plan=plan, eps=0.15, min_samples=3
+    )
+    np.testing.assert_array_equal(out.numpy(), ref)
+    with pytest.raises(ValueError, match="needs the batch's cluster plan"):
+        cluster_hits("dbscan_plan", torch.from_numpy(x), batch.cu_seqlens, eps=0.15)
+
+
+def test_track_list_groups_hits():
+    from trackformers.cluster import track_list
+
+    labels = torch.tensor([3, -1, 0, 3, 0, 7])
+    hits, ptr, lab = track_list(labels)
+    assert lab.tolist() == [0, 3, 7] and ptr.tolist() == [0, 2, 4, 5]
+    assert [sorted(hits[a:b].tolist()) for a, b in zip(ptr[:-1], ptr[1:], strict=True)] == [
+        [2, 4],
+        [0, 3],
+        [5],
+    ]

@@ -205,7 +205,7 @@ def infer(model, events: list[dict], fcfg, device, max_tokens: int, cluster: Map
             out = model(batch, plan)
         out = {k: v.float() for k, v in out.items()}
         used = used or cluster_settings(cfg, cluster, out)
-        labels = assign_tracks(out, batch.cu_seqlens, used).cpu().numpy()
+        labels = assign_tracks(out, batch.cu_seqlens, used, plan).cpu().numpy()
         cu = batch.cu_seqlens.cpu().numpy()
         hit_id = batch.hit_id.cpu().numpy()
         by_id = {int(np.asarray(events[i]["event_id"])): events[i] for i in idx}

@@ -9,17 +9,25 @@ from torch import Tensor
 from trackformers.cluster.argmax import argmax_assign
 from trackformers.cluster.components import connected_components
 from trackformers.cluster.cpu import dbscan_cpu, hdbscan_cpu
-from trackformers.cluster.gpu_dbscan import dbscan, radius_graph
+from trackformers.cluster.gpu_dbscan import dbscan, dbscan_from_graph, radius_graph
+from trackformers.cluster.local_dbscan import dbscan_in_plan, plan_radius_graph
 
-METHODS = ("dbscan", "dbscan_cpu", "hdbscan_cpu", "argmax")
+METHODS = ("dbscan", "dbscan_plan", "dbscan_cpu", "hdbscan_cpu", "argmax")
 
 
-def cluster_hits(method: str, output: Tensor, cu_seqlens: Tensor, **params) -> Tensor:
+def cluster_hits(method: str, output: Tensor, cu_seqlens: Tensor, plan=None, **params) -> Tensor:
     """(N,) int64 track labels (unique across events, -1 = none) by a named method.
 
-    method: "dbscan" (torch, on output's device), "dbscan_cpu" / "hdbscan_cpu" (sklearn),
-    "argmax" (classifier logits). ``params`` are the method's keyword arguments.
+    method: "dbscan" (exact, torch, on output's device), "dbscan_plan" (torch, radius graph
+    within the cluster plan's attention neighbourhoods; needs ``plan``), "dbscan_cpu" /
+    "hdbscan_cpu" (sklearn), "argmax" (classifier logits). ``params`` are the method's
+    keyword arguments.
     """
+    if method == "dbscan_plan":
+        if plan is None or plan.kind != "cluster":
+            kind = None if plan is None else plan.kind
+            raise ValueError(f"method 'dbscan_plan' needs the batch's cluster plan, got {kind}")
+        return dbscan_in_plan(output.float(), plan, **params)
     if method == "dbscan":
         return dbscan(output.float(), cu_seqlens, **params)
     if method == "argmax":
@@ -57,7 +65,10 @@ __all__ = [
     "connected_components",
     "dbscan",
     "dbscan_cpu",
+    "dbscan_from_graph",
+    "dbscan_in_plan",
     "hdbscan_cpu",
+    "plan_radius_graph",
     "radius_graph",
     "split_events",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import DBSCAN, HDBSCAN
 
 
 def _events(x: np.ndarray, cu_seqlens: np.ndarray):
@@ -30,6 +29,8 @@ def _offset_labels(per_event: list[np.ndarray]) -> np.ndarray:
 
 def dbscan_cpu(x, cu_seqlens, eps: float, min_samples: int = 5, n_jobs: int | None = None):
     """(N,) int64 sklearn DBSCAN labels per event, offset to be unique; -1 = noise."""
+    from sklearn.cluster import DBSCAN  # imported here: GPU-only setups may lack sklearn
+
     labels = []
     for _, _, xe in _events(x, cu_seqlens):
         if len(xe) == 0:
@@ -42,6 +43,8 @@ def dbscan_cpu(x, cu_seqlens, eps: float, min_samples: int = 5, n_jobs: int | No
 def hdbscan_cpu(x, cu_seqlens, min_cluster_size: int = 5, min_samples: int | None = None,
                 cluster_selection_epsilon: float = 0.0):  # fmt: skip
     """(N,) int64 sklearn HDBSCAN labels per event, offset to be unique; -1 = noise."""
+    from sklearn.cluster import HDBSCAN
+
     labels = []
     for _, _, xe in _events(x, cu_seqlens):
         if len(xe) < 2:  # HDBSCAN needs two points; a lone hit is noise

@@ -149,6 +149,15 @@ def dbscan(
         raise ValueError("dbscan input contains non-finite values")
     n = x.shape[0]
     src, dst = radius_graph(x, cu_seqlens, eps, max_pairs, max_dims)
+    return dbscan_from_graph(src, dst, n, min_samples)
+
+
+def dbscan_from_graph(src: Tensor, dst: Tensor, n: int, min_samples: int) -> Tensor:
+    """(n,) DBSCAN labels from a symmetric eps-neighbour graph (pairs i != j, both directions).
+
+    Core: >= min_samples neighbours incl. itself; clusters = components of the core graph,
+    numbered by smallest core index; a border point joins its smallest-numbered core cluster.
+    """
     n_neigh = torch.bincount(src, minlength=n) + 1  # (N,) incl. the point itself
     core = n_neigh >= min_samples  # (N,)
     cc = core[src] & core[dst]
@@ -158,7 +167,7 @@ def dbscan(
     border = core[src] & ~core[dst]
     label = label.scatter_reduce(0, dst[border], root[src[border]], reduce="amin")
     assigned = label != big
-    out = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    out = torch.full((n,), -1, dtype=torch.long, device=src.device)
     if assigned.any():
         _, dense = torch.unique(label[assigned], return_inverse=True)  # sorted by root index
         out[assigned] = dense

@@ -3,7 +3,7 @@
 ``assign_tracks(outputs, cu_seqlens, cfg)`` is the one call used by evaluation, the latency
 benchmark and notebooks. cfg (conf/cluster/*.yaml) fields:
 
-    method: dbscan | dbscan_cpu | hdbscan_cpu | argmax
+    method: dbscan | dbscan_plan | dbscan_cpu | hdbscan_cpu | argmax
     input: auto | embedding | params | logits   (auto: embedding, else params, else logits)
     scale: null | list of per-column factors applied to the input before clustering
     params: {...}   keyword arguments of the method (eps, min_samples, ...)
@@ -65,12 +65,16 @@ def clustering_input(outputs: Mapping[str, Tensor], cfg: ClusterConfig) -> tuple
 
 
 def assign_tracks(
-    outputs: Mapping[str, Tensor], cu_seqlens: Tensor, cfg: ClusterConfig | Mapping
+    outputs: Mapping[str, Tensor], cu_seqlens: Tensor, cfg: ClusterConfig | Mapping, plan=None
 ) -> Tensor:
-    """(N,) int64 track label per hit (unique across events, -1 = no track)."""
+    """(N,) int64 track label per hit (unique across events, -1 = no track).
+
+    ``plan``: the batch's attention plan, used by method "dbscan_plan".
+    """
     cfg = cfg if isinstance(cfg, ClusterConfig) else ClusterConfig.from_dict(cfg)
     _, x = clustering_input(outputs, cfg)
-    return cluster_hits(cfg.method, x.detach(), cu_seqlens.to(x.device), **cfg.params)
+    cu = cu_seqlens.to(x.device)
+    return cluster_hits(cfg.method, x.detach(), cu, plan=plan, **cfg.params)
 
 
 def track_list(labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
