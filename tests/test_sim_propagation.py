@@ -200,3 +200,28 @@ def test_module_ids_in_range_and_noise_hits(geo):
         (ev["hit_particle_id"][~noise] - 1).astype(int), minlength=len(ev["part_nhits"])
     )
     np.testing.assert_array_equal(counts, ev["part_nhits"])
+
+
+def test_module_overlaps_give_second_hit_on_neighbour(geo):
+    sim = DetectorSim(DetectorConfig(efficiency=1.0), geo)
+    ev = sim.simulate(
+        _gun_particles(2000, np.random.default_rng(5), eta=(-0.8, 0.8)),
+        event_id=0,
+        pileup=0,
+        seed=1,
+    )
+    pix = ev["hit_volume_id"] == 8
+    key = ev["hit_particle_id"][pix].astype(np.int64) * 100 + ev["hit_layer_id"][pix]
+    uniq, counts = np.unique(key, return_counts=True)
+    assert counts.max() == 2
+    assert (counts == 2).mean() == pytest.approx(0.15, abs=0.02)  # overlap: 0.15 in the YAML
+    strips = ev["hit_volume_id"] == 13  # no overlap configured: one hit per layer
+    key = ev["hit_particle_id"][strips].astype(np.int64) * 100 + ev["hit_layer_id"][strips]
+    assert np.unique(key, return_counts=True)[1].max() == 1
+    # the pair sits on phi-adjacent modules of the same layer (same z row)
+    pix_key = ev["hit_particle_id"][pix].astype(np.int64) * 100 + ev["hit_layer_id"][pix]
+    for k in uniq[counts == 2][:20]:
+        m = np.sort(ev["hit_module_id"][pix][pix_key == k])
+        layer = k % 100
+        n_phi = geo.n_phi[(geo.volume_id == 8) & (geo.layer_id == layer)][0]
+        assert m[1] - m[0] in (1, n_phi - 1), (m, n_phi)

@@ -2,8 +2,8 @@
 
 :class:`DetectorSim` propagates a particle table (:mod:`trackformers.sim.propagate`), digitises
 the crossings (module ids, smearing by pitch/sqrt(12) in the module's local frame, noise hits),
-computes TrackML weights and returns the in-memory event ``dict[str, np.ndarray]`` keyed by
-the schema names.
+adds the second hit of crossings where neighbouring modules overlap in phi, computes TrackML
+weights and returns the in-memory event ``dict[str, np.ndarray]`` keyed by the schema names.
 
 A particle table is a dict of equal-length arrays: particle_id (uint64), pdg_id, vertex_id,
 vx, vy, vz (mm), px, py, pz (GeV), q, mass (GeV).
@@ -16,7 +16,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from trackformers.data import schema
-from trackformers.sim.geometry import CYLINDER, Geometry, load_geometry, module_ids
+from trackformers.sim.geometry import (
+    CYLINDER,
+    Geometry,
+    load_geometry,
+    module_ids,
+    overlap_side,
+)
 from trackformers.sim.propagate import propagate
 from trackformers.sim.weights import trackml_weights
 
@@ -136,25 +142,35 @@ class DetectorSim:
             max_crossings=cfg.max_crossings,
             max_hits=cfg.max_hits,
         )
-        n_true = len(cross["particle"])
+        # crossings in the band where neighbouring modules overlap in phi leave a second hit
+        c_surf, c_pos, c_part = cross["surface"], cross["pos"], cross["particle"]
+        side = overlap_side(geo, c_surf, c_pos[:, 0], c_pos[:, 1], c_pos[:, 2])
+        dup = np.flatnonzero((side != 0) & (rng.random(len(side)) < cfg.efficiency))
+        mod_c, phi_c_c = module_ids(geo, c_surf, c_pos[:, 0], c_pos[:, 1], c_pos[:, 2])
+        p = c_pos[dup]
+        mod_d, phi_c_d = module_ids(geo, c_surf[dup], p[:, 0], p[:, 1], p[:, 2], side[dup])
+        part_idx = np.concatenate([c_part, c_part[dup]])  # (n_true,)
+        n_true = len(part_idx)
         noise_surf, noise_pos = self._noise(n_true, rng)
-        surf = np.concatenate([cross["surface"], noise_surf])
-        tpos = np.concatenate([cross["pos"], noise_pos])  # (nhit, 3) true positions
-        tmom = np.concatenate([cross["mom"], np.zeros_like(noise_pos)])  # (nhit, 3)
+        mod_n, phi_c_n = module_ids(geo, noise_surf, *noise_pos.T)
+        surf = np.concatenate([c_surf, c_surf[dup], noise_surf])
+        tpos = np.concatenate([c_pos, p, noise_pos])  # (nhit, 3) true positions
+        tmom = np.concatenate([cross["mom"], cross["mom"][dup], np.zeros_like(noise_pos)])
         pid = np.concatenate(
             [
-                np.asarray(particles["particle_id"], np.uint64)[cross["particle"]],
+                np.asarray(particles["particle_id"], np.uint64)[part_idx],
                 np.zeros(len(noise_surf), np.uint64),
             ]
         )
-        module, phi_c = module_ids(geo, surf, tpos[:, 0], tpos[:, 1], tpos[:, 2])
+        module = np.concatenate([mod_c, mod_d, mod_n])
+        phi_c = np.concatenate([phi_c_c, phi_c_d, phi_c_n])
         pos = self._smear(surf, tpos, phi_c, rng) if cfg.smearing else tpos
         vol, lay = geo.volume_id[surf], geo.layer_id[surf]
         # TrackML order: hits sorted by volume, layer, module; hit ids 1..nhit
         order = np.lexsort((module, lay, vol))
         pid, pos, tpos, tmom = pid[order], pos[order], tpos[order], tmom[order]
         vol, lay, module = vol[order], lay[order], module[order]
-        nhits = np.bincount(cross["particle"], minlength=n)
+        nhits = np.bincount(part_idx, minlength=n)
         weight = trackml_weights(
             pid,
             tpos[:, 2],

@@ -40,6 +40,7 @@ class Geometry:
     layer_id: np.ndarray  # (S,) int32
     sigma_u: np.ndarray  # (S,) float64, resolution along r*phi
     sigma_v: np.ndarray  # (S,) float64, resolution along z (barrel) / r (disk)
+    overlap: np.ndarray  # (S,) float64, fraction of a module's phi width shared with each neighbour
     n_phi: np.ndarray  # (S,) int32 barrel modules in phi (0 for disks)
     n_z: np.ndarray  # (S,) int32 barrel modules in z (0 for disks)
     ring_edges: np.ndarray  # (S, R+1) float64 disk ring radii, padded with +inf
@@ -74,6 +75,13 @@ def _material(value, where: str) -> float:
     v = float(value)
     if not (0 <= v < 1):
         raise GeometryError(f"{where}: 'x_over_x0' must be in [0, 1), got {value!r}")
+    return v
+
+
+def _overlap(d: dict, where: str) -> float:
+    v = float(d.get("overlap", 0.0))
+    if not (0 <= v < 0.5):
+        raise GeometryError(f"{where}: 'overlap' must be in [0, 0.5), got {v!r}")
     return v
 
 
@@ -134,6 +142,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
         su = _positive(_need(b, "pitch_u", where), "pitch_u", where) / np.sqrt(12)
         sv = _positive(_need(b, "pitch_v", where), "pitch_v", where) / np.sqrt(12)
         x0 = _material(_need(b, "x_over_x0", where), where)
+        ov = _overlap(b, where)
         last_r = 0.0
         for i, lay in enumerate(_need(b, "layers", where)):
             lw = f"{where} layer {i}"
@@ -155,6 +164,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
                     volume_id=vid,
                     layer_id=2 * (i + 1),
                     su=su,
+                    overlap=ov,
                     sv=sv,
                     n_phi=n_phi,
                     n_z=n_z,
@@ -171,6 +181,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
         su = _positive(_need(e, "pitch_u", where), "pitch_u", where) / np.sqrt(12)
         sv = _positive(_need(e, "pitch_v", where), "pitch_v", where) / np.sqrt(12)
         x0 = _material(_need(e, "x_over_x0", where), where)
+        ov = _overlap(e, where)
         zs = [_positive(z, "z", where) for z in _need(e, "z", where)]
         if any(b <= a for a, b in zip(zs, zs[1:], strict=False)):
             raise GeometryError(f"{where}: disk z positions must increase, got {zs}")
@@ -209,6 +220,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
                         volume_id=vid,
                         layer_id=layer,
                         su=su,
+                        overlap=ov,
                         sv=sv,
                         n_phi=0,
                         n_z=0,
@@ -253,7 +265,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
         ring_nphi[i, : len(r["ring_nphi"])] = r["ring_nphi"]
 
     def col(key, dtype):
-        return np.asarray([r[key] for r in rows], dtype=dtype)
+        return np.asarray([r.get(key, 0) for r in rows], dtype=dtype)
 
     field_t = float(spec.get("field_tesla", 2.0))
     if not np.isfinite(field_t):
@@ -272,6 +284,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
         layer_id=col("layer_id", np.int32),
         sigma_u=col("su", np.float64),
         sigma_v=col("sv", np.float64),
+        overlap=col("overlap", np.float64),
         n_phi=col("n_phi", np.int32),
         n_z=col("n_z", np.int32),
         ring_edges=edges,
@@ -295,29 +308,54 @@ def load_geometry(path: str | os.PathLike | None = None) -> Geometry:
         raise GeometryError(f"{path}: {err}") from None
 
 
-def module_ids(
-    geo: Geometry, surface: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Module id (1-based, TrackML-like) and module centre phi of points on given surfaces."""
+def _phi_binning(geo: Geometry, surface, x, y, z):
+    """Per point: modules in phi (n), phi bin, position inside the bin [0, 1), id offset."""
     phi = np.arctan2(y, x)  # (n,)
     r = np.hypot(x, y)
     is_disk = geo.kind[surface] == DISK
-    # barrel: (phi bin, z bin)
+    # barrel: (z bin, phi bin)
     n_phi_b = np.maximum(geo.n_phi[surface], 1)
     n_z = np.maximum(geo.n_z[surface], 1)
-    iphi_b = np.clip(((phi + np.pi) / (2 * np.pi) * n_phi_b).astype(np.int64), 0, n_phi_b - 1)
     zfrac = (z - geo.lo[surface]) / (geo.hi[surface] - geo.lo[surface])
     iz = np.clip((zfrac * n_z).astype(np.int64), 0, n_z - 1)
-    mod_b = iz * n_phi_b + iphi_b + 1
-    # disk: ring then phi bin
+    # disk: ring, then phi bin
     edges = geo.ring_edges[surface]  # (n, R+1)
     ring = np.clip((r[:, None] >= edges[:, 1:]).sum(axis=1), 0, geo.ring_nphi.shape[1] - 1)
     nphi_r = np.maximum(geo.ring_nphi[surface, ring], 1)
-    offset = np.cumsum(geo.ring_nphi[surface], axis=1) - geo.ring_nphi[surface]
-    iphi_d = np.clip(((phi + np.pi) / (2 * np.pi) * nphi_r).astype(np.int64), 0, nphi_r - 1)
-    mod_d = offset[np.arange(len(ring)), ring] + iphi_d + 1
-    module = np.where(is_disk, mod_d, mod_b).astype(np.int32)
+    offset_d = (np.cumsum(geo.ring_nphi[surface], axis=1) - geo.ring_nphi[surface])[
+        np.arange(len(ring)), ring
+    ]
     n = np.where(is_disk, nphi_r, n_phi_b)
-    iphi = np.where(is_disk, iphi_d, iphi_b)
+    pos = (phi + np.pi) / (2 * np.pi) * n
+    iphi = np.clip(pos.astype(np.int64), 0, n - 1)
+    offset = np.where(is_disk, offset_d, iz * n_phi_b)
+    return n, iphi, pos - iphi, offset
+
+
+def module_ids(
+    geo: Geometry,
+    surface: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    shift: np.ndarray | int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Module id (1-based, TrackML-like) and module centre phi of points on given surfaces.
+
+    ``shift`` selects the phi-neighbour (+1 / -1) instead of the module under the point.
+    """
+    n, iphi, _, offset = _phi_binning(geo, surface, x, y, z)
+    iphi = (iphi + shift) % n
+    module = (offset + iphi + 1).astype(np.int32)
     phi_centre = -np.pi + (iphi + 0.5) * 2 * np.pi / n
     return module, phi_centre
+
+
+def overlap_side(
+    geo: Geometry, surface: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray
+) -> np.ndarray:
+    """-1 / +1 where a point lies in the band shared with the previous / next module in phi
+    (modules overlap by ``overlap`` of their width), else 0."""
+    _, _, frac, _ = _phi_binning(geo, surface, x, y, z)
+    half = geo.overlap[surface] / 2
+    return np.where(frac < half, -1, np.where(frac > 1 - half, 1, 0))
