@@ -66,7 +66,11 @@ def build(cfg: DictConfig):
         validation=OmegaConf.to_container(cfg.validation, resolve=True),
         compile_encoder=cfg.compile,
         target_names=list(cfg.data.features.targets or []),
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config={
+            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items()
+            if k != "hydra"
+        },
     )
     make_train_loader = datamodule.train_dataloader
     datamodule.train_dataloader = lambda: ResumableLoader(make_train_loader(), module)
@@ -145,6 +149,9 @@ def train(cfg: DictConfig) -> float:
         print(f"csv metrics:   {csv_dir}")
         metric = module.last_val_metrics.get(cfg.monitor.metric.removeprefix("val/"))
         print(f"{cfg.monitor.metric}: {metric}")
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger) and trainer.is_global_zero:
+            lg.experiment.finish()  # writes the run's summary; the next multirun job starts anew
     value = module.last_val_metrics.get(cfg.monitor.metric.removeprefix("val/"), math.nan)
     return float(value)
 

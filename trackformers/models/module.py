@@ -194,8 +194,9 @@ class TrackFormerModule(L.LightningModule):
             raise self._oom(err, batch, "the forward pass") from err
         if not bool(torch.isfinite(total)):
             terms = {k: float(v) for k, v in parts.items()}
+            value = float(total.detach())
             raise NonFiniteLossError(
-                f"non-finite training loss {float(total)} at global step {self.global_step} "
+                f"non-finite training loss {value} at global step {self.global_step} "
                 f"(epoch {self.current_epoch}, batch {batch_idx}) on {self._describe(batch)}; "
                 f"loss terms {terms}. Lower optim.lr, keep trainer.gradient_clip_val, or check "
                 "the features of these events."
