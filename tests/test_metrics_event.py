@@ -153,3 +153,28 @@ def test_breakdowns_and_aggregate(rng):
     agg = aggregate([m, m])
     assert agg["n_reconstructable"] == 2 * m["n_reconstructable"]
     assert agg["dm_efficiency"] == m["dm_efficiency"] == 0.5
+
+
+def test_official_weights_option():
+    from trackformers.data.synthetic import helix_events
+    from trackformers.sim.weights import trackml_weights
+
+    ev = helix_events(1, seed=5, n_particles=30)[0]
+    pid = ev["hit_particle_id"].astype(np.int64)
+    m, _ = evaluate_event(ev, pid, weights="official")
+    assert m["trackml_score"] == pytest.approx(1.0)
+    # splitting every track in halves by hit order: the official weights decide the score
+    first = np.zeros(len(pid), bool)
+    for p in np.unique(pid[pid > 0]):
+        idx = np.flatnonzero(pid == p)
+        first[idx[: (len(idx) + 1) // 2 + 1]] = True  # majority half (> 50 %) stays
+    tid = np.where(first, pid, -1)
+    w = trackml_weights(ev["hit_particle_id"], ev["hit_tz"], ev["part_particle_id"], ev["part_vz"],
+                        ev["part_px"], ev["part_py"])  # fmt: skip
+    good = first & np.isin(
+        pid, [p for p in np.unique(pid) if p and first[pid == p].sum() * 2 > (pid == p).sum()]
+    )
+    m2, _ = evaluate_event(ev, tid, weights="official")
+    assert m2["trackml_score"] == pytest.approx(w[good].sum())
+    with pytest.raises(ValueError, match="weights must be"):
+        evaluate_event(ev, pid, weights="bogus")

@@ -9,7 +9,13 @@ from trackformers.metrics.efficiency import (
     fake_rate,
     particle_matches,
 )
-from trackformers.metrics.event import aggregate, evaluate_event, particle_kinematics, track_table
+from trackformers.metrics.event import (
+    aggregate,
+    evaluate_event,
+    official_weights,
+    particle_kinematics,
+    track_table,
+)
 from trackformers.metrics.matching import TrackMatch, match_tracks
 from trackformers.metrics.trackml import analyze_tracks, score_event, trackml_score
 
@@ -26,6 +32,7 @@ __all__ = [
     "fake_rate",
     "fake_rate_vs_eta",
     "match_tracks",
+    "official_weights",
     "particle_kinematics",
     "particle_matches",
     "score_event",

@@ -55,11 +55,20 @@ def evaluate_event(
     track_id: np.ndarray,
     reconstructable: Reconstructable | None = None,
     rules: MatchingRules | None = None,
+    weights: str = "truth",
 ) -> tuple[dict, pd.DataFrame]:
-    """Metrics dict and per-particle table of one event; ``track_id`` (nhit,), -1 = no track."""
+    """Metrics dict and per-particle table of one event; ``track_id`` (nhit,), -1 = no track.
+
+    weights: "truth" uses ``hit_weight``; "official" recomputes the TrackML weights by the
+    official rule from the truth (trackformers.sim.weights; needs hit_tz and part_vz).
+    """
     reconstructable = reconstructable or Reconstructable()
     rules = rules or MatchingRules()
     track_id = np.asarray(track_id)
+    if weights == "official":
+        event = {**event, "hit_weight": official_weights(event)}
+    elif weights != "truth":
+        raise ValueError(f"weights must be 'truth' or 'official', got {weights!r}")
     _check_event(event, track_id)
     hit_pid = np.asarray(event["hit_particle_id"]).astype(np.int64)
     weight = np.asarray(event["hit_weight"], dtype=np.float64)
@@ -135,6 +144,17 @@ def evaluate_event(
         }
     )
     return metrics, particles
+
+
+def official_weights(event: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(nhit,) TrackML hit weights by the official rule (pT and hit-order terms, sum 1)."""
+    from trackformers.sim.weights import trackml_weights
+
+    need = ("hit_particle_id", "hit_tz", "part_particle_id", "part_vz", "part_px", "part_py")
+    missing = [k for k in need if k not in event]
+    if missing:
+        raise KeyError(f"official TrackML weights need event field(s) {missing}")
+    return trackml_weights(*(event[k] for k in need))
 
 
 def rates(counts: Mapping[str, float]) -> dict[str, float]:
