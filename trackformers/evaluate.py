@@ -23,7 +23,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -93,8 +93,8 @@ def runs_on(model: torch.nn.Module, device: torch.device) -> bool:
 
 
 # ---- data ------------------------------------------------------------------------------------
-def load_events(cfg: dict, data, split: str, max_events: int | None) -> list[dict]:
-    """Full events (all schema fields) of the evaluation set."""
+def iter_eval_events(cfg: dict, data, split: str, max_events: int | None) -> Iterator[dict]:
+    """Full events (all schema fields) of the evaluation set, streamed file chunk by chunk."""
     from trackformers.data.dataset import split_of
     from trackformers.data.reader import iter_events, list_files
 
@@ -109,22 +109,19 @@ def load_events(cfg: dict, data, split: str, max_events: int | None) -> list[dic
     splits = {"train": 0, "val": 1, "test": 2}
     if split != "all" and split not in splits:
         raise ValueError(f"split must be train, val, test, all or auto, got {split!r}")
-    events = []
+    fractions = (float(dcfg.get("val_fraction", 0.1)), float(dcfg.get("test_fraction", 0.1)))
+    n = 0
     for ev in iter_events(files):
         if split != "all":
-            fractions = (
-                float(dcfg.get("val_fraction", 0.1)),
-                float(dcfg.get("test_fraction", 0.1)),
-            )
             s = split_of(np.atleast_1d(ev["event_id"]), *fractions, int(dcfg.get("split_seed", 0)))
             if s[0] != splits[split]:
                 continue
-        events.append(ev)
-        if max_events is not None and len(events) >= max_events:
+        yield ev
+        n += 1
+        if max_events is not None and n >= max_events:
             break
-    if not events:
+    if n == 0:
         raise ValueError(f"no events of split {split!r} in {[str(f) for f in files]}")
-    return events
 
 
 def data_spec(value):
@@ -189,33 +186,50 @@ def cluster_settings(cfg: dict, cluster: Mapping, outputs: Mapping) -> dict:
     return {"method": "argmax", "input": "logits", "params": {}}
 
 
-@torch.no_grad()
-def infer(model, events: list[dict], fcfg, device, max_tokens: int, cluster: Mapping, cfg: dict):
-    """Track labels per event; returns (restricted events, labels, cluster cfg, a sample plan)."""
-    from trackformers.cluster import assign_tracks
-    from trackformers.data.packing import pack_events, token_budget_batches
+def infer_stream(model, events: Iterable[dict], fcfg, device, max_tokens: int, cluster: Mapping,
+                 cfg: dict, state: dict) -> Iterator[tuple[dict, np.ndarray]]:  # fmt: skip
+    """(event restricted to the model's hits, track labels) per event, batched by max_tokens.
 
-    lengths = np.array([len(e["hit_x"]) for e in events])
-    out_events, out_labels, used, sample = [], [], None, None
-    for idx in token_budget_batches(lengths, max_tokens, None, None):
-        batch = pack_events([events[i] for i in idx], fcfg).to(device)
-        plan = model.encoder.build_plan(batch)
-        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-        with amp:
-            out = model(batch, plan)
-        out = {k: v.float() for k, v in out.items()}
-        used = used or cluster_settings(cfg, cluster, out)
-        labels = assign_tracks(out, batch.cu_seqlens, used, plan).cpu().numpy()
-        cu = batch.cu_seqlens.cpu().numpy()
-        hit_id = batch.hit_id.cpu().numpy()
-        by_id = {int(np.asarray(events[i]["event_id"])): events[i] for i in idx}
-        for b, eid in enumerate(batch.event_id.cpu().numpy()):
-            a, e = cu[b], cu[b + 1]
-            out_events.append(restrict(by_id[int(eid)], hit_id[a:e]))
-            out_labels.append(labels[a:e])
-        if sample is None:
-            sample = (batch.to("cpu"), _plan_cpu(plan))
-    return out_events, out_labels, used, sample
+    ``state`` receives "cluster" (the settings used) and "sample" (first batch and plan, CPU).
+    """
+    buf, n = [], 0
+    for ev in events:
+        buf.append(ev)
+        n += len(ev["hit_x"])
+        if n >= max_tokens:
+            yield from _infer_batch(model, buf, fcfg, device, cluster, cfg, state)
+            buf, n = [], 0
+    if buf:
+        yield from _infer_batch(model, buf, fcfg, device, cluster, cfg, state)
+
+
+def infer(model, events: list[dict], fcfg, device, max_tokens: int, cluster: Mapping, cfg: dict):
+    """List version of ``infer_stream``: (events, labels, cluster settings, sample)."""
+    state: dict = {}
+    pairs = list(infer_stream(model, events, fcfg, device, max_tokens, cluster, cfg, state))
+    return [p[0] for p in pairs], [p[1] for p in pairs], state["cluster"], state["sample"]
+
+
+@torch.no_grad()
+def _infer_batch(model, events, fcfg, device, cluster, cfg, state):
+    from trackformers.cluster import assign_tracks
+    from trackformers.data.packing import pack_events
+
+    batch = pack_events(events, fcfg).to(device)
+    plan = model.encoder.build_plan(batch)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        out = model(batch, plan)
+    out = {k: v.float() for k, v in out.items()}
+    state.setdefault("cluster", cluster_settings(cfg, cluster, out))
+    labels = assign_tracks(out, batch.cu_seqlens, state["cluster"], plan).cpu().numpy()
+    cu = batch.cu_seqlens.cpu().numpy()
+    hit_id = batch.hit_id.cpu().numpy()
+    by_id = {int(np.asarray(e["event_id"])): e for e in events}
+    if "sample" not in state:
+        state["sample"] = (batch.to("cpu"), _plan_cpu(plan))
+    for b, eid in enumerate(batch.event_id.cpu().numpy()):
+        a, e = cu[b], cu[b + 1]
+        yield restrict(by_id[int(eid)], hit_id[a:e]), labels[a:e]
 
 
 def _plan_cpu(plan):
@@ -228,12 +242,14 @@ def _plan_cpu(plan):
 
 
 # ---- outputs ---------------------------------------------------------------------------------
-def write_outputs(out_dir: Path, events, labels, rec, rules, sample) -> dict:
+def write_outputs(out_dir: Path, stream, rec, rules, state: dict) -> dict:
+    """Consume (event, labels) pairs: metrics, tables, breakdowns and plots under out_dir."""
     from trackformers import viz
     from trackformers.metrics import aggregate, efficiency_breakdowns, evaluate_event, track_table
 
-    per_event, parts, tracks = [], [], []
-    for ev, lab in zip(events, labels, strict=True):
+    per_event, parts, tracks, first = [], [], [], None
+    for ev, lab in stream:
+        first = first or (ev, lab)
         m, p = evaluate_event(ev, lab, rec, rules)
         t = track_table(ev, lab, rules)
         t.insert(0, "event_id", m["event_id"])
@@ -258,9 +274,9 @@ def write_outputs(out_dir: Path, events, labels, rec, rules, sample) -> dict:
         "fake_rate_vs_eta": lambda: viz.plot_fake_rate(track_tab),
         "efficiency_by_region": lambda: viz.plot_breakdown_bars(particles, "region"),
         "efficiency_by_pileup": lambda: viz.plot_breakdown_bars(particles, "pileup"),
-        "event_display": lambda: viz.event_display(events[0], labels[0]),
+        "event_display": lambda: viz.event_display(*first),
     }
-    batch, plan = sample
+    batch, plan = state["sample"]
     if batch.particle_id is not None:
         figures["attention"] = lambda: viz.plot_attention(batch.coords, plan, batch.particle_id)
     pl = {
@@ -349,17 +365,19 @@ def run(cfg: Mapping) -> dict:
         model = build_model(run_cfg, state, "dense")
     model = model.to(device)
     data = data_spec(cfg.get("data_path", cfg.get("data")))
-    events = load_events(run_cfg, data, cfg.get("split", "auto"), cfg.get("max_events"))
+    events = iter_eval_events(run_cfg, data, cfg.get("split", "auto"), cfg.get("max_events"))
     max_tokens = int(cfg.get("max_tokens") or (run_cfg.get("data") or {}).get("max_tokens", 20_000))
     val = (run_cfg.get("module") or {}).get("validation") or run_cfg.get("validation") or {}
     rec = Reconstructable(
         **{**dict(val.get("reconstructable") or {}), **dict(cfg.get("reconstructable") or {})}
     )
     rules = MatchingRules(**{**dict(val.get("matching") or {}), **dict(cfg.get("matching") or {})})
-    evs, labels, used, sample = infer(model, events, feature_config(run_cfg), device, max_tokens,
-                                      cfg.get("cluster") or {}, run_cfg)  # fmt: skip
+    state: dict = {}
+    stream = infer_stream(model, events, feature_config(run_cfg), device, max_tokens,
+                          cfg.get("cluster") or {}, run_cfg, state)  # fmt: skip
     out_dir = Path(cfg.get("output_dir") or ".").resolve()
-    result = write_outputs(out_dir, evs, labels, rec, rules, sample)
+    result = write_outputs(out_dir, stream, rec, rules, state)
+    used = state["cluster"]
     summary = {
         **result["metrics"],
         "ckpt": str(ckpt),
