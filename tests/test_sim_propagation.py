@@ -225,3 +225,20 @@ def test_module_overlaps_give_second_hit_on_neighbour(geo):
         layer = k % 100
         n_phi = geo.n_phi[(geo.volume_id == 8) & (geo.layer_id == layer)][0]
         assert m[1] - m[0] in (1, n_phi - 1), (m, n_phi)
+
+
+def test_keep_volumes_writes_pixel_hits_only(geo):
+    parts = _gun_particles(300, np.random.default_rng(2))
+    full = DetectorSim(DetectorConfig(), geo).simulate(parts, event_id=0, pileup=0, seed=9)
+    pix = DetectorSim(DetectorConfig(keep_volumes=[7, 8, 9]), geo).simulate(
+        parts, event_id=0, pileup=0, seed=9
+    )
+    assert set(np.unique(pix["hit_volume_id"]).tolist()) == {7, 8, 9}
+    np.testing.assert_array_equal(
+        pix["hit_x"], full["hit_x"][np.isin(full["hit_volume_id"], [7, 8, 9])]
+    )
+    counts = np.bincount((pix["hit_particle_id"] - 1).astype(int), minlength=300)
+    np.testing.assert_array_equal(counts, pix["part_nhits"])
+    assert pix["hit_weight"].sum() == pytest.approx(1.0, rel=1e-5)
+    with pytest.raises(ValueError, match=r"unknown volume id\(s\) \[99\]"):
+        DetectorSim(DetectorConfig(keep_volumes=[8, 99]), geo)

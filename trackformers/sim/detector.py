@@ -54,6 +54,8 @@ class DetectorConfig:
     p_min: float = 0.01  # GeV: stop propagating below this momentum
     max_crossings: int = 200  # per particle (loopers)
     max_hits: int = 100  # per particle
+    keep_volumes: list[int] | None = None  # e.g. [7, 8, 9]: write pixel hits only (all
+    # material is still simulated)
 
     def check(self) -> None:
         if not 0.0 <= self.efficiency <= 1.0:
@@ -83,6 +85,14 @@ class DetectorSim:
         self.config = config or DetectorConfig()
         self.config.check()
         self.geometry = geometry or load_geometry(self.config.geometry)
+        if self.config.keep_volumes is not None:
+            known = set(self.geometry.volume_id[self.geometry.sensitive].tolist())
+            unknown = sorted(set(self.config.keep_volumes) - known)
+            if unknown:
+                raise ValueError(
+                    f"detector.keep_volumes has unknown volume id(s) {unknown}; "
+                    f"the geometry has {sorted(known)}"
+                )
 
     def provenance(self) -> dict:
         return {"detector": asdict(self.config), "geometry": self.geometry.source}
@@ -166,6 +176,11 @@ class DetectorSim:
         phi_c = np.concatenate([phi_c_c, phi_c_d, phi_c_n])
         pos = self._smear(surf, tpos, phi_c, rng) if cfg.smearing else tpos
         vol, lay = geo.volume_id[surf], geo.layer_id[surf]
+        if cfg.keep_volumes is not None:
+            keep = np.isin(vol, cfg.keep_volumes)
+            part_idx = part_idx[keep[:n_true]]
+            surf, pos, tpos, tmom, pid = surf[keep], pos[keep], tpos[keep], tmom[keep], pid[keep]
+            vol, lay, module = vol[keep], lay[keep], module[keep]
         # TrackML order: hits sorted by volume, layer, module; hit ids 1..nhit
         order = np.lexsort((module, lay, vol))
         pid, pos, tpos, tmom = pid[order], pos[order], tpos[order], tmom[order]
