@@ -1,0 +1,28 @@
+"""Validation plot: numbers it reports and the PNG it writes."""
+
+import numpy as np
+import pytest
+
+from trackformers.sim.events import EventFactory
+from trackformers.sim.validation import validation_plot
+
+
+def test_validation_plot_on_gun_events(tmp_path):
+    f = EventFactory(
+        {
+            "process": {"name": "gun", "n_particles": [30, 30], "eta": [-2.5, 2.5]},
+            "seed": 2,
+            "pileup": 0,
+        }
+    )
+    events = [f.event(i) for i in range(3)]
+    out = tmp_path / "plots" / "validation.png"
+    summary = validation_plot(events, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
+    assert summary["n_events"] == 3 and summary["particles"] == 30
+    assert summary["hits"] == pytest.approx(np.mean([len(e["hit_id"]) for e in events]))
+    assert summary["pull std u"] == pytest.approx(1.0, abs=0.1)
+    assert summary["pull std v"] == pytest.approx(1.0, abs=0.1)
+    assert 9 <= summary["hits per particle (pT > 0.9)"] <= 12
+    lo, hi = summary["expected (TrackML, scaled)"]["hits"]
+    assert lo == pytest.approx(100_000 / 201) and hi == pytest.approx(120_000 / 201)
