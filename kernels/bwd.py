@@ -1,6 +1,9 @@
 """Backward kernels of block-sparse varlen attention (FlashAttention-2 style, no atomics).
 
-``delta_kernel``: delta = rowsum(dO * O) per (row, head), stored (H, N) float32.
+``bwd_preprocess_kernel``: dO' = dO / l and delta' = rowsum(dO * O) / l per (row, head).
+With the unnormalised p' = exp2(s - m) (m, l from the forward), p = p' / l, so
+dV = p'^T dO', dS = p' * (dO' V^T - delta') and no 1/l appears per element; the LSE / M
+pointer of the kernels below holds m.
 ``attention_bwd_dq_kernel``: one program per (query tile, head), loops over its key ranges.
 ``attention_bwd_dkdv_kernel``: one program per (key tile, head), loops over the queries that
 attend it. The masks are symmetric, so the query set of a key tile is given by exactly the
@@ -15,16 +18,21 @@ from trackformers.kernels.common import allowed, clamp_ranges, exp2
 
 
 @triton.jit(do_not_specialize=["NH", "N"])
-def delta_kernel(O, DO, DELTA, NH, H, N, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr):
+def bwd_preprocess_kernel(
+    O, DO, STATS, DOS, DELTA, NH, H, N, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr
+):  # fmt: skip
+    """dO / l (stored in dO's dtype) and delta / l = rowsum(dO * O) / l, per (row, head)."""
     r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) flat (row, head) index
     rm = r < NH
     offs = r.to(tl.int64)[:, None] * HEAD_DIM + tl.arange(0, HEAD_DIM)[None, :]
     o = tl.load(O + offs, mask=rm[:, None], other=0.0).to(tl.float32)
     do = tl.load(DO + offs, mask=rm[:, None], other=0.0).to(tl.float32)
-    d = tl.sum(o * do, 1)  # (BLOCK,)
     row = r // H
     head = r % H
-    tl.store(DELTA + head.to(tl.int64) * N + row, d, mask=rm)
+    hn = head.to(tl.int64) * N + row
+    inv_l = 1.0 / tl.load(STATS + H * N + hn, mask=rm, other=1.0)
+    tl.store(DOS + offs, (do * inv_l[:, None]).to(DOS.dtype.element_ty), mask=rm[:, None])
+    tl.store(DELTA + hn, tl.sum(o * do, 1) * inv_l, mask=rm)
 
 
 @triton.jit
@@ -223,5 +231,5 @@ def attention_bwd_dkdv_kernel(
 
 def bwd_configs(block_m: int) -> list[triton.Config]:
     """Autotune space for both backward kernels (key: HEAD_DIM, HAS_WRAP and the dtypes)."""
-    space = [(32, 4, 2), (64, 4, 2), (32, 4, 3), (64, 8, 2), (32, 8, 3), (64, 4, 3)]
+    space = [(32, 4, 2), (32, 4, 3), (64, 4, 2), (64, 4, 3), (32, 8, 2)]
     return [triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s) for bn, w, s in space]

@@ -18,7 +18,7 @@ from trackformers.kernels.bwd import (
     attention_bwd_dkdv_kernel,
     attention_bwd_dq_kernel,
     bwd_configs,
-    delta_kernel,
+    bwd_preprocess_kernel,
 )
 from trackformers.kernels.fwd import attention_fwd_kernel, fwd_configs
 from trackformers.kernels.metadata import BlockMeta, build_block_meta
@@ -39,15 +39,15 @@ class KernelConfig:
 
 # Query/key tile rows of the metadata per head_dim (forward, backward); README.md says why.
 FWD_CONFIGS = {
-    16: KernelConfig(128, 64, 4, 3),
-    32: KernelConfig(128, 64, 4, 3),
-    64: KernelConfig(128, 64, 4, 3),
-    128: KernelConfig(128, 64, 8, 2),
+    16: KernelConfig(64, 64, 4, 3),
+    32: KernelConfig(64, 64, 4, 3),
+    64: KernelConfig(64, 64, 4, 3),
+    128: KernelConfig(64, 64, 4, 2),
 }
 BWD_CONFIGS = {
-    16: KernelConfig(64, 64, 4, 2),
-    32: KernelConfig(64, 64, 4, 2),
-    64: KernelConfig(64, 64, 4, 2),
+    16: KernelConfig(64, 32, 4, 2),
+    32: KernelConfig(64, 32, 4, 2),
+    64: KernelConfig(64, 32, 4, 2),
     128: KernelConfig(64, 32, 4, 2),
 }
 
@@ -131,14 +131,14 @@ def attention_forward(
     out: tuple[Tensor, Tensor] | None = None,
     has_wrap: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """o (N, H, D) in q's dtype and lse (H, N) float32 (log2 units of the scaled scores).
+    """o (N, H, D) in q's dtype and stats (2, H, N) float32: row max m (log2 units) and l.
 
     ``out`` = (o, lse) preallocated (tests poison them to prove every element is written).
     """
     n, h, d = q.shape
     if out is None:
         o = torch.empty_like(q)
-        lse = torch.empty((h, n), dtype=torch.float32, device=q.device)
+        lse = torch.empty((2, h, n), dtype=torch.float32, device=q.device)
     else:
         o, lse = out
     if n == 0:
@@ -172,8 +172,12 @@ def attention_backward(
     if n == 0:
         return dq, dk, dv
     delta = torch.empty((h, n), dtype=torch.float32, device=q.device)
+    dos = torch.empty_like(do)  # (N, H, D) dO / l
     block = 64
-    delta_kernel[(triton.cdiv(n * h, block),)](o, do, delta, n * h, h, n, HEAD_DIM=d, BLOCK=block)
+    bwd_preprocess_kernel[(triton.cdiv(n * h, block),)](
+        o, do, lse, dos, delta, n * h, h, n, HEAD_DIM=d, BLOCK=block
+    )
+    do = dos
     grid = (meta.tiles.shape[0], h)
     cfg = BWD_CONFIGS[d]
     dq_args = (q, k, v, do, dq, lse, delta, meta.tiles, meta.rows, n, h, sm_scale)
@@ -204,7 +208,10 @@ class FusedAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = attention_backward(do, q, k, v, o, lse, ctx.meta.bwd, ctx.sm_scale, ctx.tune)
+        meta = ctx.meta
+        dq, dk, dv = attention_backward(
+            do, q, k, v, o, lse, meta.bwd, ctx.sm_scale, ctx.tune, has_wrap=meta.has_wrap
+        )
         return dq, dk, dv, None, None, None
 
 

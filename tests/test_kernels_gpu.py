@@ -30,7 +30,7 @@ def _poisoned_run(q, k, v, do, plan):
     n, h, d = q.shape
     meta = ops.build_meta(plan, n, d)
     nan = float("nan")
-    o, lse = torch.full_like(q, nan), torch.full((h, n), nan, device=q.device)
+    o, lse = torch.full_like(q, nan), torch.full((2, h, n), nan, device=q.device)
     ops.attention_forward(
         q, k, v, meta.fwd, d**-0.5, tune=False, out=(o, lse), has_wrap=meta.has_wrap
     )
@@ -99,7 +99,7 @@ def test_no_recompile_when_n_changes():
     from trackformers.kernels.bwd import (
         attention_bwd_dkdv_kernel,
         attention_bwd_dq_kernel,
-        delta_kernel,
+        bwd_preprocess_kernel,
     )
     from trackformers.kernels.fwd import attention_fwd_kernel
     from trackformers.kernels.metadata import _row_meta_kernel, _tile_meta_kernel
@@ -109,7 +109,7 @@ def test_no_recompile_when_n_changes():
 
     def compiled():
         fns = (attention_fwd_kernel, attention_bwd_dq_kernel, attention_bwd_dkdv_kernel,
-               delta_kernel, _row_meta_kernel, _tile_meta_kernel)  # fmt: skip
+               bwd_preprocess_kernel, _row_meta_kernel, _tile_meta_kernel)  # fmt: skip
         return sum(len(c[0]) for f in fns for c in f.device_caches.values())
 
     def step(n):

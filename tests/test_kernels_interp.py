@@ -109,7 +109,7 @@ def _kernel_errors(torch, gen, plan, h, d, dtype, poison=True):
     q, k, v, do = (torch.randn(n, h, d, generator=gen).to(dtype) for _ in range(4))
     meta = ops.build_meta(plan, n, d)
     nan = float("nan")
-    o_out = (torch.full_like(q, nan), torch.full((h, n), nan)) if poison else None
+    o_out = (torch.full_like(q, nan), torch.full((2, h, n), nan)) if poison else None
     o, lse = ops.attention_forward(
         q, k, v, meta.fwd, scale, tune=False, out=o_out, has_wrap=meta.has_wrap
     )

@@ -20,6 +20,21 @@ from trackformers.kernels.ops import build_meta, fused_attention, interpreting
 MASKS = ("full", "cluster", "window")
 
 
+class _Permute(torch.autograd.Function):
+    """rows = x[idx] with the gradient gathered back through the inverse permutation (a
+    gather both ways, instead of the sort-and-accumulate scatter of plain indexing)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, idx: Tensor, inv: Tensor) -> Tensor:
+        ctx.save_for_backward(inv)
+        return x.index_select(0, idx)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (inv,) = ctx.saved_tensors
+        return grad.index_select(0, inv), None, None
+
+
 @register
 class FusedAttention(AttentionBackend):
     name = "fused"
@@ -68,7 +83,8 @@ class FusedAttention(AttentionBackend):
         key = f"fused_meta_d{d}"
         if key not in plan.extra:
             plan.extra[key] = build_meta(plan, n, d)
-        if plan.perm is not None:
-            q, k, v = q[plan.perm], k[plan.perm], v[plan.perm]  # (N, H, D) sorted
+        perm, inv = plan.perm, plan.inv_perm
+        if perm is not None:
+            q, k, v = (_Permute.apply(t, perm, inv) for t in (q, k, v))  # (N, H, D) sorted
         out = fused_attention(q, k, v, plan, meta=plan.extra[key], tune=self.tune)
-        return out if plan.inv_perm is None else out[plan.inv_perm]
+        return out if perm is None else _Permute.apply(out, inv, perm)  # (N, H, D) input order
