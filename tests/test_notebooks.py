@@ -37,7 +37,12 @@ def tiny_run(tmp: Path, head: dict, name: str) -> tuple[Path, Path]:
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
                 "trackformers": {"config": cfg}}, ckpt)  # fmt: skip
     out = tmp / name / "eval"
-    opts = {"wandb": {"enabled": False}, "cluster": {"method": "auto"}, "max_events": 4}
+    opts = {
+        "wandb": {"enabled": False},
+        "cluster": {"method": "auto"},
+        "max_events": 4,
+        "plots": False,
+    }
     run({"ckpt": str(ckpt), "data": str(SAMPLE), "output_dir": str(out), **opts})
     return ckpt, out
 
@@ -69,26 +74,19 @@ def test_all_notebooks_listed():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path, runs, monkeypatch):
-    (ckpt_a, eval_a), (_, eval_b) = runs
+    (_, eval_a), (_, eval_b) = runs
     monkeypatch.setenv("TRACKFORMERS_ROOT", str(REPO))
     monkeypatch.setenv("TRACKFORMERS_DATA", str(SAMPLE))
     monkeypatch.setenv("TRACKFORMERS_EVAL_DIR", str(eval_a))
     monkeypatch.setenv("TRACKFORMERS_EVAL_DIRS", f"{eval_a}:{eval_b}")
-    if path.stem == "event_display":
-        monkeypatch.setenv("TRACKFORMERS_CKPT", str(ckpt_a))
+    monkeypatch.delenv("TRACKFORMERS_CKPT", raising=False)  # event_display: the truth-DBSCAN path
     nb = jupytext.read(path)
     execute(nb, path.parent)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "notebook drew no figure"
-
-
-def test_event_display_without_checkpoint_clusters_truth(monkeypatch):
-    """The no-checkpoint path of event_display: DBSCAN on smeared truth finds most tracks."""
-    monkeypatch.setenv("TRACKFORMERS_DATA", str(SAMPLE))
-    monkeypatch.delenv("TRACKFORMERS_CKPT", raising=False)
-    nb = jupytext.read(REPO / "notebooks" / "event_display.py")
-    execute(nb, REPO / "notebooks")
-    text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
-                   for c in nb.cells for o in c.get("outputs", []))  # fmt: skip
-    assert "DBSCAN on true parameters" in text and "dm_efficiency" in text
+    if path.stem == "event_display":
+        text = "".join(
+            o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs
+        )
+        assert "DBSCAN on true parameters" in text and "dm_efficiency" in text

@@ -242,7 +242,7 @@ def _plan_cpu(plan):
 
 
 # ---- outputs ---------------------------------------------------------------------------------
-def write_outputs(out_dir: Path, stream, rec, rules, state: dict) -> dict:
+def write_outputs(out_dir: Path, stream, rec, rules, state: dict, plots: bool = True) -> dict:
     """Consume (event, labels) pairs: metrics, tables, breakdowns and plots under out_dir."""
     from trackformers import viz
     from trackformers.metrics import aggregate, efficiency_breakdowns, evaluate_event, track_table
@@ -277,7 +277,9 @@ def write_outputs(out_dir: Path, stream, rec, rules, state: dict) -> dict:
         "event_display": lambda: viz.event_display(*first),
     }
     batch, plan = state["sample"]
-    if batch.particle_id is not None:
+    if not plots:
+        figures = {}
+    elif batch.particle_id is not None:
         figures["attention"] = lambda: viz.plot_attention(batch.coords, plan, batch.particle_id)
     pl = {
         name: viz.save(make(), out_dir / "plots" / f"{name}.png") for name, make in figures.items()
@@ -376,7 +378,7 @@ def run(cfg: Mapping) -> dict:
     stream = infer_stream(model, events, feature_config(run_cfg), device, max_tokens,
                           cfg.get("cluster") or {}, run_cfg, state)  # fmt: skip
     out_dir = Path(cfg.get("output_dir") or ".").resolve()
-    result = write_outputs(out_dir, stream, rec, rules, state)
+    result = write_outputs(out_dir, stream, rec, rules, state, bool(cfg.get("plots", True)))
     used = state["cluster"]
     summary = {
         **result["metrics"],
