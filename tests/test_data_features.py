@@ -215,3 +215,25 @@ def test_featurize_class_targets():
     np.testing.assert_array_equal(
         cls[valid], bin_index(feat.targets["params"][valid, 0], [-0.5, 0.0, 0.5])
     )
+
+
+def test_cached_particle_rows_follow_selections():
+    from trackformers.data.validate import cached_particle_row, particle_row
+
+    chunk = EventChunk.from_events(helix_events(6, seed=12, noise_fraction=0.2))
+    cached_particle_row(chunk)
+    sub = chunk.select_events(np.array([4, 1, 3])).select_hits(
+        EventChunk.from_events(helix_events(6, seed=12, noise_fraction=0.2))
+        .select_events(np.array([4, 1, 3]))
+        .hits["hit_volume_id"]
+        == 8
+    )
+    assert sub.hit_part_row is not None
+    fresh = EventChunk(
+        event=sub.event,
+        hit_offsets=sub.hit_offsets,
+        hits=sub.hits,
+        part_offsets=sub.part_offsets,
+        parts=sub.parts,
+    )
+    np.testing.assert_array_equal(sub.hit_part_row, particle_row(fresh))

@@ -38,6 +38,7 @@ class EventChunk:
     part_offsets: np.ndarray | None = None  # (n+1,) int64, None when particles not read
     parts: dict[str, np.ndarray] = field(default_factory=dict)  # part_* branches (total_parts,)
     source: str = "<memory>"  # file the chunk came from (for error messages)
+    hit_part_row: np.ndarray | None = None  # (total_hits,) cached flat particle row, -1 none
 
     @property
     def num_events(self) -> int:
@@ -74,6 +75,7 @@ class EventChunk:
             part_offsets=self.part_offsets,
             parts=self.parts,
             source=self.source,
+            hit_part_row=None if self.hit_part_row is None else self.hit_part_row[keep],
         )
 
     def select_events(self, keep: np.ndarray) -> EventChunk:
@@ -92,6 +94,10 @@ class EventChunk:
             part_rows = _gather_rows(self.part_offsets, idx)
             out.part_offsets = counts_to_offsets(np.diff(self.part_offsets)[idx])
             out.parts = {k: v[part_rows] for k, v in self.parts.items()}
+            if self.hit_part_row is not None:  # move cached rows to the new particle offsets
+                shift = np.repeat(out.part_offsets[:-1] - self.part_offsets[idx], out.hit_counts)
+                old = self.hit_part_row[hit_rows]
+                out.hit_part_row = np.where(old >= 0, old + shift, -1)
         return out
 
     # ---- conversions -------------------------------------------------------------------

@@ -65,6 +65,7 @@ class TrackDataModule(L.LightningDataModule):
         num_features: int | None = None,
         num_params: int | None = None,
         num_classes: int | None = None,
+        cache_dir: str | None = None,
     ):
         """``num_features/num_params/num_classes`` restate what the model configs read
         (``${data.num_features}``...); they are checked against the feature configuration."""
@@ -91,6 +92,7 @@ class TrackDataModule(L.LightningDataModule):
         self.chunk_bytes = int(chunk_bytes)
         self.on_error = on_error
         self.stream_cfg = dict(stream or {})
+        self.cache_dir = cache_dir  # set: featurize once into a memory-mapped cache (cache.py)
         self.datasets: dict[str, object] = {}
         self.files: list[Path] = []
 
@@ -149,6 +151,9 @@ class TrackDataModule(L.LightningDataModule):
         self.files = list_files([_resolve(p) for p in spec])
         if self.class_bin_spec is not None:
             self._fit_class_bins()
+        if self.cache_dir is not None:
+            self._setup_cache()
+            return
         for split in SPLITS:
             ds = NativeEventStream(
                 self.files,
@@ -166,6 +171,25 @@ class TrackDataModule(L.LightningDataModule):
             )
             ds.plan()  # open the files once here, not in every worker
             self.datasets[split] = ds
+
+    def _setup_cache(self) -> None:
+        from trackformers.data.cache import CachedEventStream, build_cache
+
+        path = build_cache(
+            self.files, self.features, _resolve(self.cache_dir), self.chunk_bytes, self.on_error
+        )
+        for split in SPLITS:
+            self.datasets[split] = CachedEventStream(
+                path,
+                self.max_tokens,
+                split=split,
+                val_fraction=self.val_fraction,
+                test_fraction=self.test_fraction,
+                split_seed=self.split_seed,
+                shuffle=split == "train",
+                seed=self.seed,
+                max_events_per_batch=self.max_events_per_batch,
+            )
 
     def _setup_stream(self) -> None:
         """Datasets of freshly generated events (trackformers.sim.stream), no files."""

@@ -22,7 +22,7 @@ import numpy as np
 from trackformers.data.chunk import EventChunk
 from trackformers.data.projections import project_part2
 from trackformers.data.schema import PIXEL_VOLUMES
-from trackformers.data.validate import particle_row
+from trackformers.data.validate import cached_particle_row
 
 log = logging.getLogger("trackformers.data")
 
@@ -240,7 +240,7 @@ def hit_targets(chunk: EventChunk, cfg: FeatureConfig) -> dict[str, np.ndarray]:
     ``pt`` (N,) float32, and ``class`` (N,) int64 (-1 invalid) when cfg.class_bins is set."""
     if chunk.part_offsets is None or "part_particle_id" not in chunk.parts:
         raise ValueError(f"{chunk.source}: targets need the particle branches (part_*)")
-    row = particle_row(chunk)  # (N,) -1 for noise / no truth
+    row = cached_particle_row(chunk)  # (N,) -1 for noise / no truth
     params = particle_parameters(chunk.parts, cfg.bz)
     has = row >= 0
     safe = np.where(has, row, 0)

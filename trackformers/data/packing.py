@@ -60,7 +60,15 @@ class Featurized:
         else:
             rows = gather_rows(self.hit_offsets, idx)
             take = lambda a: a[rows]
-        t = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(take(a)))
+
+        def t(a):
+            if a is None:
+                return None
+            v = np.ascontiguousarray(take(a))
+            if not v.flags.writeable or isinstance(v, np.memmap):  # e.g. a read-only cache map
+                v = np.array(v)
+            return torch.from_numpy(v)
+
         cu = torch.from_numpy(counts_to_offsets(lens).astype(np.int32))  # (B+1,)
         return PackedBatch(
             x=t(self.x),  # (total_hits, F)

@@ -14,6 +14,7 @@ an event.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from trackformers.data.chunk import EventChunk, counts_to_offsets, gather_rows, segment_ids
 from trackformers.data.errors import DataError, RepairLog
@@ -97,7 +98,7 @@ def check_unique(ids: np.ndarray, offsets: np.ndarray, chunk: EventChunk, what: 
 
 def hits_with_truth(chunk: EventChunk) -> np.ndarray:
     """(total_hits,) bool: noise (id 0) or a particle id present in the event's table."""
-    row = particle_row(chunk)
+    row = cached_particle_row(chunk)
     return (chunk.hits["hit_particle_id"] == 0) | (row >= 0)
 
 
@@ -120,15 +121,24 @@ def particle_row(chunk: EventChunk) -> np.ndarray:
         dense = inv.astype(np.int64)
         pkey = part_ev * len(uniq) + dense[: len(part_pid)]
         hkey = hit_ev * len(uniq) + dense[len(part_pid) :]
-    order = np.argsort(pkey, kind="stable")
-    sorted_keys = pkey[order]
-    pos = np.searchsorted(sorted_keys, hkey)
-    pos_c = np.minimum(pos, max(len(sorted_keys) - 1, 0))
-    found = (len(sorted_keys) > 0) & (sorted_keys[pos_c] == hkey) if len(sorted_keys) else None
-    if found is None:
+    if len(pkey) == 0:
         return np.full(len(hit_pid), -1, dtype=np.int64)
-    found &= hit_pid != 0
-    return np.where(found, order[pos_c], -1).astype(np.int64)
+    index = pd.Index(pkey)
+    if index.is_unique:  # hash join, O(N)
+        row = index.get_indexer(hkey).astype(np.int64)
+    else:  # duplicate ids were refused by validation; first match for unvalidated chunks
+        order = np.argsort(pkey, kind="stable")
+        pos = np.minimum(np.searchsorted(pkey[order], hkey), len(pkey) - 1)
+        row = np.where(pkey[order][pos] == hkey, order[pos], -1)
+    row[hit_pid == 0] = -1
+    return row
+
+
+def cached_particle_row(chunk: EventChunk) -> np.ndarray:
+    """particle_row(chunk), computed once per chunk (select_hits keeps it in step)."""
+    if chunk.hit_part_row is None:
+        chunk.hit_part_row = particle_row(chunk)
+    return chunk.hit_part_row
 
 
 __all__ = ["validate_chunk", "check_unique", "hits_with_truth", "particle_row", "gather_rows"]
