@@ -138,6 +138,8 @@ def train(cfg: DictConfig) -> float:
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - t0
+    if not trainer.interrupted:  # the final state, also when max_steps ended mid-epoch
+        trainer.save_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     summary = write_summary(cfg, module, trainer, seconds)
     if trainer.is_global_zero:
         wandb_dir = _wandb_run_dir(trainer)
