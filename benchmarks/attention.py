@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 
 from trackformers.attention import available, build
+from trackformers.attention.blocksparse import build_layout
+from trackformers.attention.flex import _FlexBase
 from trackformers.attention.plans import attended_pairs, presorted
 from trackformers.attention.synthetic import synthetic_batch
 
@@ -73,6 +75,23 @@ def run_one(name, kind, kw, batch, n, d, dtype, device) -> dict:
 
     plan = make_plan()
     plan_ms = bench(make_plan, device, reps=5) if name != "dense" else 0.0
+    parts = {}
+    if isinstance(backend, _FlexBase):  # plan = sort/groups + block layout + BlockMask
+        sorted_plan = backend._make_plan(batch)
+        lay = build_layout(sorted_plan, backend.block_size)
+
+        def only(fn):
+            def timed():
+                fn()
+                sync(device)
+
+            return bench(timed, device, reps=5)
+
+        parts = dict(
+            sort_ms=only(lambda: backend._make_plan(batch)),
+            layout_ms=only(lambda: build_layout(sorted_plan, backend.block_size)),
+            blockmask_ms=only(lay.block_mask),
+        )
     pairs = attended_pairs(plan)
     run_plan = presorted(plan)
     q, k, v = (torch.randn(n, h, d, device=device, dtype=dtype, requires_grad=True)
@@ -101,7 +120,8 @@ def run_one(name, kind, kw, batch, n, d, dtype, device) -> dict:
         backend=name, n=n, head_dim=d, heads=h, pairs=pairs, density=pairs / n**2,
         plan_ms=plan_ms, fwd_ms=fwd_ms, fwd_bwd_ms=fb_ms, first_call_ms=first_ms,
         fwd_tflops=flops / fwd_ms / 1e9, fwd_bwd_tflops=3.5 * flops / fb_ms / 1e9,
-        plan_over_fwd_bwd=plan_ms / fb_ms, peak_gib=peak,
+        plan_over_fwd_bwd=plan_ms / fb_ms, plan_over_6_layers=plan_ms / (6 * fb_ms),
+        peak_gib=peak, **parts,
     )  # fmt: skip
 
 
@@ -149,9 +169,14 @@ def _triton_version() -> str:
 
 def print_table(meta: dict, rows: list[dict]) -> None:
     print(f"\n{meta}")
+    for r in rows:
+        if "sort_ms" in r:
+            print(f"plan parts {r['backend']} N={r['n']} D={r['head_dim']}: sort+groups "
+                  f"{r['sort_ms']:.3f} ms, layout {r['layout_ms']:.3f} ms, "
+                  f"BlockMask {r['blockmask_ms']:.3f} ms")  # fmt: skip
     print("| backend | N | D | density | plan ms | fwd ms | fwd+bwd ms | fwd TFLOP/s "
-          "| fwd+bwd TFLOP/s | plan / fwd+bwd |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| fwd+bwd TFLOP/s | plan / fwd+bwd | plan / 6 layers fwd+bwd |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['backend']} | {r['n']} | {r['head_dim']} | error: {r['error'][:80]} |")
@@ -159,7 +184,8 @@ def print_table(meta: dict, rows: list[dict]) -> None:
         print(
             f"| {r['backend']} | {r['n']} | {r['head_dim']} | {r['density']:.4f} "
             f"| {r['plan_ms']:.3f} | {r['fwd_ms']:.3f} | {r['fwd_bwd_ms']:.3f} "
-            f"| {r['fwd_tflops']:.1f} | {r['fwd_bwd_tflops']:.1f} | {r['plan_over_fwd_bwd']:.2f} |"
+            f"| {r['fwd_tflops']:.1f} | {r['fwd_bwd_tflops']:.1f} | {r['plan_over_fwd_bwd']:.2f} "
+            f"| {r['plan_over_6_layers']:.3f} |"
         )
 
 

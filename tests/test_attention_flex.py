@@ -163,3 +163,27 @@ def test_wrong_number_of_rows_is_rejected(batch):
     q = torch.randn(batch.num_hits - 1, 2, 8)
     with pytest.raises(ValueError, match="rows but the plan covers"):
         backend(q, q, q, plan)
+
+
+@pytest.mark.parametrize("name,kw", CONFIGS)
+def test_blockmask_query_side_equals_torch_transposition(batch, name, kw):
+    """The layout reuses the key-side blocks for the query side (masks are symmetric)."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    backend = build(name, **kw)
+    lay = build_layout(backend.plan(batch), backend.block_size)
+    ours = lay.block_mask()
+    ref = BlockMask.from_kv_blocks(
+        lay.kv_num_blocks[None, None], lay.kv_indices[None, None],
+        lay.full_kv_num_blocks[None, None], lay.full_kv_indices[None, None],
+        BLOCK_SIZE=lay.block,
+    )  # fmt: skip
+    for field in ("q_num_blocks", "full_q_num_blocks"):
+        assert torch.equal(getattr(ours, field), getattr(ref, field))
+    for num, field in (("q_num_blocks", "q_indices"), ("full_q_num_blocks", "full_q_indices")):
+        counts = getattr(ref, num)[0, 0]
+        for row in range(counts.numel()):
+            c = int(counts[row])
+            assert torch.equal(
+                getattr(ours, field)[0, 0, row, :c], getattr(ref, field)[0, 0, row, :c]
+            )

@@ -120,3 +120,10 @@ def test_bad_batch_is_rejected(batch):
         cluster_plan(bad)
     with pytest.raises(ValueError, match="window"):
         window_plan(batch, -1)
+
+
+def test_wrong_max_seqlen_is_rejected():
+    bad = synthetic_batch([10, 30])
+    bad.max_seqlen = 20
+    with pytest.raises(ValueError, match="max_seqlen=20 < longest event"):
+        cluster_plan(bad)

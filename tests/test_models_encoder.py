@@ -104,8 +104,11 @@ def test_joint_classifier_is_conditioned_on_regression():
     assert g is None or g.abs().sum() == 0
 
 
-@pytest.mark.parametrize("model", ["enc_cla", "enc_reg", "joint", "contrastive"])
-@pytest.mark.parametrize("attention", ["dense", "flex", "windowed"])
+@pytest.mark.parametrize(
+    "model,attention",
+    [("enc_cla", "dense"), ("enc_reg", "dense"), ("joint", "dense"), ("contrastive", "dense"),
+     ("joint", "flex"), ("contrastive", "windowed")],
+)  # fmt: skip
 def test_hydra_model_configs_instantiate_and_train(model, attention):
     overrides = [f"+model={model}", f"+attention={attention}", "model.encoder.d_model=32",
                  "model.encoder.n_heads=4", "model.encoder.n_layers=2",

@@ -71,13 +71,18 @@ class BlockLayout:
             self.full_kv_num_blocks[None, None],
             self.full_kv_indices[None, None],
         )
+        kw = dict(BLOCK_SIZE=self.block, mask_mod=self.mask_mod())
         try:
-            return BlockMask.from_kv_blocks(
-                *args, BLOCK_SIZE=self.block, mask_mod=self.mask_mod(),
-                seq_lengths=(self.n_pad, self.n_pad),
-            )  # fmt: skip
-        except TypeError:  # torch < 2.6 has no seq_lengths; n_pad is a multiple of block
-            return BlockMask.from_kv_blocks(*args, BLOCK_SIZE=self.block, mask_mod=self.mask_mod())
+            # every plan mask (and the pad diagonal) is symmetric, so the query-side layout
+            # equals the key-side one: skip torch's dense transposition of the block matrix
+            bm = BlockMask.from_kv_blocks(
+                *args, seq_lengths=(self.n_pad, self.n_pad), compute_q_blocks=False, **kw
+            )
+        except TypeError:  # older torch: let from_kv_blocks transpose
+            return BlockMask.from_kv_blocks(*args, **kw)
+        bm.q_num_blocks, bm.q_indices = args[0], args[1]
+        bm.full_q_num_blocks, bm.full_q_indices = args[2], args[3]
+        return bm
 
 
 def _count_blocks(qb: Tensor, b0: Tensor, b1: Tensor, nqb: int, nkb: int) -> Tensor:

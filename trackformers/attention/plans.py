@@ -18,6 +18,7 @@ directions (snake order) so neighbouring group ids are also geometric neighbours
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import Tensor
@@ -35,21 +36,31 @@ def _event_index(cu_seqlens: Tensor, n: int) -> Tensor:
 
 
 def _check_batch(batch) -> None:
+    """Clear errors for inconsistent batches (one device sync)."""
     n = batch.x.shape[0]
     cu = batch.cu_seqlens
-    if cu.ndim != 1 or cu.numel() < 2 or int(cu[0]) != 0 or int(cu[-1]) != n:
+    if cu.ndim != 1 or cu.numel() < 2:
+        raise ValueError(f"PackedBatch.cu_seqlens must be 1-D with >= 2 entries, got {cu.shape}")
+    first, last, longest = torch.stack([cu[0], cu[-1], cu.diff().max()]).tolist()
+    if first != 0 or last != n:
         raise ValueError(
             f"PackedBatch.cu_seqlens must run from 0 to total_hits={n}, got {cu.tolist()[:8]}..."
         )
+    if longest > batch.max_seqlen:
+        raise ValueError(f"PackedBatch.max_seqlen={batch.max_seqlen} < longest event ({longest})")
     if batch.coords is None or batch.coords.shape != (n, 3):
         shape = None if batch.coords is None else tuple(batch.coords.shape)
         raise ValueError(f"PackedBatch.coords must have shape ({n}, 3), got {shape}")
 
 
-def _lexsort(primary: Tensor, secondary: Tensor) -> Tensor:
-    """Permutation sorting by primary then secondary (two stable sorts)."""
-    p = torch.argsort(secondary, stable=True)
-    return p[torch.argsort(primary[p], stable=True)]
+def _sort_within(segment: Tensor, value: Tensor, lo: float, hi: float) -> Tensor:
+    """Permutation sorting by integer segment, then by value in [lo, hi], in ONE sort.
+
+    The float64 key segment + (value - lo) / (hi - lo) * 0.5 keeps every float32 value's
+    order (segments < 2^26); ties keep input order (stable).
+    """
+    frac = (value.double() - lo) / (2.0 * (hi - lo))  # (N,) in [0, 0.5]
+    return torch.argsort(segment.double() + frac, stable=True)
 
 
 def _inverse(perm: Tensor) -> Tensor:
@@ -72,7 +83,7 @@ def window_plan(batch, window: int) -> AttentionPlan:
     coords = batch.coords
     phi = torch.atan2(coords[:, 1], coords[:, 0])  # (N,)
     seq = _event_index(batch.cu_seqlens, coords.shape[0])  # (N,)
-    perm = _lexsort(seq, phi)  # (N,)
+    perm = _sort_within(seq, phi, -math.pi, math.pi)  # (N,)
     return AttentionPlan(
         kind="window",
         cu_seqlens=batch.cu_seqlens,
@@ -125,31 +136,34 @@ def cluster_plan(
     phi, s = surface_coordinates(coords.float(), radius, endcap_z)
 
     # phi sectors of equal hit count per event
-    p1 = _lexsort(seq, phi)  # (N,)
+    p1 = _sort_within(seq, phi, -math.pi, math.pi)  # (N,)
     rank = torch.arange(n, device=dev) - cu[seq[p1]]  # (N,) rank by phi within event
     n_ev = lengths[seq[p1]]  # (N,)
-    n_sec = torch.clamp(torch.round(n_ev.double() / sector_size), min=1).long()  # (N,)
+    n_sec = torch.clamp(torch.div(n_ev + sector_size // 2, sector_size, rounding_mode="floor"), 1)
     sector = torch.empty(n, dtype=torch.long, device=dev)
-    sector[p1] = rank * n_sec // n_ev.clamp_min(1)
+    sector[p1] = rank * n_sec // n_ev.clamp_min(1)  # (N,)
 
     # snake order in s inside each sector, then windows of ~group_size hits
-    max_sec = int(sector.max()) + 1 if n else 1
+    max_sec = batch.max_seqlen // sector_size + 2  # bound on sectors per event, no sync
+    s_lim = endcap_z + radius
     s_key = torch.where(sector % 2 == 0, s, -s)  # (N,)
-    perm = _lexsort(seq * max_sec + sector, s_key)  # (N,)
+    perm = _sort_within(seq * max_sec + sector, s_key, -s_lim, s_lim)  # (N,)
     seg = (seq * max_sec + sector)[perm]  # (N,) segment key in sorted order
+    rows = torch.arange(n, device=dev)
     new_seg = torch.ones(n, dtype=torch.bool, device=dev)
     new_seg[1:] = seg[1:] != seg[:-1]
-    seg_start_rows = torch.nonzero(new_seg).squeeze(1)  # (S,)
+    seg_start = torch.cummax(torch.where(new_seg, rows, 0), 0).values  # (N,) first row of seg
     seg_idx = torch.cumsum(new_seg.long(), 0) - 1  # (N,)
-    seg_len = torch.diff(seg_start_rows, append=torch.tensor([n], device=dev))  # (S,)
-    rank2 = torch.arange(n, device=dev) - seg_start_rows[seg_idx]  # (N,)
-    m = seg_len[seg_idx]  # (N,)
-    n_groups = (m + group_size - 1) // group_size  # (N,) groups in this segment
-    local = rank2 * n_groups // m  # (N,) balanced windows
+    seg_len = torch.zeros(n, dtype=torch.long, device=dev).index_add_(
+        0, seg_idx, torch.ones_like(seg_idx)
+    )[seg_idx]  # (N,) hits in the row's segment
+    rank2 = rows - seg_start  # (N,)
+    n_groups = (seg_len + group_size - 1) // group_size  # (N,) groups in this segment
+    local = rank2 * n_groups // seg_len  # (N,) balanced windows
     new_group = new_seg.clone()
     new_group[1:] |= local[1:] != local[:-1]
     group_id = (torch.cumsum(new_group.long(), 0) - 1).int()  # (N,) globally non-decreasing
-    starts = torch.nonzero(new_group).squeeze(1)
+    starts = torch.nonzero(new_group).squeeze(1)  # (G,) the plan's only data-dependent size
     group_ptr = torch.cat([starts, torch.tensor([n], device=dev)]).int()  # (G+1,)
     return AttentionPlan(
         kind="cluster",
