@@ -31,12 +31,8 @@ def connected_components(
     b = torch.cat([dst, src])  # (2E,)
     for _ in range(max_iter):
         new = label.scatter_reduce(0, b, label[a], reduce="amin")  # hook: min over neighbours
-        while True:  # compress: follow pointers to the root
-            jumped = new[new]
-            if torch.equal(jumped, new):
-                break
-            new = jumped
-        if torch.equal(new, label):
+        new = new[new[new]]  # compress: two pointer jumps (labels only ever decrease)
+        if torch.equal(new, label):  # one sync per round; a fixed point is the min-index root
             return label
         label = new
     raise RuntimeError(f"connected_components did not converge in {max_iter} iterations")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -53,13 +54,15 @@ def grid_projection(x: Tensor, k: int) -> Tensor:
 def _grid_keys(p: Tensor, seq: Tensor, eps: float):
     """Cell key per point from grid coordinates p (N, k), the key strides, and k used."""
     k = p.shape[1]
-    lo = p.amin(0)  # (k,)
-    scale = float(p.abs().max()) if p.numel() else 0.0
+    lo, hi = p.amin(0), p.amax(0)  # (k,), (k,)
+    stats = torch.cat([lo, hi, seq.max().reshape(1).to(p.dtype)]).tolist()  # the one sync
+    lo_l, hi_l, n_seq = stats[:k], stats[k : 2 * k], int(stats[-1]) + 1
+    scale = max(max(abs(v) for v in lo_l), max(abs(v) for v in hi_l))
     cell_size = eps * (1 + 1e-4) + 1e-6 * scale  # > eps: absorbs projection rounding
     cell = torch.floor((p - lo) / cell_size).long() + 1  # (N, k), >= 1 so that cell-1 >= 0
-    sizes = (cell.amax(0) + 2).tolist()  # cells per axis incl. padding on both sides
-    n_seq = int(seq.max().item()) + 1 if seq.numel() else 1
-    while k > 1 and n_seq * torch.tensor(sizes[:k], dtype=torch.float64).prod().item() > 2**62:
+    # cells per axis incl. padding on both sides (+1 spare against float rounding)
+    sizes = [int((h - l) / cell_size) + 4 for l, h in zip(lo_l, hi_l, strict=True)]
+    while k > 1 and n_seq * float(np.prod(np.array(sizes[:k], dtype=np.float64))) > 2**62:
         k -= 1  # drop the least spread axis until keys fit into int64 (still exact, slower)
     strides = [1] * k
     for j in range(k - 2, -1, -1):
@@ -112,7 +115,7 @@ def radius_graph(
             continue
         cnt = count[a * r : b * r]  # (M*R,)
         st = start[a:b].reshape(-1)  # (M*R,)
-        m = int(cnt.sum().item())
+        m = total if len(bounds) == 2 else int(cnt.sum().item())  # one chunk: known
         row = torch.repeat_interleave(
             torch.arange(a * r, b * r, device=x.device), cnt, output_size=m
         )
