@@ -159,6 +159,7 @@ def main() -> None:
     ap.add_argument("--fp32", action="store_true")
     ap.add_argument("--only", default=None, help="comma-separated variant names")
     ap.add_argument("--json", default=None, help="write results here")
+    ap.add_argument("--cpu-reference", action="store_true", help="time sklearn DBSCAN too")
     args = ap.parse_args()
     dev = torch.device(args.device)
     xyz, pid = synthetic_pixel_hits(args.hits, np.random.default_rng(0))
@@ -194,6 +195,18 @@ def main() -> None:
         results.append(
             {"variant": v.name, "backend": v.backend, **r, "env": env, "hits": args.hits}
         )
+    if args.cpu_reference:
+        from trackformers.cluster import dbscan_cpu
+
+        pts = trained_like_outputs(pid, "regress", 32, np.random.default_rng(0))["params"]
+        cu_np = np.array([0, len(pid)])
+        dbscan_cpu(pts[:100], np.array([0, 100]), eps=0.05, min_samples=3)  # import, warm-up
+        t0 = time.perf_counter()
+        lab = dbscan_cpu(pts, cu_np, eps=0.05, min_samples=3)
+        ms = 1e3 * (time.perf_counter() - t0)
+        name = "sklearn DBSCAN (CPU reference, regression-like points)"
+        print(f"| {name} | - | - | - | {ms:.1f} | - | - | - | {lab.max() + 1} |")
+        results.append({"variant": "sklearn DBSCAN CPU", "clustering": ms})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
