@@ -67,7 +67,7 @@ def test_evaluate_writes_everything(tmp_path, dataset):
     ckpt = make_ckpt(tmp_path, cfg, wandb_run=True)
     assert find_wandb_run(ckpt) == (tmp_path / "run", "abc123")
     out = tmp_path / "eval"
-    opts = {"wandb": {"enabled": False}, "cluster": {"method": "auto"}, "device": "cpu"}
+    opts = {"wandb": {"enabled": False}, "cluster": {"method": "auto"}, "device": "auto"}
     res = run({"ckpt": str(ckpt), "output_dir": str(out), "split": "auto", **opts})
     m = json.loads((out / "metrics.json").read_text())
     assert m["cluster"]["method"] == "dbscan" and m["cluster"]["params"]["eps"] == 0.3  # run's own
@@ -92,6 +92,7 @@ def test_evaluate_writes_everything(tmp_path, dataset):
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
     assert (out / "breakdowns" / "dm_efficiency_vs_region.csv").is_file()
     assert res["n_events"] == len(ids)
+    assert res["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_explicit_data_all_events_and_classifier(tmp_path, dataset):
