@@ -141,3 +141,22 @@ def test_cli_with_hydra(tmp_path, dataset):
         and m["cluster"]["params"]["eps"] == 0.05
     )
     assert "trackml score" in proc.stdout and "metrics.json" in proc.stdout
+
+
+def test_cuda_only_backend_falls_back_to_dense_on_cpu(tmp_path):
+    from trackformers.evaluate import build_model, runs_on
+
+    cfg = run_config({"_target_": "trackformers.models.heads.ContrastiveHead", "embed_dim": 8}, "x")
+    cfg["model"]["encoder"]["attention"] = {
+        "_target_": "trackformers.attention.fused.FusedAttention"
+    }
+    _, state = load_checkpoint(make_ckpt(tmp_path, cfg))
+    fused = build_model(cfg, state)
+    assert type(fused.encoder.attention).__name__ == "FusedAttention"
+    assert not runs_on(fused, torch.device("cpu"))
+    dense = build_model(cfg, state, "dense")
+    assert type(dense.encoder.attention).__name__ == "DenseAttention" and runs_on(
+        dense, torch.device("cpu")
+    )
+    sd_a, sd_b = fused.state_dict(), dense.state_dict()
+    assert sd_a.keys() == sd_b.keys() and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
