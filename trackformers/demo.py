@@ -20,9 +20,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-DATASET = "data/demo"
-SIM_ARGS = ["process=gun", "n_events=240", f"output={DATASET}"]
-
 
 def _run(step: str, args: list[str], console: Console) -> None:
     cmd = [sys.executable, "-m", f"trackformers.{step}", *args]
@@ -54,14 +51,26 @@ def _metrics_table(metrics: dict) -> Table:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="outputs/demo", help="run directory of the demo")
+    parser.add_argument(
+        "--data", default="data/demo", help="dataset directory (simulated if absent)"
+    )
+    parser.add_argument("--events", type=int, default=240, help="events to simulate")
+    parser.add_argument("--experiment", default="demo", help="training experiment config")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for training")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
+    data = Path(args.data).resolve()
     console = Console()
 
-    _run("simulate", SIM_ARGS, console)
+    # simulate skips shards that are already complete: a second demo goes straight to training
+    _run("simulate", ["process=gun", f"n_events={args.events}", f"output={data}"], console)
     train_dir = out / "train"
-    _run("train", ["experiment=demo", f"hydra.run.dir={train_dir}", *args.overrides], console)
+    train_args = [
+        f"experiment={args.experiment}",
+        f"data.path={data}",
+        f"hydra.run.dir={train_dir}",
+    ]
+    _run("train", [*train_args, *args.overrides], console)
     ckpt = train_dir / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         raise SystemExit(f"demo: training finished but wrote no checkpoint at {ckpt}")
