@@ -242,3 +242,35 @@ def test_keep_volumes_writes_pixel_hits_only(geo):
     assert pix["hit_weight"].sum() == pytest.approx(1.0, rel=1e-5)
     with pytest.raises(ValueError, match=r"unknown volume id\(s\) \[99\]"):
         DetectorSim(DetectorConfig(keep_volumes=[8, 99]), geo)
+
+
+def test_field_map_hook(geo, tmp_path):
+    import dataclasses
+
+    r, z = np.linspace(0, 1200, 7), np.linspace(-3200, 3200, 9)
+    args = _muons(np.array([1.0, 0.5]), np.array([0.3, -1.2]), q=np.array([1, -1]))
+    uniform = _ideal(geo, *args)
+    for b in (2.0, 4.0):
+        fm = {"r": r, "z": z, "bz": np.full((7, 9), b)}
+        mapped = _ideal(dataclasses.replace(geo, field_map=fm), *args)
+        if b == 2.0:  # a flat 2 T map is the uniform field
+            np.testing.assert_allclose(mapped["pos"], uniform["pos"], atol=1e-9)
+        else:  # 4 T: half the radius of curvature
+            first = mapped["pos"][0]
+            rr = np.hypot(first[0], first[1])
+            phi = np.arctan2(first[1], first[0])
+            rho = 1000 * 1.0 / (0.299792458 * 4.0)
+            assert phi == pytest.approx(-np.arcsin(rr / (2 * rho)), abs=1e-9)
+    # the map is loaded from the geometry YAML, relative to it
+    import yaml
+
+    from trackformers.sim.geometry import DEFAULT_GEOMETRY, GeometryError
+
+    np.savez(tmp_path / "bz.npz", r=r, z=z, bz=np.full((7, 9), 2.0))
+    spec = yaml.safe_load(DEFAULT_GEOMETRY.read_text())
+    spec["field_map"] = "bz.npz"
+    (tmp_path / "geo.yaml").write_text(yaml.safe_dump(spec))
+    assert load_geometry(tmp_path / "geo.yaml").field_map["bz"].shape == (7, 9)
+    np.savez(tmp_path / "bz.npz", r=r, z=z, bz=np.full((9, 7), 2.0))
+    with pytest.raises(GeometryError, match="bz.npz: need r"):
+        load_geometry(tmp_path / "geo.yaml")

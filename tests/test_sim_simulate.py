@@ -50,8 +50,9 @@ def test_cli_gun_writes_shards_and_skips_existing(tmp_path):
     assert meta["events"] == [20, 30] and meta["settings"]["process"]["name"] == "gun"
     assert "output" not in meta["settings"]  # provenance holds what determines content
     mtimes = [p.stat().st_mtime_ns for p in shards]
-    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
-    assert [p.stat().st_mtime_ns for p in shards] == mtimes
+    # the Hydra-composed settings equal conf/simulate.yaml + process/gun.yaml: a re-run skips
+    again = run(_cfg(out, n_events=30, events_per_shard=20))
+    assert again == shards and [p.stat().st_mtime_ns for p in shards] == mtimes
 
 
 def test_resume_and_reproducibility(tmp_path):
@@ -115,3 +116,39 @@ def test_unknown_process_on_cli_is_reported(tmp_path):
         text=True,
     )
     assert r.returncode != 0 and "nope" in r.stderr
+
+
+def test_interrupted_run_leaves_no_half_shard_and_rerun_completes(tmp_path, monkeypatch):
+    from trackformers.sim.events import EventFactory
+
+    real = EventFactory.event
+
+    def crash_at_4(self, index):
+        if index == 4:
+            raise KeyboardInterrupt
+        return real(self, index)
+
+    monkeypatch.setattr(EventFactory, "event", crash_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(tmp_path / "o"))
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "shard_00000.root",
+        "shard_00001.root",
+    ]  # shard 2 (events 4, 5) never half-written
+    done = [(tmp_path / "o" / f"shard_0000{i}.root").stat().st_mtime_ns for i in (0, 1)]
+    monkeypatch.setattr(EventFactory, "event", real)
+    paths = run(_cfg(tmp_path / "o"))
+    assert [p.stat().st_mtime_ns for p in paths[:2]] == done
+    assert [_digest(p) for p in paths] == [_digest(p) for p in run(_cfg(tmp_path / "ref"))]
+
+
+def test_shard_subset_for_array_jobs(tmp_path):
+    part = run(_cfg(tmp_path / "o", shards=[2, 0]))
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.root")) == [
+        "shard_00000.root",
+        "shard_00002.root",
+    ]
+    full = run(_cfg(tmp_path / "ref"))
+    assert _digest(part[0]) == _digest(full[2]) and _digest(part[1]) == _digest(full[0])
+    with pytest.raises(ValueError, match="shard 3 does not exist"):
+        run(_cfg(tmp_path / "o", shards=[3]))

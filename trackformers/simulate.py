@@ -137,7 +137,13 @@ def run(cfg) -> list[Path]:
 
     settings = _plain(cfg)
     sim = Simulation(settings)  # all checks happen here
-    wanted = settings.get("shards") or range(sim.n_shards)
+    wanted = list(settings.get("shards") or range(sim.n_shards))
+    bad = [s for s in wanted if not 0 <= int(s) < sim.n_shards]
+    if bad:
+        raise ValueError(
+            f"shard {bad[0]} does not exist: n_events={settings['n_events']} "
+            f"gives shards 0..{sim.n_shards - 1}"
+        )
     todo = [s for s in wanted if not sim.existing_ok(s)]
     workers = max(1, int(settings.get("workers", 1)))
     n_todo = sum(len(sim.shard_events(s)) for s in todo)

@@ -46,6 +46,13 @@ class Geometry:
     ring_edges: np.ndarray  # (S, R+1) float64 disk ring radii, padded with +inf
     ring_nphi: np.ndarray  # (S, R) int32 modules per ring, padded with 0
     source: dict = field(default_factory=dict)  # the YAML content, for provenance
+    field_map: dict | None = None  # {"r": (nr,), "z": (nz,), "bz": (nr, nz)} mm, T; None = uniform
+
+    def field_map_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(r, z, bz) float64 arrays of the field map; empty arrays for a uniform field."""
+        if self.field_map is None:
+            return np.zeros(0), np.zeros(0), np.zeros((0, 0))
+        return tuple(np.ascontiguousarray(self.field_map[k], np.float64) for k in ("r", "z", "bz"))
 
     @property
     def n_surfaces(self) -> int:
@@ -293,6 +300,29 @@ def geometry_from_dict(spec: dict) -> Geometry:
     )
 
 
+def load_field_map(path: str | os.PathLike) -> dict:
+    """Read an (r, z) map of Bz from an .npz with arrays r (nr,), z (nz,), bz (nr, nz)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"field map {path} does not exist")
+    with np.load(path) as f:
+        missing = [k for k in ("r", "z", "bz") if k not in f]
+        if missing:
+            raise GeometryError(f"field map {path}: missing array(s) {missing}")
+        fm = {k: np.asarray(f[k], np.float64) for k in ("r", "z", "bz")}
+    nr, nz = len(fm["r"]), len(fm["z"])
+    if nr < 2 or nz < 2 or fm["bz"].shape != (nr, nz):
+        raise GeometryError(
+            f"field map {path}: need r (nr>=2,), z (nz>=2,), bz (nr, nz); got "
+            f"{fm['r'].shape}, {fm['z'].shape}, {fm['bz'].shape}"
+        )
+    if np.any(np.diff(fm["r"]) <= 0) or np.any(np.diff(fm["z"]) <= 0):
+        raise GeometryError(f"field map {path}: r and z must increase strictly")
+    if not np.all(np.isfinite(fm["bz"])):
+        raise GeometryError(f"field map {path}: bz has non-finite values")
+    return fm
+
+
 def load_geometry(path: str | os.PathLike | None = None) -> Geometry:
     """Load and check a geometry YAML (default: the TrackML detector)."""
     path = Path(path) if path else DEFAULT_GEOMETRY
@@ -303,9 +333,13 @@ def load_geometry(path: str | os.PathLike | None = None) -> Geometry:
     if not isinstance(spec, dict):
         raise GeometryError(f"{path}: expected a mapping at top level")
     try:
-        return geometry_from_dict(spec)
+        geo = geometry_from_dict(spec)
     except GeometryError as err:
         raise GeometryError(f"{path}: {err}") from None
+    if spec.get("field_map"):
+        fm = Path(spec["field_map"])
+        geo.field_map = load_field_map(fm if fm.is_absolute() else path.parent / fm)
+    return geo
 
 
 def _phi_binning(geo: Geometry, surface, x, y, z):

@@ -1,7 +1,8 @@
 """Helix propagation of charged particles through the detector surfaces (numba, one pass).
 
-Each particle moves on a helix in a uniform field B along z (a field-map hook: ``field_tesla``
-is looked up once per step from the geometry; swap :func:`_step_field` for a map). From its
+Each particle moves on a helix in a field B along z: uniform (``field_tesla``) or, as a hook
+for real fields, an (r, z) map of Bz (``Geometry.field_map``) read by :func:`_field_bz` at the
+start of every step, so the track is a piecewise helix between surfaces. From its
 current state the next crossing with every surface is found analytically (cylinder: circle
 circle intersection plus full turns for loopers; disk: linear in z), the nearest one is taken,
 a hit is recorded with probability ``efficiency`` on sensitive surfaces, then material effects
@@ -35,6 +36,23 @@ def _wrap_positive(a):
 
 
 @numba.njit(cache=True)
+def _field_bz(bz, map_r, map_z, map_bz, r, z):
+    """Bz (T) at (r, z): the uniform ``bz`` without a map, else bilinear in the (r, z) grid."""
+    if map_r.shape[0] == 0:
+        return bz
+    ir = min(max(np.searchsorted(map_r, r) - 1, 0), map_r.shape[0] - 2)
+    iz = min(max(np.searchsorted(map_z, z) - 1, 0), map_z.shape[0] - 2)
+    fr = min(max((r - map_r[ir]) / (map_r[ir + 1] - map_r[ir]), 0.0), 1.0)
+    fz = min(max((z - map_z[iz]) / (map_z[iz + 1] - map_z[iz]), 0.0), 1.0)
+    return (
+        (1 - fr) * (1 - fz) * map_bz[ir, iz]
+        + fr * (1 - fz) * map_bz[ir + 1, iz]
+        + (1 - fr) * fz * map_bz[ir, iz + 1]
+        + fr * fz * map_bz[ir + 1, iz + 1]
+    )
+
+
+@numba.njit(cache=True)
 def _propagate(
     vx,
     vy,
@@ -53,6 +71,9 @@ def _propagate(
     sensitive,
     kill,
     bz,
+    map_r,
+    map_z,
+    map_bz,
     efficiency,
     scattering,
     energy_loss,
@@ -79,7 +100,8 @@ def _propagate(
             pt = math.sqrt(mx * mx + my * my)
             if pt < 1e-9 or nh >= cap:
                 break
-            kappa = -q[i] * bz * C_LIGHT / pt  # signed curvature (1/mm)
+            b_local = _field_bz(bz, map_r, map_z, map_bz, math.sqrt(x * x + y * y), z)
+            kappa = -q[i] * b_local * C_LIGHT / pt  # signed curvature (1/mm)
             if abs(kappa) < 1e-12:
                 kappa = 1e-12
             phi0 = math.atan2(my, mx)
@@ -260,6 +282,7 @@ def propagate(
             geo.sensitive,
             geo.kill,
             geo.field_tesla,
+            *geo.field_map_arrays(),
             float(efficiency),
             bool(scattering),
             bool(energy_loss),

@@ -63,9 +63,11 @@ def validate_event(event: dict, index: int | None = None) -> None:
 
 
 def _branch_types() -> dict:
+    # awkward type objects, not "var * float32" strings: parsing those costs ~10 ms each
     types: dict = {k: v for k, v in schema.EVENT_BRANCHES.items()}
     for k, v in {**schema.HIT_BRANCHES, **schema.PARTICLE_BRANCHES}.items():
-        types[k] = "var * " + str(ak.types.numpytype.dtype_to_primitive(v))
+        prim = ak.types.numpytype.dtype_to_primitive(v)
+        types[k] = ak.types.ListType(ak.types.NumpyType(prim))
     return types
 
 
