@@ -89,6 +89,22 @@ def test_bad_settings_fail_before_any_output(tmp_path, over, exc, message):
     assert not any((tmp_path / "o").glob("*.root"))
 
 
+def test_gun_with_pileup_and_broken_geometry_fail_early(tmp_path):
+    import yaml
+
+    from trackformers.sim.geometry import DEFAULT_GEOMETRY, GeometryError
+
+    with pytest.raises(ValueError, match="particle gun has no pile-up"):
+        run(_cfg(tmp_path / "o", pileup=5))
+    spec = yaml.safe_load(DEFAULT_GEOMETRY.read_text())
+    spec["endcaps"][0]["z"] = [300.0, 700.0]  # a pixel disk through the pixel barrel
+    geo = tmp_path / "geo.yaml"
+    geo.write_text(yaml.safe_dump(spec))
+    with pytest.raises(GeometryError, match="intersects barrel volume 8"):
+        run(_cfg(tmp_path / "o", detector={"geometry": str(geo)}))
+    assert not (tmp_path / "o").exists()
+
+
 def test_unwritable_output_fails_early(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

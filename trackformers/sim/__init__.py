@@ -6,20 +6,26 @@ Public API:
     DetectorSim, DetectorConfig                   -- particles -> hits event dict (detector.py)
     ParticleGun, GunConfig                        -- particle gun (gun.py)
     build_generator                               -- process name -> event source
+    EventFactory                                  -- settings -> event i (pure in seed, i)
+    validation_plot, validation_summary           -- realism plot / numbers (validation.py)
+    SimulatedEventStream (trackformers.sim.stream) -- on-the-fly torch IterableDataset
     trackml_weights                               -- official TrackML hit weights (weights.py)
     encode_particle_id, decode_vertex_id          -- particle ids carrying their vertex
 """
 
 from trackformers.sim.detector import DetectorConfig, DetectorSim
+from trackformers.sim.events import EventFactory
 from trackformers.sim.generators import build_generator
 from trackformers.sim.geometry import Geometry, load_geometry
 from trackformers.sim.gun import GunConfig, ParticleGun
 from trackformers.sim.particle_id import decode_vertex_id, encode_particle_id
+from trackformers.sim.validation import validation_plot, validation_summary
 from trackformers.sim.weights import trackml_weights
 from trackformers.sim.writer import read_metadata, validate_event, write_events
 
 __all__ = [
     "DetectorConfig",
+    "EventFactory",
     "DetectorSim",
     "Geometry",
     "GunConfig",
@@ -31,5 +37,7 @@ __all__ = [
     "read_metadata",
     "trackml_weights",
     "validate_event",
+    "validation_plot",
+    "validation_summary",
     "write_events",
 ]
