@@ -55,8 +55,8 @@ def test_supcon_event_tiles_match_naive(noise, tile_elems):
     )
     naive.backward()
     tiled.backward()
-    torch.testing.assert_close(tiled.double(), naive, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(tiled.double(), naive, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(b.grad, a.grad, rtol=1e-9, atol=1e-12)
     assert a.grad.abs().sum() > 0
 
 
@@ -74,8 +74,8 @@ def test_hinge_event_tiles_match_naive(noise, tile_elems):
     )
     naive.backward()
     tiled.backward()
-    torch.testing.assert_close(tiled.double(), naive, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(b.grad.double(), a.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(tiled.double(), naive, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(b.grad.double(), a.grad, rtol=1e-9, atol=1e-12)
 
 
 def test_window_neighbours_are_phi_window():
@@ -113,8 +113,8 @@ def test_neighbour_tiles_match_naive_with_mask(loss_name):
     tiled = tiled_pair_loss(arg, labels, valid, pairs, neighbours=nbr, tile_elems=40)
     naive.backward()
     tiled.backward()
-    torch.testing.assert_close(tiled.double(), naive, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(b.grad.double(), a.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(tiled.double(), naive, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(b.grad.double(), a.grad, rtol=1e-9, atol=1e-12)
 
 
 def _packed(emb, labels, cu, coords):

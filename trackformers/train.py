@@ -53,6 +53,50 @@ class BatchOrderLog(Callback):
             f.write(f"{trainer.global_step} {trainer.current_epoch} {batch_idx} {ids}\n")
 
 
+class ThroughputLog(Callback):
+    """Training throughput after ``skip_steps`` warm-up steps: events/s and hits/s summed over
+    all ranks, and the peak GPU memory of a step. Kept in ``result`` (and summary.json)."""
+
+    def __init__(self, skip_steps: int = 5):
+        self.skip_steps = int(skip_steps)
+        self.result: dict[str, float] = {}
+        self._t0: float | None = None
+        self._events = self._hits = self._steps = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.skip_steps and self._t0 is None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._t0 is not None:
+            self._events += batch.num_events
+            self._hits += batch.num_hits
+            self._steps += 1
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._t0 is None:
+            return
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - self._t0
+        peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+        local = torch.tensor(
+            [self._events, self._hits], dtype=torch.float64, device=pl_module.device
+        )
+        events, hits = trainer.strategy.reduce(local, reduce_op="sum").tolist()
+        self.result = {
+            "steps": self._steps,
+            "seconds": seconds,
+            "events_per_s": events / seconds,
+            "hits_per_s": hits / seconds,
+            "peak_gib_rank0": peak,
+            "world_size": trainer.world_size,
+        }
+
+
 def build(cfg: DictConfig):
     """(datamodule, module, trainer) from a composed config; nothing is run."""
     datamodule = instantiate(cfg.data)
@@ -104,6 +148,9 @@ def write_summary(cfg: DictConfig, module: TrackFormerModule, trainer, seconds: 
         "last_checkpoint": str(ckpt_dir / "last.ckpt"),
         **{f"val/{k}": v for k, v in module.last_val_metrics.items()},
     }
+    for cb in trainer.callbacks:
+        if isinstance(cb, ThroughputLog) and cb.result:
+            summary.update({f"throughput/{k}": v for k, v in cb.result.items()})
     plots = {}
     particles = module.last_val_particles
     if particles is not None and len(particles) and particles["reconstructable"].any():

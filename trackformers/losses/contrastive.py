@@ -97,8 +97,10 @@ class SupConLoss(nn.Module):
         noise: str = "negative",
         normalize: bool = True,
         tile_elems: int = 1 << 24,
+        compile: bool | None = None,
     ):
         super().__init__()
+        self.compile = compile  # torch.compile the tile math; None = on CUDA
         if negatives not in ("event", "window"):
             raise ValueError(f"contrastive negatives={negatives!r} must be 'event' or 'window'")
         if temperature <= 0:
@@ -119,8 +121,20 @@ class SupConLoss(nn.Module):
         if self.negatives == "window":
             nbr = window_neighbours(batch.cu_seqlens, self.window, coords=batch.coords)
             return tiled_pair_loss(
-                emb, labels, valid, self.pairs, neighbours=nbr, tile_elems=self.tile_elems
+                emb,
+                labels,
+                valid,
+                self.pairs,
+                neighbours=nbr,
+                tile_elems=self.tile_elems,
+                compile=self.compile,
             )
         return tiled_pair_loss(
-            emb, labels, valid, self.pairs, cu_seqlens=batch.cu_seqlens, tile_elems=self.tile_elems
+            emb,
+            labels,
+            valid,
+            self.pairs,
+            cu_seqlens=batch.cu_seqlens,
+            tile_elems=self.tile_elems,
+            compile=self.compile,
         )

@@ -105,8 +105,10 @@ class PairwiseHingeLoss(nn.Module):
         pos_weight: float = 1.0,
         neg_weight: float = 1.0,
         tile_elems: int = 1 << 24,
+        compile: bool | None = None,
     ):
         super().__init__()
+        self.compile = compile  # torch.compile the tile math; None = on CUDA
         if negatives not in ("event", "window"):
             raise ValueError(f"hinge negatives={negatives!r} must be 'event' or 'window'")
         self.pairs = HingePairs(margin, pos_weight, neg_weight)
@@ -123,8 +125,20 @@ class PairwiseHingeLoss(nn.Module):
         if self.negatives == "window":
             nbr = window_neighbours(batch.cu_seqlens, self.window, coords=batch.coords)
             return tiled_pair_loss(
-                emb, labels, valid, self.pairs, neighbours=nbr, tile_elems=self.tile_elems
+                emb,
+                labels,
+                valid,
+                self.pairs,
+                neighbours=nbr,
+                tile_elems=self.tile_elems,
+                compile=self.compile,
             )
         return tiled_pair_loss(
-            emb, labels, valid, self.pairs, cu_seqlens=batch.cu_seqlens, tile_elems=self.tile_elems
+            emb,
+            labels,
+            valid,
+            self.pairs,
+            cu_seqlens=batch.cu_seqlens,
+            tile_elems=self.tile_elems,
+            compile=self.compile,
         )

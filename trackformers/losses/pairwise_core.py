@@ -51,19 +51,23 @@ class EventLayout:
             for r0 in range(s, e, c):
                 yield (s, e, r0, min(r0 + c, e))
 
-    def scores(self, emb: Tensor, labels: Tensor, valid: Tensor, tile):
+    def inputs(self, emb: Tensor, labels: Tensor, valid: Tensor, tile) -> tuple:
         s, e, r0, r1 = tile
-        rows, keys = emb[r0:r1], emb[s:e]  # (c, D), (n, D)
+        seq = self.seq.to(emb.device)
+        return (emb[r0:r1], emb[s:e], labels[r0:r1], labels[s:e], seq[r0:r1], seq[s:e],
+                valid[r0:r1], valid[s:e], r0 - s)  # fmt: skip
+
+    @staticmethod
+    def math(rows, keys, lab_r, lab_k, seq_r, seq_k, val_r, val_k, offset: int):
+        """Dot products, squared norms, candidate and positive masks of one tile."""
         dots = rows @ keys.T  # (c, n)
         row_sq = (rows * rows).sum(-1, keepdim=True)  # (c, 1)
         key_sq = (keys * keys).sum(-1)[None, :]  # (1, n)
-        seq = self.seq.to(emb.device)
-        col = torch.arange(s, e, device=emb.device)
-        row = torch.arange(r0, r1, device=emb.device)
-        same = (seq[r0:r1, None] == seq[None, s:e]) & (col[None, :] != row[:, None])  # (c, n)
-        cand = same & valid[r0:r1, None] & valid[None, s:e]  # (c, n)
-        lr = labels[r0:r1]
-        pos = cand & (lr[:, None] == labels[None, s:e]) & (lr[:, None] != 0)  # (c, n)
+        col = torch.arange(keys.shape[0], device=rows.device)
+        row = torch.arange(rows.shape[0], device=rows.device) + offset
+        cand = (seq_r[:, None] == seq_k[None, :]) & (col[None, :] != row[:, None])  # (c, n)
+        cand = cand & val_r[:, None] & val_k[None, :]
+        pos = cand & (lab_r[:, None] == lab_k[None, :]) & (lab_r[:, None] != 0)  # (c, n)
         return dots, row_sq, key_sq, cand, pos
 
     def accumulate(self, grad: Tensor, emb: Tensor, tile, g_dot: Tensor, g_sq: Tensor | None):
@@ -88,18 +92,20 @@ class NeighbourLayout:
         for r0 in range(0, self.n, self.c):
             yield (r0, min(r0 + self.c, self.n))
 
-    def scores(self, emb: Tensor, labels: Tensor, valid: Tensor, tile):
+    def inputs(self, emb: Tensor, labels: Tensor, valid: Tensor, tile) -> tuple:
         r0, r1 = tile
         nbr = self.nbr[r0:r1]  # (c, k)
-        has = nbr >= 0
         idx = nbr.clamp(min=0)
-        rows, keys = emb[r0:r1], emb[idx]  # (c, D), (c, k, D)
+        return (emb[r0:r1], emb[idx], labels[r0:r1], labels[idx], nbr >= 0,
+                valid[r0:r1], valid[idx])  # fmt: skip
+
+    @staticmethod
+    def math(rows, keys, lab_r, lab_k, has, val_r, val_k):
         dots = torch.einsum("cd,ckd->ck", rows, keys)  # (c, k)
         row_sq = (rows * rows).sum(-1, keepdim=True)  # (c, 1)
         key_sq = (keys * keys).sum(-1)  # (c, k)
-        cand = has & valid[r0:r1, None] & valid[idx]  # (c, k)
-        lr = labels[r0:r1]
-        pos = cand & (lr[:, None] == labels[idx]) & (lr[:, None] != 0)  # (c, k)
+        cand = has & val_r[:, None] & val_k  # (c, k)
+        pos = cand & (lab_r[:, None] == lab_k) & (lab_r[:, None] != 0)  # (c, k)
         return dots, row_sq, key_sq, cand, pos
 
     def accumulate(self, grad: Tensor, emb: Tensor, tile, g_dot: Tensor, g_sq: Tensor | None):
@@ -114,24 +120,47 @@ class NeighbourLayout:
         grad.index_add_(0, idx.reshape(-1), key_grad.reshape(-1, emb.shape[1]))
 
 
+def _tile_stats(pair_loss, math, *inputs):
+    return pair_loss.tile_stats(*math(*inputs))
+
+
+def _tile_grad(pair_loss, math, d_stats, *inputs):
+    return pair_loss.tile_grad(*math(*inputs), d_stats)
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def tile_functions(compiled: bool):
+    """(stats, grad) tile functions; compiled ones fuse the mask and softmax passes."""
+    if not compiled:
+        return _tile_stats, _tile_grad
+    if not _COMPILED:
+        _COMPILED["stats"] = torch.compile(_tile_stats, dynamic=True)
+        _COMPILED["grad"] = torch.compile(_tile_grad, dynamic=True)
+    return _COMPILED["stats"], _COMPILED["grad"]
+
+
 class _TiledPairLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, emb, labels, valid, pair_loss, layout):
+    def forward(ctx, emb, labels, valid, pair_loss, layout, compiled):
+        stats_fn, _ = tile_functions(compiled)
         with torch.autocast(emb.device.type, enabled=False):
             stats = None
             for tile in layout.tiles():
-                st = pair_loss.tile_stats(*layout.scores(emb, labels, valid, tile))
+                st = stats_fn(pair_loss, layout.math, *layout.inputs(emb, labels, valid, tile))
                 stats = st if stats is None else stats + st
             if stats is None:
                 stats = pair_loss.empty_stats(emb)
         ctx.save_for_backward(emb, labels, valid, stats)
-        ctx.pair_loss, ctx.layout = pair_loss, layout
+        ctx.pair_loss, ctx.layout, ctx.compiled = pair_loss, layout, compiled
         return pair_loss.finalize(stats)
 
     @staticmethod
     def backward(ctx, grad_out):
         emb, labels, valid, stats = ctx.saved_tensors
         pair_loss, layout = ctx.pair_loss, ctx.layout
+        _, grad_fn = tile_functions(ctx.compiled)
         with torch.enable_grad():
             st = stats.detach().requires_grad_(True)
             (d_stats,) = torch.autograd.grad(pair_loss.finalize(st), st)
@@ -139,9 +168,10 @@ class _TiledPairLoss(torch.autograd.Function):
         grad = torch.zeros_like(emb)
         with torch.no_grad(), torch.autocast(emb.device.type, enabled=False):
             for tile in layout.tiles():
-                g_dot, g_sq = pair_loss.tile_grad(*layout.scores(emb, labels, valid, tile), d_stats)
+                inputs = layout.inputs(emb, labels, valid, tile)
+                g_dot, g_sq = grad_fn(pair_loss, layout.math, d_stats, *inputs)
                 layout.accumulate(grad, emb, tile, g_dot, g_sq)
-        return grad, None, None, None, None
+        return grad, None, None, None, None, None
 
 
 def tiled_pair_loss(
@@ -152,17 +182,22 @@ def tiled_pair_loss(
     cu_seqlens: Tensor | None = None,
     neighbours: Tensor | None = None,
     tile_elems: int = 1 << 24,
+    compile: bool | None = None,
 ) -> Tensor:
     """Loss over all same-event pairs (``cu_seqlens``) or over a neighbour table.
 
     emb (N, D) float32, labels (N,) int64 particle id (0 = noise), valid (N,) bool: hits that
     take part at all (e.g. noise excluded). Memory per tile ~ ``tile_elems`` elements.
+    ``compile``: torch.compile the tile math (None = on CUDA only).
     """
     if (cu_seqlens is None) == (neighbours is None):
         raise ValueError("give exactly one of cu_seqlens (all pairs) or neighbours (N, k)")
-    emb = emb.float().contiguous()
+    if emb.dtype in (torch.float16, torch.bfloat16):
+        emb = emb.float()  # the loss is computed in float32 (float64 stays float64)
+    emb = emb.contiguous()
     if neighbours is not None:
         layout = NeighbourLayout(neighbours.long(), tile_elems, emb.shape[1])
     else:
         layout = EventLayout(cu_seqlens, tile_elems)
-    return _TiledPairLoss.apply(emb, labels.long(), valid.bool(), pair_loss, layout)
+    compiled = emb.is_cuda if compile is None else bool(compile)
+    return _TiledPairLoss.apply(emb, labels.long(), valid.bool(), pair_loss, layout, compiled)
