@@ -7,7 +7,7 @@ import pytest
 from trackformers.sim.detector import DetectorConfig, DetectorSim
 from trackformers.sim.geometry import CYLINDER, load_geometry, module_ids
 from trackformers.sim.particle_id import encode_particle_id
-from trackformers.sim.propagate import SI_DEDX_PER_X0, propagate
+from trackformers.sim.propagate import SI_DEDX_PER_X0, SI_XI_PER_X0, propagate
 
 MU_MASS = 0.105658
 
@@ -69,12 +69,22 @@ def test_loopers_leave_repeated_hits_until_energy_is_lost(geo):
     assert np.all(np.diff(p) < 0)  # loses momentum at every crossing
 
 
-def test_energy_loss_per_layer_matches_bethe_mean(geo):
-    h = _ideal(geo, *_muons(1.0, 0.0), energy_loss=True)
-    p = np.linalg.norm(h["mom"], axis=1)
-    beta2 = 1 / (1 + (MU_MASS / p[0]) ** 2)
-    e0, e1 = np.hypot(p[0], MU_MASS), np.hypot(p[1], MU_MASS)
-    np.testing.assert_allclose(e0 - e1, SI_DEDX_PER_X0 * 0.017 / beta2, rtol=1e-3)
+def test_energy_loss_per_layer_matches_bethe_mean_with_landau_spread(geo):
+    n = 4000
+    h = _ideal(geo, *_muons(np.full(n, 1.0), np.zeros(n)), energy_loss=True, seed=2)
+    first = geo.layer_id[h["surface"]] == 2  # hits on layers 2 and 4 of the pixel barrel
+    second = (geo.layer_id[h["surface"]] == 4) & (geo.volume_id[h["surface"]] == 8)
+    e = np.hypot(np.linalg.norm(h["mom"], axis=1), MU_MASS)
+    first &= geo.volume_id[h["surface"]] == 8
+    assert np.array_equal(h["particle"][first], h["particle"][second])
+    de = e[first] - e[second]  # loss in layer 1 only (normal incidence, 1.7 % X0)
+    beta2 = 1 / (1 + (MU_MASS / np.linalg.norm(h["mom"][first], axis=1)) ** 2)
+    mean = SI_DEDX_PER_X0 * 0.017 / beta2
+    assert de.mean() == pytest.approx(mean.mean(), rel=0.02)
+    xi = SI_XI_PER_X0 * 0.017 / beta2.mean()
+    assert np.std(de) == pytest.approx(xi * np.pi / np.sqrt(2), rel=0.15)  # Moyal width
+    assert np.median(de) < de.mean()  # Landau-like: long tail to high losses
+    assert de.min() > 0
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.5])

@@ -58,4 +58,5 @@ def test_hits_on_layer_surfaces(events):
     r = np.hypot(e["hit_x"], e["hit_y"])
     assert np.abs(r[cyl] - geo.pos[s[cyl]]).max() < 1e-3 * geo.pos[s[cyl]].max()
     assert np.abs(e["hit_z"][~cyl] - geo.pos[s[~cyl]]).max() < 1e-3
-    assert np.all(np.abs(e["hit_z"][cyl]) <= geo.hi[s[cyl]] + 5)  # within the layer (+ smear)
+    assert np.all(np.abs(e["hit_z"][cyl]) <= geo.hi[s[cyl]] + 1e-3)  # inside the sensors
+    assert np.all((r[~cyl] >= geo.lo[s[~cyl]] - 1e-3) & (r[~cyl] <= geo.hi[s[~cyl]] + 1e-3))

@@ -123,11 +123,14 @@ class DetectorSim:
         out[:, 0] += gu * ux + np.where(cyl, 0.0, gv * np.cos(phi_c))
         out[:, 1] += gu * uy + np.where(cyl, 0.0, gv * np.sin(phi_c))
         out[:, 2] += np.where(cyl, gv, 0.0)
-        # keep barrel hits on their layer cylinder (the offset along u is tangent to it)
+        # keep barrel hits on their layer cylinder (the offset along u is tangent to it), and
+        # every measurement inside the sensitive surface (a strip lies within its sensor)
         r = np.hypot(out[:, 0], out[:, 1])
-        scale = np.where(cyl, geo.pos[surf] / np.maximum(r, 1e-9), 1.0)
+        r_in = np.where(cyl, geo.pos[surf], np.clip(r, geo.lo[surf], geo.hi[surf]))
+        scale = r_in / np.maximum(r, 1e-9)
         out[:, 0] *= scale
         out[:, 1] *= scale
+        out[:, 2] = np.where(cyl, np.clip(out[:, 2], geo.lo[surf], geo.hi[surf]), out[:, 2])
         return out
 
     def simulate(self, particles: dict, *, event_id: int, pileup: int, seed: int) -> dict:

@@ -6,10 +6,11 @@ start of every step, so the track is a piecewise helix between surfaces. From it
 current state the next crossing with every surface is found analytically (cylinder: circle
 circle intersection plus full turns for loopers; disk: linear in z), the nearest one is taken,
 a hit is recorded with probability ``efficiency`` on sensitive surfaces, then material effects
-are applied: Highland multiple scattering and ionisation loss, both with the thickness
-corrected for the incidence angle (x / cos(alpha)), plus mean bremsstrahlung for electrons.
-A particle stops when it crosses the world boundary, finds no further surface, falls below
-``p_min`` or exceeds ``max_crossings``; loopers therefore leave their repeated hits as in real data.
+are applied: Highland multiple scattering and ionisation loss (Bethe mean with Landau-like
+fluctuations), both with the thickness corrected for the incidence angle (x / cos(alpha)),
+plus mean bremsstrahlung for electrons. A particle stops when it crosses the world boundary,
+finds no further surface, falls below ``p_min`` or exceeds ``max_crossings``; loopers
+therefore leave their repeated hits as in real data.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from trackformers.sim.geometry import CYLINDER, Geometry
 
 C_LIGHT = 0.299792458e-3  # GeV / (T mm)
 SI_DEDX_PER_X0 = 0.0363  # GeV: minimum-ionising loss in silicon per radiation length
+# Landau width xi = (K/2)(Z/A) rho x / beta^2 for silicon, per radiation length (GeV)
+SI_XI_PER_X0 = 0.001671
+MOYAL_MEAN = 0.5772156649 + math.log(2.0)  # mean of the Moyal distribution (Euler + ln 2)
 _EPS = 1e-3  # mm: crossings closer than this are the current one
 
 
@@ -220,7 +224,12 @@ def _propagate(
                     nrm = math.sqrt(dx * dx + dy * dy + dz * dz)
                     mx, my, mz = p * dx / nrm, p * dy / nrm, p * dz / nrm
             if energy_loss:
+                # ionisation: Bethe mean plus Landau-like (Moyal) fluctuations of width xi,
+                # sampled as -ln(Z^2) with Z ~ N(0, 1), shifted so the mean stays the Bethe mean
                 de = SI_DEDX_PER_X0 * t / (beta * beta)
+                g = np.random.standard_normal()  # noqa: NPY002
+                moyal = -math.log(max(g * g, 1e-300))
+                de = max(de + SI_XI_PER_X0 * t / (beta * beta) * (moyal - MOYAL_MEAN), 0.0)
                 if is_electron[i]:
                     de += e * (1.0 - math.exp(-t))  # mean bremsstrahlung loss
                 e_new = e - de
