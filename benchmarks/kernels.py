@@ -279,10 +279,14 @@ def sweep(args, log) -> list[dict]:
     """Fixed configs (tune=False) incl. the metadata tile size block_m, at the largest N."""
     n = max(args.sizes)
     out = []
-    fwd_variants = [(64, 64, 4, 3), (64, 32, 4, 3), (64, 128, 4, 3), (64, 64, 4, 4),
-                    (64, 64, 8, 3), (32, 64, 4, 3), (128, 64, 4, 3)]  # fmt: skip
-    bwd_variants = [(64, 32, 4, 2), (64, 32, 4, 3), (64, 64, 4, 2), (32, 32, 4, 2),
-                    (128, 32, 4, 2), (64, 16, 4, 2)]  # fmt: skip
+    # (block_m, block_n, warps, stages), fast_exp, rowsum_mma
+    fwd_variants = [((64, 64, 4, 3), True, False), ((64, 64, 4, 3), True, True),
+                    ((64, 64, 4, 3), False, False), ((64, 32, 4, 3), True, True),
+                    ((64, 128, 4, 3), True, True), ((64, 64, 4, 2), True, True),
+                    ((128, 64, 4, 3), True, True), ((64, 64, 4, 4), True, True)]  # fmt: skip
+    bwd_variants = [((64, 32, 4, 3), True), ((64, 32, 4, 2), True), ((64, 64, 4, 3), True),
+                    ((128, 32, 4, 3), True), ((64, 32, 8, 3), True), ((64, 32, 4, 4), True),
+                    ((64, 32, 4, 3), False)]  # fmt: skip
     for d in args.sweep_dims:
         batch = synthetic_batch([n], seed=n, device="cuda")
         for kind in args.masks:
@@ -290,16 +294,18 @@ def sweep(args, log) -> list[dict]:
             q, k, v, do = (torch.randn(n, args.heads, d, device="cuda", dtype=torch.bfloat16)
                            for _ in range(4))  # fmt: skip
             fwd0, bwd0 = ops.FWD_CONFIGS[d], ops.BWD_CONFIGS[d]
-            for fv, fast in [(fv, True) for fv in fwd_variants] + [(fwd_variants[0], False)]:
+            for fv, fast, rowsum in fwd_variants:
                 ops.FWD_CONFIGS[d] = ops.KernelConfig(*fv)
-                ops.FAST_EXP = fast
+                ops.FAST_EXP, ops.ROWSUM_MMA = fast, rowsum
                 meta = ops.build_meta(sp, n, d)
                 ms = bench(lambda: ops.fused_attention(q, k, v, sp, meta=meta, tune=False), True)
                 out.append({"sweep": "fwd", "mask": kind, "N": n, "D": d, "cfg": fv,
-                            "fast_exp": fast, "ms": ms})  # fmt: skip
-                log(f"    sweep fwd {kind} D={d} {fv} fast_exp={fast}: {ms:.4f} ms")
+                            "fast_exp": fast, "rowsum_mma": rowsum, "ms": ms})  # fmt: skip
+                log(f"    sweep fwd {kind} D={d} {fv} fast_exp={fast} rowsum_mma={rowsum}: "
+                    f"{ms:.4f} ms")  # fmt: skip
+            ops.FAST_EXP, ops.ROWSUM_MMA = True, False
             ops.FWD_CONFIGS[d] = fwd0
-            for bv, fast in [(bv, True) for bv in bwd_variants] + [(bwd_variants[0], False)]:
+            for bv, fast in bwd_variants:
                 ops.FAST_EXP = fast
                 ops.BWD_CONFIGS[d] = ops.KernelConfig(*bv)
                 meta = ops.build_meta(sp, n, d)

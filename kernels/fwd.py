@@ -18,7 +18,7 @@ from trackformers.kernels.common import allowed, clamp_ranges, exp2
 def _fwd_segment(
     acc, m_i, l_i, q, K, V, start, end, lo1, hi1, lo2, hi2, stride_n, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr,
+    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr, ROWSUM_MMA: tl.constexpr,
 ):  # fmt: skip
     offs_d = tl.arange(0, HEAD_DIM)
     offs_b = tl.arange(0, BLOCK_N)
@@ -45,7 +45,10 @@ def _fwd_segment(
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)  # log2 units
         p = exp2(qk * qk_scale - m_new[:, None], V.dtype.element_ty, FAST_EXP)
         alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p.to(tl.float32), 1)
+        if ROWSUM_MMA:  # row sums on the tensor cores: (BLOCK_M, 16) accumulator
+            l_i = tl.dot(p, tl.full([BLOCK_N, 16], 1.0, p.dtype), l_i * alpha[:, None])
+        else:
+            l_i = l_i * alpha + tl.sum(p.to(tl.float32), 1)
         acc = acc * alpha[:, None]
         acc = tl.dot(p, v, acc)
         m_i = m_new
@@ -58,7 +61,7 @@ def _fwd_segment(
 def attention_fwd_kernel(
     Q, K, V, O, LSE, TILES, ROWS, N, H, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr,
+    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr, ROWSUM_MMA: tl.constexpr,
 ):  # fmt: skip
     t = tl.program_id(0)
     h = tl.program_id(1)
@@ -86,26 +89,31 @@ def attention_fwd_kernel(
         hi2 = lo1
     qk_scale = sm_scale * 1.4426950408889634
     m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - 1.0e30
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    if ROWSUM_MMA:
+        l_i = tl.zeros([BLOCK_M, 16], dtype=tl.float32)
+    else:
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     Kh = K + head
     Vh = V + head
     f_end = f_lo + ((f_hi - f_lo) // BLOCK_N) * BLOCK_N
     acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, a_lo, f_lo, lo1, hi1, lo2, hi2,
                                  stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
-                                 FAST_EXP)  # fmt: skip
+                                 FAST_EXP, ROWSUM_MMA)  # fmt: skip
     acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, f_lo, f_end, lo1, hi1, lo2, hi2,
                                  stride_n, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_WRAP,
-                                 FAST_EXP)  # fmt: skip
+                                 FAST_EXP, ROWSUM_MMA)  # fmt: skip
     acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, f_end, a_hi, lo1, hi1, lo2, hi2,
                                  stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
-                                 FAST_EXP)  # fmt: skip
+                                 FAST_EXP, ROWSUM_MMA)  # fmt: skip
     if HAS_WRAP:
         b_lo = tl.load(tb + 6)
         b_hi = tl.load(tb + 7)
         acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, b_lo, b_hi, lo1, hi1, lo2, hi2,
                                      stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
-                                     FAST_EXP)  # fmt: skip
+                                     FAST_EXP, ROWSUM_MMA)  # fmt: skip
+    if ROWSUM_MMA:
+        l_i = tl.sum(l_i, 1) * 0.0625
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
     o = acc / l_safe[:, None]
     tl.store(O + head + row_off, o.to(O.dtype.element_ty), mask=mvalid[:, None])

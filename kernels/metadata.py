@@ -221,6 +221,8 @@ def _group_ids(kind: str, group_id: Tensor | None, n: int, cu: Tensor) -> Tensor
 
 
 def _num_tiles(n: int, num_events: int, block_m: int) -> int:
+    if block_m < 1 or block_m & (block_m - 1):
+        raise ValueError(f"block_m must be a power of two, got {block_m}")
     return triton.cdiv(n, block_m) + num_events
 
 

@@ -62,13 +62,15 @@ _TUNED: dict[str, object] = {}
 def _tuned(name: str, fn, block_m: int, configs):
     key = f"{name}:{block_m}"
     if key not in _TUNED:
-        keys = ["HEAD_DIM", "HAS_WRAP", "FAST_EXP"]
+        keys = ["HEAD_DIM", "HAS_WRAP", "FAST_EXP"] + (["ROWSUM_MMA"] if name == "fwd" else [])
         _TUNED[key] = triton.autotune(configs=configs(block_m), key=keys)(fn)
     return _TUNED[key]
 
 
 # Packed 16-bit exp2 on CUDA for bf16/fp16 inputs (see kernels/common.py); benchmarks toggle it.
 FAST_EXP = True
+# Forward row sums on the tensor cores instead of the FP32 units (a variant under test).
+ROWSUM_MMA = False
 
 
 class FusedMeta:
@@ -146,7 +148,8 @@ def attention_forward(
     grid = (meta.tiles.shape[0], h)
     cfg = FWD_CONFIGS[d]
     args = (q, k, v, o, lse, meta.tiles, meta.rows, n, h, sm_scale)
-    flags = dict(HEAD_DIM=d, BLOCK_M=meta.block_m, HAS_WRAP=has_wrap, FAST_EXP=_fast_exp(q))
+    flags = dict(HEAD_DIM=d, BLOCK_M=meta.block_m, HAS_WRAP=has_wrap, FAST_EXP=_fast_exp(q),
+                 ROWSUM_MMA=ROWSUM_MMA)  # fmt: skip
     if tune and not interpreting():
         _tuned("fwd", attention_fwd_kernel, meta.block_m, fwd_configs)[grid](*args, **flags)
     else:
