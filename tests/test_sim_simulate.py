@@ -55,8 +55,9 @@ def test_cli_gun_writes_shards_and_skips_existing(tmp_path):
     assert again == shards and [p.stat().st_mtime_ns for p in shards] == mtimes
 
 
-def test_resume_and_reproducibility(tmp_path):
-    a = run(_cfg(tmp_path / "a", workers=2))
+def test_resume_and_reproducibility(tmp_path, capsys):
+    a = run(_cfg(tmp_path / "a", workers=2, progress=True))
+    assert "6/6" in capsys.readouterr().err  # per-event progress from the worker processes
     b = run(_cfg(tmp_path / "b"))
     assert [_digest(p) for p in a] == [_digest(p) for p in b]
     os.remove(b[1])

@@ -111,24 +111,36 @@ class Simulation:
             )
         return True
 
-    def write_shard(self, shard: int) -> int:
+    def write_shard(self, shard: int, on_event=None) -> int:
+        """Write one shard; ``on_event()`` is called after each event (progress)."""
         from trackformers.sim.writer import write_events
 
-        events = (self.factory.event(i) for i in self.shard_events(shard))
-        return write_events(self.shard_path(shard), events, self.metadata(shard))
+        def events():
+            for i in self.shard_events(shard):
+                yield self.factory.event(i)
+                if on_event is not None:
+                    on_event()
+
+        return write_events(self.shard_path(shard), events(), self.metadata(shard))
 
 
 _WORKER_SIM: Simulation | None = None
+_WORKER_COUNTER = None  # shared event counter, for the progress bar of the parent
 
 
-def _init_worker(settings: dict) -> None:
-    global _WORKER_SIM
-    _WORKER_SIM = Simulation(settings)
+def _init_worker(settings: dict, counter) -> None:
+    global _WORKER_SIM, _WORKER_COUNTER
+    _WORKER_SIM, _WORKER_COUNTER = Simulation(settings), counter
+
+
+def _count_event() -> None:
+    with _WORKER_COUNTER.get_lock():
+        _WORKER_COUNTER.value += 1
 
 
 def _run_shard(shard: int) -> tuple[int, int]:
     assert _WORKER_SIM is not None
-    return shard, _WORKER_SIM.write_shard(shard)
+    return shard, _WORKER_SIM.write_shard(shard, on_event=_count_event)
 
 
 def run(cfg) -> list[Path]:
@@ -156,14 +168,19 @@ def run(cfg) -> list[Path]:
     )
     if workers == 1 or len(todo) <= 1:
         for s in todo:
-            bar.update(sim.write_shard(s))
+            sim.write_shard(s, on_event=lambda: bar.update(1))
     else:
         ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        counter = ctx.Value("q", 0)
         with ctx.Pool(
-            min(workers, len(todo)), initializer=_init_worker, initargs=(settings,)
+            min(workers, len(todo)), initializer=_init_worker, initargs=(settings, counter)
         ) as pool:
-            for _, n in pool.imap_unordered(_run_shard, todo):
-                bar.update(n)
+            result = pool.map_async(_run_shard, todo)
+            while not result.ready():
+                result.wait(0.2)
+                bar.update(counter.value - bar.n)
+            result.get()  # re-raise a worker's error
+            bar.update(counter.value - bar.n)
     bar.close()
     return [sim.shard_path(s) for s in wanted]
 
