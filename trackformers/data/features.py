@@ -241,21 +241,23 @@ def hit_targets(chunk: EventChunk, cfg: FeatureConfig) -> dict[str, np.ndarray]:
     if chunk.part_offsets is None or "part_particle_id" not in chunk.parts:
         raise ValueError(f"{chunk.source}: targets need the particle branches (part_*)")
     row = cached_particle_row(chunk)  # (N,) -1 for noise / no truth
-    params = particle_parameters(chunk.parts, cfg.bz)
+    params = particle_parameters(chunk.parts, cfg.bz)  # per particle, float64
     has = row >= 0
-    safe = np.where(has, row, 0)
-    pt = np.where(has, params["pt"][safe], np.nan)
-    valid = has & (pt >= cfg.target_pt_min)
-    out: dict[str, np.ndarray] = {"valid": valid, "pt": pt.astype(np.float32)}
-    if cfg.targets:
-        stacked = np.empty((len(row), len(cfg.targets)), dtype=np.float32)
-        for j, name in enumerate(cfg.targets):
-            stacked[:, j] = np.where(valid, params[name][safe], np.nan)
+    safe = np.where(has, row, 0)  # (N,) gather index, masked below
+    valid = has & (params["pt"] >= cfg.target_pt_min)[safe]
+    pt = params["pt"].astype(np.float32)[safe]
+    pt[~has] = np.nan
+    out: dict[str, np.ndarray] = {"valid": valid, "pt": pt}
+    if cfg.targets:  # gather rows of a (npart, P) matrix once
+        mat = np.stack([params[n] for n in cfg.targets], axis=1).astype(np.float32)
+        stacked = np.take(mat, safe, axis=0)  # (N, P); np.take beats fancy indexing 3x
+        stacked[~valid] = np.nan
         out["params"] = stacked
     if cfg.class_bins is not None:
         from trackformers.data.binning import joint_class
 
-        cols = {k: np.where(valid, params[k][safe], np.nan) for k in cfg.class_bins}
-        cls = joint_class(cols, cfg.class_bins)
-        out["class"] = np.where(valid, cls, -1).astype(np.int64)
+        part_cls = joint_class({k: params[k] for k in cfg.class_bins}, cfg.class_bins)
+        cls = part_cls[safe]
+        cls[~valid] = -1
+        out["class"] = cls.astype(np.int64, copy=False)
     return out

@@ -59,7 +59,7 @@ class Featurized:
             take = lambda a: a[sl]
         else:
             rows = gather_rows(self.hit_offsets, idx)
-            take = lambda a: a[rows]
+            take = lambda a: np.take(a, rows, axis=0)
 
         def t(a):
             if a is None:
