@@ -70,3 +70,33 @@ def test_many_files_stream_in_order(tmp_path):
         write_events(tmp_path / f"shard_{i}.root", helix_events(4, seed=i, first_id=10 * i), {})
     ids = [int(e["event_id"]) for e in reader.iter_events(tmp_path)]
     assert ids == [0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23]
+
+
+def test_event_of_200k_hits(tmp_path):
+    from trackformers.data.dataset import NativeEventStream
+    from trackformers.data.features import FeatureConfig
+
+    rng = np.random.default_rng(0)
+    ev = helix_events(1, seed=4)[0]
+    n = 200_000
+    reps = -(-n // len(ev["hit_x"]))
+    for k in [k for k in ev if k.startswith("hit_")]:
+        ev[k] = np.tile(ev[k], reps)[:n]
+    ev["hit_id"] = rng.permutation(n).astype(np.uint64) + 1
+    write_events(tmp_path / "big.root", [ev, helix_events(1, seed=5, first_id=1)[0]], {})
+    ds = NativeEventStream(
+        [tmp_path / "big.root"], FeatureConfig(targets=("eta",)), max_tokens=50_000
+    )
+    batches = list(ds)
+    assert [b.num_hits for b in batches][0] == n and batches[0].max_seqlen == n
+    assert batches[0].num_events == 1  # larger than the budget: alone, never split or dropped
+    assert sum(b.num_events for b in batches) == 2
+
+
+def test_files_are_streamed_lazily(tmp_path):
+    write_events(tmp_path / "a.root", helix_events(2, seed=1), {})
+    it = reader.iter_chunks([tmp_path / "a.root", tmp_path / "later_missing.root"])
+    first = next(it)  # the second file is not touched before the first is consumed
+    assert first.num_events == 2
+    with pytest.raises(FileNotFoundError, match="later_missing.root"):
+        next(it)
