@@ -1,5 +1,7 @@
 """Particle-table (TrackML particles.csv) input and the on-the-fly streaming dataset."""
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -117,5 +119,7 @@ def test_stream_in_dataloader_workers_matches_factory():
     ds.set_epoch(1)
     fresh = [int(e["event_id"]) for e in ds]
     assert fresh == list(range(6, 12))
+    clone = pickle.loads(pickle.dumps(ds))  # spawn-started workers get a pickled copy
+    assert clone._factory is None and [int(e["event_id"]) for e in clone] == fresh
     with pytest.raises(ValueError, match="unknown process"):
         SimulatedEventStream({"process": {"name": "zz"}}, n_events=2)

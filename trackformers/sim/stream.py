@@ -47,6 +47,10 @@ class SimulatedEventStream(torch.utils.data.IterableDataset):
         self.epoch = 0
         self._factory: EventFactory | None = None
 
+    def __getstate__(self) -> dict:
+        # a worker builds its own factory (Pythia objects cannot be pickled)
+        return {**self.__dict__, "_factory": None}
+
     def set_epoch(self, epoch: int) -> None:
         """Use fresh events in every epoch (call before iterating, e.g. from a callback)."""
         self.epoch = int(epoch)
