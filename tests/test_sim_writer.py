@@ -78,3 +78,14 @@ def test_interrupted_write_leaves_no_file(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write_events(tmp_path / "x.root", gen(), {}, basket_events=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_baskets_bounded_by_hits_keep_content(tmp_path):
+    events = _events(5, seed=3)
+    write_events(tmp_path / "a.root", events, {}, basket_hits=1)  # one event per basket
+    write_events(tmp_path / "b.root", events, {})
+    a = uproot.open(tmp_path / "a.root")["events"]
+    assert a["hit_x"].num_baskets == 5
+    b = uproot.open(tmp_path / "b.root")["events"].arrays()
+    for name in schema.ALL_BRANCHES:
+        assert a[name].array().tolist() == b[name].tolist()

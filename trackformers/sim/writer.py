@@ -87,14 +87,17 @@ def _chunk_arrays(events: list[dict]) -> dict:
     return out
 
 
-def _batches(events: Iterable[dict], size: int) -> Iterator[list[dict]]:
+def _batches(events: Iterable[dict], size: int, max_hits: int) -> Iterator[list[dict]]:
+    """Validated events in chunks of ``size`` events or ``max_hits`` hits (bounded memory)."""
     chunk: list[dict] = []
+    hits = 0
     for i, ev in enumerate(events):
         validate_event(ev, i)
         chunk.append(ev)
-        if len(chunk) == size:
+        hits += len(ev["hit_id"])
+        if len(chunk) == size or hits >= max_hits:
             yield chunk
-            chunk = []
+            chunk, hits = [], 0
     if chunk:
         yield chunk
 
@@ -139,6 +142,7 @@ def write_events(
     metadata: dict,
     *,
     basket_events: int = 100,
+    basket_hits: int = 1_000_000,
     reproducible: bool = True,
     compression=None,
 ) -> int:
@@ -148,7 +152,8 @@ def write_events(
     only when complete, so an interrupted run never leaves a half file under the final name.
     ``metadata`` (JSON serialisable) is stored as a TObjString ``metadata``. With
     ``reproducible`` the ROOT timestamps and UUID are fixed, so the same events and metadata
-    give byte-identical files.
+    give byte-identical files. Events are buffered into baskets of at most ``basket_events``
+    events or ``basket_hits`` hits, so memory stays bounded for large shards.
     """
     path = check_writable(path)
     meta_json = json.dumps(metadata, sort_keys=True, default=str)
@@ -166,7 +171,7 @@ def write_events(
         with clock, uproot.recreate(tmp, **opts) as f:
             f[schema.METADATA_KEY] = meta_json
             tree = f.mktree(schema.TREE_NAME, _branch_types(), counter_name=_counter_name)
-            for chunk in _batches(events, basket_events):
+            for chunk in _batches(events, basket_events, basket_hits):
                 tree.extend(_chunk_arrays(chunk))
                 n += len(chunk)
         os.replace(tmp, path)
