@@ -136,7 +136,7 @@ def test_trackml_bad_columns_nan_duplicates_no_truth(tmp_path, events):
     with pytest.warns(DataRepairWarning) as rec:
         convert_trackml(src, tmp_path / "o2", repairs=repairs)
     msgs = [str(w.message) for w in rec]
-    assert sum("2 hits with NaN/inf coordinates dropped" in m for m in msgs) == 1
+    assert sum("2 hits with NaN/inf values dropped" in m for m in msgs) == 1
     assert sum("3 hits without a truth row, kept as noise" in m for m in msgs) == 1
     got = _by_event(tmp_path / "o2")
     assert len(got[1000]["hit_x"]) == len(events[0]["hit_x"]) - 2

@@ -67,6 +67,10 @@ def test_batches_respect_budget_and_content(dataset_dir):
         assert b.max_seqlen == int(lens.max())
         assert b.x.shape == (b.num_hits, 4) and b.targets["params"].shape == (b.num_hits, 2)
     assert dm.num_features == 4 and dm.num_params == 2
+    pinned = _dm(dataset_dir, pin_memory=True, num_workers=2)
+    loader = pinned.train_dataloader()
+    assert loader.pin_memory and loader.num_workers == 2 and loader.batch_size is None
+    assert hasattr(PackedBatch, "pin_memory")  # what the DataLoader's pin thread calls
 
 
 @pytest.mark.parametrize("workers", [0, 2])

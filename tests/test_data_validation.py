@@ -105,12 +105,26 @@ def test_nan_rows_dropped_counted_warned_once(tmp_path, events):
         chunks = list(reader.iter_chunks(path, repairs=repairs, hit_fields=FIELDS, chunk_bytes=500))
     assert len(chunks) > 1  # several chunks, still one warning for the file
     msgs = _repair_warnings(rec)
-    assert msgs == [f"{path}: 3 hits with NaN/inf coordinates dropped (hit_x; hit_z)"]
+    assert msgs == [f"{path}: 3 hits with NaN/inf values dropped (hit_x; hit_z)"]
     assert repairs.total("nonfinite_hits") == 3
     n = sum(c.num_hits for c in chunks)
     assert n == sum(len(e["hit_x"]) for e in events) - 3
     for c in chunks:
         assert np.isfinite(c.hits["hit_x"]).all() and np.isfinite(c.hits["hit_z"]).all()
+
+
+def test_nan_drop_with_trailing_empty_event(tmp_path, events):
+    for k in [k for k in ALL_BRANCHES if k.startswith("hit_")]:
+        events[-1][k] = events[-1][k][:0]
+    events[0]["hit_weight"][1] = np.nan  # any float hit field counts, named in the warning
+    path = write_raw(tmp_path / "tail.root", events)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ids = [int(e["event_id"]) for e in reader.iter_events(path)]
+    assert ids == [500, 501, 502, 503, 504]
+    msgs = _repair_warnings(rec)
+    assert f"{path}: 1 hits with NaN/inf values dropped (hit_weight)" in msgs
+    assert f"{path}: 1 events without hits dropped" in msgs
 
 
 def test_empty_events_dropped_and_counted(tmp_path, events):

@@ -63,11 +63,7 @@ class EventChunk:
         """Keep hits where ``keep`` (total_hits,) bool is true; events and particles stay."""
         if keep.all():
             return self
-        kept_per_event = np.add.reduceat(keep, self.hit_offsets[:-1]) if self.num_hits else None
-        if kept_per_event is None:
-            return self
-        # reduceat on an empty segment returns the element at the start: fix empty events
-        kept_per_event = np.where(self.hit_counts > 0, kept_per_event, 0)
+        kept_per_event = np.bincount(segment_ids(self.hit_offsets)[keep], minlength=self.num_events)
         return EventChunk(
             event=self.event,
             hit_offsets=counts_to_offsets(kept_per_event),

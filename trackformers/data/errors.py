@@ -26,7 +26,7 @@ class DataRepairWarning(UserWarning):
 
 
 REPAIR_TEXT = {
-    "nonfinite_hits": "hits with NaN/inf coordinates dropped",
+    "nonfinite_hits": "hits with NaN/inf values dropped",
     "empty_events": "events without hits dropped",
     "hits_without_truth": "hits whose particle id is not in the particle table (targets masked)",
     "selection_empty_events": "events left without hits by the hit selection dropped",
