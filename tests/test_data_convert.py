@@ -2,6 +2,7 @@
 forms, branch-name variants) into native files, with validation."""
 
 import json
+from pathlib import Path
 
 import awkward as ak
 import numpy as np
@@ -283,3 +284,26 @@ def test_acts_branch_variants_and_errors(tmp_path, events):
         convert_acts(hits, parts, tmp_path / "o2")
     with pytest.raises(FileNotFoundError, match="nothere.root"):
         convert_acts(tmp_path / "nothere.root", parts, tmp_path / "o3")
+
+
+def test_converted_trackml_feeds_the_pixel_config(tmp_path, events):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from trackformers.data.datamodule import TrackDataModule
+
+    src = write_trackml(tmp_path / "csv", events)
+    convert_trackml(src, tmp_path / "native")
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf / "data"), version_base="1.3"):
+        cfg = compose(
+            "trackml_pixel",
+            overrides=[f"path={tmp_path / 'native'}", "val_fraction=0.0", "test_fraction=0.0"],
+        )
+    dm = instantiate(cfg)
+    assert isinstance(dm, TrackDataModule)
+    batches = list(dm.train_dataloader())
+    assert sum(b.num_events for b in batches) == 3
+    for b in batches:
+        assert set(b.volume_id.unique().tolist()) <= {7, 8, 9}
+        assert b.targets["params"].shape[1] == 4 and (b.targets["class"] < 64).all()
