@@ -76,7 +76,6 @@ def test_wandb_logger_is_offline_under_run_dir_and_csv_alongside(tmp_path):
 
 
 def test_slurm_launcher_config_composes_and_instantiates(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = compose_run(
         ["experiment=demo", "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4",
          "trainer.num_nodes=2", "hydra.sweep.dir=" + str(tmp_path)],

@@ -27,7 +27,7 @@ class EventLayout:
     block's (hits x hits) stays within ``pack_elems``: fewer, larger tiles for many tiny events.
     """
 
-    def __init__(self, cu_seqlens: Tensor, tile_elems: int, pack_elems: int = 1 << 22):
+    def __init__(self, cu_seqlens: Tensor, tile_elems: int, pack_elems: int = 1 << 16):
         self.tile_elems = int(tile_elems)
         bounds = [int(b) for b in cu_seqlens.tolist()]
         limit = min(self.tile_elems, int(pack_elems))
