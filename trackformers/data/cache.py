@@ -112,7 +112,12 @@ def build_cache(
         "num_hits": int(lengths.sum()),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process (e.g. a DDP rank) finished the same cache first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "manifest.json").is_file():
+            raise
     return out
 
 
