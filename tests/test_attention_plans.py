@@ -127,3 +127,31 @@ def test_wrong_max_seqlen_is_rejected():
     bad.max_seqlen = 20
     with pytest.raises(ValueError, match="max_seqlen=20 < longest event"):
         cluster_plan(bad)
+
+
+@pytest.mark.gpu
+def test_compiled_plans_equal_eager_on_gpu(monkeypatch):
+    import warnings
+
+    from trackformers.attention import compiled
+    from trackformers.attention.blocksparse import build_layout
+
+    batch = synthetic_batch([3000, 17, 1, 5000], seed=9, device="cuda")
+
+    def everything():
+        out = []
+        for plan in (cluster_plan(batch, 64, 1000), window_plan(batch, 50), full_plan(batch)):
+            lay = build_layout(plan, 128)
+            out += [plan.perm, plan.inv_perm, plan.group_id, plan.group_ptr, lay.lo, lay.hi,
+                    lay.kv_num_blocks, lay.kv_indices, lay.full_kv_num_blocks,
+                    lay.full_kv_indices]  # fmt: skip
+        return out
+
+    monkeypatch.setattr(compiled, "DEVICES", ())
+    eager = everything()
+    monkeypatch.setattr(compiled, "DEVICES", ("cuda",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed compile must not hide here
+        comp = everything()
+    for a, b in zip(eager, comp, strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from trackformers.attention.base import AttentionPlan
+from trackformers.attention.compiled import on_device
 from trackformers.attention.plans import row_ranges
 
 
@@ -88,12 +89,11 @@ class BlockLayout:
 def _count_blocks(qb: Tensor, b0: Tensor, b1: Tensor, nqb: int, nkb: int) -> Tensor:
     """(nqb, nkb) int32: per query block, how many (row, range) pairs cover key block j,
     from half-open block intervals [b0, b1) per (row, range); empty where b1 <= b0."""
-    ok = b1 > b0
-    diff = torch.zeros(nqb * (nkb + 1), dtype=torch.int32, device=qb.device)
+    ok = (b1 > b0).to(torch.int32)
     base = qb * (nkb + 1)
-    ones = ok.to(torch.int32)
-    diff.index_put_((torch.where(ok, base + b0, base),), ones, accumulate=True)
-    diff.index_put_((torch.where(ok, base + b1, base),), -ones, accumulate=True)
+    diff = torch.zeros(nqb * (nkb + 1), dtype=torch.int32, device=qb.device)
+    diff.scatter_add_(0, (base + torch.where(ok > 0, b0, 0)).flatten(), ok.flatten())
+    diff.scatter_add_(0, (base + torch.where(ok > 0, b1, 0)).flatten(), -ok.flatten())
     return diff.view(nqb, nkb + 1).cumsum(1, dtype=torch.int32)[:, :nkb]
 
 
@@ -104,16 +104,14 @@ def _first_true(mask: Tensor) -> tuple[Tensor, Tensor]:
     return counts, idx
 
 
-def build_layout(plan: AttentionPlan, block: int = 128, steps_per_octave: int = 8) -> BlockLayout:
-    lo, hi = row_ranges(plan)  # (N, R) int64, sorted order
+@on_device
+def _layout_tensors(lo: Tensor, hi: Tensor, n_pad: int, block: int):
+    """Pad the (N, R) ranges to n_pad rows (pads attend themselves) and build the blocks."""
     n, r = lo.shape
     dev = lo.device
-    n_pad = bucket_length(n, block, steps_per_octave)
-    pad_rows = torch.arange(n, n_pad, device=dev)
-    pad_lo = torch.cat([pad_rows[:, None], pad_rows[:, None].expand(-1, r - 1)], 1)
-    pad_hi = torch.cat([pad_rows[:, None] + 1, pad_rows[:, None].expand(-1, r - 1)], 1)
-    lo = torch.cat([lo, pad_lo])  # (n_pad, R)
-    hi = torch.cat([hi, pad_hi])  # (n_pad, R)
+    pad_rows = torch.arange(n, n_pad, device=dev)[:, None]  # (n_pad - N, 1)
+    lo = torch.cat([lo, pad_rows.expand(-1, r)])  # (n_pad, R)
+    hi = torch.cat([hi, torch.cat([pad_rows + 1, pad_rows.expand(-1, r - 1)], 1)])
     nb = n_pad // block
     qb = (torch.arange(n_pad, device=dev) // block)[:, None].expand(-1, r)  # (n_pad, R)
     nonempty = hi > lo
@@ -123,15 +121,22 @@ def build_layout(plan: AttentionPlan, block: int = 128, steps_per_octave: int = 
     full_b0 = (lo + block - 1) // block
     full_b1 = torch.maximum(hi // block, full_b0)
     full = _count_blocks(qb, full_b0, full_b1, nb, nb) == block  # every row covers the block
-    partial = touched & ~full
-    kv_num, kv_idx = _first_true(partial)
+    kv_num, kv_idx = _first_true(touched & ~full)
     full_num, full_idx = _first_true(full)
+    return lo.to(torch.int32), hi.to(torch.int32), kv_num, kv_idx, full_num, full_idx
+
+
+def build_layout(plan: AttentionPlan, block: int = 128, steps_per_octave: int = 8) -> BlockLayout:
+    lo, hi = row_ranges(plan)  # (N, R) int64, sorted order
+    n = lo.shape[0]
+    n_pad = bucket_length(n, block, steps_per_octave)
+    lo, hi, kv_num, kv_idx, full_num, full_idx = _layout_tensors(lo, hi, n_pad, block)
     return BlockLayout(
         n=n,
         n_pad=n_pad,
         block=block,
-        lo=lo.to(torch.int32),
-        hi=hi.to(torch.int32),
+        lo=lo,
+        hi=hi,
         kv_num_blocks=kv_num,
         kv_indices=kv_idx,
         full_kv_num_blocks=full_num,

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from trackformers.attention.base import AttentionPlan
+from trackformers.attention.compiled import on_device
 
 BARREL_RADIUS_MM = 91.0
 ENDCAP_Z_MM = 920.0
@@ -32,7 +33,8 @@ ENDCAP_Z_MM = 920.0
 def _event_index(cu_seqlens: Tensor, n: int) -> Tensor:
     """(n,) int64 event index of every packed row."""
     lengths = cu_seqlens.diff().long()  # (B,)
-    return torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
+    events = torch.arange(lengths.numel(), device=lengths.device)
+    return torch.repeat_interleave(events, lengths, output_size=n)  # no device sync
 
 
 def _check_batch(batch) -> None:
@@ -69,10 +71,21 @@ def _inverse(perm: Tensor) -> Tensor:
     return inv
 
 
+@on_device
+def _phi_order(seq: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
+    perm = _sort_within(seq, phi, -math.pi, math.pi)  # (N,)
+    return perm, _inverse(perm)
+
+
 def full_plan(batch) -> AttentionPlan:
     """Every hit attends every hit of its own event; input order kept (perm None)."""
     _check_batch(batch)
-    return AttentionPlan(kind="full", cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen)
+    return AttentionPlan(
+        kind="full",
+        cu_seqlens=batch.cu_seqlens,
+        max_seqlen=batch.max_seqlen,
+        extra={"n_rows": batch.x.shape[0]},
+    )
 
 
 def window_plan(batch, window: int) -> AttentionPlan:
@@ -83,14 +96,15 @@ def window_plan(batch, window: int) -> AttentionPlan:
     coords = batch.coords
     phi = torch.atan2(coords[:, 1], coords[:, 0])  # (N,)
     seq = _event_index(batch.cu_seqlens, coords.shape[0])  # (N,)
-    perm = _sort_within(seq, phi, -math.pi, math.pi)  # (N,)
+    perm, inv_perm = _phi_order(seq, phi)  # (N,), (N,)
     return AttentionPlan(
         kind="window",
         cu_seqlens=batch.cu_seqlens,
         max_seqlen=batch.max_seqlen,
         perm=perm,
-        inv_perm=_inverse(perm),
+        inv_perm=inv_perm,
         window=int(window),
+        extra={"n_rows": coords.shape[0]},
     )
 
 
@@ -112,6 +126,53 @@ def surface_coordinates(
     return phi, s
 
 
+@on_device
+def _cluster_order(
+    coords: Tensor,
+    cu_seqlens: Tensor,
+    seq: Tensor,
+    group_size: int,
+    sector_size: int,
+    max_sec: int,
+    radius: float,
+    endcap_z: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Sort order and groups of cluster_plan: (perm, inv_perm, group_id, new_group)."""
+    n = coords.shape[0]
+    dev = coords.device
+    cu = cu_seqlens.long()
+    lengths = cu.diff()  # (B,)
+    phi, s = surface_coordinates(coords.float(), radius, endcap_z)
+
+    # phi sectors of equal hit count per event
+    p1 = _sort_within(seq, phi, -math.pi, math.pi)  # (N,)
+    rank = torch.arange(n, device=dev) - cu[seq[p1]]  # (N,) rank by phi within event
+    n_ev = lengths[seq[p1]]  # (N,)
+    n_sec = torch.clamp(torch.div(n_ev + sector_size // 2, sector_size, rounding_mode="floor"), 1)
+    sector = torch.empty(n, dtype=torch.long, device=dev)
+    sector[p1] = rank * n_sec // n_ev.clamp_min(1)  # (N,)
+
+    # snake order in s inside each sector, then windows of ~group_size hits
+    s_lim = endcap_z + radius
+    s_key = torch.where(sector % 2 == 0, s, -s)  # (N,)
+    perm = _sort_within(seq * max_sec + sector, s_key, -s_lim, s_lim)  # (N,)
+    seg = (seq * max_sec + sector)[perm]  # (N,) segment key in sorted order
+    rows = torch.arange(n, device=dev)
+    new_seg = torch.cat([torch.ones(1, dtype=torch.bool, device=dev), seg[1:] != seg[:-1]])
+    seg_start = torch.cummax(torch.where(new_seg, rows, 0), 0).values  # (N,) first row of seg
+    seg_idx = torch.cumsum(new_seg.long(), 0) - 1  # (N,)
+    seg_len = torch.zeros(n, dtype=torch.long, device=dev).index_add_(
+        0, seg_idx, torch.ones_like(seg_idx)
+    )[seg_idx]  # (N,) hits in the row's segment
+    rank2 = rows - seg_start  # (N,)
+    n_groups = (seg_len + group_size - 1) // group_size  # (N,) groups in this segment
+    local = rank2 * n_groups // seg_len  # (N,) balanced windows
+    new_local = torch.cat([torch.zeros(1, dtype=torch.bool, device=dev), local[1:] != local[:-1]])
+    new_group = new_seg | new_local  # (N,)
+    group_id = (torch.cumsum(new_group.long(), 0) - 1).int()  # (N,) globally non-decreasing
+    return perm, _inverse(perm), group_id, new_group
+
+
 def cluster_plan(
     batch,
     group_size: int = 128,
@@ -127,42 +188,13 @@ def cluster_plan(
             f"cluster_plan needs group_size>=1, sector_size>=1, adjacency>=0; got "
             f"{group_size}, {sector_size}, {adjacency}"
         )
-    coords = batch.coords
-    n = coords.shape[0]
-    dev = coords.device
-    cu = batch.cu_seqlens.long()
+    n = batch.coords.shape[0]
     seq = _event_index(batch.cu_seqlens, n)  # (N,)
-    lengths = cu.diff()  # (B,)
-    phi, s = surface_coordinates(coords.float(), radius, endcap_z)
-
-    # phi sectors of equal hit count per event
-    p1 = _sort_within(seq, phi, -math.pi, math.pi)  # (N,)
-    rank = torch.arange(n, device=dev) - cu[seq[p1]]  # (N,) rank by phi within event
-    n_ev = lengths[seq[p1]]  # (N,)
-    n_sec = torch.clamp(torch.div(n_ev + sector_size // 2, sector_size, rounding_mode="floor"), 1)
-    sector = torch.empty(n, dtype=torch.long, device=dev)
-    sector[p1] = rank * n_sec // n_ev.clamp_min(1)  # (N,)
-
-    # snake order in s inside each sector, then windows of ~group_size hits
     max_sec = batch.max_seqlen // sector_size + 2  # bound on sectors per event, no sync
-    s_lim = endcap_z + radius
-    s_key = torch.where(sector % 2 == 0, s, -s)  # (N,)
-    perm = _sort_within(seq * max_sec + sector, s_key, -s_lim, s_lim)  # (N,)
-    seg = (seq * max_sec + sector)[perm]  # (N,) segment key in sorted order
-    rows = torch.arange(n, device=dev)
-    new_seg = torch.ones(n, dtype=torch.bool, device=dev)
-    new_seg[1:] = seg[1:] != seg[:-1]
-    seg_start = torch.cummax(torch.where(new_seg, rows, 0), 0).values  # (N,) first row of seg
-    seg_idx = torch.cumsum(new_seg.long(), 0) - 1  # (N,)
-    seg_len = torch.zeros(n, dtype=torch.long, device=dev).index_add_(
-        0, seg_idx, torch.ones_like(seg_idx)
-    )[seg_idx]  # (N,) hits in the row's segment
-    rank2 = rows - seg_start  # (N,)
-    n_groups = (seg_len + group_size - 1) // group_size  # (N,) groups in this segment
-    local = rank2 * n_groups // seg_len  # (N,) balanced windows
-    new_group = new_seg.clone()
-    new_group[1:] |= local[1:] != local[:-1]
-    group_id = (torch.cumsum(new_group.long(), 0) - 1).int()  # (N,) globally non-decreasing
+    perm, inv_perm, group_id, new_group = _cluster_order(
+        batch.coords, batch.cu_seqlens, seq, group_size, sector_size, max_sec, radius, endcap_z
+    )
+    dev = batch.coords.device
     starts = torch.nonzero(new_group).squeeze(1)  # (G,) the plan's only data-dependent size
     group_ptr = torch.cat([starts, torch.tensor([n], device=dev)]).int()  # (G+1,)
     return AttentionPlan(
@@ -170,11 +202,11 @@ def cluster_plan(
         cu_seqlens=batch.cu_seqlens,
         max_seqlen=batch.max_seqlen,
         perm=perm,
-        inv_perm=_inverse(perm),
+        inv_perm=inv_perm,
         group_id=group_id,
         group_ptr=group_ptr,
         adjacency=int(adjacency),
-        extra={"group_size": group_size, "sector_size": sector_size},
+        extra={"group_size": group_size, "sector_size": sector_size, "n_rows": n},
     )
 
 
@@ -190,34 +222,46 @@ def row_ranges(plan: AttentionPlan) -> tuple[Tensor, Tensor]:
     clipped to the event, then the wrap-around part, empty when there is none);
     row i attends key j iff lo[i, r] <= j < hi[i, r] for some r. Empty ranges have lo == hi.
     """
-    cu = plan.cu_seqlens.long()
-    n = int(cu[-1])
+    n = plan.extra.get("n_rows") or int(plan.cu_seqlens[-1])
     seq = _event_index(plan.cu_seqlens, n)  # (N,)
-    start, end = cu[seq], cu[seq + 1]  # (N,), (N,)
-    rows = torch.arange(n, device=cu.device)
     if plan.kind == "full":
-        return start[:, None], end[:, None]
+        cu = plan.cu_seqlens.long()
+        return cu[seq][:, None], cu[seq + 1][:, None]
     if plan.kind == "cluster":
-        gid = plan.group_id.long()
-        ptr = plan.group_ptr.long()
-        g_first, g_last = gid[start], gid[end - 1]  # (N,) group range of the row's event
-        lo = ptr[torch.maximum(gid - plan.adjacency, g_first)]
-        hi = ptr[torch.minimum(gid + plan.adjacency, g_last) + 1]
-        return lo[:, None], hi[:, None]
+        return _cluster_ranges(plan.cu_seqlens, seq, plan.group_id, plan.group_ptr, plan.adjacency)
     if plan.kind == "window":
-        w = plan.window
-        full = (end - start) <= 2 * w + 1  # (N,)
-        lo_main = torch.where(full, start, torch.maximum(rows - w, start))
-        hi_main = torch.where(full, end, torch.minimum(rows + w + 1, end))
-        left_over = torch.where(full, 0, (start - (rows - w)).clamp_min(0))  # wraps to the end
-        right_over = torch.where(full, 0, (rows + w + 1 - end).clamp_min(0))  # wraps to start
-        wraps_left = left_over > 0  # at most one side wraps when the event is not full
-        lo_wrap = torch.where(wraps_left, end - left_over, start)
-        hi_wrap = torch.where(wraps_left, end, start + right_over)
-        lo = torch.stack([lo_main, lo_wrap], 1)  # (N, 2)
-        hi = torch.stack([hi_main, hi_wrap], 1)  # (N, 2)
-        return lo, hi
+        return _window_ranges(plan.cu_seqlens, seq, plan.window)
     raise ValueError(f"unknown plan kind {plan.kind!r}; expected full, cluster or window")
+
+
+@on_device
+def _cluster_ranges(cu_seqlens, seq, group_id, group_ptr, adjacency: int):
+    cu = cu_seqlens.long()
+    start, end = cu[seq], cu[seq + 1]  # (N,), (N,)
+    gid = group_id.long()
+    ptr = group_ptr.long()
+    g_first, g_last = gid[start], gid[end - 1]  # (N,) group range of the row's event
+    lo = ptr[torch.maximum(gid - adjacency, g_first)]
+    hi = ptr[torch.minimum(gid + adjacency, g_last) + 1]
+    return lo[:, None], hi[:, None]
+
+
+@on_device
+def _window_ranges(cu_seqlens, seq, w: int):
+    cu = cu_seqlens.long()
+    start, end = cu[seq], cu[seq + 1]  # (N,), (N,)
+    rows = torch.arange(seq.shape[0], device=seq.device)
+    full = (end - start) <= 2 * w + 1  # (N,)
+    lo_main = torch.where(full, start, torch.maximum(rows - w, start))
+    hi_main = torch.where(full, end, torch.minimum(rows + w + 1, end))
+    left_over = torch.where(full, 0, (start - (rows - w)).clamp_min(0))  # wraps to the end
+    right_over = torch.where(full, 0, (rows + w + 1 - end).clamp_min(0))  # wraps to start
+    wraps_left = left_over > 0  # at most one side wraps when the event is not full
+    lo_wrap = torch.where(wraps_left, end - left_over, start)
+    hi_wrap = torch.where(wraps_left, end, start + right_over)
+    lo = torch.stack([lo_main, lo_wrap], 1)  # (N, 2)
+    hi = torch.stack([hi_main, hi_wrap], 1)  # (N, 2)
+    return lo, hi
 
 
 def dense_mask_reference(plan: AttentionPlan) -> Tensor:
