@@ -145,7 +145,10 @@ def test_trackml_bad_columns_nan_duplicates_no_truth(tmp_path, events):
     df = pd.read_csv(hits_file)
     df.loc[3, "hit_id"] = df.loc[1, "hit_id"]
     df.to_csv(hits_file, index=False)
-    with pytest.raises(DataError, match="hits.csv: hit id .* appears"):
+    with (
+        pytest.raises(DataError, match="hits.csv: hit id .* appears"),
+        pytest.warns(DataRepairWarning, match="NaN"),
+    ):  # the NaN rows are still reported
         convert_trackml(src, tmp_path / "o3")
 
 
