@@ -181,6 +181,10 @@ def run(args) -> list[dict]:
                 row["meta_ms"] = bench(lambda: ops.build_meta(sp, n, d), cuda)
                 row["fused_fwd_ms"] = bench(fused_fwd, cuda)
                 row["fused_fwdbwd_ms"] = bench(fused_fb, cuda)
+                ops.ATOMIC_DQ = not ops.ATOMIC_DQ  # the other backward variant
+                row["fused_fwdbwd_other_dq_ms"] = bench(fused_fb, cuda)
+                ops.ATOMIC_DQ = not ops.ATOMIC_DQ
+                row["atomic_dq_default"] = ops.ATOMIC_DQ
                 row["fused_kernel_fwd_ms"] = bench(
                     lambda: ops.fused_attention(q, k, v, sp, meta=meta), cuda
                 )
@@ -284,16 +288,18 @@ def sweep(args, log) -> list[dict]:
                     ((64, 64, 4, 3), False, False), ((64, 32, 4, 3), True, True),
                     ((64, 128, 4, 3), True, True), ((64, 64, 4, 2), True, True),
                     ((128, 64, 4, 3), True, True), ((64, 64, 4, 4), True, True)]  # fmt: skip
-    bwd_variants = [((64, 32, 4, 3), True), ((64, 32, 4, 2), True), ((64, 64, 4, 3), True),
-                    ((128, 32, 4, 3), True), ((64, 32, 8, 3), True), ((64, 32, 4, 4), True),
-                    ((64, 32, 4, 3), False)]  # fmt: skip
+    # (block_m, block_n, warps, stages), fast_exp, atomic_dq
+    bwd_variants = [((64, 32, 4, 3), True, False), ((64, 32, 4, 3), True, True),
+                    ((64, 64, 4, 3), True, True), ((128, 32, 4, 3), True, True),
+                    ((128, 64, 8, 3), True, True), ((64, 32, 4, 2), True, True),
+                    ((64, 32, 4, 3), False, False)]  # fmt: skip
     for d in args.sweep_dims:
         batch = synthetic_batch([n], seed=n, device="cuda")
         for kind in args.masks:
             sp = presorted(make_plan(kind, batch))
             q, k, v, do = (torch.randn(n, args.heads, d, device="cuda", dtype=torch.bfloat16)
                            for _ in range(4))  # fmt: skip
-            fwd0, bwd0 = ops.FWD_CONFIGS[d], ops.BWD_CONFIGS[d]
+            fwd0, bwd0, atomic0 = ops.FWD_CONFIGS[d], ops.BWD_CONFIGS[d], ops.ATOMIC_DQ
             for fv, fast, rowsum in fwd_variants:
                 ops.FWD_CONFIGS[d] = ops.KernelConfig(*fv)
                 ops.FAST_EXP, ops.ROWSUM_MMA = fast, rowsum
@@ -303,10 +309,10 @@ def sweep(args, log) -> list[dict]:
                             "fast_exp": fast, "rowsum_mma": rowsum, "ms": ms})  # fmt: skip
                 log(f"    sweep fwd {kind} D={d} {fv} fast_exp={fast} rowsum_mma={rowsum}: "
                     f"{ms:.4f} ms")  # fmt: skip
-            ops.FAST_EXP, ops.ROWSUM_MMA = True, False
+            ops.FAST_EXP, ops.ROWSUM_MMA = True, True
             ops.FWD_CONFIGS[d] = fwd0
-            for bv, fast in bwd_variants:
-                ops.FAST_EXP = fast
+            for bv, fast, atomic in bwd_variants:
+                ops.FAST_EXP, ops.ATOMIC_DQ = fast, atomic
                 ops.BWD_CONFIGS[d] = ops.KernelConfig(*bv)
                 meta = ops.build_meta(sp, n, d)
                 o, lse = ops.attention_forward(q, k, v, meta.fwd, d**-0.5, has_wrap=meta.has_wrap)
@@ -317,17 +323,18 @@ def sweep(args, log) -> list[dict]:
                     True,
                 )
                 out.append({"sweep": "bwd", "mask": kind, "N": n, "D": d, "cfg": bv,
-                            "fast_exp": fast, "ms": ms})  # fmt: skip
-                log(f"    sweep bwd {kind} D={d} {bv} fast_exp={fast}: {ms:.4f} ms")
+                            "fast_exp": fast, "atomic_dq": atomic, "ms": ms})  # fmt: skip
+                log(f"    sweep bwd {kind} D={d} {bv} fast_exp={fast} atomic_dq={atomic}: "
+                    f"{ms:.4f} ms")  # fmt: skip
             ops.BWD_CONFIGS[d] = bwd0
-            ops.FAST_EXP = True
+            ops.FAST_EXP, ops.ATOMIC_DQ = True, atomic0
     return out
 
 
 def table(results) -> str:
     lines = ["| mask | N | D | density | meta ms | fused fwd | fused f+b | flex fwd | flex f+b "
              "| flex build | sdpa fwd | sdpa f+b | x flex fwd | x flex f+b | fused TF/s fwd "
-             "| frac sdpa fwd | frac sdpa f+b |", "|" + "---|" * 17]  # fmt: skip
+             "| frac sdpa fwd | frac sdpa f+b | f+b other dQ |", "|" + "---|" * 18]  # fmt: skip
     for r in results:
         if "sweep" in r:
             continue
@@ -338,7 +345,8 @@ def table(results) -> str:
             f"{g('flex_fwdbwd_ms')} | {g('flex_mask_build_ms')} | {g('sdpa_fwd_ms')} | "
             f"{g('sdpa_fwdbwd_ms')} | {g('speedup_fwd_vs_flex', '{:.2f}')} | "
             f"{g('speedup_fwdbwd_vs_flex', '{:.2f}')} | {g('fused_fwd_tflops', '{:.0f}')} | "
-            f"{g('fused_fwd_frac_sdpa', '{:.2f}')} | {g('fused_fwdbwd_frac_sdpa', '{:.2f}')} |"
+            f"{g('fused_fwd_frac_sdpa', '{:.2f}')} | {g('fused_fwdbwd_frac_sdpa', '{:.2f}')} | "
+            f"{g('fused_fwdbwd_other_dq_ms')} |"
         )
     return "\n".join(lines)
 

@@ -6,7 +6,9 @@ dV = p'^T dO', dS = p' * (dO' V^T - delta') and no 1/l appears per element; the 
 pointer of the kernels below holds m.
 ``attention_bwd_dq_kernel``: one program per (query tile, head), loops over its key ranges.
 ``attention_bwd_dkdv_kernel``: one program per (key tile, head), loops over the queries that
-attend it. The masks are symmetric, so the query set of a key tile is given by exactly the
+attend it; with ATOMIC_DQ it also adds dQ = dS K into an fp32 buffer (atomics) so that the
+dq kernel, which recomputes S, P and dP, is skipped (a variant under test).
+The masks are symmetric, so the query set of a key tile is given by exactly the
 same tile metadata and per-row ranges as the key set of a query tile.
 """
 
@@ -129,9 +131,9 @@ def attention_bwd_dq_kernel(
 
 @triton.jit
 def _dkdv_segment(
-    dk, dv, k, v, Q, DO, LSE, DELTA, start, end, lo1, hi1, lo2, hi2, stride_n, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr,
+    dk, dv, k, v, Q, DO, LSE, DELTA, DQA, start, end, lo1, hi1, lo2, hi2, stride_n, qk_scale,
+    sm_scale, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr, ATOMIC_DQ: tl.constexpr,
 ):  # fmt: skip
     offs_d = tl.arange(0, HEAD_DIM)
     offs_b = tl.arange(0, BLOCK_N)
@@ -163,7 +165,15 @@ def _dkdv_segment(
         dv = tl.dot(pT, do, dv)
         dpT = tl.dot(v, tl.trans(do))  # (BLOCK_M, BLOCK_N)
         dsT = pT.to(tl.float32) * (dpT - delta[None, :])
-        dk = tl.dot(dsT.to(q.dtype), q, dk)
+        ds16 = dsT.to(q.dtype)
+        dk = tl.dot(ds16, q, dk)
+        if ATOMIC_DQ:  # this key tile's share of dQ, added into an fp32 buffer
+            dq_part = tl.dot(tl.trans(ds16), k) * sm_scale  # (BLOCK_N, D)
+            dq_ptrs = DQA + (offs_n.to(tl.int64)[:, None] * stride_n + offs_d[None, :])
+            if MASKED:
+                tl.atomic_add(dq_ptrs, dq_part, mask=(offs_n < end)[:, None], sem="relaxed")
+            else:
+                tl.atomic_add(dq_ptrs, dq_part, sem="relaxed")
         q_ptrs += step
         do_ptrs += step
     return dk, dv
@@ -171,9 +181,9 @@ def _dkdv_segment(
 
 @triton.jit(do_not_specialize=["N"])
 def attention_bwd_dkdv_kernel(
-    Q, K, V, DO, DK, DV, LSE, DELTA, TILES, ROWS, N, H, sm_scale,
+    Q, K, V, DO, DK, DV, DQA, LSE, DELTA, TILES, ROWS, N, H, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr,
+    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr, ATOMIC_DQ: tl.constexpr,
 ):  # fmt: skip
     t = tl.program_id(0)
     h = tl.program_id(1)
@@ -208,22 +218,28 @@ def attention_bwd_dkdv_kernel(
     hN = h.to(tl.int64) * N
     LSEh = LSE + hN
     DELTAh = DELTA + hN
+    DQAh = DQA + head
     f_end = f_lo + ((f_hi - f_lo) // BLOCK_N) * BLOCK_N
-    dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, a_lo, f_lo, lo1, hi1, lo2, hi2,
-                           stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
-                           FAST_EXP)  # fmt: skip
-    dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, f_lo, f_end, lo1, hi1, lo2, hi2,
-                           stride_n, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_WRAP,
-                           FAST_EXP)  # fmt: skip
-    dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, f_end, a_hi, lo1, hi1, lo2, hi2,
-                           stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
-                           FAST_EXP)  # fmt: skip
+    dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQAh,
+                           a_lo, f_lo, lo1, hi1, lo2, hi2,
+                           stride_n, qk_scale, sm_scale,
+                           HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP, ATOMIC_DQ)  # fmt: skip
+    dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQAh,
+                           f_lo, f_end, lo1, hi1, lo2, hi2,
+                           stride_n, qk_scale, sm_scale,
+                           HEAD_DIM, BLOCK_N, False, HAS_WRAP, FAST_EXP, ATOMIC_DQ)  # fmt: skip
+    dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQAh,
+                           f_end, a_hi, lo1, hi1, lo2, hi2,
+                           stride_n, qk_scale, sm_scale,
+                           HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP, ATOMIC_DQ)  # fmt: skip
     if HAS_WRAP:
         b_lo = tl.load(tb + 6)
         b_hi = tl.load(tb + 7)
-        dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, b_lo, b_hi, lo1, hi1, lo2,
-                               hi2, stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
-                               FAST_EXP)  # fmt: skip
+        dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQAh,
+                           b_lo, b_hi, lo1, hi1, lo2, hi2,
+                           stride_n, qk_scale,
+                               sm_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP,
+                               ATOMIC_DQ)  # fmt: skip
     dk = dk * sm_scale
     tl.store(DK + head + row_off, dk.to(DK.dtype.element_ty), mask=mvalid[:, None])
     tl.store(DV + head + row_off, dv.to(DV.dtype.element_ty), mask=mvalid[:, None])

@@ -62,7 +62,8 @@ _TUNED: dict[str, object] = {}
 def _tuned(name: str, fn, block_m: int, configs):
     key = f"{name}:{block_m}"
     if key not in _TUNED:
-        keys = ["HEAD_DIM", "HAS_WRAP", "FAST_EXP"] + (["ROWSUM_MMA"] if name == "fwd" else [])
+        extra = {"fwd": ["ROWSUM_MMA"], "dkdv": ["ATOMIC_DQ"]}.get(name, [])
+        keys = ["HEAD_DIM", "HAS_WRAP", "FAST_EXP"] + extra
         _TUNED[key] = triton.autotune(configs=configs(block_m), key=keys)(fn)
     return _TUNED[key]
 
@@ -70,7 +71,9 @@ def _tuned(name: str, fn, block_m: int, configs):
 # Packed 16-bit exp2 on CUDA for bf16/fp16 inputs (see kernels/common.py); benchmarks toggle it.
 FAST_EXP = True
 # Forward row sums on the tensor cores instead of the FP32 units (a variant under test).
-ROWSUM_MMA = False
+ROWSUM_MMA = True
+# Backward dQ by fp32 atomics from the dK/dV kernel instead of a second kernel (variant).
+ATOMIC_DQ = False
 
 
 class FusedMeta:
@@ -184,17 +187,25 @@ def attention_backward(
     grid = (meta.tiles.shape[0], h)
     cfg = BWD_CONFIGS[d]
     dq_args = (q, k, v, do, dq, lse, delta, meta.tiles, meta.rows, n, h, sm_scale)
-    kv_args = (q, k, v, do, dk, dv, lse, delta, meta.tiles, meta.rows, n, h, sm_scale)
+    dqa = torch.zeros((n, h, d), dtype=torch.float32, device=q.device) if ATOMIC_DQ else dq
+    kv_args = (q, k, v, do, dk, dv, dqa, lse, delta, meta.tiles, meta.rows, n, h, sm_scale)
     flags = dict(HEAD_DIM=d, BLOCK_M=meta.block_m, HAS_WRAP=has_wrap, FAST_EXP=_fast_exp(q))
+    kv_flags = dict(flags, ATOMIC_DQ=ATOMIC_DQ)
     if tune and not interpreting():
         _tuned("dkdv", attention_bwd_dkdv_kernel, meta.block_m, bwd_configs)[grid](
-            *kv_args, **flags
+            *kv_args, **kv_flags
         )
-        _tuned("dq", attention_bwd_dq_kernel, meta.block_m, bwd_configs)[grid](*dq_args, **flags)
+        if not ATOMIC_DQ:
+            _tuned("dq", attention_bwd_dq_kernel, meta.block_m, bwd_configs)[grid](
+                *dq_args, **flags
+            )
     else:
         fixed = dict(BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        attention_bwd_dkdv_kernel[grid](*kv_args, **flags, **fixed)
-        attention_bwd_dq_kernel[grid](*dq_args, **flags, **fixed)
+        attention_bwd_dkdv_kernel[grid](*kv_args, **kv_flags, **fixed)
+        if not ATOMIC_DQ:
+            attention_bwd_dq_kernel[grid](*dq_args, **flags, **fixed)
+    if ATOMIC_DQ:
+        dq.copy_(dqa)
     return dq, dk, dv
 
 

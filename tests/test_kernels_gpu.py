@@ -67,6 +67,14 @@ def test_multi_event_fwd_bwd_vs_float64(dtype, d):
             assert _rel(got, want.detach()) < 1e-2, (name, nm, _rel(got, want.detach()))
 
 
+def test_atomic_dq_variant(monkeypatch):
+    """The backward variant adding dQ by atomics gives the same gradients."""
+    from trackformers.kernels import ops
+
+    monkeypatch.setattr(ops, "ATOMIC_DQ", not ops.ATOMIC_DQ)
+    test_multi_event_fwd_bwd_vs_float64(torch.bfloat16, 32)
+
+
 @pytest.mark.parametrize("kind", ["cluster", "window"])
 def test_full_size_bf16_sampled_rows(kind):
     """N = 65536, H = 8, D = 32: all outputs written; sampled rows (o, dq) match float64."""

@@ -151,16 +151,18 @@ def case_head_dims(torch, gen):
     }
 
 
-def case_rowsum_mma(torch, gen):
-    """The forward variant summing softmax rows on the tensor cores."""
+def case_variants(torch, gen):
+    """The non-default variants: row sums on the other unit, dQ by atomics (or not)."""
     import trackformers.kernels.ops as ops
 
-    ops.ROWSUM_MMA = True
+    saved = ops.ROWSUM_MMA, ops.ATOMIC_DQ
+    ops.ROWSUM_MMA, ops.ATOMIC_DQ = not saved[0], not saved[1]
     try:
-        plan = _plans(torch, gen, [37, 1, 23])["window11"]
-        return {"window11": _kernel_errors(torch, gen, plan, 2, 32, torch.float32)}
+        plans = _plans(torch, gen, [37, 1, 23])
+        return {nm: _kernel_errors(torch, gen, plans[nm], 2, 32, torch.float32)
+                for nm in ("window11", "cluster1")}  # fmt: skip
     finally:
-        ops.ROWSUM_MMA = False
+        ops.ROWSUM_MMA, ops.ATOMIC_DQ = saved
 
 
 def case_fp16(torch, gen):
@@ -199,7 +201,7 @@ CASES = {
     "attention_fp32": case_attention_fp32,
     "head_dims": case_head_dims,
     "fp16": case_fp16,
-    "rowsum_mma": case_rowsum_mma,
+    "variants": case_variants,
     "backend": case_backend,
 }
 
@@ -268,8 +270,8 @@ def test_head_dims_and_heads(interp):
     _assert_close(_case(interp, "head_dims"), 1e-5)
 
 
-def test_rowsum_on_tensor_cores(interp):
-    _assert_close(_case(interp, "rowsum_mma"), 1e-5)
+def test_rowsum_and_atomic_dq_variants(interp):
+    _assert_close(_case(interp, "variants"), 1e-5)
 
 
 def test_fp16_inputs(interp):
