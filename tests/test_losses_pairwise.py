@@ -132,13 +132,13 @@ def test_modules_learn_to_separate_particles():
     emb, labels, cu, coords = _event_batch([60, 40], dim=8, seed=3)
     batch = _packed(emb, labels, cu, coords)
     for loss in [
-        SupConLoss(0.2, tile_elems=100),
+        SupConLoss(0.2, tile_elems=2000),
         PairwiseHingeLoss(1.0, negatives="window", window=8),
     ]:
         e = emb.float().clone().requires_grad_(True)
-        opt = torch.optim.Adam([e], lr=0.1)
+        opt = torch.optim.Adam([e], lr=0.2)
         first = None
-        for _ in range(40):
+        for _ in range(20):
             value = loss({"embedding": e}, batch)
             first = value.item() if first is None else first
             opt.zero_grad()

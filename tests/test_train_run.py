@@ -167,3 +167,9 @@ def test_resumable_loader_sets_epoch_and_skips_consumed_batches():
     fresh.load_state_dict(state)
     assert list(fresh) == [[3, 2], [3, 3], [3, 4]]  # epoch 3's order, first 2 batches skipped
     assert list(fresh) == [[0, i] for i in range(5)]  # the skip applies once
+
+
+def test_resumable_loader_refuses_an_empty_epoch():
+    wrapped = ResumableLoader(torch.utils.data.DataLoader(_Epochs(0), batch_size=None), _Module())
+    with pytest.raises(RuntimeError, match="no training batches in epoch 0"):
+        list(wrapped)

@@ -365,18 +365,27 @@ class ResumableLoader:
                 return
         dist = torch.distributed
         synced = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        served = 0
         while True:
             batch = next(it, None)
+            more = batch is not None
             if synced:
                 dev = (
                     torch.device("cuda", torch.cuda.current_device())
                     if dist.get_backend() == "nccl"
                     else torch.device("cpu")
                 )
-                flag = torch.tensor([0 if batch is None else 1], device=dev)
+                flag = torch.tensor([int(more)], device=dev)
                 dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-                if int(flag.item()) == 0:
-                    return
-            if batch is None:
+                more = bool(flag.item())
+            if not more:
+                if served == 0 and skip == 0:  # same on every rank: they run in lockstep
+                    raise RuntimeError(
+                        f"no training batches in epoch {epoch}"
+                        + (" on at least one DDP rank" if synced else "")
+                        + ": the training split is empty, or it has fewer chunks than ranks x "
+                        "dataloader workers; add events or lower data.chunk_bytes"
+                    )
                 return
+            served += 1
             yield batch
