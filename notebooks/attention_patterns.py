@@ -39,7 +39,7 @@ ROOT = Path(
         "TRACKFORMERS_ROOT", Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
     )
 )
-DATA = os.environ.get("TRACKFORMERS_DATA", str(ROOT / "data/sample"))
+DATA = os.environ.get("TRACKFORMERS_DATA", str(ROOT / "data/sample/ttbar_pu10_pixel"))
 events = read_events(DATA)
 batch = pack_events(events, FeatureConfig())
 pid = batch.particle_id.numpy()

@@ -35,7 +35,7 @@ ROOT = Path(
 )
 EVAL_DIR = Path(os.environ.get("TRACKFORMERS_EVAL_DIR", ROOT / "outputs/demo/eval"))
 CKPT = os.environ.get("TRACKFORMERS_CKPT")  # evaluate this checkpoint first (optional)
-DATA = os.environ.get("TRACKFORMERS_DATA", str(ROOT / "data/sample"))
+DATA = os.environ.get("TRACKFORMERS_DATA", str(ROOT / "data/sample/ttbar_pu10_pixel"))
 
 # %%
 if CKPT:

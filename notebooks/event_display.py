@@ -36,7 +36,7 @@ ROOT = Path(
         "TRACKFORMERS_ROOT", Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
     )
 )
-DATA = os.environ.get("TRACKFORMERS_DATA", str(ROOT / "data/sample"))
+DATA = os.environ.get("TRACKFORMERS_DATA", str(ROOT / "data/sample/ttbar_pu10_pixel"))
 CKPT = os.environ.get("TRACKFORMERS_CKPT")
 EVENT = int(os.environ.get("TRACKFORMERS_EVENT", 0))  # index of the event in DATA
 SIGMA = 0.01
