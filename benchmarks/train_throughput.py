@@ -95,7 +95,7 @@ def run_backend(name: str, args) -> dict:
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backends", default="dense,flex,windowed,fused")
+    p.add_argument("--backends", default="dense,windowed,flex,fused")
     p.add_argument("--hits", type=int, default=60000)
     p.add_argument("--events", type=int, default=4, help="distinct events cycled per rank")
     p.add_argument("--steps", type=int, default=20)
@@ -115,8 +115,11 @@ def main(argv=None) -> list[dict]:
         except Exception as err:  # report and go on with the next backend
             traceback.print_exc()
             rows.append({"backend": name, "error": f"{type(err).__name__}: {err}"[:300]})
+        print("RESULT", json.dumps(rows[-1]), flush=True)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        if args.json and int(os.environ.get("LOCAL_RANK", 0)) == 0:  # partial results survive
+            _write(args, rows)
     if int(os.environ.get("LOCAL_RANK", 0)) != 0:
         return rows
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
@@ -131,11 +134,14 @@ def main(argv=None) -> list[dict]:
                 f"| {r['backend']} | {r['world_size']} | {r['events_per_s']:.2f} | "
                 f"{r['hits_per_s']:.0f} | {s_step:.3f} | {r['peak_gib_rank0']:.2f} |"
             )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": dev, "torch": torch.__version__, "args": vars(args),
-                       "rows": rows}, f, indent=2)  # fmt: skip
     return rows
+
+
+def _write(args, rows) -> None:
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    with open(args.json, "w") as f:
+        json.dump({"device": dev, "torch": torch.__version__, "args": vars(args), "rows": rows},
+                  f, indent=2)  # fmt: skip
 
 
 if __name__ == "__main__":
