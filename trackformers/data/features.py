@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trackformers.data.chunk import EventChunk
+from trackformers.data.fastpath import PARAM_COLUMNS, gather_targets, track_parameters
 from trackformers.data.projections import project_part2
 from trackformers.data.schema import PIXEL_VOLUMES
 from trackformers.data.validate import cached_particle_row
@@ -179,25 +180,18 @@ def hit_features(hits: dict[str, np.ndarray], cfg: FeatureConfig) -> np.ndarray:
 
 
 def particle_parameters(parts: dict[str, np.ndarray], bz: float = B_FIELD_T) -> dict:
-    """Track parameters per particle (float64 arrays): see the module docstring."""
-    px, py, pz = (parts[k].astype(np.float64) for k in ("part_px", "part_py", "part_pz"))
-    vx, vy, vz = (parts[k].astype(np.float64) for k in ("part_vx", "part_vy", "part_vz"))
-    q = parts["part_q"].astype(np.float64)
-    pt = np.hypot(px, py)
-    safe_pt = np.maximum(pt, 1e-12)
-    ux, uy = px / safe_pt, py / safe_pt
-    d0, z0 = perigee(vx, vy, vz, ux, uy, pz / safe_pt, q, pt, bz)
-    return {
-        "pt": pt,
-        "eta": np.arcsinh(pz / safe_pt),
-        "theta": np.arctan2(pt, pz),
-        "phi": np.arctan2(py, px),
-        "sin_phi": uy,
-        "cos_phi": ux,
-        "q_over_pt": q / safe_pt,
-        "d0": d0,
-        "z0": z0,
-    }
+    """Track parameters per particle (float64 arrays): see the module docstring.
+
+    One compiled pass per particle (trackformers.data.fastpath); :func:`perigee` is the
+    numpy statement of the same d0/z0 formulas."""
+    table = particle_table(parts, bz)  # (npart, 9)
+    return {name: table[:, j] for j, name in enumerate(PARAM_COLUMNS)}
+
+
+def particle_table(parts: dict[str, np.ndarray], bz: float = B_FIELD_T) -> np.ndarray:
+    """(npart, 9) float64 track parameters, columns in fastpath.PARAM_COLUMNS order."""
+    keys = ("part_px", "part_py", "part_pz", "part_vx", "part_vy", "part_vz", "part_q")
+    return track_parameters(*(parts[k] for k in keys), bz, MM_PER_GEV_PER_T)
 
 
 def perigee(vx, vy, vz, ux, uy, cot_theta, q, pt, bz):
@@ -241,22 +235,19 @@ def hit_targets(chunk: EventChunk, cfg: FeatureConfig) -> dict[str, np.ndarray]:
     if chunk.part_offsets is None or "part_particle_id" not in chunk.parts:
         raise ValueError(f"{chunk.source}: targets need the particle branches (part_*)")
     row = cached_particle_row(chunk)  # (N,) -1 for noise / no truth
-    params = particle_parameters(chunk.parts, cfg.bz)  # per particle, float64
-    has = row >= 0
-    safe = np.where(has, row, 0)  # (N,) gather index, masked below
-    valid = has & (params["pt"] >= cfg.target_pt_min)[safe]
-    pt = params["pt"].astype(np.float32)[safe]
-    pt[~has] = np.nan
+    table = particle_table(chunk.parts, cfg.bz)  # (npart, 9) float64
+    cols = [PARAM_COLUMNS.index(n) for n in cfg.targets]
+    mat = table[:, cols].astype(np.float32)  # (npart, P)
+    params, valid, pt = gather_targets(row, mat, table[:, 0], cfg.target_pt_min)
     out: dict[str, np.ndarray] = {"valid": valid, "pt": pt}
-    if cfg.targets:  # gather rows of a (npart, P) matrix once
-        mat = np.stack([params[n] for n in cfg.targets], axis=1).astype(np.float32)
-        stacked = np.take(mat, safe, axis=0)  # (N, P); np.take beats fancy indexing 3x
-        stacked[~valid] = np.nan
-        out["params"] = stacked
+    if cfg.targets:
+        out["params"] = params  # (N, P), NaN where not valid
     if cfg.class_bins is not None:
         from trackformers.data.binning import joint_class
 
-        part_cls = joint_class({k: params[k] for k in cfg.class_bins}, cfg.class_bins)
+        safe = np.where(row >= 0, row, 0)  # (N,) gather index, masked below
+        names = {n: PARAM_COLUMNS.index(n) for n in cfg.class_bins}
+        part_cls = joint_class({k: table[:, j] for k, j in names.items()}, cfg.class_bins)
         cls = part_cls[safe]
         cls[~valid] = -1
         out["class"] = cls.astype(np.int64, copy=False)

@@ -14,10 +14,10 @@ an event.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from trackformers.data.chunk import EventChunk, counts_to_offsets, gather_rows, segment_ids
 from trackformers.data.errors import DataError, RepairLog
+from trackformers.data.fastpath import join_particle_rows
 
 
 def validate_chunk(chunk: EventChunk, repairs: RepairLog) -> EventChunk:
@@ -103,35 +103,16 @@ def hits_with_truth(chunk: EventChunk) -> np.ndarray:
 
 
 def particle_row(chunk: EventChunk) -> np.ndarray:
-    """(total_hits,) int64 flat particle row of each hit's particle, -1 if absent or noise."""
-    hit_pid = chunk.hits["hit_particle_id"]
-    part_pid = chunk.parts["part_particle_id"]
-    hit_ev = segment_ids(chunk.hit_offsets)
-    part_ev = segment_ids(chunk.part_offsets)
-    n_ev = max(chunk.num_events, 1)
-    ev_bits = int(n_ev).bit_length()
-    top = max(
-        int(part_pid.max()) if len(part_pid) else 0, int(hit_pid.max()) if len(hit_pid) else 0
+    """(total_hits,) int64 flat particle row of each hit's particle, -1 if absent or noise.
+
+    A hash join per event (trackformers.data.fastpath); duplicate particle ids (refused by
+    validation) match their first row."""
+    return join_particle_rows(
+        chunk.hits["hit_particle_id"],
+        chunk.hit_offsets,
+        chunk.parts["part_particle_id"],
+        chunk.part_offsets,
     )
-    if top.bit_length() + ev_bits <= 62:  # pack (event, id) into one int64 key
-        pkey = (part_ev << (62 - ev_bits)) | part_pid.astype(np.int64)
-        hkey = (hit_ev << (62 - ev_bits)) | hit_pid.astype(np.int64)
-    else:  # large ids (TrackML): dense-rank them first
-        uniq, inv = np.unique(np.concatenate([part_pid, hit_pid]), return_inverse=True)
-        dense = inv.astype(np.int64)
-        pkey = part_ev * len(uniq) + dense[: len(part_pid)]
-        hkey = hit_ev * len(uniq) + dense[len(part_pid) :]
-    if len(pkey) == 0:
-        return np.full(len(hit_pid), -1, dtype=np.int64)
-    index = pd.Index(pkey)
-    if index.is_unique:  # hash join, O(N)
-        row = index.get_indexer(hkey).astype(np.int64)
-    else:  # duplicate ids were refused by validation; first match for unvalidated chunks
-        order = np.argsort(pkey, kind="stable")
-        pos = np.minimum(np.searchsorted(pkey[order], hkey), len(pkey) - 1)
-        row = np.where(pkey[order][pos] == hkey, order[pos], -1)
-    row[hit_pid == 0] = -1
-    return row
 
 
 def cached_particle_row(chunk: EventChunk) -> np.ndarray:
