@@ -187,3 +187,21 @@ def test_blockmask_query_side_equals_torch_transposition(batch, name, kw):
             assert torch.equal(
                 getattr(ours, field)[0, 0, row, :c], getattr(ref, field)[0, 0, row, :c]
             )
+
+
+@pytest.mark.parametrize(
+    "name,kw",
+    [("dense", {}), ("dense", dict(pad_efficiency=2.0)),
+     ("flex", dict(impl="torch", block_size=16, group_size=8)),
+     ("windowed", dict(impl="torch", block_size=16, window=5))],
+)  # fmt: skip
+def test_empty_event_in_the_batch(name, kw):
+    from trackformers.data.batch import PackedBatch
+
+    src = synthetic_batch([50, 30], seed=1)
+    cu = torch.tensor([0, 50, 50, 80], dtype=torch.int32)
+    batch = PackedBatch(x=src.x, cu_seqlens=cu, max_seqlen=50, coords=src.coords)
+    backend = build(name, **kw)
+    plan = backend.plan(batch)
+    q, k, v = (torch.randn(80, 2, 4, dtype=torch.float64) for _ in range(3))
+    torch.testing.assert_close(backend(q, k, v, plan), reference(q, k, v, input_mask(plan)))
