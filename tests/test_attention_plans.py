@@ -155,3 +155,28 @@ def test_compiled_plans_equal_eager_on_gpu(monkeypatch):
         comp = everything()
     for a, b in zip(eager, comp, strict=True):
         assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_compile_failure_falls_back_to_eager_loudly(monkeypatch):
+    from trackformers.attention import compiled
+
+    def broken_compile(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("inductor exploded")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(compiled, "DEVICES", ("cpu",))
+    monkeypatch.setattr(compiled, "_BROKEN", set())
+
+    @compiled.on_device
+    def double(x):
+        return 2 * x
+
+    x = torch.arange(4)
+    with pytest.warns(RuntimeWarning, match="inductor exploded"):
+        assert torch.equal(double(x), 2 * x)
+    assert torch.equal(double(x), 2 * x)  # no second warning: eager from now on
+    monkeypatch.setattr(compiled, "DEVICES", ())
+    assert torch.equal(double(x), 2 * x)

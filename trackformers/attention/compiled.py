@@ -26,7 +26,12 @@ def on_device(fn):
     def call(*args, **kwargs):
         nonlocal compiled
         first = next(a for a in args if isinstance(a, torch.Tensor))
-        if not ENABLED or first.device.type not in DEVICES or fn.__qualname__ in _BROKEN:
+        if (
+            not ENABLED
+            or first.device.type not in DEVICES
+            or fn.__qualname__ in _BROKEN
+            or torch.compiler.is_compiling()  # inside an outer torch.compile: let it trace fn
+        ):
             return fn(*args, **kwargs)
         if compiled is None:
             compiled = torch.compile(fn, dynamic=True)
