@@ -89,43 +89,64 @@ def test_read_root_written_std_vector_tree(tmp_path):
     assert reader.read_metadata(path) == {}  # no provenance in a foreign file: empty, no error
 
 
+# ROOT's ROOT::RCompressionSetting::EAlgorithm numbers
+ROOT_ALGORITHM = {"zlib": 1, "lzma": 2, "lz4": 4, "zstd": 5}
+
+
 def test_root_reads_our_files(tmp_path):
+    """ROOT reads what we write, with the default codec (LZ4) and the other configurable ones."""
     events = helix_events(4, seed=9, first_id=70)
-    path = tmp_path / "ours.root"
-    write_events(path, events, {"generator": "helix test", "seed": 9})
+    codecs = {"default": None, "zstd": "zstd:1", "zlib": "zlib:1"}
+    for name, comp in codecs.items():
+        kwargs = {} if comp is None else {"compression": comp}
+        write_events(tmp_path / f"ours_{name}.root", events, {"generator": "helix test"}, **kwargs)
     out = run_root(
         f"""
         import json
-        f = ROOT.TFile.Open("{path}")
-        t = f.Get("events")
-        meta = json.loads(str(f.Get("metadata").GetString()))
-        names = {list(ALL_BRANCHES)!r}
-        scalars = {list(EVENT_BRANCHES)!r}
-        dump = {{}}
-        for i in range(t.GetEntries()):
-            t.GetEntry(i)
-            for k in names:
-                v = getattr(t, k)
-                if k in scalars:
-                    dump[f"{{i}}:{{k}}"] = [int(v)]
-                else:
-                    n = t.nhit if k.startswith("hit_") else t.npart
-                    dump[f"{{i}}:{{k}}"] = np.asarray(v)[:n].tolist()
-        print(json.dumps({{"n": int(t.GetEntries()), "meta": meta, "dump": dump,
-                           "title_x": t.GetBranch("hit_x").GetTitle()}}))
+        result = {{}}
+        for codec in {list(codecs)!r}:
+            f = ROOT.TFile.Open(f"ours_{{codec}}.root")
+            t = f.Get("events")
+            meta = json.loads(str(f.Get("metadata").GetString()))
+            names = {list(ALL_BRANCHES)!r}
+            scalars = {list(EVENT_BRANCHES)!r}
+            dump = {{}}
+            for i in range(t.GetEntries()):
+                t.GetEntry(i)
+                for k in names:
+                    v = getattr(t, k)
+                    if k in scalars:
+                        dump[f"{{i}}:{{k}}"] = [int(v)]
+                    else:
+                        n = t.nhit if k.startswith("hit_") else t.npart
+                        dump[f"{{i}}:{{k}}"] = np.asarray(v)[:n].tolist()
+            result[codec] = {{"n": int(t.GetEntries()), "meta": meta, "dump": dump,
+                              "title_x": t.GetBranch("hit_x").GetTitle(),
+                              "algorithm": int(f.GetCompressionAlgorithm()),
+                              "zip_tot": [int(t.GetZipBytes()), int(t.GetTotBytes())]}}
+            f.Close()
+        print(json.dumps(result))
         """,
         tmp_path,
     )
-    got = json.loads(out.strip().splitlines()[-1])
-    assert got["n"] == 4
-    assert got["meta"] == {"generator": "helix test", "seed": 9}
-    assert got["title_x"] == "hit_x[nhit]/F"
-    for i, ev in enumerate(events):
-        for k, dt in ALL_BRANCHES.items():
-            want = np.atleast_1d(np.asarray(ev[k], dtype=dt))
-            np.testing.assert_allclose(
-                np.asarray(got["dump"][f"{i}:{k}"], dtype=dt), want, rtol=0, atol=0, err_msg=k
-            )
+    result = json.loads(out.strip().splitlines()[-1])
+    for name, got in result.items():
+        codec = "lz4" if name == "default" else name
+        assert got["algorithm"] == ROOT_ALGORITHM[codec], name
+        assert got["zip_tot"][0] < 0.8 * got["zip_tot"][1], name  # ROOT really decompressed
+        assert got["n"] == 4
+        assert got["meta"] == {"generator": "helix test"}
+        assert got["title_x"] == "hit_x[nhit]/F"
+        for i, ev in enumerate(events):
+            for k, dt in ALL_BRANCHES.items():
+                want = np.atleast_1d(np.asarray(ev[k], dtype=dt))
+                np.testing.assert_allclose(
+                    np.asarray(got["dump"][f"{i}:{k}"], dtype=dt),
+                    want,
+                    rtol=0,
+                    atol=0,
+                    err_msg=f"{name}: {k}",
+                )
 
 
 @pytest.mark.slow

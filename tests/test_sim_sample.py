@@ -50,3 +50,29 @@ def test_gun_sample_is_reproduced_byte_for_byte(tmp_path):
     committed = SAMPLE / "gun" / "shard_00000.root"
     digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (made, committed)]
     assert digest[0] == digest[1], "data/sample/gun is stale: regenerate it (data/README.md)"
+
+
+def test_compression_key_sets_the_codec_not_the_content(tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(CONF_DIR / "simulate.yaml")
+    assert cfg.compression == "lz4:1"
+    cfg.pop("defaults")
+    cfg.pop("hydra")
+    cfg.process = OmegaConf.load(CONF_DIR / "simulate" / "process" / "gun.yaml")
+    made = {}
+    for codec in ("lz4:1", "zstd:1"):
+        cfg.merge_with(
+            {"n_events": 3, "events_per_shard": 3, "progress": False, "compression": codec}
+        )
+        cfg.output = str(tmp_path / codec.replace(":", "_"))
+        (made[codec],) = run(cfg)
+    with uproot.open(made["zstd:1"]) as f:
+        assert repr(f.file.compression) == "ZSTD(1)"
+        b = f[schema.TREE_NAME].arrays(["hit_x", "part_px"])
+    with uproot.open(made["lz4:1"]) as f:
+        assert repr(f.file.compression) == "LZ4(1)"
+        a = f[schema.TREE_NAME].arrays(["hit_x", "part_px"])
+    assert a.to_list() == b.to_list()
+    meta = [read_metadata(p) for p in made.values()]
+    assert meta[0]["settings_hash"] == meta[1]["settings_hash"]

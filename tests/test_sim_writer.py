@@ -89,3 +89,35 @@ def test_baskets_bounded_by_hits_keep_content(tmp_path):
     b = uproot.open(tmp_path / "b.root")["events"].arrays()
     for name in schema.ALL_BRANCHES:
         assert a[name].array().tolist() == b[name].tolist()
+
+
+def test_compression_default_is_lz4_and_configurable(tmp_path):
+    from trackformers.sim.writer import compression_codec
+
+    events = _events()
+    sizes = {}
+    for spec, want in (
+        (None, uproot.LZ4(1)),
+        ("zstd:3", uproot.ZSTD(3)),
+        ("ZLIB", uproot.ZLIB(1)),
+        ("none", None),
+    ):
+        assert repr(compression_codec(spec)) == repr(want)
+        path = tmp_path / f"{spec}.root"
+        kwargs = {} if spec is None else {"compression": spec}
+        write_events(path, events, {}, **kwargs)
+        sizes[spec] = path.stat().st_size
+        with uproot.open(path) as f:
+            assert repr(f.file.compression) == repr(want)
+            arr = f[schema.TREE_NAME].arrays(["hit_id", "hit_x"])
+        np.testing.assert_array_equal(arr["hit_x"][1].to_numpy(), events[1]["hit_x"])
+    assert sizes["none"] > max(sizes[s] for s in (None, "zstd:3", "ZLIB"))
+    for bad, message in (
+        ("snappy", "unknown compression 'snappy'"),
+        ("lz4:x", "level must be an integer"),
+        ("zstd:0", "level must be 1..9"),
+        (3, "compression must be a string"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            write_events(tmp_path / "bad.root", events, {}, compression=bad)
+    assert not (tmp_path / "bad.root").exists()

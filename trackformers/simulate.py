@@ -38,7 +38,7 @@ def _plain(cfg) -> dict:
     return json.loads(json.dumps(cfg))
 
 
-_NOT_CONTENT = ("n_events", "output", "workers", "progress", "shards", "hydra")
+_NOT_CONTENT = ("n_events", "output", "workers", "progress", "shards", "hydra", "compression")
 
 
 def content_settings(settings: dict) -> dict:
@@ -121,7 +121,9 @@ class Simulation:
                 if on_event is not None:
                     on_event()
 
-        return write_events(self.shard_path(shard), events(), self.metadata(shard))
+        comp = self.settings.get("compression")  # None: the writer's default codec
+        path = self.shard_path(shard)
+        return write_events(path, events(), self.metadata(shard), compression=comp)
 
 
 _WORKER_SIM: Simulation | None = None
