@@ -187,6 +187,8 @@ def train(cfg: DictConfig) -> float:
     seconds = time.perf_counter() - t0
     if not trainer.interrupted:  # the final state, also when max_steps ended mid-epoch
         trainer.save_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+        if module.val_enabled and module.last_val_step != trainer.global_step:
+            trainer.validate(module, datamodule=datamodule, verbose=False)  # metrics of the end
     summary = write_summary(cfg, module, trainer, seconds)
     if trainer.is_global_zero:
         wandb_dir = _wandb_run_dir(trainer)

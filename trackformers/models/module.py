@@ -149,6 +149,7 @@ class TrackFormerModule(L.LightningModule):
         self.save_hyperparameters(ignore=["model", "loss"])
         self.batches_in_epoch = 0
         self.last_val_metrics: dict[str, float] = {}
+        self.last_val_step = -1
         self.last_val_particles: pd.DataFrame | None = None
         self._val_sums: dict[str, float] = {}
         self._val_particles: list[pd.DataFrame] = []
@@ -310,6 +311,7 @@ class TrackFormerModule(L.LightningModule):
         for k, v in metrics.items():
             self.log(f"val/{k}", float(v), sync_dist=False)
         if not self.trainer.sanity_checking:
+            self.last_val_step = int(self.global_step)
             self.last_val_metrics = {k: float(v) for k, v in metrics.items()}
             if self._val_particles:
                 self.last_val_particles = pd.concat(self._val_particles, ignore_index=True)
