@@ -78,7 +78,7 @@ def case_metadata(torch, gen):
         )
         bad_rows = int((got != mask).any(1).sum())
         bad_tiles, covered = 0, torch.zeros(n, dtype=torch.long)
-        for bm in (4, 16):
+        for bm in (8, 16):
             tiles = build_tiles(plan.cu_seqlens, rows.int(), bm).long()
             if bm == 16:
                 one_launch = build_block_meta(plan, n, bm)  # rows and tiles in one kernel
