@@ -2,14 +2,22 @@
 
     python benchmarks/loader.py [--events 100] [--hits 60000] [--particles 10000] [--out DIR]
 
+    python benchmarks/loader.py --codecs-from data/ttbar_pu200_pixel/shard_00000.root
+
 Writes pixel-sized events (mu = 200 pixel-only scale: 60 k hits, 10 k particles; positions on
-the pixel barrel layers, random truth) with the project's writer in three codecs (ZLIB level 1 =
-the writer default, LZ4, ZSTD), then times one loader process (= one DataLoader worker)
-streaming every file into PackedBatches through NativeEventStream, for input features only and
-with the six track-parameter targets; then the same through the preprocessed memory-mapped
-cache (trackformers.data.cache). Peak memory is measured in a fresh subprocess per run, for a
-file and for one 4x larger at the same chunk budget, and for single events of 200 k hits.
-Prints a markdown table (the rows of BENCHMARKS.md, "Data loading").
+the pixel barrel layers, random truth) with the project's writer in three codecs (LZ4 level 1 =
+the writer default, ZSTD-1, ZLIB-1 = the old default), then times one loader process (= one
+DataLoader worker) streaming every file into PackedBatches through NativeEventStream, for input
+features only and with the six track-parameter targets; then the same through the preprocessed
+memory-mapped cache (trackformers.data.cache). The numba kernels are loaded before the clock
+starts (``fastpath.warm_up``, once per worker; its time is printed as "start-up"). Peak memory
+is measured in a fresh subprocess per run, for a file and for one 4x larger at the same chunk
+budget, and for single events of 200 k hits. Prints a markdown table (the rows of
+BENCHMARKS.md, "Data loading").
+
+``--codecs-from FILE`` instead rewrites the events of a simulated file (realistic content, e.g.
+``python -m trackformers.simulate process=ttbar pileup=200 'detector.keep_volumes=[7,8,9]'``)
+in every codec and prints size per event and the loader rate with targets for each.
 """
 
 from __future__ import annotations
@@ -60,13 +68,11 @@ def pixel_event(rng, event_id, n_hits, n_parts):
 
 
 def write_file(path, n_events, n_hits, n_parts, codec, seed=0):
-    import uproot
-
     from trackformers.sim.writer import write_events
 
     if Path(path).is_file():  # reuse a scratch file from an earlier run with --out
         return Path(path)
-    comp = {"zlib1": uproot.ZLIB(1), "lz4": uproot.LZ4(1), "zstd1": uproot.ZSTD(1)}[codec]
+    comp = {"zlib1": "zlib:1", "lz4": "lz4:1", "zstd1": "zstd:1"}[codec]
     rng = np.random.default_rng(seed)
     events = (pixel_event(rng, i, n_hits, n_parts) for i in range(n_events))
     write_events(path, events, {"benchmark": "loader"}, basket_events=10, compression=comp)
@@ -92,8 +98,12 @@ def measure(kind, path, targets, chunk_mb, max_tokens):
     """One loader pass in this process: hits/s and peak RSS (MiB)."""
     from trackformers.data.cache import CachedEventStream
     from trackformers.data.dataset import NativeEventStream
+    from trackformers.data.fastpath import warm_up
     from trackformers.data.features import FeatureConfig
 
+    t0 = time.perf_counter()
+    warm_up()  # numba start-up, once per worker process
+    startup = time.perf_counter() - t0
     cfg = FeatureConfig(features=FEATURES, targets=TARGETS if targets else ())
     if kind == "native":
         ds = NativeEventStream(
@@ -119,6 +129,7 @@ def measure(kind, path, targets, chunk_mb, max_tokens):
         "mhits_per_cpu_s": hits / cpu / 1e6,
         "peak_rss_mib": rss,
         "loader_rss_mib": rss - base,
+        "startup_s": startup,
     }
 
 
@@ -140,6 +151,7 @@ def main() -> None:
     ap.add_argument("--chunk-mb", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=120_000)
     ap.add_argument("--out", default=None, help="scratch directory (default: a temp dir)")
+    ap.add_argument("--codecs-from", type=Path, default=None, help="simulated native file")
     ap.add_argument("--measure", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
@@ -154,6 +166,9 @@ def main() -> None:
 
     scratch = Path(args.out or tempfile.mkdtemp(prefix="tf-loader-"))
     scratch.mkdir(parents=True, exist_ok=True)
+    if args.codecs_from is not None:
+        codecs_from(args.codecs_from, scratch, args.chunk_mb, args.max_tokens)
+        return
     rows = []
     head = (
         f"{platform.processor() or platform.machine()}, {torch.__version__}, "
@@ -161,7 +176,7 @@ def main() -> None:
     )
     print(f"# {head}", file=sys.stderr)
     files = {}
-    for codec in ("zlib1", "lz4", "zstd1"):
+    for codec in ("lz4", "zstd1", "zlib1"):
         t0 = time.perf_counter()
         files[codec] = write_file(
             scratch / f"events_{codec}.root", args.events, args.hits, args.particles, codec
@@ -175,24 +190,28 @@ def main() -> None:
     for targets in (0, 1):
         cfg = FeatureConfig(features=FEATURES, targets=TARGETS if targets else ())
         t0 = time.perf_counter()
-        cache = build_cache([files["zlib1"]], cfg, scratch / "cache", args.chunk_mb * 2**20)
+        cache = build_cache([files["lz4"]], cfg, scratch / "cache", args.chunk_mb * 2**20)
         build = time.perf_counter() - t0
         r = run_sub("cache", cache, targets, args.chunk_mb, args.max_tokens)
         rows.append((f"memory-mapped cache (built in {build:.1f} s)", targets, r))
         print(rows[-1], file=sys.stderr)
     # memory bound: a 4x larger file at the same chunk budget, and 200 k-hit events
     big = write_file(
-        scratch / "events_x4.root", 4 * args.events, args.hits, args.particles, "zlib1", seed=1
+        scratch / "events_x4.root", 4 * args.events, args.hits, args.particles, "lz4", seed=1
     )
     r = run_sub("native", big, 1, args.chunk_mb, args.max_tokens)
-    rows.append((f"native ROOT zlib1, 4x file ({big.stat().st_size / 2**20:.0f} MiB)", 1, r))
+    rows.append((f"native ROOT lz4, 4x file ({big.stat().st_size / 2**20:.0f} MiB)", 1, r))
     small_chunk = max(args.chunk_mb // 4, 1)
-    for f, label in ((files["zlib1"], "1x"), (big, "4x")):
+    for f, label in ((files["lz4"], "1x"), (big, "4x")):
         r = run_sub("native", f, 1, small_chunk, args.max_tokens)
-        rows.append((f"native ROOT zlib1, {label} file, chunk {small_chunk} MiB", 1, r))
-    huge = write_file(scratch / "events_200k.root", 10, 200_000, 30_000, "zlib1", seed=2)
+        rows.append((f"native ROOT lz4, {label} file, chunk {small_chunk} MiB", 1, r))
+    huge = write_file(scratch / "events_200k.root", 10, 200_000, 30_000, "lz4", seed=2)
     r = run_sub("native", huge, 1, args.chunk_mb, args.max_tokens)
-    rows.append(("native ROOT zlib1, 10 events x 200 k hits", 1, r))
+    rows.append(("native ROOT lz4, 10 events x 200 k hits", 1, r))
+    print_rows(rows)
+
+
+def print_rows(rows) -> None:
     print("| source | targets | hits | M hits/s wall | M hits/CPU-s | loader MiB (peak RSS) |")
     print("|---|---|---|---|---|---|")
     for name, targets, r in rows:
@@ -201,6 +220,30 @@ def main() -> None:
             f"{r['mhits_per_s']:.2f} | {r['mhits_per_cpu_s']:.2f} | "
             f"{r['loader_rss_mib']:.0f} ({r['peak_rss_mib']:.0f}) |"
         )
+    print(f"numba start-up per worker (not in the rates): {rows[0][2]['startup_s']:.2f} s")
+
+
+def codecs_from(source: Path, scratch: Path, chunk_mb: int, max_tokens: int) -> None:
+    """Rewrite the events of a simulated file in each codec: size, read and loader rates."""
+    from trackformers.data.reader import read_events
+    from trackformers.sim.writer import read_metadata, write_events
+
+    events = read_events(source, validate=False)
+    meta = read_metadata(source)
+    n_hits = sum(len(e["hit_id"]) for e in events)
+    rows = []
+    for codec in ("lz4:1", "zstd:1", "zstd:5", "zlib:1", "lzma:1"):
+        path = scratch / f"sim_{codec.replace(':', '')}.root"
+        write_events(path, events, meta, compression=codec, basket_events=2)
+        size = path.stat().st_size
+        per = f"{size / len(events) / 1e6:.2f} MB/event"
+        for targets in (0, 1):
+            r = run_sub("native", path, targets, chunk_mb, max_tokens)
+            rows.append(
+                (f"{codec} ({per}, {len(events)} x {n_hits // len(events)} hits)", targets, r)
+            )
+            print(rows[-1], file=sys.stderr)
+    print_rows(rows)
 
 
 if __name__ == "__main__":

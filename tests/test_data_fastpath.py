@@ -78,3 +78,21 @@ def test_parameters_match_numpy_perigee_and_gather_masks():
     assert np.isnan(out[~valid]).all()
     np.testing.assert_array_equal(hit_pt[row >= 0], t[row[row >= 0], 0].astype(np.float32))
     assert np.isnan(hit_pt[row < 0]).all()
+
+
+def test_only_requested_columns_are_computed_and_equal_the_full_table():
+    from trackformers.data.fastpath import warm_up
+
+    warm_up()
+    rng = np.random.default_rng(7)
+    args = [rng.normal(0, 2, 50) for _ in range(6)] + [rng.choice([-1.0, 1.0], 50)]
+    full = track_parameters(*args, 2.0, MM_PER_GEV_PER_T)
+    part = track_parameters(*args, 2.0, MM_PER_GEV_PER_T, columns=("eta", "z0"))
+    assert not np.isnan(full).any()
+    for j, name in enumerate(PARAM_COLUMNS):
+        if name in ("theta", "phi"):  # not requested: skipped
+            assert np.isnan(part[:, j]).all(), name
+        elif name == "d0":  # comes with z0 from the same helix
+            np.testing.assert_array_equal(part[:, j], full[:, j])
+        else:
+            np.testing.assert_array_equal(part[:, j], full[:, j], err_msg=name)

@@ -180,15 +180,21 @@ def test_truncated_and_corrupt_files_name_the_file(tmp_path, events):
         list(reader.iter_chunks(junk))
     with pytest.raises(DataError, match="truncated.root: truncated file: branch 'hit_"):
         NativeEventStream([bad], FeatureConfig(), max_tokens=100).plan()
-    good = tmp_path / "good.root"
-    with uproot.open(good) as f:
-        seek = int(f["events"]["hit_x"].member("fBasketSeek")[0])
-    data = bytearray(good.read_bytes())
-    data[seek + 120 : seek + 400] = bytes(280)  # zero the compressed hit_x basket payload
-    corrupt = tmp_path / "corrupt.root"
-    corrupt.write_bytes(bytes(data))
-    with pytest.raises(DataError, match="corrupt.root: cannot read entries 0..6"):
-        list(reader.iter_chunks(corrupt))
+    for codec in ("lz4:1", "zstd:1", "zlib:1"):  # every codec's decompression checks its data
+        good = tmp_path / "good.root"
+        write_events(good, events, {}, compression=codec)
+        with uproot.open(good) as f:
+            branch = f["events"]["hit_id"]
+            seek = int(branch.member("fBasketSeek")[0])
+            basket = branch.basket(0)
+            keylen, nbytes = basket.member("fKeylen"), basket.member("fNbytes")
+            assert nbytes - keylen < basket.member("fObjlen"), codec  # stored compressed
+        data = bytearray(good.read_bytes())
+        data[seek + keylen + 20 : seek + nbytes - 4] = bytes(nbytes - keylen - 24)  # payload
+        corrupt = tmp_path / "corrupt.root"
+        corrupt.write_bytes(bytes(data))
+        with pytest.raises(DataError, match="corrupt.root: cannot read entries 0..6"):
+            list(reader.iter_chunks(corrupt))
 
 
 def test_rntuple_refused_clearly(tmp_path):

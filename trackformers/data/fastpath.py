@@ -87,13 +87,18 @@ def join_particle_rows(
 
 
 @numba.njit(cache=True, nogil=True)
-def _params(px, py, pz, vx, vy, vz, q, bz, mm_per_gev_per_t, out):  # pragma: no cover - compiled
+def _params(px, py, pz, vx, vy, vz, q, bz, mm_per_gev_per_t, want, out):  # pragma: no cover
+    nan = np.nan
+    helix = want[7] or want[8]
     for i in range(len(px)):
         pt = math.hypot(px[i], py[i])
         safe_pt = max(pt, 1e-12)
         ux, uy = px[i] / safe_pt, py[i] / safe_pt
         cot = pz[i] / safe_pt
-        if q[i] != 0 and bz != 0:
+        d0 = z0 = nan
+        if not helix:
+            pass
+        elif q[i] != 0 and bz != 0:
             r = pt * mm_per_gev_per_t / max(abs(bz), 1e-12)
             s = 1.0 if q[i] * bz > 0 else -1.0
             cx, cy = vx[i] + r * s * uy, vy[i] - r * s * ux  # circle centre
@@ -110,9 +115,9 @@ def _params(px, py, pz, vx, vy, vz, q, bz, mm_per_gev_per_t, out):  # pragma: no
             d0 = ux * vy[i] - uy * vx[i]
             z0 = vz[i] - (vx[i] * ux + vy[i] * uy) * cot
         out[i, 0] = pt
-        out[i, 1] = math.asinh(cot)
-        out[i, 2] = math.atan2(pt, pz[i])
-        out[i, 3] = math.atan2(py[i], px[i])
+        out[i, 1] = math.asinh(cot) if want[1] else nan
+        out[i, 2] = math.atan2(pt, pz[i]) if want[2] else nan
+        out[i, 3] = math.atan2(py[i], px[i]) if want[3] else nan
         out[i, 4] = uy
         out[i, 5] = ux
         out[i, 6] = q[i] / safe_pt
@@ -120,12 +125,16 @@ def _params(px, py, pz, vx, vy, vz, q, bz, mm_per_gev_per_t, out):  # pragma: no
         out[i, 8] = z0
 
 
-def track_parameters(px, py, pz, vx, vy, vz, q, bz: float, mm_per_gev_per_t: float) -> np.ndarray:
-    """(npart, 9) float64 parameters in PARAM_COLUMNS order (see features.perigee)."""
+def track_parameters(
+    px, py, pz, vx, vy, vz, q, bz: float, mm_per_gev_per_t: float, columns=PARAM_COLUMNS
+) -> np.ndarray:
+    """(npart, 9) float64 parameters in PARAM_COLUMNS order (see features.perigee); columns
+    not in ``columns`` may be left NaN (pt, sin/cos phi and q/pt are always filled)."""
     f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)
+    want = np.array([c in columns for c in PARAM_COLUMNS], dtype=np.bool_)
     out = np.empty((len(px), len(PARAM_COLUMNS)), dtype=np.float64)  # (npart, 9)
     _params(f64(px), f64(py), f64(pz), f64(vx), f64(vy), f64(vz), f64(q), float(bz),
-            float(mm_per_gev_per_t), out)  # fmt: skip
+            float(mm_per_gev_per_t), want, out)  # fmt: skip
     return out
 
 
@@ -161,3 +170,13 @@ def gather_targets(
         hit_pt,
     )
     return out, valid, hit_pt
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel once, e.g. at DataLoader worker start,
+    so the first chunk does not pay the ~0.5 s start-up of numba."""
+    one = np.ones(1, dtype=np.uint64)
+    span = np.array([0, 1], dtype=np.int64)
+    row = join_particle_rows(one, span, one, span)
+    table = track_parameters(*[np.ones(1)] * 7, 2.0, 1000.0)
+    gather_targets(row, table.astype(np.float32), table[:, 0], 0.0)

@@ -172,10 +172,14 @@ def hit_features(hits: dict[str, np.ndarray], cfg: FeatureConfig) -> np.ndarray:
         return v
 
     for j, name in enumerate(cfg.features):
-        out[:, j] = get(name)
-        scale = cfg.scales.get(name, HIT_FEATURE_SCALES[name])
-        if scale != 1.0:
-            out[:, j] *= np.float32(scale)
+        v = get(name)
+        scale = np.float32(cfg.scales.get(name, HIT_FEATURE_SCALES[name]))
+        if scale != 1.0 and v.dtype == np.float32:  # one strided pass: scale while storing
+            np.multiply(v, scale, out=out[:, j])
+        else:
+            out[:, j] = v
+            if scale != 1.0:
+                out[:, j] *= scale
     return out
 
 
@@ -188,10 +192,13 @@ def particle_parameters(parts: dict[str, np.ndarray], bz: float = B_FIELD_T) -> 
     return {name: table[:, j] for j, name in enumerate(PARAM_COLUMNS)}
 
 
-def particle_table(parts: dict[str, np.ndarray], bz: float = B_FIELD_T) -> np.ndarray:
-    """(npart, 9) float64 track parameters, columns in fastpath.PARAM_COLUMNS order."""
+def particle_table(
+    parts: dict[str, np.ndarray], bz: float = B_FIELD_T, columns: Sequence[str] = PARAM_COLUMNS
+) -> np.ndarray:
+    """(npart, 9) float64 track parameters, columns in fastpath.PARAM_COLUMNS order; only
+    ``columns`` (and the cheap pt, sin/cos phi, q/pt) are guaranteed to be computed."""
     keys = ("part_px", "part_py", "part_pz", "part_vx", "part_vy", "part_vz", "part_q")
-    return track_parameters(*(parts[k] for k in keys), bz, MM_PER_GEV_PER_T)
+    return track_parameters(*(parts[k] for k in keys), bz, MM_PER_GEV_PER_T, tuple(columns))
 
 
 def perigee(vx, vy, vz, ux, uy, cot_theta, q, pt, bz):
@@ -235,7 +242,8 @@ def hit_targets(chunk: EventChunk, cfg: FeatureConfig) -> dict[str, np.ndarray]:
     if chunk.part_offsets is None or "part_particle_id" not in chunk.parts:
         raise ValueError(f"{chunk.source}: targets need the particle branches (part_*)")
     row = cached_particle_row(chunk)  # (N,) -1 for noise / no truth
-    table = particle_table(chunk.parts, cfg.bz)  # (npart, 9) float64
+    needed = (*cfg.targets, *(cfg.class_bins or ()))
+    table = particle_table(chunk.parts, cfg.bz, needed)  # (npart, 9) float64
     cols = [PARAM_COLUMNS.index(n) for n in cfg.targets]
     mat = table[:, cols].astype(np.float32)  # (npart, P)
     params, valid, pt = gather_targets(row, mat, table[:, 0], cfg.target_pt_min)
