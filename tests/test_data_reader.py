@@ -100,3 +100,15 @@ def test_files_are_streamed_lazily(tmp_path):
     assert first.num_events == 2
     with pytest.raises(FileNotFoundError, match="later_missing.root"):
         next(it)
+
+
+def test_files_open_with_plain_positioned_reads(native_file):
+    """Not uproot's default fsspec source (an asyncio thread; ~1.5x the CPU per chunk)."""
+    import uproot
+
+    tree = reader.open_tree(native_file)
+    try:
+        assert isinstance(tree.file.source, uproot.source.file.MultithreadedFileSource)
+        assert tree.num_entries > 0
+    finally:
+        tree.file.close()

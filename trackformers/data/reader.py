@@ -63,6 +63,9 @@ TARGET_PART_FIELDS = (
 )
 EVENT_FIELDS = ("event_id",)
 PathSpec = str | os.PathLike | Sequence[str | os.PathLike]
+# plain positioned reads: ~1.5x less CPU per chunk than uproot's default fsspec source (which
+# goes through an asyncio thread) and, unlike a memory map, no file pages kept resident
+LOCAL_HANDLER = uproot.source.file.MultithreadedFileSource
 
 
 def list_files(spec: PathSpec, pattern: str = "*.root") -> list[Path]:
@@ -93,7 +96,7 @@ def open_tree(path: str | os.PathLike):
     if not path.is_file():
         raise FileNotFoundError(f"native event file not found: {path}")
     try:
-        f = uproot.open(path)
+        f = uproot.open(path, handler=LOCAL_HANDLER)
     except Exception as err:  # uproot raises many types for damaged files
         raise DataError(f"{path}: not a readable ROOT file ({type(err).__name__}: {err})") from err
     try:
