@@ -106,7 +106,7 @@ def test_files_open_with_plain_positioned_reads(native_file):
     """Not uproot's default fsspec source (an asyncio thread; ~1.5x the CPU per chunk)."""
     import uproot
 
-    tree = reader.open_tree(native_file)
+    tree = reader.open_tree(native_file[0])
     try:
         assert isinstance(tree.file.source, uproot.source.file.MultithreadedFileSource)
         assert tree.num_entries > 0
