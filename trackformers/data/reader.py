@@ -223,7 +223,12 @@ def read_chunk(
     branches = [*event_fields, *hit_fields, *part_fields]
     try:
         arrays = tree.arrays(
-            branches, entry_start=entry_start, entry_stop=entry_stop, library="ak", how=dict
+            branches,
+            entry_start=entry_start,
+            entry_stop=entry_stop,
+            library="ak",
+            how=dict,
+            array_cache=None,  # each chunk is read once: uproot's 100 MB cache only costs memory
         )
     except Exception as err:
         raise DataError(
