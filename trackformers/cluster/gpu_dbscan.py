@@ -124,8 +124,9 @@ def radius_graph(
         q = torch.div(row, r, rounding_mode="floor")  # (m,) query position in key order
         d2 = (xs[q] - xs[pos]).pow(2).sum(1)  # (m,)
         keep = (d2 <= eps2) & (q != pos)
-        srcs.append(order[q[keep]])
-        dsts.append(order[pos[keep]])
+        idx = torch.nonzero(keep).squeeze(1)  # (E_chunk,) one sync for both ends
+        srcs.append(order[q[idx]])
+        dsts.append(order[pos[idx]])
     return torch.cat(srcs), torch.cat(dsts)
 
 
@@ -161,17 +162,16 @@ def dbscan_from_graph(src: Tensor, dst: Tensor, n: int, min_samples: int) -> Ten
     Core: >= min_samples neighbours incl. itself; clusters = components of the core graph,
     numbered by smallest core index; a border point joins its smallest-numbered core cluster.
     """
-    n_neigh = torch.bincount(src, minlength=n) + 1  # (N,) incl. the point itself
+    ones = torch.ones_like(src)
+    n_neigh = torch.ones(n, dtype=torch.long, device=src.device).scatter_add_(0, src, ones)  # (N,)
     core = n_neigh >= min_samples  # (N,)
-    cc = core[src] & core[dst]
+    cc = torch.nonzero(core[src] & core[dst]).squeeze(1)  # (E_core,) core-core edges
     root = connected_components(src[cc], dst[cc], n)  # (N,) min index of the core component
     big = torch.iinfo(torch.long).max
     label = torch.where(core, root, torch.full_like(root, big))  # (N,)
-    border = core[src] & ~core[dst]
+    border = torch.nonzero(core[src] & ~core[dst]).squeeze(1)  # (E_border,) core -> non-core
     label = label.scatter_reduce(0, dst[border], root[src[border]], reduce="amin")
     assigned = label != big
-    out = torch.full((n,), -1, dtype=torch.long, device=src.device)
-    if assigned.any():
-        _, dense = torch.unique(label[assigned], return_inverse=True)  # sorted by root index
-        out[assigned] = dense
-    return out
+    # dense numbering in root order; unassigned points (label = big) sort last and become -1
+    _, dense = torch.unique(label, return_inverse=True)  # (N,)
+    return torch.where(assigned, dense, torch.full_like(dense, -1))
