@@ -146,3 +146,11 @@ def test_track_list_groups_hits():
         [0, 3],
         [5],
     ]
+
+
+def test_collapsed_points_warn(caplog):
+    x = torch.zeros(3000, 4) + torch.randn(3000, 4) * 1e-3  # every pair within eps
+    cu = torch.tensor([0, 3000], dtype=torch.int32)
+    with caplog.at_level("WARNING", logger="trackformers.cluster.gpu_dbscan"):
+        lab = dbscan(x, cu, eps=0.1, min_samples=3)
+    assert (lab == 0).all() and "crowded" in caplog.text

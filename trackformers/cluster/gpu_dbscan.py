@@ -22,12 +22,16 @@ smallest core index. Step 3 reproduces both, so labels equal sklearn's per event
 from __future__ import annotations
 
 import itertools
+import logging
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from trackformers.cluster.components import connected_components
+
+log = logging.getLogger(__name__)
+DENSE_WARN_PAIRS_PER_POINT = 2000  # candidate pairs per point above which DBSCAN warns
 
 
 def _seq_index(cu_seqlens: Tensor, n: int) -> Tensor:
@@ -103,6 +107,14 @@ def radius_graph(
     # chunk query points so that each chunk holds at most max_pairs candidates
     bounds = [0]
     total = int(cum[-1].item())
+    if total > DENSE_WARN_PAIRS_PER_POINT * n:
+        log.warning(
+            "DBSCAN: %d candidate pairs for %d points (%.0f per point) at eps=%g: the points "
+            "are crowded (an untrained or collapsed embedding?), so clustering is slow and "
+            "near-quadratic; lower eps, or use method dbscan_plan to stay within attention "
+            "neighbourhoods",
+            total, n, total / n, eps,
+        )  # fmt: skip
     if total > max_pairs:
         cuts = torch.arange(max_pairs, total, max_pairs, device=x.device)
         bounds += torch.searchsorted(cum, cuts, right=True).tolist()
