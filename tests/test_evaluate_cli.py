@@ -160,3 +160,10 @@ def test_cuda_only_backend_falls_back_to_dense_on_cpu(tmp_path):
     )
     sd_a, sd_b = fused.state_dict(), dense.state_dict()
     assert sd_a.keys() == sd_b.keys() and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+
+
+def test_data_spec_names_a_data_config():
+    from trackformers.evaluate import data_spec
+
+    assert data_spec("demo") == "data/demo"  # conf/data/demo.yaml's path
+    assert data_spec("/some/dir") == "/some/dir" and data_spec(None) is None
