@@ -8,7 +8,7 @@ Writes pixel-sized events (mu = 200 pixel-only scale: 60 k hits, 10 k particles;
 the pixel barrel layers, random truth) with the project's writer in three codecs (LZ4 level 1 =
 the writer default, ZSTD-1, ZLIB-1 = the old default), then times one loader process (= one
 DataLoader worker) streaming every file into PackedBatches through NativeEventStream, for input
-features only and with the six track-parameter targets (3 passes per run: rates of the median
+features only and with the six track-parameter targets (5 passes per run: rates of the median
 pass by CPU time, and of the first pass); then the same through the preprocessed memory-mapped
 cache (trackformers.data.cache). The numba kernels are loaded before the clock starts
 (``fastpath.warm_up``, once per worker; its time is printed as "start-up"). Peak memory is
@@ -36,7 +36,7 @@ import numpy as np
 
 FEATURES = ("x", "y", "z", "r", "phi", "eta")
 TARGETS = ("eta", "sin_phi", "cos_phi", "q_over_pt", "d0", "z0")
-PASSES = 3  # passes over the file per measurement; rates of the median pass (and the first)
+PASSES = 5  # passes over the file per measurement; rates of the median pass (and the first)
 
 
 def pixel_event(rng, event_id, n_hits, n_parts):
