@@ -5,6 +5,7 @@ Kept import-light (the simulation imports ``trackformers.data.schema``); import 
     reader      iter_chunks / iter_events / iter_awkward / read_events / read_metadata
     validate    checks and counted repairs (errors.DataError, errors.DataRepairWarning)
     features    FeatureConfig, hit_features, hit_targets, particle_parameters
+    fastpath    numba loops of the hot path: hit -> particle join, helix parameters, targets
     projections project_part2 (barrel R = 91 mm, endcaps z = +-920 mm, candidate vertex z)
     binning     quantile-balanced parameter bins, joint_class
     packing     pack_events, featurize, token_budget_batches, TokenBudgetBatchSampler,
