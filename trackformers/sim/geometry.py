@@ -111,6 +111,14 @@ def _check_overlaps(rows: list[dict]) -> None:
             )
 
 
+def _passive_surface() -> dict:
+    """Surface fields of a non-sensitive surface (beam pipe, world boundary): no modules, no ids."""
+    return dict(
+        sensitive=False, volume_id=0, layer_id=0, su=0.0, sv=0.0, n_phi=0, n_z=0,
+        rings=[], ring_nphi=[],
+    )  # fmt: skip
+
+
 def geometry_from_dict(spec: dict) -> Geometry:
     """Check a geometry description (the YAML content) and flatten it into surfaces."""
     rows: list[dict] = []
@@ -122,15 +130,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
             lo=-_positive(_need(bp, "half_z", "beam_pipe"), "half_z", "beam_pipe"),
             hi=float(bp["half_z"]),
             x0=_material(_need(bp, "x_over_x0", "beam_pipe"), "beam_pipe"),
-            sensitive=False,
-            volume_id=0,
-            layer_id=0,
-            su=0.0,
-            sv=0.0,
-            n_phi=0,
-            n_z=0,
-            rings=[],
-            ring_nphi=[],
+            **_passive_surface(),
         )
     )
     seen_volumes: set[int] = set()
@@ -249,19 +249,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
             )
     for r in rows:
         r["kill"] = False
-    boundary = dict(
-        x0=0.0,
-        sensitive=False,
-        volume_id=0,
-        layer_id=0,
-        su=0.0,
-        sv=0.0,
-        n_phi=0,
-        n_z=0,
-        rings=[],
-        ring_nphi=[],
-        kill=True,
-    )
+    boundary = dict(x0=0.0, kill=True, **_passive_surface())
     rows.append(dict(kind=CYLINDER, pos=wr, lo=-wz, hi=wz, **boundary))
     rows.extend(dict(kind=DISK, pos=sgn * wz, lo=0.0, hi=wr, **boundary) for sgn in (-1, 1))
     n_ring = max(len(r["ring_nphi"]) for r in rows)
