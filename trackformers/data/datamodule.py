@@ -158,19 +158,25 @@ class TrackDataModule(L.LightningDataModule):
             ds = NativeEventStream(
                 self.files,
                 self.features,
-                self.max_tokens,
-                split=split,
-                val_fraction=self.val_fraction,
-                test_fraction=self.test_fraction,
-                split_seed=self.split_seed,
-                shuffle=split == "train",
-                seed=self.seed,
                 chunk_bytes=self.chunk_bytes,
                 on_error=self.on_error,
-                max_events_per_batch=self.max_events_per_batch,
+                **self._split_kwargs(split),
             )
             ds.plan()  # open the files once here, not in every worker
             self.datasets[split] = ds
+
+    def _split_kwargs(self, split: str) -> dict:
+        """Split, shuffling and batching settings shared by the file and cache streams."""
+        return dict(
+            max_tokens=self.max_tokens,
+            split=split,
+            val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
+            split_seed=self.split_seed,
+            shuffle=split == "train",
+            seed=self.seed,
+            max_events_per_batch=self.max_events_per_batch,
+        )
 
     def _setup_cache(self) -> None:
         from trackformers.data.cache import CachedEventStream, build_cache
@@ -179,17 +185,7 @@ class TrackDataModule(L.LightningDataModule):
             self.files, self.features, _resolve(self.cache_dir), self.chunk_bytes, self.on_error
         )
         for split in SPLITS:
-            self.datasets[split] = CachedEventStream(
-                path,
-                self.max_tokens,
-                split=split,
-                val_fraction=self.val_fraction,
-                test_fraction=self.test_fraction,
-                split_seed=self.split_seed,
-                shuffle=split == "train",
-                seed=self.seed,
-                max_events_per_batch=self.max_events_per_batch,
-            )
+            self.datasets[split] = CachedEventStream(path, **self._split_kwargs(split))
 
     def _setup_stream(self) -> None:
         """Datasets of freshly generated events (trackformers.sim.stream), no files."""
