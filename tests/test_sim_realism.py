@@ -25,26 +25,71 @@ def test_particle_and_hit_counts(events):
     assert np.mean([e["pileup"] for e in events]) == pytest.approx(200, abs=4 * np.sqrt(200 / 4))
 
 
+def _straight_line_layers(geo, eta, vz):
+    """Sensitive layers a straight line from (0, 0, vz) at pseudorapidity eta crosses."""
+    sh = np.sinh(eta)
+    n = np.zeros(len(eta))
+    for j in np.flatnonzero(geo.sensitive):
+        if geo.kind[j] == CYLINDER:
+            z = vz + geo.pos[j] * sh
+            n += (z >= geo.lo[j]) & (z <= geo.hi[j])
+        else:
+            r = (geo.pos[j] - vz) / sh
+            n += (r >= geo.lo[j]) & (r <= geo.hi[j])
+    return n
+
+
 def test_high_pt_particles_cross_ten_layers(events):
-    hits, layers = [], []
+    """Distinct layers of charged particles with pT > 0.9 GeV (issue 3 point 5).
+
+    The TrackML geometry (DESIGN.md) bounds this: a straight line from the beam line crosses
+    10 layers at abs(eta) < 0.6, 9.4-9.5 in the barrel/endcap transition (abs(eta) 1-1.5), up
+    to 10.6 at abs(eta) 2-2.5 and only pixel disks beyond abs(eta) 3.2. With the eta spectrum of
+    mu = 200 ttbar (24 % of these particles at abs(eta) >= 3, 7 % displaced secondaries) the
+    geometric mean is 9.07 over abs(eta) <= 4.2 and 9.93 over abs(eta) < 2.5; the simulation
+    gives 8.97 and 9.77 (efficiency 0.99). So: ~10 layers in abs(eta) < 2.5, ~9 over everything,
+    and prompt particles must match the geometric count per eta bin (gaps, early stops and lost
+    crossings would show there).
+    """
+    geo = load_geometry()
+    hits, layers, expected, abs_eta, prompt = [], [], [], [], []
     for e in events:
         pt = np.hypot(e["part_px"], e["part_py"])
-        hits.append(e["part_nhits"][pt > 0.9].mean())
-        good = e["part_particle_id"][pt > 0.9]
-        sel = np.isin(e["hit_particle_id"], good)
+        sel = (pt > 0.9) & (e["part_q"] != 0)
+        pid = e["part_particle_id"][sel].astype(np.int64)
+        eta = np.arcsinh(e["part_pz"][sel] / pt[sel])
+        hits.append(e["part_nhits"][sel])
+        h = np.isin(e["hit_particle_id"].astype(np.int64), pid)
         key = np.unique(
             np.stack(
                 [
-                    e["hit_particle_id"][sel].astype(np.int64),
-                    e["hit_volume_id"][sel],
-                    e["hit_layer_id"][sel],
+                    e["hit_particle_id"][h].astype(np.int64),
+                    e["hit_volume_id"][h],
+                    e["hit_layer_id"][h],
                 ]
             ),
             axis=1,
         )
-        layers.append(np.bincount(np.unique(key[0], return_inverse=True)[1]).mean())
-    assert 9.5 <= np.mean(hits) <= 11.5, hits  # hits per particle (overlaps give 2 per layer)
-    assert 8.5 <= np.mean(layers) <= 11.0, layers  # distinct layers crossed
+        owner, n_layers = np.unique(key[0], return_counts=True)
+        order = np.argsort(pid)
+        per_part = np.zeros(len(pid))
+        per_part[order[np.searchsorted(pid[order], owner)]] = n_layers
+        layers.append(per_part)
+        expected.append(_straight_line_layers(geo, eta, e["part_vz"][sel]))
+        abs_eta.append(np.abs(eta))
+        prompt.append(np.hypot(e["part_vx"][sel], e["part_vy"][sel]) < 1.0)
+    hits, layers, expected, abs_eta, prompt = map(
+        np.concatenate, (hits, layers, expected, abs_eta, prompt)
+    )
+    # hits per particle: distinct layers plus second hits where modules overlap in phi
+    assert 10.0 <= hits.mean() <= 11.5, hits.mean()
+    assert 8.8 <= layers.mean() <= 9.3, layers.mean()  # full detector, geometric 9.07
+    central = abs_eta < 2.5
+    assert 9.6 <= layers[central].mean() <= 10.1, layers[central].mean()  # geometric 9.93
+    for lo in np.arange(0.0, 4.0, 0.5):
+        b = prompt & (abs_eta >= lo) & (abs_eta < lo + 0.5)
+        diff = layers[b].mean() - 0.99 * expected[b].mean()  # efficiency 0.99
+        assert abs(diff) < 0.15, (lo, layers[b].mean(), expected[b].mean())
 
 
 def test_hits_on_layer_surfaces(events):
