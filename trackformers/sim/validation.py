@@ -38,6 +38,14 @@ def _surfaces(geo: Geometry, ev: dict) -> np.ndarray:
     )
 
 
+def _module_phi(geo: Geometry, s, tx, ty, tz, module) -> np.ndarray:
+    """Centre phi of each hit's own module: the module under the true position or, for the
+    second hit of a crossing where modules overlap, its phi neighbour."""
+    cand = [module_ids(geo, s, tx, ty, tz, shift) for shift in (0, 1, -1)]
+    match = [m == module for m, _ in cand]
+    return np.select(match, [phi for _, phi in cand], default=cand[0][1])
+
+
 def _ideal_counts(geo: Geometry, ev: dict) -> np.ndarray:
     """Hits per volume id from the same particles through an ideal detector."""
     particles = {
@@ -59,6 +67,7 @@ def validation_summary(events: list[dict], geometry: Geometry | None = None) -> 
     geo = geometry or load_geometry()
     n_vol = int(geo.volume_id.max()) + 1
     per_vol, ideal_vol, hpp_all, hpp_hi, pulls_u, pulls_v, rz = [], [], [], [], [], [], []
+    pull_vol = []
     for ev in events:
         true = ev["hit_particle_id"] > 0
         per_vol.append(np.bincount(ev["hit_volume_id"][true], minlength=n_vol))
@@ -69,12 +78,13 @@ def validation_summary(events: list[dict], geometry: Geometry | None = None) -> 
         s = _surfaces(geo, ev)
         x, y, z = (ev[f"hit_{c}"].astype(np.float64) for c in "xyz")
         tx, ty, tz = (ev[f"hit_t{c}"].astype(np.float64) for c in "xyz")
-        _, phi_c = module_ids(geo, s, tx, ty, tz)
+        phi_c = _module_phi(geo, s, tx, ty, tz, ev["hit_module_id"])
         du = -np.sin(phi_c) * (x - tx) + np.cos(phi_c) * (y - ty)
         cyl = geo.kind[s] == CYLINDER
         dv = np.where(cyl, z - tz, np.cos(phi_c) * (x - tx) + np.sin(phi_c) * (y - ty))
         pulls_u.append((du / geo.sigma_u[s])[true])
         pulls_v.append((dv / geo.sigma_v[s])[true])
+        pull_vol.append(ev["hit_volume_id"][true])
         rz.append(np.stack([z, np.hypot(x, y)]))
     pileup = float(np.mean([ev["pileup"] for ev in events]))
     scale = (pileup + 1) / 201
@@ -97,6 +107,7 @@ def validation_summary(events: list[dict], geometry: Geometry | None = None) -> 
         "_hpp_hi": hi,
         "_pulls_u": np.concatenate(pulls_u),
         "_pulls_v": np.concatenate(pulls_v),
+        "_pull_volume": np.concatenate(pull_vol),
         "_rz": np.concatenate(rz, axis=1),
     }
 
