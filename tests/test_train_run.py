@@ -173,3 +173,27 @@ def test_resumable_loader_refuses_an_empty_epoch():
     wrapped = ResumableLoader(torch.utils.data.DataLoader(_Epochs(0), batch_size=None), _Module())
     with pytest.raises(RuntimeError, match="no training batches in epoch 0"):
         list(wrapped)
+
+
+@pytest.mark.slow
+def test_compiled_encoder_matches_eager_on_varlen_batches():
+    import copy
+
+    from trackformers.attention.synthetic import synthetic_batch
+    from trackformers.losses import CombinedLoss, SupConLoss
+    from trackformers.models import ContrastiveHead, Encoder, TrackFormer
+    from trackformers.models.module import TrackFormerModule, compile_encoder
+
+    model = TrackFormer(Encoder(3, d_model=32, n_heads=4, n_layers=2), ContrastiveHead(32, 8))
+    eager = copy.deepcopy(model)
+    module = TrackFormerModule(model, CombinedLoss({"c": SupConLoss()}), compile_encoder=True)
+    module.configure_model()
+    assert module.model.encoder.blocks[1].ffn._compiled_call_impl is not None
+    assert set(module.state_dict()) == {f"model.{k}" for k in eager.state_dict()}
+    for sizes in ([300, 120], [77], [500, 40, 9]):  # hit counts vary: dynamic shapes
+        batch = synthetic_batch(sizes, seed=len(sizes))
+        torch.testing.assert_close(
+            module.model(batch)["embedding"], eager(batch)["embedding"], rtol=1e-4, atol=1e-5
+        )
+    with pytest.raises(ValueError, match="found no input_mlp"):
+        compile_encoder(torch.nn.Linear(3, 3))

@@ -47,6 +47,30 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def compile_encoder(encoder: nn.Module) -> list[str]:
+    """torch.compile the per-hit dense parts of an encoder in place (dynamic hit count).
+
+    The input MLP and every block's qkv/out projections and feed-forward are compiled; the
+    attention backend is left as it is (its per-event, data-dependent control flow breaks
+    whole-graph capture; the flex backend compiles its own kernel). State-dict keys do not
+    change. Returns the names of the compiled submodules.
+    """
+    names = []
+    targets = {"input_mlp": getattr(encoder, "input_mlp", None)}
+    for i, block in enumerate(getattr(encoder, "blocks", [])):
+        targets[f"blocks.{i}.ffn"] = getattr(block, "ffn", None)
+        attn = getattr(block, "attn", None)
+        targets[f"blocks.{i}.attn.qkv"] = getattr(attn, "qkv", None)
+        targets[f"blocks.{i}.attn.out"] = getattr(attn, "out", None)
+    for name, mod in targets.items():
+        if isinstance(mod, nn.Module):
+            mod.compile(dynamic=True)
+            names.append(name)
+    if not names:
+        raise ValueError(f"compile: found no input_mlp/blocks in {type(encoder).__name__}")
+    return names
+
+
 def batch_events(batch, target_names: Sequence[str] = ()) -> list[dict[str, np.ndarray]]:
     """Per-event dicts (schema names) for the metrics, rebuilt from a PackedBatch.
 
@@ -158,7 +182,7 @@ class TrackFormerModule(L.LightningModule):
     # ---- setup ---------------------------------------------------------------------------
     def configure_model(self) -> None:
         if self.compile_encoder and not getattr(self, "_compiled", False):
-            self.model.encoder.compile(dynamic=True)  # in place: state-dict keys unchanged
+            compile_encoder(self.model.encoder)
             self._compiled = True
 
     def forward(self, batch) -> dict[str, Tensor]:
