@@ -14,12 +14,9 @@ them from the loss.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from trackformers.losses.base import check_noise_mode, get_output, particle_labels, zero_loss
-from trackformers.losses.neighbours import window_neighbours
-from trackformers.losses.pairwise_core import tiled_pair_loss
+from trackformers.losses.pair_module import PairEmbeddingLoss
 
 
 class SupConPairs:
@@ -85,7 +82,7 @@ def supcon_naive(
     return total / max(count, 1)
 
 
-class SupConLoss(nn.Module):
+class SupConLoss(PairEmbeddingLoss):
     name = "contrastive"
 
     def __init__(
@@ -99,42 +96,9 @@ class SupConLoss(nn.Module):
         tile_elems: int = 1 << 24,
         compile: bool | None = None,
     ):
-        super().__init__()
-        self.compile = compile  # torch.compile the tile math; None = on CUDA
-        if negatives not in ("event", "window"):
-            raise ValueError(f"contrastive negatives={negatives!r} must be 'event' or 'window'")
         if temperature <= 0:
             raise ValueError(f"contrastive temperature must be > 0, got {temperature}")
-        self.pairs = SupConPairs(temperature)
-        self.output_key, self.negatives, self.window = output_key, negatives, int(window)
-        self.noise = check_noise_mode(noise, ("negative", "ignore"), self.name)
-        self.normalize, self.tile_elems = normalize, int(tile_elems)
-
-    def forward(self, outputs: dict[str, Tensor], batch) -> Tensor:
-        emb = get_output(outputs, self.output_key, self.name).float()  # (N, D)
-        if self.normalize:
-            emb = F.normalize(emb, dim=-1)
-        labels = particle_labels(batch, self.name)  # (N,)
-        valid = labels != 0 if self.noise == "ignore" else torch.ones_like(labels, dtype=bool)
-        if emb.shape[0] < 2:
-            return zero_loss(emb)
-        if self.negatives == "window":
-            nbr = window_neighbours(batch.cu_seqlens, self.window, coords=batch.coords)
-            return tiled_pair_loss(
-                emb,
-                labels,
-                valid,
-                self.pairs,
-                neighbours=nbr,
-                tile_elems=self.tile_elems,
-                compile=self.compile,
-            )
-        return tiled_pair_loss(
-            emb,
-            labels,
-            valid,
-            self.pairs,
-            cu_seqlens=batch.cu_seqlens,
-            tile_elems=self.tile_elems,
-            compile=self.compile,
+        pairs = SupConPairs(temperature)
+        super().__init__(
+            pairs, output_key, negatives, window, noise, tile_elems, compile, normalize=normalize
         )

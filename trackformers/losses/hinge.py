@@ -15,11 +15,9 @@ away from everything), ``noise="ignore"`` drops them.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from trackformers.losses.base import check_noise_mode, get_output, particle_labels, zero_loss
-from trackformers.losses.neighbours import window_neighbours
-from trackformers.losses.pairwise_core import tiled_pair_loss
+from trackformers.losses.pair_module import PairEmbeddingLoss
 
 EPS = 1e-12
 
@@ -92,7 +90,7 @@ def hinge_naive(
     return pos_weight * sums[0] / sums[1].clamp(min=1) + neg_weight * sums[2] / sums[3].clamp(min=1)
 
 
-class PairwiseHingeLoss(nn.Module):
+class PairwiseHingeLoss(PairEmbeddingLoss):
     name = "hinge"
 
     def __init__(
@@ -107,38 +105,5 @@ class PairwiseHingeLoss(nn.Module):
         tile_elems: int = 1 << 24,
         compile: bool | None = None,
     ):
-        super().__init__()
-        self.compile = compile  # torch.compile the tile math; None = on CUDA
-        if negatives not in ("event", "window"):
-            raise ValueError(f"hinge negatives={negatives!r} must be 'event' or 'window'")
-        self.pairs = HingePairs(margin, pos_weight, neg_weight)
-        self.output_key, self.negatives, self.window = output_key, negatives, int(window)
-        self.noise = check_noise_mode(noise, ("negative", "ignore"), self.name)
-        self.tile_elems = int(tile_elems)
-
-    def forward(self, outputs: dict[str, Tensor], batch) -> Tensor:
-        emb = get_output(outputs, self.output_key, self.name).float()  # (N, D)
-        labels = particle_labels(batch, self.name)  # (N,)
-        valid = labels != 0 if self.noise == "ignore" else torch.ones_like(labels, dtype=bool)
-        if emb.shape[0] < 2:
-            return zero_loss(emb)
-        if self.negatives == "window":
-            nbr = window_neighbours(batch.cu_seqlens, self.window, coords=batch.coords)
-            return tiled_pair_loss(
-                emb,
-                labels,
-                valid,
-                self.pairs,
-                neighbours=nbr,
-                tile_elems=self.tile_elems,
-                compile=self.compile,
-            )
-        return tiled_pair_loss(
-            emb,
-            labels,
-            valid,
-            self.pairs,
-            cu_seqlens=batch.cu_seqlens,
-            tile_elems=self.tile_elems,
-            compile=self.compile,
-        )
+        pairs = HingePairs(margin, pos_weight, neg_weight)
+        super().__init__(pairs, output_key, negatives, window, noise, tile_elems, compile)
