@@ -46,6 +46,16 @@ def write_shards(
     return n, files
 
 
+def _write_reporting_repairs(
+    events: Iterable[dict], output, metadata: dict, events_per_file: int, repairs: RepairLog
+) -> tuple[int, list[Path]]:
+    """write_shards over a lazy importer, reporting its repairs even when a bad event stops it."""
+    try:
+        return write_shards(events, output, metadata, events_per_file)
+    finally:
+        repairs.flush()
+
+
 def convert_trackml(
     directory,
     output,
@@ -57,15 +67,8 @@ def convert_trackml(
 
     repairs = repairs if repairs is not None else RepairLog()
     meta = {"source": "trackml-csv", "input": str(Path(directory).resolve())}
-    try:
-        return write_shards(
-            iter_trackml(directory, repairs, check_on_error(on_error)),
-            output,
-            meta,
-            events_per_file,
-        )
-    finally:
-        repairs.flush()
+    events = iter_trackml(directory, repairs, check_on_error(on_error))
+    return _write_reporting_repairs(events, output, meta, events_per_file, repairs)
 
 
 def convert_acts(
@@ -85,15 +88,8 @@ def convert_acts(
         "particles": str(Path(particles).resolve()),
         "note": "hit positions are the true ACTS sim-hit positions",
     }
-    try:
-        return write_shards(
-            iter_acts(hits, particles, repairs, check_on_error(on_error)),
-            output,
-            meta,
-            events_per_file,
-        )
-    finally:
-        repairs.flush()
+    events = iter_acts(hits, particles, repairs, check_on_error(on_error))
+    return _write_reporting_repairs(events, output, meta, events_per_file, repairs)
 
 
 def main(argv: list[str] | None = None) -> int:
