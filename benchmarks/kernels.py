@@ -18,6 +18,7 @@ sampled rows against a float64 reference; fused vs flex on the same mask.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -150,7 +151,7 @@ def run(args) -> list[dict]:
 
     flex = torch.compile(flex_attention, dynamic=False) if cuda else flex_attention
     sizes = args.sizes
-    for d in args.head_dims:
+    for d in [] if args.sweep_only else args.head_dims:
         for n in sorted(sizes, reverse=True):  # autotune (keyed on head_dim) at the largest N
             batch = synthetic_batch([n], seed=n, device=dev)
             for kind in args.masks:
@@ -160,7 +161,7 @@ def run(args) -> list[dict]:
                 q, k, v = (torch.randn(n, h, d, device=dev, dtype=dtype) for _ in range(3))
                 rows = build_row_intervals(
                     sp.kind, sp.cu_seqlens, sp.max_seqlen, sp.group_id, sp.adjacency,
-                    sp.window, num_rows=n,
+                    sp.window, num_rows=n, group_ptr=sp.group_ptr,
                 )  # fmt: skip
                 pairs = attended_pairs(rows)
                 row = {"mask": kind, "N": n, "D": d, "H": h, "pairs": pairs,
@@ -224,7 +225,7 @@ def run(args) -> list[dict]:
                 if args.out:
                     with open(os.path.join(args.out, "kernels_bench.jsonl"), "a") as f:
                         f.write(json.dumps(row, default=str) + "\n")
-    if cuda and args.sweep:
+    if args.sweep:
         results += sweep(args, log)
     return results
 
@@ -279,55 +280,150 @@ def tuned_configs() -> dict:
     return out
 
 
+def kernel_resources(kern, num_warps: int) -> dict:
+    """Registers, spills, shared memory and the resulting CTAs per SM of a compiled kernel."""
+    if kern is None or not hasattr(kern, "n_regs"):
+        return {}
+    regs, shared = int(kern.n_regs), int(kern.metadata.shared)
+    by_regs = 65536 // max(1, regs * 32 * num_warps)
+    by_smem = (228 * 1024) // max(1, shared + 1024)  # 1 KB reserved per CTA
+    ctas = max(0, min(by_regs, by_smem, 64 // num_warps, 32))
+    return {"regs": regs, "spills": int(kern.n_spills), "smem": shared, "ctas_per_sm": ctas,
+            "warps_per_sm": ctas * num_warps}  # fmt: skip
+
+
+# Forward variants at the largest N: (block_m, block_n, warps, stages, maxnreg) and flags.
+FWD_VARIANTS = [
+    ((64, 64, 4, 3, None), {}),  # default
+    ((64, 64, 4, 3, None), {"PROBE": 1}),  # probe: exp replaced by a cast
+    ((64, 64, 4, 3, None), {"PROBE": 2}),  # probe: body re-reads one K/V block
+    ((64, 64, 4, 3, None), {"PROBE": 3}),  # probe: no softmax
+    ((64, 64, 4, 3, None), {"WARP_SPEC": True}),
+    ((64, 64, 4, 2, None), {}),
+    ((64, 64, 4, 4, None), {}),
+    ((64, 32, 4, 3, None), {}),
+    ((64, 128, 4, 2, None), {}),
+    ((64, 64, 4, 3, 128), {}),
+    ((64, 64, 4, 3, 96), {}),
+    ((64, 64, 4, 3, None), {"ROWSUM_MMA": False}),
+    ((128, 64, 8, 3, None), {}),
+    ((128, 128, 8, 2, None), {}),
+    ((128, 64, 8, 3, None), {"WARP_SPEC": True}),
+    ((128, 64, 4, 3, None), {}),
+    ((64, 64, 4, 3, None), {"FAST_EXP": False}),
+]
+# Backward variants: dK/dV config, dQ config (same block_m), flags.
+BWD_VARIANTS = [
+    ((64, 32, 4, 2, None), (64, 32, 4, 2, None), {}),  # default
+    ((64, 32, 4, 3, None), (64, 32, 4, 3, None), {}),
+    ((64, 32, 4, 2, None), (64, 64, 4, 2, None), {}),
+    ((64, 32, 4, 2, None), (64, 64, 4, 3, None), {}),
+    ((64, 64, 4, 2, None), (64, 64, 4, 3, None), {}),
+    ((64, 32, 4, 2, 128), (64, 32, 4, 2, 128), {}),
+    ((128, 32, 8, 2, None), (128, 64, 8, 2, None), {}),
+    ((64, 32, 4, 2, None), (64, 32, 4, 2, None), {"ATOMIC_DQ": True}),
+]
+
+
+def _set_flags(flags: dict) -> dict:
+    names = ("FAST_EXP", "ROWSUM_MMA", "WARP_SPEC", "PROBE", "ATOMIC_DQ")
+    saved = {k: getattr(ops, k) for k in names}
+    for k, val in flags.items():
+        setattr(ops, k, val)
+    return saved
+
+
 def sweep(args, log) -> list[dict]:
-    """Fixed configs (tune=False) incl. the metadata tile size block_m, at the largest N."""
+    """Fixed configs (tune=False) incl. the metadata tile size block_m, at the largest N.
+
+    Every variant is one row (ms, registers, spills, CTAs per SM); one that fails to compile
+    is recorded with its error. Stops adding variants after --budget-s seconds.
+    """
     n = max(args.sizes)
     out = []
-    # (block_m, block_n, warps, stages), fast_exp, rowsum_mma
-    fwd_variants = [((64, 64, 4, 3), True, False), ((64, 64, 4, 3), True, True),
-                    ((64, 64, 4, 3), False, False), ((64, 32, 4, 3), True, True),
-                    ((64, 128, 4, 3), True, True), ((64, 64, 4, 2), True, True),
-                    ((128, 64, 4, 3), True, True), ((64, 64, 4, 4), True, True)]  # fmt: skip
-    # (block_m, block_n, warps, stages), fast_exp, atomic_dq
-    bwd_variants = [((64, 32, 4, 3), True, False), ((64, 32, 4, 3), True, True),
-                    ((64, 64, 4, 3), True, True), ((128, 32, 4, 3), True, True),
-                    ((128, 64, 8, 3), True, True), ((64, 32, 4, 2), True, True),
-                    ((64, 32, 4, 3), False, False)]  # fmt: skip
+    t_start = time.perf_counter()
+    cuda = torch.cuda.is_available() and not args.smoke
+    dev = "cuda" if cuda else "cpu"
+    dtype = torch.bfloat16 if cuda else torch.float32
+
+    def record(row):
+        out.append(row)
+        log("    sweep " + json.dumps(row, default=str))
+        if args.out:
+            with open(os.path.join(args.out, "kernels_sweep.jsonl"), "a") as f:
+                f.write(json.dumps(row, default=str) + "\n")
+
+    def over_budget() -> bool:
+        return time.perf_counter() - t_start > args.budget_s
+
     for d in args.sweep_dims:
-        batch = synthetic_batch([n], seed=n, device="cuda")
+        batch = synthetic_batch([n], seed=n, device=dev)
         for kind in args.masks:
             sp = presorted(make_plan(kind, batch))
-            q, k, v, do = (torch.randn(n, args.heads, d, device="cuda", dtype=torch.bfloat16)
+            q, k, v, do = (torch.randn(n, args.heads, d, device=dev, dtype=dtype)
                            for _ in range(4))  # fmt: skip
-            fwd0, bwd0, atomic0 = ops.FWD_CONFIGS[d], ops.BWD_CONFIGS[d], ops.ATOMIC_DQ
-            for fv, fast, rowsum in fwd_variants:
+            if kind == "cluster":  # metadata: group_ptr path against the binary searches
+                for ptr in (True, False):
+                    plan_m = sp if ptr else dataclasses.replace(sp, group_ptr=None)
+                    ms = bench(lambda: ops.build_meta(plan_m, n, d), cuda)
+                    record({"sweep": "meta", "mask": kind, "N": n, "D": d, "group_ptr": ptr,
+                            "ms": ms})  # fmt: skip
+            qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+
+            def fb():  # default configs, metadata built inside, fwd + bwd
+                o = ops.fused_attention(qg, kg, vg, sp, tune=False)
+                return torch.autograd.grad(o, (qg, kg, vg), do)
+
+            fwd_ms = bench(lambda: ops.fused_attention(q, k, v, sp, tune=False), cuda)
+            record({"sweep": "total", "mask": kind, "N": n, "D": d, "fwd_ms": fwd_ms,
+                    "fwdbwd_ms": bench(fb, cuda)})  # fmt: skip
+            fwd0, bwd0, dq0 = ops.FWD_CONFIGS[d], ops.BWD_CONFIGS[d], ops.DQ_CONFIGS[d]
+            for fv, flags in FWD_VARIANTS:
+                if over_budget():
+                    break
                 ops.FWD_CONFIGS[d] = ops.KernelConfig(*fv)
-                ops.FAST_EXP, ops.ROWSUM_MMA = fast, rowsum
-                meta = ops.build_meta(sp, n, d)
-                ms = bench(lambda: ops.fused_attention(q, k, v, sp, meta=meta, tune=False), True)
-                out.append({"sweep": "fwd", "mask": kind, "N": n, "D": d, "cfg": fv,
-                            "fast_exp": fast, "rowsum_mma": rowsum, "ms": ms})  # fmt: skip
-                log(f"    sweep fwd {kind} D={d} {fv} fast_exp={fast} rowsum_mma={rowsum}: "
-                    f"{ms:.4f} ms")  # fmt: skip
-            ops.FAST_EXP, ops.ROWSUM_MMA = True, True
-            ops.FWD_CONFIGS[d] = fwd0
-            for bv, fast, atomic in bwd_variants:
-                ops.FAST_EXP, ops.ATOMIC_DQ = fast, atomic
-                ops.BWD_CONFIGS[d] = ops.KernelConfig(*bv)
-                meta = ops.build_meta(sp, n, d)
-                o, lse = ops.attention_forward(q, k, v, meta.fwd, d**-0.5, has_wrap=meta.has_wrap)
-                ms = bench(
-                    lambda: ops.attention_backward(
-                        do, q, k, v, o, lse, meta.bwd, d**-0.5, tune=False, has_wrap=meta.has_wrap
-                    ),
-                    True,
-                )
-                out.append({"sweep": "bwd", "mask": kind, "N": n, "D": d, "cfg": bv,
-                            "fast_exp": fast, "atomic_dq": atomic, "ms": ms})  # fmt: skip
-                log(f"    sweep bwd {kind} D={d} {bv} fast_exp={fast} atomic_dq={atomic}: "
-                    f"{ms:.4f} ms")  # fmt: skip
-            ops.BWD_CONFIGS[d] = bwd0
-            ops.FAST_EXP, ops.ATOMIC_DQ = True, atomic0
+                saved = _set_flags(flags)
+                row = {"sweep": "fwd", "mask": kind, "N": n, "D": d, "cfg": fv, "flags": flags}
+                try:
+                    meta = ops.build_meta(sp, n, d)
+                    ms = bench(lambda: ops.fused_attention(q, k, v, sp, meta=meta, tune=False),
+                               cuda, args.sweep_rep_ms)  # fmt: skip
+                    row.update(ms=ms, **kernel_resources(ops.LAST_KERNEL.get("fwd"), fv[2]))
+                except Exception as e:  # a variant that does not compile is a result too
+                    row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                finally:
+                    _set_flags(saved)
+                    ops.FWD_CONFIGS[d] = fwd0
+                record(row)
+            meta = ops.build_meta(sp, n, d)
+            o, lse = ops.attention_forward(q, k, v, meta.fwd, d**-0.5, has_wrap=meta.has_wrap)
+            for kv_cfg, dq_cfg, flags in BWD_VARIANTS:
+                if over_budget():
+                    break
+                ops.BWD_CONFIGS[d] = ops.KernelConfig(*kv_cfg)
+                ops.DQ_CONFIGS[d] = ops.KernelConfig(*dq_cfg)
+                saved = _set_flags(flags)
+                row = {"sweep": "bwd", "mask": kind, "N": n, "D": d, "cfg": kv_cfg,
+                       "dq_cfg": dq_cfg, "flags": flags}  # fmt: skip
+                try:
+                    meta_b = ops.build_meta(sp, n, d).bwd  # stats o, lse are per row
+                    ms = bench(
+                        lambda: ops.attention_backward(
+                            do, q, k, v, o, lse, meta_b, d**-0.5, tune=False,
+                            has_wrap=meta.has_wrap,
+                        ),
+                        cuda, args.sweep_rep_ms,
+                    )  # fmt: skip
+                    row.update(ms=ms)
+                    for name, c in (("dkdv", kv_cfg), ("dq", dq_cfg)):
+                        res = kernel_resources(ops.LAST_KERNEL.get(name), c[2])
+                        row.update({f"{name}_{key}": val for key, val in res.items()})
+                except Exception as e:
+                    row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                finally:
+                    _set_flags(saved)
+                    ops.BWD_CONFIGS[d], ops.DQ_CONFIGS[d] = bwd0, dq0
+                record(row)
     return out
 
 
@@ -359,6 +455,9 @@ def main(argv=None) -> int:
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--sweep", action="store_true", help="also time fixed configs (tune=False)")
     p.add_argument("--sweep-dims", type=int, nargs="+", default=[32])
+    p.add_argument("--sweep-only", action="store_true", help="skip the side-by-side table")
+    p.add_argument("--sweep-rep-ms", type=float, default=100.0)
+    p.add_argument("--budget-s", type=float, default=1e9, help="sweep stops adding variants")
     p.add_argument("--smoke", action="store_true", help="tiny CPU run of the code paths")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)

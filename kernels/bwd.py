@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from trackformers.kernels.common import allowed, clamp_ranges, exp2
+from trackformers.kernels.common import allowed, clamp_ranges, exp2, split_hull
 
 
 @triton.jit(do_not_specialize=["NH", "N"])
@@ -49,7 +49,7 @@ def _dq_segment(
     k_ptrs = K + kv_ptr
     v_ptrs = V + kv_ptr
     step = BLOCK_N * stride_n
-    if MASKED:
+    if MASKED:  # hi becomes the clipped range's width (common.allowed)
         lo1, hi1 = clamp_ranges(lo1, hi1, start, end)
         if HAS_WRAP:
             lo2, hi2 = clamp_ranges(lo2, hi2, start, end)
@@ -112,12 +112,12 @@ def attention_bwd_dq_kernel(
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     Kh = K + head
     Vh = V + head
-    f_end = f_lo + ((f_hi - f_lo) // BLOCK_N) * BLOCK_N
-    dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, a_lo, f_lo, lo1, hi1, lo2, hi2, stride_n,
+    h_end, b_end = split_hull(a_lo, f_lo, f_hi, a_hi, BLOCK_N)
+    dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, a_lo, h_end, lo1, hi1, lo2, hi2, stride_n,
                      qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP)  # fmt: skip
-    dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, f_lo, f_end, lo1, hi1, lo2, hi2, stride_n,
+    dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, h_end, b_end, lo1, hi1, lo2, hi2, stride_n,
                      qk_scale, HEAD_DIM, BLOCK_N, False, HAS_WRAP, FAST_EXP)  # fmt: skip
-    dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, f_end, a_hi, lo1, hi1, lo2, hi2, stride_n,
+    dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, b_end, a_hi, lo1, hi1, lo2, hi2, stride_n,
                      qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP)  # fmt: skip
     if HAS_WRAP:
         b_lo = tl.load(tb + 6)
@@ -141,7 +141,7 @@ def _dkdv_segment(
     q_ptrs = Q + q_ptr
     do_ptrs = DO + q_ptr
     step = BLOCK_N * stride_n
-    if MASKED:
+    if MASKED:  # hi becomes the clipped range's width (common.allowed)
         lo1, hi1 = clamp_ranges(lo1, hi1, start, end)
         if HAS_WRAP:
             lo2, hi2 = clamp_ranges(lo2, hi2, start, end)
@@ -219,25 +219,24 @@ def attention_bwd_dkdv_kernel(
     LSEh = LSE + hN
     DELTAh = DELTA + hN
     DQAh = DQA + head
-    f_end = f_lo + ((f_hi - f_lo) // BLOCK_N) * BLOCK_N
+    h_end, b_end = split_hull(a_lo, f_lo, f_hi, a_hi, BLOCK_N)
     dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQAh,
-                           a_lo, f_lo, lo1, hi1, lo2, hi2,
+                           a_lo, h_end, lo1, hi1, lo2, hi2,
                            stride_n, qk_scale, sm_scale,
                            HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP, ATOMIC_DQ)  # fmt: skip
     dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQAh,
-                           f_lo, f_end, lo1, hi1, lo2, hi2,
+                           h_end, b_end, lo1, hi1, lo2, hi2,
                            stride_n, qk_scale, sm_scale,
                            HEAD_DIM, BLOCK_N, False, HAS_WRAP, FAST_EXP, ATOMIC_DQ)  # fmt: skip
     dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQAh,
-                           f_end, a_hi, lo1, hi1, lo2, hi2,
+                           b_end, a_hi, lo1, hi1, lo2, hi2,
                            stride_n, qk_scale, sm_scale,
                            HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP, ATOMIC_DQ)  # fmt: skip
     if HAS_WRAP:
         b_lo = tl.load(tb + 6)
         b_hi = tl.load(tb + 7)
         dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQAh,
-                           b_lo, b_hi, lo1, hi1, lo2, hi2,
-                           stride_n, qk_scale,
+                               b_lo, b_hi, lo1, hi1, lo2, hi2, stride_n, qk_scale,
                                sm_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP,
                                ATOMIC_DQ)  # fmt: skip
     dk = dk * sm_scale

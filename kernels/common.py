@@ -1,4 +1,4 @@
-"""Triton helpers shared by the forward and backward kernels: element masks and exp2."""
+"""Triton helpers shared by the forward and backward kernels: segments, masks and exp2."""
 
 from __future__ import annotations
 
@@ -7,18 +7,40 @@ import triton.language as tl
 
 
 @triton.jit
-def clamp_ranges(lo, hi, start, end):
-    """Per-row range [lo, hi) clipped to the segment [start, end) being visited."""
-    return tl.maximum(lo, start), tl.minimum(hi, end)
+def split_hull(a_lo, f_lo, f_hi, a_hi, BLOCK_N: tl.constexpr):
+    """Block boundaries of the hull [a_lo, a_hi): masked head [a_lo, h_end), unmasked body
+    [h_end, b_end) of whole blocks inside the full range [f_lo, f_hi), masked tail [b_end, a_hi).
+
+    Blocks are aligned on a_lo, so the three loops together run ceil((a_hi - a_lo) / BLOCK_N)
+    iterations, the fewest possible, and only blocks that reach outside [f_lo, f_hi) are masked.
+    """
+    h_end = tl.minimum(a_lo + ((f_lo - a_lo + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, a_hi)
+    b_end = h_end + (tl.maximum(f_hi - h_end, 0) // BLOCK_N) * BLOCK_N
+    return h_end, b_end
 
 
 @triton.jit
-def allowed(offs_n, lo1, hi1, lo2, hi2, HAS_WRAP: tl.constexpr):
-    """(BLOCK_M, BLOCK_N) mask: key j in the row's (segment-clipped) range 1 or range 2."""
+def clamp_ranges(lo, hi, start, end):
+    """Per-row range [lo, hi) clipped to the segment [start, end): (lo, width >= 0)."""
+    lo = tl.maximum(lo, start)
+    return lo, tl.maximum(tl.minimum(hi, end) - lo, 0)
+
+
+@triton.jit
+def _inside(j, lo, width):
+    """lo <= j < lo + width as ONE unsigned compare of j - lo (width >= 0)."""
+    d = (j - lo[:, None]).to(tl.uint32, bitcast=True)
+    return d < width[:, None].to(tl.uint32, bitcast=True)
+
+
+@triton.jit
+def allowed(offs_n, lo1, w1, lo2, w2, HAS_WRAP: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) mask: key j in the row's (segment-clipped) range 1 or range 2,
+    ranges given as (lo, width) by clamp_ranges."""
     j = offs_n[None, :]
-    ok = (j >= lo1[:, None]) & (j < hi1[:, None])
+    ok = _inside(j, lo1, w1)
     if HAS_WRAP:
-        ok = ok | ((j >= lo2[:, None]) & (j < hi2[:, None]))
+        ok = ok | _inside(j, lo2, w2)
     return ok
 
 

@@ -5,13 +5,57 @@ row maximum m of the scaled scores (log2 units) and the softmax denominator l = 
 kept for the backward pass (which evaluates exp2(s - m), an argument near 0 for the keys
 that matter, so the packed 16-bit exp2 stays accurate there). One program per
 (query tile, head); the key ranges come from :mod:`trackformers.kernels.metadata`.
+Keys are visited in blocks aligned on the tile's hull start (``common.split_hull``): a masked
+head, an unmasked body of whole blocks every row attends, a masked tail (+ the wrap range).
+``WARP_SPEC`` (Triton's automatic warp specialisation of the body loop) is a variant under
+test; ``PROBE`` != 0 are timing probes for the README's limit analysis whose outputs are
+WRONG on purpose (1: exponential replaced by a cast, 2: the body re-reads one K/V block,
+3: no softmax at all); only the benchmark sets them.
 """
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
-from trackformers.kernels.common import allowed, clamp_ranges, exp2
+from trackformers.kernels.common import allowed, clamp_ranges, exp2, split_hull
+
+
+@triton.jit
+def _fwd_step(
+    acc, m_i, l_i, q, k_ptrs, v_ptrs, s, end, lo1, w1, lo2, w2, qk_scale, DT: tl.constexpr,
+    BLOCK_N: tl.constexpr, MASKED: tl.constexpr, HAS_WRAP: tl.constexpr,
+    FAST_EXP: tl.constexpr, ROWSUM_MMA: tl.constexpr, PROBE: tl.constexpr,
+):  # fmt: skip
+    """One key block [s, s + BLOCK_N) of the online softmax."""
+    if MASKED:
+        offs_n = s + tl.arange(0, BLOCK_N)  # (BLOCK_N,) sorted key rows
+        inb = (offs_n < end)[:, None]
+        k = tl.load(k_ptrs, mask=inb, other=0.0)  # (BLOCK_N, D)
+        v = tl.load(v_ptrs, mask=inb, other=0.0)  # (BLOCK_N, D)
+        qk = tl.dot(q, tl.trans(k))  # (BLOCK_M, BLOCK_N)
+        qk = tl.where(allowed(offs_n, lo1, w1, lo2, w2, HAS_WRAP), qk, float("-inf"))
+    else:
+        k = tl.load(k_ptrs)
+        v = tl.load(v_ptrs)
+        qk = tl.dot(q, tl.trans(k))
+    if PROBE == 3:  # timing probe: no softmax at all (products and loads only)
+        p = qk.to(DT)
+        alpha = tl.full(m_i.shape, 1.0, tl.float32)
+        m_new = m_i
+    else:
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)  # log2 units
+        if PROBE == 1:  # timing probe: the exponential replaced by a cast
+            p = (qk * qk_scale - m_new[:, None]).to(DT)
+        else:
+            p = exp2(qk * qk_scale - m_new[:, None], DT, FAST_EXP)
+        alpha = tl.math.exp2(m_i - m_new)
+    if ROWSUM_MMA:  # row sums on the tensor cores: (BLOCK_M, 16) accumulator
+        l_i = tl.dot(p, tl.full([BLOCK_N, 16], 1.0, p.dtype), l_i * alpha[:, None])
+    else:
+        l_i = l_i * alpha + tl.sum(p.to(tl.float32), 1)
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p, v, acc)
+    return acc, m_new, l_i
 
 
 @triton.jit
@@ -19,41 +63,37 @@ def _fwd_segment(
     acc, m_i, l_i, q, K, V, start, end, lo1, hi1, lo2, hi2, stride_n, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
     HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr, ROWSUM_MMA: tl.constexpr,
+    WARP_SPEC: tl.constexpr, PROBE: tl.constexpr,
 ):  # fmt: skip
+    """Keys [start, end) in blocks of BLOCK_N from start; MASKED applies the element mask."""
     offs_d = tl.arange(0, HEAD_DIM)
     offs_b = tl.arange(0, BLOCK_N)
     kv_ptr = (start + offs_b).to(tl.int64)[:, None] * stride_n + offs_d[None, :]
     k_ptrs = K + kv_ptr
     v_ptrs = V + kv_ptr
     step = BLOCK_N * stride_n
+    if PROBE == 2 and not MASKED:  # timing probe: the body re-reads one K/V block
+        step = 0
+    w1 = hi1
+    w2 = hi2
     if MASKED:
-        lo1, hi1 = clamp_ranges(lo1, hi1, start, end)
+        lo1, w1 = clamp_ranges(lo1, hi1, start, end)
         if HAS_WRAP:
-            lo2, hi2 = clamp_ranges(lo2, hi2, start, end)
-    for s in range(start, end, BLOCK_N):
-        if MASKED:
-            offs_n = s + offs_b  # (BLOCK_N,) sorted key rows
-            inb = (offs_n < end)[:, None]
-            k = tl.load(k_ptrs, mask=inb, other=0.0)  # (BLOCK_N, D)
-            v = tl.load(v_ptrs, mask=inb, other=0.0)  # (BLOCK_N, D)
-            qk = tl.dot(q, tl.trans(k))  # (BLOCK_M, BLOCK_N)
-            qk = tl.where(allowed(offs_n, lo1, hi1, lo2, hi2, HAS_WRAP), qk, float("-inf"))
-        else:
-            k = tl.load(k_ptrs)
-            v = tl.load(v_ptrs)
-            qk = tl.dot(q, tl.trans(k))
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)  # log2 units
-        p = exp2(qk * qk_scale - m_new[:, None], V.dtype.element_ty, FAST_EXP)
-        alpha = tl.math.exp2(m_i - m_new)
-        if ROWSUM_MMA:  # row sums on the tensor cores: (BLOCK_M, 16) accumulator
-            l_i = tl.dot(p, tl.full([BLOCK_N, 16], 1.0, p.dtype), l_i * alpha[:, None])
-        else:
-            l_i = l_i * alpha + tl.sum(p.to(tl.float32), 1)
-        acc = acc * alpha[:, None]
-        acc = tl.dot(p, v, acc)
-        m_i = m_new
-        k_ptrs += step
-        v_ptrs += step
+            lo2, w2 = clamp_ranges(lo2, hi2, start, end)
+    if WARP_SPEC:  # Triton's automatic warp specialisation of the loop (a variant)
+        for s in tl.range(start, end, BLOCK_N, warp_specialize=True):
+            acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, s, end, lo1, w1, lo2,
+                                      w2, qk_scale, V.dtype.element_ty, BLOCK_N, MASKED,
+                                      HAS_WRAP, FAST_EXP, ROWSUM_MMA, PROBE)  # fmt: skip
+            k_ptrs += step
+            v_ptrs += step
+    else:
+        for s in range(start, end, BLOCK_N):
+            acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, s, end, lo1, w1, lo2,
+                                      w2, qk_scale, V.dtype.element_ty, BLOCK_N, MASKED,
+                                      HAS_WRAP, FAST_EXP, ROWSUM_MMA, PROBE)  # fmt: skip
+            k_ptrs += step
+            v_ptrs += step
     return acc, m_i, l_i
 
 
@@ -62,6 +102,7 @@ def attention_fwd_kernel(
     Q, K, V, O, LSE, TILES, ROWS, N, H, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr, ROWSUM_MMA: tl.constexpr,
+    WARP_SPEC: tl.constexpr = False, PROBE: tl.constexpr = 0,
 ):  # fmt: skip
     t = tl.program_id(0)
     h = tl.program_id(1)
@@ -96,22 +137,22 @@ def attention_fwd_kernel(
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     Kh = K + head
     Vh = V + head
-    f_end = f_lo + ((f_hi - f_lo) // BLOCK_N) * BLOCK_N
-    acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, a_lo, f_lo, lo1, hi1, lo2, hi2,
+    h_end, b_end = split_hull(a_lo, f_lo, f_hi, a_hi, BLOCK_N)
+    acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, a_lo, h_end, lo1, hi1, lo2, hi2,
                                  stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
-                                 FAST_EXP, ROWSUM_MMA)  # fmt: skip
-    acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, f_lo, f_end, lo1, hi1, lo2, hi2,
+                                 FAST_EXP, ROWSUM_MMA, False, PROBE)  # fmt: skip
+    acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, h_end, b_end, lo1, hi1, lo2, hi2,
                                  stride_n, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_WRAP,
-                                 FAST_EXP, ROWSUM_MMA)  # fmt: skip
-    acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, f_end, a_hi, lo1, hi1, lo2, hi2,
+                                 FAST_EXP, ROWSUM_MMA, WARP_SPEC, PROBE)  # fmt: skip
+    acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, b_end, a_hi, lo1, hi1, lo2, hi2,
                                  stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
-                                 FAST_EXP, ROWSUM_MMA)  # fmt: skip
+                                 FAST_EXP, ROWSUM_MMA, False, PROBE)  # fmt: skip
     if HAS_WRAP:
         b_lo = tl.load(tb + 6)
         b_hi = tl.load(tb + 7)
         acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, b_lo, b_hi, lo1, hi1, lo2, hi2,
                                      stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
-                                     FAST_EXP, ROWSUM_MMA)  # fmt: skip
+                                     FAST_EXP, ROWSUM_MMA, False, PROBE)  # fmt: skip
     if ROWSUM_MMA:
         l_i = tl.sum(l_i, 1) * 0.0625
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)

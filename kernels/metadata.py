@@ -7,7 +7,9 @@ sorted order, a union of at most two contiguous key ranges per query row, and it
 ``rows`` (4, N) int32 — per sorted row: ``lo1, hi1, lo2, hi2``; row i attends key j iff
     ``lo1 <= j < hi1`` or ``lo2 <= j < hi2``. Range 1 is the main range (clipped to the event),
     range 2 the wrap-around part of a window (empty, lo2 == hi2, otherwise). Cluster ranges
-    come from two binary searches over group_id inside the event (O(log n) per row).
+    come from the plan's group_ptr (O(1) per row: group g is rows [ptr[g], ptr[g+1]), g =
+    group_id, as cluster_plan builds them) or, without it, from two binary searches over
+    group_id inside the event (O(log n) per row; ids may then skip values).
 ``tiles`` (T, 8) int32 — per query tile of ``block_m`` consecutive rows of ONE event:
     ``q_start, q_end, a_lo, f_lo, f_hi, a_hi, b_lo, b_hi``. The kernel visits keys
     ``[a_lo, a_hi)`` and ``[b_lo, b_hi)`` (disjoint); inside ``[f_lo, f_hi)`` every key is
@@ -30,14 +32,23 @@ import triton.language as tl
 from torch import Tensor
 
 KIND_CODES = {"full": 0, "cluster": 1, "window": 2}
+_CLUSTER_PTR = 3  # cluster with group_ptr: O(1) per row instead of two binary searches
 _ROW_BLOCK = 256
 
 
 @triton.jit
-def _ranges(i, valid, start, end, GID, ROW_STEPS, ADJ, WINDOW, KIND: tl.constexpr):
+def _ranges(i, valid, start, end, GID, PTR, ROW_STEPS, ADJ, WINDOW, KIND: tl.constexpr):
     """Key ranges (lo1, hi1, lo2, hi2) of sorted rows i of the event [start, end)."""
     empty = tl.zeros_like(i)
-    if KIND == 0:
+    if KIND == 3:  # group g is rows [PTR[g], PTR[g + 1]); groups clipped to the row's event
+        g = tl.load(GID + i, mask=valid, other=0)
+        g_first = tl.load(GID + (start + empty), mask=valid, other=0)
+        g_last = tl.load(GID + (end + empty - 1), mask=valid, other=0)
+        lo1 = tl.load(PTR + tl.maximum(g - ADJ, g_first), mask=valid, other=0)
+        hi1 = tl.load(PTR + tl.minimum(g + ADJ, g_last) + 1, mask=valid, other=0)
+        lo2 = empty
+        hi2 = empty
+    elif KIND == 0:
         lo1 = start + empty
         hi1 = end + empty
         lo2 = empty
@@ -82,6 +93,7 @@ def _ranges(i, valid, start, end, GID, ROW_STEPS, ADJ, WINDOW, KIND: tl.constexp
 def _row_meta_kernel(
     CU,  # (B+1,) int32 event boundaries
     GID,  # (N,) int32 group id per sorted row (cluster only)
+    PTR,  # (G+1,) int32 group boundaries (cluster with group_ptr only)
     ROWS,  # (4, N) int32 output
     N,
     NUM_EVENTS,
@@ -106,7 +118,7 @@ def _row_meta_kernel(
         hi = tl.where(go, hi, mid - 1)
     start = tl.load(CU + lo, mask=valid, other=0)
     end = tl.load(CU + lo + 1, mask=valid, other=0)
-    lo1, hi1, lo2, hi2 = _ranges(i, valid, start, end, GID, ROW_STEPS, ADJ, WINDOW, KIND)
+    lo1, hi1, lo2, hi2 = _ranges(i, valid, start, end, GID, PTR, ROW_STEPS, ADJ, WINDOW, KIND)
     tl.store(ROWS + i, lo1, mask=valid)
     tl.store(ROWS + N + i, hi1, mask=valid)
     tl.store(ROWS + 2 * N + i, lo2, mask=valid)
@@ -117,6 +129,7 @@ def _row_meta_kernel(
 def _tile_meta_kernel(
     CU,  # (B+1,) int32
     GID,  # (N,) int32 (cluster with COMPUTE_ROWS only)
+    PTR,  # (G+1,) int32 (cluster with group_ptr and COMPUTE_ROWS only)
     ROWS,  # (4, N) int32: written when COMPUTE_ROWS, else read
     TILES,  # (T, 8) int32 output
     N,
@@ -148,8 +161,8 @@ def _tile_meta_kernel(
     r = q_start + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows of this tile (one event)
     rmask = r < q_end
     if COMPUTE_ROWS:
-        lo1, hi1, lo2, hi2 = _ranges(r, rmask, ev_start, ev_end, GID, ROW_STEPS, ADJ, WINDOW,
-                                     KIND)  # fmt: skip
+        lo1, hi1, lo2, hi2 = _ranges(r, rmask, ev_start, ev_end, GID, PTR, ROW_STEPS, ADJ,
+                                     WINDOW, KIND)  # fmt: skip
         tl.store(ROWS + r, lo1, mask=rmask)
         tl.store(ROWS + N + r, hi1, mask=rmask)
         tl.store(ROWS + 2 * N + r, lo2, mask=rmask)
@@ -220,6 +233,13 @@ def _group_ids(kind: str, group_id: Tensor | None, n: int, cu: Tensor) -> Tensor
     return group_id.to(torch.int32).contiguous()
 
 
+def _kind_and_ptr(kind: str, group_ptr: Tensor | None, cu: Tensor) -> tuple[int, Tensor]:
+    """Kernel code of the plan kind; cluster plans with group_ptr take the O(1) path."""
+    if kind == "cluster" and group_ptr is not None:
+        return _CLUSTER_PTR, group_ptr.to(torch.int32).contiguous()
+    return KIND_CODES[kind], cu  # unused pointer
+
+
 def _num_tiles(n: int, num_events: int, block_m: int) -> int:
     if block_m < 1 or block_m & (block_m - 1):
         raise ValueError(f"block_m must be a power of two, got {block_m}")
@@ -234,8 +254,13 @@ def build_row_intervals(
     adjacency: int = 1,
     window: int | None = None,
     num_rows: int | None = None,
+    group_ptr: Tensor | None = None,
 ) -> Tensor:
-    """(4, N) int32 per-row key ranges alone (tests, benchmarks): one launch."""
+    """(4, N) int32 per-row key ranges alone (tests, benchmarks): one launch.
+
+    ``group_ptr`` (cluster, optional): group g is sorted rows [group_ptr[g], group_ptr[g+1])
+    with g = group_id (as ``cluster_plan`` builds them); without it, binary searches.
+    """
     _check_kind(kind, window)
     cu = cu_seqlens.to(torch.int32).contiguous()
     n = int(num_rows) if num_rows is not None else int(cu[-1])
@@ -244,9 +269,10 @@ def build_row_intervals(
     if n == 0:
         return rows
     gid = _group_ids(kind, group_id, n, cu)
+    code, ptr = _kind_and_ptr(kind, group_ptr, cu)
     _row_meta_kernel[(triton.cdiv(n, _ROW_BLOCK),)](
-        cu, gid, rows, n, num_events, _steps(num_events), _steps(max_seqlen), int(adjacency),
-        int(window or 0), KIND=KIND_CODES[kind], BLOCK=_ROW_BLOCK,
+        cu, gid, ptr, rows, n, num_events, _steps(num_events), _steps(max_seqlen),
+        int(adjacency), int(window or 0), KIND=code, BLOCK=_ROW_BLOCK,
     )  # fmt: skip
     return rows
 
@@ -262,8 +288,9 @@ def build_tiles(cu_seqlens: Tensor, rows: Tensor, block_m: int) -> Tensor:
     if n == 0:
         return tiles.zero_()
     _tile_meta_kernel[(tiles.shape[0],)](
-        cu, cu, rows, tiles, n, num_events, 1, 0, 0, KIND=0, COMPUTE_ROWS=False, BLOCK_M=block_m
-    )
+        cu, cu, cu, rows, tiles, n, num_events, 1, 0, 0, KIND=0, COMPUTE_ROWS=False,
+        BLOCK_M=block_m,
+    )  # fmt: skip
     return tiles
 
 
@@ -287,8 +314,9 @@ def build_block_meta(plan, num_rows: int, block_m: int, rows: Tensor | None = No
     if n == 0:
         return BlockMeta(rows, tiles.zero_(), block_m, n)
     gid = _group_ids(plan.kind, plan.group_id, n, cu)
+    code, ptr = _kind_and_ptr(plan.kind, plan.group_ptr, cu)
     _tile_meta_kernel[(tiles.shape[0],)](
-        cu, gid, rows, tiles, n, num_events, _steps(plan.max_seqlen), int(plan.adjacency),
-        int(plan.window or 0), KIND=KIND_CODES[plan.kind], COMPUTE_ROWS=True, BLOCK_M=block_m,
+        cu, gid, ptr, rows, tiles, n, num_events, _steps(plan.max_seqlen), int(plan.adjacency),
+        int(plan.window or 0), KIND=code, COMPUTE_ROWS=True, BLOCK_M=block_m,
     )  # fmt: skip
     return BlockMeta(rows, tiles, block_m, n)

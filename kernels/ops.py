@@ -35,6 +35,14 @@ class KernelConfig:
     block_n: int = 64
     num_warps: int = 4
     num_stages: int = 3
+    maxnreg: int | None = None  # register cap per thread (None: the compiler's choice)
+
+    def launch(self) -> dict:
+        """Launch options of a fixed (tune=False) configuration."""
+        opts = dict(BLOCK_N=self.block_n, num_warps=self.num_warps, num_stages=self.num_stages)
+        if self.maxnreg is not None:
+            opts["maxnreg"] = self.maxnreg
+        return opts
 
 
 # Query/key tile rows of the metadata per head_dim (forward, backward); README.md says why.
@@ -50,6 +58,8 @@ BWD_CONFIGS = {
     64: KernelConfig(64, 32, 4, 2),
     128: KernelConfig(64, 32, 4, 2),
 }
+# The dQ kernel's own key block / warps / stages (its block_m must equal BWD_CONFIGS').
+DQ_CONFIGS = {d: cfg for d, cfg in BWD_CONFIGS.items()}
 
 
 def interpreting() -> bool:
@@ -74,6 +84,12 @@ FAST_EXP = True
 ROWSUM_MMA = True
 # Backward dQ by fp32 atomics from the dK/dV kernel instead of a second kernel (variant).
 ATOMIC_DQ = False
+# Triton's automatic warp specialisation of the forward's unmasked loop (variant).
+WARP_SPEC = False
+# Forward timing probes (kernels/fwd.py; WRONG outputs when != 0): benchmarks only.
+PROBE = 0
+# Last compiled kernel per launcher ("fwd", "dkdv", "dq"): registers, spills, shared memory.
+LAST_KERNEL: dict[str, object] = {}
 
 
 class FusedMeta:
@@ -152,14 +168,13 @@ def attention_forward(
     cfg = FWD_CONFIGS[d]
     args = (q, k, v, o, lse, meta.tiles, meta.rows, n, h, sm_scale)
     flags = dict(HEAD_DIM=d, BLOCK_M=meta.block_m, HAS_WRAP=has_wrap, FAST_EXP=_fast_exp(q),
-                 ROWSUM_MMA=ROWSUM_MMA)  # fmt: skip
+                 ROWSUM_MMA=ROWSUM_MMA, WARP_SPEC=WARP_SPEC and not interpreting(),
+                 PROBE=PROBE)  # fmt: skip
     if tune and not interpreting():
-        _tuned("fwd", attention_fwd_kernel, meta.block_m, fwd_configs)[grid](*args, **flags)
+        kern = _tuned("fwd", attention_fwd_kernel, meta.block_m, fwd_configs)
+        LAST_KERNEL["fwd"] = kern[grid](*args, **flags)
     else:
-        attention_fwd_kernel[grid](
-            *args, **flags, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages,
-        )  # fmt: skip
+        LAST_KERNEL["fwd"] = attention_fwd_kernel[grid](*args, **flags, **cfg.launch())
     return o, lse
 
 
@@ -192,18 +207,18 @@ def attention_backward(
     flags = dict(HEAD_DIM=d, BLOCK_M=meta.block_m, HAS_WRAP=has_wrap, FAST_EXP=_fast_exp(q))
     kv_flags = dict(flags, ATOMIC_DQ=ATOMIC_DQ)
     if tune and not interpreting():
-        _tuned("dkdv", attention_bwd_dkdv_kernel, meta.block_m, bwd_configs)[grid](
-            *kv_args, **kv_flags
-        )
+        kern = _tuned("dkdv", attention_bwd_dkdv_kernel, meta.block_m, bwd_configs)
+        LAST_KERNEL["dkdv"] = kern[grid](*kv_args, **kv_flags)
         if not ATOMIC_DQ:
-            _tuned("dq", attention_bwd_dq_kernel, meta.block_m, bwd_configs)[grid](
-                *dq_args, **flags
-            )
+            kern = _tuned("dq", attention_bwd_dq_kernel, meta.block_m, bwd_configs)
+            LAST_KERNEL["dq"] = kern[grid](*dq_args, **flags)
     else:
-        fixed = dict(BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        attention_bwd_dkdv_kernel[grid](*kv_args, **kv_flags, **fixed)
+        LAST_KERNEL["dkdv"] = attention_bwd_dkdv_kernel[grid](*kv_args, **kv_flags, **cfg.launch())
         if not ATOMIC_DQ:
-            attention_bwd_dq_kernel[grid](*dq_args, **flags, **fixed)
+            dq_cfg = DQ_CONFIGS[d]
+            if dq_cfg.block_m != meta.block_m:
+                raise ValueError(f"DQ_CONFIGS[{d}].block_m must be {meta.block_m} (metadata)")
+            LAST_KERNEL["dq"] = attention_bwd_dq_kernel[grid](*dq_args, **flags, **dq_cfg.launch())
     if ATOMIC_DQ:
         dq.copy_(dqa)
     return dq, dk, dv

@@ -36,12 +36,19 @@ def _plans(torch, gen, lengths=LENGTHS):
             g += int(torch.randint(1, 3, (1,), generator=gen))  # ids may skip values
             left -= s
     gid = torch.tensor(gid, dtype=torch.int32)
+    # consecutive ids with group_ptr (as cluster_plan builds them): the O(1) metadata path
+    new = torch.ones(len(gid), dtype=torch.bool)
+    new[1:] = gid[1:] != gid[:-1]
+    cid = (new.long().cumsum(0) - 1).int()  # (N,) consecutive group ids
+    ptr = torch.cat([torch.nonzero(new).squeeze(1), torch.tensor([len(gid)])]).int()  # (G+1,)
     m = max(lengths)
     return {
         "full": AttentionPlan("full", cu, m),
         "cluster1": AttentionPlan("cluster", cu, m, group_id=gid, adjacency=1),
         "cluster2": AttentionPlan("cluster", cu, m, group_id=gid, adjacency=2),
         "cluster0": AttentionPlan("cluster", cu, m, group_id=gid, adjacency=0),
+        "cluster1p": AttentionPlan("cluster", cu, m, group_id=cid, group_ptr=ptr, adjacency=1),
+        "cluster2p": AttentionPlan("cluster", cu, m, group_id=cid, group_ptr=ptr, adjacency=2),
         "window3": AttentionPlan("window", cu, m, window=3),
         "window11": AttentionPlan("window", cu, m, window=11),
         "window20": AttentionPlan("window", cu, m, window=20),
@@ -70,7 +77,7 @@ def case_metadata(torch, gen):
         mask = dense_mask_reference(plan)  # (N, N)
         rows = build_row_intervals(
             plan.kind, plan.cu_seqlens, plan.max_seqlen, plan.group_id, plan.adjacency,
-            plan.window, num_rows=n,
+            plan.window, num_rows=n, group_ptr=plan.group_ptr,
         ).long()  # fmt: skip
         j = torch.arange(n)[None, :]
         got = ((j >= rows[0, :, None]) & (j < rows[1, :, None])) | (
@@ -134,11 +141,12 @@ def _small_tiles(ops):
     for d in ops.HEAD_DIMS:
         ops.FWD_CONFIGS[d] = ops.KernelConfig(16, 16, 4, 1)
         ops.BWD_CONFIGS[d] = ops.KernelConfig(16, 8, 4, 1)
+        ops.DQ_CONFIGS[d] = ops.KernelConfig(16, 16, 4, 1)  # dQ's own key block
 
 
 def case_attention_fp32(torch, gen):
     plans = _plans(torch, gen)
-    names = ("full", "cluster1", "cluster2", "window3", "window11")  # all metadata paths
+    names = ("full", "cluster1", "cluster2", "cluster2p", "window3", "window11")  # all paths
     return {nm: _kernel_errors(torch, gen, plans[nm], 2, 32, torch.float32) for nm in names}
 
 
@@ -247,8 +255,8 @@ def test_interpreter_does_not_leak():
 
 def test_metadata_exact(interp):
     res = _case(interp, "metadata")
-    assert set(res) == {"full", "cluster1", "cluster2", "cluster0", "window3", "window11",
-                        "window20"}  # fmt: skip
+    assert set(res) == {"full", "cluster1", "cluster2", "cluster0", "cluster1p", "cluster2p",
+                        "window3", "window11", "window20"}  # fmt: skip
     for name, r in res.items():
         assert r == {"bad_rows": 0, "bad_tiles": 0}, (name, r)
 
@@ -262,7 +270,7 @@ def _assert_close(res, tol):
 
 def test_forward_backward_fp32_all_masks(interp):
     res = _case(interp, "attention_fp32")
-    assert len(res) == 5
+    assert len(res) == 6
     _assert_close(res, 1e-5)
 
 
