@@ -337,7 +337,7 @@ def sweep(args, log) -> list[dict]:
     """Fixed configs (tune=False) incl. the metadata tile size block_m, at the largest N.
 
     Every variant is one row (ms, registers, spills, CTAs per SM); one that fails to compile
-    is recorded with its error. Stops adding variants after --budget-s seconds.
+    is recorded with its error. Stops adding variants after --budget-s seconds per mask.
     """
     n = max(args.sizes)
     out = []
@@ -359,6 +359,7 @@ def sweep(args, log) -> list[dict]:
     for d in args.sweep_dims:
         batch = synthetic_batch([n], seed=n, device=dev)
         for kind in args.masks:
+            t_start = time.perf_counter()  # the budget holds per mask
             sp = presorted(make_plan(kind, batch))
             q, k, v, do = (torch.randn(n, args.heads, d, device=dev, dtype=dtype)
                            for _ in range(4))  # fmt: skip
@@ -457,7 +458,7 @@ def main(argv=None) -> int:
     p.add_argument("--sweep-dims", type=int, nargs="+", default=[32])
     p.add_argument("--sweep-only", action="store_true", help="skip the side-by-side table")
     p.add_argument("--sweep-rep-ms", type=float, default=100.0)
-    p.add_argument("--budget-s", type=float, default=1e9, help="sweep stops adding variants")
+    p.add_argument("--budget-s", type=float, default=1e9, help="per-mask sweep budget")
     p.add_argument("--smoke", action="store_true", help="tiny CPU run of the code paths")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
