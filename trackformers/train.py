@@ -133,6 +133,14 @@ def _wandb_run_dir(trainer) -> Path | None:
     return None
 
 
+def _device_name(trainer) -> str:
+    """What the run trained on, e.g. "1x NVIDIA H100 80GB HBM3" or "CPU (2 threads)"."""
+    if torch.cuda.is_available() and trainer.root_device.type == "cuda":
+        name = torch.cuda.get_device_name(trainer.root_device)
+        return f"{trainer.world_size}x {name}"
+    return f"CPU ({torch.get_num_threads()} threads) x {trainer.world_size}"
+
+
 @rank_zero_only
 def write_summary(cfg: DictConfig, module: TrackFormerModule, trainer, seconds: float) -> dict:
     """summary.json, efficiency plots and the wandb summary table of this run."""
@@ -144,6 +152,8 @@ def write_summary(cfg: DictConfig, module: TrackFormerModule, trainer, seconds: 
         "global_step": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "train_seconds": round(seconds, 1),
+        "device": _device_name(trainer),
+        "precision": str(trainer.precision),
         "best_checkpoint": best or None,
         "last_checkpoint": str(ckpt_dir / "last.ckpt"),
         **{f"val/{k}": v for k, v in module.last_val_metrics.items()},

@@ -1,0 +1,357 @@
+"""One GPU call of the physics results (issue 9) and the compile check of issue 7.
+
+    python benchmarks/physics_run.py --out $OUT                       # the GPU run (defaults)
+    python benchmarks/physics_run.py --out /tmp/rehearsal --tiny      # CPU rehearsal, minutes
+
+Within ``--budget`` seconds of wall clock:
+
+1. Simulation of the training set (tt̄, ``--pileup``, seed 1) and of fresh evaluation events
+   (seed 2) starts in the background on all CPU cores (``python -m trackformers.simulate``).
+2. Compile check (GPU): the experiment's model and loss on one synthetic event of
+   ``--check-hits`` hits, eager and with ``compile_encoder``: loss and per-parameter gradients
+   compared under bf16 autocast, and a full training step (forward, backward, AdamW) timed
+   both ways. Falls back to the next backend of ``--attention`` if one fails.
+3. Training: ``python -m trackformers.train experiment=... compile=true`` with the wall-clock
+   rest of the budget as ``trainer.max_time`` and ``trainer.max_steps`` sized from the measured
+   step time (so the cosine schedule ends with the budget).
+4. The DBSCAN radius is chosen on the run's validation split (best DM efficiency at fake rate
+   <= 0.8 %, else best DM - fake), then ``python -m trackformers.evaluate`` runs on the fresh
+   events, the per-event latency is measured on them (trackformers.latency), the checkpoint is
+   exported in bf16 (trackformers.export) and the results row is collected
+   (trackformers.results).
+5. $OUT receives at most 8 files: physics_run.log, compile_check.json, metrics.json,
+   results.md, rows.json, summary.json, model_bf16.pt, plots.tar.gz (plots, breakdowns, CSV
+   logs, latency.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+T0 = time.monotonic()
+LOG: list[str] = []
+
+
+def say(msg: str) -> None:
+    line = f"[{time.monotonic() - T0:6.1f} s] {msg}"
+    print(line, flush=True)
+    LOG.append(line)
+
+
+def run_cmd(cmd: list[str], log_file: Path, timeout: float | None = None) -> int:
+    say("$ " + " ".join(cmd))
+    with log_file.open("a") as f:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
+    say(f"exit {proc.returncode}")
+    return proc.returncode
+
+
+def start_sim(args, n: int, seed: int, out: Path, workers: int, log_file: Path):
+    per = max(1, -(-n // workers))
+    cmd = [sys.executable, "-m", "trackformers.simulate", f"process={args.process}",
+           f"pileup={args.pileup}", f"n_events={n}", f"seed={seed}", f"workers={workers}",
+           f"events_per_shard={per}", f"output={out}", "progress=false"]  # fmt: skip
+    if args.pixel_files:
+        cmd.append("detector.keep_volumes=[7,8,9]")
+    say("$ " + " ".join(cmd) + " &")
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log_file.open("a"), stderr=subprocess.STDOUT)
+
+
+# ---- compile check ---------------------------------------------------------------------------
+def compose(overrides: list[str]):
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return hcompose("train", overrides=overrides)
+
+
+def _train_step(model, loss_fn, batch, opt, device) -> float:
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        out = model(batch)
+    total, _ = loss_fn(out, batch)
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+    return float(total.detach())
+
+
+def _dhms(seconds: float) -> str:
+    """Lightning's max_time string DD:HH:MM:SS."""
+    s = int(seconds)
+    return f"{s // 86400:02d}:{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def compile_check(args, attention: str, device: torch.device) -> dict:
+    """Eager vs compile_encoder on one synthetic event: loss, gradients, step time."""
+    from hydra.utils import instantiate
+
+    from trackformers.attention.synthetic import synthetic_batch
+    from trackformers.models.module import compile_encoder
+
+    cfg = compose([f"experiment={args.experiment}", f"attention={attention}", *args.model_override])
+    torch.manual_seed(0)
+    eager = instantiate(cfg.model).to(device)
+    compiled = copy.deepcopy(eager)
+    names = compile_encoder(compiled.encoder)
+    loss_fn = instantiate(cfg.loss).to(device)
+    batch = synthetic_batch([args.check_hits], num_features=int(cfg.data.num_features), seed=0,
+                            device=device)  # fmt: skip
+    res = {"attention": attention, "hits": args.check_hits, "compiled": names}
+
+    def loss_and_grads(model):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(batch)
+        total, _ = loss_fn(out, batch)
+        total.backward()
+        grads = {k: p.grad.detach().float().clone() for k, p in model.named_parameters()
+                 if p.grad is not None}  # fmt: skip
+        return float(total.detach()), grads
+
+    t = time.perf_counter()
+    le, ge = loss_and_grads(eager)
+    _sync(device)
+    res["eager_first_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    lc, gc = loss_and_grads(compiled)
+    _sync(device)
+    res["compile_first_s"] = time.perf_counter() - t  # includes compilation
+    if set(ge) != set(gc):
+        raise RuntimeError(f"gradients of different parameters: {set(ge) ^ set(gc)}")
+    rel = {k: float((gc[k] - ge[k]).norm() / ge[k].norm().clamp_min(1e-30)) for k in ge}
+    cos = {k: float(torch.nn.functional.cosine_similarity(gc[k].flatten(), ge[k].flatten(), 0))
+           for k in ge}  # fmt: skip
+    worst = max(rel, key=rel.get)
+    res.update(
+        loss_eager=le, loss_compiled=lc, loss_rel_diff=abs(lc - le) / max(abs(le), 1e-30),
+        grad_max_rel_diff=rel[worst], grad_worst_param=worst, grad_min_cosine=min(cos.values()),
+        n_params_with_grad=len(ge),
+    )  # fmt: skip
+    res["equal_within_bf16"] = bool(
+        res["loss_rel_diff"] <= args.loss_rtol
+        and res["grad_max_rel_diff"] <= args.grad_rtol
+        and res["grad_min_cosine"] >= 0.99
+    )
+    res["tolerances"] = {"loss_rel": args.loss_rtol, "grad_rel_l2": args.grad_rtol, "cosine": 0.99}
+    for name, model in (("eager", eager), ("compiled", compiled)):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        for _ in range(args.check_warmup):
+            _train_step(model, loss_fn, batch, opt, device)
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(args.check_steps):
+            _train_step(model, loss_fn, batch, opt, device)
+        _sync(device)
+        res[f"{name}_step_s"] = (time.perf_counter() - t) / args.check_steps
+    res["speedup"] = res["eager_step_s"] / res["compiled_step_s"]
+    res["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    res["torch"] = torch.__version__
+    return res
+
+
+# ---- choice of the clustering radius on the validation split ---------------------------------
+def choose_eps(args, ckpt: Path, work: Path) -> tuple[float, list[dict]]:
+    from trackformers.evaluate import run as evaluate
+
+    scan = []
+    for eps in args.eps:
+        cluster = {"method": "dbscan", "input": "embedding",
+                   "params": {"eps": eps, "min_samples": 2}}  # fmt: skip
+        m = evaluate({"ckpt": str(ckpt), "split": "val", "max_events": args.eps_events,
+                      "cluster": cluster, "wandb": {"enabled": False}, "plots": False,
+                      "output_dir": str(work / f"eps_{eps}")})  # fmt: skip
+        scan.append({"eps": eps, "dm_efficiency": m["dm_efficiency"], "fake_rate": m["fake_rate"],
+                     "trackml_score": m["trackml_score"], "n_events": m["n_events"]})  # fmt: skip
+        say(f"val eps={eps}: {scan[-1]}")
+    ok = [s for s in scan if s["fake_rate"] <= 0.008]
+    best = (
+        max(ok, key=lambda s: s["dm_efficiency"])
+        if ok
+        else max(scan, key=lambda s: s["dm_efficiency"] - s["fake_rate"])
+    )
+    return best["eps"], scan
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--budget", type=float, default=560.0, help="wall seconds for everything")
+    ap.add_argument("--experiment", default="ttbar_pu200_pixel")
+    ap.add_argument("--attention", nargs="+", default=["fused", "flex"])
+    ap.add_argument("--process", default="ttbar")
+    ap.add_argument("--pileup", type=int, default=200)
+    ap.add_argument("--pixel-files", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--n-train", type=int, default=400)
+    ap.add_argument("--n-eval", type=int, default=24)
+    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    ap.add_argument("--check-hits", type=int, default=60_000)
+    ap.add_argument("--check-warmup", type=int, default=2)
+    ap.add_argument("--check-steps", type=int, default=8)
+    ap.add_argument("--loss-rtol", type=float, default=1e-2)
+    ap.add_argument("--grad-rtol", type=float, default=5e-2)
+    ap.add_argument("--reserve", type=float, default=150.0, help="seconds kept for evaluation")
+    ap.add_argument("--startup", type=float, default=45.0, help="training start-up allowance")
+    ap.add_argument("--eps", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.25])
+    ap.add_argument("--eps-events", type=int, default=6)
+    ap.add_argument("--latency-events", type=int, default=8)
+    ap.add_argument("--model-override", nargs="*", default=[], help="Hydra overrides (model)")
+    ap.add_argument("--train-override", nargs="*", default=[], help="extra training overrides")
+    ap.add_argument("--tiny", action="store_true", help="CPU rehearsal sizes")
+    args = ap.parse_args(argv)
+    if args.tiny:
+        args.pileup, args.n_train, args.n_eval, args.check_hits = 0, 40, 6, 400
+        args.experiment, args.attention = "ttbar_pu0", ["dense"]
+        args.check_warmup, args.check_steps, args.eps, args.eps_events = 1, 2, [0.1, 0.25], 3
+        args.latency_events, args.reserve, args.startup = 3, 60.0, 20.0
+        args.model_override = ["model.encoder.d_model=32", "model.encoder.n_layers=1",
+                               "model.encoder.n_heads=4"]  # fmt: skip
+        args.train_override = ["data.num_workers=0", "data.max_tokens=3000", *args.train_override]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = REPO / "outputs" / "physics"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    log_file = work / "subprocess.log"
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    os.environ["PYTHONUNBUFFERED"] = "1"
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    say(f"device {device} {torch.cuda.get_device_name() if device.type == 'cuda' else ''}, "
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, args {vars(args)}")  # fmt: skip
+    try:
+        return _main(args, out, work, log_file, device)
+    finally:
+        (out / "physics_run.log").write_text("\n".join(LOG) + "\n")
+        if log_file.is_file():  # the tail of the subprocesses' output
+            tail = log_file.read_text()[-60_000:]
+            with (out / "physics_run.log").open("a") as f:
+                f.write("\n==== subprocess output (tail) ====\n" + tail)
+
+
+def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> int:
+    train_data = REPO / "data" / f"physics_pu{args.pileup}"
+    eval_data = REPO / "data" / f"physics_pu{args.pileup}_eval"
+    for d in (train_data, eval_data):
+        shutil.rmtree(d, ignore_errors=True)
+    n_eval_workers = max(1, min(4, args.n_eval // 4))
+    sims = [
+        start_sim(args, args.n_train, 1, train_data, args.workers, log_file),
+        start_sim(args, args.n_eval, 2, eval_data, n_eval_workers, log_file),
+    ]
+
+    # (a) compile check, while the CPUs simulate
+    check, attention = {"tried": []}, None
+    for backend in args.attention:
+        try:
+            res = compile_check(args, backend, device)
+            check["tried"].append(res)
+            say(f"compile check {backend}: {json.dumps(res)}")
+            attention = backend
+            break
+        except Exception as err:  # noqa: BLE001  (recorded; the next backend is tried)
+            check["tried"].append({"attention": backend, "error": f"{type(err).__name__}: {err}"})
+            say(f"compile check {backend} failed: {type(err).__name__}: {err}")
+    if attention is None:
+        raise RuntimeError(f"no attention backend of {args.attention} ran: {check['tried']}")
+    result = check["tried"][-1]
+    use_compile = bool(result["equal_within_bf16"])
+    check.update(attention=attention, train_compile=use_compile)
+    (out / "compile_check.json").write_text(json.dumps(check, indent=1))
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    # (b) wait for the events
+    for p in sims:
+        if p.wait() != 0:
+            raise RuntimeError(f"simulation failed (exit {p.returncode}); see the log")
+    say(f"simulated {args.n_train} + {args.n_eval} events")
+
+    # (c) training within the rest of the budget
+    step_s = result["compiled_step_s" if use_compile else "eager_step_s"]
+    budget = args.budget - (time.monotonic() - T0) - args.reserve
+    steps = max(10, int((budget - args.startup) / (1.3 * step_s)))
+    if args.tiny:
+        steps = min(steps, 30)
+    val_every = max(5, steps // 2)
+    run_dir = work / "train"
+    overrides = [
+        f"experiment={args.experiment}", f"attention={attention}", f"compile={use_compile}",
+        f"data.path={train_data}", "logger=csv", f"hydra.run.dir={run_dir}",
+        f"trainer.max_steps={steps}", f'+trainer.max_time="{_dhms(budget)}"',
+        f"trainer.val_check_interval={val_every}", "+trainer.limit_val_batches=8",
+        f"optim.scheduler.warmup_steps={max(2, min(500, steps // 10))}",
+        "callbacks.rich_progress_bar=null", "trainer.log_every_n_steps=25",
+        *args.model_override, *args.train_override,
+    ]  # fmt: skip
+    say(f"training: {budget:.0f} s budget, step {step_s:.3f} s -> max_steps {steps}")
+    rc = run_cmd([sys.executable, "-m", "trackformers.train", *overrides], log_file,
+                 timeout=budget + 120)  # fmt: skip
+    if rc != 0:
+        raise RuntimeError(f"training failed with exit code {rc}; see the log")
+    shutil.copy(run_dir / "summary.json", out / "summary.json")
+    best = run_dir / "checkpoints" / "best.ckpt"
+    ckpt = best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
+    say(f"summary: {(run_dir / 'summary.json').read_text()}")
+
+    # (d) evaluation on fresh events with the radius chosen on the validation split
+    eps, scan = choose_eps(args, ckpt, work / "eps")
+    eval_dir = work / "eval"
+    rc = run_cmd([sys.executable, "-m", "trackformers.evaluate", f"ckpt={ckpt}",
+                  f"data={eval_data}", "cluster=dbscan", "cluster.input=embedding",
+                  f"cluster.params.eps={eps}", "wandb.enabled=false",
+                  f"hydra.run.dir={eval_dir}"], log_file)  # fmt: skip
+    if rc != 0:
+        raise RuntimeError(f"evaluation failed with exit code {rc}; see the log")
+    (eval_dir / "eps_scan.json").write_text(json.dumps({"chosen": eps, "scan": scan}, indent=1))
+
+    from trackformers.evaluate import iter_eval_events, load_checkpoint
+    from trackformers.export import export_checkpoint
+    from trackformers.latency import measure_latency
+    from trackformers.results import main as results
+
+    cfg, _ = load_checkpoint(ckpt)
+    events = list(iter_eval_events(cfg, str(eval_data), "all", args.latency_events))
+    cluster = {"method": "dbscan", "input": "embedding", "params": {"eps": eps, "min_samples": 2}}
+    lat = measure_latency(ckpt, events, device, repeat=2, cluster=cluster)
+    (eval_dir / "latency.json").write_text(json.dumps(lat, indent=1))
+    say(f"latency: {json.dumps(lat)}")
+    export = export_checkpoint(ckpt)
+    say(f"export {export} {export.stat().st_size / 2**20:.2f} MiB")
+    results([str(eval_dir), "--markdown", "--breakdowns", "--json", str(out / "rows.json"),
+             "--out", str(out / "results.md"), "--links-relative-to", str(work)])  # fmt: skip
+
+    # (e) the files that come back
+    shutil.copy(eval_dir / "metrics.json", out / "metrics.json")
+    shutil.copy(export, out / "model_bf16.pt")
+    with tarfile.open(out / "plots.tar.gz", "w:gz") as tar:
+        for sub in ("plots", "breakdowns"):
+            tar.add(eval_dir / sub, arcname=f"eval/{sub}")
+        for name in ("latency.json", "eps_scan.json"):
+            tar.add(eval_dir / name, arcname=f"eval/{name}")
+        for sub in ("csv", "plots"):
+            if (run_dir / sub).exists():
+                tar.add(run_dir / sub, arcname=f"train/{sub}")
+        tar.add(run_dir / ".hydra", arcname="train/hydra")
+    say(f"done; files in {out}: {sorted(p.name for p in out.iterdir())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
