@@ -11,7 +11,6 @@ same layout with ordinary autograd ops, for CPU training and tests.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -19,15 +18,10 @@ from torch import Tensor
 
 from trackformers.attention.base import AttentionPlan
 from trackformers.attention.compiled import on_device
-from trackformers.attention.plans import row_ranges
+from trackformers.attention.plans import bucket_length, plan_tensors, row_ranges
 
-
-def bucket_length(n: int, block: int, steps_per_octave: int = 8) -> int:
-    """Smallest length >= n on the ladder {k * 2^e / steps_per_octave}, a multiple of block."""
-    n = max(int(n), 1)
-    step = max(block, 2 ** max(0, math.floor(math.log2(n)) - int(math.log2(steps_per_octave))))
-    step = math.ceil(step / block) * block
-    return math.ceil(n / step) * step
+__all__ = ["BlockLayout", "bucket_length", "build_layout", "layout_tensors",
+           "plan_layout_tensors", "layout_from_tensors", "blocksparse_attention"]  # fmt: skip
 
 
 @dataclass
@@ -98,22 +92,28 @@ def _count_blocks(qb: Tensor, b0: Tensor, b1: Tensor, nqb: int, nkb: int) -> Ten
 
 
 def _first_true(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Counts and column indices of True entries first (order kept) per row."""
-    counts = mask.sum(1, dtype=torch.int32)  # (QB,)
-    idx = torch.argsort((~mask).to(torch.int8), dim=1, stable=True).to(torch.int32)
+    """Counts and column indices of True entries first, then the False ones (order kept)
+    per row: the stable argsort of ~mask, from one cumsum and one scatter."""
+    m = mask.to(torch.int32)  # (QB, KB)
+    counts = m.sum(1, dtype=torch.int32)  # (QB,)
+    before = m.cumsum(1, dtype=torch.int32)  # (QB, KB) trues up to and including column
+    col = torch.arange(mask.shape[1], dtype=torch.int32, device=mask.device)[None, :]
+    dest = torch.where(mask, before - 1, counts[:, None] + col - before)  # (QB, KB)
+    idx = torch.empty_like(m).scatter_(1, dest.long(), col.expand_as(m))
     return counts, idx
 
 
-@on_device
-def _layout_tensors(lo: Tensor, hi: Tensor, n_pad: int, block: int):
-    """Pad the (N, R) ranges to n_pad rows (pads attend themselves) and build the blocks."""
-    n, r = lo.shape
-    dev = lo.device
-    pad_rows = torch.arange(n, n_pad, device=dev)[:, None]  # (n_pad - N, 1)
-    lo = torch.cat([lo, pad_rows.expand(-1, r)])  # (n_pad, R)
-    hi = torch.cat([hi, torch.cat([pad_rows + 1, pad_rows.expand(-1, r - 1)], 1)])
+def layout_tensors(lo: Tensor, hi: Tensor, block: int) -> dict[str, Tensor]:
+    """Block layout of padded key ranges lo, hi (R, n_pad) (pad rows already [i, i+1)).
+
+    Static-shaped and sync-free: kv_num_blocks (QB,), kv_indices (QB, QB) (partially
+    attended key blocks first), full_kv_num_blocks, full_kv_indices (every row attends every
+    key of the block), all int32.
+    """
+    r, n_pad = lo.shape
     nb = n_pad // block
-    qb = (torch.arange(n_pad, device=dev) // block)[:, None].expand(-1, r)  # (n_pad, R)
+    lo, hi = lo.long(), hi.long()
+    qb = (torch.arange(n_pad, device=lo.device) // block)[None, :].expand(r, -1)  # (R, n_pad)
     nonempty = hi > lo
     touch_b0 = lo // block
     touch_b1 = torch.where(nonempty, (hi - 1) // block + 1, touch_b0)
@@ -123,25 +123,52 @@ def _layout_tensors(lo: Tensor, hi: Tensor, n_pad: int, block: int):
     full = _count_blocks(qb, full_b0, full_b1, nb, nb) == block  # every row covers the block
     kv_num, kv_idx = _first_true(touched & ~full)
     full_num, full_idx = _first_true(full)
-    return lo.to(torch.int32), hi.to(torch.int32), kv_num, kv_idx, full_num, full_idx
+    return dict(kv_num_blocks=kv_num, kv_indices=kv_idx, full_kv_num_blocks=full_num,
+                full_kv_indices=full_idx)  # fmt: skip
+
+
+_layout_tensors = on_device(layout_tensors)
+
+
+def plan_layout_tensors(kind: str, coords: Tensor, cu_stage: Tensor, block: int = 128,
+                        **statics) -> dict[str, Tensor]:  # fmt: skip
+    """plans.plan_tensors and layout_tensors as ONE static, sync-free program (what the
+    flex/windowed backends capture as a CUDA graph); coords has n_pad rows."""
+    t = plan_tensors(kind, coords, cu_stage, **statics)
+    t.update(layout_tensors(t["lo"], t["hi"], block))
+    return t
+
+
+_plan_layout_tensors = on_device(plan_layout_tensors)
+
+
+def layout_from_tensors(t: dict[str, Tensor], n: int, block: int) -> BlockLayout:
+    """BlockLayout of the outputs of plan_layout_tensors (n real rows)."""
+    return BlockLayout(
+        n=n,
+        n_pad=t["lo"].shape[1],
+        block=block,
+        lo=t["lo"].t(),  # (n_pad, R) view, columns contiguous
+        hi=t["hi"].t(),
+        kv_num_blocks=t["kv_num_blocks"],
+        kv_indices=t["kv_indices"],
+        full_kv_num_blocks=t["full_kv_num_blocks"],
+        full_kv_indices=t["full_kv_indices"],
+    )
 
 
 def build_layout(plan: AttentionPlan, block: int = 128, steps_per_octave: int = 8) -> BlockLayout:
+    """Block layout of any plan from its row ranges (the backends build theirs together with
+    the plan, see plan_layout_tensors; this is the general path)."""
     lo, hi = row_ranges(plan)  # (N, R) int64, sorted order
-    n = lo.shape[0]
+    n, r = lo.shape
     n_pad = bucket_length(n, block, steps_per_octave)
-    lo, hi, kv_num, kv_idx, full_num, full_idx = _layout_tensors(lo, hi, n_pad, block)
-    return BlockLayout(
-        n=n,
-        n_pad=n_pad,
-        block=block,
-        lo=lo,
-        hi=hi,
-        kv_num_blocks=kv_num,
-        kv_indices=kv_idx,
-        full_kv_num_blocks=full_num,
-        full_kv_indices=full_idx,
-    )
+    pad_rows = torch.arange(n, n_pad, device=lo.device)[:, None]  # (n_pad - N, 1)
+    first = (torch.arange(r, device=lo.device) == 0).long()[None, :]  # (1, R)
+    lo = torch.cat([lo, pad_rows.expand(-1, r)]).t().int().contiguous()  # (R, n_pad)
+    hi = torch.cat([hi, pad_rows + first]).t().int().contiguous()
+    t = dict(lo=lo, hi=hi, **_layout_tensors(lo, hi, block))
+    return layout_from_tensors(t, n, block)
 
 
 def attended_blocks(layout: BlockLayout) -> tuple[int, int]:

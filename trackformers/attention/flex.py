@@ -2,8 +2,10 @@
 
 ``plan(batch)`` builds the plan (plans.py) and its block layout + BlockMask on the batch's
 device (``BlockMask.from_kv_blocks`` from the row ranges, never an N x N mask) once per
-batch; every layer reuses it. Rows are padded to a bucketed length so that successive
-events share compiled kernels (no recompilation per event size). On CUDA the kernel is
+batch; every layer reuses it. Plan and layout are one static-shaped program
+(``blocksparse.plan_layout_tensors``), replayed as a CUDA graph per length bucket on CUDA.
+Rows are padded to a bucketed length so that successive events share compiled kernels and
+graphs (no recompilation per event size). On CUDA the kernel is
 ``torch.compile(flex_attention)``; on CPU (FlexAttention has no CPU backward) the same
 layout runs through ``blocksparse_attention``, a torch reference with autograd.
 """
@@ -15,8 +17,22 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from trackformers.attention.base import AttentionBackend, AttentionPlan, Capabilities, register
-from trackformers.attention.blocksparse import BlockLayout, blocksparse_attention, build_layout
-from trackformers.attention.plans import cluster_plan, full_plan, window_plan
+from trackformers.attention.blocksparse import (
+    BlockLayout,
+    _plan_layout_tensors,
+    blocksparse_attention,
+    build_layout,
+    layout_from_tensors,
+)
+from trackformers.attention.plans import (
+    BARREL_RADIUS_MM,
+    ENDCAP_Z_MM,
+    bucket_length,
+    build_plan,
+    cluster_plan,
+    full_plan,
+    window_plan,
+)
 
 _COMPILED = {}
 
@@ -61,12 +77,30 @@ class _FlexBase(AttentionBackend):
         self.impl = impl
 
     def _make_plan(self, batch) -> AttentionPlan:
+        """The plan alone (no block layout)."""
         raise NotImplementedError
 
-    def plan(self, batch) -> AttentionPlan:
-        plan = self._make_plan(batch)
-        self.layout(plan, with_block_mask=batch.x.device.type == "cuda" or self.impl == "flex")
-        return plan
+    def _kind_params(self) -> tuple[str, dict]:
+        raise NotImplementedError
+
+    def plan(self, batch, sync: bool | None = None) -> AttentionPlan:
+        """Plan + block layout (+ BlockMask where flex runs) as one static program; see
+        plans.build_plan for ``sync`` (None: sync unless the stream is capturing)."""
+        kind, params = self._kind_params()
+        with_bm = batch.x.device.type == "cuda" or self.impl == "flex"
+        n = batch.x.shape[0]
+        key = f"layout_b{self.block_size}"
+
+        def attach(plan, t):  # host work done while the GPU builds the plan
+            lay = layout_from_tensors(t, n, self.block_size)
+            plan.extra[key] = lay
+            if with_bm:
+                plan.extra[f"{key}_bm"] = lay.block_mask()
+
+        n_pad = bucket_length(n, self.block_size, self.steps_per_octave)
+        return build_plan(kind, batch, params, p=n_pad, fn=_plan_layout_tensors,
+                          fn_kwargs={"block": self.block_size}, sync=sync,
+                          before_sync=attach)[0]  # fmt: skip
 
     def layout(self, plan: AttentionPlan, with_block_mask: bool = True) -> BlockLayout:
         key = f"layout_b{self.block_size}"
@@ -139,6 +173,13 @@ class FlexAttention(_FlexBase):
         self.mask = mask
         self.group_size, self.sector_size, self.adjacency = group_size, sector_size, adjacency
 
+    def _kind_params(self) -> tuple[str, dict]:
+        if self.mask == "full":
+            return "full", {}
+        return "cluster", dict(group_size=self.group_size, sector_size=self.sector_size,
+                               adjacency=int(self.adjacency), radius=BARREL_RADIUS_MM,
+                               endcap_z=ENDCAP_Z_MM)  # fmt: skip
+
     def _make_plan(self, batch) -> AttentionPlan:
         if self.mask == "full":
             return full_plan(batch)
@@ -173,6 +214,9 @@ class WindowedAttention(_FlexBase):
         if window < 0:
             raise ValueError(f"window must be >= 0, got {window}")
         self.window = int(window)
+
+    def _kind_params(self) -> tuple[str, dict]:
+        return "window", dict(window=self.window)
 
     def _make_plan(self, batch) -> AttentionPlan:
         return window_plan(batch, self.window)

@@ -13,6 +13,30 @@ the planes (continuous at the rims). Lightweight clustering by iterative windowi
 hits of an event are cut into ``n_sectors`` phi sectors of equal hit count, each sector into
 s-windows of about ``group_size`` hits; windows of consecutive sectors run in opposite s
 directions (snake order) so neighbouring group ids are also geometric neighbours.
+
+Static, sync-free build (what makes a plan cheap on a GPU). :func:`plan_tensors` is one
+tensor program with shapes fixed by (P, L) alone: ``coords`` (P, 3) padded to P >= N rows
+(``bucket_length``) and ``cu_stage`` (L,) int64 = cu_seqlens followed by N repeated
+(``stage_length``: L >= B + 2, a power of two). Pad rows form one trailing pseudo-event and
+sort after every real hit, so ``perm[:N]`` is the plan's permutation; ``group_ptr`` comes
+padded to (P + 1,) with N (``num_groups`` on the device), ranges (R, P) with pad rows
+attending only themselves. No host sync, no data-dependent shape: on CUDA
+:func:`build_plan` captures it (with the block layout for flex/windowed) as one CUDA graph
+per (kind, P, L, parameters) and replays it; the outputs are cloned, so plans never alias.
+The one sync left is at the end: the host validates cu_seqlens (as copied into the graph)
+and reads the exact number of groups. Bad cu_seqlens are clamped inside the program (every
+index stays in range) and then rejected with a clear error.
+
+Capturable entry point (whole-inference CUDA graphs): call ``cluster_plan(batch, ...,
+sync=False)`` / ``window_plan(batch, w, sync=False)`` (or ``backend.plan(batch)`` of flex /
+windowed / fused, which do so automatically while the current stream is capturing) inside
+your capture, after one warm-up call outside it. That path runs the program directly on
+padded copies of the inputs, never syncs, leaves ``group_ptr`` padded to (P + 1,) with N
+(``plan.extra["num_groups"]`` is a (1,) device tensor; row_ranges, the flex/windowed layout
+and the fused kernels accept it; code that needs G exactly, e.g. cluster.local_dbscan,
+must read num_groups) and checks cu_seqlens with a device-side assertion
+(``torch._assert_async``) instead of a Python exception. N, B and max_seqlen stay host ints
+(the capture is per shape anyway).
 """
 
 from __future__ import annotations
@@ -21,13 +45,29 @@ import dataclasses
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from trackformers.attention import compiled
 from trackformers.attention.base import AttentionPlan
 from trackformers.attention.compiled import on_device
 
 BARREL_RADIUS_MM = 91.0
 ENDCAP_Z_MM = 920.0
+GRAPHS = True  # replay the static plan build as CUDA graphs on CUDA (False: run it eagerly)
+
+
+def bucket_length(n: int, block: int, steps_per_octave: int = 8) -> int:
+    """Smallest length >= n on the ladder {k * 2^e / steps_per_octave}, a multiple of block."""
+    n = max(int(n), 1)
+    step = max(block, 2 ** max(0, math.floor(math.log2(n)) - int(math.log2(steps_per_octave))))
+    step = math.ceil(step / block) * block
+    return math.ceil(n / step) * step
+
+
+def stage_length(num_events: int) -> int:
+    """Length L of cu_stage for B events: a power of two >= B + 2 (few shapes, one spare)."""
+    return max(4, 1 << (int(num_events) + 1).bit_length())
 
 
 def _event_index(cu_seqlens: Tensor, n: int) -> Tensor:
@@ -37,22 +77,36 @@ def _event_index(cu_seqlens: Tensor, n: int) -> Tensor:
     return torch.repeat_interleave(events, lengths, output_size=n)  # no device sync
 
 
-def _check_batch(batch) -> None:
-    """Clear errors for inconsistent batches (one device sync)."""
+def _check_shapes(batch) -> None:
+    """Checks that need no device values (never syncs)."""
     n = batch.x.shape[0]
     cu = batch.cu_seqlens
     if cu.ndim != 1 or cu.numel() < 2:
         raise ValueError(f"PackedBatch.cu_seqlens must be 1-D with >= 2 entries, got {cu.shape}")
-    first, last, longest = torch.stack([cu[0], cu[-1], cu.diff().max()]).tolist()
-    if first != 0 or last != n:
-        raise ValueError(
-            f"PackedBatch.cu_seqlens must run from 0 to total_hits={n}, got {cu.tolist()[:8]}..."
-        )
-    if longest > batch.max_seqlen:
-        raise ValueError(f"PackedBatch.max_seqlen={batch.max_seqlen} < longest event ({longest})")
     if batch.coords is None or batch.coords.shape != (n, 3):
         shape = None if batch.coords is None else tuple(batch.coords.shape)
         raise ValueError(f"PackedBatch.coords must have shape ({n}, 3), got {shape}")
+
+
+def _check_values(cu: list[int], n: int, max_seqlen: int) -> None:
+    """Clear errors for bad cu_seqlens values (host list)."""
+    if cu[0] != 0 or cu[-1] != n:
+        raise ValueError(
+            f"PackedBatch.cu_seqlens must run from 0 to total_hits={n}, got {cu[:8]}..."
+        )
+    lengths = [b - a for a, b in zip(cu[:-1], cu[1:], strict=True)]
+    if min(lengths) < 0:
+        e = lengths.index(min(lengths))
+        raise ValueError(f"PackedBatch.cu_seqlens must be non-decreasing, got {cu[e:e + 2]} "
+                         f"at event {e}")  # fmt: skip
+    if max(lengths) > max_seqlen:
+        raise ValueError(f"PackedBatch.max_seqlen={max_seqlen} < longest event ({max(lengths)})")
+
+
+def _check_batch(batch) -> None:
+    """Clear errors for inconsistent batches (one device sync when cu_seqlens is on a GPU)."""
+    _check_shapes(batch)
+    _check_values(batch.cu_seqlens.tolist(), batch.x.shape[0], batch.max_seqlen)
 
 
 def _sort_within(segment: Tensor, value: Tensor, lo: float, hi: float) -> Tensor:
@@ -69,43 +123,6 @@ def _inverse(perm: Tensor) -> Tensor:
     inv = torch.empty_like(perm)
     inv[perm] = torch.arange(perm.numel(), device=perm.device)
     return inv
-
-
-@on_device
-def _phi_order(seq: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
-    perm = _sort_within(seq, phi, -math.pi, math.pi)  # (N,)
-    return perm, _inverse(perm)
-
-
-def full_plan(batch) -> AttentionPlan:
-    """Every hit attends every hit of its own event; input order kept (perm None)."""
-    _check_batch(batch)
-    return AttentionPlan(
-        kind="full",
-        cu_seqlens=batch.cu_seqlens,
-        max_seqlen=batch.max_seqlen,
-        extra={"n_rows": batch.x.shape[0]},
-    )
-
-
-def window_plan(batch, window: int) -> AttentionPlan:
-    """Hits sorted by phi within each event; +-window sorted positions with wrap-around."""
-    _check_batch(batch)
-    if window < 0:
-        raise ValueError(f"window must be >= 0, got {window}")
-    coords = batch.coords
-    phi = torch.atan2(coords[:, 1], coords[:, 0])  # (N,)
-    seq = _event_index(batch.cu_seqlens, coords.shape[0])  # (N,)
-    perm, inv_perm = _phi_order(seq, phi)  # (N,), (N,)
-    return AttentionPlan(
-        kind="window",
-        cu_seqlens=batch.cu_seqlens,
-        max_seqlen=batch.max_seqlen,
-        perm=perm,
-        inv_perm=inv_perm,
-        window=int(window),
-        extra={"n_rows": coords.shape[0]},
-    )
 
 
 def surface_coordinates(
@@ -126,51 +143,238 @@ def surface_coordinates(
     return phi, s
 
 
-@on_device
-def _cluster_order(
-    coords: Tensor,
-    cu_seqlens: Tensor,
-    seq: Tensor,
-    group_size: int,
-    sector_size: int,
-    max_sec: int,
-    radius: float,
-    endcap_z: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Sort order and groups of cluster_plan: (perm, inv_perm, group_id, new_group)."""
-    n = coords.shape[0]
-    dev = coords.device
-    cu = cu_seqlens.long()
-    lengths = cu.diff()  # (B,)
+def _cluster_groups(coords, cu, seq, rows, group_size, sector_size, max_sec, radius, endcap_z):
+    """Sort order and groups of the cluster plan: (perm, group_id int32, new_group bool).
+
+    cu (E+1,) int64 event boundaries, seq (P,) event of every row, rows = arange(P).
+    """
+    p = coords.shape[0]
+    lengths = cu.diff()  # (E,)
     phi, s = surface_coordinates(coords.float(), radius, endcap_z)
 
     # phi sectors of equal hit count per event
-    p1 = _sort_within(seq, phi, -math.pi, math.pi)  # (N,)
-    rank = torch.arange(n, device=dev) - cu[seq[p1]]  # (N,) rank by phi within event
-    n_ev = lengths[seq[p1]]  # (N,)
+    p1 = _sort_within(seq, phi, -math.pi, math.pi)  # (P,)
+    seq1 = seq[p1]  # (P,)
+    rank = rows - cu[seq1]  # (P,) rank by phi within event
+    n_ev = lengths[seq1]  # (P,)
     n_sec = torch.clamp(torch.div(n_ev + sector_size // 2, sector_size, rounding_mode="floor"), 1)
-    sector = torch.empty(n, dtype=torch.long, device=dev)
-    sector[p1] = rank * n_sec // n_ev.clamp_min(1)  # (N,)
+    sector = torch.empty(p, dtype=torch.long, device=coords.device)
+    sector[p1] = rank * n_sec // n_ev.clamp_min(1)  # (P,)
 
     # snake order in s inside each sector, then windows of ~group_size hits
     s_lim = endcap_z + radius
-    s_key = torch.where(sector % 2 == 0, s, -s)  # (N,)
-    perm = _sort_within(seq * max_sec + sector, s_key, -s_lim, s_lim)  # (N,)
-    seg = (seq * max_sec + sector)[perm]  # (N,) segment key in sorted order
-    rows = torch.arange(n, device=dev)
-    new_seg = torch.cat([torch.ones(1, dtype=torch.bool, device=dev), seg[1:] != seg[:-1]])
-    seg_start = torch.cummax(torch.where(new_seg, rows, 0), 0).values  # (N,) first row of seg
-    seg_idx = torch.cumsum(new_seg.long(), 0) - 1  # (N,)
-    seg_len = torch.zeros(n, dtype=torch.long, device=dev).index_add_(
+    s_key = torch.where(sector % 2 == 0, s, -s)  # (P,)
+    perm = _sort_within(seq * max_sec + sector, s_key, -s_lim, s_lim)  # (P,)
+    seg = (seq * max_sec + sector)[perm]  # (P,) segment key in sorted order
+    true1 = torch.ones(1, dtype=torch.bool, device=coords.device)
+    new_seg = torch.cat([true1, seg[1:] != seg[:-1]])  # (P,)
+    seg_start = torch.cummax(torch.where(new_seg, rows, 0), 0).values  # (P,) first row of seg
+    seg_idx = torch.cumsum(new_seg.long(), 0) - 1  # (P,)
+    seg_len = torch.zeros(p, dtype=torch.long, device=coords.device).index_add_(
         0, seg_idx, torch.ones_like(seg_idx)
-    )[seg_idx]  # (N,) hits in the row's segment
-    rank2 = rows - seg_start  # (N,)
-    n_groups = (seg_len + group_size - 1) // group_size  # (N,) groups in this segment
-    local = rank2 * n_groups // seg_len  # (N,) balanced windows
-    new_local = torch.cat([torch.zeros(1, dtype=torch.bool, device=dev), local[1:] != local[:-1]])
-    new_group = new_seg | new_local  # (N,)
-    group_id = (torch.cumsum(new_group.long(), 0) - 1).int()  # (N,) globally non-decreasing
-    return perm, _inverse(perm), group_id, new_group
+    )[seg_idx]  # (P,) hits in the row's segment
+    rank2 = rows - seg_start  # (P,)
+    n_groups = (seg_len + group_size - 1) // group_size  # (P,) groups in this segment
+    local = rank2 * n_groups // seg_len  # (P,) balanced windows
+    new_local = torch.cat([~true1, local[1:] != local[:-1]])
+    new_group = new_seg | new_local  # (P,)
+    group_id = (torch.cumsum(new_group.long(), 0) - 1).int()  # (P,) globally non-decreasing
+    return perm, group_id, new_group
+
+
+def _ranges(kind, cu, seq, rows, group_id=None, group_ptr=None, adjacency=0, window=0):
+    """(lo, hi) of shape (P, R) int64 in sorted order (see row_ranges), from event boundaries
+    cu (E+1,), event index seq (P,) and rows = arange(P)."""
+    start, end = cu[seq], cu[seq + 1]  # (P,), (P,)
+    if kind == "full":
+        return start[:, None], end[:, None]
+    if kind == "cluster":
+        gid, ptr = group_id.long(), group_ptr.long()
+        g_first, g_last = gid[start], gid[(end - 1).clamp_min(start)]  # (P,) event's groups
+        lo = ptr[torch.maximum(gid - adjacency, g_first)]
+        hi = ptr[torch.minimum(gid + adjacency, g_last) + 1]
+        return lo[:, None], hi[:, None]
+    w = window
+    full = (end - start) <= 2 * w + 1  # (P,)
+    lo_main = torch.where(full, start, torch.maximum(rows - w, start))
+    hi_main = torch.where(full, end, torch.minimum(rows + w + 1, end))
+    left_over = torch.where(full, 0, (start - (rows - w)).clamp_min(0))  # wraps to the end
+    right_over = torch.where(full, 0, (rows + w + 1 - end).clamp_min(0))  # wraps to start
+    wraps_left = left_over > 0  # at most one side wraps when the event is not full
+    lo_wrap = torch.where(wraps_left, end - left_over, start)
+    hi_wrap = torch.where(wraps_left, end, start + right_over)
+    return torch.stack([lo_main, lo_wrap], 1), torch.stack([hi_main, hi_wrap], 1)  # (P, 2)
+
+
+def plan_tensors(
+    kind: str,
+    coords: Tensor,
+    cu_stage: Tensor,
+    max_sec: int = 2,
+    group_size: int = 1,
+    sector_size: int = 1,
+    adjacency: int = 0,
+    window: int = 0,
+    radius: float = BARREL_RADIUS_MM,
+    endcap_z: float = ENDCAP_Z_MM,
+) -> dict[str, Tensor]:
+    """The whole plan of one kind as a static-shaped, sync-free tensor program.
+
+    coords (P, 3) with pad rows after the N real ones (any values); cu_stage (L,) int64:
+    cu_seqlens then N repeated (L >= B + 2). Returns (sorted order, pads last):
+    perm, inv_perm (P,) int64 (cluster, window); group_id (P,) int32, group_ptr (P+1,) int32
+    padded with N, num_groups (1,) int64 (cluster); lo, hi (R, P) int32 key ranges with pad
+    rows [i, i+1); info (L+1,) int64 = the cu_stage the program saw, then num_groups.
+    max_sec must exceed every event's sector count (max_seqlen // sector_size + 2).
+    """
+    p = coords.shape[0]
+    dev = coords.device
+    rows = torch.arange(p, device=dev)  # (P,)
+    # clamp into [0, N] and make non-decreasing: identity on valid input, in-range otherwise
+    cu = torch.minimum(cu_stage.clamp(0, p), cu_stage[-1:].clamp(0, p))  # (L,)
+    cu = torch.cummax(cu, 0).values
+    n_real = cu[-1:]  # (1,)
+    cu_ext = torch.cat([cu, torch.full((1,), p, dtype=cu.dtype, device=dev)])  # (L+1,) +pads
+    seq = (torch.searchsorted(cu_ext, rows, right=True) - 1).clamp(0, cu.numel() - 1)  # (P,)
+    out: dict[str, Tensor] = {}
+    gid = ptr = None
+    if kind == "cluster":
+        perm, gid, new_group = _cluster_groups(
+            coords, cu_ext, seq, rows, group_size, sector_size, max_sec, radius, endcap_z
+        )
+        real = rows < n_real  # (P,)
+        num_groups = torch.where(n_real > 0, gid[(n_real - 1).clamp_min(0)].long() + 1, 0)
+        ptr = n_real.to(torch.int32).repeat(p + 2)  # (P+2,) last slot collects non-starts
+        ptr.scatter_(0, torch.where(new_group & real, gid.long(), p + 1), rows.int())
+        ptr = ptr[: p + 1]
+        out.update(group_id=gid, group_ptr=ptr, num_groups=num_groups)
+    elif kind == "window":
+        perm = _sort_within(seq, torch.atan2(coords[:, 1], coords[:, 0]), -math.pi, math.pi)
+        num_groups = torch.zeros(1, dtype=torch.long, device=dev)
+    elif kind == "full":
+        perm = None
+        num_groups = torch.zeros(1, dtype=torch.long, device=dev)
+    else:
+        raise ValueError(f"unknown plan kind {kind!r}; expected full, cluster or window")
+    if perm is not None:
+        out.update(perm=perm, inv_perm=_inverse(perm))
+    lo, hi = _ranges(kind, cu_ext, seq, rows, gid, ptr, adjacency, window)  # (P, R)
+    pad = (rows >= n_real)[:, None]  # (P, 1)
+    first = torch.arange(lo.shape[1], device=dev)[None, :] == 0  # (1, R)
+    lo = torch.where(pad, rows[:, None], lo)
+    hi = torch.where(pad, rows[:, None] + first.long(), hi)
+    out.update(lo=lo.t().int(), hi=hi.t().int(), info=torch.cat([cu_stage, num_groups]))
+    return out
+
+
+_plan_tensors = on_device(plan_tensors)
+
+
+def _stage(batch, p: int) -> tuple[Tensor, Tensor]:
+    """coords padded to (P, 3) float32 and cu_stage (L,) int64 (capturable, no sync)."""
+    coords = batch.coords.float()
+    n, cu = coords.shape[0], batch.cu_seqlens.long()
+    stage = torch.cat([cu, cu.new_full((stage_length(cu.numel() - 1) - cu.numel(),), n)])
+    return F.pad(coords, (0, 0, 0, p - n)), stage
+
+
+def _statics(kind: str, batch, params: dict) -> dict:
+    """Keyword arguments of plan_tensors that are plain numbers (part of the graph key)."""
+    if kind == "cluster":
+        ss = params["sector_size"]
+        return dict(max_sec=batch.max_seqlen // ss + 2, group_size=params["group_size"],
+                    sector_size=ss, adjacency=params["adjacency"], radius=params["radius"],
+                    endcap_z=params["endcap_z"])  # fmt: skip
+    if kind == "window":
+        return dict(window=params["window"])
+    return {}
+
+
+def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn_kwargs=None,
+               sync: bool | None = None, before_sync=None,
+               ) -> tuple[AttentionPlan, dict[str, Tensor]]:  # fmt: skip
+    """Plan of ``kind`` and every tensor of the static program, rows padded to ``p``.
+
+    fn(kind, coords, cu_stage, **statics, **fn_kwargs) -> dict (default plan_tensors; the
+    block-sparse backends add their layout). On CUDA with GRAPHS and sync it is replayed as a
+    CUDA graph; sync=None means "sync unless the current stream is capturing".
+    before_sync(plan, tensors) runs before the final sync (host work that overlaps the GPU).
+    """
+    _check_shapes(batch)
+    coords, cu = batch.coords, batch.cu_seqlens
+    n, b = coords.shape[0], cu.numel() - 1
+    p = max(n, 1) if p is None else int(p)
+    if p < n:
+        raise ValueError(f"padded length {p} < total_hits {n}")
+    dev = coords.device
+    capturing = dev.type == "cuda" and compiled.stream_capturing()
+    sync = (not capturing) if sync is None else bool(sync)
+    fn = fn or _plan_tensors
+    kw = {**_statics(kind, batch, params), **(fn_kwargs or {})}
+    if sync and GRAPHS and dev.type in compiled.GRAPH_DEVICES and not capturing:
+        graph = compiled.captured(
+            (getattr(fn, "__qualname__", repr(fn)), kind, dev.index, p, stage_length(b),
+             tuple(sorted(kw.items()))),
+            lambda: (torch.zeros(p, 3, device=dev), torch.zeros(stage_length(b), dtype=torch.long,
+                                                                device=dev)),
+            lambda c, s: fn(kind, c, s, **kw),
+        )  # fmt: skip
+        if graph is not None:
+            c_buf, s_buf = graph.inputs
+            c_buf[:n].copy_(coords)
+            s_buf[: b + 1].copy_(cu)
+            s_buf[b + 1 :].fill_(n)
+            t = graph.run()
+        else:  # capture failed (warned once): same program, eagerly
+            t = fn(kind, *_stage(batch, p), **kw)
+    else:
+        t = fn(kind, *_stage(batch, p), **kw)
+    perm = t.get("perm")
+    plan = AttentionPlan(
+        kind=kind,
+        cu_seqlens=cu,
+        max_seqlen=batch.max_seqlen,
+        perm=None if perm is None else perm[:n],
+        inv_perm=None if perm is None else t["inv_perm"][:n],
+        group_id=t["group_id"][:n] if "group_id" in t else None,
+        group_ptr=t.get("group_ptr"),
+        adjacency=int(params.get("adjacency", 1)),
+        window=params.get("window"),
+        extra={"n_rows": n, **{k: params[k] for k in ("group_size", "sector_size") if k in params}},
+    )
+    if kind == "cluster":
+        plan.extra["num_groups"] = t["num_groups"]
+    if before_sync is not None:
+        before_sync(plan, t)
+    if sync:
+        info = t["info"].tolist()  # the one sync: validate, exact number of groups
+        _check_values(info[: b + 1], n, batch.max_seqlen)
+        if kind == "cluster":
+            plan.group_ptr = plan.group_ptr[: info[-1] + 1]
+    else:
+        d = cu.diff()
+        ok = (cu[0] == 0) & (cu[-1] == n) & (d.min() >= 0) & (d.max() <= batch.max_seqlen)
+        torch._assert_async(ok, "PackedBatch.cu_seqlens inconsistent with total_hits/max_seqlen")
+    return plan, t
+
+
+def full_plan(batch) -> AttentionPlan:
+    """Every hit attends every hit of its own event; input order kept (perm None)."""
+    _check_batch(batch)
+    return AttentionPlan(
+        kind="full",
+        cu_seqlens=batch.cu_seqlens,
+        max_seqlen=batch.max_seqlen,
+        extra={"n_rows": batch.x.shape[0]},
+    )
+
+
+def window_plan(batch, window: int, sync: bool | None = None) -> AttentionPlan:
+    """Hits sorted by phi within each event; +-window sorted positions with wrap-around."""
+    if window < 0:
+        raise ValueError(f"window must be >= 0, got {window}")
+    return build_plan("window", batch, dict(window=int(window)), p=_plan_rows(batch),
+                      sync=sync)[0]  # fmt: skip
 
 
 def cluster_plan(
@@ -180,34 +384,23 @@ def cluster_plan(
     adjacency: int = 1,
     radius: float = BARREL_RADIUS_MM,
     endcap_z: float = ENDCAP_Z_MM,
+    sync: bool | None = None,
 ) -> AttentionPlan:
     """Part-2 geometric groups (see module docstring); a hit attends groups within +-adjacency."""
-    _check_batch(batch)
     if group_size < 1 or sector_size < 1 or adjacency < 0:
         raise ValueError(
             f"cluster_plan needs group_size>=1, sector_size>=1, adjacency>=0; got "
             f"{group_size}, {sector_size}, {adjacency}"
         )
-    n = batch.coords.shape[0]
-    seq = _event_index(batch.cu_seqlens, n)  # (N,)
-    max_sec = batch.max_seqlen // sector_size + 2  # bound on sectors per event, no sync
-    perm, inv_perm, group_id, new_group = _cluster_order(
-        batch.coords, batch.cu_seqlens, seq, group_size, sector_size, max_sec, radius, endcap_z
-    )
-    dev = batch.coords.device
-    starts = torch.nonzero(new_group).squeeze(1)  # (G,) the plan's only data-dependent size
-    group_ptr = torch.cat([starts, torch.tensor([n], device=dev)]).int()  # (G+1,)
-    return AttentionPlan(
-        kind="cluster",
-        cu_seqlens=batch.cu_seqlens,
-        max_seqlen=batch.max_seqlen,
-        perm=perm,
-        inv_perm=inv_perm,
-        group_id=group_id,
-        group_ptr=group_ptr,
-        adjacency=int(adjacency),
-        extra={"group_size": group_size, "sector_size": sector_size, "n_rows": n},
-    )
+    params = dict(group_size=group_size, sector_size=sector_size, adjacency=int(adjacency),
+                  radius=float(radius), endcap_z=float(endcap_z))  # fmt: skip
+    return build_plan("cluster", batch, params, p=_plan_rows(batch), sync=sync)[0]
+
+
+def _plan_rows(batch) -> int:
+    """Padded rows of a plan without layout: bucketed on CUDA (graph reuse), exact on CPU."""
+    n = batch.coords.shape[0] if batch.coords is not None else batch.x.shape[0]
+    return bucket_length(n, 128) if batch.x.device.type == "cuda" else max(n, 1)
 
 
 def presorted(plan: AttentionPlan) -> AttentionPlan:
@@ -222,46 +415,19 @@ def row_ranges(plan: AttentionPlan) -> tuple[Tensor, Tensor]:
     clipped to the event, then the wrap-around part, empty when there is none);
     row i attends key j iff lo[i, r] <= j < hi[i, r] for some r. Empty ranges have lo == hi.
     """
-    n = plan.extra.get("n_rows") or int(plan.cu_seqlens[-1])
-    seq = _event_index(plan.cu_seqlens, n)  # (N,)
-    if plan.kind == "full":
-        cu = plan.cu_seqlens.long()
-        return cu[seq][:, None], cu[seq + 1][:, None]
-    if plan.kind == "cluster":
-        return _cluster_ranges(plan.cu_seqlens, seq, plan.group_id, plan.group_ptr, plan.adjacency)
-    if plan.kind == "window":
-        return _window_ranges(plan.cu_seqlens, seq, plan.window)
-    raise ValueError(f"unknown plan kind {plan.kind!r}; expected full, cluster or window")
+    n = plan.extra.get("n_rows")
+    n = int(plan.cu_seqlens[-1]) if n is None else n
+    if plan.kind not in ("full", "cluster", "window"):
+        raise ValueError(f"unknown plan kind {plan.kind!r}; expected full, cluster or window")
+    return _row_ranges(plan.kind, plan.cu_seqlens, n, plan.group_id, plan.group_ptr,
+                       plan.adjacency, plan.window or 0)  # fmt: skip
 
 
 @on_device
-def _cluster_ranges(cu_seqlens, seq, group_id, group_ptr, adjacency: int):
-    cu = cu_seqlens.long()
-    start, end = cu[seq], cu[seq + 1]  # (N,), (N,)
-    gid = group_id.long()
-    ptr = group_ptr.long()
-    g_first, g_last = gid[start], gid[end - 1]  # (N,) group range of the row's event
-    lo = ptr[torch.maximum(gid - adjacency, g_first)]
-    hi = ptr[torch.minimum(gid + adjacency, g_last) + 1]
-    return lo[:, None], hi[:, None]
-
-
-@on_device
-def _window_ranges(cu_seqlens, seq, w: int):
-    cu = cu_seqlens.long()
-    start, end = cu[seq], cu[seq + 1]  # (N,), (N,)
-    rows = torch.arange(seq.shape[0], device=seq.device)
-    full = (end - start) <= 2 * w + 1  # (N,)
-    lo_main = torch.where(full, start, torch.maximum(rows - w, start))
-    hi_main = torch.where(full, end, torch.minimum(rows + w + 1, end))
-    left_over = torch.where(full, 0, (start - (rows - w)).clamp_min(0))  # wraps to the end
-    right_over = torch.where(full, 0, (rows + w + 1 - end).clamp_min(0))  # wraps to start
-    wraps_left = left_over > 0  # at most one side wraps when the event is not full
-    lo_wrap = torch.where(wraps_left, end - left_over, start)
-    hi_wrap = torch.where(wraps_left, end, start + right_over)
-    lo = torch.stack([lo_main, lo_wrap], 1)  # (N, 2)
-    hi = torch.stack([hi_main, hi_wrap], 1)  # (N, 2)
-    return lo, hi
+def _row_ranges(kind, cu_seqlens, n: int, group_id, group_ptr, adjacency: int, window: int):
+    seq = _event_index(cu_seqlens, n)  # (N,)
+    rows = torch.arange(n, device=seq.device)
+    return _ranges(kind, cu_seqlens.long(), seq, rows, group_id, group_ptr, adjacency, window)
 
 
 def dense_mask_reference(plan: AttentionPlan) -> Tensor:
@@ -307,6 +473,10 @@ __all__ = [
     "dense_mask_reference",
     "attended_pairs",
     "surface_coordinates",
+    "plan_tensors",
+    "build_plan",
+    "bucket_length",
+    "stage_length",
     "expected_density",
     "BARREL_RADIUS_MM",
     "ENDCAP_Z_MM",

@@ -20,7 +20,9 @@ DISK_Z = np.array([600.0, 700.0, 820.0, 960.0, 1100.0, 1300.0, 1500.0])
 
 def synthetic_pixel_hits(n_hits: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Return coords (n_hits, 3) float32 in mm and particle ids (n_hits,) int64 (>= 1)."""
-    coords, pids, total, pid = [], [], 0, 0
+    if n_hits < 0:
+        raise ValueError(f"n_hits must be >= 0, got {n_hits}")
+    coords, pids, total, pid = [np.zeros((0, 3))], [np.zeros(0, np.int64)], 0, 0
     while total < n_hits:
         m = 4096
         pt = 0.3 + rng.exponential(0.7, m)  # GeV
@@ -62,6 +64,8 @@ def synthetic_batch(
     device: str | torch.device = "cpu",
 ) -> PackedBatch:
     """Packed batch of len(sizes) synthetic events; x = coords scaled, padded with noise."""
+    if not sizes:
+        raise ValueError("synthetic_batch needs at least one event size")
     rng = np.random.default_rng(seed)
     xyz, pid = zip(*(synthetic_pixel_hits(n, rng) for n in sizes), strict=True)
     coords = torch.from_numpy(np.concatenate(xyz))  # (N, 3)

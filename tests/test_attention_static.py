@@ -1,0 +1,339 @@
+"""Static, sync-free plan build == the previous eager builders, bit for bit (CPU).
+
+``Old*`` below is a frozen copy of the eager builders of commit bbd2589 (plans.py /
+blocksparse.py before the static rewrite); the new path pads rows and events, clamps bad
+input, replays graphs on CUDA, and must give exactly the same plans and block layouts.
+"""
+
+import math
+
+import pytest
+import torch
+
+from trackformers.attention import build, compiled, plans
+from trackformers.attention.blocksparse import _first_true, build_layout, plan_layout_tensors
+from trackformers.attention.plans import (
+    cluster_plan,
+    plan_tensors,
+    row_ranges,
+    stage_length,
+    surface_coordinates,
+    window_plan,
+)
+from trackformers.attention.synthetic import synthetic_batch
+
+# ---- frozen old implementation ---------------------------------------------------------
+
+
+def old_event_index(cu, n):
+    lengths = cu.diff().long()
+    return torch.repeat_interleave(torch.arange(lengths.numel()), lengths, output_size=n)
+
+
+def old_sort_within(segment, value, lo, hi):
+    frac = (value.double() - lo) / (2.0 * (hi - lo))
+    return torch.argsort(segment.double() + frac, stable=True)
+
+
+def old_inverse(perm):
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel())
+    return inv
+
+
+def old_cluster(batch, group_size, sector_size, adjacency):
+    coords, cu_seqlens = batch.coords, batch.cu_seqlens
+    n = coords.shape[0]
+    seq = old_event_index(cu_seqlens, n)
+    max_sec = batch.max_seqlen // sector_size + 2
+    cu = cu_seqlens.long()
+    lengths = cu.diff()
+    phi, s = surface_coordinates(coords.float())
+    p1 = old_sort_within(seq, phi, -math.pi, math.pi)
+    rank = torch.arange(n) - cu[seq[p1]]
+    n_ev = lengths[seq[p1]]
+    n_sec = torch.clamp(torch.div(n_ev + sector_size // 2, sector_size, rounding_mode="floor"), 1)
+    sector = torch.empty(n, dtype=torch.long)
+    sector[p1] = rank * n_sec // n_ev.clamp_min(1)
+    s_lim = plans.ENDCAP_Z_MM + plans.BARREL_RADIUS_MM
+    s_key = torch.where(sector % 2 == 0, s, -s)
+    perm = old_sort_within(seq * max_sec + sector, s_key, -s_lim, s_lim)
+    seg = (seq * max_sec + sector)[perm]
+    rows = torch.arange(n)
+    new_seg = torch.cat([torch.ones(1, dtype=torch.bool), seg[1:] != seg[:-1]])
+    seg_start = torch.cummax(torch.where(new_seg, rows, 0), 0).values
+    seg_idx = torch.cumsum(new_seg.long(), 0) - 1
+    seg_len = torch.zeros(n, dtype=torch.long).index_add_(0, seg_idx, torch.ones_like(seg_idx))[
+        seg_idx
+    ]
+    rank2 = rows - seg_start
+    n_groups = (seg_len + group_size - 1) // group_size
+    local = rank2 * n_groups // seg_len
+    new_local = torch.cat([torch.zeros(1, dtype=torch.bool), local[1:] != local[:-1]])
+    new_group = new_seg | new_local
+    group_id = (torch.cumsum(new_group.long(), 0) - 1).int()
+    starts = torch.nonzero(new_group).squeeze(1)
+    group_ptr = torch.cat([starts, torch.tensor([n])]).int()
+    start, end = cu[seq], cu[seq + 1]
+    gid, ptr = group_id.long(), group_ptr.long()
+    lo = ptr[torch.maximum(gid - adjacency, gid[start])]
+    hi = ptr[torch.minimum(gid + adjacency, gid[end - 1]) + 1]
+    return perm, old_inverse(perm), group_id, group_ptr, lo[:, None], hi[:, None]
+
+
+def old_window(batch, w):
+    coords, cu = batch.coords, batch.cu_seqlens.long()
+    n = coords.shape[0]
+    seq = old_event_index(batch.cu_seqlens, n)
+    perm = old_sort_within(seq, torch.atan2(coords[:, 1], coords[:, 0]), -math.pi, math.pi)
+    start, end = cu[seq], cu[seq + 1]
+    rows = torch.arange(n)
+    full = (end - start) <= 2 * w + 1
+    lo_main = torch.where(full, start, torch.maximum(rows - w, start))
+    hi_main = torch.where(full, end, torch.minimum(rows + w + 1, end))
+    left_over = torch.where(full, 0, (start - (rows - w)).clamp_min(0))
+    right_over = torch.where(full, 0, (rows + w + 1 - end).clamp_min(0))
+    wraps_left = left_over > 0
+    lo_wrap = torch.where(wraps_left, end - left_over, start)
+    hi_wrap = torch.where(wraps_left, end, start + right_over)
+    lo, hi = torch.stack([lo_main, lo_wrap], 1), torch.stack([hi_main, hi_wrap], 1)
+    return perm, old_inverse(perm), lo, hi
+
+
+def old_layout(lo, hi, n_pad, block):
+    """Old _layout_tensors (argsort-based block lists)."""
+    n, r = lo.shape
+    pad_rows = torch.arange(n, n_pad)[:, None]
+    lo = torch.cat([lo, pad_rows.expand(-1, r)])
+    hi = torch.cat([hi, torch.cat([pad_rows + 1, pad_rows.expand(-1, r - 1)], 1)])
+    nb = n_pad // block
+    qb = (torch.arange(n_pad) // block)[:, None].expand(-1, r)
+
+    def count(b0, b1):
+        ok = (b1 > b0).to(torch.int32)
+        base = qb * (nb + 1)
+        diff = torch.zeros(nb * (nb + 1), dtype=torch.int32)
+        diff.scatter_add_(0, (base + torch.where(ok > 0, b0, 0)).flatten(), ok.flatten())
+        diff.scatter_add_(0, (base + torch.where(ok > 0, b1, 0)).flatten(), -ok.flatten())
+        return diff.view(nb, nb + 1).cumsum(1, dtype=torch.int32)[:, :nb]
+
+    def first_true(mask):
+        idx = torch.argsort((~mask).to(torch.int8), dim=1, stable=True).to(torch.int32)
+        return mask.sum(1, dtype=torch.int32), idx
+
+    nonempty = hi > lo
+    t0 = lo // block
+    touched = count(t0, torch.where(nonempty, (hi - 1) // block + 1, t0)) > 0
+    f0 = (lo + block - 1) // block
+    full = count(f0, torch.maximum(hi // block, f0)) == block
+    return (lo.int(), hi.int(), *first_true(touched & ~full), *first_true(full))
+
+
+# ---- tests ----------------------------------------------------------------------------
+
+BATCHES = [
+    ([0, 37, 1, 0, 130, 64], 1),
+    ([1], 2),
+    ([300, 0, 2, 513], 3),
+    ([5, 5, 0], 4),
+    ([0], 5),
+]
+CLUSTER = [(8, 32, 1), (16, 1000, 2), (4, 4, 0), (128, 4096, 1), (3, 50, 3)]
+
+
+def _equal(a, b):
+    assert a.shape == b.shape and torch.equal(a.long(), b.long())
+
+
+@pytest.mark.parametrize("sizes,seed", BATCHES)
+@pytest.mark.parametrize("group_size,sector_size,adjacency", CLUSTER)
+def test_cluster_plan_equals_old_eager(sizes, seed, group_size, sector_size, adjacency):
+    batch = synthetic_batch(sizes, seed=seed)
+    new = cluster_plan(batch, group_size, sector_size, adjacency)
+    if batch.num_hits == 0:  # the old builder crashed on a batch without hits
+        assert new.perm.numel() == 0 and new.group_ptr.tolist() == [0]
+        return
+    perm, inv, gid, ptr, lo, hi = old_cluster(batch, group_size, sector_size, adjacency)
+    for a, b in ((new.perm, perm), (new.inv_perm, inv), (new.group_id, gid), (new.group_ptr, ptr)):
+        _equal(a, b)
+    assert new.group_id.dtype == new.group_ptr.dtype == torch.int32
+    assert new.perm.dtype == new.inv_perm.dtype == torch.int64
+    nlo, nhi = row_ranges(new)
+    _equal(nlo, lo)
+    _equal(nhi, hi)
+
+
+@pytest.mark.parametrize("sizes,seed", BATCHES)
+@pytest.mark.parametrize("window", [0, 3, 20, 200])
+def test_window_plan_equals_old_eager(sizes, seed, window):
+    batch = synthetic_batch(sizes, seed=seed)
+    new = window_plan(batch, window)
+    if batch.num_hits == 0:
+        assert new.perm.numel() == 0 and row_ranges(new)[0].shape == (0, 2)
+        return
+    perm, inv, lo, hi = old_window(batch, window)
+    _equal(new.perm, perm)
+    _equal(new.inv_perm, inv)
+    nlo, nhi = row_ranges(new)
+    _equal(nlo, lo)
+    _equal(nhi, hi)
+
+
+@pytest.mark.parametrize("sizes,seed", BATCHES[:3])
+@pytest.mark.parametrize("pad,extra_events", [(0, 0), (37, 5), (128, 40)])
+def test_padded_program_equals_unpadded(sizes, seed, pad, extra_events):
+    """More pad rows (with garbage coordinates) and a longer cu_stage change nothing real."""
+    batch = synthetic_batch(sizes, seed=seed)
+    n, b = batch.num_hits, batch.num_events
+    length = stage_length(b + extra_events)
+    coords = torch.cat([batch.coords, 1e4 * torch.randn(pad, 3)])  # (P, 3) garbage pads
+    stage = torch.cat([batch.cu_seqlens.long(), torch.full((length - b - 1,), n)])
+    kw = dict(max_sec=batch.max_seqlen // 32 + 2, group_size=8, sector_size=32, adjacency=1)
+    t = plan_tensors("cluster", coords, stage, **kw)
+    perm, inv, gid, ptr, lo, hi = old_cluster(batch, 8, 32, 1)
+    g = int(t["num_groups"])
+    _equal(t["perm"][:n], perm)
+    _equal(t["inv_perm"][:n], inv)
+    _equal(t["group_id"][:n], gid)
+    _equal(t["group_ptr"][: g + 1], ptr)
+    assert t["group_ptr"].shape == (n + pad + 1,) and bool((t["group_ptr"][g:] == n).all())
+    _equal(t["lo"][:, :n].t(), lo)
+    _equal(t["hi"][:, :n].t(), hi)
+    rows = torch.arange(n, n + pad)
+    _equal(t["lo"][0, n:], rows)
+    _equal(t["hi"][0, n:], rows + 1)
+    assert t["info"].tolist()[: b + 1] == batch.cu_seqlens.tolist()
+
+
+@pytest.mark.parametrize(
+    "name,kw",
+    [("flex", dict(group_size=16, sector_size=100, block_size=32)),
+     ("flex", dict(group_size=8, sector_size=1000, adjacency=2, block_size=16)),
+     ("flex", dict(mask="full", block_size=32)),
+     ("windowed", dict(window=20, block_size=32)),
+     ("windowed", dict(window=200, block_size=16))],
+)  # fmt: skip
+@pytest.mark.parametrize("sizes,seed", BATCHES[:4])
+def test_backend_layout_equals_old_layout(name, kw, sizes, seed):
+    """The layout built inside the static program == old _layout_tensors on old ranges."""
+    batch = synthetic_batch(sizes, seed=seed)
+    backend = build(name, impl="torch", **kw)
+    plan = backend.plan(batch)
+    lay = plan.extra[f"layout_b{backend.block_size}"]
+    if name == "windowed":
+        *_, lo, hi = old_window(batch, kw["window"])
+    elif kw.get("mask") == "full":
+        cu, seq = batch.cu_seqlens.long(), old_event_index(batch.cu_seqlens, batch.num_hits)
+        lo, hi = cu[seq][:, None], cu[seq + 1][:, None]
+    else:
+        *_, lo, hi = old_cluster(batch, kw["group_size"], kw["sector_size"], kw.get("adjacency", 1))
+    old = old_layout(lo, hi, lay.n_pad, lay.block)
+    new = (lay.lo, lay.hi, lay.kv_num_blocks, lay.kv_indices, lay.full_kv_num_blocks,
+           lay.full_kv_indices)  # fmt: skip
+    for a, b in zip(new, old, strict=True):
+        _equal(a, b)
+    general = build_layout(plan, backend.block_size)  # the row_ranges path agrees too
+    for f in ("lo", "hi", "kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"):
+        _equal(getattr(general, f), getattr(lay, f))
+
+
+def test_first_true_is_stable_argsort():
+    g = torch.Generator().manual_seed(0)
+    for density in (0.0, 0.1, 0.5, 1.0):
+        mask = torch.rand(37, 53, generator=g) < density
+        counts, idx = _first_true(mask)
+        _equal(counts, mask.sum(1))
+        _equal(idx, torch.argsort((~mask).to(torch.int8), dim=1, stable=True))
+
+
+@pytest.fixture
+def graph_emulation(monkeypatch):
+    """Run the CUDA-graph orchestration on CPU: static buffers reused, outputs cloned."""
+    monkeypatch.setattr(compiled, "GRAPH_DEVICES", ("cpu",))
+    monkeypatch.setattr(compiled, "_GRAPHS", type(compiled._GRAPHS)())
+    return compiled
+
+
+def test_graph_buffers_reused_without_stale_data_or_aliasing(graph_emulation):
+    backend = build("flex", impl="torch", group_size=16, sector_size=100, block_size=32)
+    big = synthetic_batch([40, 0, 60], seed=1)  # 100 and 97 hits: same bucket (128)
+    small = synthetic_batch([1, 90, 0, 0, 6], seed=2)
+    p_big = backend.plan(big)
+    kept = {k: v.clone() for k, v in vars(p_big).items() if isinstance(v, torch.Tensor)}
+    p_small = backend.plan(small)
+    assert len(graph_emulation._GRAPHS) == 1  # one program for both batches
+    for k, v in kept.items():  # the first plan is not overwritten by the second replay
+        _equal(getattr(p_big, k), v)
+    ref = build("flex", impl="torch", group_size=16, sector_size=100, block_size=32)
+    graph_emulation.GRAPH_DEVICES = ()
+    for got, batch in ((p_big, big), (p_small, small)):
+        want = ref.plan(batch)
+        for f in ("perm", "inv_perm", "group_id", "group_ptr"):
+            _equal(getattr(got, f), getattr(want, f))
+        a, b = got.extra["layout_b32"], want.extra["layout_b32"]
+        for f in ("lo", "hi", "kv_indices", "full_kv_indices"):
+            _equal(getattr(a, f), getattr(b, f))
+
+
+@pytest.mark.parametrize("emulate", [False, True])
+@pytest.mark.parametrize(
+    "cu,max_seqlen,match",
+    [([0, 10, 15], 10, "run from 0 to total_hits=20"),
+     ([0, 12, 8, 20], 20, "non-decreasing"),
+     ([0, 5, 20], 10, "max_seqlen=10 < longest event"),
+     ([3, 10, 20], 10, "run from 0")],
+)  # fmt: skip
+def test_bad_cu_seqlens_rejected_after_the_program(request, emulate, cu, max_seqlen, match):
+    if emulate:
+        request.getfixturevalue("graph_emulation")
+    bad = synthetic_batch([10, 10])
+    bad.cu_seqlens = torch.tensor(cu, dtype=torch.int32)
+    bad.max_seqlen = max_seqlen
+    for make in (lambda: cluster_plan(bad, 4, 8),
+                 lambda: window_plan(bad, 2),
+                 lambda: build("flex", impl="torch", block_size=16).plan(bad)):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            make()
+
+
+def test_sync_free_path_pads_group_ptr_and_asserts_on_device():
+    batch = synthetic_batch([30, 0, 1, 45], seed=7)
+    exact = cluster_plan(batch, 8, 32)
+    free = cluster_plan(batch, 8, 32, sync=False)
+    g = int(free.extra["num_groups"])
+    assert free.group_ptr.numel() == batch.num_hits + 1 > g + 1
+    _equal(free.group_ptr[: g + 1], exact.group_ptr)
+    assert bool((free.group_ptr[g:] == batch.num_hits).all())
+    for a, b in zip(row_ranges(free), row_ranges(exact), strict=True):  # padding is harmless
+        _equal(a, b)
+    bad = synthetic_batch([10, 10])
+    bad.cu_seqlens = torch.tensor([0, 12, 8, 20], dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="cu_seqlens"):
+        cluster_plan(bad, 4, 8, sync=False)
+
+
+def test_empty_batch_and_empty_events():
+    batch = synthetic_batch([0, 0])
+    assert batch.num_hits == 0 and batch.cu_seqlens.tolist() == [0, 0, 0]
+    plan = cluster_plan(batch, 4, 8)
+    assert plan.perm.numel() == 0 and plan.group_ptr.tolist() == [0]
+    assert window_plan(batch, 3).perm.numel() == 0
+
+
+def test_synthetic_batch_with_empty_events():
+    batch = synthetic_batch([0, 7, 0, 1], seed=3)
+    assert batch.cu_seqlens.tolist() == [0, 0, 7, 7, 8]
+    assert batch.coords.shape == (8, 3) and batch.x.shape == (8, 3) and batch.max_seqlen == 7
+    assert batch.particle_id.shape == (8,) and bool((batch.particle_id >= 1).all())
+    assert torch.isfinite(batch.coords).all()
+    with pytest.raises(ValueError, match="n_hits"):
+        synthetic_batch([-1])
+
+
+def test_plan_layout_program_is_one_function():
+    """plan_layout_tensors runs without any host sync on CPU tensors of fixed shape."""
+    batch = synthetic_batch([50, 20], seed=1)
+    coords = torch.cat([batch.coords, torch.zeros(58, 3)])  # (128, 3)
+    stage = torch.tensor([0, 50, 70, 70])
+    t = plan_layout_tensors("window", coords, stage, block=32, window=5)
+    assert t["kv_indices"].shape == (4, 4) and t["lo"].shape == (2, 128)
