@@ -148,6 +148,10 @@ def run(args) -> list[dict]:
     from torch.nn.attention.flex_attention import flex_attention
 
     torch._dynamo.config.cache_size_limit = 64  # one flex compile per (N, D) shape
+    base_ops = None
+    if args.baseline:  # a copy of an earlier kernels/ package, imported as oldk
+        sys.path.insert(0, args.baseline)
+        import oldk.ops as base_ops
 
     flex = torch.compile(flex_attention, dynamic=False) if cuda else flex_attention
     sizes = args.sizes
@@ -182,10 +186,21 @@ def run(args) -> list[dict]:
                 row["meta_ms"] = bench(lambda: ops.build_meta(sp, n, d), cuda)
                 row["fused_fwd_ms"] = bench(fused_fwd, cuda)
                 row["fused_fwdbwd_ms"] = bench(fused_fb, cuda)
-                ops.ATOMIC_DQ = not ops.ATOMIC_DQ  # the other backward variant
-                row["fused_fwdbwd_other_dq_ms"] = bench(fused_fb, cuda)
-                ops.ATOMIC_DQ = not ops.ATOMIC_DQ
-                row["atomic_dq_default"] = ops.ATOMIC_DQ
+                qf, kf, vf = (t.clone().requires_grad_() for t in (q, k, v))
+
+                def fixed_fb(mod):  # fixed default configs (tune=False), metadata inside
+                    o = mod.fused_attention(qf, kf, vf, sp, tune=False)
+                    return torch.autograd.grad(o, (qf, kf, vf), do)
+
+                row["fused_fixed_fwd_ms"] = bench(
+                    lambda: ops.fused_attention(q, k, v, sp, tune=False), cuda
+                )
+                row["fused_fixed_fwdbwd_ms"] = bench(lambda: fixed_fb(ops), cuda)
+                if base_ops is not None:  # the earlier kernels, same run, same inputs
+                    row["base_fixed_fwd_ms"] = bench(
+                        lambda: base_ops.fused_attention(q, k, v, sp, tune=False), cuda
+                    )
+                    row["base_fixed_fwdbwd_ms"] = bench(lambda: fixed_fb(base_ops), cuda)
                 row["fused_kernel_fwd_ms"] = bench(
                     lambda: ops.fused_attention(q, k, v, sp, meta=meta), cuda
                 )
@@ -272,11 +287,19 @@ def sdpa_rows(q, k, v, do, cuda) -> dict:
 
 
 def tuned_configs() -> dict:
+    """Chosen config per autotuned kernel, and every candidate's time at the last tuning."""
     out = {}
     for key, kern in ops._TUNED.items():
+        timings = getattr(kern, "configs_timings", None) or {}
+        if timings:
+            out[f"{key}_timings"] = {str(c): [round(float(t), 4) for t in (ms if isinstance(
+                ms, (list, tuple)) else [ms])] for c, ms in timings.items()}  # fmt: skip
         cfg = getattr(kern, "best_config", None)
         if cfg is not None:
-            out[key] = f"BN={cfg.kwargs.get('BLOCK_N')} w={cfg.num_warps} s={cfg.num_stages}"
+            out[key] = (
+                f"BN={cfg.kwargs.get('BLOCK_N')} rowsum_mma={cfg.kwargs.get('ROWSUM_MMA')} "
+                f"w={cfg.num_warps} s={cfg.num_stages} maxnreg={cfg.maxnreg}"
+            )
     return out
 
 
@@ -294,34 +317,24 @@ def kernel_resources(kern, num_warps: int) -> dict:
 
 # Forward variants at the largest N: (block_m, block_n, warps, stages, maxnreg) and flags.
 FWD_VARIANTS = [
-    ((64, 64, 4, 3, None), {}),  # default
-    ((64, 64, 4, 3, None), {"PROBE": 1}),  # probe: exp replaced by a cast
-    ((64, 64, 4, 3, None), {"PROBE": 2}),  # probe: body re-reads one K/V block
-    ((64, 64, 4, 3, None), {"PROBE": 3}),  # probe: no softmax
-    ((64, 64, 4, 3, None), {"WARP_SPEC": True}),
-    ((64, 64, 4, 2, None), {}),
-    ((64, 64, 4, 4, None), {}),
-    ((64, 32, 4, 3, None), {}),
-    ((64, 128, 4, 2, None), {}),
-    ((64, 64, 4, 3, 128), {}),
-    ((64, 64, 4, 3, 96), {}),
-    ((64, 64, 4, 3, None), {"ROWSUM_MMA": False}),
-    ((128, 64, 8, 3, None), {}),
-    ((128, 128, 8, 2, None), {}),
-    ((128, 64, 8, 3, None), {"WARP_SPEC": True}),
-    ((128, 64, 4, 3, None), {}),
-    ((64, 64, 4, 3, None), {"FAST_EXP": False}),
+    ((64, 64, 4, 3, 128), {}),  # default (D <= 32)
+    ((64, 64, 4, 3, 128), {"ROWSUM_MMA": False}),
+    ((64, 64, 4, 3, 112), {}),
+    ((64, 32, 4, 3, 80), {}),
+    ((64, 32, 4, 4, None), {}),
+    ((128, 64, 8, 3, 128), {}),
+    ((64, 64, 4, 3, 128), {"PROBE": 1}),  # probe: exp replaced by a cast
+    ((64, 64, 4, 3, 128), {"PROBE": 3}),  # probe: no softmax
+    ((64, 64, 4, 3, None), {}),  # previous default
 ]
 # Backward variants: dK/dV config, dQ config (same block_m), flags.
 BWD_VARIANTS = [
-    ((64, 32, 4, 2, None), (64, 32, 4, 2, None), {}),  # default
-    ((64, 32, 4, 3, None), (64, 32, 4, 3, None), {}),
-    ((64, 32, 4, 2, None), (64, 64, 4, 2, None), {}),
-    ((64, 32, 4, 2, None), (64, 64, 4, 3, None), {}),
-    ((64, 64, 4, 2, None), (64, 64, 4, 3, None), {}),
-    ((64, 32, 4, 2, 128), (64, 32, 4, 2, 128), {}),
-    ((128, 32, 8, 2, None), (128, 64, 8, 2, None), {}),
-    ((64, 32, 4, 2, None), (64, 32, 4, 2, None), {"ATOMIC_DQ": True}),
+    ((64, 32, 4, 3, None), (64, 32, 4, 3, None), {}),  # default
+    ((64, 32, 4, 3, 128), (64, 32, 4, 3, 128), {}),
+    ((64, 32, 4, 4, None), (64, 32, 4, 4, None), {}),
+    ((64, 32, 4, 3, None), (64, 32, 4, 3, 80), {}),
+    ((64, 32, 4, 3, None), (64, 64, 4, 3, 128), {}),
+    ((64, 32, 4, 2, None), (64, 32, 4, 2, None), {}),  # previous default
 ]
 
 
@@ -431,7 +444,8 @@ def sweep(args, log) -> list[dict]:
 def table(results) -> str:
     lines = ["| mask | N | D | density | meta ms | fused fwd | fused f+b | flex fwd | flex f+b "
              "| flex build | sdpa fwd | sdpa f+b | x flex fwd | x flex f+b | fused TF/s fwd "
-             "| frac sdpa fwd | frac sdpa f+b | f+b other dQ |", "|" + "---|" * 18]  # fmt: skip
+             "| frac sdpa fwd | frac sdpa f+b | fixed fwd | fixed f+b | before fwd | before f+b |",
+             "|" + "---|" * 21]  # fmt: skip
     for r in results:
         if "sweep" in r:
             continue
@@ -443,7 +457,8 @@ def table(results) -> str:
             f"{g('sdpa_fwdbwd_ms')} | {g('speedup_fwd_vs_flex', '{:.2f}')} | "
             f"{g('speedup_fwdbwd_vs_flex', '{:.2f}')} | {g('fused_fwd_tflops', '{:.0f}')} | "
             f"{g('fused_fwd_frac_sdpa', '{:.2f}')} | {g('fused_fwdbwd_frac_sdpa', '{:.2f}')} | "
-            f"{g('fused_fwdbwd_other_dq_ms')} |"
+            f"{g('fused_fixed_fwd_ms')} | {g('fused_fixed_fwdbwd_ms')} | "
+            f"{g('base_fixed_fwd_ms')} | {g('base_fixed_fwdbwd_ms')} |"
         )
     return "\n".join(lines)
 
@@ -460,6 +475,7 @@ def main(argv=None) -> int:
     p.add_argument("--sweep-rep-ms", type=float, default=100.0)
     p.add_argument("--budget-s", type=float, default=1e9, help="per-mask sweep budget")
     p.add_argument("--smoke", action="store_true", help="tiny CPU run of the code paths")
+    p.add_argument("--baseline", default=None, help="dir holding oldk/ (earlier kernels/)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.smoke:

@@ -164,6 +164,10 @@ def attention_fwd_kernel(
 
 
 def fwd_configs(block_m: int) -> list[triton.Config]:
-    """Autotune space (key: HEAD_DIM, HAS_WRAP and the dtypes): key block, warps, stages."""
-    space = [(32, 4, 2), (32, 4, 3), (64, 4, 2), (64, 4, 3), (64, 4, 4), (128, 4, 3), (128, 8, 3)]
-    return [triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s) for bn, w, s in space]
+    """Autotune space (key: HEAD_DIM, HAS_WRAP, FAST_EXP and the dtypes): key block, row sums
+    on the tensor cores or not, warps, stages, register cap (the winners of the H200 sweep in
+    BENCHMARKS.md; 8 warps, block_n = 128 and 2 stages always lost)."""
+    space = [(64, True, 4, 3, 128), (64, False, 4, 3, 128), (32, True, 4, 3, None),
+             (64, True, 4, 3, None)]  # fmt: skip
+    return [triton.Config({"BLOCK_N": bn, "ROWSUM_MMA": rs}, num_warps=w, num_stages=s,
+                          maxnreg=r) for bn, rs, w, s, r in space]  # fmt: skip
