@@ -3,10 +3,17 @@
     python benchmarks/attention.py --json $OUT/attention.json          # GPU, full grid
     python benchmarks/attention.py --sizes 2048 --head-dims 32 --device cpu   # smoke test
 
+    python benchmarks/attention.py --plan-only                          # plan build alone
+
 N in {8k, 32k, 65k}, head_dim in {32, 64} with H * head_dim = 256, bf16. Every backend is
 timed as the encoder runs it: the plan is built once (timed separately: sorting, groups,
-block layout and BlockMask) and q, k, v are already in the plan's order. TFLOP/s counts only
-attended (query, key) pairs: 4 * pairs * D * H flops forward, 2.5x that backward.
+block layout and BlockMask) and q, k, v are already in the plan's order. Plan time is wall
+clock from an idle GPU to the plan on the host (sync before and after, median of 50): the
+latency a training step sees when nothing else is queued. For the block-sparse backends it
+is also broken down: the CUDA-graph replay alone (replay + sync) and the same static
+program launched without a graph (plans.GRAPHS = False, the compiled program's kernels).
+TFLOP/s counts only attended (query, key) pairs: 4 * pairs * D * H flops forward, 2.5x that
+backward.
 The Part-2 cluster mask (group_size 256, +-1 group) and a phi window of +-384 hits attend
 about the same number of keys per query (~768), so flex, windowed and fused compare
 like for like; dense SDPA attends all N^2 pairs.
@@ -22,8 +29,7 @@ from pathlib import Path
 
 import torch
 
-from trackformers.attention import available, build
-from trackformers.attention.blocksparse import build_layout
+from trackformers.attention import available, build, compiled, plans
 from trackformers.attention.flex import _FlexBase
 from trackformers.attention.plans import attended_pairs, presorted
 from trackformers.attention.synthetic import synthetic_batch
@@ -64,34 +70,44 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_one(name, kind, kw, batch, n, d, dtype, device) -> dict:
+def wall_ms(fn, device: str, reps: int = 50) -> float:
+    """Median wall milliseconds of fn() from an idle device to its end (synced both sides)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def plan_parts(backend, batch, device: str) -> dict:
+    """Plan-build breakdown of a block-sparse backend (see module docstring)."""
+    parts = {}
+    if device == "cuda" and plans.GRAPHS:
+        backend.plan(batch)
+        graph = next(reversed(compiled._GRAPHS.values()))  # the one just used
+        if graph is not None:
+            parts["replay_ms"] = wall_ms(graph.graph.replay, device)
+    plans.GRAPHS = False
+    try:
+        parts["nograph_ms"] = wall_ms(lambda: backend.plan(batch), device, reps=20)
+    finally:
+        plans.GRAPHS = True
+    parts["plan_alone_ms"] = wall_ms(lambda: backend._make_plan(batch), device)
+    return parts
+
+
+def run_one(name, kind, kw, batch, n, d, dtype, device, plan_only=False) -> dict:
     h = 256 // d
     backend = build(kind, **kw)
-
-    def make_plan():
-        p = backend.plan(batch)
-        sync(device)
-        return p
-
-    plan = make_plan()
-    plan_ms = bench(make_plan, device, reps=5) if name != "dense" else 0.0
-    parts = {}
-    if isinstance(backend, _FlexBase):  # plan = sort/groups + block layout + BlockMask
-        sorted_plan = backend._make_plan(batch)
-        lay = build_layout(sorted_plan, backend.block_size)
-
-        def only(fn):
-            def timed():
-                fn()
-                sync(device)
-
-            return bench(timed, device, reps=5)
-
-        parts = dict(
-            sort_ms=only(lambda: backend._make_plan(batch)),
-            layout_ms=only(lambda: build_layout(sorted_plan, backend.block_size)),
-            blockmask_ms=only(lay.block_mask),
-        )
+    plan = backend.plan(batch)
+    plan_ms = wall_ms(lambda: backend.plan(batch), device) if name != "dense" else 0.0
+    parts = plan_parts(backend, batch, device) if isinstance(backend, _FlexBase) else {}
+    if plan_only:
+        return dict(backend=name, n=n, head_dim=d, plan_ms=plan_ms, **parts)
     pairs = attended_pairs(plan)
     run_plan = presorted(plan)
     q, k, v = (torch.randn(n, h, d, device=device, dtype=dtype, requires_grad=True)
@@ -120,7 +136,8 @@ def run_one(name, kind, kw, batch, n, d, dtype, device) -> dict:
         backend=name, n=n, head_dim=d, heads=h, pairs=pairs, density=pairs / n**2,
         plan_ms=plan_ms, fwd_ms=fwd_ms, fwd_bwd_ms=fb_ms, first_call_ms=first_ms,
         fwd_tflops=flops / fwd_ms / 1e9, fwd_bwd_tflops=3.5 * flops / fb_ms / 1e9,
-        plan_over_fwd_bwd=plan_ms / fb_ms, plan_over_6_layers=plan_ms / (6 * fb_ms),
+        plan_over_fwd=plan_ms / fwd_ms, plan_over_fwd_bwd=plan_ms / fb_ms,
+        plan_over_6_layers=plan_ms / (6 * fb_ms),
         peak_gib=peak, **parts,
     )  # fmt: skip
 
@@ -132,17 +149,18 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--backends", nargs="*", default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--plan-only", action="store_true", help="time the plan build alone")
     args = ap.parse_args()
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     rows = []
     for n in args.sizes:
         batch = synthetic_batch([n], seed=n, device=args.device)
-        for d in args.head_dims:
+        for d in args.head_dims[:1] if args.plan_only else args.head_dims:
             for name, (kind, kw) in backends(args.device).items():
                 if args.backends and name not in args.backends:
                     continue
                 try:
-                    row = run_one(name, kind, kw, batch, n, d, dtype, args.device)
+                    row = run_one(name, kind, kw, batch, n, d, dtype, args.device, args.plan_only)
                 except Exception as err:  # report and continue with the other backends
                     row = dict(backend=name, n=n, head_dim=d, error=f"{type(err).__name__}: {err}")
                 rows.append(row)
@@ -170,13 +188,17 @@ def _triton_version() -> str:
 def print_table(meta: dict, rows: list[dict]) -> None:
     print(f"\n{meta}")
     for r in rows:
-        if "sort_ms" in r:
-            print(f"plan parts {r['backend']} N={r['n']} D={r['head_dim']}: sort+groups "
-                  f"{r['sort_ms']:.3f} ms, layout {r['layout_ms']:.3f} ms, "
-                  f"BlockMask {r['blockmask_ms']:.3f} ms")  # fmt: skip
-    print("| backend | N | D | density | plan ms | fwd ms | fwd+bwd ms | fwd TFLOP/s "
-          "| fwd+bwd TFLOP/s | plan / fwd+bwd | plan / 6 layers fwd+bwd |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+        if "nograph_ms" in r:
+            print(
+                f"plan parts {r['backend']} N={r['n']}: plan {r['plan_ms']:.3f} ms, graph replay "
+                f"{r.get('replay_ms', float('nan')):.3f} ms, without graph "
+                f"{r['nograph_ms']:.3f} ms, plan alone (no layout) {r['plan_alone_ms']:.3f} ms"
+            )
+    if rows and "fwd_ms" not in rows[0]:
+        return
+    print("| backend | N | D | density | plan ms | fwd ms | fwd+bwd ms | fwd TFLOP/s | fwd+bwd "
+          "TFLOP/s | plan / fwd | plan / fwd+bwd | plan / 6 layers fwd+bwd |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['backend']} | {r['n']} | {r['head_dim']} | error: {r['error'][:80]} |")
@@ -184,7 +206,8 @@ def print_table(meta: dict, rows: list[dict]) -> None:
         print(
             f"| {r['backend']} | {r['n']} | {r['head_dim']} | {r['density']:.4f} "
             f"| {r['plan_ms']:.3f} | {r['fwd_ms']:.3f} | {r['fwd_bwd_ms']:.3f} "
-            f"| {r['fwd_tflops']:.1f} | {r['fwd_bwd_tflops']:.1f} | {r['plan_over_fwd_bwd']:.2f} "
+            f"| {r['fwd_tflops']:.1f} | {r['fwd_bwd_tflops']:.1f} | {r['plan_over_fwd']:.2f} "
+            f"| {r['plan_over_fwd_bwd']:.2f} "
             f"| {r['plan_over_6_layers']:.3f} |"
         )
 

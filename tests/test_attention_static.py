@@ -337,3 +337,77 @@ def test_plan_layout_program_is_one_function():
     stage = torch.tensor([0, 50, 70, 70])
     t = plan_layout_tensors("window", coords, stage, block=32, window=5)
     assert t["kv_indices"].shape == (4, 4) and t["lo"].shape == (2, 128)
+
+
+def _plan_fields(plan, block):
+    lay = plan.extra[f"layout_b{block}"]
+    out = [plan.perm, plan.inv_perm, plan.group_id, plan.group_ptr]
+    return out + [getattr(lay, f) for f in ("lo", "hi", "kv_num_blocks", "kv_indices",
+                                            "full_kv_num_blocks", "full_kv_indices")]  # fmt: skip
+
+
+GPU_BACKENDS = [
+    ("flex", dict(group_size=64, sector_size=1024)),
+    ("flex", dict(group_size=32, sector_size=300, adjacency=2, block_size=64)),
+    ("flex", dict(mask="full")),
+    ("windowed", dict(window=100)),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,kw", GPU_BACKENDS)
+def test_cuda_graph_plans_equal_cpu_plans(monkeypatch, name, kw):
+    """Graph replay (compiled program) == eager program on CUDA == CPU, bit for bit,
+    for several batches sharing and not sharing a graph."""
+    import warnings
+
+    backend = build(name, **kw)
+    block = backend.block_size
+    for sizes, seed in (([3000, 0, 17, 1, 5000], 9), ([2990, 5000, 0, 0, 1], 10), ([1], 11),
+                        ([0, 700], 12)):  # fmt: skip
+        cpu = synthetic_batch(sizes, seed=seed)
+        gpu = cpu.to("cuda")
+        want = _plan_fields(build(name, impl="torch", **kw).plan(cpu), block)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no silent compile/capture fallback
+            got = _plan_fields(backend.plan(gpu), block)
+        monkeypatch.setattr(plans, "GRAPHS", False)
+        monkeypatch.setattr(compiled, "ENABLED", False)
+        eager = _plan_fields(backend.plan(gpu), block)
+        monkeypatch.undo()
+        for a, b, c in zip(want, got, eager, strict=True):
+            if a is None:
+                assert b is None and c is None
+                continue
+            _equal(b, c)  # graph replay of the compiled program == eager launches
+            _equal(b.cpu(), a)  # == the CPU plan
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,kw", GPU_BACKENDS[::3])
+def test_plan_inside_an_outer_cuda_graph(name, kw):
+    """The sync-free path records into a caller's CUDA graph and replays on new inputs."""
+    backend = build(name, **kw)
+    block = backend.block_size
+    static = synthetic_batch([3000, 0, 1500], seed=1, device="cuda")
+    other = synthetic_batch([1500, 3000, 0], seed=2, device="cuda")  # same N, B, max_seqlen
+    backend.plan(static)  # warm-up (compiles the program)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        backend.plan(static, sync=False)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        plan = backend.plan(static)  # capturing: sync-free automatically
+    for field in ("coords", "x", "cu_seqlens"):
+        getattr(static, field).copy_(getattr(other, field))
+    graph.replay()
+    torch.cuda.synchronize()
+    ref = backend.plan(other)
+    got, want = _plan_fields(plan, block), _plan_fields(ref, block)
+    if name == "flex" and kw.get("mask") != "full":
+        g = int(plan.extra["num_groups"])
+        got[3] = got[3][: g + 1]
+    for a, b in zip(got, want, strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)

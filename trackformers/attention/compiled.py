@@ -70,24 +70,19 @@ def on_device(fn):
 
 
 def _pack(out: dict) -> tuple[list, list]:
-    """Flatten a dict of tensors into one buffer per dtype; returns (layout, buffers)."""
+    """Flatten a dict of tensors into one buffer per dtype; returns (layout, buffers) with
+    layout[i] = (sizes, [(name, shape)]) of buffer i."""
     dtypes = sorted({t.dtype for t in out.values()}, key=str)
-    layout, parts = [], {d: [] for d in dtypes}
-    offsets = dict.fromkeys(dtypes, 0)
-    for name, t in out.items():
-        layout.append((name, dtypes.index(t.dtype), offsets[t.dtype], tuple(t.shape)))
-        offsets[t.dtype] += t.numel()
-        parts[t.dtype].append(t.reshape(-1))
-    return layout, [torch.cat(parts[d]) for d in dtypes]
+    groups = [[(k, t) for k, t in out.items() if t.dtype == d] for d in dtypes]
+    layout = [([t.numel() for _, t in g], [(k, tuple(t.shape)) for k, t in g]) for g in groups]
+    return layout, [torch.cat([t.reshape(-1) for _, t in g]) for g in groups]
 
 
 def _unpack(layout: list, buffers: list) -> dict:
     out = {}
-    for name, i, off, shape in layout:
-        size = 1
-        for s in shape:
-            size *= s
-        out[name] = buffers[i][off : off + size].view(shape)
+    for (sizes, names), buf in zip(layout, buffers, strict=True):
+        for part, (name, shape) in zip(buf.split(sizes), names, strict=True):
+            out[name] = part if len(shape) == 1 else part.view(shape)
     return out
 
 
