@@ -99,8 +99,11 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def compile_check(args, attention: str, device: torch.device) -> dict:
-    """Eager vs compile_encoder on one synthetic event: loss, gradients, step time."""
+def compile_check(args, attention: str, device: torch.device, before_timing=None) -> dict:
+    """Eager vs compile_encoder on one synthetic event: loss, gradients, step time.
+
+    ``before_timing()`` runs between the comparison and the timed steps (the simulation is
+    waited for there, so that the timing does not share the CPUs with it)."""
     from hydra.utils import instantiate
 
     from trackformers.attention.synthetic import synthetic_batch
@@ -151,6 +154,9 @@ def compile_check(args, attention: str, device: torch.device) -> dict:
         and res["grad_min_cosine"] >= 0.99
     )
     res["tolerances"] = {"loss_rel": args.loss_rtol, "grad_rel_l2": args.grad_rtol, "cosine": 0.99}
+    say(f"compile check {attention}: equal_within_bf16={res['equal_within_bf16']}")
+    if before_timing is not None:
+        before_timing()
     for name, model in (("eager", eager), ("compiled", compiled)):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         for _ in range(args.check_warmup):
@@ -168,11 +174,19 @@ def compile_check(args, attention: str, device: torch.device) -> dict:
 
 
 # ---- choice of the clustering radius on the validation split ---------------------------------
+def left(args) -> float:
+    """Seconds left of the budget."""
+    return args.budget - (time.monotonic() - T0)
+
+
 def choose_eps(args, ckpt: Path, work: Path) -> tuple[float, list[dict]]:
     from trackformers.evaluate import run as evaluate
 
     scan = []
-    for eps in args.eps:
+    for eps in sorted(args.eps):  # small radii first: they are the cheap ones
+        if scan and left(args) < args.after_scan:
+            say(f"eps scan stopped at eps={eps}: {left(args):.0f} s left")
+            break
         cluster = {"method": "dbscan", "input": "embedding",
                    "params": {"eps": eps, "min_samples": 2}}  # fmt: skip
         m = evaluate({"ckpt": str(ckpt), "split": "val", "max_events": args.eps_events,
@@ -193,13 +207,13 @@ def choose_eps(args, ckpt: Path, work: Path) -> tuple[float, list[dict]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--budget", type=float, default=560.0, help="wall seconds for everything")
+    ap.add_argument("--budget", type=float, default=530.0, help="wall seconds for everything")
     ap.add_argument("--experiment", default="ttbar_pu200_pixel")
     ap.add_argument("--attention", nargs="+", default=["fused", "flex"])
     ap.add_argument("--process", default="ttbar")
     ap.add_argument("--pileup", type=int, default=200)
     ap.add_argument("--pixel-files", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--n-train", type=int, default=400)
+    ap.add_argument("--n-train", type=int, default=600)
     ap.add_argument("--n-eval", type=int, default=24)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     ap.add_argument("--check-hits", type=int, default=60_000)
@@ -208,7 +222,8 @@ def main(argv=None) -> int:
     ap.add_argument("--loss-rtol", type=float, default=1e-2)
     ap.add_argument("--grad-rtol", type=float, default=5e-2)
     ap.add_argument("--reserve", type=float, default=150.0, help="seconds kept for evaluation")
-    ap.add_argument("--startup", type=float, default=45.0, help="training start-up allowance")
+    ap.add_argument("--startup", type=float, default=60.0, help="training start-up allowance")
+    ap.add_argument("--after-scan", type=float, default=75.0, help="seconds kept after the scan")
     ap.add_argument("--eps", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.25])
     ap.add_argument("--eps-events", type=int, default=6)
     ap.add_argument("--latency-events", type=int, default=8)
@@ -238,6 +253,7 @@ def main(argv=None) -> int:
     try:
         return _main(args, out, work, log_file, device)
     finally:
+        collect(out, work)
         (out / "physics_run.log").write_text("\n".join(LOG) + "\n")
         if log_file.is_file():  # the tail of the subprocesses' output
             tail = log_file.read_text()[-60_000:]
@@ -256,11 +272,19 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
         start_sim(args, args.n_eval, 2, eval_data, n_eval_workers, log_file),
     ]
 
-    # (a) compile check, while the CPUs simulate
+    def wait_sims():
+        if all(p.returncode is not None for p in sims):
+            return
+        for p in sims:
+            if p.wait() != 0:
+                raise RuntimeError(f"simulation failed (exit {p.returncode}); see the log")
+        say(f"simulated {args.n_train} + {args.n_eval} events")
+
+    # (a) compile check, while the CPUs simulate; its step timing after the simulation
     check, attention = {"tried": []}, None
     for backend in args.attention:
         try:
-            res = compile_check(args, backend, device)
+            res = compile_check(args, backend, device, wait_sims)
             check["tried"].append(res)
             say(f"compile check {backend}: {json.dumps(res)}")
             attention = backend
@@ -277,11 +301,7 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
-    # (b) wait for the events
-    for p in sims:
-        if p.wait() != 0:
-            raise RuntimeError(f"simulation failed (exit {p.returncode}); see the log")
-    say(f"simulated {args.n_train} + {args.n_eval} events")
+    wait_sims()  # (b) the events (done already unless every backend failed early)
 
     # (c) training within the rest of the budget
     step_s = result["compiled_step_s" if use_compile else "eager_step_s"]
@@ -306,25 +326,29 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
     if rc != 0:
         raise RuntimeError(f"training failed with exit code {rc}; see the log")
     shutil.copy(run_dir / "summary.json", out / "summary.json")
-    best = run_dir / "checkpoints" / "best.ckpt"
-    ckpt = best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
+    # the final model (end of the cosine schedule); best.ckpt only knows the validations inside
+    # fit, not the final one that trackformers.train runs after it
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
     say(f"summary: {(run_dir / 'summary.json').read_text()}")
-
-    # (d) evaluation on fresh events with the radius chosen on the validation split
-    eps, scan = choose_eps(args, ckpt, work / "eps")
-    eval_dir = work / "eval"
-    rc = run_cmd([sys.executable, "-m", "trackformers.evaluate", f"ckpt={ckpt}",
-                  f"data={eval_data}", "cluster=dbscan", "cluster.input=embedding",
-                  f"cluster.params.eps={eps}", "wandb.enabled=false",
-                  f"hydra.run.dir={eval_dir}"], log_file)  # fmt: skip
-    if rc != 0:
-        raise RuntimeError(f"evaluation failed with exit code {rc}; see the log")
-    (eval_dir / "eps_scan.json").write_text(json.dumps({"chosen": eps, "scan": scan}, indent=1))
 
     from trackformers.evaluate import iter_eval_events, load_checkpoint
     from trackformers.export import export_checkpoint
     from trackformers.latency import measure_latency
     from trackformers.results import main as results
+
+    export = export_checkpoint(ckpt)
+    say(f"export {export} {export.stat().st_size / 2**20:.2f} MiB")
+
+    # (d) evaluation on fresh events with the radius chosen on the validation split
+    eps, scan = choose_eps(args, ckpt, work / "eps")
+    (work / "eps_scan.json").write_text(json.dumps({"chosen": eps, "scan": scan}, indent=1))
+    eval_dir = work / "eval"
+    cmd = [sys.executable, "-m", "trackformers.evaluate", f"ckpt={ckpt}", f"data={eval_data}",
+           "cluster=dbscan", "cluster.input=embedding", f"cluster.params.eps={eps}",
+           "wandb.enabled=false", f"hydra.run.dir={eval_dir}"]  # fmt: skip
+    rc = run_cmd(cmd, log_file, timeout=max(30.0, left(args) - 25))
+    if rc != 0:
+        raise RuntimeError(f"evaluation failed with exit code {rc}; see the log")
 
     cfg, _ = load_checkpoint(ckpt)
     events = list(iter_eval_events(cfg, str(eval_data), "all", args.latency_events))
@@ -332,25 +356,31 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
     lat = measure_latency(ckpt, events, device, repeat=2, cluster=cluster)
     (eval_dir / "latency.json").write_text(json.dumps(lat, indent=1))
     say(f"latency: {json.dumps(lat)}")
-    export = export_checkpoint(ckpt)
-    say(f"export {export} {export.stat().st_size / 2**20:.2f} MiB")
     results([str(eval_dir), "--markdown", "--breakdowns", "--json", str(out / "rows.json"),
              "--out", str(out / "results.md"), "--links-relative-to", str(work)])  # fmt: skip
 
-    # (e) the files that come back
-    shutil.copy(eval_dir / "metrics.json", out / "metrics.json")
-    shutil.copy(export, out / "model_bf16.pt")
-    with tarfile.open(out / "plots.tar.gz", "w:gz") as tar:
-        for sub in ("plots", "breakdowns"):
-            tar.add(eval_dir / sub, arcname=f"eval/{sub}")
-        for name in ("latency.json", "eps_scan.json"):
-            tar.add(eval_dir / name, arcname=f"eval/{name}")
-        for sub in ("csv", "plots"):
-            if (run_dir / sub).exists():
-                tar.add(run_dir / sub, arcname=f"train/{sub}")
-        tar.add(run_dir / ".hydra", arcname="train/hydra")
-    say(f"done; files in {out}: {sorted(p.name for p in out.iterdir())}")
+    say(f"done, {left(args):.0f} s of the budget left")
     return 0
+
+
+def collect(out: Path, work: Path) -> None:
+    """(e) Whatever exists of the files that come back (also after a failure)."""
+    run_dir, eval_dir = work / "train", work / "eval"
+    for src, name in ((run_dir / "summary.json", "summary.json"),
+                      (eval_dir / "metrics.json", "metrics.json"),
+                      (run_dir / "checkpoints" / "model_bf16.pt", "model_bf16.pt")):  # fmt: skip
+        if src.is_file():
+            shutil.copy(src, out / name)
+    with tarfile.open(out / "plots.tar.gz", "w:gz") as tar:
+        for src, arc in ((eval_dir / "plots", "eval/plots"),
+                         (eval_dir / "breakdowns", "eval/breakdowns"),
+                         (eval_dir / "latency.json", "eval/latency.json"),
+                         (work / "eps_scan.json", "eval/eps_scan.json"),
+                         (run_dir / "csv", "train/csv"), (run_dir / "plots", "train/plots"),
+                         (run_dir / ".hydra", "train/hydra")):  # fmt: skip
+            if src.exists():
+                tar.add(src, arcname=arc)
+    say(f"files in {out}: {sorted(p.name for p in out.iterdir())}")
 
 
 if __name__ == "__main__":
