@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 
 import numpy as np
 import torch
@@ -149,8 +150,15 @@ def dbscan(
     min_samples: int = 5,
     max_pairs: int = 1 << 24,
     max_dims: int = 3,
+    impl: str = "auto",
+    rounds: int = 6,
 ) -> Tensor:
     """(N,) int64 DBSCAN labels, unique across events, -1 = noise; equal to sklearn per event.
+
+    impl: "torch" (radius graph + components, this module, any device), "triton" (the
+    sync-free range kernel of ``range_dbscan``, CUDA), "auto" (triton on CUDA, else torch).
+    Both give the same labels. ``rounds``: component rounds before the convergence check
+    (triton). ``max_pairs``: chunking of the torch radius graph.
 
     Labels of event b are offset by the number of clusters in events < b, so
     ``labels - labels[event].min()`` reproduces sklearn's numbering of event b.
@@ -161,11 +169,34 @@ def dbscan(
         raise ValueError(
             f"need eps > 0 and min_samples >= 1, got eps={eps}, min_samples={min_samples}"
         )
+    if impl not in ("auto", "torch", "triton"):
+        raise ValueError(f"dbscan impl must be auto, torch or triton, got {impl!r}")
+    if impl == "triton" or (impl == "auto" and uses_triton(x)):
+        from trackformers.cluster import range_dbscan as rd
+
+        def fallback():  # cell keys overflow int64: the torch path drops grid axes
+            return dbscan(x, cu_seqlens, eps, min_samples, max_pairs, max_dims, "torch")
+
+        st = rd.start_grid(x, cu_seqlens, eps, min_samples, max_dims, rounds)
+        return rd.complete(st, fallback=fallback)
     if not torch.isfinite(x).all():
         raise ValueError("dbscan input contains non-finite values")
     n = x.shape[0]
     src, dst = radius_graph(x, cu_seqlens, eps, max_pairs, max_dims)
     return dbscan_from_graph(src, dst, n, min_samples)
+
+
+def uses_triton(x: Tensor) -> bool:
+    """The sync-free Triton path runs on CUDA tensors (on CPU only under TRITON_INTERPRET=1)."""
+    return x.is_cuda or (os.environ.get("TRITON_INTERPRET") == "1" and _has_triton())
+
+
+def _has_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def dbscan_from_graph(src: Tensor, dst: Tensor, n: int, min_samples: int) -> Tensor:

@@ -13,11 +13,13 @@ the keys of groups g-a..g+a (padded), as one batched matmul per chunk of groups.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor
 
 from trackformers.attention.base import AttentionPlan
-from trackformers.cluster.gpu_dbscan import dbscan_from_graph
+from trackformers.cluster.gpu_dbscan import dbscan_from_graph, uses_triton
 
 
 def plan_radius_graph(x: Tensor, plan: AttentionPlan, eps: float, max_elems: int = 1 << 24):
@@ -73,16 +75,30 @@ def plan_radius_graph(x: Tensor, plan: AttentionPlan, eps: float, max_elems: int
 
 
 def dbscan_in_plan(x: Tensor, plan: AttentionPlan, eps: float, min_samples: int = 5,
-                   max_elems: int = 1 << 24) -> Tensor:  # fmt: skip
+                   max_elems: int = 1 << 24, adjacency: int | None = None, impl: str = "auto",
+                   rounds: int = 6) -> Tensor:  # fmt: skip
     """(N,) int64 DBSCAN labels on the plan-restricted radius graph; -1 = noise.
 
     Labels are unique across the batch, numbered by each cluster's smallest input row.
+    ``adjacency``: groups searched around a hit's group (default: the plan's own).
+    impl: "torch" (group-blocked matmuls, any device), "triton" (sync-free range kernel,
+    CUDA), "auto" (triton on CUDA, else torch); same labels.
     """
-    if x.dim() != 2 or x.shape[0] != int(plan.cu_seqlens[-1]):
-        raise ValueError(
-            f"x must be (N, d) with N = {int(plan.cu_seqlens[-1])}, got {tuple(x.shape)}"
-        )
+    if plan.kind != "cluster" or plan.group_id is None:
+        raise ValueError(f"dbscan_in_plan needs a cluster plan, got kind {plan.kind!r}")
+    n = plan.group_id.numel()
+    if x.dim() != 2 or x.shape[0] != n:
+        raise ValueError(f"x must be (N, d) with N = {n}, got {tuple(x.shape)}")
+    if impl not in ("auto", "torch", "triton"):
+        raise ValueError(f"dbscan_plan impl must be auto, torch or triton, got {impl!r}")
+    if impl == "triton" or (impl == "auto" and uses_triton(x)):
+        from trackformers.cluster import range_dbscan as rd
+
+        st = rd.start_plan(x, plan, eps, min_samples, adjacency, rounds)
+        return rd.complete(st)
     if not torch.isfinite(x).all():
         raise ValueError("dbscan input contains non-finite values")
+    if adjacency is not None and adjacency != plan.adjacency:
+        plan = dataclasses.replace(plan, adjacency=int(adjacency))
     src, dst = plan_radius_graph(x, plan, eps, max_elems)
     return dbscan_from_graph(src, dst, x.shape[0], min_samples)

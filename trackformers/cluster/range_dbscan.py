@@ -1,0 +1,304 @@
+"""Sync-free DBSCAN on candidate ranges: a Triton neighbour kernel, fixed shapes throughout.
+
+Points are put in a sorted order in which the candidate neighbours of every point form at most
+R contiguous ranges ``[lo, hi)`` of sorted positions:
+
+- grid (exact DBSCAN): points sorted by eps-cell key (see ``gpu_dbscan``), R = 3^(k-1)
+  ranges of adjacent cells; every pair within eps is a candidate, so the result is exact.
+- plan (``dbscan_plan``): the cluster plan's order, R = 1 range = the groups within
+  +-adjacency of the point's group inside its event.
+
+One Triton kernel walks the ranges of each point and either counts the neighbours within eps
+(core test, the point itself included as in sklearn) or takes the minimum label over the
+flagged neighbours within eps. Nothing N x N or E-sized is stored (memory O(N)), nothing
+waits for the host: every size is known from the inputs, so the whole clustering can be
+captured in a CUDA graph.
+
+Clusters are connected components of the core graph, found by ``rounds`` fixed rounds of
+hooking (each core point's root takes the minimum label among the core neighbours) and two
+pointer jumps; the fixed point labels every component by its smallest input index, so the
+numbering (and the border rule: a border point joins the reachable cluster with the smallest
+root) is sklearn's, as in ``gpu_dbscan``. ``rounds`` fixed rounds may stop before the fixed
+point; the returned ``pending`` flag (a device bool, no sync) says so and ``finish`` runs the
+remaining rounds (with host syncs) so the result is always exact.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+BIG = 2**31 - 1  # "no label" (int32)
+BLOCK = 64
+
+
+@triton.jit
+def _neighbour_kernel(
+    X, LO, HI, ROWF, COLF, LAB, OUT, n, R, eps2,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """Per sorted row i with ROWF[i] != 0, over candidates j in its R ranges with
+    ||X_i - X_j||^2 <= eps2: MODE 0 counts them, MODE 1 takes min LAB[j] over COLF[j] != 0."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = i < n
+    dd = tl.arange(0, BLOCK_D)
+    dmask = dd < D
+    xi = tl.load(X + i[:, None] * D + dd[None, :], mask=ok[:, None] & dmask[None, :], other=0.0)
+    active = ok & (tl.load(ROWF + i, mask=ok, other=0) != 0)
+    if MODE == 0:
+        acc = tl.zeros((BLOCK,), dtype=tl.int32)
+    else:
+        acc = tl.full((BLOCK,), 2147483647, dtype=tl.int32)
+    for r in range(0, R):
+        lo = tl.load(LO + i * R + r, mask=active, other=0)
+        hi = tl.load(HI + i * R + r, mask=active, other=0)
+        length = tl.where(active, hi - lo, 0)
+        longest = tl.max(length, 0)
+        for t in range(0, longest):
+            m = t < length
+            j = lo + t
+            xj = tl.load(X + j[:, None] * D + dd[None, :], mask=m[:, None] & dmask[None, :],
+                         other=0.0)  # fmt: skip
+            diff = xi - xj
+            near = m & (tl.sum(diff * diff, 1) <= eps2)
+            if MODE == 0:
+                acc += near.to(tl.int32)
+            else:
+                fj = tl.load(COLF + j, mask=near, other=0)
+                lj = tl.load(LAB + j, mask=near & (fj != 0), other=2147483647)
+                acc = tl.minimum(acc, lj)
+    tl.store(OUT + i, acc, mask=ok)
+
+
+def _neighbours(xs, lo, hi, rowf, colf, lab, eps: float, mode: int) -> Tensor:
+    """(N,) int32: neighbour count (mode 0) or min flagged label (mode 1) per sorted row."""
+    n, d = xs.shape
+    out = torch.empty(n, dtype=torch.int32, device=xs.device)
+    if n == 0:
+        return out
+    _neighbour_kernel[(triton.cdiv(n, BLOCK),)](
+        xs, lo, hi, rowf, colf, lab, out, n, lo.shape[1], float(eps) ** 2,
+        D=d, BLOCK_D=triton.next_power_of_2(d), MODE=mode, BLOCK=BLOCK,
+    )  # fmt: skip
+    return out
+
+
+# ---- candidate ranges ------------------------------------------------------------------------
+_BASES: dict[tuple, Tensor] = {}
+
+
+def device_projection(x: Tensor, k: int) -> Tensor:
+    """(N, min(k, d)) grid coordinates: x itself when d <= k, else x times an orthonormal
+    (d, k) basis near the top-k principal axes, found on the device without a sync (subspace
+    iteration with the 4th power of the covariance, Gram-Schmidt, float64). Any orthonormal
+    basis keeps every eps-pair within adjacent cells; a good one only speeds up the search."""
+    n, d = x.shape
+    if d <= k:
+        return x
+    key = (d, k, str(x.device))
+    if key not in _BASES:  # fixed start basis, made once (outside any graph capture)
+        g = torch.Generator().manual_seed(0)
+        _BASES[key] = torch.randn(d, k, generator=g, dtype=torch.float64).to(x.device)
+    xc = (x - x.mean(0)).double()  # (N, d)
+    c = xc.T @ xc  # (d, d)
+    c = c / c.diagonal().sum().clamp_min(1e-300)
+    c = c @ c
+    c = c @ c  # c^4
+    v = _BASES[key]  # (d, k)
+    for _ in range(2):  # subspace iteration: c^4 per step, re-orthonormalised
+        cols: list[Tensor] = []
+        for col in (c @ v).unbind(1):
+            for _ in range(2):  # Gram-Schmidt twice against rounding
+                for b in cols:
+                    col = col - (col @ b) * b
+                col = col / col.norm().clamp_min(1e-300)
+            cols.append(col)
+        v = torch.stack(cols, 1)  # (d, k) orthonormal
+    basis = v.to(x.dtype)  # (d, k)
+    return x @ basis  # (N, k)
+
+
+def grid_ranges(x: Tensor, seq: Tensor, num_events: int, eps: float, max_dims: int = 3):
+    """Sort order and candidate ranges of exact DBSCAN, with no host sync.
+
+    Returns order (N,) sorted position -> input row, lo, hi (N, R) int64 ranges of sorted
+    positions, and ``overflow`` (device bool): the cell keys did not fit into int64 (then the
+    ranges are wrong and the caller must use the eager ``gpu_dbscan``).
+    """
+    p = device_projection(x, max_dims)  # (N, k)
+    k = p.shape[1]
+    lo, hi = p.amin(0), p.amax(0)  # (k,), (k,)
+    scale = torch.maximum(lo.abs().max(), hi.abs().max())
+    cell_size = eps * (1 + 1e-4) + 1e-6 * scale  # > eps: absorbs projection rounding
+    cell = torch.floor((p - lo) / cell_size).long() + 1  # (N, k) >= 1
+    sizes = torch.floor((hi - lo) / cell_size).long() + 4  # (k,) cells per axis incl. padding
+    span = torch.flip(torch.cumprod(torch.flip(sizes, [0]), 0), [0])  # (k,) prod sizes[j:]
+    strides = torch.cat([span[1:], torch.ones(1, dtype=torch.long, device=x.device)])  # (k,)
+    overflow = num_events * span[0].double() > 2.0**62
+    key = seq * span[0] + (cell * strides).sum(1)  # (N,)
+    order = torch.argsort(key)  # (N,)
+    skey = key[order]  # (N,)
+    combos = torch.tensor(list(itertools.product((-1, 0, 1), repeat=k - 1)), dtype=torch.long)
+    off = (combos.to(x.device) * strides[:-1]).sum(1)  # (R,) key offsets of adjacent cells
+    base = skey[:, None] + off[None, :]  # (N, R)
+    start = torch.searchsorted(skey, base - 1)  # (N, R) last axis -1..+1 is contiguous
+    end = torch.searchsorted(skey, base + 1, right=True)  # (N, R)
+    return order, start, end, overflow
+
+
+def plan_ranges(plan, adjacency: int | None = None) -> tuple[Tensor, Tensor]:
+    """lo, hi (N, 1) int64 of sorted rows: the groups within +-adjacency of each row's group,
+    inside its event (the cluster plan's mask with adjacency; default the plan's own)."""
+    a = plan.adjacency if adjacency is None else int(adjacency)
+    gid = plan.group_id.long()  # (N,) non-decreasing within each event
+    n = gid.numel()
+    cu = plan.cu_seqlens.long()
+    seq = torch.repeat_interleave(
+        torch.arange(cu.numel() - 1, device=gid.device), cu.diff(), output_size=n
+    )  # (N,)
+    key = seq * 2**32 + gid  # (N,) non-decreasing over the batch
+    lo = torch.maximum(torch.searchsorted(key, key - a), cu[seq])  # (N,)
+    hi = torch.minimum(torch.searchsorted(key, key + a, right=True), cu[seq + 1])  # (N,)
+    return lo[:, None], hi[:, None]
+
+
+# ---- DBSCAN on ranges ------------------------------------------------------------------------
+class RangeState:
+    """Sorted points, ranges and labels of one DBSCAN run (continued by ``finish``)."""
+
+    def __init__(self, xs, lo, hi, order, inv, valid, core, eps):
+        self.xs, self.lo, self.hi, self.eps = xs, lo, hi, eps  # (N, d), (N, R), (N, R)
+        self.order, self.inv = order, inv  # (N,) int32 sorted -> input, input -> sorted
+        self.valid, self.core = valid, core  # (N,) int8 flags per sorted position
+        self.core_b = core != 0
+        self.lab = torch.where(self.core_b, order, BIG)  # (N,) root (input row) per core point
+        self.pending = torch.ones((), dtype=torch.bool, device=xs.device)
+
+
+def _round(st: RangeState, lab: Tensor) -> Tensor:
+    """One hook (each root takes the min label over its members' core neighbours) and two
+    pointer jumps. Labels are input rows (int32) of points of the same component, never
+    increasing, so the fixed point is the component's smallest input row."""
+    n = lab.numel()
+    m = _neighbours(st.xs, st.lo, st.hi, st.core, st.core, lab, st.eps, 1)  # (N,) incl. self
+    rows = torch.arange(n, device=lab.device, dtype=torch.int32)
+    root_pos = torch.where(st.core_b, st.inv[lab.clamp(max=n - 1).long()], rows)  # (N,)
+    new = lab.scatter_reduce(0, root_pos.long(), m, reduce="amin")  # hook the roots
+    new = torch.minimum(new, m)  # (N,)
+    for _ in range(2):  # pointer jumps
+        new = torch.where(st.core_b, new[st.inv[new.clamp(max=n - 1).long()].long()], new)
+    return new
+
+
+def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds: int = 6):
+    """DBSCAN of sorted points xs (N, d) whose candidates lie in ranges lo, hi (N, R).
+
+    order (N,) sorted position -> input row; valid (N,) bool per INPUT row (False: padding,
+    never clustered, never a neighbour of valid rows' ranges by construction of the ranges).
+    Runs ``rounds`` component rounds with no host sync; returns the state for ``finish`` and
+    ``number_labels``.
+    """
+    n = xs.shape[0]
+    dev = xs.device
+    inv = torch.empty(n, dtype=torch.int32, device=dev)
+    inv[order] = torch.arange(n, dtype=torch.int32, device=dev)  # input row -> sorted position
+    vs = valid[order].to(torch.int8)  # (N,) sorted
+    xs, lo, hi = xs.contiguous(), lo.contiguous(), hi.contiguous()
+    count = _neighbours(xs, lo, hi, vs, vs, vs, eps, 0)  # (N,) incl. the point itself
+    core = ((count >= min_samples) & (vs != 0)).to(torch.int8)  # (N,)
+    st = RangeState(xs, lo, hi, order.to(torch.int32), inv, vs, core, eps)
+    lab = new = st.lab
+    for _ in range(rounds):
+        lab, new = new, _round(st, new)
+    if rounds:
+        st.pending = (new != lab).any()  # device bool: a further round might change labels
+    st.lab = new
+    return st
+
+
+def finish(st: RangeState, max_iter: int = 10_000) -> None:
+    """Run component rounds until the fixed point (host syncs; usually none are needed)."""
+    for _ in range(max_iter):
+        if not bool(st.pending):
+            return
+        new = _round(st, st.lab)
+        st.pending = (new != st.lab).any()
+        st.lab = new
+    raise RuntimeError(f"DBSCAN components did not converge in {max_iter} rounds")
+
+
+def number_labels(st: RangeState) -> Tensor:
+    """(N,) int64 input-order labels numbered by smallest root (sklearn's order), -1 = noise.
+
+    Border points (valid, not core) take the smallest root among their core neighbours."""
+    n = st.lab.numel()
+    border = ((st.valid != 0) & ~st.core_b).to(torch.int8)  # (N,)
+    m = _neighbours(st.xs, st.lo, st.hi, border, st.core, st.lab, st.eps, 1)  # (N,)
+    lab_s = torch.where(st.core_b, st.lab, m)  # (N,) per sorted position
+    root = torch.empty_like(lab_s)
+    root[st.order.long()] = lab_s  # (N,) input order
+    rows = torch.arange(n, device=root.device, dtype=torch.int32)
+    dense = torch.cumsum((root == rows).long(), 0) - 1  # (N,) cluster number of each root
+    assigned = root != BIG
+    return torch.where(assigned, dense[root.clamp(max=n - 1).long()], -1)  # (N,)
+
+
+# ---- entry points ----------------------------------------------------------------------------
+def start_grid(x, cu_seqlens, eps: float, min_samples: int, max_dims: int = 3, rounds: int = 6,
+               valid: Tensor | None = None) -> RangeState:  # fmt: skip
+    """Exact DBSCAN of packed events x (N, d), no host sync; complete with ``complete``."""
+    n = x.shape[0]
+    cu = cu_seqlens.long()
+    seq = torch.repeat_interleave(
+        torch.arange(cu.numel() - 1, device=x.device), cu.diff(), output_size=n
+    )  # (N,) event of each row
+    xf = x if x.dtype == torch.float64 else x.float()
+    finite = torch.isfinite(xf).all()
+    xf = torch.where(finite, xf, 0.0)  # keep the grid finite; the flag raises in complete
+    order, lo, hi, overflow = grid_ranges(xf, seq, cu.numel() - 1, eps, max_dims)
+    ok = torch.ones(n, dtype=torch.bool, device=x.device) if valid is None else valid
+    st = dbscan_ranges(xf[order], lo, hi, order, ok, eps, min_samples, rounds)
+    st.nonfinite, st.overflow = ~finite, overflow
+    return st
+
+
+def start_plan(x, plan, eps: float, min_samples: int, adjacency: int | None = None,
+               rounds: int = 6, valid: Tensor | None = None) -> RangeState:  # fmt: skip
+    """DBSCAN on the cluster plan's neighbourhoods (see ``plan_ranges``), no host sync."""
+    n = x.shape[0]
+    xf = x if x.dtype == torch.float64 else x.float()
+    finite = torch.isfinite(xf).all()
+    perm = plan.perm if plan.perm is not None else torch.arange(n, device=x.device)
+    lo, hi = plan_ranges(plan, adjacency)
+    ok = torch.ones(n, dtype=torch.bool, device=x.device) if valid is None else valid
+    st = dbscan_ranges(xf[perm], lo, hi, perm, ok, eps, min_samples, rounds)
+    st.nonfinite, st.overflow = ~finite, torch.zeros_like(finite)
+    return st
+
+
+def flags(st: RangeState) -> Tensor:
+    """(3,) bool on the device: components pending, non-finite input, key overflow."""
+    return torch.stack([st.pending, st.nonfinite, st.overflow])
+
+
+def complete(st: RangeState, labels: Tensor | None = None, fallback=None) -> Tensor:
+    """Final (N,) int64 labels: ``labels`` (from ``number_labels`` in the same run, e.g. a
+    graph replay) when no flag is set, else the remaining rounds / the eager ``fallback()``
+    (one host sync to read the flags)."""
+    pending, nonfinite, overflow = flags(st).tolist()
+    if nonfinite:
+        raise ValueError("dbscan input contains non-finite values")
+    if overflow:
+        if fallback is None:
+            raise RuntimeError("DBSCAN grid keys overflow int64 and no fallback was given")
+        return fallback()
+    if pending or labels is None:
+        st = copy.copy(st)  # the caller's state (maybe a graph's static tensors) stays as is
+        finish(st)
+        return number_labels(st)
+    return labels
