@@ -318,6 +318,8 @@ def kernel_resources(kern, num_warps: int) -> dict:
 # Forward variants at the largest N: (block_m, block_n, warps, stages, maxnreg) and flags.
 FWD_VARIANTS = [
     ((64, 64, 4, 3, 128), {}),  # default (D <= 32)
+    ((64, 64, 4, 3, 128), {"PIPE_QK": True}),
+    ((64, 32, 4, 3, None), {"PIPE_QK": True}),
     ((64, 64, 4, 3, 128), {"ROWSUM_MMA": False}),
     ((64, 64, 4, 3, 112), {}),
     ((64, 32, 4, 3, 80), {}),
@@ -339,7 +341,7 @@ BWD_VARIANTS = [
 
 
 def _set_flags(flags: dict) -> dict:
-    names = ("FAST_EXP", "ROWSUM_MMA", "WARP_SPEC", "PROBE", "ATOMIC_DQ")
+    names = ("FAST_EXP", "ROWSUM_MMA", "PIPE_QK", "PROBE", "ATOMIC_DQ")
     saved = {k: getattr(ops, k) for k in names}
     for k, val in flags.items():
         setattr(ops, k, val)

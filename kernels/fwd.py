@@ -7,10 +7,11 @@ that matter, so the packed 16-bit exp2 stays accurate there). One program per
 (query tile, head); the key ranges come from :mod:`trackformers.kernels.metadata`.
 Keys are visited in blocks aligned on the tile's hull start (``common.split_hull``): a masked
 head, an unmasked body of whole blocks every row attends, a masked tail (+ the wrap range).
-``WARP_SPEC`` (Triton's automatic warp specialisation of the body loop) is a variant under
-test; ``PROBE`` != 0 are timing probes for the README's limit analysis whose outputs are
-WRONG on purpose (1: exponential replaced by a cast, 2: the body re-reads one K/V block,
-3: no softmax at all); only the benchmark sets them.
+``PIPE_QK`` (a variant under test) issues the next key block's QK product before the
+softmax of the current one in the unmasked body, so the tensor cores and the FP32/MUFU units
+can overlap inside one warpgroup. ``PROBE`` != 0 are timing probes for the README's limit
+analysis whose outputs are WRONG on purpose (1: exponential replaced by a cast, 2: the body
+re-reads one K/V block, 3: no softmax at all); only the benchmark sets them.
 """
 
 from __future__ import annotations
@@ -21,23 +22,11 @@ from trackformers.kernels.common import allowed, clamp_ranges, exp2, split_hull
 
 
 @triton.jit
-def _fwd_step(
-    acc, m_i, l_i, q, k_ptrs, v_ptrs, s, end, lo1, w1, lo2, w2, qk_scale, DT: tl.constexpr,
-    BLOCK_N: tl.constexpr, MASKED: tl.constexpr, HAS_WRAP: tl.constexpr,
+def _fwd_update(
+    acc, m_i, l_i, qk, v, qk_scale, DT: tl.constexpr, BLOCK_N: tl.constexpr,
     FAST_EXP: tl.constexpr, ROWSUM_MMA: tl.constexpr, PROBE: tl.constexpr,
 ):  # fmt: skip
-    """One key block [s, s + BLOCK_N) of the online softmax."""
-    if MASKED:
-        offs_n = s + tl.arange(0, BLOCK_N)  # (BLOCK_N,) sorted key rows
-        inb = (offs_n < end)[:, None]
-        k = tl.load(k_ptrs, mask=inb, other=0.0)  # (BLOCK_N, D)
-        v = tl.load(v_ptrs, mask=inb, other=0.0)  # (BLOCK_N, D)
-        qk = tl.dot(q, tl.trans(k))  # (BLOCK_M, BLOCK_N)
-        qk = tl.where(allowed(offs_n, lo1, w1, lo2, w2, HAS_WRAP), qk, float("-inf"))
-    else:
-        k = tl.load(k_ptrs)
-        v = tl.load(v_ptrs)
-        qk = tl.dot(q, tl.trans(k))
+    """Online-softmax update with the scores qk (BLOCK_M, BLOCK_N) of one key block."""
     if PROBE == 3:  # timing probe: no softmax at all (products and loads only)
         p = qk.to(DT)
         alpha = tl.full(m_i.shape, 1.0, tl.float32)
@@ -63,9 +52,10 @@ def _fwd_segment(
     acc, m_i, l_i, q, K, V, start, end, lo1, hi1, lo2, hi2, stride_n, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
     HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr, ROWSUM_MMA: tl.constexpr,
-    WARP_SPEC: tl.constexpr, PROBE: tl.constexpr,
+    PIPE_QK: tl.constexpr, PROBE: tl.constexpr,
 ):  # fmt: skip
-    """Keys [start, end) in blocks of BLOCK_N from start; MASKED applies the element mask."""
+    """Keys [start, end) in blocks of BLOCK_N from start; MASKED applies the element mask
+    (masked segments may end in a partial block; unmasked ones are whole blocks)."""
     offs_d = tl.arange(0, HEAD_DIM)
     offs_b = tl.arange(0, BLOCK_N)
     kv_ptr = (start + offs_b).to(tl.int64)[:, None] * stride_n + offs_d[None, :]
@@ -74,24 +64,43 @@ def _fwd_segment(
     step = BLOCK_N * stride_n
     if PROBE == 2 and not MASKED:  # timing probe: the body re-reads one K/V block
         step = 0
-    w1 = hi1
-    w2 = hi2
+    DT = V.dtype.element_ty
     if MASKED:
         lo1, w1 = clamp_ranges(lo1, hi1, start, end)
         if HAS_WRAP:
             lo2, w2 = clamp_ranges(lo2, hi2, start, end)
-    if WARP_SPEC:  # Triton's automatic warp specialisation of the loop (a variant)
-        for s in tl.range(start, end, BLOCK_N, warp_specialize=True):
-            acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, s, end, lo1, w1, lo2,
-                                      w2, qk_scale, V.dtype.element_ty, BLOCK_N, MASKED,
-                                      HAS_WRAP, FAST_EXP, ROWSUM_MMA, PROBE)  # fmt: skip
+        else:
+            w2 = w1
+        for s in range(start, end, BLOCK_N):
+            offs_n = s + offs_b  # (BLOCK_N,) sorted key rows
+            inb = (offs_n < end)[:, None]
+            k = tl.load(k_ptrs, mask=inb, other=0.0)  # (BLOCK_N, D)
+            v = tl.load(v_ptrs, mask=inb, other=0.0)  # (BLOCK_N, D)
+            qk = tl.dot(q, tl.trans(k))  # (BLOCK_M, BLOCK_N)
+            qk = tl.where(allowed(offs_n, lo1, w1, lo2, w2, HAS_WRAP), qk, float("-inf"))
+            acc, m_i, l_i = _fwd_update(acc, m_i, l_i, qk, v, qk_scale, DT, BLOCK_N, FAST_EXP,
+                                        ROWSUM_MMA, PROBE)  # fmt: skip
             k_ptrs += step
             v_ptrs += step
+    elif PIPE_QK:  # the next block's QK product is issued before this block's softmax
+        nb = (end - start) // BLOCK_N
+        first = (offs_b < nb * BLOCK_N)[:, None]  # all False when the body is empty
+        qk = tl.dot(q, tl.trans(tl.load(k_ptrs, mask=first, other=0.0)))  # (BLOCK_M, BLOCK_N)
+        for i in range(0, nb):
+            nxt = tl.minimum(i + 1, nb - 1)  # the last iteration recomputes its own block
+            qk_next = tl.dot(q, tl.trans(tl.load(k_ptrs + nxt * step)))
+            v = tl.load(v_ptrs)
+            acc, m_i, l_i = _fwd_update(acc, m_i, l_i, qk, v, qk_scale, DT, BLOCK_N, FAST_EXP,
+                                        ROWSUM_MMA, PROBE)  # fmt: skip
+            qk = qk_next
+            v_ptrs += step
     else:
-        for s in range(start, end, BLOCK_N):
-            acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, k_ptrs, v_ptrs, s, end, lo1, w1, lo2,
-                                      w2, qk_scale, V.dtype.element_ty, BLOCK_N, MASKED,
-                                      HAS_WRAP, FAST_EXP, ROWSUM_MMA, PROBE)  # fmt: skip
+        for _ in range(start, end, BLOCK_N):
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+            qk = tl.dot(q, tl.trans(k))
+            acc, m_i, l_i = _fwd_update(acc, m_i, l_i, qk, v, qk_scale, DT, BLOCK_N, FAST_EXP,
+                                        ROWSUM_MMA, PROBE)  # fmt: skip
             k_ptrs += step
             v_ptrs += step
     return acc, m_i, l_i
@@ -102,7 +111,7 @@ def attention_fwd_kernel(
     Q, K, V, O, LSE, TILES, ROWS, N, H, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr, ROWSUM_MMA: tl.constexpr,
-    WARP_SPEC: tl.constexpr = False, PROBE: tl.constexpr = 0,
+    PIPE_QK: tl.constexpr = False, PROBE: tl.constexpr = 0,
 ):  # fmt: skip
     t = tl.program_id(0)
     h = tl.program_id(1)
@@ -143,7 +152,7 @@ def attention_fwd_kernel(
                                  FAST_EXP, ROWSUM_MMA, False, PROBE)  # fmt: skip
     acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, h_end, b_end, lo1, hi1, lo2, hi2,
                                  stride_n, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_WRAP,
-                                 FAST_EXP, ROWSUM_MMA, WARP_SPEC, PROBE)  # fmt: skip
+                                 FAST_EXP, ROWSUM_MMA, PIPE_QK, PROBE)  # fmt: skip
     acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, b_end, a_hi, lo1, hi1, lo2, hi2,
                                  stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
                                  FAST_EXP, ROWSUM_MMA, False, PROBE)  # fmt: skip

@@ -86,8 +86,8 @@ FAST_EXP = True
 ROWSUM_MMA = True
 # Backward dQ by fp32 atomics from the dK/dV kernel instead of a second kernel (variant).
 ATOMIC_DQ = False
-# Triton's automatic warp specialisation of the forward's unmasked loop (variant).
-WARP_SPEC = False
+# Forward body: issue the next block's QK product before this block's softmax (variant).
+PIPE_QK = False
 # Forward timing probes (kernels/fwd.py; WRONG outputs when != 0): benchmarks only.
 PROBE = 0
 # Last compiled kernel per launcher ("fwd", "dkdv", "dq"): registers, spills, shared memory.
@@ -170,7 +170,7 @@ def attention_forward(
     cfg = FWD_CONFIGS[d]
     args = (q, k, v, o, lse, meta.tiles, meta.rows, n, h, sm_scale)
     flags = dict(HEAD_DIM=d, BLOCK_M=meta.block_m, HAS_WRAP=has_wrap, FAST_EXP=_fast_exp(q),
-                 WARP_SPEC=WARP_SPEC and not interpreting(), PROBE=PROBE)  # fmt: skip
+                 PIPE_QK=PIPE_QK, PROBE=PROBE)  # fmt: skip
     if tune and not interpreting():
         kern = _tuned("fwd", attention_fwd_kernel, meta.block_m, fwd_configs)
         LAST_KERNEL["fwd"] = kern[grid](*args, **flags)

@@ -160,17 +160,18 @@ def case_head_dims(torch, gen):
 
 
 def case_variants(torch, gen):
-    """The non-default variants: row sums on the other unit, dQ by atomics (or not)."""
+    """The non-default variants: row sums on the other unit, dQ by atomics (or not), the
+    forward body with the next block's QK product issued early (or not)."""
     import trackformers.kernels.ops as ops
 
-    saved = ops.ROWSUM_MMA, ops.ATOMIC_DQ
-    ops.ROWSUM_MMA, ops.ATOMIC_DQ = not saved[0], not saved[1]
+    saved = ops.ROWSUM_MMA, ops.ATOMIC_DQ, ops.PIPE_QK
+    ops.ROWSUM_MMA, ops.ATOMIC_DQ, ops.PIPE_QK = (not x for x in saved)
     try:
-        plans = _plans(torch, gen, [37, 1, 23])
+        plans = _plans(torch, gen, [37, 1, 23])  # full: bodies of 2 blocks (pipelined QK)
         return {nm: _kernel_errors(torch, gen, plans[nm], 2, 32, torch.float32)
-                for nm in ("window11", "cluster1")}  # fmt: skip
+                for nm in ("window11", "cluster1", "full")}  # fmt: skip
     finally:
-        ops.ROWSUM_MMA, ops.ATOMIC_DQ = saved
+        ops.ROWSUM_MMA, ops.ATOMIC_DQ, ops.PIPE_QK = saved
 
 
 def case_fp16(torch, gen):
@@ -278,7 +279,7 @@ def test_head_dims_and_heads(interp):
     _assert_close(_case(interp, "head_dims"), 1e-5)
 
 
-def test_rowsum_and_atomic_dq_variants(interp):
+def test_rowsum_atomic_dq_and_pipelined_qk_variants(interp):
     _assert_close(_case(interp, "variants"), 1e-5)
 
 
