@@ -1,20 +1,31 @@
 """Benchmark: per-event end-to-end inference latency and peak memory (issue 8, point 5).
 
 One mu = 200 pixel event (~60 k hits) whose coordinates are already on the device goes
-through: features + attention plan ("other") -> TrackFormer forward (bf16 autocast, "model")
--> exact torch DBSCAN ("clustering") -> grouping of hits into a track list ("other").
-Each stage is timed with CUDA events after warm-up (median of --repeat runs); peak memory is
-torch.cuda.max_memory_allocated over the timed runs (weights included).
+through: features + attention plan -> TrackFormer forward (bf16 autocast, "model") -> DBSCAN
+("clustering") -> track list (per-hit track ids + hits per track). Modes:
+
+  graph        trackformers.inference.Predictor: the whole step captured in a CUDA graph per
+               bucket of hit counts and replayed; one host sync at the end reads the
+               clustering's convergence flags. Total = Predictor.predict end to end (input
+               copies, replay, flag read, track counts). The split comes from the same steps
+               captured as three separate graphs (plan / model / clustering + track counts)
+               replayed back to back; "other" = plan + features + track list.
+  eager        the same steps without graphs (sync-free Triton DBSCAN).
+  eager-torch  the previous path: eager steps, torch DBSCAN (radius graph, host syncs),
+               track_list with sorting — the "before" of BENCHMARKS.md.
+
+CUDA events after warm-up (median of --repeat runs); peak memory is
+torch.cuda.max_memory_allocated over the timed runs (weights and graph pools included).
 
 Clustering input. The weights are random (no trained checkpoint travels to the GPU machine),
 and DBSCAN's cost depends on how the points are spread, so the clustering stage runs on
 *trained-like* outputs of the same shape: per particle a random centre (regression: eta,
 sin phi, cos phi, q/pT with the synthetic particle's phi/eta; contrastive: a random unit
-vector) plus Gaussian per-hit noise. ``--cluster-input model`` clusters the raw untrained
-output instead (not representative). The model forward is the real network either way.
+vector) plus Gaussian per-hit noise (the head still runs; its output is replaced).
+``--cluster-input model`` clusters the raw untrained output instead (not representative).
 
     python benchmarks/latency.py --device cuda            # full benchmark, prints a table
-    python benchmarks/latency.py --device cpu --hits 3000 --backend dense --repeat 2   # smoke
+    python benchmarks/latency.py --device cpu --hits 3000 --backend dense --repeat 2 --modes eager
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from trackformers.attention import build
 from trackformers.attention.synthetic import synthetic_pixel_hits
 from trackformers.cluster import ClusterConfig, assign_tracks, track_list
 from trackformers.data.batch import PackedBatch
+from trackformers.inference import Predictor, forward_batch, track_counts
 from trackformers.models import ContrastiveHead, Encoder, RegressorHead, TrackFormer
 
 
@@ -90,20 +102,31 @@ def build_model(v: Variant, device) -> TrackFormer:
     return TrackFormer(enc, head).to(device).eval()
 
 
-def run_variant(v: Variant, coords: torch.Tensor, pid: np.ndarray, args) -> dict:
-    dev = coords.device
-    cuda = dev.type == "cuda"
-    model = build_model(v, dev)
-    ccfg = ClusterConfig.from_dict(v.cluster)
-    rng = np.random.default_rng(0)
-    oracle = {
-        k: torch.from_numpy(a).to(dev)
-        for k, a in trained_like_outputs(pid, v.head, v.embed_dim, rng).items()
-    }
-    n = coords.shape[0]
-    cu = torch.tensor([0, n], dtype=torch.int32, device=dev)
-    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda and not args.fp32)
+class OracleHead(torch.nn.Module):
+    """Runs the real head, returns trained-like outputs instead (padded rows: zeros)."""
 
+    def __init__(self, head, oracle: dict[str, torch.Tensor]):
+        super().__init__()
+        self.head, self.oracle = head, oracle
+
+    def forward(self, h):
+        out = self.head(h)  # computed (and timed) as in the real model
+        if not self.oracle:
+            return out
+        return {k: self.oracle[k][: h.shape[0]] for k in out}
+
+
+def padded_oracle(pid, v: Variant, dev, rows: int) -> dict[str, torch.Tensor]:
+    rng = np.random.default_rng(0)
+    out = {}
+    for k, a in trained_like_outputs(pid, v.head, v.embed_dim, rng).items():
+        t = torch.zeros(rows, a.shape[1], device=dev)
+        t[: len(a)] = torch.from_numpy(a).to(dev)
+        out[k] = t
+    return out
+
+
+def timer(cuda):
     def clock():
         if cuda:
             e = torch.cuda.Event(enable_timing=True)
@@ -112,40 +135,178 @@ def run_variant(v: Variant, coords: torch.Tensor, pid: np.ndarray, args) -> dict
         return time.perf_counter()
 
     def elapsed(a, b):
-        if cuda:
-            return a.elapsed_time(b)
-        return 1e3 * (b - a)
+        return a.elapsed_time(b) if cuda else 1e3 * (b - a)
+
+    return clock, elapsed
+
+
+def run_eager(v: Variant, coords, pid, args, impl: str) -> dict:
+    """Eager steps; impl "torch" = the previous path (torch DBSCAN + sorted track_list)."""
+    dev = coords.device
+    cuda = dev.type == "cuda"
+    n = coords.shape[0]
+    model = build_model(v, dev)
+    oracle = padded_oracle(pid, v, dev, n) if args.cluster_input == "oracle" else {}
+    model.head = OracleHead(model.head, oracle)
+    ccfg = ClusterConfig.from_dict(v.cluster)
+    ccfg.params = {**ccfg.params, "impl": impl}
+    cu = torch.tensor([0, n], dtype=torch.int32, device=dev)
+    clock, elapsed = timer(cuda)
 
     def once():
         t0 = clock()
         batch = PackedBatch(x=coords / 1000.0, cu_seqlens=cu, max_seqlen=n, coords=coords)
         plan = model.encoder.build_plan(batch)
         t1 = clock()
-        with torch.inference_mode(), amp:
-            out = model(batch, plan)
+        out, _ = forward_batch(model, batch, plan, amp=not args.fp32)
         t2 = clock()
-        src = out if args.cluster_input == "model" else oracle
-        labels = assign_tracks({k: t.float() for k, t in src.items()}, cu, ccfg, plan)
+        labels = assign_tracks(out, cu, ccfg, plan)
         t3 = clock()
-        hits, ptr, _ = track_list(labels)
+        if impl == "torch":
+            _, ptr, _ = track_list(labels)
+            n_tracks = ptr.numel() - 1
+        else:
+            _, n_tracks = track_counts(labels)
         t4 = clock()
         if cuda:
             torch.cuda.synchronize()
         return {"plan+features": elapsed(t0, t1), "model": elapsed(t1, t2),
                 "clustering": elapsed(t2, t3), "track list": elapsed(t3, t4),
-                "total": elapsed(t0, t4), "n_tracks": ptr.numel() - 1}  # fmt: skip
+                "total": elapsed(t0, t4), "n_tracks": int(n_tracks)}  # fmt: skip
 
+    return measure(once, model, cuda, args)
+
+
+def run_graph(v: Variant, coords, pid, args) -> dict:
+    """Predictor with CUDA graphs; split from three stage graphs of the same steps."""
+    from trackformers.inference import _cluster_start
+
+    dev = coords.device
+    n = coords.shape[0]
+    model = build_model(v, dev)
+    size = (n // args.bucket + 1) * args.bucket
+    oracle = padded_oracle(pid, v, dev, size) if args.cluster_input == "oracle" else {}
+    model.head = OracleHead(model.head, oracle)
+    pred = Predictor(model, v.cluster, bucket=args.bucket, rounds=args.rounds, amp=not args.fp32)
+    clock, elapsed = timer(True)
+
+    def once():
+        t0 = clock()
+        tracks = pred.predict(coords / 1000.0, coords)
+        t1 = clock()
+        torch.cuda.synchronize()
+        return {"total": elapsed(t0, t1), "n_tracks": int(tracks.n_tracks)}
+
+    res = measure(once, model, True, args)
+    res["plan in graph"] = bool(pred.plan_in_graph)
+    # split: the same steps as three graphs with static intermediates, replayed in a row
+    g = pred._graphs[size]
+    g.fill(coords / 1000.0, coords)
+    valid = torch.arange(size, device=dev) < g.cu[1]
+    stages = {}
+
+    def capture(fn):
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn()
+        return graph, out
+
+    def plan_fn():
+        return model.encoder.build_plan(g.batch())
+
+    if pred.plan_in_graph:
+        stages["plan+features"], plan = capture(plan_fn)
+    else:
+        plan = g.plan
+        stages["plan+features"] = None  # eager plan + copy into the static plan
+
+    def model_fn():
+        plan.extra = {"n_rows": size}
+        return forward_batch(model, g.batch(), plan, not args.fp32, cache=False)[0]
+
+    stages["model"], out = capture(model_fn)
+    ccfg = ClusterConfig.from_dict(v.cluster)
+
+    def cluster_fn():
+        st, lab = _cluster_start(out, g.cu, ccfg, plan, valid, args.rounds)
+        return lab, track_counts(lab)
+
+    stages["clustering"], _ = capture(cluster_fn)
+
+    def split_once():
+        t = [clock()]
+        for _name, graph in stages.items():
+            if graph is None:
+                pred._copy_plan(g)
+            else:
+                graph.replay()
+            t.append(clock())
+        torch.cuda.synchronize()
+        return {name: elapsed(t[i], t[i + 1]) for i, name in enumerate(stages)}
+
+    for _ in range(args.warmup):
+        split_once()
+    split = [split_once() for _ in range(args.repeat)]
+    for name in stages:
+        res[name] = statistics.median(r[name] for r in split)
+    res["track list"] = 0.0  # inside the clustering graph (track_counts)
+    return res
+
+
+def measure(once, model, cuda, args) -> dict:
     for _ in range(args.warmup):
         once()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    runs = [once() for _ in range(args.repeat)]
+    runs = []
+    for _ in range(args.repeat):
+        w0 = time.perf_counter()
+        r = once()
+        r["host wall"] = 1e3 * (time.perf_counter() - w0)
+        runs.append(r)
     res = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "n_tracks"}
     res["n_tracks"] = runs[-1]["n_tracks"]
     res["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")
     res["n_params"] = sum(p.numel() for p in model.parameters())
     return res
+
+
+def agreement(coords, pid, args) -> dict:
+    """How far plan-restricted DBSCAN is from exact DBSCAN on the regression-like points."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from trackformers.attention.plans import cluster_plan
+    from trackformers.cluster import dbscan, dbscan_in_plan
+
+    n = coords.shape[0]
+    pts = trained_like_outputs(pid, "regress", 32, np.random.default_rng(0))["params"]
+    x = torch.from_numpy(pts).to(coords.device)
+    cu = torch.tensor([0, n], dtype=torch.int32, device=coords.device)
+    batch = PackedBatch(x=coords / 1000.0, cu_seqlens=cu, max_seqlen=n, coords=coords)
+    plan = cluster_plan(batch, group_size=128, sector_size=4096, adjacency=1)
+    exact = dbscan(x, cu, 0.05, 3).cpu().numpy()
+    out = {"variant": "agreement", "exact clusters": int(exact.max() + 1)}
+    print(f"exact DBSCAN: {exact.max() + 1} clusters, {(exact < 0).sum()} noise hits")
+    for adj in (1, 2, 3):
+        lab = dbscan_in_plan(x, plan, 0.05, 3, adjacency=adj).cpu().numpy()
+        same = float((lab == exact).mean())  # both number clusters by smallest hit index
+        ari = adjusted_rand_score(exact, lab)
+        print(f"dbscan_plan adjacency {adj}: {lab.max() + 1} clusters, ARI {ari:.4f} vs exact, "
+              f"identical label for {100 * same:.2f} % of hits")  # fmt: skip
+        out[f"adjacency {adj}"] = {"clusters": int(lab.max() + 1), "ari": ari, "same": same}
+    return out
+
+
+def run_variant(v: Variant, coords, pid, args, mode: str) -> dict:
+    if mode == "graph":
+        return run_graph(v, coords, pid, args)
+    return run_eager(v, coords, pid, args, "torch" if mode == "eager-torch" else "auto")
 
 
 def main() -> None:
@@ -160,6 +321,14 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated variant names")
     ap.add_argument("--json", default=None, help="write results here")
     ap.add_argument("--cpu-reference", action="store_true", help="time sklearn DBSCAN too")
+    ap.add_argument("--modes", default="graph,eager,eager-torch")
+    ap.add_argument("--bucket", type=int, default=4096, help="graph sizes: multiples of this")
+    ap.add_argument("--rounds", type=int, default=6, help="DBSCAN component rounds in graph")
+    ap.add_argument(
+        "--agreement",
+        action="store_true",
+        help="compare dbscan_plan with exact dbscan labels (ARI) on the oracle",
+    )
     args = ap.parse_args()
     dev = torch.device(args.device)
     xyz, pid = synthetic_pixel_hits(args.hits, np.random.default_rng(0))
@@ -178,23 +347,27 @@ def main() -> None:
         pass
     results = []
     print(f"{args.hits} hits, {len(np.unique(pid))} particles, {env}, {datetime.date.today()}")
-    cols = "variant | backend | params | model ms | clustering ms | other ms | total ms | peak GB"
-    print(f"| {cols} | tracks |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    cols = "variant | mode | params | model ms | clustering ms | other ms | total ms | host ms"
+    print(f"| {cols} | peak GB | tracks |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for v in variants:
-        try:
-            r = run_variant(v, coords, pid, args)
-        except Exception as e:  # report and go on with the next variant
-            print(f"| {v.name} | {v.backend} | failed: {type(e).__name__}: {str(e)[:200]} |")
-            results.append({"variant": v.name, "error": repr(e)})
-            continue
-        other = r["plan+features"] + r["track list"]
-        print(f"| {v.name} | {v.backend} | {r['n_params'] / 1e6:.2f} M | {r['model']:.2f} | "
-              f"{r['clustering']:.2f} | {other:.2f} | {r['total']:.2f} | {r['peak_mem_gb']:.3f} | "
-              f"{r['n_tracks']} |", flush=True)  # fmt: skip
-        results.append(
-            {"variant": v.name, "backend": v.backend, **r, "env": env, "hits": args.hits}
-        )
+        for mode in args.modes.split(","):
+            try:
+                r = run_variant(v, coords, pid, args, mode)
+            except Exception as e:  # report and go on with the next variant
+                msg = f"{type(e).__name__}: {str(e)[:300]}"
+                print(f"| {v.name} | {mode} | failed: {msg} |", flush=True)
+                results.append({"variant": v.name, "mode": mode, "error": repr(e)})
+                continue
+            other = r["plan+features"] + r["track list"]
+            print(f"| {v.name} | {mode} | {r['n_params'] / 1e6:.2f} M | {r['model']:.2f} | "
+                  f"{r['clustering']:.2f} | {other:.2f} | {r['total']:.2f} | "
+                  f"{r['host wall']:.2f} | {r['peak_mem_gb']:.3f} | {r['n_tracks']} |",
+                  flush=True)  # fmt: skip
+            results.append({"variant": v.name, "mode": mode, "backend": v.backend, **r,
+                            "env": env, "hits": args.hits})  # fmt: skip
+    if args.agreement:
+        results.append(agreement(coords, pid, args))
     if args.cpu_reference:
         from trackformers.cluster import dbscan_cpu
 

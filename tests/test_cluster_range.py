@@ -132,7 +132,7 @@ def _child() -> dict:
         g = _EventGraph(pred, 128, 3)
         g.fill(batch.x, batch.coords)
         pred.plan_in_graph = True
-        st, lab = pred._step(g)
+        st, lab, _ = pred._step(g)
         lab = rd.complete(st, lab)
         return [lab[:90].tolist() == ref.tolist(), bool((lab[90:] == -1).all()),
                 int(ref.max()) + 1]  # fmt: skip

@@ -214,12 +214,10 @@ def infer(model, events: list[dict], fcfg, device, max_tokens: int, cluster: Map
 def _infer_batch(model, events, fcfg, device, cluster, cfg, state):
     from trackformers.cluster import assign_tracks
     from trackformers.data.packing import pack_events
+    from trackformers.inference import forward_batch
 
     batch = pack_events(events, fcfg).to(device)
-    plan = model.encoder.build_plan(batch)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        out = model(batch, plan)
-    out = {k: v.float() for k, v in out.items()}
+    out, plan = forward_batch(model, batch)  # bf16 autocast on CUDA, float32 outputs
     state.setdefault("cluster", cluster_settings(cfg, cluster, out))
     labels = assign_tracks(out, batch.cu_seqlens, state["cluster"], plan).cpu().numpy()
     cu = batch.cu_seqlens.cpu().numpy()

@@ -22,6 +22,13 @@ def argmax_assign(
     if int(lengths.sum()) != n:
         raise ValueError(f"cu_seqlens covers {int(lengths.sum())} hits, logits have {n} rows")
     seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=logits.device), lengths)
+    return argmax_labels(logits, seq, noise_class, min_prob)
+
+
+def argmax_labels(logits: Tensor, seq: Tensor, noise_class: int | None = None,
+                  min_prob: float = 0.0) -> Tensor:  # fmt: skip
+    """``argmax_assign`` given the event index (N,) of every row: no checks, no host sync."""
+    c = logits.shape[1]
     prob, cls = torch.softmax(logits.float(), dim=-1).max(-1)  # (N,), (N,)
     label = seq * c + cls  # (N,)
     drop = prob < min_prob

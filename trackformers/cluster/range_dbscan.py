@@ -123,6 +123,15 @@ def device_projection(x: Tensor, k: int) -> Tensor:
     return x @ basis  # (N, k)
 
 
+def _combos(k: int, device) -> Tensor:
+    """(3^(k-1), k-1) offsets in {-1, 0, 1}, cached per device (no copy inside a graph)."""
+    key = (k, str(device))
+    if key not in _BASES:
+        combos = list(itertools.product((-1, 0, 1), repeat=k - 1))
+        _BASES[key] = torch.tensor(combos, dtype=torch.long).reshape(len(combos), k - 1).to(device)
+    return _BASES[key]
+
+
 def grid_ranges(x: Tensor, seq: Tensor, num_events: int, eps: float, max_dims: int = 3):
     """Sort order and candidate ranges of exact DBSCAN, with no host sync.
 
@@ -143,8 +152,7 @@ def grid_ranges(x: Tensor, seq: Tensor, num_events: int, eps: float, max_dims: i
     key = seq * span[0] + (cell * strides).sum(1)  # (N,)
     order = torch.argsort(key)  # (N,)
     skey = key[order]  # (N,)
-    combos = torch.tensor(list(itertools.product((-1, 0, 1), repeat=k - 1)), dtype=torch.long)
-    off = (combos.to(x.device) * strides[:-1]).sum(1)  # (R,) key offsets of adjacent cells
+    off = (_combos(k, x.device) * strides[:-1]).sum(1)  # (R,) key offsets of adjacent cells
     base = skey[:, None] + off[None, :]  # (N, R)
     start = torch.searchsorted(skey, base - 1)  # (N, R) last axis -1..+1 is contiguous
     end = torch.searchsorted(skey, base + 1, right=True)  # (N, R)

@@ -1,0 +1,332 @@
+"""Per-event inference: hits → features + attention plan → model → clustering → track ids.
+
+``Predictor(model, cluster)`` (or ``Predictor.from_checkpoint(path)``) runs one event with
+``predict(x, coords)`` and returns its ``Tracks`` (per-hit track id, hits per track, number of
+tracks), all on the model's device:
+
+- on CUDA (``cuda_graphs=True``) the whole step is captured once per hit-count bucket into a
+  CUDA graph and replayed. Events are padded to the bucket (a multiple of ``bucket`` hits,
+  > n) with a second, dummy event, so attention, plan and clustering of the real event are
+  exactly those of the unpadded one; padding rows are never clustered. The attention plan is
+  built inside the graph when its builder has a capturable path (``plan_capturable``),
+  otherwise eagerly before each replay and copied into the graph's static plan tensors. The
+  rest of the step is checked sync-free (``torch.cuda.set_sync_debug_mode("error")``)
+  before its capture. After the replay ONE host sync reads three
+  flags of the clustering (component rounds unfinished, non-finite input, grid key
+  overflow); if any is set the clustering is completed eagerly, so labels are always exact.
+- on CPU (or ``cuda_graphs=False``) the same steps run eagerly (``predict_batch`` takes a
+  packed batch of several events).
+
+``forward_batch(model, batch)`` is the shared eager forward (bf16 autocast on CUDA) used by
+``trackformers.evaluate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from trackformers.attention.base import AttentionPlan
+from trackformers.cluster import ClusterConfig, assign_tracks, clustering_input
+from trackformers.data.batch import PackedBatch
+
+
+@dataclass
+class Tracks:
+    """Track list of one event as fixed-size tensors (no host sync to build it).
+
+    labels (n,) int64 track id per hit, -1 = no track; ids are 0..n_tracks-1, numbered by
+    each track's smallest hit index (DBSCAN) or the class (argmax).
+    counts (max(n, classes),) int64 hits of track id t at counts[t] (0 for unused ids).
+    n_tracks () int64 number of ids with hits (device scalar).
+    """
+
+    labels: Tensor
+    counts: Tensor
+    n_tracks: Tensor
+
+
+def track_counts(labels: Tensor, num_ids: int = 0) -> tuple[Tensor, Tensor]:
+    """counts (max(N, num_ids),) hits per track id and n_tracks () = ids with hits, for
+    labels (N,) with -1 = none (``num_ids``: an upper bound on the ids, e.g. argmax classes)."""
+    assigned = labels >= 0  # (N,)
+    counts = torch.zeros(max(labels.numel(), num_ids), dtype=torch.long, device=labels.device)
+    counts.scatter_add_(0, labels.clamp_min(0), assigned.long())
+    return counts, (counts > 0).sum()
+
+
+def _autocast(device: torch.device, enabled: bool, cache: bool = True):
+    if device.type != "cuda" or not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
+
+
+@torch.no_grad()
+def forward_batch(model, batch: PackedBatch, plan: AttentionPlan | None = None,
+                  amp: bool = True, cache: bool = True):  # fmt: skip
+    """(float32 outputs, plan) of the model on a packed batch; bf16 autocast on CUDA."""
+    if plan is None:
+        plan = model.encoder.build_plan(batch)
+    with _autocast(batch.x.device, amp, cache):
+        out = model(batch, plan)
+    return {k: v.float() for k, v in out.items()}, plan
+
+
+def _cluster_start(out: Mapping[str, Tensor], cu: Tensor, cfg: ClusterConfig, plan, valid,
+                   rounds: int):  # fmt: skip
+    """Sync-free clustering of the graph step: (RangeState or None, labels (N,))."""
+    from trackformers.cluster import range_dbscan as rd
+
+    _, x = clustering_input(out, cfg)
+    p = dict(cfg.params)
+    if cfg.method == "dbscan":
+        eps, ms = p["eps"], p.get("min_samples", 5)
+        st = rd.start_grid(x, cu, eps, ms, p.get("max_dims", 3), rounds, valid=valid)
+    elif cfg.method == "dbscan_plan":
+        eps, ms = p["eps"], p.get("min_samples", 5)
+        st = rd.start_plan(x, plan, eps, ms, p.get("adjacency"), rounds, valid=valid)
+    else:  # argmax
+        from trackformers.cluster.argmax import argmax_labels
+
+        n = x.shape[0]
+        seq = torch.repeat_interleave(torch.arange(cu.numel() - 1, device=x.device),
+                                      cu.diff().long(), output_size=n)  # fmt: skip
+        lab = argmax_labels(x, seq, p.get("noise_class"), p.get("min_prob", 0.0))
+        return None, torch.where(valid, lab, -1)
+    return st, rd.number_labels(st)
+
+
+GRAPH_METHODS = ("dbscan", "dbscan_plan", "argmax")
+
+
+class _EventGraph:
+    """Static buffers and the captured step of one bucket size."""
+
+    def __init__(self, pred: Predictor, size: int, n_features: int):
+        dev = pred.device
+        self.size = size
+        self.x = torch.zeros(size, n_features, device=dev)  # (B, F)
+        self.coords = torch.zeros(size, 3, device=dev)  # (B, 3)
+        self.cu = torch.tensor([0, size - 1, size], dtype=torch.int32, device=dev)  # (3,)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.plan: AttentionPlan | None = None  # static plan when built outside the graph
+
+    def batch(self) -> PackedBatch:
+        return PackedBatch(x=self.x, cu_seqlens=self.cu, max_seqlen=self.size, coords=self.coords)
+
+    def fill(self, x: Tensor, coords: Tensor) -> None:
+        n = x.shape[0]
+        self.x[:n].copy_(x)
+        self.x[n:].zero_()
+        self.coords[:n].copy_(coords)
+        self.coords[n:].zero_()
+        self.cu[1].fill_(n)
+
+
+class Predictor:
+    """Per-event inference of a TrackFormer model (see module docstring).
+
+    Args:
+        model: a TrackFormer (encoder with ``build_plan``, head returning a dict).
+        cluster: ClusterConfig or its dict (method dbscan | dbscan_plan | argmax on the
+            graph path; any method of ``trackformers.cluster`` eagerly).
+        cuda_graphs: capture per bucket on CUDA; False = eager everywhere.
+        bucket: graph sizes are multiples of this many hits.
+        rounds: DBSCAN component rounds inside the graph before the convergence check.
+        amp: bf16 autocast on CUDA.
+    """
+
+    def __init__(self, model, cluster: ClusterConfig | Mapping, cuda_graphs: bool = True,
+                 bucket: int = 4096, rounds: int = 6, amp: bool = True):  # fmt: skip
+        self.model = model.eval()
+        self.cfg = (
+            cluster if isinstance(cluster, ClusterConfig) else ClusterConfig.from_dict(cluster)
+        )
+        self.device = next(model.parameters()).device
+        self.use_graphs = bool(cuda_graphs) and self.device.type == "cuda"
+        if self.use_graphs and self.cfg.method not in GRAPH_METHODS:
+            raise ValueError(
+                f"CUDA-graph inference supports cluster methods {GRAPH_METHODS}, got "
+                f"{self.cfg.method!r}; pass cuda_graphs=False"
+            )
+        if bucket < 1:
+            raise ValueError(f"bucket must be >= 1, got {bucket}")
+        self.bucket, self.rounds, self.amp = int(bucket), int(rounds), bool(amp)
+        self.plan_in_graph: bool | None = None  # decided on the first capture
+        self._graphs: dict[int, _EventGraph] = {}
+        self._pool = None
+
+    @classmethod
+    def from_checkpoint(cls, path, cluster: Mapping | None = None, device=None,
+                        attention: str | None = None, **kwargs) -> Predictor:  # fmt: skip
+        """Model and clustering of a training checkpoint (the run's validation clustering
+        unless ``cluster`` is given), on ``device`` (default: CUDA when available)."""
+        from trackformers import evaluate as ev
+
+        run_cfg, state = ev.load_checkpoint(path)
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = ev.build_model(run_cfg, state, attention)
+        if not ev.runs_on(model, dev):
+            model = ev.build_model(run_cfg, state, "dense")
+        model = model.to(dev)
+        with torch.no_grad():  # output names decide the automatic clustering
+            keys = model.head(torch.zeros(1, model.encoder.d_model, device=dev)).keys()
+        cfg = ev.cluster_settings(run_cfg, cluster or {}, dict.fromkeys(keys))
+        pred = cls(model, cfg, **kwargs)
+        pred.features = ev.feature_config(run_cfg)
+        return pred
+
+    # ---- eager ---------------------------------------------------------------------------
+    def predict_batch(self, batch: PackedBatch) -> Tensor:
+        """(N,) int64 track labels of a packed batch (unique across events), eager."""
+        out, plan = forward_batch(self.model, batch, amp=self.amp)
+        return assign_tracks(out, batch.cu_seqlens, self.cfg, plan)
+
+    def predict_event(self, event: Mapping) -> Tracks:
+        """Tracks of an in-memory event dict (schema names); features of the checkpoint."""
+        from trackformers.data.packing import pack_events
+
+        fcfg = getattr(self, "features", None)
+        if fcfg is None:
+            raise ValueError("predict_event needs a Predictor built by from_checkpoint")
+        batch = pack_events([event], fcfg).to(self.device)
+        return self.predict(batch.x, batch.coords)
+
+    # ---- one event -----------------------------------------------------------------------
+    def predict(self, x: Tensor, coords: Tensor) -> Tracks:
+        """Tracks of ONE event: x (n, F) model features, coords (n, 3) mm, on the device."""
+        n = x.shape[0]
+        if x.ndim != 2 or coords.shape != (n, 3):
+            raise ValueError(f"need x (n, F) and coords (n, 3), got {tuple(x.shape)}, "
+                             f"{tuple(coords.shape)}")  # fmt: skip
+        if not self.use_graphs:
+            cu = torch.tensor([0, n], dtype=torch.int32, device=x.device)
+            batch = PackedBatch(x=x, cu_seqlens=cu, max_seqlen=n, coords=coords)
+            out, plan = forward_batch(self.model, batch, amp=self.amp)
+            labels = assign_tracks(out, batch.cu_seqlens, self.cfg, plan)
+            return Tracks(labels, *track_counts(labels, self._num_ids(out)))
+        size = (n // self.bucket + 1) * self.bucket  # > n: the padding event is never empty
+        g = self._graphs.get(size)
+        if g is None:
+            g = self._graphs[size] = _EventGraph(self, size, x.shape[1])
+            g.fill(x, coords)
+            self._capture(g)
+        g.fill(x, coords)
+        if not self.plan_in_graph:
+            self._copy_plan(g)
+        g.graph.replay()
+        labels = g.labels
+        if g.state is not None:
+            from trackformers.cluster import range_dbscan as rd
+
+            labels = rd.complete(g.state, g.labels)  # one sync: the clustering's flags
+        labels = labels[:n].clone()
+        return Tracks(labels, *track_counts(labels, self._num_ids(g.out)))
+
+    def _num_ids(self, out) -> int:
+        if self.cfg.method != "argmax":
+            return 0
+        return clustering_input(out, self.cfg)[1].shape[1]  # classes of one event
+
+    def _step(self, g: _EventGraph, plan: AttentionPlan | None = None):
+        batch = g.batch()
+        if plan is None:
+            plan = self.model.encoder.build_plan(batch) if self.plan_in_graph else g.plan
+        out, plan = forward_batch(self.model, batch, plan, self.amp, cache=False)
+        valid = torch.arange(g.size, device=self.device) < g.cu[1]  # (B,) the real event
+        state, labels = _cluster_start(out, g.cu, self.cfg, plan, valid, self.rounds)
+        return state, labels, out
+
+    def _copy_plan(self, g: _EventGraph) -> None:
+        """Eager plan of the padded batch copied into the graph's static plan tensors."""
+        plan = self.model.encoder.build_plan(g.batch())
+        for name in ("perm", "inv_perm", "group_id"):
+            src = getattr(plan, name)
+            if src is not None:
+                getattr(g.plan, name).copy_(src)
+
+    def _static_plan(self, g: _EventGraph) -> None:
+        plan = self.model.encoder.build_plan(g.batch())
+        g.plan = AttentionPlan(
+            kind=plan.kind, cu_seqlens=g.cu, max_seqlen=g.size,
+            perm=None if plan.perm is None else plan.perm.clone(),
+            inv_perm=None if plan.inv_perm is None else plan.inv_perm.clone(),
+            group_id=None if plan.group_id is None else plan.group_id.clone(),
+            adjacency=plan.adjacency, window=plan.window, extra={"n_rows": g.size},
+        )  # fmt: skip
+
+    def _capture(self, g: _EventGraph) -> None:
+        if self.plan_in_graph is None:
+            self.plan_in_graph = plan_capturable(self.model)
+        # eager warm-ups on a side stream: compiles, Triton autotuning, allocator pools
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            self._static_plan(g)  # also the plan builder's warm-up before its capture
+            for _ in range(2):
+                self._step_fresh(g, g.plan)
+            if not _sync_free(lambda: self._step_fresh(g, g.plan)):
+                raise RuntimeError(
+                    "the inference step synchronises with the host, so it cannot be captured "
+                    "in a CUDA graph; run it with torch.cuda.set_sync_debug_mode('warn') to "
+                    "see where, or use Predictor(..., cuda_graphs=False)"
+                )
+            if self.plan_in_graph:
+                g.plan = None
+        torch.cuda.current_stream().wait_stream(s)
+        torch.cuda.synchronize()
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        try:
+            g.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g.graph, pool=self._pool):
+                g.state, g.labels, g.out = self._step_fresh(g)
+        except RuntimeError as err:
+            if not self.plan_in_graph:
+                raise
+            msg = f"capturing the plan build failed ({err}); it runs eagerly before each replay"
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            torch.cuda.synchronize()
+            self.plan_in_graph = False
+            self._static_plan(g)
+            g.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g.graph, pool=self._pool):
+                g.state, g.labels, g.out = self._step_fresh(g)
+
+    def _step_fresh(self, g: _EventGraph, plan: AttentionPlan | None = None):
+        if g.plan is not None:  # metadata cached by a backend must be rebuilt in the graph
+            g.plan.extra = {"n_rows": g.size}
+        return self._step(g, plan)
+
+
+def plan_capturable(model) -> bool:
+    """Whether the model's plan builder has a sync-free path that it takes while a CUDA graph
+    is being captured (trackformers.attention.plans builders with a ``sync`` argument)."""
+    from trackformers.attention import plans
+
+    backend = model.encoder.attention
+    kind = getattr(backend, "mask", "cluster")
+    builder = {"cluster": "cluster_plan", "window": "window_plan"}.get(kind, "full_plan")
+    fn = getattr(plans, builder, None)
+    return fn is not None and "sync" in inspect.signature(fn).parameters
+
+
+def _sync_free(fn) -> bool:
+    """True when fn runs without any host-device synchronisation (sync debug mode)."""
+    prev = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn()
+        return True
+    except RuntimeError as err:
+        if "synchroniz" not in str(err):
+            raise
+        return False
+    finally:
+        torch.cuda.set_sync_debug_mode(prev)
