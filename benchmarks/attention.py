@@ -90,6 +90,8 @@ def plan_parts(backend, batch, device: str) -> dict:
         backend.plan(batch)
         graph = next(reversed(compiled._GRAPHS.values()))  # the one just used
         if graph is not None:
+            parts["graph_variant"] = graph.variant
+            parts.update({f"replay_gpu_ms_{k}": v for k, v in graph.variant_ms.items()})
             parts["replay_ms"] = wall_ms(graph.graph.replay, device)
     plans.GRAPHS = False
     try:
@@ -189,10 +191,12 @@ def print_table(meta: dict, rows: list[dict]) -> None:
     print(f"\n{meta}")
     for r in rows:
         if "nograph_ms" in r:
+            gpu = ", ".join(f"{k[14:]} {v:.3f}" for k, v in r.items() if k.startswith("replay_gpu"))
             print(
-                f"plan parts {r['backend']} N={r['n']}: plan {r['plan_ms']:.3f} ms, graph replay "
-                f"{r.get('replay_ms', float('nan')):.3f} ms, without graph "
-                f"{r['nograph_ms']:.3f} ms, plan alone (no layout) {r['plan_alone_ms']:.3f} ms"
+                f"plan parts {r['backend']} N={r['n']}: plan {r['plan_ms']:.3f} ms; graph "
+                f"replay+sync {r.get('replay_ms', float('nan')):.3f} ms ({r.get('graph_variant')}"
+                f" kept; replay GPU ms: {gpu}); without graph {r['nograph_ms']:.3f} ms; plan "
+                f"alone (no layout) {r['plan_alone_ms']:.3f} ms"
             )
     if rows and "fwd_ms" not in rows[0]:
         return

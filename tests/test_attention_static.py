@@ -197,11 +197,11 @@ def test_padded_program_equals_unpadded(sizes, seed, pad, extra_events):
     _equal(t["group_id"][:n], gid)
     _equal(t["group_ptr"][: g + 1], ptr)
     assert t["group_ptr"].shape == (n + pad + 1,) and bool((t["group_ptr"][g:] == n).all())
-    _equal(t["lo"][:, :n].t(), lo)
-    _equal(t["hi"][:, :n].t(), hi)
+    _equal(t["lo0"][:n, None], lo)
+    _equal(t["hi0"][:n, None], hi)
     rows = torch.arange(n, n + pad)
-    _equal(t["lo"][0, n:], rows)
-    _equal(t["hi"][0, n:], rows + 1)
+    _equal(t["lo0"][n:], rows)
+    _equal(t["hi0"][n:], rows + 1)
     assert t["info"].tolist()[: b + 1] == batch.cu_seqlens.tolist()
 
 
@@ -336,14 +336,13 @@ def test_plan_layout_program_is_one_function():
     coords = torch.cat([batch.coords, torch.zeros(58, 3)])  # (128, 3)
     stage = torch.tensor([0, 50, 70, 70])
     t = plan_layout_tensors("window", coords, stage, block=32, window=5)
-    assert t["kv_indices"].shape == (4, 4) and t["lo"].shape == (2, 128)
+    assert t["kv_indices"].shape == (1, 1, 4, 4) and t["lo1"].shape == (128,)
 
 
 def _plan_fields(plan, block):
     lay = plan.extra[f"layout_b{block}"]
     out = [plan.perm, plan.inv_perm, plan.group_id, plan.group_ptr]
-    return out + [getattr(lay, f) for f in ("lo", "hi", "kv_num_blocks", "kv_indices",
-                                            "full_kv_num_blocks", "full_kv_indices")]  # fmt: skip
+    return out + [lay.lo, lay.hi, *lay.blocks]
 
 
 GPU_BACKENDS = [
@@ -355,12 +354,15 @@ GPU_BACKENDS = [
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("variant", [(True,), (False,)], ids=["compiled", "eager"])
 @pytest.mark.parametrize("name,kw", GPU_BACKENDS)
-def test_cuda_graph_plans_equal_cpu_plans(monkeypatch, name, kw):
-    """Graph replay (compiled program) == eager program on CUDA == CPU, bit for bit,
-    for several batches sharing and not sharing a graph."""
+def test_cuda_graph_plans_equal_cpu_plans(monkeypatch, name, kw, variant):
+    """Graph replay (compiled integer steps, or all eager) == eager launches on CUDA == CPU,
+    bit for bit, for several batches sharing and not sharing a graph."""
     import warnings
 
+    monkeypatch.setattr(compiled, "GRAPH_VARIANTS", variant)
+    monkeypatch.setattr(compiled, "_GRAPHS", type(compiled._GRAPHS)())
     backend = build(name, **kw)
     block = backend.block_size
     for sizes, seed in (([3000, 0, 17, 1, 5000], 9), ([2990, 5000, 0, 0, 1], 10), ([1], 11),
@@ -371,16 +373,17 @@ def test_cuda_graph_plans_equal_cpu_plans(monkeypatch, name, kw):
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)  # no silent compile/capture fallback
             got = _plan_fields(backend.plan(gpu), block)
-        monkeypatch.setattr(plans, "GRAPHS", False)
-        monkeypatch.setattr(compiled, "ENABLED", False)
-        eager = _plan_fields(backend.plan(gpu), block)
-        monkeypatch.undo()
+        with monkeypatch.context() as m:
+            m.setattr(plans, "GRAPHS", False)
+            m.setattr(compiled, "ENABLED", False)
+            eager = _plan_fields(backend.plan(gpu), block)
         for a, b, c in zip(want, got, eager, strict=True):
             if a is None:
                 assert b is None and c is None
                 continue
-            _equal(b, c)  # graph replay of the compiled program == eager launches
+            _equal(b, c)  # graph replay == eager launches
             _equal(b.cpu(), a)  # == the CPU plan
+    assert len(compiled._GRAPHS) == 3 and all(compiled._GRAPHS.values())  # 2 share a bucket
 
 
 @pytest.mark.gpu

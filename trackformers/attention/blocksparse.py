@@ -20,7 +20,7 @@ from trackformers.attention.base import AttentionPlan
 from trackformers.attention.compiled import on_device
 from trackformers.attention.plans import bucket_length, plan_tensors, row_ranges
 
-__all__ = ["BlockLayout", "bucket_length", "build_layout", "layout_tensors",
+__all__ = ["BlockLayout", "bucket_length", "build_layout", "layout_tensors", "BLOCK_KEYS",
            "plan_layout_tensors", "layout_from_tensors", "blocksparse_attention"]  # fmt: skip
 
 
@@ -29,27 +29,44 @@ class BlockLayout:
     n: int  # real rows
     n_pad: int  # padded rows, multiple of block
     block: int
-    lo: Tensor  # (n_pad, R) int32 key range starts per sorted row (pads: [i, i+1))
-    hi: Tensor  # (n_pad, R) int32 key range ends
-    kv_num_blocks: Tensor  # (QB,) int32 partially attended key blocks per query block
-    kv_indices: Tensor  # (QB, KB) int32 their indices first
-    full_kv_num_blocks: Tensor  # (QB,) int32 fully attended key blocks
-    full_kv_indices: Tensor  # (QB, KB) int32
+    ranges: list  # per range r: (lo_r, hi_r), each (n_pad,) int32 (pads: [i, i+1), then empty)
+    blocks: tuple  # kv_num_blocks (1, 1, QB), kv_indices (1, 1, QB, KB), full_kv_num_blocks,
+    #                full_kv_indices, int32, in the shapes BlockMask.from_kv_blocks takes
+
+    @property
+    def lo(self) -> Tensor:  # (n_pad, R) int32 key range starts per sorted row
+        return torch.stack([lo for lo, _ in self.ranges], 1)
+
+    @property
+    def hi(self) -> Tensor:  # (n_pad, R) int32 key range ends
+        return torch.stack([hi for _, hi in self.ranges], 1)
+
+    @property
+    def kv_num_blocks(self) -> Tensor:  # (QB,) partially attended key blocks per query block
+        return self.blocks[0][0, 0]
+
+    @property
+    def kv_indices(self) -> Tensor:  # (QB, KB) their indices first
+        return self.blocks[1][0, 0]
+
+    @property
+    def full_kv_num_blocks(self) -> Tensor:  # (QB,) fully attended key blocks
+        return self.blocks[2][0, 0]
+
+    @property
+    def full_kv_indices(self) -> Tensor:  # (QB, KB)
+        return self.blocks[3][0, 0]
 
     def mask_mod(self):
         """FlexAttention mask_mod reading the range tensors (no N x N evaluation)."""
-        ranges = [
-            (self.lo[:, r].contiguous(), self.hi[:, r].contiguous())
-            for r in range(self.lo.shape[1])
-        ]
-        (lo0, hi0) = ranges[0]
-        if self.lo.shape[1] == 1:
+        (lo0, hi0) = self.ranges[0]
+        if len(self.ranges) == 1:
 
             def mask_mod(b, h, q_idx, kv_idx):
                 return (kv_idx >= lo0[q_idx]) & (kv_idx < hi0[q_idx])
 
             return mask_mod
-        (lo1, hi1) = ranges[1]
+        (lo1, hi1) = self.ranges[1]
 
         def mask_mod2(b, h, q_idx, kv_idx):
             main = (kv_idx >= lo0[q_idx]) & (kv_idx < hi0[q_idx])
@@ -60,23 +77,16 @@ class BlockLayout:
     def block_mask(self):
         from torch.nn.attention.flex_attention import BlockMask
 
-        args = (
-            self.kv_num_blocks[None, None],  # (1, 1, QB)
-            self.kv_indices[None, None],  # (1, 1, QB, KB)
-            self.full_kv_num_blocks[None, None],
-            self.full_kv_indices[None, None],
-        )
         kw = dict(BLOCK_SIZE=self.block, mask_mod=self.mask_mod())
         try:
             # every plan mask (and the pad diagonal) is symmetric, so the query-side layout
             # equals the key-side one: skip torch's dense transposition of the block matrix
             bm = BlockMask.from_kv_blocks(
-                *args, seq_lengths=(self.n_pad, self.n_pad), compute_q_blocks=False, **kw
+                *self.blocks, seq_lengths=(self.n_pad, self.n_pad), compute_q_blocks=False, **kw
             )
         except TypeError:  # older torch: let from_kv_blocks transpose
-            return BlockMask.from_kv_blocks(*args, **kw)
-        bm.q_num_blocks, bm.q_indices = args[0], args[1]
-        bm.full_q_num_blocks, bm.full_q_indices = args[2], args[3]
+            return BlockMask.from_kv_blocks(*self.blocks, **kw)
+        bm.q_num_blocks, bm.q_indices, bm.full_q_num_blocks, bm.full_q_indices = self.blocks
         return bm
 
 
@@ -103,16 +113,17 @@ def _first_true(mask: Tensor) -> tuple[Tensor, Tensor]:
     return counts, idx
 
 
-def layout_tensors(lo: Tensor, hi: Tensor, block: int) -> dict[str, Tensor]:
-    """Block layout of padded key ranges lo, hi (R, n_pad) (pad rows already [i, i+1)).
+def layout_tensors(ranges: list, block: int) -> dict[str, Tensor]:
+    """Block layout of padded key ranges [(lo_r, hi_r)], each (n_pad,) (pads [i, i+1)).
 
-    Static-shaped and sync-free: kv_num_blocks (QB,), kv_indices (QB, QB) (partially
-    attended key blocks first), full_kv_num_blocks, full_kv_indices (every row attends every
-    key of the block), all int32.
+    Static-shaped and sync-free: kv_num_blocks (1, 1, QB), kv_indices (1, 1, QB, QB)
+    (partially attended key blocks first), full_kv_num_blocks, full_kv_indices (every row
+    attends every key of the block), all int32.
     """
+    lo = torch.stack([a for a, _ in ranges]).long()  # (R, n_pad)
+    hi = torch.stack([b for _, b in ranges]).long()
     r, n_pad = lo.shape
     nb = n_pad // block
-    lo, hi = lo.long(), hi.long()
     qb = (torch.arange(n_pad, device=lo.device) // block)[None, :].expand(r, -1)  # (R, n_pad)
     nonempty = hi > lo
     touch_b0 = lo // block
@@ -123,11 +134,17 @@ def layout_tensors(lo: Tensor, hi: Tensor, block: int) -> dict[str, Tensor]:
     full = _count_blocks(qb, full_b0, full_b1, nb, nb) == block  # every row covers the block
     kv_num, kv_idx = _first_true(touched & ~full)
     full_num, full_idx = _first_true(full)
-    return dict(kv_num_blocks=kv_num, kv_indices=kv_idx, full_kv_num_blocks=full_num,
-                full_kv_indices=full_idx)  # fmt: skip
+    return dict(kv_num_blocks=kv_num.view(1, 1, nb), kv_indices=kv_idx.view(1, 1, nb, nb),
+                full_kv_num_blocks=full_num.view(1, 1, nb),
+                full_kv_indices=full_idx.view(1, 1, nb, nb))  # fmt: skip
 
 
 _layout_tensors = on_device(layout_tensors)
+BLOCK_KEYS = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices")
+
+
+def _ranges_of(t: dict) -> list:
+    return [(t[f"lo{r}"], t[f"hi{r}"]) for r in range(2) if f"lo{r}" in t]
 
 
 def plan_layout_tensors(kind: str, coords: Tensor, cu_stage: Tensor, block: int = 128,
@@ -135,26 +152,13 @@ def plan_layout_tensors(kind: str, coords: Tensor, cu_stage: Tensor, block: int 
     """plans.plan_tensors and layout_tensors as ONE static, sync-free program (what the
     flex/windowed backends capture as a CUDA graph); coords has n_pad rows."""
     t = plan_tensors(kind, coords, cu_stage, **statics)
-    t.update(layout_tensors(t["lo"], t["hi"], block))
+    t.update(_layout_tensors(_ranges_of(t), block))
     return t
-
-
-_plan_layout_tensors = on_device(plan_layout_tensors)
 
 
 def layout_from_tensors(t: dict[str, Tensor], n: int, block: int) -> BlockLayout:
     """BlockLayout of the outputs of plan_layout_tensors (n real rows)."""
-    return BlockLayout(
-        n=n,
-        n_pad=t["lo"].shape[1],
-        block=block,
-        lo=t["lo"].t(),  # (n_pad, R) view, columns contiguous
-        hi=t["hi"].t(),
-        kv_num_blocks=t["kv_num_blocks"],
-        kv_indices=t["kv_indices"],
-        full_kv_num_blocks=t["full_kv_num_blocks"],
-        full_kv_indices=t["full_kv_indices"],
-    )
+    return BlockLayout(n, t["lo0"].shape[0], block, _ranges_of(t), tuple(t[k] for k in BLOCK_KEYS))
 
 
 def build_layout(plan: AttentionPlan, block: int = 128, steps_per_octave: int = 8) -> BlockLayout:
@@ -163,11 +167,12 @@ def build_layout(plan: AttentionPlan, block: int = 128, steps_per_octave: int = 
     lo, hi = row_ranges(plan)  # (N, R) int64, sorted order
     n, r = lo.shape
     n_pad = bucket_length(n, block, steps_per_octave)
-    pad_rows = torch.arange(n, n_pad, device=lo.device)[:, None]  # (n_pad - N, 1)
-    first = (torch.arange(r, device=lo.device) == 0).long()[None, :]  # (1, R)
-    lo = torch.cat([lo, pad_rows.expand(-1, r)]).t().int().contiguous()  # (R, n_pad)
-    hi = torch.cat([hi, pad_rows + first]).t().int().contiguous()
-    t = dict(lo=lo, hi=hi, **_layout_tensors(lo, hi, block))
+    pad_rows = torch.arange(n, n_pad, device=lo.device)  # (n_pad - N,)
+    t = {}
+    for i in range(r):
+        t[f"lo{i}"] = torch.cat([lo[:, i], pad_rows]).int()  # (n_pad,)
+        t[f"hi{i}"] = torch.cat([hi[:, i], pad_rows + (1 if i == 0 else 0)]).int()
+    t.update(_layout_tensors(_ranges_of(t), block))
     return layout_from_tensors(t, n, block)
 
 

@@ -11,8 +11,8 @@ captures ``fn(*inputs) -> dict[str, Tensor]`` once per key as a CUDA graph on st
 buffers (warm-up, which also compiles, on a side stream first); ``CapturedGraph.run()``
 replays it and returns fresh clones of the outputs (packed into one buffer per dtype inside
 the graph, so the clone is one copy per dtype), so results never alias the next replay.
-A capture failure is warned about once per key and ``captured`` returns None (the caller
-then runs the program eagerly).
+A capture failure is warned about once per key and variant; if no variant captures,
+``captured`` returns None (the caller then runs the program eagerly).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ ENABLED = True
 DEVICES = ("cuda",)  # device types that get the compiled version
 _BROKEN: set[str] = set()
 GRAPH_DEVICES = ("cuda",)  # device types whose static plan programs are captured as graphs
+GRAPH_VARIANTS = (True, False)  # capture with compiled steps, and without; keep the faster
 MAX_GRAPHS = 64  # captured graphs kept (least recently used dropped first)
 _GRAPHS: OrderedDict = OrderedDict()
 
@@ -36,13 +37,22 @@ def stream_capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
+def _first_tensor(args):
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a
+        if isinstance(a, list | tuple) and (t := _first_tensor(a)) is not None:
+            return t
+    return None
+
+
 def on_device(fn):
     compiled = None
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
         nonlocal compiled
-        first = next(a for a in args if isinstance(a, torch.Tensor))
+        first = _first_tensor(args)
         if (
             not ENABLED
             or first.device.type not in DEVICES
@@ -78,11 +88,20 @@ def _pack(out: dict) -> tuple[list, list]:
     return layout, [torch.cat([t.reshape(-1) for _, t in g]) for g in groups]
 
 
-def _unpack(layout: list, buffers: list) -> dict:
+def _unpack(layout: list, buffers: list, n: int = 0, cut: tuple = ()) -> dict:
+    """Views of the packed outputs; 1-D outputs named in ``cut`` are cut to their first n
+    entries (one split per buffer does it all: views are what costs host time here)."""
     out = {}
     for (sizes, names), buf in zip(layout, buffers, strict=True):
-        for part, (name, shape) in zip(buf.split(sizes), names, strict=True):
-            out[name] = part if len(shape) == 1 else part.view(shape)
+        split = []
+        for size, (name, _) in zip(sizes, names, strict=True):
+            split += [n, size - n] if name in cut else [size]
+        parts = iter(buf.split(split))
+        for name, shape in names:
+            part = next(parts)
+            if name in cut:
+                next(parts)
+            out[name] = part if len(shape) == 1 or name in cut else part.view(shape)
     return out
 
 
@@ -92,6 +111,7 @@ class CapturedGraph:
     def __init__(self, fn, inputs: tuple):
         self.inputs = inputs
         self.graph = None
+        self.replay_ms = float("nan")
         if inputs[0].device.type != "cuda":  # no graphs: same buffers and clones (tests)
             self._fn = fn
             return
@@ -104,32 +124,58 @@ class CapturedGraph:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self._layout, self._buffers = _pack(fn(*inputs))
+        times = []
+        for _ in range(4):  # GPU time of one replay (first one warms up)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            self.graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        self.replay_ms = min(times[1:])
 
-    def run(self) -> dict:
+    def run(self, n: int = 0, cut: tuple = ()) -> dict:
+        """Replay; fresh copies of the outputs, those named in cut cut to n entries."""
         if self.graph is None:
             self._layout, self._buffers = _pack(self._fn(*self.inputs))
         else:
             self.graph.replay()
-        return _unpack(self._layout, [b.clone() for b in self._buffers])
+        return _unpack(self._layout, [b.clone() for b in self._buffers], n, cut)
 
 
 def captured(key, make_inputs, fn) -> CapturedGraph | None:
-    """The CapturedGraph of key (built on first use from make_inputs() and fn), or None if
-    capturing failed (warned once per key)."""
+    """The CapturedGraph of key, or None if capturing failed (warned once per key).
+
+    Built on first use from make_inputs() and fn, once per entry of GRAPH_VARIANTS (compiled
+    steps on / off, i.e. ENABLED); the variant whose replay is fastest is kept (both give
+    identical results; which wins depends on the GPU and the program).
+    """
+    global ENABLED
     if key in _GRAPHS:
         _GRAPHS.move_to_end(key)
         return _GRAPHS[key]
-    try:
-        graph = CapturedGraph(fn, make_inputs())
-    except Exception as err:  # capture problem: keep working, loudly
-        warnings.warn(
-            f"CUDA-graph capture of {key[0]} failed ({type(err).__name__}: {err}); "
-            "running it eagerly",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        graph = None
-    _GRAPHS[key] = graph
+    best, saved, timings = None, ENABLED, {}
+    for variant in GRAPH_VARIANTS:
+        ENABLED = saved and variant
+        try:
+            graph = CapturedGraph(fn, make_inputs())
+            graph.variant = "compiled" if ENABLED else "eager"
+        except Exception as err:  # capture problem: keep working, loudly
+            warnings.warn(
+                f"CUDA-graph capture of {key[0]} ({'compiled' if ENABLED else 'eager'}) failed "
+                f"({type(err).__name__}: {err})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            continue
+        finally:
+            ENABLED = saved
+        timings[graph.variant] = graph.replay_ms
+        if best is None or graph.replay_ms < best.replay_ms:
+            best = graph
+    if best is not None:
+        best.variant_ms = timings  # replay GPU ms of every variant captured (benchmarks)
+    _GRAPHS[key] = best
     while len(_GRAPHS) > MAX_GRAPHS:
         _GRAPHS.popitem(last=False)
-    return graph
+    return best

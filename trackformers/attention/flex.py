@@ -19,10 +19,10 @@ from torch import Tensor
 from trackformers.attention.base import AttentionBackend, AttentionPlan, Capabilities, register
 from trackformers.attention.blocksparse import (
     BlockLayout,
-    _plan_layout_tensors,
     blocksparse_attention,
     build_layout,
     layout_from_tensors,
+    plan_layout_tensors,
 )
 from trackformers.attention.plans import (
     BARREL_RADIUS_MM,
@@ -98,7 +98,7 @@ class _FlexBase(AttentionBackend):
                 plan.extra[f"{key}_bm"] = lay.block_mask()
 
         n_pad = bucket_length(n, self.block_size, self.steps_per_octave)
-        return build_plan(kind, batch, params, p=n_pad, fn=_plan_layout_tensors,
+        return build_plan(kind, batch, params, p=n_pad, fn=plan_layout_tensors,
                           fn_kwargs={"block": self.block_size}, sync=sync,
                           before_sync=attach)[0]  # fmt: skip
 

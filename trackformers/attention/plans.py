@@ -119,12 +119,6 @@ def _sort_within(segment: Tensor, value: Tensor, lo: float, hi: float) -> Tensor
     return torch.argsort(segment.double() + frac, stable=True)
 
 
-def _inverse(perm: Tensor) -> Tensor:
-    inv = torch.empty_like(perm)
-    inv[perm] = torch.arange(perm.numel(), device=perm.device)
-    return inv
-
-
 def surface_coordinates(
     coords: Tensor, radius: float = BARREL_RADIUS_MM, endcap_z: float = ENDCAP_Z_MM
 ) -> tuple[Tensor, Tensor]:
@@ -141,45 +135,6 @@ def surface_coordinates(
     s_cap = torch.sign(z) * (endcap_z + radius - r_plane)  # (N,)
     s = torch.where(z_cyl.abs() <= endcap_z, z_cyl, s_cap)  # (N,)
     return phi, s
-
-
-def _cluster_groups(coords, cu, seq, rows, group_size, sector_size, max_sec, radius, endcap_z):
-    """Sort order and groups of the cluster plan: (perm, group_id int32, new_group bool).
-
-    cu (E+1,) int64 event boundaries, seq (P,) event of every row, rows = arange(P).
-    """
-    p = coords.shape[0]
-    lengths = cu.diff()  # (E,)
-    phi, s = surface_coordinates(coords.float(), radius, endcap_z)
-
-    # phi sectors of equal hit count per event
-    p1 = _sort_within(seq, phi, -math.pi, math.pi)  # (P,)
-    seq1 = seq[p1]  # (P,)
-    rank = rows - cu[seq1]  # (P,) rank by phi within event
-    n_ev = lengths[seq1]  # (P,)
-    n_sec = torch.clamp(torch.div(n_ev + sector_size // 2, sector_size, rounding_mode="floor"), 1)
-    sector = torch.empty(p, dtype=torch.long, device=coords.device)
-    sector[p1] = rank * n_sec // n_ev.clamp_min(1)  # (P,)
-
-    # snake order in s inside each sector, then windows of ~group_size hits
-    s_lim = endcap_z + radius
-    s_key = torch.where(sector % 2 == 0, s, -s)  # (P,)
-    perm = _sort_within(seq * max_sec + sector, s_key, -s_lim, s_lim)  # (P,)
-    seg = (seq * max_sec + sector)[perm]  # (P,) segment key in sorted order
-    true1 = torch.ones(1, dtype=torch.bool, device=coords.device)
-    new_seg = torch.cat([true1, seg[1:] != seg[:-1]])  # (P,)
-    seg_start = torch.cummax(torch.where(new_seg, rows, 0), 0).values  # (P,) first row of seg
-    seg_idx = torch.cumsum(new_seg.long(), 0) - 1  # (P,)
-    seg_len = torch.zeros(p, dtype=torch.long, device=coords.device).index_add_(
-        0, seg_idx, torch.ones_like(seg_idx)
-    )[seg_idx]  # (P,) hits in the row's segment
-    rank2 = rows - seg_start  # (P,)
-    n_groups = (seg_len + group_size - 1) // group_size  # (P,) groups in this segment
-    local = rank2 * n_groups // seg_len  # (P,) balanced windows
-    new_local = torch.cat([~true1, local[1:] != local[:-1]])
-    new_group = new_seg | new_local  # (P,)
-    group_id = (torch.cumsum(new_group.long(), 0) - 1).int()  # (P,) globally non-decreasing
-    return perm, group_id, new_group
 
 
 def _ranges(kind, cu, seq, rows, group_id=None, group_ptr=None, adjacency=0, window=0):
@@ -206,6 +161,79 @@ def _ranges(kind, cu, seq, rows, group_id=None, group_ptr=None, adjacency=0, win
     return torch.stack([lo_main, lo_wrap], 1), torch.stack([hi_main, hi_wrap], 1)  # (P, 2)
 
 
+@on_device
+def _events(cu_stage: Tensor, p: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Event boundaries cu_ext (L+1,) int64 (pads = one last event), event index seq (P,),
+    n_real (1,). Clamped into [0, N] and made non-decreasing: identity on valid input,
+    every later index in range otherwise."""
+    cu = torch.minimum(cu_stage.clamp(0, p), cu_stage[-1:].clamp(0, p))  # (L,)
+    cu = torch.cummax(cu, 0).values
+    cu_ext = torch.cat([cu, torch.full((1,), p, dtype=cu.dtype, device=cu.device)])  # (L+1,)
+    rows = torch.arange(p, device=cu.device)  # (P,)
+    seq = (torch.searchsorted(cu_ext, rows, right=True) - 1).clamp(0, cu.numel() - 1)
+    return cu_ext, seq, cu[-1:]
+
+
+@on_device
+def _sectors(cu: Tensor, seq: Tensor, p1: Tensor, sector_size: int, max_sec: int):
+    """phi sectors of equal hit count per event, from the phi order p1 (integers only):
+    segment key seq * max_sec + sector (P,) and sector parity (P,) bool."""
+    rows = torch.arange(p1.numel(), device=p1.device)
+    seq1 = seq[p1]  # (P,)
+    rank = rows - cu[seq1]  # (P,) rank by phi within event
+    n_ev = cu[seq1 + 1] - cu[seq1]  # (P,)
+    n_sec = torch.clamp(torch.div(n_ev + sector_size // 2, sector_size, rounding_mode="floor"), 1)
+    sector = torch.empty_like(rows)
+    sector[p1] = rank * n_sec // n_ev.clamp_min(1)  # (P,)
+    return seq * max_sec + sector, sector % 2 == 0
+
+
+@on_device
+def _groups(perm: Tensor, segment: Tensor, n_real: Tensor, group_size: int):
+    """Windows of ~group_size hits inside each segment of the sorted rows (integers only):
+    group_id (P,) int32, group_ptr (P+1,) int32 padded with N, num_groups (1,) int64."""
+    p = perm.numel()
+    rows = torch.arange(p, device=perm.device)
+    seg = segment[perm]  # (P,) segment key in sorted order
+    true1 = torch.ones(1, dtype=torch.bool, device=perm.device)
+    new_seg = torch.cat([true1, seg[1:] != seg[:-1]])  # (P,)
+    last = torch.cat([seg[1:] != seg[:-1], true1])  # (P,) last row of its segment
+    seg_start = torch.cummax(torch.where(new_seg, rows, 0), 0).values  # (P,) first row of seg
+    ends = torch.where(last, rows + 1, p).flip(0)
+    seg_end = torch.cummin(ends, 0).values.flip(0)  # (P,) one past the segment's last row
+    seg_len = seg_end - seg_start  # (P,) no scatter: segments are contiguous
+    rank2 = rows - seg_start  # (P,)
+    n_groups = (seg_len + group_size - 1) // group_size  # (P,) groups in this segment
+    local = rank2 * n_groups // seg_len  # (P,) balanced windows
+    new_group = new_seg | torch.cat([~true1, local[1:] != local[:-1]])  # (P,)
+    gid = torch.cumsum(new_group.long(), 0) - 1  # (P,) globally non-decreasing
+    num_groups = torch.where(n_real > 0, gid[(n_real - 1).clamp_min(0)] + 1, 0)  # (1,)
+    # group g starts at the first real row with gid >= g; N for g >= num_groups
+    real_gid = torch.where(rows < n_real, gid, p + 1)  # (P,)
+    ptr = torch.searchsorted(real_gid, torch.arange(p + 1, device=perm.device))  # (P+1,)
+    return gid.int(), ptr.int(), num_groups
+
+
+@on_device
+def _finish(kind, cu_ext, seq, n_real, cu_stage, num_groups, perm, group_id, group_ptr,
+            adjacency: int, window: int) -> dict[str, Tensor]:  # fmt: skip
+    """inv_perm, key ranges (R, P) int32 with pad rows [i, i+1) and info (integers only)."""
+    p = seq.numel()
+    rows = torch.arange(p, device=seq.device)
+    out: dict[str, Tensor] = {}
+    if perm is not None:
+        inv = torch.empty_like(perm)
+        inv[perm] = rows
+        out.update(perm=perm, inv_perm=inv)
+    lo, hi = _ranges(kind, cu_ext, seq, rows, group_id, group_ptr, adjacency, window)  # (P, R)
+    pad = rows >= n_real  # (P,)
+    for r in range(lo.shape[1]):
+        out[f"lo{r}"] = torch.where(pad, rows, lo[:, r]).int()  # (P,)
+        out[f"hi{r}"] = torch.where(pad, rows + (1 if r == 0 else 0), hi[:, r]).int()
+    out["info"] = torch.cat([cu_stage, num_groups])  # (L+1,)
+    return out
+
+
 def plan_tensors(
     kind: str,
     coords: Tensor,
@@ -223,51 +251,34 @@ def plan_tensors(
     coords (P, 3) with pad rows after the N real ones (any values); cu_stage (L,) int64:
     cu_seqlens then N repeated (L >= B + 2). Returns (sorted order, pads last):
     perm, inv_perm (P,) int64 (cluster, window); group_id (P,) int32, group_ptr (P+1,) int32
-    padded with N, num_groups (1,) int64 (cluster); lo, hi (R, P) int32 key ranges with pad
-    rows [i, i+1); info (L+1,) int64 = the cu_stage the program saw, then num_groups.
-    max_sec must exceed every event's sector count (max_seqlen // sector_size + 2).
+    padded with N, num_groups (1,) int64 (cluster); lo0, hi0 (, lo1, hi1) (P,) int32 key
+    ranges (see row_ranges) with pad rows [i, i+1); info (L+1,) int64 = the cu_stage the
+    program saw, then num_groups. max_sec must exceed every event's sector count
+    (max_seqlen // sector_size + 2). Floating-point steps (projection, sort keys) run eagerly
+    so that every result is bit-identical to the eager builders; the integer steps are
+    compiled on CUDA (``compiled.on_device``).
     """
-    p = coords.shape[0]
-    dev = coords.device
-    rows = torch.arange(p, device=dev)  # (P,)
-    # clamp into [0, N] and make non-decreasing: identity on valid input, in-range otherwise
-    cu = torch.minimum(cu_stage.clamp(0, p), cu_stage[-1:].clamp(0, p))  # (L,)
-    cu = torch.cummax(cu, 0).values
-    n_real = cu[-1:]  # (1,)
-    cu_ext = torch.cat([cu, torch.full((1,), p, dtype=cu.dtype, device=dev)])  # (L+1,) +pads
-    seq = (torch.searchsorted(cu_ext, rows, right=True) - 1).clamp(0, cu.numel() - 1)  # (P,)
-    out: dict[str, Tensor] = {}
-    gid = ptr = None
-    if kind == "cluster":
-        perm, gid, new_group = _cluster_groups(
-            coords, cu_ext, seq, rows, group_size, sector_size, max_sec, radius, endcap_z
-        )
-        real = rows < n_real  # (P,)
-        num_groups = torch.where(n_real > 0, gid[(n_real - 1).clamp_min(0)].long() + 1, 0)
-        ptr = n_real.to(torch.int32).repeat(p + 2)  # (P+2,) last slot collects non-starts
-        ptr.scatter_(0, torch.where(new_group & real, gid.long(), p + 1), rows.int())
-        ptr = ptr[: p + 1]
-        out.update(group_id=gid, group_ptr=ptr, num_groups=num_groups)
-    elif kind == "window":
-        perm = _sort_within(seq, torch.atan2(coords[:, 1], coords[:, 0]), -math.pi, math.pi)
-        num_groups = torch.zeros(1, dtype=torch.long, device=dev)
-    elif kind == "full":
-        perm = None
-        num_groups = torch.zeros(1, dtype=torch.long, device=dev)
-    else:
+    if kind not in ("full", "cluster", "window"):
         raise ValueError(f"unknown plan kind {kind!r}; expected full, cluster or window")
-    if perm is not None:
-        out.update(perm=perm, inv_perm=_inverse(perm))
-    lo, hi = _ranges(kind, cu_ext, seq, rows, gid, ptr, adjacency, window)  # (P, R)
-    pad = (rows >= n_real)[:, None]  # (P, 1)
-    first = torch.arange(lo.shape[1], device=dev)[None, :] == 0  # (1, R)
-    lo = torch.where(pad, rows[:, None], lo)
-    hi = torch.where(pad, rows[:, None] + first.long(), hi)
-    out.update(lo=lo.t().int(), hi=hi.t().int(), info=torch.cat([cu_stage, num_groups]))
+    cu_ext, seq, n_real = _events(cu_stage, coords.shape[0])  # (L+1,), (P,), (1,)
+    perm = gid = ptr = None
+    num_groups = torch.zeros_like(n_real)
+    if kind == "cluster":
+        phi, s = surface_coordinates(coords.float(), radius, endcap_z)  # (P,), (P,)
+        p1 = _sort_within(seq, phi, -math.pi, math.pi)  # (P,) phi order within events
+        segment, even = _sectors(cu_ext, seq, p1, sector_size, max_sec)  # (P,), (P,)
+        s_lim = endcap_z + radius
+        # snake order in s inside each sector, then windows of ~group_size hits
+        perm = _sort_within(segment, torch.where(even, s, -s), -s_lim, s_lim)  # (P,)
+        gid, ptr, num_groups = _groups(perm, segment, n_real, group_size)
+    elif kind == "window":
+        phi = torch.atan2(coords[:, 1], coords[:, 0])  # (P,)
+        perm = _sort_within(seq, phi, -math.pi, math.pi)  # (P,)
+    out = _finish(kind, cu_ext, seq, n_real, cu_stage, num_groups, perm, gid, ptr, adjacency,
+                  window)  # fmt: skip
+    if kind == "cluster":
+        out.update(group_id=gid, group_ptr=ptr, num_groups=num_groups)
     return out
-
-
-_plan_tensors = on_device(plan_tensors)
 
 
 def _stage(batch, p: int) -> tuple[Tensor, Tensor]:
@@ -290,6 +301,13 @@ def _statics(kind: str, batch, params: dict) -> dict:
     return {}
 
 
+ROW_KEYS = ("perm", "inv_perm", "group_id")  # outputs of which the plan keeps the N real rows
+
+
+def _cut(t: dict, n: int) -> dict:
+    return {k: v[:n] if k in ROW_KEYS else v for k, v in t.items()}
+
+
 def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn_kwargs=None,
                sync: bool | None = None, before_sync=None,
                ) -> tuple[AttentionPlan, dict[str, Tensor]]:  # fmt: skip
@@ -309,7 +327,7 @@ def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn
     dev = coords.device
     capturing = dev.type == "cuda" and compiled.stream_capturing()
     sync = (not capturing) if sync is None else bool(sync)
-    fn = fn or _plan_tensors
+    fn = fn or plan_tensors
     kw = {**_statics(kind, batch, params), **(fn_kwargs or {})}
     if sync and GRAPHS and dev.type in compiled.GRAPH_DEVICES and not capturing:
         graph = compiled.captured(
@@ -324,19 +342,18 @@ def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn
             c_buf[:n].copy_(coords)
             s_buf[: b + 1].copy_(cu)
             s_buf[b + 1 :].fill_(n)
-            t = graph.run()
+            t = graph.run(n, ROW_KEYS)
         else:  # capture failed (warned once): same program, eagerly
-            t = fn(kind, *_stage(batch, p), **kw)
+            t = _cut(fn(kind, *_stage(batch, p), **kw), n)
     else:
-        t = fn(kind, *_stage(batch, p), **kw)
-    perm = t.get("perm")
+        t = _cut(fn(kind, *_stage(batch, p), **kw), n)
     plan = AttentionPlan(
         kind=kind,
         cu_seqlens=cu,
         max_seqlen=batch.max_seqlen,
-        perm=None if perm is None else perm[:n],
-        inv_perm=None if perm is None else t["inv_perm"][:n],
-        group_id=t["group_id"][:n] if "group_id" in t else None,
+        perm=t.get("perm"),
+        inv_perm=t.get("inv_perm"),
+        group_id=t.get("group_id"),
         group_ptr=t.get("group_ptr"),
         adjacency=int(params.get("adjacency", 1)),
         window=params.get("window"),
