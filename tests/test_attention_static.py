@@ -246,6 +246,18 @@ def test_first_true_is_stable_argsort():
         _equal(idx, torch.argsort((~mask).to(torch.int8), dim=1, stable=True))
 
 
+def test_packed_outputs_are_aligned_views_cut_to_n():
+    t = {"perm": torch.arange(10), "group_id": torch.arange(7, dtype=torch.int32),
+         "lo0": torch.arange(9, dtype=torch.int32), "c": torch.arange(12).view(3, 4),
+         "blocks": torch.arange(33, dtype=torch.int32).view(1, 1, 3, 11)}  # fmt: skip
+    layout, buffers = compiled._pack(t)
+    out = compiled._unpack(layout, buffers, 3, ("perm", "group_id"))
+    assert out.keys() == t.keys()
+    for k, v in t.items():
+        _equal(out[k], v[:3] if k in ("perm", "group_id") else v)
+        assert out[k].storage_offset() % compiled.ALIGN == 0, k  # kernels assume alignment
+
+
 @pytest.fixture
 def graph_emulation(monkeypatch):
     """Run the CUDA-graph orchestration on CPU: static buffers reused, outputs cloned."""

@@ -79,28 +79,38 @@ def on_device(fn):
     return call
 
 
+ALIGN = 16  # elements: every packed output starts 16-element aligned (kernels assume it)
+
+
 def _pack(out: dict) -> tuple[list, list]:
-    """Flatten a dict of tensors into one buffer per dtype; returns (layout, buffers) with
-    layout[i] = (sizes, [(name, shape)]) of buffer i."""
+    """Flatten a dict of tensors into one buffer per dtype, each part ALIGN-aligned; returns
+    (layout, buffers) with layout[i] = [(name, shape, numel, padding)] of buffer i."""
     dtypes = sorted({t.dtype for t in out.values()}, key=str)
-    groups = [[(k, t) for k, t in out.items() if t.dtype == d] for d in dtypes]
-    layout = [([t.numel() for _, t in g], [(k, tuple(t.shape)) for k, t in g]) for g in groups]
-    return layout, [torch.cat([t.reshape(-1) for _, t in g]) for g in groups]
+    layout, buffers = [], []
+    for d in dtypes:
+        entries, parts = [], []
+        for name, t in out.items():
+            if t.dtype != d:
+                continue
+            pad = -t.numel() % ALIGN
+            entries.append((name, tuple(t.shape), t.numel(), pad))
+            parts += [t.reshape(-1), t.new_zeros(pad)]
+        layout.append(entries)
+        buffers.append(torch.cat(parts))
+    return layout, buffers
 
 
 def _unpack(layout: list, buffers: list, n: int = 0, cut: tuple = ()) -> dict:
     """Views of the packed outputs; 1-D outputs named in ``cut`` are cut to their first n
     entries (one split per buffer does it all: views are what costs host time here)."""
     out = {}
-    for (sizes, names), buf in zip(layout, buffers, strict=True):
+    for entries, buf in zip(layout, buffers, strict=True):
         split = []
-        for size, (name, _) in zip(sizes, names, strict=True):
-            split += [n, size - n] if name in cut else [size]
-        parts = iter(buf.split(split))
-        for name, shape in names:
-            part = next(parts)
-            if name in cut:
-                next(parts)
+        for name, _, size, pad in entries:
+            split += [n, size - n + pad] if name in cut else [size, pad]
+        parts = buf.split_with_sizes(split)
+        for i, (name, shape, _, _) in enumerate(entries):
+            part = parts[2 * i]
             out[name] = part if len(shape) == 1 or name in cut else part.view(shape)
     return out
 

@@ -19,24 +19,28 @@ tensor program with shapes fixed by (P, L) alone: ``coords`` (P, 3) padded to P 
 (``bucket_length``) and ``cu_stage`` (L,) int64 = cu_seqlens followed by N repeated
 (``stage_length``: L >= B + 2, a power of two). Pad rows form one trailing pseudo-event and
 sort after every real hit, so ``perm[:N]`` is the plan's permutation; ``group_ptr`` comes
-padded to (P + 1,) with N (``num_groups`` on the device), ranges (R, P) with pad rows
-attending only themselves. No host sync, no data-dependent shape: on CUDA
-:func:`build_plan` captures it (with the block layout for flex/windowed) as one CUDA graph
-per (kind, P, L, parameters) and replays it; the outputs are cloned, so plans never alias.
-The one sync left is at the end: the host validates cu_seqlens (as copied into the graph)
-and reads the exact number of groups. Bad cu_seqlens are clamped inside the program (every
-index stays in range) and then rejected with a clear error.
+padded to (P + 1,) with N (``num_groups`` on the device), key ranges as (P,) vectors with
+pad rows attending only themselves. No host sync, no data-dependent shape, no atomics on hot
+addresses. Floating-point steps (projection, sort keys, sorts) run eagerly, so plans are
+bit-identical to the eager builders; the integer steps are compiled on CUDA. On CUDA
+:func:`build_plan` captures the program (with the block layout for flex/windowed) as a CUDA
+graph per (kind, P, L, parameters), keeping the faster of a compiled and an all-eager
+capture, and replays it; the outputs are cloned, so plans never alias. The one sync left is
+at the end: the host validates cu_seqlens (as the program saw them) and reads the exact
+number of groups. Bad cu_seqlens are clamped inside the program (every index stays in
+range) and then rejected with a clear ValueError.
 
 Capturable entry point (whole-inference CUDA graphs): call ``cluster_plan(batch, ...,
-sync=False)`` / ``window_plan(batch, w, sync=False)`` (or ``backend.plan(batch)`` of flex /
-windowed / fused, which do so automatically while the current stream is capturing) inside
-your capture, after one warm-up call outside it. That path runs the program directly on
-padded copies of the inputs, never syncs, leaves ``group_ptr`` padded to (P + 1,) with N
+sync=False)`` / ``window_plan(batch, w, sync=False)`` (or ``backend.plan(batch)`` of flex,
+windowed and fused, which go sync-free by themselves while the current stream is capturing)
+inside your capture, after one ordinary warm-up call outside it (it compiles the steps).
+That path runs the program directly on padded copies of the inputs (P = the bucketed
+length), never syncs, leaves ``group_ptr`` padded to (P + 1,) with N
 (``plan.extra["num_groups"]`` is a (1,) device tensor; row_ranges, the flex/windowed layout
-and the fused kernels accept it; code that needs G exactly, e.g. cluster.local_dbscan,
-must read num_groups) and checks cu_seqlens with a device-side assertion
-(``torch._assert_async``) instead of a Python exception. N, B and max_seqlen stay host ints
-(the capture is per shape anyway).
+and the fused kernels accept the padding; code that needs G exactly, e.g.
+cluster.local_dbscan, must use ``group_ptr[:num_groups + 1]``), and checks cu_seqlens with a
+device-side assertion (``torch._assert_async``) instead of a Python exception. N, B and
+max_seqlen stay host ints (a capture is per shape anyway).
 """
 
 from __future__ import annotations
