@@ -323,13 +323,16 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
     say(f"training: {budget:.0f} s budget, step {step_s:.3f} s -> max_steps {steps}")
     rc = run_cmd([sys.executable, "-m", "trackformers.train", *overrides], log_file,
                  timeout=budget + 120)  # fmt: skip
-    if rc != 0:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if rc != 0 and not last.is_file():
         raise RuntimeError(f"training failed with exit code {rc}; see the log")
-    shutil.copy(run_dir / "summary.json", out / "summary.json")
+    if rc != 0:  # e.g. after fit, in the summary: the model is there, evaluate it anyway
+        say(f"WARNING: training exited with {rc} after writing {last}; evaluating that")
+    if (run_dir / "summary.json").is_file():
+        say(f"summary: {(run_dir / 'summary.json').read_text()}")
     # the final model (end of the cosine schedule); best.ckpt only knows the validations inside
     # fit, not the final one that trackformers.train runs after it
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    say(f"summary: {(run_dir / 'summary.json').read_text()}")
+    ckpt = last
 
     from trackformers.evaluate import iter_eval_events, load_checkpoint
     from trackformers.export import export_checkpoint

@@ -183,3 +183,17 @@ def test_loss_reasons_split_merged_unassigned():
     r = loss_reasons(p)
     assert r == {"n_reconstructable": 4, "missed": 0.75, "unassigned": 0.25, "split": 0.25,
                  "merged": 0.25}  # fmt: skip
+
+
+def test_training_summary_names_the_device(monkeypatch):
+    from types import SimpleNamespace
+
+    from trackformers.train import _device_name
+
+    cpu = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), world_size=1)
+    assert _device_name(cpu) == f"CPU ({torch.get_num_threads()} threads) x 1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: f"FakeGPU {d}")
+    gpu = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)),
+                          world_size=2)  # fmt: skip
+    assert _device_name(gpu) == "2x FakeGPU cuda:0"

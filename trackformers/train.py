@@ -135,8 +135,9 @@ def _wandb_run_dir(trainer) -> Path | None:
 
 def _device_name(trainer) -> str:
     """What the run trained on, e.g. "1x NVIDIA H100 80GB HBM3" or "CPU (2 threads)"."""
-    if torch.cuda.is_available() and trainer.root_device.type == "cuda":
-        name = torch.cuda.get_device_name(trainer.root_device)
+    device = trainer.strategy.root_device
+    if torch.cuda.is_available() and device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
         return f"{trainer.world_size}x {name}"
     return f"CPU ({torch.get_num_threads()} threads) x {trainer.world_size}"
 
