@@ -28,7 +28,7 @@ DEVICES = ("cuda",)  # device types that get the compiled version
 _BROKEN: set[str] = set()
 GRAPH_DEVICES = ("cuda",)  # device types whose static plan programs are captured as graphs
 GRAPH_VARIANTS = (True, False)  # capture with compiled steps, and without; keep the faster
-MAX_GRAPHS = 64  # captured graphs kept (least recently used dropped first)
+MAX_GRAPHS = 32  # captured graphs kept, least recently used dropped first (~10-20 MB each)
 _GRAPHS: OrderedDict = OrderedDict()
 
 
