@@ -197,3 +197,25 @@ def test_training_summary_names_the_device(monkeypatch):
     gpu = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)),
                           world_size=2)  # fmt: skip
     assert _device_name(gpu) == "2x FakeGPU cuda:0"
+
+
+def test_evaluate_cli_swaps_the_attention_backend(tiny_run, tmp_path):
+    """``attention=X`` on the evaluate command line (a conf group name in training) reaches
+    run() as the backend to rebuild the model with; the row names that backend."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "eval_flex"
+    args = [f"ckpt={tiny_run['ckpt']}", f"data={tiny_run['fresh']}", "attention=flex",
+            "+reconstructable.pt_min=0.9", "wandb.enabled=false", "plots=false",
+            f"hydra.run.dir={out}"]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "trackformers.evaluate", *args],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                          env={**os.environ, "WANDB_MODE": "disabled"}, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_events"] == 6 and m["attention"] == "FlexAttention"  # trained with dense
+    assert json.loads((tiny_run["eval"] / "metrics.json").read_text())["attention"] == (
+        "DenseAttention"
+    )

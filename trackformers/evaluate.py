@@ -360,7 +360,7 @@ def run(cfg: Mapping) -> dict:
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if want == "auto" else want
     )
-    model = build_model(run_cfg, state, cfg.get("attention"))
+    model = build_model(run_cfg, state, cfg.get("attention_name") or cfg.get("attention"))
     if not runs_on(model, device):  # e.g. the fused Triton backend on a CPU-only machine
         model = build_model(run_cfg, state, "dense")
     model = model.to(device)
@@ -382,6 +382,7 @@ def run(cfg: Mapping) -> dict:
         **result["metrics"],
         "ckpt": str(ckpt),
         "device": str(device),
+        "attention": type(model.encoder.attention).__name__,
         "cluster": used,
         "reconstructable": rec.to_dict(),
         "matching": rules.to_dict(),
@@ -404,6 +405,9 @@ def main() -> None:
     # conf/data is a config group of training, so Hydra would read ``data=X`` as choosing one
     # of its options; here data= names the events to evaluate: pass it on as data_path=X.
     sys.argv = [("data_path=" + a[5:]) if a.startswith("data=") else a for a in sys.argv]
+    # likewise conf/attention: ``attention=flex`` swaps the backend, passed on as attention_name
+    sys.argv = [("+attention_name=" + a[10:]) if a.startswith("attention=") else a
+                for a in sys.argv]  # fmt: skip
 
     @hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
     def _main(cfg) -> None:
