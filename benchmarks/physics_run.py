@@ -11,14 +11,15 @@ Within ``--budget`` seconds of wall clock:
    ``--check-hits`` hits, eager and with ``compile_encoder``: loss and per-parameter gradients
    compared under bf16 autocast, and a full training step (forward, backward, AdamW) timed
    both ways. Falls back to the next backend of ``--attention`` if one fails.
-3. Training: ``python -m trackformers.train experiment=... compile=true`` with the wall-clock
-   rest of the budget as ``trainer.max_time`` and ``trainer.max_steps`` sized from the measured
-   step time (so the cosine schedule ends with the budget).
-4. The DBSCAN radius is chosen on the run's validation split (best DM efficiency at fake rate
-   <= 0.8 %, else best DM - fake), then ``python -m trackformers.evaluate`` runs on the fresh
-   events, the per-event latency is measured on them (trackformers.latency), the checkpoint is
-   exported in bf16 (trackformers.export) and the results row is collected
-   (trackformers.results).
+3. Training: ``python -m trackformers.train experiment=... compile=true`` (false if the check
+   found eager and compiled unequal) with the wall-clock rest of the budget as
+   ``trainer.max_time`` and ``trainer.max_steps`` sized from the measured step time (so the
+   cosine schedule ends with the budget).
+4. The final checkpoint (last.ckpt) is exported in bf16 (trackformers.export); the DBSCAN
+   radius is chosen on the run's validation split (best DM efficiency at fake rate <= 0.8 %,
+   else best DM - fake), then ``python -m trackformers.evaluate`` runs on the fresh
+   events, the per-event latency is measured on them (trackformers.latency) and the results
+   row is collected (trackformers.results).
 5. $OUT receives at most 8 files: physics_run.log, compile_check.json, metrics.json,
    results.md, rows.json, summary.json, model_bf16.pt, plots.tar.gz (plots, breakdowns, CSV
    logs, latency.json).
