@@ -3,12 +3,17 @@
 GPU, bf16, H = 8, head_dim 32 and 64, one event of N = 8k / 32k / 65k synthetic pixel hits;
 masks: cluster (Part-2 groups, cluster_plan) and window (phi-sorted, W = 512). All inputs in
 the plan's sorted order. Timed (median of triton.testing.do_bench):
-  fused     — metadata build + kernels (the metadata is built inside every timed call);
+  fused     — metadata build + kernels (the metadata is built inside every timed call),
+              autotuned; fused_fixed the same with the fixed default configs (tune=False);
+  base      — with --baseline DIR: DIR/oldk, a copy of an earlier kernels/ package (imports
+              renamed to oldk), fixed configs, same inputs: before/after in one run;
   fused_be  — the registered backend: perm gather, metadata, kernels, inverse scatter;
   flex      — FlexAttention kernel alone (compiled), BlockMask prebuilt; its build timed apart;
   sdpa      — dense attention over the whole event (no mask), the rate reference.
 Before timing, every fused output is checked: poisoned (NaN) buffers fully written, and
 sampled rows against a float64 reference; fused vs flex on the same mask.
+--sweep times fixed-config variants and timing probes at the largest N (registers, spills and
+CTAs per SM of each compiled kernel included).
 
     python benchmarks/kernels.py --out DIR            (GPU)
     TRITON_INTERPRET=1 python benchmarks/kernels.py --smoke   (CPU dry run of the code paths)
