@@ -193,24 +193,26 @@ def _sectors(cu: Tensor, seq: Tensor, p1: Tensor, sector_size: int, max_sec: int
 
 
 @on_device
-def _groups(perm: Tensor, segment: Tensor, n_real: Tensor, group_size: int):
+def _groups(perm: Tensor, segment: Tensor, n_real: Tensor, group_size: int, num_keys: int):
     """Windows of ~group_size hits inside each segment of the sorted rows (integers only):
-    group_id (P,) int32, group_ptr (P+1,) int32 padded with N, num_groups (1,) int64."""
+    group_id (P,) int32, group_ptr (P+1,) int32 padded with N, num_groups (1,) int64.
+
+    Segments are contiguous runs of the sorted key seg (non-decreasing, < num_keys), so
+    every step is a binary search or a scan over the num_keys possible keys: no scan over
+    all rows (1-D cummax/cumsum of 65 k rows run in one thread block) and no atomics.
+    """
     p = perm.numel()
     rows = torch.arange(p, device=perm.device)
-    seg = segment[perm]  # (P,) segment key in sorted order
-    true1 = torch.ones(1, dtype=torch.bool, device=perm.device)
-    new_seg = torch.cat([true1, seg[1:] != seg[:-1]])  # (P,)
-    last = torch.cat([seg[1:] != seg[:-1], true1])  # (P,) last row of its segment
-    seg_start = torch.cummax(torch.where(new_seg, rows, 0), 0).values  # (P,) first row of seg
-    ends = torch.where(last, rows + 1, p).flip(0)
-    seg_end = torch.cummin(ends, 0).values.flip(0)  # (P,) one past the segment's last row
-    seg_len = seg_end - seg_start  # (P,) no scatter: segments are contiguous
-    rank2 = rows - seg_start  # (P,)
+    seg = segment[perm].clamp(0, num_keys - 1)  # (P,) sorted segment key of every row
+    seg_start = torch.searchsorted(seg, seg)  # (P,) first row of the row's segment
+    seg_len = torch.searchsorted(seg, seg, right=True) - seg_start  # (P,)
     n_groups = (seg_len + group_size - 1) // group_size  # (P,) groups in this segment
-    local = rank2 * n_groups // seg_len  # (P,) balanced windows
-    new_group = new_seg | torch.cat([~true1, local[1:] != local[:-1]])  # (P,)
-    gid = torch.cumsum(new_group.long(), 0) - 1  # (P,) globally non-decreasing
+    local = (rows - seg_start) * n_groups // seg_len  # (P,) balanced windows, 0..n_groups-1
+    keys = torch.arange(num_keys, device=perm.device)  # (K,) every possible segment key
+    key_len = torch.searchsorted(seg, keys, right=True) - torch.searchsorted(seg, keys)
+    key_groups = (key_len + group_size - 1) // group_size  # (K,) 0 for absent keys
+    before = torch.cumsum(key_groups, 0) - key_groups  # (K,) groups of all earlier segments
+    gid = before[seg] + local  # (P,) globally non-decreasing
     num_groups = torch.where(n_real > 0, gid[(n_real - 1).clamp_min(0)] + 1, 0)  # (1,)
     # group g starts at the first real row with gid >= g; N for g >= num_groups
     real_gid = torch.where(rows < n_real, gid, p + 1)  # (P,)
@@ -274,7 +276,10 @@ def plan_tensors(
         s_lim = endcap_z + radius
         # snake order in s inside each sector, then windows of ~group_size hits
         perm = _sort_within(segment, torch.where(even, s, -s), -s_lim, s_lim)  # (P,)
-        gid, ptr, num_groups = _groups(perm, segment, n_real, group_size)
+        # segment keys < L * max_sec for real events; the pad event's sectors may run past
+        # max_sec, but never past P // sector_size + 1
+        num_keys = cu_stage.numel() * max_sec + coords.shape[0] // sector_size + 2
+        gid, ptr, num_groups = _groups(perm, segment, n_real, group_size, num_keys)
     elif kind == "window":
         phi = torch.atan2(coords[:, 1], coords[:, 0])  # (P,)
         perm = _sort_within(seq, phi, -math.pi, math.pi)  # (P,)
