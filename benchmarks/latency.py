@@ -10,12 +10,16 @@ through: features + attention plan -> TrackFormer forward (bf16 autocast, "model
                copies, replay, flag read, track counts). The split comes from the same steps
                captured as three separate graphs (plan / model / clustering + track counts)
                replayed back to back; "other" = plan + features + track list.
+  graph-compiled  the same with the encoder blocks' dense parts torch.compile'd
+               (``Predictor(..., compile=True)``, trackformers.inference_compiled).
   eager        the same steps without graphs (sync-free Triton DBSCAN).
   eager-torch  the previous path: eager steps, torch DBSCAN (radius graph, host syncs),
                track_list with sorting — the "before" of BENCHMARKS.md.
 
 CUDA events after warm-up (median of --repeat runs); peak memory is
-torch.cuda.max_memory_allocated over the timed runs (weights and graph pools included).
+torch.cuda.max_memory_allocated over the timed runs, and "reserved" torch.cuda.memory_reserved
+after them and empty_cache (weights, live CUDA-graph pools; the honest footprint of a graph,
+whose pool keeps blocks that max_memory_allocated no longer counts as allocated).
 
 Clustering input. The weights are random (no trained checkpoint travels to the GPU machine),
 and DBSCAN's cost depends on how the points are spread, so the clustering stage runs on
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import statistics
 import time
@@ -179,7 +184,7 @@ def run_eager(v: Variant, coords, pid, args, impl: str) -> dict:
     return measure(once, model, cuda, args)
 
 
-def run_graph(v: Variant, coords, pid, args) -> dict:
+def run_graph(v: Variant, coords, pid, args, compile: bool = False) -> dict:
     """Predictor with CUDA graphs; split from three stage graphs of the same steps."""
     from trackformers.inference import _cluster_start
 
@@ -189,7 +194,8 @@ def run_graph(v: Variant, coords, pid, args) -> dict:
     size = (n // args.bucket + 1) * args.bucket
     oracle = padded_oracle(pid, v, dev, size) if args.cluster_input == "oracle" else {}
     model.head = OracleHead(model.head, oracle)
-    pred = Predictor(model, v.cluster, bucket=args.bucket, rounds=args.rounds, amp=not args.fp32)
+    pred = Predictor(model, v.cluster, bucket=args.bucket, rounds=args.rounds,
+                     amp=not args.fp32, compile=compile)  # fmt: skip
     clock, elapsed = timer(True)
 
     def once():
@@ -228,8 +234,8 @@ def run_graph(v: Variant, coords, pid, args) -> dict:
         stages["plan+features"] = None  # eager plan + copy into the static plan
 
     def model_fn():
-        plan.extra = {"n_rows": size}
-        return forward_batch(model, g.batch(), plan, not args.fp32, cache=False)[0]
+        plan.extra = {k: v for k, v in plan.extra.items() if not k.startswith("fused_meta")}
+        return forward_batch(model, g.batch(), plan, not args.fp32, False, pred._forward)[0]
 
     stages["model"], out = capture(model_fn)
     ccfg = ClusterConfig.from_dict(v.cluster)
@@ -275,6 +281,9 @@ def measure(once, model, cuda, args) -> dict:
     res = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "n_tracks"}
     res["n_tracks"] = runs[-1]["n_tracks"]
     res["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9 if cuda else float("nan")
+    if cuda:  # what the step holds on to: graph pools, weights, caches (freed blocks released)
+        torch.cuda.empty_cache()
+        res["reserved_gb"] = torch.cuda.memory_reserved() / 1e9
     res["n_params"] = sum(p.numel() for p in model.parameters())
     return res
 
@@ -322,8 +331,12 @@ def agreement(coords, pid, args) -> dict:
 
 
 def run_variant(v: Variant, coords, pid, args, mode: str) -> dict:
-    if mode == "graph":
-        return run_graph(v, coords, pid, args)
+    gc.collect()
+    if coords.is_cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    if mode in ("graph", "graph-compiled"):
+        return run_graph(v, coords, pid, args, compile=mode == "graph-compiled")
     return run_eager(v, coords, pid, args, "torch" if mode == "eager-torch" else "auto")
 
 
@@ -339,9 +352,9 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated variant names")
     ap.add_argument("--json", default=None, help="write results here")
     ap.add_argument("--cpu-reference", action="store_true", help="time sklearn DBSCAN too")
-    ap.add_argument("--modes", default="graph,eager,eager-torch")
+    ap.add_argument("--modes", default="graph-compiled,graph,eager,eager-torch")
     ap.add_argument("--bucket", type=int, default=4096, help="graph sizes: multiples of this")
-    ap.add_argument("--rounds", type=int, default=6, help="DBSCAN component rounds in graph")
+    ap.add_argument("--rounds", type=int, default=4, help="DBSCAN component rounds in graph")
     ap.add_argument(
         "--agreement",
         action="store_true",
@@ -366,8 +379,8 @@ def main() -> None:
     results = []
     print(f"{args.hits} hits, {len(np.unique(pid))} particles, {env}, {datetime.date.today()}")
     cols = "variant | mode | params | model ms | clustering ms | other ms | total ms | host ms"
-    print(f"| {cols} | peak GB | tracks |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| {cols} | peak GB | reserved GB | tracks |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for v in variants:
         for mode in args.modes.split(","):
             try:
@@ -380,7 +393,8 @@ def main() -> None:
             other = r["plan+features"] + r["track list"]
             print(f"| {v.name} | {mode} | {r['n_params'] / 1e6:.2f} M | {r['model']:.2f} | "
                   f"{r['clustering']:.2f} | {other:.2f} | {r['total']:.2f} | "
-                  f"{r['host wall']:.2f} | {r['peak_mem_gb']:.3f} | {r['n_tracks']} |",
+                  f"{r['host wall']:.2f} | {r['peak_mem_gb']:.3f} | "
+                  f"{r.get('reserved_gb', float('nan')):.3f} | {r['n_tracks']} |",
                   flush=True)  # fmt: skip
             results.append({"variant": v.name, "mode": mode, "backend": v.backend, **r,
                             "env": env, "hits": args.hits})  # fmt: skip

@@ -36,7 +36,7 @@ def track_like(pid: np.ndarray, rows: int, seed: int = 0) -> torch.Tensor:
 
 def small_model(attention="dense", **kw):
     torch.manual_seed(0)
-    return TrackFormer(Encoder(3, 32, 4, 2, attention=attention, attention_kwargs=kw),
+    return TrackFormer(Encoder(3, 32, 2, 2, attention=attention, attention_kwargs=kw),
                        RegressorHead(32, 4))  # fmt: skip
 
 
@@ -61,6 +61,22 @@ def test_predictor_cpu_equals_forward_and_clustering():
     assert torch.equal(tracks.labels, ref) and int(tracks.n_tracks) == int(ref.max()) + 1 > 50
     assert int(tracks.counts.sum()) == int((ref >= 0).sum())
     assert torch.equal(tracks.counts[: int(tracks.n_tracks)], torch.bincount(ref[ref >= 0]))
+
+
+def test_compiled_forward_regrouping_equals_model():
+    from trackformers.inference_compiled import CompiledForward, supported
+
+    batch = synthetic_batch([400, 250])
+    model = small_model().eval()
+    out, plan = forward_batch(model, batch)
+    got, _ = forward_batch(model, batch, plan, forward=CompiledForward(model, compile=False))
+    assert got.keys() == out.keys()
+    for k in out:
+        torch.testing.assert_close(got[k], out[k], rtol=1e-5, atol=1e-5)
+    swiglu = TrackFormer(Encoder(3, 32, 2, 1, ffn="swiglu"), RegressorHead(32, 4))
+    assert supported(model) and not supported(swiglu)
+    with pytest.raises(ValueError, match="LayerNorm"):
+        CompiledForward(swiglu)
 
 
 def test_predictor_rejects_bad_input():
@@ -88,14 +104,15 @@ def test_predictor_from_checkpoint(tmp_path):
 
 # ---- GPU -------------------------------------------------------------------------------------
 @pytest.mark.gpu
-@pytest.mark.parametrize("method", ["dbscan", "dbscan_plan"])
-def test_cuda_graph_predict_equals_eager(method):
+@pytest.mark.parametrize(("method", "compile"), [("dbscan", False), ("dbscan_plan", False),
+                                                 ("dbscan", True)])  # fmt: skip
+def test_cuda_graph_predict_equals_eager(method, compile):
     sizes = [5000, 6100, 9000, 5000]  # two events in one bucket, one in another, a repeat
     model = small_model("fused", mask="cluster", group_size=64, sector_size=1024).cuda()
     values = torch.zeros(12288, 4, device="cuda")
     model.head = FixedHead(model.head, values)
     cfg = {**CFG, "method": method}
-    pred = Predictor(model, cfg, bucket=4096)
+    pred = Predictor(model, cfg, bucket=4096, compile=compile)
     eager = Predictor(model, cfg, cuda_graphs=False)
     for i, n in enumerate(sizes):
         batch = synthetic_batch([n], seed=i).to("cuda")
@@ -145,7 +162,7 @@ def test_cuda_graph_argmax():
 
     batch = synthetic_batch([3000]).to("cuda")
     torch.manual_seed(1)
-    enc = Encoder(3, 32, 4, 1, attention="fused", attention_kwargs={"mask": "cluster"})
+    enc = Encoder(3, 32, 2, 1, attention="fused", attention_kwargs={"mask": "cluster"})
     model = TrackFormer(enc, ClassifierHead(32, 5000)).cuda()
     cfg = {"method": "argmax", "input": "logits", "params": {}}
     got = Predictor(model, cfg).predict(batch.x, batch.coords)

@@ -69,12 +69,14 @@ def _autocast(device: torch.device, enabled: bool, cache: bool = True):
 
 @torch.no_grad()
 def forward_batch(model, batch: PackedBatch, plan: AttentionPlan | None = None,
-                  amp: bool = True, cache: bool = True):  # fmt: skip
-    """(float32 outputs, plan) of the model on a packed batch; bf16 autocast on CUDA."""
+                  amp: bool = True, cache: bool = True, forward=None):  # fmt: skip
+    """(float32 outputs, plan) of the model on a packed batch; bf16 autocast on CUDA.
+
+    ``forward(batch, plan)``: another forward of the same model (e.g. ``CompiledForward``)."""
     if plan is None:
         plan = model.encoder.build_plan(batch)
     with _autocast(batch.x.device, amp, cache):
-        out = model(batch, plan)
+        out = (forward or model)(batch, plan)
     return {k: v.float() for k, v in out.items()}, plan
 
 
@@ -140,10 +142,13 @@ class Predictor:
         bucket: graph sizes are multiples of this many hits.
         rounds: DBSCAN component rounds inside the graph before the convergence check.
         amp: bf16 autocast on CUDA.
+        compile: graph path only: the encoder blocks' dense parts torch.compile'd
+            (``trackformers.inference_compiled``; needs LayerNorm + GELU blocks).
     """
 
     def __init__(self, model, cluster: ClusterConfig | Mapping, cuda_graphs: bool = True,
-                 bucket: int = 4096, rounds: int = 6, amp: bool = True):  # fmt: skip
+                 bucket: int = 4096, rounds: int = 4, amp: bool = True,
+                 compile: bool = False):  # fmt: skip
         self.model = model.eval()
         self.cfg = (
             cluster if isinstance(cluster, ClusterConfig) else ClusterConfig.from_dict(cluster)
@@ -161,6 +166,11 @@ class Predictor:
         self.plan_in_graph: bool | None = None  # decided on the first capture
         self._graphs: dict[int, _EventGraph] = {}
         self._pool = None
+        self._forward = None
+        if compile and self.use_graphs:
+            from trackformers.inference_compiled import CompiledForward
+
+            self._forward = CompiledForward(self.model)
 
     @classmethod
     def from_checkpoint(cls, path, cluster: Mapping | None = None, device=None,
@@ -238,7 +248,7 @@ class Predictor:
         batch = g.batch()
         if plan is None:
             plan = self.model.encoder.build_plan(batch) if self.plan_in_graph else g.plan
-        out, plan = forward_batch(self.model, batch, plan, self.amp, cache=False)
+        out, plan = forward_batch(self.model, batch, plan, self.amp, False, self._forward)
         valid = torch.arange(g.size, device=self.device) < g.cu[1]  # (B,) the real event
         state, labels = _cluster_start(out, g.cu, self.cfg, plan, valid, self.rounds)
         return state, labels, out
@@ -301,7 +311,7 @@ class Predictor:
 
     def _step_fresh(self, g: _EventGraph, plan: AttentionPlan | None = None):
         if g.plan is not None:  # metadata cached by a backend must be rebuilt in the graph
-            g.plan.extra = {"n_rows": g.size}
+            g.plan.extra = {k: v for k, v in g.plan.extra.items() if not k.startswith("fused_")}
         return self._step(g, plan)
 
 

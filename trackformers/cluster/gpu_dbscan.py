@@ -151,7 +151,7 @@ def dbscan(
     max_pairs: int = 1 << 24,
     max_dims: int = 3,
     impl: str = "auto",
-    rounds: int = 6,
+    rounds: int = 4,
 ) -> Tensor:
     """(N,) int64 DBSCAN labels, unique across events, -1 = noise; equal to sklearn per event.
 

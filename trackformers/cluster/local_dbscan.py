@@ -76,7 +76,7 @@ def plan_radius_graph(x: Tensor, plan: AttentionPlan, eps: float, max_elems: int
 
 def dbscan_in_plan(x: Tensor, plan: AttentionPlan, eps: float, min_samples: int = 5,
                    max_elems: int = 1 << 24, adjacency: int | None = None, impl: str = "auto",
-                   rounds: int = 6) -> Tensor:  # fmt: skip
+                   rounds: int = 4) -> Tensor:  # fmt: skip
     """(N,) int64 DBSCAN labels on the plan-restricted radius graph; -1 = noise.
 
     Labels are unique across the batch, numbered by each cluster's smallest input row.

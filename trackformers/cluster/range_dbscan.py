@@ -203,7 +203,7 @@ def _round(st: RangeState, lab: Tensor) -> Tensor:
     return new
 
 
-def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds: int = 6):
+def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds: int = 4):
     """DBSCAN of sorted points xs (N, d) whose candidates lie in ranges lo, hi (N, R).
 
     order (N,) sorted position -> input row; valid (N,) bool per INPUT row (False: padding,
@@ -257,7 +257,7 @@ def number_labels(st: RangeState) -> Tensor:
 
 
 # ---- entry points ----------------------------------------------------------------------------
-def start_grid(x, cu_seqlens, eps: float, min_samples: int, max_dims: int = 3, rounds: int = 6,
+def start_grid(x, cu_seqlens, eps: float, min_samples: int, max_dims: int = 3, rounds: int = 4,
                valid: Tensor | None = None) -> RangeState:  # fmt: skip
     """Exact DBSCAN of packed events x (N, d), no host sync; complete with ``complete``."""
     n = x.shape[0]
@@ -276,7 +276,7 @@ def start_grid(x, cu_seqlens, eps: float, min_samples: int, max_dims: int = 3, r
 
 
 def start_plan(x, plan, eps: float, min_samples: int, adjacency: int | None = None,
-               rounds: int = 6, valid: Tensor | None = None) -> RangeState:  # fmt: skip
+               rounds: int = 4, valid: Tensor | None = None) -> RangeState:  # fmt: skip
     """DBSCAN on the cluster plan's neighbourhoods (see ``plan_ranges``), no host sync."""
     n = x.shape[0]
     xf = x if x.dtype == torch.float64 else x.float()
