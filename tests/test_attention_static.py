@@ -426,3 +426,37 @@ def test_plan_inside_an_outer_cuda_graph(name, kw):
         got[3] = got[3][: g + 1]
     for a, b in zip(got, want, strict=True):
         assert (a is None and b is None) or torch.equal(a, b)
+
+
+@pytest.mark.gpu
+def test_plan_capture_tolerates_a_pin_memory_thread(monkeypatch):
+    """A DataLoader's pin-memory thread allocating pinned host memory while a new bucket's
+    plan graph is captured must not break the capture (no fallback warning, equal plans)."""
+    import threading
+    import warnings
+
+    monkeypatch.setattr(compiled, "_GRAPHS", type(compiled._GRAPHS)())
+    kw = dict(group_size=64, sector_size=1024)
+    backend = build("flex", **kw)
+    reference = build("flex", impl="torch", **kw)
+    stop = threading.Event()
+
+    def pin_loop():
+        while not stop.is_set():
+            torch.empty(1 << 20, dtype=torch.uint8, pin_memory=True).fill_(1)
+
+    thread = threading.Thread(target=pin_loop, daemon=True)
+    thread.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # a failed capture warns
+            for i, sizes in enumerate(([3000, 17], [9000, 1], [20000], [40000, 5])):
+                cpu = synthetic_batch(sizes, seed=20 + i)
+                got = _plan_fields(backend.plan(cpu.to("cuda")), backend.block_size)
+                want = _plan_fields(reference.plan(cpu), backend.block_size)
+                for a, b in zip(got, want, strict=True):
+                    assert (a is None and b is None) or torch.equal(a.cpu(), b)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(compiled._GRAPHS) == 4 and all(compiled._GRAPHS.values())

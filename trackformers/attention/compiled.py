@@ -132,7 +132,9 @@ class CapturedGraph:
                 fn(*inputs)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: CUDA calls of other threads (the DataLoader's pin-memory thread
+        # allocating pinned host memory) may go on during the capture
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self._layout, self._buffers = _pack(fn(*inputs))
         times = []
         for _ in range(4):  # GPU time of one replay (first one warms up)
