@@ -39,11 +39,12 @@ BLOCK = 64
 
 @triton.jit
 def _neighbour_kernel(
-    X, LO, HI, ROWF, COLF, LAB, OUT, n, R, eps2,
+    X, LO, HI, ROWF, COLF, LAB, OUT, INV, n, R, eps2,
     D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     """Per sorted row i with ROWF[i] != 0, over candidates j in its R ranges with
-    ||X_i - X_j||^2 <= eps2: MODE 0 counts them, MODE 1 takes min LAB[j] over COLF[j] != 0."""
+    ||X_i - X_j||^2 <= eps2: MODE 0 counts them, MODE 1 takes m = min LAB[j] over
+    COLF[j] != 0, MODE 2 (hook) atomically lowers OUT at i and at i's root INV[LAB[i]] to m."""
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = i < n
     dd = tl.arange(0, BLOCK_D)
@@ -72,17 +73,42 @@ def _neighbour_kernel(
                 fj = tl.load(COLF + j, mask=near, other=0)
                 lj = tl.load(LAB + j, mask=near & (fj != 0), other=2147483647)
                 acc = tl.minimum(acc, lj)
-    tl.store(OUT + i, acc, mask=ok)
+    if MODE == 2:
+        own = tl.load(LAB + i, mask=active, other=0)
+        root = tl.load(INV + own, mask=active, other=0)
+        tl.atomic_min(OUT + root, acc, mask=active)
+        tl.atomic_min(OUT + i, acc, mask=active)
+    else:
+        tl.store(OUT + i, acc, mask=ok)
 
 
-def _neighbours(xs, lo, hi, rowf, colf, lab, eps: float, mode: int) -> Tensor:
-    """(N,) int32: neighbour count (mode 0) or min flagged label (mode 1) per sorted row."""
+@triton.jit
+def _jump_kernel(NEW, INV, CORE, LAB, OUT, FLAG, n, BLOCK: tl.constexpr):
+    """OUT = NEW followed three times through itself (pointer jumping) on core rows; FLAG
+    is raised when OUT differs from the round's input labels LAB."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = i < n
+    c = ok & (tl.load(CORE + i, mask=ok, other=0) != 0)
+    lab = tl.load(NEW + i, mask=ok, other=0)
+    for _ in tl.static_range(3):
+        pos = tl.load(INV + lab, mask=c, other=0)
+        lab = tl.where(c, tl.load(NEW + pos, mask=c, other=0), lab)
+    tl.store(OUT + i, lab, mask=ok)
+    old = tl.load(LAB + i, mask=ok, other=0)
+    tl.atomic_max(FLAG, tl.max((ok & (lab != old)).to(tl.int32), 0))
+
+
+def _neighbours(xs, lo, hi, rowf, colf, lab, eps: float, mode: int, out=None, inv=None):
+    """(N,) int32: neighbour count (mode 0) or min flagged label (mode 1) per sorted row;
+    mode 2 lowers ``out`` in place (hook, see the kernel)."""
     n, d = xs.shape
-    out = torch.empty(n, dtype=torch.int32, device=xs.device)
+    if out is None:
+        out = torch.empty(n, dtype=torch.int32, device=xs.device)
     if n == 0:
         return out
     _neighbour_kernel[(triton.cdiv(n, BLOCK),)](
-        xs, lo, hi, rowf, colf, lab, out, n, lo.shape[1], float(eps) ** 2,
+        xs, lo, hi, rowf, colf, lab, out, lab if inv is None else inv, n, lo.shape[1],
+        float(eps) ** 2,
         D=d, BLOCK_D=triton.next_power_of_2(d), MODE=mode, BLOCK=BLOCK,
     )  # fmt: skip
     return out
@@ -188,19 +214,19 @@ class RangeState:
         self.pending = torch.ones((), dtype=torch.bool, device=xs.device)
 
 
-def _round(st: RangeState, lab: Tensor) -> Tensor:
-    """One hook (each root takes the min label over its members' core neighbours) and two
-    pointer jumps. Labels are input rows (int32) of points of the same component, never
-    increasing, so the fixed point is the component's smallest input row."""
+def _round(st: RangeState, lab: Tensor) -> tuple[Tensor, Tensor]:
+    """One hook (each core point and its root take the min label over the point's core
+    neighbours) and three pointer jumps: two kernels. Labels are input rows (int32) of points
+    of the same component and never increase, so the fixed point is the component's smallest
+    input row. Returns the new labels and a (1,) int32 flag: they changed."""
     n = lab.numel()
-    m = _neighbours(st.xs, st.lo, st.hi, st.core, st.core, lab, st.eps, 1)  # (N,) incl. self
-    rows = torch.arange(n, device=lab.device, dtype=torch.int32)
-    root_pos = torch.where(st.core_b, st.inv[lab.clamp(max=n - 1).long()], rows)  # (N,)
-    new = lab.scatter_reduce(0, root_pos.long(), m, reduce="amin")  # hook the roots
-    new = torch.minimum(new, m)  # (N,)
-    for _ in range(2):  # pointer jumps
-        new = torch.where(st.core_b, new[st.inv[new.clamp(max=n - 1).long()].long()], new)
-    return new
+    new = lab.clone()
+    _neighbours(st.xs, st.lo, st.hi, st.core, st.core, lab, st.eps, 2, out=new, inv=st.inv)
+    out = torch.empty_like(lab)
+    flag = torch.zeros(1, dtype=torch.int32, device=lab.device)
+    if n:
+        _jump_kernel[(triton.cdiv(n, 1024),)](new, st.inv, st.core, lab, out, flag, n, BLOCK=1024)
+    return out, flag
 
 
 def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds: int = 4):
@@ -220,12 +246,9 @@ def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds
     count = _neighbours(xs, lo, hi, vs, vs, vs, eps, 0)  # (N,) incl. the point itself
     core = ((count >= min_samples) & (vs != 0)).to(torch.int8)  # (N,)
     st = RangeState(xs, lo, hi, order.to(torch.int32), inv, vs, core, eps)
-    lab = new = st.lab
     for _ in range(rounds):
-        lab, new = new, _round(st, new)
-    if rounds:
-        st.pending = (new != lab).any()  # device bool: a further round might change labels
-    st.lab = new
+        st.lab, flag = _round(st, st.lab)
+        st.pending = flag[0] != 0  # device bool: the last round changed labels
     return st
 
 
@@ -234,9 +257,8 @@ def finish(st: RangeState, max_iter: int = 10_000) -> None:
     for _ in range(max_iter):
         if not bool(st.pending):
             return
-        new = _round(st, st.lab)
-        st.pending = (new != st.lab).any()
-        st.lab = new
+        st.lab, flag = _round(st, st.lab)
+        st.pending = flag[0] != 0
     raise RuntimeError(f"DBSCAN components did not converge in {max_iter} rounds")
 
 
