@@ -138,7 +138,9 @@ def test_graph_step_is_sync_free():
     pred = Predictor(model, CFG)
     pred.predict(batch.x, batch.coords)  # captures (the step was checked sync-free first)
     g = next(iter(pred._graphs.values()))
-    assert _sync_free(lambda: pred._step_fresh(g))
+    assert pred.plan_in_graph  # the plan builders' capturable path is taken in the graph
+    plan = model.encoder.build_plan(g.batch())  # eager plan build: it may sync (validation)
+    assert _sync_free(lambda: pred._step(g, plan))  # everything after it must not
     assert not _sync_free(lambda: torch.zeros(1, device="cuda").item())
 
 
