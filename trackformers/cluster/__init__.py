@@ -1,4 +1,4 @@
-"""Hit→track assignment: GPU DBSCAN in torch, argmax for classifiers, sklearn references."""
+"""Hit→track assignment: GPU DBSCAN (Triton / torch), argmax for classifiers, sklearn references."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ METHODS = ("dbscan", "dbscan_plan", "dbscan_cpu", "hdbscan_cpu", "argmax")
 def cluster_hits(method: str, output: Tensor, cu_seqlens: Tensor, plan=None, **params) -> Tensor:
     """(N,) int64 track labels (unique across events, -1 = none) by a named method.
 
-    method: "dbscan" (exact, torch, on output's device), "dbscan_plan" (torch, radius graph
-    within the cluster plan's attention neighbourhoods; needs ``plan``), "dbscan_cpu" /
+    method: "dbscan" (exact, on output's device: sync-free Triton kernels on CUDA, torch
+    elsewhere), "dbscan_plan" (radius graph within the cluster plan's attention
+    neighbourhoods, not full DBSCAN; needs ``plan``), "dbscan_cpu" /
     "hdbscan_cpu" (sklearn), "argmax" (classifier logits). ``params`` are the method's
     keyword arguments.
     """
