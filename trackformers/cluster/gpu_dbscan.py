@@ -17,6 +17,10 @@ sklearn's DBSCAN numbers clusters in the order of their smallest core index, and
 reachable from two clusters joins the one expanded first, i.e. the one with the smaller
 smallest core index. Step 3 reproduces both, so labels equal sklearn's per event exactly
 (up to the per-event offset that makes labels unique across the batch).
+
+This module is the torch implementation (any device; a few host syncs per call). On CUDA,
+``dbscan`` runs by default the sync-free, CUDA-graph capturable version of the same search in
+``range_dbscan`` (Triton kernels walking the same grid ranges, no pair list), same labels.
 """
 
 from __future__ import annotations
