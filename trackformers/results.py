@@ -81,8 +81,10 @@ def model_size(state_dict: Mapping) -> int:
 
 def check_definition(metrics_file: Path, reco: Mapping) -> None:
     pt, eta = reco.get("pt_min"), reco.get("abs_eta_max")
-    if pt is None or eta is None or not (
-        math.isclose(pt, TABLE_PT_MIN) and math.isclose(eta, TABLE_ABS_ETA_MAX)
+    if (
+        pt is None
+        or eta is None
+        or not (math.isclose(pt, TABLE_PT_MIN) and math.isclose(eta, TABLE_ABS_ETA_MAX))
     ):
         raise ValueError(
             f"{metrics_file}: reconstructable pt_min={pt}, abs_eta_max={eta}; the results table "
