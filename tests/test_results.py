@@ -6,6 +6,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -17,7 +18,7 @@ from trackformers.data.synthetic import helix_events
 from trackformers.evaluate import build_model, iter_eval_events, load_checkpoint
 from trackformers.evaluate import run as evaluate
 from trackformers.export import export_checkpoint
-from trackformers.latency import STAGES, measure_latency
+from trackformers.latency import STAGES, _same_partition, measure_latency, measure_predictor_latency
 from trackformers.results import (
     goal_status,
     load_row,
@@ -93,6 +94,14 @@ def test_row_holds_the_evaluation_the_model_and_the_training(tiny_run):
     assert "pT [GeV]" in text and "η" in text and "split" in text
 
 
+def test_same_partition_is_relabelling_invariant():
+    a = np.array([0, 0, 1, -1, 2, 2])
+    assert _same_partition(a, np.array([5, 5, 3, -1, 0, 0]))
+    assert not _same_partition(a, np.array([5, 5, 5, -1, 0, 0]))  # merged
+    assert not _same_partition(a, np.array([5, 4, 3, -1, 0, 0]))  # split
+    assert not _same_partition(a, np.array([5, 5, 3, 7, 0, 0]))  # noise assigned
+
+
 def test_latency_and_export_enter_the_row(tiny_run, tmp_path):
     cfg, _ = load_checkpoint(tiny_run["ckpt"])
     events = list(iter_eval_events(cfg, str(tiny_run["fresh"]), "all", 2))
@@ -102,6 +111,11 @@ def test_latency_and_export_enter_the_row(tiny_run, tmp_path):
     assert sum(lat["stages_median_ms"].values()) <= lat["p90_ms"] * len(STAGES)
     with pytest.raises(ValueError, match="at least one event"):
         measure_latency(tiny_run["ckpt"], [], "cpu")
+    fast = measure_predictor_latency(tiny_run["ckpt"], events, "cpu", repeat=1)
+    assert fast["mode"] == "predictor" and fast["cuda_graphs"] is False
+    assert fast["n_events"] == 2 and fast["median_ms"] > 0
+    assert fast["same_partition_as_staged"] == 1.0  # same eager path on CPU: same tracks
+    assert fast["cluster"] == lat["cluster"]
     eval_dir = tmp_path / "eval"
     shutil.copytree(tiny_run["eval"], eval_dir)
     (eval_dir / "latency.json").write_text(json.dumps(lat))

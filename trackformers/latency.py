@@ -1,8 +1,9 @@
 """Per-event inference latency and peak memory of a trained checkpoint on real events:
 
     python -m trackformers.latency CKPT DATA --out outputs/evaluate/<run>/latency.json
-        [--events 10] [--repeat 2] [--device cuda] [--attention fused]
+        [--events 10] [--repeat 2] [--device cuda] [--attention fused] [--mode predictor]
 
+``--mode staged`` (default):
 One event at a time goes the whole way a user's event goes: in-memory event (numpy) ->
 features and packing -> device -> attention plan -> forward (bf16 autocast on CUDA) ->
 clustering into tracks (the checkpoint's validation clustering, or ``--cluster-json``) ->
@@ -11,6 +12,13 @@ warm-up pass over the events first (compilation, autotuning), then ``repeat`` ti
 the median over all timed event passes is reported. Peak memory is
 ``torch.cuda.max_memory_allocated`` over the timed passes, weights included. The JSON written
 is what ``trackformers.results`` reads (``median_ms``, ``peak_gib``, ``device``).
+
+``--mode predictor``: issue 8's per-event latency of the same checkpoint on the same events,
+through ``trackformers.inference.Predictor`` (CUDA graph per hit-count bucket on a GPU, eager
+on CPU): timed from the event's features and coordinates on the device to its track list
+(labels and hits per track, read back to the host). Also reported: the fraction of events
+whose partition equals the staged path's (the same exact DBSCAN; bf16 kernels of the two
+paths may differ in the last bit, which can move a point across eps).
 """
 
 from __future__ import annotations
@@ -120,6 +128,81 @@ def measure_latency(
     }
 
 
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal track partitions up to relabelling (-1 = no track in both)."""
+    if a.shape != b.shape or not np.array_equal(a < 0, b < 0):
+        return False
+    pairs = np.unique(np.stack([a[a >= 0], b[b >= 0]]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def measure_predictor_latency(
+    ckpt: str | Path,
+    events: Sequence[dict],
+    device: str | torch.device = "auto",
+    repeat: int = 2,
+    attention: str | None = None,
+    cluster: Mapping | None = None,
+    compile: bool = False,
+) -> dict:
+    """Latency of ``Predictor`` (see the module docstring), same JSON keys as staged."""
+    from trackformers.data.packing import pack_events
+    from trackformers.inference import Predictor
+
+    if not events:
+        raise ValueError("measure_predictor_latency needs at least one event")
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    pred = Predictor.from_checkpoint(ckpt, cluster=cluster, device=device, attention=attention,
+                                     compile=compile)  # fmt: skip
+    staged = measure_latency(ckpt, events[:1], device, 1, attention, cluster)  # warm, reference
+    inputs = [pack_events([ev], pred.features).to(device) for ev in events]
+
+    def run(b) -> tuple[float, np.ndarray]:
+        _sync(device)
+        t0 = time.perf_counter()
+        tracks = pred.predict(b.x, b.coords)
+        labels = tracks.labels.cpu().numpy()  # the track list on the host: ends the event
+        tracks.counts.cpu()
+        return 1e3 * (time.perf_counter() - t0), labels
+
+    for b in inputs:  # warm-up: graph capture per bucket, compilation
+        run(b)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    runs = [run(b) for _ in range(repeat) for b in inputs]
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    reserved = torch.cuda.memory_reserved(device) / 2**30 if device.type == "cuda" else None
+    fcfg = pred.features
+    same = [
+        _same_partition(runs[i][1], time_event(pred.model, ev, fcfg, device, staged["cluster"])
+                        ["labels"])
+        for i, ev in enumerate(events)
+    ]  # fmt: skip
+    totals = [ms for ms, _ in runs]
+    return {
+        "mode": "predictor",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+        "torch": torch.__version__,
+        "ckpt": str(ckpt),
+        "attention": type(pred.model.encoder.attention).__name__,
+        "cluster": staged["cluster"],
+        "cuda_graphs": pred.use_graphs,
+        "compile": bool(compile),
+        "n_events": len(events),
+        "repeat": repeat,
+        "hits_mean": float(np.mean([b.num_hits for b in inputs])),
+        "median_ms": statistics.median(totals),
+        "p90_ms": float(np.percentile(totals, 90)),
+        "peak_gib": peak,
+        "reserved_gib": reserved,
+        "same_partition_as_staged": float(np.mean(same)),
+    }
+
+
 def main(argv=None) -> dict:
     from trackformers.evaluate import iter_eval_events, load_checkpoint
 
@@ -132,11 +215,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--attention", default=None)
     ap.add_argument("--cluster-json", default=None, help='e.g. {"method": "dbscan", ...}')
+    ap.add_argument("--mode", choices=("staged", "predictor"), default="staged")
+    ap.add_argument("--compile", action="store_true", help="predictor: compiled blocks")
     args = ap.parse_args(argv)
     cfg, _ = load_checkpoint(args.ckpt)
     events = list(iter_eval_events(cfg, args.data, "all", args.events))
     cluster = json.loads(args.cluster_json) if args.cluster_json else None
-    res = measure_latency(args.ckpt, events, args.device, args.repeat, args.attention, cluster)
+    if args.mode == "predictor":
+        res = measure_predictor_latency(args.ckpt, events, args.device, args.repeat,
+                                        args.attention, cluster, args.compile)  # fmt: skip
+    else:
+        res = measure_latency(args.ckpt, events, args.device, args.repeat, args.attention,
+                              cluster)  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
