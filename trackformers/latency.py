@@ -66,6 +66,17 @@ def time_event(model, event: dict, fcfg, device: torch.device, cluster: Mapping)
     return {"ms": ms, "hits": int(batch.num_hits), "labels": labels}
 
 
+def _checked(events: Sequence, repeat: int, device, caller: str) -> torch.device:
+    """The device to time on ("auto": CUDA when available), after checking the arguments."""
+    if not events:
+        raise ValueError(f"{caller} needs at least one event")
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
 def measure_latency(
     ckpt: str | Path,
     events: Sequence[dict],
@@ -83,13 +94,7 @@ def measure_latency(
         runs_on,
     )
 
-    if not events:
-        raise ValueError("measure_latency needs at least one event")
-    if repeat < 1:
-        raise ValueError(f"repeat must be >= 1, got {repeat}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = _checked(events, repeat, device, "measure_latency")
     cfg, state = load_checkpoint(ckpt)
     model = build_model(cfg, state, attention)
     if not runs_on(model, device):
@@ -149,13 +154,7 @@ def measure_predictor_latency(
     from trackformers.data.packing import pack_events
     from trackformers.inference import Predictor
 
-    if not events:
-        raise ValueError("measure_predictor_latency needs at least one event")
-    if repeat < 1:
-        raise ValueError(f"repeat must be >= 1, got {repeat}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = _checked(events, repeat, device, "measure_predictor_latency")
     pred = Predictor.from_checkpoint(ckpt, cluster=cluster, device=device, attention=attention,
                                      compile=compile)  # fmt: skip
     staged = measure_latency(ckpt, events[:1], device, 1, attention, cluster)  # warm, reference
