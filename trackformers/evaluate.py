@@ -63,6 +63,25 @@ def _plain(cfg) -> dict:
     )
 
 
+def swap_attention_kwargs(trained: Mapping, name: str) -> dict:
+    """Settings of the trained attention config that backend ``name`` also takes, so that a
+    swap keeps the mask the model was trained with (group size, adjacency, window, ...); a
+    windowed (phi-window) run swapped to a backend with masks gets ``mask="window"``."""
+    import inspect
+
+    from trackformers.attention import available
+
+    backends = available()
+    if name not in backends:
+        raise KeyError(f"unknown attention backend {name!r}; registered: {sorted(backends)}")
+    params = inspect.signature(backends[name].__init__).parameters
+    kept = {k: v for k, v in trained.items() if k in params and k not in ("self", "name")}
+    target = str(trained.get("_target_", "")) + str(trained.get("name", ""))
+    if "mask" in params and "mask" not in kept and "window" in target.lower():
+        kept["mask"] = "window"
+    return kept
+
+
 def build_model(cfg: dict, state_dict: Mapping, attention: str | None = None) -> torch.nn.Module:
     """The run's model with trained weights; ``attention`` swaps the backend ("dense", ...)."""
     from hydra.utils import instantiate
@@ -70,7 +89,10 @@ def build_model(cfg: dict, state_dict: Mapping, attention: str | None = None) ->
 
     mcfg = OmegaConf.create({"model": cfg["model"], "data": cfg.get("data", {})})
     if attention is not None:
-        akw = {"_target_": "trackformers.attention.build", "name": attention}
+        old = mcfg.model.encoder.get("attention")
+        old = OmegaConf.to_container(old, resolve=True) if old is not None else {}
+        akw = {"_target_": "trackformers.attention.build", "name": attention,
+               **swap_attention_kwargs(old, attention)}  # fmt: skip
         mcfg.model.encoder.attention = OmegaConf.create(akw)
     model = instantiate(mcfg.model)
     weights = {k[len("model.") :]: v for k, v in state_dict.items() if k.startswith("model.")}
