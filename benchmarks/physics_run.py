@@ -116,9 +116,11 @@ def compile_check(args, attention: str, device: torch.device, before_timing=None
     compiled = copy.deepcopy(eager)
     names = compile_encoder(compiled.encoder)
     loss_fn = instantiate(cfg.loss).to(device)
-    batch = synthetic_batch([args.check_hits], num_features=int(cfg.data.num_features), seed=0,
+    # default: about one training batch (token budget, at most a mu = 200 pixel event)
+    hits = args.check_hits or min(60_000, int(cfg.data.max_tokens))
+    batch = synthetic_batch([hits], num_features=int(cfg.data.num_features), seed=0,
                             device=device)  # fmt: skip
-    res = {"attention": attention, "hits": args.check_hits, "compiled": names}
+    res = {"attention": attention, "hits": hits, "compiled": names}
 
     def loss_and_grads(model):
         model.zero_grad(set_to_none=True)
@@ -217,7 +219,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n-train", type=int, default=600)
     ap.add_argument("--n-eval", type=int, default=24)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
-    ap.add_argument("--check-hits", type=int, default=60_000)
+    ap.add_argument("--check-hits", type=int, default=None,
+                    help="hits of the compile check's event, whose step time sizes max_steps "
+                    "(default: min(60000, data.max_tokens), about one batch)")  # fmt: skip
     ap.add_argument("--check-warmup", type=int, default=2)
     ap.add_argument("--check-steps", type=int, default=8)
     ap.add_argument("--loss-rtol", type=float, default=1e-2)
