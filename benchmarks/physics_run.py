@@ -21,8 +21,16 @@ Within ``--budget`` seconds of wall clock:
    events, the per-event latency is measured on them (trackformers.latency) and the results
    row is collected (trackformers.results).
 5. $OUT receives at most 8 files: physics_run.log, compile_check.json, metrics.json,
-   results.md, rows.json, summary.json, model_bf16.pt, plots.tar.gz (plots, breakdowns, CSV
-   logs, latency.json).
+   results.md, rows.json, summary.json, model_bf16.pt (or last.ckpt with ``--return-ckpt``),
+   plots.tar.gz (plots, breakdowns, CSV logs, latency.json).
+
+Training longer than one call (the device runs a command for at most 10 minutes): return the
+full checkpoint with ``--return-ckpt``, carry it into the next call (an ignored folder of the
+repo, e.g. ``.resume/``) and pass ``--resume .resume/last.ckpt`` with the same experiment and
+overrides. The same events are simulated again (same seeds, byte-reproducible), training goes on
+from the checkpoint's step, optimizer and data position for another budget (``max_steps`` and
+``max_time`` extended by this call's share; the cosine schedule is re-stretched over the new
+total, a warm restart), then evaluation as above.
 """
 
 from __future__ import annotations
@@ -87,6 +95,25 @@ def _train_step(model, loss_fn, batch, opt, device) -> float:
     total.backward()
     opt.step()
     return float(total.detach())
+
+
+def resumed_state(ckpt: Path) -> dict:
+    """Step, timed training seconds and warm-up steps of a checkpoint to resume from."""
+    from trackformers.evaluate import load_checkpoint
+
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if "optimizer_states" not in state:
+        raise ValueError(f"--resume: {ckpt} has no optimizer state (a weights-only export?); "
+                         "resume from the last.ckpt that --return-ckpt brings back")  # fmt: skip
+    elapsed = 0.0
+    for key, cb in state.get("callbacks", {}).items():
+        if "Timer" in key:
+            elapsed = float(cb.get("time_elapsed", {}).get("train", 0.0))
+    cfg, _ = load_checkpoint(ckpt)
+    warmup = int(cfg["optim"]["scheduler"]["warmup_steps"])
+    return {"step": int(state["global_step"]), "elapsed_s": elapsed, "warmup_steps": warmup}
 
 
 def _dhms(seconds: float) -> str:
@@ -235,6 +262,9 @@ def main(argv=None) -> int:
     ap.add_argument("--model-override", nargs="*", default=[], help="Hydra overrides (model)")
     ap.add_argument("--train-override", nargs="*", default=[], help="extra training overrides")
     ap.add_argument("--tiny", action="store_true", help="CPU rehearsal sizes")
+    ap.add_argument("--resume", default=None, help="last.ckpt of an earlier call to go on from")
+    ap.add_argument("--return-ckpt", action="store_true", help="bring back last.ckpt (for "
+                    "--resume) instead of the bf16 export")  # fmt: skip
     args = ap.parse_args(argv)
     if args.tiny:
         args.pileup, args.n_train, args.n_eval, args.check_hits = 0, 40, 6, 400
@@ -247,6 +277,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = REPO / "outputs" / "physics"
+    if args.resume and Path(args.resume).resolve().is_relative_to(work.resolve()):
+        raise ValueError(f"--resume {args.resume} lies in {work}, which this run clears first; "
+                         "copy it elsewhere (e.g. .resume/)")  # fmt: skip
+    args.resume_state = resumed_state(Path(args.resume)) if args.resume else None  # checked now
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     log_file = work / "subprocess.log"
@@ -258,7 +292,7 @@ def main(argv=None) -> int:
     try:
         return _main(args, out, work, log_file, device)
     finally:
-        collect(out, work)
+        collect(out, work, args.return_ckpt)
         (out / "physics_run.log").write_text("\n".join(LOG) + "\n")
         if log_file.is_file():  # the tail of the subprocesses' output
             tail = log_file.read_text()[-60_000:]
@@ -316,16 +350,23 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
         steps = min(steps, 30)
     val_every = max(5, steps // 2)
     run_dir = work / "train"
+    warmup, total, max_time, resume = max(2, min(500, steps // 10)), steps, budget, []
+    if args.resume:  # go on from the checkpoint: this call's steps and time come on top
+        before = args.resume_state
+        say(f"resuming {args.resume}: {json.dumps(before)}")
+        warmup, total = before["warmup_steps"], before["step"] + steps
+        max_time = before["elapsed_s"] + budget
+        resume = [f"ckpt_path={Path(args.resume).resolve()}"]
     overrides = [
         f"experiment={args.experiment}", f"attention={attention}", f"compile={use_compile}",
         f"data.path={train_data}", "logger=csv", f"hydra.run.dir={run_dir}",
-        f"trainer.max_steps={steps}", f'+trainer.max_time="{_dhms(budget)}"',
+        f"trainer.max_steps={total}", f'+trainer.max_time="{_dhms(max_time)}"',
         f"trainer.val_check_interval={val_every}", "+trainer.limit_val_batches=8",
-        f"optim.scheduler.warmup_steps={max(2, min(500, steps // 10))}",
+        f"optim.scheduler.warmup_steps={warmup}",
         "callbacks.rich_progress_bar=null", "trainer.log_every_n_steps=25",
-        *args.model_override, *args.train_override,
+        *resume, *args.model_override, *args.train_override,
     ]  # fmt: skip
-    say(f"training: {budget:.0f} s budget, step {step_s:.3f} s -> max_steps {steps}")
+    say(f"training: {budget:.0f} s budget, step {step_s:.3f} s -> {steps} steps (to {total})")
     rc = run_cmd([sys.executable, "-m", "trackformers.train", *overrides], log_file,
                  timeout=budget + 120)  # fmt: skip
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -371,12 +412,13 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
     return 0
 
 
-def collect(out: Path, work: Path) -> None:
+def collect(out: Path, work: Path, return_ckpt: bool = False) -> None:
     """(e) Whatever exists of the files that come back (also after a failure)."""
     run_dir, eval_dir = work / "train", work / "eval"
+    model = "last.ckpt" if return_ckpt else "model_bf16.pt"
     for src, name in ((run_dir / "summary.json", "summary.json"),
                       (eval_dir / "metrics.json", "metrics.json"),
-                      (run_dir / "checkpoints" / "model_bf16.pt", "model_bf16.pt")):  # fmt: skip
+                      (run_dir / "checkpoints" / model, model)):  # fmt: skip
         if src.is_file():
             shutil.copy(src, out / name)
     with tarfile.open(out / "plots.tar.gz", "w:gz") as tar:
