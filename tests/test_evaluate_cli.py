@@ -167,3 +167,29 @@ def test_data_spec_names_a_data_config():
 
     assert data_spec("demo") == "data/demo"  # conf/data/demo.yaml's path
     assert data_spec("/some/dir") == "/some/dir" and data_spec(None) is None
+
+
+def test_precision_reaches_the_forward(tmp_path, dataset, monkeypatch):
+    """precision=fp32 turns the bf16 autocast off (it matters on a GPU); bad values are named."""
+    import trackformers.inference as inference
+
+    cfg = run_config(
+        {"_target_": "trackformers.models.heads.ContrastiveHead", "embed_dim": 8}, str(dataset)
+    )
+    ckpt = make_ckpt(tmp_path, cfg)
+    seen = []
+    real = inference.forward_batch
+
+    def spy(model, batch, plan=None, amp=True, **kw):
+        seen.append(amp)
+        return real(model, batch, plan, amp=amp, **kw)
+
+    monkeypatch.setattr(inference, "forward_batch", spy)
+    opts = {"ckpt": str(ckpt), "wandb": {"enabled": False}, "plots": False, "max_events": 4}
+    for precision, amp in (("fp32", False), ("bf16", True)):
+        seen.clear()
+        m = run({**opts, "precision": precision, "output_dir": str(tmp_path / precision)})
+        assert seen and set(seen) == {amp}
+        assert m["precision"] == (precision if torch.cuda.is_available() else "fp32")
+    with pytest.raises(ValueError, match="precision must be bf16 or fp32, got 'fp16'"):
+        run({**opts, "precision": "fp16", "output_dir": str(tmp_path / "bad")})

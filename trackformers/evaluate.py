@@ -209,20 +209,22 @@ def cluster_settings(cfg: dict, cluster: Mapping, outputs: Mapping) -> dict:
 
 
 def infer_stream(model, events: Iterable[dict], fcfg, device, max_tokens: int, cluster: Mapping,
-                 cfg: dict, state: dict) -> Iterator[tuple[dict, np.ndarray]]:  # fmt: skip
+                 cfg: dict, state: dict,
+                 amp: bool = True) -> Iterator[tuple[dict, np.ndarray]]:  # fmt: skip
     """(event restricted to the model's hits, track labels) per event, batched by max_tokens.
 
-    ``state`` receives "cluster" (the settings used) and "sample" (first batch and plan, CPU).
+    ``state`` receives "cluster" (the settings used) and "sample" (first batch and plan, CPU);
+    ``amp``: bf16 autocast of the forward on CUDA (False: float32).
     """
     buf, n = [], 0
     for ev in events:
         buf.append(ev)
         n += len(ev["hit_x"])
         if n >= max_tokens:
-            yield from _infer_batch(model, buf, fcfg, device, cluster, cfg, state)
+            yield from _infer_batch(model, buf, fcfg, device, cluster, cfg, state, amp)
             buf, n = [], 0
     if buf:
-        yield from _infer_batch(model, buf, fcfg, device, cluster, cfg, state)
+        yield from _infer_batch(model, buf, fcfg, device, cluster, cfg, state, amp)
 
 
 def infer(model, events: list[dict], fcfg, device, max_tokens: int, cluster: Mapping, cfg: dict):
@@ -233,13 +235,13 @@ def infer(model, events: list[dict], fcfg, device, max_tokens: int, cluster: Map
 
 
 @torch.no_grad()
-def _infer_batch(model, events, fcfg, device, cluster, cfg, state):
+def _infer_batch(model, events, fcfg, device, cluster, cfg, state, amp: bool = True):
     from trackformers.cluster import assign_tracks
     from trackformers.data.packing import pack_events
     from trackformers.inference import forward_batch
 
     batch = pack_events(events, fcfg).to(device)
-    out, plan = forward_batch(model, batch)  # bf16 autocast on CUDA, float32 outputs
+    out, plan = forward_batch(model, batch, amp=amp)  # bf16 autocast on CUDA if amp
     state.setdefault("cluster", cluster_settings(cfg, cluster, out))
     labels = assign_tracks(out, batch.cu_seqlens, state["cluster"], plan).cpu().numpy()
     cu = batch.cu_seqlens.cpu().numpy()
@@ -394,9 +396,13 @@ def run(cfg: Mapping) -> dict:
         **{**dict(val.get("reconstructable") or {}), **dict(cfg.get("reconstructable") or {})}
     )
     rules = MatchingRules(**{**dict(val.get("matching") or {}), **dict(cfg.get("matching") or {})})
+    precision = str(cfg.get("precision", "bf16"))
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"evaluate: precision must be bf16 or fp32, got {precision!r}")
     state: dict = {}
     stream = infer_stream(model, events, feature_config(run_cfg), device, max_tokens,
-                          cfg.get("cluster") or {}, run_cfg, state)  # fmt: skip
+                          cfg.get("cluster") or {}, run_cfg, state,
+                          amp=precision == "bf16")  # fmt: skip
     out_dir = Path(cfg.get("output_dir") or ".").resolve()
     result = write_outputs(out_dir, stream, rec, rules, state, bool(cfg.get("plots", True)))
     used = state["cluster"]
@@ -405,6 +411,7 @@ def run(cfg: Mapping) -> dict:
         "ckpt": str(ckpt),
         "device": str(device),
         "attention": type(model.encoder.attention).__name__,
+        "precision": precision if device.type == "cuda" else "fp32",
         "cluster": used,
         "reconstructable": rec.to_dict(),
         "matching": rules.to_dict(),
