@@ -221,6 +221,7 @@ def choose_eps(args, ckpt: Path, work: Path) -> tuple[float, list[dict]]:
                    "params": {"eps": eps, "min_samples": 2}}  # fmt: skip
         m = evaluate({"ckpt": str(ckpt), "split": "val", "max_events": args.eps_events,
                       "cluster": cluster, "wandb": {"enabled": False}, "plots": False,
+                      "precision": args.precision,
                       "output_dir": str(work / f"eps_{eps}")})  # fmt: skip
         scan.append({"eps": eps, "dm_efficiency": m["dm_efficiency"], "fake_rate": m["fake_rate"],
                      "trackml_score": m["trackml_score"], "n_events": m["n_events"]})  # fmt: skip
@@ -262,6 +263,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model-override", nargs="*", default=[], help="Hydra overrides (model)")
     ap.add_argument("--train-override", nargs="*", default=[], help="extra training overrides")
     ap.add_argument("--tiny", action="store_true", help="CPU rehearsal sizes")
+    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                    help="forward of the eps scan and the evaluation (latency: bf16)")  # fmt: skip
     ap.add_argument("--resume", default=None, help="last.ckpt of an earlier call to go on from")
     ap.add_argument("--return-ckpt", action="store_true", help="bring back last.ckpt (for "
                     "--resume) instead of the bf16 export")  # fmt: skip
@@ -394,7 +397,8 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
     eval_dir = work / "eval"
     cmd = [sys.executable, "-m", "trackformers.evaluate", f"ckpt={ckpt}", f"data={eval_data}",
            "cluster=dbscan", "cluster.input=embedding", f"cluster.params.eps={eps}",
-           "wandb.enabled=false", f"hydra.run.dir={eval_dir}"]  # fmt: skip
+           "wandb.enabled=false", f"precision={args.precision}",
+           f"hydra.run.dir={eval_dir}"]  # fmt: skip
     rc = run_cmd(cmd, log_file, timeout=max(30.0, left(args) - 25))
     if rc != 0:
         raise RuntimeError(f"evaluation failed with exit code {rc}; see the log")

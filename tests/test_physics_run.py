@@ -25,9 +25,10 @@ def test_a_second_call_resumes_training_from_the_returned_checkpoint(tmp_path):
     step1 = json.loads((tmp_path / "call1" / "summary.json").read_text())["global_step"]
     assert step1 > 0
 
-    second = _run(tmp_path / "call2", "--resume", str(ckpt))
+    second = _run(tmp_path / "call2", "--resume", str(ckpt), "--precision", "fp32")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert f'resuming {ckpt}: {{"step": {step1},' in second.stdout
+    assert "precision=fp32" in second.stdout  # the evaluation's forward in float32
     step2 = json.loads((tmp_path / "call2" / "summary.json").read_text())["global_step"]
     assert step2 > step1  # went on from the checkpoint, not from step 0
     export = tmp_path / "call2" / "model_bf16.pt"
