@@ -16,7 +16,14 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from trackformers.kernels.common import allowed, clamp_ranges, exp2, split_hull
+from trackformers.kernels.common import (
+    allowed,
+    clamp_ranges,
+    exp2,
+    split_hull,
+    tile_bounds,
+    wrap_bounds,
+)
 
 
 @triton.jit(do_not_specialize=["NH", "N"])
@@ -82,13 +89,7 @@ def attention_bwd_dq_kernel(
 ):  # fmt: skip
     t = tl.program_id(0)
     h = tl.program_id(1)
-    tb = TILES + t * 8
-    q_start = tl.load(tb + 0)
-    q_end = tl.load(tb + 1)
-    a_lo = tl.load(tb + 2)
-    f_lo = tl.load(tb + 3)
-    f_hi = tl.load(tb + 4)
-    a_hi = tl.load(tb + 5)
+    q_start, q_end, a_lo, f_lo, f_hi, a_hi = tile_bounds(TILES, t)
     stride_n = H * HEAD_DIM
     head = h * HEAD_DIM
     offs_m = q_start + tl.arange(0, BLOCK_M)
@@ -120,8 +121,7 @@ def attention_bwd_dq_kernel(
     dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, b_end, a_hi, lo1, hi1, lo2, hi2, stride_n,
                      qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP)  # fmt: skip
     if HAS_WRAP:
-        b_lo = tl.load(tb + 6)
-        b_hi = tl.load(tb + 7)
+        b_lo, b_hi = wrap_bounds(TILES, t)
         dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, b_lo, b_hi, lo1, hi1, lo2, hi2,
                          stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
                          FAST_EXP)  # fmt: skip
@@ -187,13 +187,7 @@ def attention_bwd_dkdv_kernel(
 ):  # fmt: skip
     t = tl.program_id(0)
     h = tl.program_id(1)
-    tb = TILES + t * 8
-    k_start = tl.load(tb + 0)
-    k_end = tl.load(tb + 1)
-    a_lo = tl.load(tb + 2)
-    f_lo = tl.load(tb + 3)
-    f_hi = tl.load(tb + 4)
-    a_hi = tl.load(tb + 5)
+    k_start, k_end, a_lo, f_lo, f_hi, a_hi = tile_bounds(TILES, t)
     stride_n = H * HEAD_DIM
     head = h * HEAD_DIM
     offs_m = k_start + tl.arange(0, BLOCK_M)  # (BLOCK_M,) key rows of this tile
@@ -233,8 +227,7 @@ def attention_bwd_dkdv_kernel(
                            stride_n, qk_scale, sm_scale,
                            HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP, ATOMIC_DQ)  # fmt: skip
     if HAS_WRAP:
-        b_lo = tl.load(tb + 6)
-        b_hi = tl.load(tb + 7)
+        b_lo, b_hi = wrap_bounds(TILES, t)
         dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQAh,
                                b_lo, b_hi, lo1, hi1, lo2, hi2, stride_n, qk_scale,
                                sm_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP,

@@ -7,6 +7,27 @@ import triton.language as tl
 
 
 @triton.jit
+def tile_bounds(TILES, t):
+    """Tile t's descriptor (8 int32 per tile, metadata.py): its own rows [start, end) and its
+    key hull [a_lo, a_hi) with the fully attended part [f_lo, f_hi) inside it."""
+    tb = TILES + t * 8
+    start = tl.load(tb + 0)
+    end = tl.load(tb + 1)
+    a_lo = tl.load(tb + 2)
+    f_lo = tl.load(tb + 3)
+    f_hi = tl.load(tb + 4)
+    a_hi = tl.load(tb + 5)
+    return start, end, a_lo, f_lo, f_hi, a_hi
+
+
+@triton.jit
+def wrap_bounds(TILES, t):
+    """Tile t's wrap-around key segment [b_lo, b_hi) (window masks; empty when b_lo == b_hi)."""
+    tb = TILES + t * 8
+    return tl.load(tb + 6), tl.load(tb + 7)
+
+
+@triton.jit
 def split_hull(a_lo, f_lo, f_hi, a_hi, BLOCK_N: tl.constexpr):
     """Block boundaries of the hull [a_lo, a_hi): masked head [a_lo, h_end), unmasked body
     [h_end, b_end) of whole blocks inside the full range [f_lo, f_hi), masked tail [b_end, a_hi).

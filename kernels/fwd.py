@@ -18,7 +18,14 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from trackformers.kernels.common import allowed, clamp_ranges, exp2, split_hull
+from trackformers.kernels.common import (
+    allowed,
+    clamp_ranges,
+    exp2,
+    split_hull,
+    tile_bounds,
+    wrap_bounds,
+)
 
 
 @triton.jit
@@ -115,13 +122,7 @@ def attention_fwd_kernel(
 ):  # fmt: skip
     t = tl.program_id(0)
     h = tl.program_id(1)
-    tb = TILES + t * 8
-    q_start = tl.load(tb + 0)
-    q_end = tl.load(tb + 1)
-    a_lo = tl.load(tb + 2)
-    f_lo = tl.load(tb + 3)
-    f_hi = tl.load(tb + 4)
-    a_hi = tl.load(tb + 5)
+    q_start, q_end, a_lo, f_lo, f_hi, a_hi = tile_bounds(TILES, t)
     stride_n = H * HEAD_DIM
     offs_m = q_start + tl.arange(0, BLOCK_M)  # (BLOCK_M,) sorted query rows
     mvalid = offs_m < q_end
@@ -157,8 +158,7 @@ def attention_fwd_kernel(
                                  stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
                                  FAST_EXP, ROWSUM_MMA, False, PROBE)  # fmt: skip
     if HAS_WRAP:
-        b_lo = tl.load(tb + 6)
-        b_hi = tl.load(tb + 7)
+        b_lo, b_hi = wrap_bounds(TILES, t)
         acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, b_lo, b_hi, lo1, hi1, lo2, hi2,
                                      stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
                                      FAST_EXP, ROWSUM_MMA, False, PROBE)  # fmt: skip
