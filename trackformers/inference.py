@@ -190,6 +190,7 @@ class Predictor:
         cfg = ev.cluster_settings(run_cfg, cluster or {}, dict.fromkeys(keys))
         pred = cls(model, cfg, **kwargs)
         pred.features = ev.feature_config(run_cfg)
+        pred.cluster_settings = cfg  # the dict chosen as evaluate chooses it
         return pred
 
     # ---- eager ---------------------------------------------------------------------------

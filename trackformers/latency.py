@@ -157,7 +157,7 @@ def measure_predictor_latency(
     device = _checked(events, repeat, device, "measure_predictor_latency")
     pred = Predictor.from_checkpoint(ckpt, cluster=cluster, device=device, attention=attention,
                                      compile=compile)  # fmt: skip
-    staged = measure_latency(ckpt, events[:1], device, 1, attention, cluster)  # warm, reference
+    used = pred.cluster_settings
     inputs = [pack_events([ev], pred.features).to(device) for ev in events]
 
     def run(b) -> tuple[float, np.ndarray]:
@@ -177,8 +177,7 @@ def measure_predictor_latency(
     reserved = torch.cuda.memory_reserved(device) / 2**30 if device.type == "cuda" else None
     fcfg = pred.features
     same = [
-        _same_partition(runs[i][1], time_event(pred.model, ev, fcfg, device, staged["cluster"])
-                        ["labels"])
+        _same_partition(runs[i][1], time_event(pred.model, ev, fcfg, device, used)["labels"])
         for i, ev in enumerate(events)
     ]  # fmt: skip
     totals = [ms for ms, _ in runs]
@@ -188,7 +187,7 @@ def measure_predictor_latency(
         "torch": torch.__version__,
         "ckpt": str(ckpt),
         "attention": type(pred.model.encoder.attention).__name__,
-        "cluster": staged["cluster"],
+        "cluster": used,
         "cuda_graphs": pred.use_graphs,
         "compile": bool(compile),
         "n_events": len(events),
