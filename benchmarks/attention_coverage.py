@@ -1,9 +1,9 @@
 """Same-particle pair recall of attention plans on simulated events (CPU, seconds).
 
 For every particle with pT above --pt-min, the fraction of ordered pairs of its hits that a
-plan lets attend (one layer), overall and for barrel / endcap hits (pixel barrel = volume 8,
-as in DESIGN.md). A plan that hides a track's hits from each other caps what the encoder can
-learn; this says how much of each track each mask shows.
+plan lets attend (one layer), overall and for barrel / endcap query hits (the barrel volumes
+of trackformers.data.schema). A plan that hides a track's hits from each other caps what the
+encoder can learn; this says how much of each track each mask shows.
 
     python -m trackformers.simulate process=ttbar pileup=200 n_events=2 seed=2 \
         detector.keep_volumes=[7,8,9] output=data/cov_pu200
@@ -21,8 +21,7 @@ from trackformers.attention.coverage import pair_recall
 from trackformers.attention.plans import cluster_plan, window_plan
 from trackformers.data.batch import PackedBatch
 from trackformers.data.reader import read_events
-
-BARREL_VOLUMES = (8,)  # pixel barrel (DESIGN.md geometry)
+from trackformers.data.schema import BARREL_VOLUMES
 
 VARIANTS = {
     "cluster g128 ±1": lambda b: cluster_plan(b, 128, 4096, 1),

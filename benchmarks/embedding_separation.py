@@ -4,7 +4,8 @@ Per reconstructable particle (pT > --pt-min, >= 3 hits): the mean distance of it
 embeddings from their centroid ("spread"), the median over its hits of the distance to the
 nearest hit of another particle ("nearest other"), and the share of each hit's 15 nearest
 neighbours in embedding space that belong to the same particle; medians over particles,
-separately for barrel (pixel barrel, volume 8) and endcap particles (majority of hits).
+separately for barrel and endcap particles (majority of hits in the barrel volumes of
+trackformers.data.schema).
 DBSCAN with radius eps joins a track when its spread is well below eps and the nearest other
 particle well above it.
 
@@ -20,9 +21,8 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 
 from trackformers.data.packing import pack_events
+from trackformers.data.schema import BARREL_VOLUMES
 from trackformers.evaluate import build_model, feature_config, iter_eval_events, load_checkpoint
-
-BARREL_VOLUMES = (8,)
 
 
 def separation(emb: np.ndarray, pid: np.ndarray, vol: np.ndarray, pt: dict, pt_min: float,
