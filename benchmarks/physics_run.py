@@ -15,14 +15,22 @@ Within ``--budget`` seconds of wall clock:
    found eager and compiled unequal) with the wall-clock rest of the budget as
    ``trainer.max_time`` and ``trainer.max_steps`` sized from the measured step time (so the
    cosine schedule ends with the budget).
-4. The final checkpoint (last.ckpt) is exported in bf16 (trackformers.export); the DBSCAN
-   radius is chosen on the run's validation split (best DM efficiency at fake rate <= 0.8 %,
-   else best DM - fake), then ``python -m trackformers.evaluate`` runs on the fresh
-   events, the per-event latency is measured on them (trackformers.latency) and the results
-   row is collected (trackformers.results).
+4. The final checkpoint (last.ckpt) is exported (``--export-dtype``, fp32 by default;
+   trackformers.export) and the export, the file one shares, is what gets evaluated: the
+   clustering is the run's own (validation.cluster: argmax for a classifier, else DBSCAN on the
+   embedding or the regressed parameters) with the DBSCAN radius chosen on the run's validation
+   split (best DM efficiency at fake rate <= 0.8 %, else best DM - fake); then
+   ``python -m trackformers.evaluate`` runs on the fresh events of each ``--eval-seeds`` seed
+   (the first makes the table row, each further one is checked to reproduce it within 3 sigma),
+   the per-event latency is measured (trackformers.latency) and the rows are collected
+   (trackformers.results).
 5. $OUT receives at most 8 files: physics_run.log, compile_check.json, metrics.json,
-   results.md, rows.json, summary.json, model_bf16.pt (or last.ckpt with ``--return-ckpt``),
-   plots.tar.gz (plots, breakdowns, CSV logs, latency.json).
+   results.md, rows.json, summary.json, model_<dtype>.pt (or last.ckpt with ``--return-ckpt``),
+   plots.tar.gz (plots, breakdowns, CSV logs, latency.json, other seeds' metrics).
+
+Several runs on one machine (one per GPU, benchmarks/physics_multi.sh) each take a ``--tag``:
+their work and data folders are suffixed with it. ``--train-seconds`` fixes the training time
+(the equal budget of an ablation).
 
 Training longer than one call (the device runs a command for at most 10 minutes): return the
 full checkpoint with ``--return-ckpt``, carry it into the next call (an ignored folder of the
@@ -38,6 +46,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -145,9 +154,12 @@ def compile_check(args, attention: str, device: torch.device, before_timing=None
     loss_fn = instantiate(cfg.loss).to(device)
     # default: about one training batch (token budget, at most a mu = 200 pixel event)
     hits = args.check_hits or min(60_000, int(cfg.data.max_tokens))
-    batch = synthetic_batch([hits], num_features=int(cfg.data.num_features), seed=0,
-                            device=device)  # fmt: skip
-    res = {"attention": attention, "hits": hits, "compiled": names}
+    heads = {"num_params": int(cfg.data.get("num_params") or 0),  # the head's targets
+             "num_classes": int(cfg.data.get("num_classes") or 0)}  # fmt: skip
+    sizes = [hits // args.check_events] * args.check_events  # packed like a training batch
+    batch = synthetic_batch(sizes, num_features=int(cfg.data.num_features), seed=0,
+                            device=device, **heads)  # fmt: skip
+    res = {"attention": attention, "hits": hits, "events": len(sizes), "compiled": names}
 
     def loss_and_grads(model):
         model.zero_grad(set_to_none=True)
@@ -209,16 +221,33 @@ def left(args) -> float:
     return args.budget - (time.monotonic() - T0)
 
 
-def choose_eps(args, ckpt: Path, work: Path) -> tuple[float, list[dict]]:
+def run_clustering(cfg: dict) -> dict:
+    """The run's own clustering (validation.cluster of its config) without the radius:
+    argmax for a classifier, DBSCAN on the embedding or the regressed parameters otherwise."""
+    val = (cfg.get("validation") or {}).get("cluster") or {}
+    method, key = val.get("method", "dbscan"), val.get("output_key", "embedding")
+    if method == "argmax":
+        return {"method": "argmax", "input": key or "logits", "params": {}}
+    if method not in ("dbscan", "dbscan_cpu"):
+        raise ValueError(f"validation.cluster.method {method!r}: physics_run scans the DBSCAN "
+                         "radius, so it takes dbscan or argmax runs")  # fmt: skip
+    return {"method": "dbscan", "input": key, "params": {"min_samples": 2}}
+
+
+def choose_cluster(args, cfg: dict, ckpt: Path, work: Path) -> tuple[dict, list[dict]]:
+    """The run's clustering; for DBSCAN the radius with the best DM efficiency at fake rate
+    <= 0.8 % on the validation split (else the best DM - fake)."""
     from trackformers.evaluate import run as evaluate
 
+    base = run_clustering(cfg)
+    if base["method"] == "argmax":
+        return base, []
     scan = []
     for eps in sorted(args.eps):  # small radii first: they are the cheap ones
         if scan and left(args) < args.after_scan:
             say(f"eps scan stopped at eps={eps}: {left(args):.0f} s left")
             break
-        cluster = {"method": "dbscan", "input": "embedding",
-                   "params": {"eps": eps, "min_samples": 2}}  # fmt: skip
+        cluster = {**base, "params": {**base["params"], "eps": eps}}
         m = evaluate({"ckpt": str(ckpt), "split": "val", "max_events": args.eps_events,
                       "cluster": cluster, "wandb": {"enabled": False}, "plots": False,
                       "precision": args.precision,
@@ -232,7 +261,22 @@ def choose_eps(args, ckpt: Path, work: Path) -> tuple[float, list[dict]]:
         if ok
         else max(scan, key=lambda s: s["dm_efficiency"] - s["fake_rate"])
     )
-    return best["eps"], scan
+    return {**base, "params": {**base["params"], "eps": best["eps"]}}, scan
+
+
+def reproduction(table: dict, other: dict, seed: int, n_sigma: float = 3.0) -> str:
+    """Whether the evaluation on another seed's events reproduces the table row: DM and
+    perfect efficiency and fake rate each within ``n_sigma`` combined binomial errors."""
+    parts, ok = [], True
+    for key in ("dm_efficiency", "perfect_efficiency", "fake_rate"):
+        a, b = table[key], other[key]
+        err = math.hypot(table[f"{key}_err"], other[f"{key}_err"])
+        pull = (b - a) / err if err > 0 else (0.0 if a == b else math.inf)
+        ok &= abs(pull) <= n_sigma
+        parts.append(f"{key} {100 * a:.2f} vs {100 * b:.2f} % ({pull:+.1f} sigma)")
+    verdict = "reproduces" if ok else "does NOT reproduce"
+    return (f"fresh events of seed {seed} ({other['n_events']} events): {verdict} the table "
+            f"within {n_sigma:g} sigma: " + "; ".join(parts))  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -250,6 +294,9 @@ def main(argv=None) -> int:
     ap.add_argument("--check-hits", type=int, default=None,
                     help="hits of the compile check's event, whose step time sizes max_steps "
                     "(default: min(60000, data.max_tokens), about one batch)")  # fmt: skip
+    ap.add_argument("--check-events", type=int, default=1,
+                    help="events the check's hits are split into (small events pack "
+                    "many to a batch: 64 at mu = 0): its step is then a training step")  # fmt: skip
     ap.add_argument("--check-warmup", type=int, default=2)
     ap.add_argument("--check-steps", type=int, default=8)
     ap.add_argument("--loss-rtol", type=float, default=1e-2)
@@ -267,19 +314,34 @@ def main(argv=None) -> int:
                     help="forward of the eps scan and the evaluation (latency: bf16)")  # fmt: skip
     ap.add_argument("--resume", default=None, help="last.ckpt of an earlier call to go on from")
     ap.add_argument("--return-ckpt", action="store_true", help="bring back last.ckpt (for "
-                    "--resume) instead of the bf16 export")  # fmt: skip
+                    "--resume) instead of the export")  # fmt: skip
+    ap.add_argument("--tag", default="", help="suffix of this run's work and data folders, so "
+                    "that runs on several GPUs of one machine do not collide")  # fmt: skip
+    ap.add_argument("--train-seconds", type=float, default=None,
+                    help="fixed training time (equal budget across an ablation); default: what "
+                    "the budget leaves")  # fmt: skip
+    ap.add_argument("--eval-seeds", type=int, nargs="+", default=[2],
+                    help="fresh evaluation sets; the first makes the table row, the others "
+                    "check that it reproduces")  # fmt: skip
+    ap.add_argument("--export-dtype", choices=("bf16", "fp16", "fp32"), default="fp32",
+                    help="weights of the shared export, which is what gets evaluated")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.tag and not args.tag.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"--tag must be letters, digits, '_' or '-', got {args.tag!r}")
+    if len(set(args.eval_seeds)) != len(args.eval_seeds) or 1 in args.eval_seeds:
+        raise ValueError(f"--eval-seeds must be distinct and not the training seed 1: "
+                         f"{args.eval_seeds}")  # fmt: skip
     if args.tiny:
         args.pileup, args.n_train, args.n_eval, args.check_hits = 0, 40, 6, 400
         args.experiment, args.attention = "ttbar_pu0", ["dense"]
         args.check_warmup, args.check_steps, args.eps, args.eps_events = 1, 2, [0.1, 0.25], 3
         args.latency_events, args.reserve, args.startup = 3, 60.0, 20.0
         args.model_override = ["model.encoder.d_model=32", "model.encoder.n_layers=1",
-                               "model.encoder.n_heads=4"]  # fmt: skip
+                               "model.encoder.n_heads=4", *args.model_override]  # fmt: skip
         args.train_override = ["data.num_workers=0", "data.max_tokens=3000", *args.train_override]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    work = REPO / "outputs" / "physics"
+    work = REPO / "outputs" / ("physics_" + args.tag if args.tag else "physics")
     if args.resume and Path(args.resume).resolve().is_relative_to(work.resolve()):
         raise ValueError(f"--resume {args.resume} lies in {work}, which this run clears first; "
                          "copy it elsewhere (e.g. .resume/)")  # fmt: skip
@@ -295,7 +357,7 @@ def main(argv=None) -> int:
     try:
         return _main(args, out, work, log_file, device)
     finally:
-        collect(out, work, args.return_ckpt)
+        collect(out, work, args.return_ckpt, args.export_dtype)
         (out / "physics_run.log").write_text("\n".join(LOG) + "\n")
         if log_file.is_file():  # the tail of the subprocesses' output
             tail = log_file.read_text()[-60_000:]
@@ -304,14 +366,15 @@ def main(argv=None) -> int:
 
 
 def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> int:
-    train_data = REPO / "data" / f"physics_pu{args.pileup}"
-    eval_data = REPO / "data" / f"physics_pu{args.pileup}_eval"
-    for d in (train_data, eval_data):
+    tag = f"_{args.tag}" if args.tag else ""
+    train_data = REPO / "data" / f"physics_pu{args.pileup}{tag}"
+    eval_sets = {s: REPO / "data" / f"physics_pu{args.pileup}_eval{s}{tag}"
+                 for s in args.eval_seeds}  # fmt: skip
+    for d in (train_data, *eval_sets.values()):
         shutil.rmtree(d, ignore_errors=True)
     n_eval_workers = max(1, min(4, args.n_eval // 4))
-    sims = [
-        start_sim(args, args.n_train, 1, train_data, args.workers, log_file),
-        start_sim(args, args.n_eval, 2, eval_data, n_eval_workers, log_file),
+    sims = [start_sim(args, args.n_train, 1, train_data, args.workers, log_file)] + [
+        start_sim(args, args.n_eval, s, d, n_eval_workers, log_file) for s, d in eval_sets.items()
     ]
 
     def wait_sims():
@@ -320,7 +383,7 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
         for p in sims:
             if p.wait() != 0:
                 raise RuntimeError(f"simulation failed (exit {p.returncode}); see the log")
-        say(f"simulated {args.n_train} + {args.n_eval} events")
+        say(f"simulated {args.n_train} + {len(eval_sets)} x {args.n_eval} events")
 
     # (a) compile check, while the CPUs simulate; its step timing after the simulation
     check, attention = {"tried": []}, None
@@ -348,6 +411,11 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
     # (c) training within the rest of the budget
     step_s = result["compiled_step_s" if use_compile else "eager_step_s"]
     budget = args.budget - (time.monotonic() - T0) - args.reserve
+    if args.train_seconds is not None:  # equal budget across the runs of an ablation
+        if args.train_seconds > budget:
+            say(f"WARNING: --train-seconds {args.train_seconds:.0f} exceeds the {budget:.0f} s "
+                "the budget leaves; the evaluation may not finish")  # fmt: skip
+        budget = args.train_seconds
     steps = max(10, int((budget - args.startup) / (1.3 * step_s)))
     if args.tiny:
         steps = min(steps, 30)
@@ -388,38 +456,51 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
     from trackformers.latency import measure_latency
     from trackformers.results import main as results
 
-    export = export_checkpoint(ckpt)
+    # the shared export is what the table evaluates (issue 9, point 5)
+    export = export_checkpoint(ckpt, dtype=args.export_dtype)
     say(f"export {export} {export.stat().st_size / 2**20:.2f} MiB")
+    cfg, _ = load_checkpoint(export)
 
     # (d) evaluation on fresh events with the radius chosen on the validation split
-    eps, scan = choose_eps(args, ckpt, work / "eps")
-    (work / "eps_scan.json").write_text(json.dumps({"chosen": eps, "scan": scan}, indent=1))
-    eval_dir = work / "eval"
-    cmd = [sys.executable, "-m", "trackformers.evaluate", f"ckpt={ckpt}", f"data={eval_data}",
-           "cluster=dbscan", "cluster.input=embedding", f"cluster.params.eps={eps}",
-           "wandb.enabled=false", f"precision={args.precision}",
-           f"hydra.run.dir={eval_dir}"]  # fmt: skip
-    rc = run_cmd(cmd, log_file, timeout=max(30.0, left(args) - 25))
-    if rc != 0:
-        raise RuntimeError(f"evaluation failed with exit code {rc}; see the log")
+    cluster, scan = choose_cluster(args, cfg, export, work / "eps")
+    (work / "eps_scan.json").write_text(json.dumps({"chosen": cluster, "scan": scan}, indent=1))
+    eval_dirs = []
+    for i, (seed, data) in enumerate(eval_sets.items()):
+        eval_dir = work / ("eval" if i == 0 else f"eval_seed{seed}")
+        cmd = [sys.executable, "-m", "trackformers.evaluate", f"ckpt={export}", f"data={data}",
+               f"cluster={cluster['method']}", f"cluster.input={cluster['input']}",
+               *[f"cluster.params.{k}={v}" for k, v in cluster["params"].items()],
+               "wandb.enabled=false", f"precision={args.precision}", f"plots={i == 0}",
+               f"hydra.run.dir={eval_dir}"]  # fmt: skip
+        rc = run_cmd(cmd, log_file, timeout=max(30.0, left(args) - 25))
+        if rc != 0:
+            raise RuntimeError(f"evaluation on seed {seed} failed with exit code {rc}; see the log")
+        eval_dirs.append(eval_dir)
 
-    cfg, _ = load_checkpoint(ckpt)
-    events = list(iter_eval_events(cfg, str(eval_data), "all", args.latency_events))
-    cluster = {"method": "dbscan", "input": "embedding", "params": {"eps": eps, "min_samples": 2}}
-    lat = measure_latency(ckpt, events, device, repeat=2, cluster=cluster)
-    (eval_dir / "latency.json").write_text(json.dumps(lat, indent=1))
+    events = list(iter_eval_events(cfg, str(eval_sets[args.eval_seeds[0]]), "all",
+                                   args.latency_events))  # fmt: skip
+    lat = measure_latency(export, events, device, repeat=2, cluster=cluster)
+    (eval_dirs[0] / "latency.json").write_text(json.dumps(lat, indent=1))
     say(f"latency: {json.dumps(lat)}")
-    results([str(eval_dir), "--markdown", "--breakdowns", "--json", str(out / "rows.json"),
-             "--out", str(out / "results.md"), "--links-relative-to", str(work)])  # fmt: skip
+    rows = results([*map(str, eval_dirs), "--markdown", "--breakdowns", "--json",
+                    str(out / "rows.json"), "--out", str(out / "results.md"),
+                    "--links-relative-to", str(work)])  # fmt: skip
+    if len(rows) > 1:
+        pairs = zip(rows[1:], args.eval_seeds[1:], strict=True)
+        lines = [reproduction(rows[0], r, s) for r, s in pairs]
+        for line in lines:
+            say(line)
+        with (out / "results.md").open("a") as f:
+            f.write("\n" + "\n".join(f"- {line}" for line in lines) + "\n")
 
     say(f"done, {left(args):.0f} s of the budget left")
     return 0
 
 
-def collect(out: Path, work: Path, return_ckpt: bool = False) -> None:
+def collect(out: Path, work: Path, return_ckpt: bool = False, dtype: str = "fp32") -> None:
     """(e) Whatever exists of the files that come back (also after a failure)."""
     run_dir, eval_dir = work / "train", work / "eval"
-    model = "last.ckpt" if return_ckpt else "model_bf16.pt"
+    model = "last.ckpt" if return_ckpt else f"model_{dtype}.pt"
     for src, name in ((run_dir / "summary.json", "summary.json"),
                       (eval_dir / "metrics.json", "metrics.json"),
                       (run_dir / "checkpoints" / model, model)):  # fmt: skip
@@ -431,7 +512,9 @@ def collect(out: Path, work: Path, return_ckpt: bool = False) -> None:
                          (eval_dir / "latency.json", "eval/latency.json"),
                          (work / "eps_scan.json", "eval/eps_scan.json"),
                          (run_dir / "csv", "train/csv"), (run_dir / "plots", "train/plots"),
-                         (run_dir / ".hydra", "train/hydra")):  # fmt: skip
+                         (run_dir / ".hydra", "train/hydra"),
+                         *((d / "metrics.json", f"{d.name}/metrics.json")
+                           for d in sorted(work.glob("eval_seed*")))):  # fmt: skip
             if src.exists():
                 tar.add(src, arcname=arc)
     say(f"files in {out}: {sorted(p.name for p in out.iterdir())}")

@@ -342,6 +342,20 @@ def test_synthetic_batch_with_empty_events():
         synthetic_batch([-1])
 
 
+def test_synthetic_batch_targets_are_per_particle():
+    batch = synthetic_batch([300, 0, 200], seed=2, num_params=4, num_classes=7)
+    params, cls, pid = batch.targets["params"], batch.targets["class"], batch.particle_id
+    assert params.shape == (500, 4) and cls.shape == (500,) and batch.targets["valid"].all()
+    assert int(cls.min()) >= 0 and int(cls.max()) < 7
+    for p in pid.unique()[:20]:  # every hit of a particle carries the particle's targets
+        hits = pid == p
+        assert (params[hits] == params[hits][0]).all() and (cls[hits] == cls[hits][0]).all()
+    assert params.std() > 0.5 and len(cls.unique()) > 1  # drawn, not constant
+    assert synthetic_batch([10], seed=2).targets == {}  # none unless asked for
+    empty = synthetic_batch([0], num_params=2, num_classes=3)
+    assert empty.targets["params"].shape == (0, 2) and empty.targets["class"].shape == (0,)
+
+
 def test_plan_layout_program_is_one_function():
     """plan_layout_tensors runs without any host sync on CPU tensors of fixed shape."""
     batch = synthetic_batch([50, 20], seed=1)

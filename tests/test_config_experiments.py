@@ -34,6 +34,8 @@ def test_all_groups_exist_and_required_experiments_are_there():
     for group in GROUPS:
         assert (CONF / group).is_dir(), group
     required = {"demo", "demo_tiny", "ttbar_pu0", "ttbar_pu20", "ttbar_pu200_pixel"}
+    required |= {"ttbar_pu0_pixel", "ttbar_pu20_pixel"}
+    required |= {f"ttbar_pu200_pixel_{h}" for h in ("enc_cla", "enc_reg", "joint")}
     required |= {f"attention_{b}" for b in ("dense", "flex", "windowed", "fused")}
     assert required <= set(EXPERIMENTS)
 
@@ -66,6 +68,33 @@ def test_attention_ablations_share_everything_but_attention(tmp_path):
     for key in ("data", "loss", "optim", "trainer", "validation", "seed"):
         assert a[key] == b[key], key
     assert a["attention"] != b["attention"]
+
+
+@pytest.mark.parametrize("head", ["enc_cla", "enc_reg", "joint"])
+def test_head_ablations_share_events_optimizer_and_budget(head, tmp_path):
+    base = compose_run(["experiment=ttbar_pu200_pixel"], tmp_path)
+    cfg = compose_run([f"experiment=ttbar_pu200_pixel_{head}"], tmp_path)
+    a, b = (OmegaConf.to_container(c, resolve=False) for c in (base, cfg))
+    for key in ("optim", "trainer", "attention", "seed"):
+        assert a[key] == b[key], key
+    assert a["model"]["encoder"] == b["model"]["encoder"]
+    for key in ("path", "features", "max_tokens", "max_events_per_batch"):
+        assert a["data"][key] == b["data"][key], key
+    assert a["validation"]["reconstructable"] == b["validation"]["reconstructable"]
+    assert a["model"]["head"]["_target_"] != b["model"]["head"]["_target_"]
+    assert "contrastive" not in b["loss"]["terms"]  # the head's own loss only
+    classifier = head != "enc_reg"
+    assert (b["validation"]["cluster"]["method"] == "argmax") == classifier
+    if classifier:  # argmax takes no radius: params null, not the base's eps
+        assert b["validation"]["cluster"]["params"] is None
+
+
+def test_pixel_rows_read_pixel_hits_and_count_pixel_particles(tmp_path):
+    for name in ("ttbar_pu0_pixel", "ttbar_pu20_pixel", "ttbar_pu200_pixel"):
+        cfg = compose_run([f"experiment={name}"], tmp_path)
+        assert cfg.data.features.volumes == "pixel", name
+        assert cfg.validation.reconstructable.pixel_only is True, name
+        assert cfg.validation.reconstructable.pt_min == 0.9, name
 
 
 def test_wandb_logger_is_offline_under_run_dir_and_csv_alongside(tmp_path):

@@ -62,8 +62,16 @@ def synthetic_batch(
     num_features: int = 3,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    num_params: int = 0,
+    num_classes: int = 0,
 ) -> PackedBatch:
-    """Packed batch of len(sizes) synthetic events; x = coords scaled, padded with noise."""
+    """Packed batch of len(sizes) synthetic events; x = coords scaled, padded with noise.
+
+    ``num_params`` / ``num_classes`` > 0 add the training targets of the regression and
+    classification heads, drawn per particle (every hit of a particle carries the same):
+    targets["params"] (N, num_params) float32, targets["class"] (N,) int64 and
+    targets["valid"] (N,) bool (all True).
+    """
     if not sizes:
         raise ValueError("synthetic_batch needs at least one event size")
     rng = np.random.default_rng(seed)
@@ -73,11 +81,23 @@ def synthetic_batch(
     extra = torch.from_numpy(rng.standard_normal((n, max(0, num_features - 3))).astype("f4"))
     x = torch.cat([coords / 1000.0, extra], 1)[:, :num_features]  # (N, F)
     cu = torch.tensor(np.concatenate([[0], np.cumsum(sizes)]), dtype=torch.int32)
+    particle_id = torch.from_numpy(np.concatenate(pid))  # (N,)
+    targets = {}
+    if num_params > 0 or num_classes > 0:
+        _, inverse = torch.unique(particle_id, return_inverse=True)  # (N,) particle index
+        n_part = int(inverse.max()) + 1 if n else 0
+        if num_params > 0:
+            per = torch.from_numpy(rng.standard_normal((n_part, num_params)).astype("f4"))
+            targets["params"] = per[inverse]  # (N, num_params)
+        if num_classes > 0:
+            targets["class"] = torch.from_numpy(rng.integers(0, num_classes, n_part))[inverse]
+        targets["valid"] = torch.ones(n, dtype=torch.bool)
     batch = PackedBatch(
         x=x,
         cu_seqlens=cu,
         max_seqlen=max(sizes),
         coords=coords,
-        particle_id=torch.from_numpy(np.concatenate(pid)),
+        particle_id=particle_id,
+        targets=targets,
     )
     return batch.to(device)
