@@ -241,7 +241,7 @@ def run_graph(v: Variant, coords, pid, args, compile: bool = False) -> dict:
     ccfg = ClusterConfig.from_dict(v.cluster)
 
     def cluster_fn():
-        st, lab = _cluster_start(out, g.cu, ccfg, plan, valid, args.rounds)
+        st, lab = _cluster_start(out, g.cu, ccfg, plan, valid, args.rounds, g.coords, g.size)
         return lab, track_counts(lab)
 
     stages["clustering"], _ = capture(cluster_fn)

@@ -126,12 +126,12 @@ def test_dbscan_in_plan_equals_sklearn_on_plan_pairs(rng):
             torch.from_numpy(x), plan, eps=0.15, min_samples=3, max_elems=max_elems
         )
         np.testing.assert_array_equal(got.numpy(), ref)
-    # through the generic entry point, and a clear error without a cluster plan
+    # through the generic entry point, and a clear error without a plan
     out = cluster_hits(
         "dbscan_plan", torch.from_numpy(x), batch.cu_seqlens, plan=plan, eps=0.15, min_samples=3
     )
     np.testing.assert_array_equal(out.numpy(), ref)
-    with pytest.raises(ValueError, match="needs the batch's cluster plan"):
+    with pytest.raises(ValueError, match="needs the batch's attention plan"):
         cluster_hits("dbscan_plan", torch.from_numpy(x), batch.cu_seqlens, eps=0.15)
 
 

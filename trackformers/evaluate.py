@@ -243,7 +243,8 @@ def _infer_batch(model, events, fcfg, device, cluster, cfg, state, amp: bool = T
     batch = pack_events(events, fcfg).to(device)
     out, plan = forward_batch(model, batch, amp=amp)  # bf16 autocast on CUDA if amp
     state.setdefault("cluster", cluster_settings(cfg, cluster, out))
-    labels = assign_tracks(out, batch.cu_seqlens, state["cluster"], plan).cpu().numpy()
+    cl = state["cluster"]
+    labels = assign_tracks(out, batch.cu_seqlens, cl, plan, batch.coords).cpu().numpy()
     cu = batch.cu_seqlens.cpu().numpy()
     hit_id = batch.hit_id.cpu().numpy()
     by_id = {int(np.asarray(e["event_id"])): e for e in events}

@@ -81,9 +81,14 @@ def forward_batch(model, batch: PackedBatch, plan: AttentionPlan | None = None,
 
 
 def _cluster_start(out: Mapping[str, Tensor], cu: Tensor, cfg: ClusterConfig, plan, valid,
-                   rounds: int):  # fmt: skip
-    """Sync-free clustering of the graph step: (RangeState or None, labels (N,))."""
+                   rounds: int, coords: Tensor | None = None,
+                   max_seqlen: int | None = None):  # fmt: skip
+    """Sync-free clustering of the graph step: (RangeState or None, labels (N,)).
+
+    coords (N, 3) and max_seqlen: for dbscan_plan neighbourhoods built from the hits
+    (window / cluster), built here with the plan builders' sync-free path."""
     from trackformers.cluster import range_dbscan as rd
+    from trackformers.cluster.local_dbscan import neighbourhood_plan
 
     _, x = clustering_input(out, cfg)
     p = dict(cfg.params)
@@ -92,7 +97,10 @@ def _cluster_start(out: Mapping[str, Tensor], cu: Tensor, cfg: ClusterConfig, pl
         st = rd.start_grid(x, cu, eps, ms, p.get("max_dims", 3), rounds, valid=valid)
     elif cfg.method == "dbscan_plan":
         eps, ms = p["eps"], p.get("min_samples", 5)
-        st = rd.start_plan(x, plan, eps, ms, p.get("adjacency"), rounds, valid=valid)
+        keys = ("neighbourhood", "window", "adjacency", "group_size", "sector_size")
+        nb = {k: p[k] for k in keys if k in p}
+        nplan = neighbourhood_plan(plan, coords, cu, **nb, max_seqlen=max_seqlen, sync=False)
+        st = rd.start_plan(x, nplan, eps, ms, None, rounds, valid=valid)
     else:  # argmax
         from trackformers.cluster.argmax import argmax_labels
 
@@ -197,7 +205,7 @@ class Predictor:
     def predict_batch(self, batch: PackedBatch) -> Tensor:
         """(N,) int64 track labels of a packed batch (unique across events), eager."""
         out, plan = forward_batch(self.model, batch, amp=self.amp)
-        return assign_tracks(out, batch.cu_seqlens, self.cfg, plan)
+        return assign_tracks(out, batch.cu_seqlens, self.cfg, plan, batch.coords)
 
     def predict_event(self, event: Mapping) -> Tracks:
         """Tracks of an in-memory event dict (schema names); features of the checkpoint."""
@@ -220,7 +228,7 @@ class Predictor:
             cu = torch.tensor([0, n], dtype=torch.int32, device=x.device)
             batch = PackedBatch(x=x, cu_seqlens=cu, max_seqlen=n, coords=coords)
             out, plan = forward_batch(self.model, batch, amp=self.amp)
-            labels = assign_tracks(out, batch.cu_seqlens, self.cfg, plan)
+            labels = assign_tracks(out, batch.cu_seqlens, self.cfg, plan, coords)
             return Tracks(labels, *track_counts(labels, self._num_ids(out)))
         size = (n // self.bucket + 1) * self.bucket  # > n: the padding event is never empty
         g = self._graphs.get(size)
@@ -251,7 +259,8 @@ class Predictor:
             plan = self.model.encoder.build_plan(batch) if self.plan_in_graph else g.plan
         out, plan = forward_batch(self.model, batch, plan, self.amp, False, self._forward)
         valid = torch.arange(g.size, device=self.device) < g.cu[1]  # (B,) the real event
-        state, labels = _cluster_start(out, g.cu, self.cfg, plan, valid, self.rounds)
+        state, labels = _cluster_start(out, g.cu, self.cfg, plan, valid, self.rounds, g.coords,
+                                       g.size)  # fmt: skip
         return state, labels, out
 
     def _copy_plan(self, g: _EventGraph) -> None:

@@ -2,6 +2,7 @@
 
     python -m trackformers.latency CKPT DATA --out outputs/evaluate/<run>/latency.json
         [--events 10] [--repeat 2] [--device cuda] [--attention fused] [--mode predictor]
+        [--cluster dbscan_window --set eps=0.1 window=512] [--fp32] [--compile]
 
 ``--mode staged`` (default):
 One event at a time goes the whole way a user's event goes: in-memory event (numpy) ->
@@ -17,8 +18,11 @@ is what ``trackformers.results`` reads (``median_ms``, ``peak_gib``, ``device``)
 through ``trackformers.inference.Predictor`` (CUDA graph per hit-count bucket on a GPU, eager
 on CPU): timed from the event's features and coordinates on the device to its track list
 (labels and hits per track, read back to the host). Also reported: the fraction of events
-whose partition equals the staged path's (the same exact DBSCAN; bf16 kernels of the two
-paths may differ in the last bit, which can move a point across eps).
+whose partition equals the staged path's (the same clustering method; bf16 kernels of the two
+paths may differ in the last bit, which can move a point across eps), the split into plan /
+model / clustering (the same steps as three CUDA graphs replayed back to back; other = total
+- model - clustering), the fraction of replays whose DBSCAN rounds were completed eagerly,
+peak allocated and reserved memory (after ``empty_cache``: weights, graph pools, caches).
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def time_event(model, event: dict, fcfg, device: torch.device, cluster: Mapping) -> dict:
+def time_event(model, event: dict, fcfg, device: torch.device, cluster: Mapping,
+               amp: bool = True) -> dict:  # fmt: skip
     """Stage times (ms) of one event's inference; returns them and the track labels."""
     from trackformers.cluster import assign_tracks
     from trackformers.data.packing import pack_events
@@ -54,12 +59,12 @@ def time_event(model, event: dict, fcfg, device: torch.device, cluster: Mapping)
     plan = model.encoder.build_plan(batch)
     _sync(device)
     t.append(time.perf_counter())
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
         out = model(batch, plan)
     out = {k: v.float() for k, v in out.items()}
     _sync(device)
     t.append(time.perf_counter())
-    labels = assign_tracks(out, batch.cu_seqlens, cluster, plan).cpu().numpy()
+    labels = assign_tracks(out, batch.cu_seqlens, cluster, plan, batch.coords).cpu().numpy()
     t.append(time.perf_counter())
     ms = {s: 1e3 * (b - a) for s, a, b in zip(STAGES, t[:-1], t[1:], strict=True)}
     ms["total"] = 1e3 * (t[-1] - t[0])
@@ -141,6 +146,66 @@ def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
 
 
+def _graph_pending(pred, n: int) -> bool:
+    """Whether the last replay of the n-hit event's graph left DBSCAN rounds unfinished (its
+    labels were then completed eagerly, outside the graph)."""
+    g = pred._graphs.get((n // pred.bucket + 1) * pred.bucket) if pred.use_graphs else None
+    return bool(g is not None and g.state is not None and bool(g.state.pending))
+
+
+def predictor_split(pred, b, warmup: int = 2, repeat: int = 5) -> dict[str, float]:
+    """Median ms of the Predictor's step for event ``b`` (its bucket graph captured) as three
+    CUDA graphs replayed back to back: plan (+ features), model, clustering (+ track counts;
+    a clustering neighbourhood plan is built inside it). CUDA only; captures new graphs, so
+    call it after reading memory."""
+    from trackformers.inference import _cluster_start, forward_batch, track_counts
+
+    size = (b.num_hits // pred.bucket + 1) * pred.bucket
+    g = pred._graphs[size]
+    g.fill(b.x, b.coords)
+    valid = torch.arange(size, device=pred.device) < g.cu[1]
+
+    def capture(fn):
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn()
+        return graph, out
+
+    stages: dict = {}
+    if pred.plan_in_graph:
+        stages["plan"], plan = capture(lambda: pred.model.encoder.build_plan(g.batch()))
+    else:
+        plan, stages["plan"] = g.plan, None  # eager plan copied into the static plan
+
+    def model_fn():
+        plan.extra = {k: v for k, v in plan.extra.items() if not k.startswith("fused_")}
+        return forward_batch(pred.model, g.batch(), plan, pred.amp, False, pred._forward)[0]
+
+    stages["model"], out = capture(model_fn)
+
+    def cluster_fn():
+        _, lab = _cluster_start(out, g.cu, pred.cfg, plan, valid, pred.rounds, g.coords, size)
+        return lab, track_counts(lab)
+
+    stages["clustering"], _ = capture(cluster_fn)
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(len(stages) + 1)]
+    times: list[dict] = []
+    for k in range(warmup + repeat):
+        ev[0].record()
+        for i, graph in enumerate(stages.values()):
+            pred._copy_plan(g) if graph is None else graph.replay()
+            ev[i + 1].record()
+        torch.cuda.synchronize()
+        if k >= warmup:
+            times.append({n: ev[i].elapsed_time(ev[i + 1]) for i, n in enumerate(stages)})
+    return {n: statistics.median(t[n] for t in times) for n in stages}
+
+
 def measure_predictor_latency(
     ckpt: str | Path,
     events: Sequence[dict],
@@ -149,24 +214,30 @@ def measure_predictor_latency(
     attention: str | None = None,
     cluster: Mapping | None = None,
     compile: bool = False,
+    amp: bool = True,
+    split: bool = True,
 ) -> dict:
-    """Latency of ``Predictor`` (see the module docstring), same JSON keys as staged."""
+    """Latency of ``Predictor`` (see the module docstring), same JSON keys as staged.
+
+    amp: bf16 autocast of the forward (False: float32). split: also time plan / model /
+    clustering as separate graphs (CUDA graphs only), after memory is read."""
     from trackformers.data.packing import pack_events
     from trackformers.inference import Predictor
 
     device = _checked(events, repeat, device, "measure_predictor_latency")
     pred = Predictor.from_checkpoint(ckpt, cluster=cluster, device=device, attention=attention,
-                                     compile=compile)  # fmt: skip
+                                     compile=compile, amp=amp)  # fmt: skip
     used = pred.cluster_settings
     inputs = [pack_events([ev], pred.features).to(device) for ev in events]
 
-    def run(b) -> tuple[float, np.ndarray]:
+    def run(b) -> tuple[float, np.ndarray, bool]:
         _sync(device)
         t0 = time.perf_counter()
         tracks = pred.predict(b.x, b.coords)
         labels = tracks.labels.cpu().numpy()  # the track list on the host: ends the event
         tracks.counts.cpu()
-        return 1e3 * (time.perf_counter() - t0), labels
+        ms = 1e3 * (time.perf_counter() - t0)
+        return ms, labels, _graph_pending(pred, b.num_hits)
 
     for b in inputs:  # warm-up: graph capture per bucket, compilation
         run(b)
@@ -174,13 +245,21 @@ def measure_predictor_latency(
         torch.cuda.reset_peak_memory_stats(device)
     runs = [run(b) for _ in range(repeat) for b in inputs]
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    reserved = torch.cuda.memory_reserved(device) / 2**30 if device.type == "cuda" else None
+    reserved = None
+    if device.type == "cuda":  # what inference holds on to: weights, graph pools, caches
+        torch.cuda.empty_cache()
+        reserved = torch.cuda.memory_reserved(device) / 2**30
     fcfg = pred.features
-    same = [
-        _same_partition(runs[i][1], time_event(pred.model, ev, fcfg, device, used)["labels"])
-        for i, ev in enumerate(events)
-    ]  # fmt: skip
-    totals = [ms for ms, _ in runs]
+    staged = [time_event(pred.model, ev, fcfg, device, used, amp) for ev in events]
+    same = [_same_partition(runs[i][1], s["labels"]) for i, s in enumerate(staged)]
+    stages = None
+    if split and pred.use_graphs:
+        per = [predictor_split(pred, b) for b in inputs]
+        stages = {k: statistics.median(p[k] for p in per) for k in per[0]}
+    totals = [ms for ms, _, _ in runs]
+    med = statistics.median(totals)
+    if stages is not None:
+        stages["other"] = med - stages["model"] - stages["clustering"]
     return {
         "mode": "predictor",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
@@ -193,12 +272,46 @@ def measure_predictor_latency(
         "n_events": len(events),
         "repeat": repeat,
         "hits_mean": float(np.mean([b.num_hits for b in inputs])),
-        "median_ms": statistics.median(totals),
+        "median_ms": med,
         "p90_ms": float(np.percentile(totals, 90)),
         "peak_gib": peak,
         "reserved_gib": reserved,
         "same_partition_as_staged": float(np.mean(same)),
+        "amp": bool(amp),
+        "stages_median_ms": stages,
+        "eager_completion_fraction": float(np.mean([p for _, _, p in runs])),
+        "n_tracks_mean": float(np.mean([len(np.unique(lab[lab >= 0])) for _, lab, _ in runs])),
+        "staged_ms_median": statistics.median(s["ms"]["total"] for s in staged),
     }
+
+
+def cluster_choice(name: str | None, overrides: Sequence[str] = (),
+                   as_json: str | None = None) -> dict | None:  # fmt: skip
+    """Cluster settings from conf/cluster/<name>.yaml with ``key=value`` param overrides, or
+    from a JSON string; None = the checkpoint's validation clustering."""
+    import yaml
+
+    if name is not None and as_json is not None:
+        raise ValueError("give --cluster or --cluster-json, not both")
+    if as_json is not None:
+        return json.loads(as_json)
+    if name is None:
+        if overrides:
+            raise ValueError("--set needs --cluster")
+        return None
+    from trackformers.evaluate import CONF_DIR
+
+    path = CONF_DIR / "cluster" / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in (CONF_DIR / "cluster").glob("*.yaml"))
+        raise ValueError(f"no cluster config {path}; choose one of {names}")
+    cfg = yaml.safe_load(path.read_text())
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes key=value, got {item!r}")
+        cfg.setdefault("params", {})[key] = yaml.safe_load(value)
+    return cfg
 
 
 def main(argv=None) -> dict:
@@ -215,13 +328,28 @@ def main(argv=None) -> dict:
     ap.add_argument("--cluster-json", default=None, help='e.g. {"method": "dbscan", ...}')
     ap.add_argument("--mode", choices=("staged", "predictor"), default="staged")
     ap.add_argument("--compile", action="store_true", help="predictor: compiled blocks")
+    ap.add_argument(
+        "--cluster",
+        default=None,
+        help="conf/cluster/<name>.yaml (e.g. dbscan, dbscan_plan, dbscan_window)",
+    )
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="cluster params overrides, e.g. eps=0.1 window=512 (YAML values)",
+    )
+    ap.add_argument("--fp32", action="store_true", help="predictor: float32 forward (no bf16)")
+    ap.add_argument("--no-split", action="store_true", help="predictor: skip the stage split")
     args = ap.parse_args(argv)
     cfg, _ = load_checkpoint(args.ckpt)
     events = list(iter_eval_events(cfg, args.data, "all", args.events))
-    cluster = json.loads(args.cluster_json) if args.cluster_json else None
+    cluster = cluster_choice(args.cluster, args.set, args.cluster_json)
     if args.mode == "predictor":
         res = measure_predictor_latency(args.ckpt, events, args.device, args.repeat,
-                                        args.attention, cluster, args.compile)  # fmt: skip
+                                        args.attention, cluster, args.compile, not args.fp32,
+                                        not args.no_split)  # fmt: skip
     else:
         res = measure_latency(args.ckpt, events, args.device, args.repeat, args.attention,
                               cluster)  # fmt: skip

@@ -10,25 +10,33 @@ from trackformers.cluster.argmax import argmax_assign
 from trackformers.cluster.components import connected_components
 from trackformers.cluster.cpu import dbscan_cpu, hdbscan_cpu
 from trackformers.cluster.gpu_dbscan import dbscan, dbscan_from_graph, radius_graph
-from trackformers.cluster.local_dbscan import dbscan_in_plan, plan_radius_graph
+from trackformers.cluster.local_dbscan import (
+    dbscan_in_plan,
+    neighbourhood_plan,
+    plan_radius_graph,
+    ranges_radius_graph,
+)
 
 METHODS = ("dbscan", "dbscan_plan", "dbscan_cpu", "hdbscan_cpu", "argmax")
 
 
-def cluster_hits(method: str, output: Tensor, cu_seqlens: Tensor, plan=None, **params) -> Tensor:
+def cluster_hits(method: str, output: Tensor, cu_seqlens: Tensor, plan=None, coords=None,
+                 **params) -> Tensor:  # fmt: skip
     """(N,) int64 track labels (unique across events, -1 = none) by a named method.
 
     method: "dbscan" (exact, on output's device: sync-free Triton kernels on CUDA, torch
-    elsewhere), "dbscan_plan" (radius graph within the cluster plan's attention
-    neighbourhoods, not full DBSCAN; needs ``plan``), "dbscan_cpu" /
-    "hdbscan_cpu" (sklearn), "argmax" (classifier logits). ``params`` are the method's
-    keyword arguments.
+    elsewhere), "dbscan_plan" (DBSCAN on the radius graph within attention neighbourhoods,
+    not full DBSCAN: params ``neighbourhood`` "model" (the batch's ``plan``, any kind),
+    "window" (phi window of +-``window`` hits from ``coords`` (N, 3)) or "cluster" (a Part-2
+    cluster plan from ``coords``); see ``local_dbscan``), "dbscan_cpu" / "hdbscan_cpu"
+    (sklearn), "argmax" (classifier logits). ``params`` are the method's keyword arguments.
     """
     if method == "dbscan_plan":
-        if plan is None or plan.kind != "cluster":
-            kind = None if plan is None else plan.kind
-            raise ValueError(f"method 'dbscan_plan' needs the batch's cluster plan, got {kind}")
-        return dbscan_in_plan(output.float(), plan, **params)
+        p = dict(params)
+        keys = ("neighbourhood", "window", "adjacency", "group_size", "sector_size")
+        nb = {k: p.pop(k) for k in keys if k in p}
+        nplan = neighbourhood_plan(plan, coords, cu_seqlens, **nb)
+        return dbscan_in_plan(output.float(), nplan, **p)
     if method == "dbscan":
         return dbscan(output.float(), cu_seqlens, **params)
     if method == "argmax":
@@ -69,7 +77,9 @@ __all__ = [
     "dbscan_from_graph",
     "dbscan_in_plan",
     "hdbscan_cpu",
+    "neighbourhood_plan",
     "plan_radius_graph",
+    "ranges_radius_graph",
     "radius_graph",
     "split_events",
 ]

@@ -1,18 +1,19 @@
-"""DBSCAN within attention neighbourhoods: the radius graph is searched only among the hits a
-cluster plan lets attend each other (a hit's group and the ± adjacency groups), which is
-O(N · group size) instead of a search over the whole event.
+"""DBSCAN within attention neighbourhoods: the radius graph is searched only among the hits
+an attention plan lets attend each other, O(N * neighbourhood) instead of a search over the
+whole event ("radius graph within attention neighbourhoods + connected components").
 
-Hits of one track project onto nearby points of the Part-2 surface, so they share or
-neighbour groups; pairs in distant groups are never linked. The result is exactly sklearn's
-DBSCAN on the precomputed sparse distance graph of the plan-allowed pairs (tested), and equals
-full DBSCAN whenever every eps-pair of the event lies within the plan's neighbourhoods.
+The neighbourhood (``neighbourhood_plan``) is the model's own plan (a cluster plan's group
++- adjacency, a window plan's +-W phi positions) or a clustering-only plan built from the hit
+coordinates, independent of the model's attention: a phi-sorted window of +-W hits
+(``neighbourhood: window``; wraps around at +-pi, never crosses events) or a Part-2 cluster
+plan. Hits of one track lie close in phi (and on the Part-2 surface), so pairs far apart are
+never linked. The result is exactly sklearn's DBSCAN on the precomputed sparse distance graph
+of the plan-allowed pairs (tested), and equals full DBSCAN whenever every eps-pair of the
+event lies within the neighbourhoods (e.g. a window covering the whole event).
 
-Torch implementation: distances are computed group-blocked, queries of group g (padded to the
-largest group) against the keys of groups g-a..g+a (padded), as one batched matmul per chunk
-of groups. On CUDA the default is the sync-free Triton version in ``range_dbscan`` (same
-pairs, same labels). Measured on a synthetic 60 k-hit event (BENCHMARKS.md), only 63 % of
-hits get the same cluster as full DBSCAN with groups +-1: prefer ``dbscan`` for low-dimensional
-outputs.
+Torch implementation (``ranges_radius_graph``): the candidates of every sorted row are
+gathered from the plan's ranges in chunks of rows. On CUDA the default is the sync-free
+tiled Triton version in ``range_dbscan`` / ``tiled_ranges`` (same pairs, same labels).
 """
 
 from __future__ import annotations
@@ -78,31 +79,119 @@ def plan_radius_graph(x: Tensor, plan: AttentionPlan, eps: float, max_elems: int
     return torch.cat(srcs), torch.cat(dsts)
 
 
+NEIGHBOURHOODS = ("model", "window", "cluster")
+
+
+def neighbourhood_plan(plan: AttentionPlan | None, coords: Tensor | None, cu_seqlens: Tensor,
+                       neighbourhood: str = "model", window: int | None = None,
+                       adjacency: int | None = None, group_size: int = 128,
+                       sector_size: int = 4096, max_seqlen: int | None = None,
+                       sync: bool | None = None) -> AttentionPlan:  # fmt: skip
+    """The plan whose mask restricts the radius graph of ``dbscan_in_plan``.
+
+    neighbourhood "model": ``plan`` (the model's own attention plan, any kind), with
+    ``adjacency`` / ``window`` overriding a cluster / window plan's; "window": a phi-sorted
+    window plan of +-``window`` hits built from ``coords`` (N, 3), independent of the model's
+    attention; "cluster": a Part-2 cluster plan (group_size, sector_size, adjacency, default
+    1) from ``coords``. ``max_seqlen``: longest event (computed when None, one host sync);
+    ``sync``: passed to the plan builder (False inside a CUDA-graph capture).
+    """
+    from trackformers.attention import plans
+    from trackformers.data.batch import PackedBatch
+
+    if neighbourhood not in NEIGHBOURHOODS:
+        raise ValueError(f"dbscan_plan neighbourhood must be one of {NEIGHBOURHOODS}, got "
+                         f"{neighbourhood!r}")  # fmt: skip
+    if neighbourhood == "model":
+        if plan is None:
+            raise ValueError("method 'dbscan_plan' with neighbourhood 'model' needs the batch's "
+                             "attention plan, got None")  # fmt: skip
+        changes: dict = {}
+        if adjacency is not None and plan.kind == "cluster":
+            changes["adjacency"] = int(adjacency)
+        if window is not None and plan.kind == "window":
+            changes["window"] = int(window)
+        return dataclasses.replace(plan, **changes) if changes else plan
+    if coords is None or coords.dim() != 2 or coords.shape[1] != 3:
+        shape = None if coords is None else tuple(coords.shape)
+        raise ValueError(f"dbscan_plan neighbourhood {neighbourhood!r} needs hit coords (N, 3), "
+                         f"got {shape}")  # fmt: skip
+    if max_seqlen is None:
+        max_seqlen = int(cu_seqlens.diff().max()) if cu_seqlens.numel() > 1 else 0
+    batch = PackedBatch(x=coords, cu_seqlens=cu_seqlens, max_seqlen=int(max_seqlen),
+                        coords=coords)  # fmt: skip
+    if neighbourhood == "window":
+        if window is None or int(window) < 0:
+            raise ValueError(f"dbscan_plan neighbourhood 'window' needs window >= 0, got {window}")
+        return plans.window_plan(batch, int(window), sync=sync)
+    adj = 1 if adjacency is None else int(adjacency)
+    return plans.cluster_plan(batch, group_size, sector_size, adj, sync=sync)
+
+
+def ranges_radius_graph(xs: Tensor, lo: Tensor, hi: Tensor, eps: float,
+                        max_elems: int = 1 << 24) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Pairs (i, j), i != j, of sorted rows with j in one of i's ranges lo, hi (N, R) and
+    ||xs_i - xs_j|| <= eps (float differences). Rows in chunks of <= max_elems gathered
+    coordinates; one host sync for the longest range. Returns src, dst (E,) int64."""
+    n, d = xs.shape
+    dev = xs.device
+    if n == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=dev)
+        return empty, empty
+    length = (hi - lo).clamp_min(0)  # (N, R)
+    widths = length.amax(0).tolist()  # (R,) host ints: the one sync
+    offs = [torch.arange(w, device=dev) for w in widths]
+    cand_w = max(1, sum(widths))
+    step = max(1, max_elems // (cand_w * max(d, 1)))
+    eps2 = float(eps) ** 2
+    srcs, dsts = [], []
+    for c0 in range(0, n, step):
+        c1 = min(n, c0 + step)
+        rows = torch.arange(c0, c1, device=dev)  # (C,)
+        cand = torch.cat([lo[c0:c1, r, None] + o[None] for r, o in enumerate(offs)], 1)  # (C, K)
+        ok = torch.cat([o[None] < length[c0:c1, r, None] for r, o in enumerate(offs)], 1)
+        ok &= cand != rows[:, None]
+        cand = torch.where(ok, cand, rows[:, None])
+        d2 = ((xs[cand] - xs[rows][:, None, :]) ** 2).sum(-1)  # (C, K)
+        i, k = torch.nonzero(ok & (d2 <= eps2), as_tuple=True)
+        srcs.append(rows[i])
+        dsts.append(cand[i, k])
+    return torch.cat(srcs), torch.cat(dsts)
+
+
 def dbscan_in_plan(x: Tensor, plan: AttentionPlan, eps: float, min_samples: int = 5,
                    max_elems: int = 1 << 24, adjacency: int | None = None, impl: str = "auto",
-                   rounds: int = 4) -> Tensor:  # fmt: skip
+                   rounds: int = 4, window: int | None = None) -> Tensor:  # fmt: skip
     """(N,) int64 DBSCAN labels on the plan-restricted radius graph; -1 = noise.
 
-    Labels are unique across the batch, numbered by each cluster's smallest input row.
-    ``adjacency``: groups searched around a hit's group (default: the plan's own).
-    impl: "torch" (group-blocked matmuls, any device), "triton" (sync-free range kernel,
+    Any plan kind (``range_dbscan.plan_ranges``): candidates of a hit are the keys its mask
+    row allows (cluster: groups within +-adjacency; window: +-window phi positions with
+    wrap-around; full: the event). Labels are unique across the batch, numbered by each
+    cluster's smallest input row; a point counts itself towards min_samples (sklearn).
+    ``adjacency`` / ``window``: override the plan's own (cluster / window plans).
+    impl: "torch" (chunked gathers, any device), "triton" (sync-free tiled range kernel,
     CUDA), "auto" (triton on CUDA, else torch); same labels.
     """
-    if plan.kind != "cluster" or plan.group_id is None:
-        raise ValueError(f"dbscan_in_plan needs a cluster plan, got kind {plan.kind!r}")
-    n = plan.group_id.numel()
+    from trackformers.cluster.range_dbscan import plan_ranges
+
+    n = plan.extra.get("n_rows")
+    n = int(plan.cu_seqlens[-1]) if n is None else int(n)
     if x.dim() != 2 or x.shape[0] != n:
         raise ValueError(f"x must be (N, d) with N = {n}, got {tuple(x.shape)}")
+    if eps <= 0 or min_samples < 1:
+        raise ValueError(f"need eps > 0 and min_samples >= 1, got eps={eps}, "
+                         f"min_samples={min_samples}")  # fmt: skip
     if impl not in ("auto", "torch", "triton"):
         raise ValueError(f"dbscan_plan impl must be auto, torch or triton, got {impl!r}")
     if impl == "triton" or (impl == "auto" and uses_triton(x)):
         from trackformers.cluster import range_dbscan as rd
 
-        st = rd.start_plan(x, plan, eps, min_samples, adjacency, rounds)
+        st = rd.start_plan(x, plan, eps, min_samples, adjacency, rounds, window=window)
         return rd.complete(st)
     if not torch.isfinite(x).all():
         raise ValueError("dbscan input contains non-finite values")
-    if adjacency is not None and adjacency != plan.adjacency:
-        plan = dataclasses.replace(plan, adjacency=int(adjacency))
-    src, dst = plan_radius_graph(x, plan, eps, max_elems)
-    return dbscan_from_graph(src, dst, x.shape[0], min_samples)
+    lo, hi = plan_ranges(plan, adjacency, window)  # (N, R) sorted rows
+    perm = plan.perm if plan.perm is not None else torch.arange(n, device=x.device)
+    src, dst = ranges_radius_graph(x[perm].float() if x.dtype != torch.float64 else x[perm],
+                                   lo, hi, eps, max_elems)  # fmt: skip
+    return dbscan_from_graph(perm[src], perm[dst], n, min_samples)

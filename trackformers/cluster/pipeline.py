@@ -65,16 +65,22 @@ def clustering_input(outputs: Mapping[str, Tensor], cfg: ClusterConfig) -> tuple
 
 
 def assign_tracks(
-    outputs: Mapping[str, Tensor], cu_seqlens: Tensor, cfg: ClusterConfig | Mapping, plan=None
+    outputs: Mapping[str, Tensor],
+    cu_seqlens: Tensor,
+    cfg: ClusterConfig | Mapping,
+    plan=None,
+    coords: Tensor | None = None,
 ) -> Tensor:
     """(N,) int64 track label per hit (unique across events, -1 = no track).
 
-    ``plan``: the batch's attention plan, used by method "dbscan_plan".
+    ``plan``: the batch's attention plan and ``coords`` (N, 3) its hit positions, used by
+    method "dbscan_plan" (neighbourhood "model" / "window" and "cluster").
     """
     cfg = cfg if isinstance(cfg, ClusterConfig) else ClusterConfig.from_dict(cfg)
     _, x = clustering_input(outputs, cfg)
     cu = cu_seqlens.to(x.device)
-    return cluster_hits(cfg.method, x.detach(), cu, plan=plan, **cfg.params)
+    coords = None if coords is None else coords.to(x.device)
+    return cluster_hits(cfg.method, x.detach(), cu, plan=plan, coords=coords, **cfg.params)
 
 
 def track_list(labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -5,8 +5,10 @@ R contiguous ranges ``[lo, hi)`` of sorted positions:
 
 - grid (exact DBSCAN): points sorted by eps-cell key (see ``gpu_dbscan``), R = 3^(k-1)
   ranges of adjacent cells; every pair within eps is a candidate, so the result is exact.
-- plan (``dbscan_plan``): the cluster plan's order, R = 1 range = the groups within
-  +-adjacency of the point's group inside its event.
+- plan (``dbscan_plan``): a plan's sorted order and its mask as ranges (``row_ranges``):
+  the cluster plan's groups within +-adjacency (R = 1), a phi window +-W with its
+  wrap-around part (R = 2); these wide ranges run through the tiled kernel of
+  ``tiled_ranges`` (tensor-core distance tiles per block of rows).
 
 One Triton kernel walks the ranges of each point and either counts the neighbours within eps
 (core test, the point itself included as in sklearn) or takes the minimum label over the
@@ -185,10 +187,34 @@ def grid_ranges(x: Tensor, seq: Tensor, num_events: int, eps: float, max_dims: i
     return order, start, end, overflow
 
 
-def plan_ranges(plan, adjacency: int | None = None) -> tuple[Tensor, Tensor]:
-    """lo, hi (N, 1) int64 of sorted rows: the groups within +-adjacency of each row's group,
-    inside its event (the cluster plan's mask with adjacency; default the plan's own)."""
-    a = plan.adjacency if adjacency is None else int(adjacency)
+def plan_ranges(plan, adjacency: int | None = None, window: int | None = None):
+    """lo, hi (N, R) int64 of sorted rows: the plan's own mask as ``row_ranges`` gives it
+    (any kind: a cluster plan's groups within +-adjacency inside the event, R = 1; a phi
+    window of +-window positions and its wrap-around part, R = 2; the whole event).
+    ``adjacency`` / ``window`` override a cluster / window plan's own setting."""
+    import dataclasses
+
+    from trackformers.attention.plans import row_ranges
+
+    changes: dict = {}
+    if adjacency is not None:
+        if plan.kind != "cluster":
+            raise ValueError(f"adjacency={adjacency} needs a cluster plan, got {plan.kind!r}")
+        changes["adjacency"] = int(adjacency)
+    if window is not None:
+        if plan.kind != "window":
+            raise ValueError(f"window={window} needs a window plan, got {plan.kind!r}")
+        changes["window"] = int(window)
+    if changes:
+        plan = dataclasses.replace(plan, **changes)
+    if plan.kind == "cluster":  # from group_id alone: static plans of a graph keep no group_ptr
+        return _cluster_ranges(plan)
+    return row_ranges(plan)
+
+
+def _cluster_ranges(plan) -> tuple[Tensor, Tensor]:
+    """lo, hi (N, 1) int64: the groups within +-adjacency of each row's group, in its event."""
+    a = plan.adjacency
     gid = plan.group_id.long()  # (N,) non-decreasing within each event
     n = gid.numel()
     cu = plan.cu_seqlens.long()
@@ -205,13 +231,28 @@ def plan_ranges(plan, adjacency: int | None = None) -> tuple[Tensor, Tensor]:
 class RangeState:
     """Sorted points, ranges and labels of one DBSCAN run (continued by ``finish``)."""
 
-    def __init__(self, xs, lo, hi, order, inv, valid, core, eps):
+    def __init__(self, xs, lo, hi, order, inv, valid, core, eps, unions=None):
         self.xs, self.lo, self.hi, self.eps = xs, lo, hi, eps  # (N, d), (N, R), (N, R)
         self.order, self.inv = order, inv  # (N,) int32 sorted -> input, input -> sorted
         self.valid, self.core = valid, core  # (N,) int8 flags per sorted position
+        self.unions = unions  # (ulo, uhi) of tiled_ranges.block_unions, or None (per row)
         self.core_b = core != 0
         self.lab = torch.where(self.core_b, order, BIG)  # (N,) root (input row) per core point
         self.pending = torch.ones((), dtype=torch.bool, device=xs.device)
+
+    def neighbours(self, rowf, colf, lab, mode: int, out=None, inv=None) -> Tensor:
+        """One neighbour pass (see ``_neighbours``) with the state's kernel."""
+        return _pass(self.xs, self.lo, self.hi, self.unions, rowf, colf, lab, self.eps, mode,
+                     out, inv)  # fmt: skip
+
+
+def _pass(xs, lo, hi, unions, rowf, colf, lab, eps: float, mode: int, out=None, inv=None):
+    """A neighbour pass by the per-row kernel (unions None) or the tiled one."""
+    if unions is None:
+        return _neighbours(xs, lo, hi, rowf, colf, lab, eps, mode, out, inv)
+    from trackformers.cluster.tiled_ranges import tile_neighbours
+
+    return tile_neighbours(xs, lo, hi, *unions, rowf, colf, lab, eps, mode, out, inv)
 
 
 def _round(st: RangeState, lab: Tensor) -> tuple[Tensor, Tensor]:
@@ -221,7 +262,7 @@ def _round(st: RangeState, lab: Tensor) -> tuple[Tensor, Tensor]:
     input row. Returns the new labels and a (1,) int32 flag: they changed."""
     n = lab.numel()
     new = lab.clone()
-    _neighbours(st.xs, st.lo, st.hi, st.core, st.core, lab, st.eps, 2, out=new, inv=st.inv)
+    st.neighbours(st.core, st.core, lab, 2, out=new, inv=st.inv)
     out = torch.empty_like(lab)
     flag = torch.zeros(1, dtype=torch.int32, device=lab.device)
     if n:
@@ -229,13 +270,15 @@ def _round(st: RangeState, lab: Tensor) -> tuple[Tensor, Tensor]:
     return out, flag
 
 
-def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds: int = 4):
+def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds: int = 4,
+                  tiled: bool = False) -> RangeState:  # fmt: skip
     """DBSCAN of sorted points xs (N, d) whose candidates lie in ranges lo, hi (N, R).
 
     order (N,) sorted position -> input row; valid (N,) bool per INPUT row (False: padding,
     never clustered, never a neighbour of valid rows' ranges by construction of the ranges).
-    Runs ``rounds`` component rounds with no host sync; returns the state for ``finish`` and
-    ``number_labels``.
+    tiled: neighbour passes by ``tiled_ranges`` (wide ranges shared by consecutive rows,
+    e.g. plan ranges) instead of the per-row kernel. Runs ``rounds`` component rounds with
+    no host sync; returns the state for ``finish`` and ``number_labels``.
     """
     n = xs.shape[0]
     dev = xs.device
@@ -243,9 +286,14 @@ def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds
     inv[order] = torch.arange(n, dtype=torch.int32, device=dev)  # input row -> sorted position
     vs = valid[order].to(torch.int8)  # (N,) sorted
     xs, lo, hi = xs.contiguous(), lo.contiguous(), hi.contiguous()
-    count = _neighbours(xs, lo, hi, vs, vs, vs, eps, 0)  # (N,) incl. the point itself
+    unions = None
+    if tiled:
+        from trackformers.cluster.tiled_ranges import block_unions
+
+        unions = block_unions(lo, hi, vs != 0)  # (blocks, 3R) each
+    count = _pass(xs, lo, hi, unions, vs, vs, vs, eps, 0)  # (N,) incl. the point itself
     core = ((count >= min_samples) & (vs != 0)).to(torch.int8)  # (N,)
-    st = RangeState(xs, lo, hi, order.to(torch.int32), inv, vs, core, eps)
+    st = RangeState(xs, lo, hi, order.to(torch.int32), inv, vs, core, eps, unions)
     for _ in range(rounds):
         st.lab, flag = _round(st, st.lab)
         st.pending = flag[0] != 0  # device bool: the last round changed labels
@@ -268,7 +316,7 @@ def number_labels(st: RangeState) -> Tensor:
     Border points (valid, not core) take the smallest root among their core neighbours."""
     n = st.lab.numel()
     border = ((st.valid != 0) & ~st.core_b).to(torch.int8)  # (N,)
-    m = _neighbours(st.xs, st.lo, st.hi, border, st.core, st.lab, st.eps, 1)  # (N,)
+    m = st.neighbours(border, st.core, st.lab, 1)  # (N,)
     lab_s = torch.where(st.core_b, st.lab, m)  # (N,) per sorted position
     root = torch.empty_like(lab_s)
     root[st.order.long()] = lab_s  # (N,) input order
@@ -298,15 +346,17 @@ def start_grid(x, cu_seqlens, eps: float, min_samples: int, max_dims: int = 3, r
 
 
 def start_plan(x, plan, eps: float, min_samples: int, adjacency: int | None = None,
-               rounds: int = 4, valid: Tensor | None = None) -> RangeState:  # fmt: skip
-    """DBSCAN on the cluster plan's neighbourhoods (see ``plan_ranges``), no host sync."""
+               rounds: int = 4, valid: Tensor | None = None,
+               window: int | None = None) -> RangeState:  # fmt: skip
+    """DBSCAN on a plan's neighbourhoods (see ``plan_ranges``; tiled kernel), no host sync."""
     n = x.shape[0]
     xf = x if x.dtype == torch.float64 else x.float()
     finite = torch.isfinite(xf).all()
+    xf = torch.where(finite, xf, 0.0)  # the flag raises in complete
     perm = plan.perm if plan.perm is not None else torch.arange(n, device=x.device)
-    lo, hi = plan_ranges(plan, adjacency)
+    lo, hi = plan_ranges(plan, adjacency, window)
     ok = torch.ones(n, dtype=torch.bool, device=x.device) if valid is None else valid
-    st = dbscan_ranges(xf[perm], lo, hi, perm, ok, eps, min_samples, rounds)
+    st = dbscan_ranges(xf[perm], lo, hi, perm, ok, eps, min_samples, rounds, tiled=True)
     st.nonfinite, st.overflow = ~finite, torch.zeros_like(finite)
     return st
 

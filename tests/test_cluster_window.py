@@ -1,0 +1,248 @@
+"""DBSCAN within neighbourhoods of any plan (trackformers.cluster.local_dbscan, tiled kernel)
+against a brute-force numpy reference built from the definitions, not from the plan code:
+
+- window: hits sorted by phi = atan2(y, x) per event; i and j are candidates iff their
+  circular distance in that order is <= W (or the event has <= 2W + 1 hits);
+- cluster: the plan's dense mask (plans.dense_mask_reference);
+- eps-pairs among the candidates -> sklearn DBSCAN on the precomputed sparse graph.
+
+Events are ragged (incl. empty and single-hit ones) and have tracks across phi = +-pi, so
+the wrap-around part of the window matters (a planted bug that drops it must be caught).
+The Triton path runs under TRITON_INTERPRET=1 in ONE child process (this file as a script);
+each test asserts one entry of its JSON report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import traceback
+
+import numpy as np
+import pytest
+import torch
+from scipy.sparse import csr_matrix
+from sklearn.cluster import DBSCAN
+
+SIZES = [0, 150, 1, 90, 0, 260]
+EPS, MS = 0.15, 3
+
+
+def wrap_events(sizes=SIZES, seed=0, d=6):
+    """coords (N, 3), embedding (N, d), cu (B+1,): particles of ~6 hits close in phi and in
+    the embedding; a third of them sit at phi = +-pi (hits on both sides of the cut)."""
+    rng = np.random.default_rng(seed)
+    coords, emb, pid_all, base = [], [], [], 0
+    for n in sizes:
+        n_part = max(1, n // 6)
+        phi0 = rng.uniform(-np.pi, np.pi, n_part)
+        phi0[: n_part // 3] = np.pi - 1e-3  # straddle the cut
+        pid = rng.integers(0, n_part, n)
+        phi = phi0[pid] + rng.normal(size=n) * 0.01
+        phi = (phi + np.pi) % (2 * np.pi) - np.pi
+        r = rng.uniform(30, 180, n)
+        coords.append(np.stack([r * np.cos(phi), r * np.sin(phi), rng.uniform(-400, 400, n)], 1))
+        centre = rng.normal(size=(n_part, d)) * 0.6
+        emb.append(centre[pid] + rng.normal(size=(n, d)) * 0.04)
+        pid_all.append(pid + base)
+        base += n_part
+    cu = np.r_[0, np.cumsum(sizes)].astype(np.int32)
+    return (np.concatenate(coords).astype(np.float32), np.concatenate(emb), cu,
+            np.concatenate(pid_all))  # fmt: skip
+
+
+def window_mask(coords: np.ndarray, cu: np.ndarray, w: int) -> np.ndarray:
+    """(N, N) bool candidate pairs of a +-w phi window, from the definition."""
+    n = len(coords)
+    allowed = np.zeros((n, n), dtype=bool)
+    phi = np.arctan2(coords[:, 1], coords[:, 0])
+    for a, b in zip(cu[:-1], cu[1:], strict=True):
+        m = b - a
+        pos = np.empty(m, dtype=np.int64)
+        pos[np.argsort(phi[a:b], kind="stable")] = np.arange(m)
+        dist = np.abs(pos[:, None] - pos[None, :])
+        circ = np.minimum(dist, m - dist)
+        allowed[a:b, a:b] = (circ <= w) | (m <= 2 * w + 1)
+    return allowed
+
+
+def reference(x: np.ndarray, allowed: np.ndarray, eps=EPS, ms=MS) -> np.ndarray:
+    """sklearn DBSCAN on the eps-graph restricted to ``allowed`` pairs."""
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    keep = allowed & (d <= eps) & ~np.eye(len(x), dtype=bool)
+    i, j = np.nonzero(keep)
+    graph = csr_matrix((d[i, j], (i, j)), shape=d.shape)
+    return DBSCAN(eps=eps, min_samples=ms, metric="precomputed").fit_predict(graph)
+
+
+def _cluster(coords, x, cu, params, impl, plan=None):
+    from trackformers.cluster import cluster_hits
+
+    p = {"eps": EPS, "min_samples": MS, "impl": impl, **params}
+    return cluster_hits("dbscan_plan", torch.from_numpy(x), torch.from_numpy(cu), plan=plan,
+                        coords=torch.from_numpy(coords), **p).numpy()  # fmt: skip
+
+
+def _cluster_plan(coords, cu):
+    from trackformers.attention.plans import cluster_plan
+    from trackformers.data.batch import PackedBatch
+
+    c = torch.from_numpy(coords)
+    cu_t = torch.from_numpy(cu)
+    b = PackedBatch(x=c, cu_seqlens=cu_t, max_seqlen=int(np.diff(cu).max()), coords=c)
+    return cluster_plan(b, group_size=16, sector_size=64, adjacency=1)
+
+
+def cases(impl: str) -> dict:
+    """[equal to the reference, clusters, noise] per case (shared by both processes)."""
+    from trackformers.attention.plans import dense_mask_reference
+
+    out: dict = {}
+    coords, x, cu, _ = wrap_events()
+    for w in (4, 16):
+        got = _cluster(coords, x, cu, {"neighbourhood": "window", "window": w}, impl)
+        ref = reference(x, window_mask(coords, cu, w))
+        out[f"window{w}"] = [got.tolist() == ref.tolist(), int(ref.max()) + 1,
+                             int((ref < 0).sum())]  # fmt: skip
+    plan = _cluster_plan(coords, cu)
+    perm = plan.perm.numpy()
+    allowed = np.zeros((len(x), len(x)), dtype=bool)
+    allowed[np.ix_(perm, perm)] = dense_mask_reference(plan).numpy()
+    got = _cluster(coords, x, cu, {"neighbourhood": "model"}, impl, plan=plan)
+    ref = reference(x, allowed)
+    out["model_cluster"] = [got.tolist() == ref.tolist(), int(ref.max()) + 1,
+                            int((ref < 0).sum())]  # fmt: skip
+    # a window covering every event: exactly sklearn's DBSCAN per event
+    got = _cluster(coords, x, cu, {"neighbourhood": "window", "window": 1000}, impl)
+    ref, off = [], 0
+    for a, b in zip(cu[:-1], cu[1:], strict=True):
+        if b > a:
+            lab = DBSCAN(eps=EPS, min_samples=MS).fit_predict(x[a:b])
+            ref.append(np.where(lab >= 0, lab + off, -1))
+            off += int(lab.max()) + 1
+    ref = np.concatenate(ref)
+    out["whole_event"] = [got.tolist() == ref.tolist(), int(ref.max()) + 1, int((ref < 0).sum())]
+    return out
+
+
+# ---- child process (TRITON_INTERPRET=1) ------------------------------------------------------
+def _child() -> dict:
+    from trackformers.cluster import range_dbscan as rd
+
+    report: dict = {}
+
+    def check(name, fn):
+        try:
+            report[name] = fn()
+        except Exception:
+            report[name] = traceback.format_exc()
+
+    check("triton", lambda: cases("triton"))
+
+    def dropped_wrap():  # planted bug: the wrap-around range is lost
+        real = rd.plan_ranges
+        rd.plan_ranges = lambda *a, **k: tuple(t[:, :1] for t in real(*a, **k))
+        try:
+            return cases("triton")["window16"][0]
+        finally:
+            rd.plan_ranges = real
+
+    check("dropped_wrap", dropped_wrap)
+
+    def predictor_padded_step():
+        # the CUDA-graph step (padding event, static buffers, neighbourhood plan built with
+        # sync=False) run eagerly on CPU equals the eager Predictor
+        from trackformers.attention.synthetic import synthetic_batch
+        from trackformers.inference import Predictor, _EventGraph
+        from trackformers.models import Encoder, RegressorHead, TrackFormer
+
+        torch.manual_seed(0)
+        model = TrackFormer(Encoder(3, 16, 2, 1, attention="dense"), RegressorHead(16, 3))
+        batch = synthetic_batch([90], seed=2)
+        with torch.no_grad():
+            out = model(batch)["params"]
+        eps = float(torch.cdist(out, out).kthvalue(2, dim=1).values.median())
+        res = []
+        for w in (8, 200):
+            cfg = {"method": "dbscan_plan", "input": "params",
+                   "params": {"eps": eps, "min_samples": 3, "neighbourhood": "window",
+                              "window": w}}  # fmt: skip
+            pred = Predictor(model, cfg, cuda_graphs=False)
+            ref = pred.predict(batch.x, batch.coords).labels
+            g = _EventGraph(pred, 128, 3)
+            g.fill(batch.x, batch.coords)
+            pred.plan_in_graph = True
+            st, lab, _ = pred._step(g)
+            lab = rd.complete(st, lab)
+            res.append([lab[:90].tolist() == ref.tolist(), bool((lab[90:] == -1).all()),
+                        int(ref.max()) + 1])  # fmt: skip
+        return res
+
+    check("predictor_padded_step", predictor_padded_step)
+    return report
+
+
+@pytest.fixture(scope="module")
+def report():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "WANDB_MODE": "disabled"}
+    res = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _ok(value):
+    assert not isinstance(value, str) or "Traceback" not in value, value
+    return value
+
+
+def _assert_cases(out: dict) -> None:
+    for name, (same, n_clusters, noise) in out.items():
+        assert same, name
+        assert n_clusters > 20 and noise > 0, (name, n_clusters, noise)  # non-trivial
+
+
+def test_torch_path_equals_reference():
+    _assert_cases(cases("torch"))
+
+
+def test_triton_tiled_path_equals_reference(report):
+    _assert_cases(_ok(report["triton"]))
+
+
+def test_dropped_wrap_range_is_caught(report):
+    assert _ok(report["dropped_wrap"]) is False
+
+
+def test_torch_dropped_wrap_range_is_caught(monkeypatch):
+    from trackformers.cluster import range_dbscan as rd
+
+    real = rd.plan_ranges
+    monkeypatch.setattr(rd, "plan_ranges", lambda *a, **k: tuple(t[:, :1] for t in real(*a, **k)))
+    assert not cases("torch")["window16"][0]
+
+
+def test_predictor_step_with_window_equals_eager(report):
+    for same, pad_noise, n_clusters in _ok(report["predictor_padded_step"]):
+        assert same and pad_noise and n_clusters >= 2
+
+
+def test_window_clustering_stays_in_events_and_needs_coords():
+    from trackformers.cluster import cluster_hits
+
+    coords, x, cu, _ = wrap_events([40, 40], seed=3)
+    x[40:] = x[:40]  # the same points in two events: never one cluster
+    lab = _cluster(coords, x, cu, {"neighbourhood": "window", "window": 100}, "torch")
+    assert set(lab[:40][lab[:40] >= 0]).isdisjoint(lab[40:][lab[40:] >= 0])
+    with pytest.raises(ValueError, match="needs hit coords"):
+        cluster_hits("dbscan_plan", torch.from_numpy(x), torch.from_numpy(cu), eps=0.1,
+                     neighbourhood="window", window=8)  # fmt: skip
+    with pytest.raises(ValueError, match="neighbourhood must be one of"):
+        cluster_hits("dbscan_plan", torch.from_numpy(x), torch.from_numpy(cu), eps=0.1,
+                     neighbourhood="phi")  # fmt: skip
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child()))
