@@ -174,10 +174,10 @@ def _child() -> dict:
             g = _EventGraph(pred, 128, 3)
             g.fill(batch.x, batch.coords)
             pred.plan_in_graph = True
-            st, lab, _ = pred._step(g)
+            st, lab, out = pred._step(g)
             lab = rd.complete(st, lab)
             res.append([lab[:90].tolist() == ref.tolist(), bool((lab[90:] == -1).all()),
-                        int(ref.max()) + 1])  # fmt: skip
+                        int(ref.max()) + 1, sorted(out)])  # fmt: skip
         return res
 
     check("predictor_padded_step", predictor_padded_step)
@@ -225,8 +225,9 @@ def test_torch_dropped_wrap_range_is_caught(monkeypatch):
 
 
 def test_predictor_step_with_window_equals_eager(report):
-    for same, pad_noise, n_clusters in _ok(report["predictor_padded_step"]):
+    for same, pad_noise, n_clusters, outputs in _ok(report["predictor_padded_step"]):
         assert same and pad_noise and n_clusters >= 2
+        assert outputs == ["params"]  # the graph keeps the clustering input alone
 
 
 def test_window_clustering_stays_in_events_and_needs_coords():

@@ -105,14 +105,18 @@ def test_predictor_from_checkpoint(tmp_path):
 # ---- GPU -------------------------------------------------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.parametrize(("method", "compile"), [("dbscan", False), ("dbscan_plan", False),
-                                                 ("dbscan", True)])  # fmt: skip
+                                                 ("dbscan", True), ("window", False)])  # fmt: skip
 def test_cuda_graph_predict_equals_eager(method, compile):
     sizes = [5000, 6100, 9000, 5000]  # two events in one bucket, one in another, a repeat
     model = small_model("fused", mask="cluster", group_size=64, sector_size=1024).cuda()
     values = torch.zeros(12288, 4, device="cuda")
     model.head = FixedHead(model.head, values)
     cfg = {**CFG, "method": method}
+    if method == "window":  # dbscan_plan in a phi window built inside the graph
+        cfg = {**CFG, "method": "dbscan_plan",
+               "params": {**CFG["params"], "neighbourhood": "window", "window": 256}}  # fmt: skip
     pred = Predictor(model, cfg, bucket=4096, compile=compile)
+    pred.keep_outputs = True  # the "hidden" output is compared below
     eager = Predictor(model, cfg, cuda_graphs=False)
     for i, n in enumerate(sizes):
         batch = synthetic_batch([n], seed=i).to("cuda")

@@ -26,3 +26,20 @@ def test_cluster_choice_errors():
         cluster_choice(None, ["eps=0.1"])
     with pytest.raises(ValueError, match="not both"):
         cluster_choice("dbscan", (), "{}")
+
+
+def test_predictor_latency_with_window_clustering_cpu(tmp_path):
+    from test_evaluate_cli import make_ckpt, run_config
+
+    from trackformers.data.synthetic import helix_events
+    from trackformers.latency import measure_predictor_latency
+
+    cfg = run_config({"_target_": "trackformers.models.heads.ContrastiveHead",
+                      "embed_dim": 8}, str(tmp_path))  # fmt: skip
+    events = helix_events(2, seed=1, n_particles=10)
+    cluster = cluster_choice("dbscan_window", ["eps=0.3", "window=8"])
+    res = measure_predictor_latency(make_ckpt(tmp_path, cfg), events, "cpu", repeat=1,
+                                    cluster=cluster)  # fmt: skip
+    assert res["cluster"]["params"]["neighbourhood"] == "window"
+    assert res["same_partition_as_staged"] == 1.0 and res["n_tracks_mean"] >= 1
+    assert res["stages_median_ms"] is None and res["eager_completion_fraction"] == 0.0

@@ -172,6 +172,9 @@ class Predictor:
             raise ValueError(f"bucket must be >= 1, got {bucket}")
         self.bucket, self.rounds, self.amp = int(bucket), int(rounds), bool(amp)
         self.plan_in_graph: bool | None = None  # decided on the first capture
+        # graph path: keep every model output as a static graph output (e.g. "hidden",
+        # (N, d_model) float32 per bucket) instead of the clustering input alone
+        self.keep_outputs = False
         self._graphs: dict[int, _EventGraph] = {}
         self._pool = None
         self._forward = None
@@ -258,6 +261,9 @@ class Predictor:
         if plan is None:
             plan = self.model.encoder.build_plan(batch) if self.plan_in_graph else g.plan
         out, plan = forward_batch(self.model, batch, plan, self.amp, False, self._forward)
+        if not self.keep_outputs:  # static graph outputs: only the clustering input stays
+            name, _ = clustering_input(out, self.cfg)
+            out = {name: out[name]}
         valid = torch.arange(g.size, device=self.device) < g.cu[1]  # (B,) the real event
         state, labels = _cluster_start(out, g.cu, self.cfg, plan, valid, self.rounds, g.coords,
                                        g.size)  # fmt: skip
@@ -288,7 +294,8 @@ class Predictor:
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):
-            self._static_plan(g)  # also the plan builder's warm-up before its capture
+            with _no_plan_graphs():
+                self._static_plan(g)  # also the plan builder's warm-up before its capture
             for _ in range(2):
                 self._step_fresh(g, g.plan)
             if not _sync_free(lambda: self._step_fresh(g, g.plan)):
@@ -323,6 +330,21 @@ class Predictor:
         if g.plan is not None:  # metadata cached by a backend must be rebuilt in the graph
             g.plan.extra = {k: v for k, v in g.plan.extra.items() if not k.startswith("fused_")}
         return self._step(g, plan)
+
+
+@contextlib.contextmanager
+def _no_plan_graphs():
+    """Plan builds run eagerly (``plans.GRAPHS`` off): the warm-up plan of a bucket would
+    otherwise be cached as its own CUDA graph (~10-20 MB of reserved memory per bucket)
+    although the step's graph builds the plan itself."""
+    from trackformers.attention import plans
+
+    saved = plans.GRAPHS
+    plans.GRAPHS = False
+    try:
+        yield
+    finally:
+        plans.GRAPHS = saved
 
 
 def plan_capturable(model) -> bool:

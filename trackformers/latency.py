@@ -216,6 +216,7 @@ def measure_predictor_latency(
     compile: bool = False,
     amp: bool = True,
     split: bool = True,
+    rounds: int = 4,
 ) -> dict:
     """Latency of ``Predictor`` (see the module docstring), same JSON keys as staged.
 
@@ -226,7 +227,7 @@ def measure_predictor_latency(
 
     device = _checked(events, repeat, device, "measure_predictor_latency")
     pred = Predictor.from_checkpoint(ckpt, cluster=cluster, device=device, attention=attention,
-                                     compile=compile, amp=amp)  # fmt: skip
+                                     compile=compile, amp=amp, rounds=rounds)  # fmt: skip
     used = pred.cluster_settings
     inputs = [pack_events([ev], pred.features).to(device) for ev in events]
 
@@ -278,6 +279,7 @@ def measure_predictor_latency(
         "reserved_gib": reserved,
         "same_partition_as_staged": float(np.mean(same)),
         "amp": bool(amp),
+        "rounds": rounds,
         "stages_median_ms": stages,
         "eager_completion_fraction": float(np.mean([p for _, _, p in runs])),
         "n_tracks_mean": float(np.mean([len(np.unique(lab[lab >= 0])) for _, lab, _ in runs])),
@@ -342,6 +344,7 @@ def main(argv=None) -> dict:
     )
     ap.add_argument("--fp32", action="store_true", help="predictor: float32 forward (no bf16)")
     ap.add_argument("--no-split", action="store_true", help="predictor: skip the stage split")
+    ap.add_argument("--rounds", type=int, default=4, help="predictor: DBSCAN rounds in graph")
     args = ap.parse_args(argv)
     cfg, _ = load_checkpoint(args.ckpt)
     events = list(iter_eval_events(cfg, args.data, "all", args.events))
@@ -349,7 +352,7 @@ def main(argv=None) -> dict:
     if args.mode == "predictor":
         res = measure_predictor_latency(args.ckpt, events, args.device, args.repeat,
                                         args.attention, cluster, args.compile, not args.fp32,
-                                        not args.no_split)  # fmt: skip
+                                        not args.no_split, args.rounds)  # fmt: skip
     else:
         res = measure_latency(args.ckpt, events, args.device, args.repeat, args.attention,
                               cluster)  # fmt: skip

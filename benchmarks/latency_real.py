@@ -1,0 +1,131 @@
+"""Benchmark: Predictor latency of a trained checkpoint on real events, per clustering.
+
+Each variant runs ``python -m trackformers.latency CKPT DATA --mode predictor`` in its own
+process (so that its reserved memory is its own: CUDA-graph pools, caches), in the order
+given, while the time budget lasts (a variant is started only if ``--budget`` seconds minus
+the time spent leave room for it). Every result JSON is collected into one file and a table
+is printed: total ms (median / p90 over events x repeats), the split model / clustering /
+other (stage graphs), peak allocated and reserved GiB, Predictor labels equal to the staged
+(eager) path's for the same method, the fraction of replays completed eagerly.
+
+    python benchmarks/latency_real.py .lat/model_bf16.pt .lat/pu200_eval --out $OUT/lat.json \\
+        --variants exact win512 win512c plan win256 win1024 win512f --budget 330
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EPS = "eps=0.1"
+VARIANTS: dict[str, list[str]] = {
+    "exact": ["--cluster", "dbscan", "--set", EPS, "min_samples=2"],
+    "plan": ["--cluster", "dbscan_plan", "--set", EPS, "min_samples=2"],
+    **{
+        f"win{w}": ["--cluster", "dbscan_window", "--set", EPS, "min_samples=2", f"window={w}"]
+        for w in (256, 512, 1024)
+    },  # fmt: skip
+    "win512c": [
+        "--cluster",
+        "dbscan_window",
+        "--set",
+        EPS,
+        "min_samples=2",
+        "window=512",
+        "--compile",
+    ],  # fmt: skip
+    "win512f": [
+        "--cluster",
+        "dbscan_window",
+        "--set",
+        EPS,
+        "min_samples=2",
+        "window=512",
+        "--fp32",
+    ],  # fmt: skip
+    "win512fc": [
+        "--cluster",
+        "dbscan_window",
+        "--set",
+        EPS,
+        "min_samples=2",
+        "window=512",
+        "--fp32",
+        "--compile",
+    ],  # fmt: skip
+}
+
+
+def row(name: str, r: dict) -> str:
+    st = r.get("stages_median_ms") or {}
+    cl = r["cluster"]["params"]
+    hood = cl.get("neighbourhood", "-") + (f" {cl['window']}" if "window" in cl else "")
+    return (f"| {name} | {r['cluster']['method']} {hood} | {'bf16' if r.get('amp') else 'fp32'}"
+            f"{' compiled' if r.get('compile') else ''} | {r['median_ms']:.2f} / {r['p90_ms']:.2f}"
+            f" | {st.get('model', float('nan')):.2f} | {st.get('clustering', float('nan')):.2f} | "
+            f"{st.get('other', float('nan')):.2f} | {r['peak_gib']:.3f} | {r['reserved_gib']:.3f}"
+            f" | {r['same_partition_as_staged']:.2f} | {r['eager_completion_fraction']:.2f} | "
+            f"{r['staged_ms_median']:.1f} | {r['n_tracks_mean']:.0f} |")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("ckpt")
+    ap.add_argument("data")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--variants", nargs="+", default=["exact", "win512", "plan"])
+    ap.add_argument("--events", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--budget", type=float, default=330.0, help="seconds for all variants")
+    ap.add_argument("--need", type=float, default=45.0, help="seconds one variant needs")
+    ap.add_argument("--attention", default="fused")
+    ap.add_argument("--rounds", type=int, default=6, help="DBSCAN component rounds in graph")
+    args = ap.parse_args()
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {sorted(VARIANTS)}")
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    results: dict = {}
+    for name in args.variants:
+        left = args.budget - (time.perf_counter() - t0)
+        if left < args.need:
+            print(f"skip {name}: {left:.0f} s left", flush=True)
+            results[name] = "skipped (budget)"
+            continue
+        js = out.with_name(f"{out.stem}_{name}.json")
+        cmd = [sys.executable, "-m", "trackformers.latency", args.ckpt, args.data, "--mode",
+               "predictor", "--events", str(args.events), "--repeat", str(args.repeat),
+               "--attention", args.attention, "--rounds", str(args.rounds), "--out", str(js),
+               *VARIANTS[name]]  # fmt: skip
+        t1 = time.perf_counter()
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=left)
+        except subprocess.TimeoutExpired:
+            results[name] = "timed out"
+            continue
+        print(f"{name}: rc {res.returncode} in {time.perf_counter() - t1:.0f} s", flush=True)
+        if res.returncode != 0 or not js.is_file():
+            results[name] = f"failed: {res.stderr[-2500:]}"
+            print(results[name], flush=True)
+            continue
+        results[name] = json.loads(js.read_text())
+        js.unlink()
+        print(row(name, results[name]), flush=True)
+    out.write_text(json.dumps(results, indent=1))
+    print("| variant | clustering | precision | total ms (median / p90) | model | clustering | "
+          "other | peak GiB | reserved GiB | equal to staged | eager completion | staged ms | "
+          "tracks |")  # fmt: skip
+    for name, r in results.items():
+        if isinstance(r, dict):
+            print(row(name, r))
+        else:
+            print(f"| {name} | {r[:200]} |")
+
+
+if __name__ == "__main__":
+    main()
