@@ -179,6 +179,7 @@ def predictor_split(pred, b, warmup: int = 2, repeat: int = 5) -> dict[str, floa
     stages: dict = {}
     if pred.plan_in_graph:
         stages["plan"], plan = capture(lambda: pred.model.encoder.build_plan(g.batch()))
+        stages["plan"].replay()  # the static plan holds values before the next warm-up reads it
     else:
         plan, stages["plan"] = g.plan, None  # eager plan copied into the static plan
 
@@ -187,6 +188,7 @@ def predictor_split(pred, b, warmup: int = 2, repeat: int = 5) -> dict[str, floa
         return forward_batch(pred.model, g.batch(), plan, pred.amp, False, pred._forward)[0]
 
     stages["model"], out = capture(model_fn)
+    stages["model"].replay()
 
     def cluster_fn():
         _, lab = _cluster_start(out, g.cu, pred.cfg, plan, valid, pred.rounds, g.coords, size)
