@@ -86,3 +86,29 @@ def test_bad_tag_and_eval_seeds_are_refused(tmp_path):
     assert bad.returncode != 0 and "--tag must be" in bad.stderr
     seeds = _run(tmp_path / "o", "--eval-seeds", "1", "2")
     assert seeds.returncode != 0 and "not the training seed 1" in seeds.stderr
+
+
+def test_physics_table_reads_the_committed_runs(tmp_path):
+    """benchmarks/physics_table.py on the runs kept in docs/results: the rows are the
+    evaluations' own numbers, the errors come from the per-event counts."""
+    import physics_table
+
+    from trackformers.results import ratio_err
+
+    runs = REPO / "docs" / "results" / "issue9_h200x4_20261122"
+    folders = [runs / name for name in ("fused", "dense", "enc_cla", "pu0")]
+    rows = physics_table.main([*map(str, folders), "--out", str(tmp_path / "t.md")])
+    for folder, row in zip(folders, rows, strict=True):
+        m = json.loads((folder / "metrics.json").read_text())
+        assert row["dm_efficiency"] == m["dm_efficiency"] and row["n_events"] == m["n_events"]
+        assert row["dm_efficiency_err"] == ratio_err(m["per_event"], "n_dm", "n_reconstructable")
+    assert [r["head"] for r in rows] == ["contrastive", "contrastive", "EncCla (argmax)",
+                                         "contrastive"]  # fmt: skip
+    assert len(rows[0]["reproduction"]) == 1 and rows[1]["reproduction"] == []
+    text = (tmp_path / "t.md").read_text()
+    table_lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(table_lines) == 1 + len(folders)  # header + one line per run
+    assert "| fused | 202 | contrastive | FusedAttention, d128 L6 | 24 | 18.1 ± 0.4 |" in text
+    (tmp_path / "broken").mkdir()
+    with pytest.raises(FileNotFoundError, match="rows.json"):
+        physics_table.main([str(tmp_path / "broken")])

@@ -26,6 +26,7 @@ from trackformers.results import (
     main,
     markdown_breakdowns,
     markdown_table,
+    ratio_err,
 )
 from trackformers.sim.writer import write_events
 from trackformers.train import train
@@ -72,7 +73,9 @@ def test_row_holds_the_evaluation_the_model_and_the_training(tiny_run):
     n = m["n_reconstructable"]
     assert n > 0 and row["n_reconstructable"] == n
     p = m["dm_efficiency"]
-    assert row["dm_efficiency_err"] == pytest.approx(math.sqrt(p * (1 - p) / n))
+    assert row["dm_efficiency_err"] >= math.sqrt(p * (1 - p) / n) - 1e-12  # at least binomial
+    assert row["dm_efficiency_err"] == pytest.approx(
+        ratio_err(m["per_event"], "n_dm", "n_reconstructable"))  # fmt: skip
     _, state = load_checkpoint(tiny_run["ckpt"])
     model = build_model(*load_checkpoint(tiny_run["ckpt"]))
     assert row["params"] == sum(q.numel() for q in model.parameters())
@@ -92,6 +95,20 @@ def test_row_holds_the_evaluation_the_model_and_the_training(tiny_run):
     assert f"{100 * p:.2f} ±" in table and "(eval/plots/efficiency_vs_pt.png)" in table
     text = markdown_breakdowns(row)
     assert "pT [GeV]" in text and "η" in text and "split" in text
+
+
+def test_ratio_err_takes_the_event_to_event_spread():
+    ev = lambda k, n: {"k": k, "n": n}  # noqa: E731
+    # two events of equal size, efficiencies 0.2 and 0.8: the pooled 0.5 hides the spread
+    spread = [ev(20, 100), ev(80, 100)]
+    binom = math.sqrt(0.25 / 200)
+    robust = math.sqrt(2 / 1 * (30**2 + 30**2)) / 200  # = 0.3
+    assert robust > binom and ratio_err(spread, "k", "n") == pytest.approx(robust)
+    # identical events: the event spread is nil, the binomial error stays
+    same = [ev(50, 100), ev(50, 100)]
+    assert ratio_err(same, "k", "n") == pytest.approx(binom)
+    assert ratio_err([ev(5, 10)], "k", "n") == pytest.approx(math.sqrt(0.25 / 10))  # one event
+    assert math.isnan(ratio_err([ev(0, 0), ev(0, 0)], "k", "n"))
 
 
 def test_same_partition_is_relabelling_invariant():

@@ -12,7 +12,8 @@ time, steps and device.
 
 A row is only made for the table's definition of reconstructable particles: pT > 0.9 GeV and
 abs(eta) < 4 (``TABLE_PT_MIN``, ``TABLE_ABS_ETA_MAX``); an evaluation with another definition
-is refused, naming the file and the values. Efficiencies carry binomial standard errors.
+is refused, naming the file and the values. Efficiencies and the fake rate carry standard
+errors from the spread between events (at least the binomial one; see ``ratio_err``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,27 @@ def _binom_err(k: float, n: float) -> float:
         return math.nan
     p = k / n
     return math.sqrt(max(p * (1.0 - p), 0.0) / n)
+
+
+def ratio_err(per_event: Sequence[Mapping], k_key: str, n_key: str) -> float:
+    """Standard error of the pooled ratio sum(k) / sum(n) over events: the larger of the
+    binomial error and the event-to-event (cluster-robust) one,
+    sqrt(E / (E - 1) * sum_i (k_i - R n_i)^2) / sum(n).
+
+    Particles of one event are not independent (the event's pile-up, its jets, the clustering
+    of its crowded regions move them together), so the binomial error alone understates the
+    spread between two sets of events; the event-level one takes that in."""
+    k = np.array([float(e[k_key]) for e in per_event])
+    n = np.array([float(e[n_key]) for e in per_event])
+    total = n.sum()
+    if not total:
+        return math.nan
+    binom = _binom_err(k.sum(), total)
+    if len(k) < 2:
+        return binom
+    r = k.sum() / total
+    robust = math.sqrt(len(k) / (len(k) - 1) * float(((k - r * n) ** 2).sum())) / total
+    return max(binom, robust)
 
 
 def _find_ckpt(metrics_file: Path, value) -> Path:
@@ -156,11 +178,11 @@ def load_row(eval_dir: str | Path) -> dict:
         "n_events": int(m["n_events"]),
         "n_reconstructable": int(n_reco),
         "dm_efficiency": m["dm_efficiency"],
-        "dm_efficiency_err": _binom_err(m["n_dm"], n_reco),
+        "dm_efficiency_err": ratio_err(m["per_event"], "n_dm", "n_reconstructable"),
         "perfect_efficiency": m["perfect_efficiency"],
-        "perfect_efficiency_err": _binom_err(m["n_perfect"], n_reco),
+        "perfect_efficiency_err": ratio_err(m["per_event"], "n_perfect", "n_reconstructable"),
         "fake_rate": m["fake_rate"],
-        "fake_rate_err": _binom_err(m["n_fake"], m["n_candidates"]),
+        "fake_rate_err": ratio_err(m["per_event"], "n_fake", "n_candidates"),
         "duplicate_rate": m["duplicate_rate"],
         "trackml_score": m["trackml_score"],
         "cluster": m.get("cluster"),
