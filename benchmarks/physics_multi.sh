@@ -14,9 +14,11 @@ export PYTHONUNBUFFERED=1 WANDB_MODE=disabled HYDRA_FULL_ERROR=1
 OUT=${OUT:-outputs/physics_multi}
 WORK=${WORK:-/tmp/physics_multi}
 mkdir -p "$OUT" "$WORK"
-python3 -m pip install -q --no-index --find-links .wheels uproot awkward hydra-core omegaconf
-python3 -m pip install -q --no-index --no-deps .whl/pythia8mc-*.whl
-python3 -m pip install -q --no-build-isolation --no-deps -e .
+if [ -z "${SKIP_INSTALL:-}" ]; then  # SKIP_INSTALL=1: the caller installed the same already
+  python3 -m pip install -q --no-index --find-links .wheels uproot awkward hydra-core omegaconf
+  python3 -m pip install -q --no-index --no-deps .whl/pythia8mc-*.whl
+  python3 -m pip install -q --no-build-isolation --no-deps -e .
+fi
 if [ -d .tfcache ]; then export TRACKFORMERS_CACHE=$PWD/.tfcache; fi
 nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,noheader || true
 mapfile -t LINES < <(grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$LIST")
