@@ -1,7 +1,8 @@
 """Benchmark: how much of exact DBSCAN a neighbourhood-restricted DBSCAN keeps, on real events.
 
-For a trained checkpoint's embedding (fp32 forward) of each event: all eps-pairs by blocked
-brute force (exact, ||x_i - x_j|| <= eps by differences), exact DBSCAN labels from them
+For a trained checkpoint's embedding (fp32 forward; ``--amp``: bf16 autocast on CUDA) of each
+event: all eps-pairs by blocked brute force (exact, ||x_i - x_j|| <= eps by differences),
+exact DBSCAN labels from them
 (``dbscan_from_graph``, equal to sklearn's), and for every neighbourhood of ``dbscan_plan``
 (the model's own plan, phi windows of +-W hits): the fraction of exact eps-pairs inside the
 neighbourhood, the fraction of hits whose cluster is the same as under exact DBSCAN, and
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--attention", default=None, help="e.g. flex on a CPU (same plan as fused)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=None, help="JSON to write")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast forward on CUDA")
     args = ap.parse_args()
     dev = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -86,7 +88,7 @@ def main() -> None:
     for k, event in enumerate(ev.iter_eval_events(cfg, ev.data_spec(args.data), "all",
                                                   args.events)):  # fmt: skip
         b = pack_events([event], fcfg).to(dev)
-        out, plan = forward_batch(model, b, amp=False)  # fp32
+        out, plan = forward_batch(model, b, amp=args.amp)  # fp32 unless --amp
         x = out["embedding"].float()  # (n, d)
         n = x.shape[0]
         t0 = time.perf_counter()

@@ -114,6 +114,10 @@ def cases(impl: str) -> dict:
     ref = reference(x, allowed)
     out["model_cluster"] = [got.tolist() == ref.tolist(), int(ref.max()) + 1,
                             int((ref < 0).sum())]  # fmt: skip
+    # the same Part-2 plan built by the clustering itself from the coordinates
+    own = {"neighbourhood": "cluster", "group_size": 16, "sector_size": 64, "adjacency": 1}
+    got = _cluster(coords, x, cu, own, impl)
+    out["own_cluster"] = [got.tolist() == ref.tolist(), int(ref.max()) + 1, int((ref < 0).sum())]
     # a window covering every event: exactly sklearn's DBSCAN per event
     got = _cluster(coords, x, cu, {"neighbourhood": "window", "window": 1000}, impl)
     ref, off = [], 0
