@@ -95,39 +95,48 @@ def _cluster_plan(coords, cu):
     return cluster_plan(b, group_size=16, sector_size=64, adjacency=1)
 
 
-def cases(impl: str) -> dict:
-    """[equal to the reference, clusters, noise] per case (shared by both processes)."""
+def cases(impl: str, only: tuple[str, ...] | None = None) -> dict:
+    """[equal to the reference, clusters, noise] per case (shared by both processes):
+    windows +-4 and +-16, the model's cluster plan, the same plan built by the clustering,
+    and a window covering every event (against plain sklearn DBSCAN); ``only``: a subset."""
     from trackformers.attention.plans import dense_mask_reference
+
+    def want(name):
+        return only is None or name in only
 
     out: dict = {}
     coords, x, cu, _ = wrap_events()
     for w in (4, 16):
-        got = _cluster(coords, x, cu, {"neighbourhood": "window", "window": w}, impl)
-        ref = reference(x, window_mask(coords, cu, w))
-        out[f"window{w}"] = [got.tolist() == ref.tolist(), int(ref.max()) + 1,
+        if want(f"window{w}"):
+            got = _cluster(coords, x, cu, {"neighbourhood": "window", "window": w}, impl)
+            ref = reference(x, window_mask(coords, cu, w))
+            out[f"window{w}"] = [got.tolist() == ref.tolist(), int(ref.max()) + 1,
+                                 int((ref < 0).sum())]  # fmt: skip
+    if want("model_cluster") or want("own_cluster"):
+        plan = _cluster_plan(coords, cu)
+        perm = plan.perm.numpy()
+        allowed = np.zeros((len(x), len(x)), dtype=bool)
+        allowed[np.ix_(perm, perm)] = dense_mask_reference(plan).numpy()
+        ref = reference(x, allowed)
+        own = {"neighbourhood": "cluster", "group_size": 16, "sector_size": 64, "adjacency": 1}
+        # the model's plan, and the same Part-2 plan built by the clustering from the coords
+        for name, p, pl in (("model_cluster", {"neighbourhood": "model"}, plan),
+                            ("own_cluster", own, None)):  # fmt: skip
+            if want(name):
+                got = _cluster(coords, x, cu, p, impl, plan=pl)
+                out[name] = [got.tolist() == ref.tolist(), int(ref.max()) + 1,
                              int((ref < 0).sum())]  # fmt: skip
-    plan = _cluster_plan(coords, cu)
-    perm = plan.perm.numpy()
-    allowed = np.zeros((len(x), len(x)), dtype=bool)
-    allowed[np.ix_(perm, perm)] = dense_mask_reference(plan).numpy()
-    got = _cluster(coords, x, cu, {"neighbourhood": "model"}, impl, plan=plan)
-    ref = reference(x, allowed)
-    out["model_cluster"] = [got.tolist() == ref.tolist(), int(ref.max()) + 1,
-                            int((ref < 0).sum())]  # fmt: skip
-    # the same Part-2 plan built by the clustering itself from the coordinates
-    own = {"neighbourhood": "cluster", "group_size": 16, "sector_size": 64, "adjacency": 1}
-    got = _cluster(coords, x, cu, own, impl)
-    out["own_cluster"] = [got.tolist() == ref.tolist(), int(ref.max()) + 1, int((ref < 0).sum())]
-    # a window covering every event: exactly sklearn's DBSCAN per event
-    got = _cluster(coords, x, cu, {"neighbourhood": "window", "window": 1000}, impl)
-    ref, off = [], 0
-    for a, b in zip(cu[:-1], cu[1:], strict=True):
-        if b > a:
-            lab = DBSCAN(eps=EPS, min_samples=MS).fit_predict(x[a:b])
-            ref.append(np.where(lab >= 0, lab + off, -1))
-            off += int(lab.max()) + 1
-    ref = np.concatenate(ref)
-    out["whole_event"] = [got.tolist() == ref.tolist(), int(ref.max()) + 1, int((ref < 0).sum())]
+    if want("whole_event"):
+        got = _cluster(coords, x, cu, {"neighbourhood": "window", "window": 1000}, impl)
+        ref, off = [], 0
+        for a, b in zip(cu[:-1], cu[1:], strict=True):
+            if b > a:
+                lab = DBSCAN(eps=EPS, min_samples=MS).fit_predict(x[a:b])
+                ref.append(np.where(lab >= 0, lab + off, -1))
+                off += int(lab.max()) + 1
+        ref = np.concatenate(ref)
+        out["whole_event"] = [got.tolist() == ref.tolist(), int(ref.max()) + 1,
+                              int((ref < 0).sum())]  # fmt: skip
     return out
 
 
@@ -149,11 +158,20 @@ def _child() -> dict:
         real = rd.plan_ranges
         rd.plan_ranges = lambda *a, **k: tuple(t[:, :1] for t in real(*a, **k))
         try:
-            return cases("triton")["window16"][0]
+            return cases("triton", only=("window16",))["window16"][0]
         finally:
             rd.plan_ranges = real
 
     check("dropped_wrap", dropped_wrap)
+
+    def per_row_kernel():  # the fallback kernel (TRACKFORMERS_PLAN_KERNEL=rows), same labels
+        rd.PLAN_TILED = False
+        try:
+            return cases("triton", only=("window16", "model_cluster"))
+        finally:
+            rd.PLAN_TILED = True
+
+    check("per_row_kernel", per_row_kernel)
 
     def predictor_padded_step():
         # the CUDA-graph step (padding event, static buffers, neighbourhood plan built with
@@ -216,6 +234,10 @@ def test_triton_tiled_path_equals_reference(report):
     _assert_cases(_ok(report["triton"]))
 
 
+def test_per_row_kernel_equals_reference(report):
+    _assert_cases(_ok(report["per_row_kernel"]))
+
+
 def test_dropped_wrap_range_is_caught(report):
     assert _ok(report["dropped_wrap"]) is False
 
@@ -225,7 +247,7 @@ def test_torch_dropped_wrap_range_is_caught(monkeypatch):
 
     real = rd.plan_ranges
     monkeypatch.setattr(rd, "plan_ranges", lambda *a, **k: tuple(t[:, :1] for t in real(*a, **k)))
-    assert not cases("torch")["window16"][0]
+    assert not cases("torch", only=("window16",))["window16"][0]
 
 
 def test_predictor_step_with_window_equals_eager(report):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 
 import torch
 import triton
@@ -36,6 +37,8 @@ import triton.language as tl
 from torch import Tensor
 
 BIG = 2**31 - 1  # "no label" (int32)
+# plan ranges through the tiled kernel (default) or the per-row one (TRACKFORMERS_PLAN_KERNEL=rows)
+PLAN_TILED = os.environ.get("TRACKFORMERS_PLAN_KERNEL", "tiled") != "rows"
 BLOCK = 64
 
 
@@ -356,7 +359,7 @@ def start_plan(x, plan, eps: float, min_samples: int, adjacency: int | None = No
     perm = plan.perm if plan.perm is not None else torch.arange(n, device=x.device)
     lo, hi = plan_ranges(plan, adjacency, window)
     ok = torch.ones(n, dtype=torch.bool, device=x.device) if valid is None else valid
-    st = dbscan_ranges(xf[perm], lo, hi, perm, ok, eps, min_samples, rounds, tiled=True)
+    st = dbscan_ranges(xf[perm], lo, hi, perm, ok, eps, min_samples, rounds, tiled=PLAN_TILED)
     st.nonfinite, st.overflow = ~finite, torch.zeros_like(finite)
     return st
 
