@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -60,16 +61,48 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
+def _f(v, fmt: str) -> str:
+    return "–" if v is None else format(v, fmt)
+
+
 def row(name: str, r: dict) -> str:
     st = r.get("stages_median_ms") or {}
     cl = r["cluster"]["params"]
     hood = cl.get("neighbourhood", "-") + (f" {cl['window']}" if "window" in cl else "")
     return (f"| {name} | {r['cluster']['method']} {hood} | {'bf16' if r.get('amp') else 'fp32'}"
             f"{' compiled' if r.get('compile') else ''} | {r['median_ms']:.2f} / {r['p90_ms']:.2f}"
-            f" | {st.get('model', float('nan')):.2f} | {st.get('clustering', float('nan')):.2f} | "
-            f"{st.get('other', float('nan')):.2f} | {r['peak_gib']:.3f} | {r['reserved_gib']:.3f}"
+            f" | {_f(st.get('model'), '.2f')} | {_f(st.get('clustering'), '.2f')} | "
+            f"{_f(st.get('other'), '.2f')} | {_f(r['peak_gib'], '.3f')} | "
+            f"{_f(r['reserved_gib'], '.3f')}"
             f" | {r['same_partition_as_staged']:.2f} | {r['eager_completion_fraction']:.2f} | "
             f"{r['staged_ms_median']:.1f} | {r['n_tracks_mean']:.0f} |")  # fmt: skip
+
+
+def smoke() -> str:
+    """Tiled plan kernel on the GPU equals the torch path on the CPU (small window case);
+    "" when it does, else the error (the variants then run the per-row kernel)."""
+    import numpy as np
+    import torch
+
+    from trackformers.attention.synthetic import synthetic_batch
+    from trackformers.cluster import cluster_hits
+
+    try:
+        b = synthetic_batch([3000, 0, 2000], seed=1)
+        pid = b.particle_id.numpy()
+        rng = np.random.default_rng(0)
+        c = rng.normal(size=(pid.max() + 1, 32))
+        c /= np.linalg.norm(c, axis=1, keepdims=True)
+        x = torch.from_numpy(c[pid] + rng.normal(size=(len(pid), 32)) * 0.005).float()
+        p = {"eps": 0.1, "min_samples": 2, "neighbourhood": "window", "window": 64}
+        a = cluster_hits("dbscan_plan", x, b.cu_seqlens, coords=b.coords, **p)
+        g = b.to("cuda")
+        y = cluster_hits("dbscan_plan", x.cuda(), g.cu_seqlens, coords=g.coords, **p).cpu()
+        if not torch.equal(a, y):
+            return f"labels differ on {(a != y).float().mean():.4f} of the hits"
+        return ""
+    except Exception as err:  # reported, and the fallback kernel is used
+        return f"{type(err).__name__}: {err}"
 
 
 def main() -> None:
@@ -90,7 +123,12 @@ def main() -> None:
         raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {sorted(VARIANTS)}")
     out = Path(args.out)
     t0 = time.perf_counter()
-    results: dict = {}
+    results: dict = {"smoke": smoke() or "ok"}
+    print(f"smoke (tiled kernel on the GPU = torch on the CPU): {results['smoke'][:2000]}",
+          flush=True)  # fmt: skip
+    env = dict(os.environ)
+    if results["smoke"] != "ok":
+        env["TRACKFORMERS_PLAN_KERNEL"] = "rows"
     for name in args.variants:
         left = args.budget - (time.perf_counter() - t0)
         if left < args.need:
@@ -104,7 +142,7 @@ def main() -> None:
                *VARIANTS[name]]  # fmt: skip
         t1 = time.perf_counter()
         try:
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=left)
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=left, env=env)
         except subprocess.TimeoutExpired:
             results[name] = "timed out"
             continue
@@ -121,6 +159,8 @@ def main() -> None:
           "other | peak GiB | reserved GiB | equal to staged | eager completion | staged ms | "
           "tracks |")  # fmt: skip
     for name, r in results.items():
+        if name == "smoke":
+            continue
         if isinstance(r, dict):
             print(row(name, r))
         else:
