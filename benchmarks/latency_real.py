@@ -26,6 +26,7 @@ EPS = "eps=0.1"
 VARIANTS: dict[str, list[str]] = {
     "exact": ["--cluster", "dbscan", "--set", EPS, "min_samples=2"],
     "plan": ["--cluster", "dbscan_plan", "--set", EPS, "min_samples=2"],
+    "planc": ["--cluster", "dbscan_plan", "--set", EPS, "min_samples=2", "--compile"],
     **{
         f"win{w}": ["--cluster", "dbscan_window", "--set", EPS, "min_samples=2", f"window={w}"]
         for w in (256, 512, 1024)
