@@ -106,6 +106,15 @@ def _train_step(model, loss_fn, batch, opt, device) -> float:
     return float(total.detach())
 
 
+def training_steps(seconds: float, step_s: float, startup: float, fixed: bool) -> int:
+    """max_steps that fill ``seconds`` at the measured step time (x 1.3: validations inside
+    fit, data stalls). With a fixed training time (``--train-seconds``) the seconds are
+    Lightning's max_time, which counts from the training start, so no start-up allowance comes
+    off them; otherwise they are wall-clock seconds that the start-up shares."""
+    usable = seconds if fixed else seconds - startup
+    return max(10, int(usable / (1.3 * step_s)))
+
+
 def resumed_state(ckpt: Path) -> dict:
     """Step, timed training seconds and warm-up steps of a checkpoint to resume from."""
     from trackformers.evaluate import load_checkpoint
@@ -416,7 +425,7 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
             say(f"WARNING: --train-seconds {args.train_seconds:.0f} exceeds the {budget:.0f} s "
                 "the budget leaves; the evaluation may not finish")  # fmt: skip
         budget = args.train_seconds
-    steps = max(10, int((budget - args.startup) / (1.3 * step_s)))
+    steps = training_steps(budget, step_s, args.startup, fixed=args.train_seconds is not None)
     if args.tiny:
         steps = min(steps, 30)
     val_every = max(5, steps // 2)

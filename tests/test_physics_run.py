@@ -112,3 +112,10 @@ def test_physics_table_reads_the_committed_runs(tmp_path):
     (tmp_path / "broken").mkdir()
     with pytest.raises(FileNotFoundError, match="rows.json"):
         physics_table.main([str(tmp_path / "broken")])
+
+
+def test_training_steps_fill_the_training_time():
+    # the ablation runs: 240 s of max_time at 0.135 s per step; before, 60 s start-up came off
+    assert physics_run.training_steps(240.0, 0.135, 60.0, fixed=True) == int(240 / (1.3 * 0.135))
+    assert physics_run.training_steps(240.0, 0.135, 60.0, fixed=False) == int(180 / (1.3 * 0.135))
+    assert physics_run.training_steps(5.0, 1.0, 60.0, fixed=False) == 10  # at least 10 steps
