@@ -275,7 +275,8 @@ def choose_cluster(args, cfg: dict, ckpt: Path, work: Path) -> tuple[dict, list[
 
 def reproduction(table: dict, other: dict, seed: int, n_sigma: float = 3.0) -> str:
     """Whether the evaluation on another seed's events reproduces the table row: DM and
-    perfect efficiency and fake rate each within ``n_sigma`` combined binomial errors."""
+    perfect efficiency and fake rate each within ``n_sigma`` combined standard errors of the
+    two rows (trackformers.results: the event-to-event spread, at least binomial)."""
     parts, ok = [], True
     for key in ("dm_efficiency", "perfect_efficiency", "fake_rate"):
         a, b = table[key], other[key]
@@ -337,6 +338,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.tag and not args.tag.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"--tag must be letters, digits, '_' or '-', got {args.tag!r}")
+    if args.check_events < 1:
+        raise ValueError(f"--check-events must be >= 1, got {args.check_events}")
     if len(set(args.eval_seeds)) != len(args.eval_seeds) or 1 in args.eval_seeds:
         raise ValueError(f"--eval-seeds must be distinct and not the training seed 1: "
                          f"{args.eval_seeds}")  # fmt: skip

@@ -86,6 +86,8 @@ def test_bad_tag_and_eval_seeds_are_refused(tmp_path):
     assert bad.returncode != 0 and "--tag must be" in bad.stderr
     seeds = _run(tmp_path / "o", "--eval-seeds", "1", "2")
     assert seeds.returncode != 0 and "not the training seed 1" in seeds.stderr
+    events = _run(tmp_path / "o", "--check-events", "0")
+    assert events.returncode != 0 and "--check-events must be >= 1, got 0" in events.stderr
 
 
 def test_physics_table_reads_the_committed_runs(tmp_path):
