@@ -43,6 +43,30 @@ BLOCK = 64
 
 
 @triton.jit
+def start_rows(MODE: tl.constexpr, BLOCK: tl.constexpr):
+    """The (BLOCK,) int32 accumulator of a neighbour pass: 0 to count (MODE 0), "no label"
+    to take a minimum (MODES 1 and 2)."""
+    if MODE == 0:
+        acc = tl.zeros((BLOCK,), dtype=tl.int32)
+    else:
+        acc = tl.full((BLOCK,), 2147483647, dtype=tl.int32)
+    return acc
+
+
+@triton.jit
+def finish_rows(OUT, LAB, INV, i, ok, active, acc, MODE: tl.constexpr):
+    """Write a neighbour pass's result for rows i: MODE 2 (hook) atomically lowers OUT at i
+    and at i's root INV[LAB[i]] to acc; MODES 0 and 1 store acc at i."""
+    if MODE == 2:
+        own = tl.load(LAB + i, mask=active, other=0)
+        root = tl.load(INV + own, mask=active, other=0)
+        tl.atomic_min(OUT + root, acc, mask=active)
+        tl.atomic_min(OUT + i, acc, mask=active)
+    else:
+        tl.store(OUT + i, acc, mask=ok)
+
+
+@triton.jit
 def _neighbour_kernel(
     X, LO, HI, ROWF, COLF, LAB, OUT, INV, n, R, eps2,
     D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr,
@@ -56,10 +80,7 @@ def _neighbour_kernel(
     dmask = dd < D
     xi = tl.load(X + i[:, None] * D + dd[None, :], mask=ok[:, None] & dmask[None, :], other=0.0)
     active = ok & (tl.load(ROWF + i, mask=ok, other=0) != 0)
-    if MODE == 0:
-        acc = tl.zeros((BLOCK,), dtype=tl.int32)
-    else:
-        acc = tl.full((BLOCK,), 2147483647, dtype=tl.int32)
+    acc = start_rows(MODE, BLOCK)
     for r in range(0, R):
         lo = tl.load(LO + i * R + r, mask=active, other=0)
         hi = tl.load(HI + i * R + r, mask=active, other=0)
@@ -78,13 +99,7 @@ def _neighbour_kernel(
                 fj = tl.load(COLF + j, mask=near, other=0)
                 lj = tl.load(LAB + j, mask=near & (fj != 0), other=2147483647)
                 acc = tl.minimum(acc, lj)
-    if MODE == 2:
-        own = tl.load(LAB + i, mask=active, other=0)
-        root = tl.load(INV + own, mask=active, other=0)
-        tl.atomic_min(OUT + root, acc, mask=active)
-        tl.atomic_min(OUT + i, acc, mask=active)
-    else:
-        tl.store(OUT + i, acc, mask=ok)
+    finish_rows(OUT, LAB, INV, i, ok, active, acc, MODE)
 
 
 @triton.jit

@@ -27,6 +27,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from trackformers.cluster.range_dbscan import finish_rows, start_rows
+
 BM = 64  # rows per block (one program)
 BN = 64  # keys per tile
 SIDES = 3  # union sides per range: before the row, containing it, after it
@@ -51,10 +53,7 @@ def _tile_kernel(
     xi = tl.load(X + i[:, None] * D + dd[None, :], mask=ok[:, None] & dmask[None, :], other=0.0)
     sqi = tl.sum(xi * xi, 1)  # (BM,)
     active = ok & (tl.load(ROWF + i, mask=ok, other=0) != 0)
-    if MODE == 0:
-        acc = tl.zeros((BM,), dtype=tl.int32)
-    else:
-        acc = tl.full((BM,), 2147483647, dtype=tl.int32)
+    acc = start_rows(MODE, BM)
     for u in range(0, U):
         r = u // 3
         side = u % 3
@@ -82,13 +81,7 @@ def _tile_kernel(
                 lj = tl.load(LAB + j, mask=jm & (fj != 0), other=2147483647)
                 cand = tl.where(near & (fj != 0)[None, :], lj[None, :], 2147483647)
                 acc = tl.minimum(acc, tl.min(cand, 1))
-    if MODE == 2:
-        own = tl.load(LAB + i, mask=active, other=0)
-        root = tl.load(INV + own, mask=active, other=0)
-        tl.atomic_min(OUT + root, acc, mask=active)
-        tl.atomic_min(OUT + i, acc, mask=active)
-    else:
-        tl.store(OUT + i, acc, mask=ok)
+    finish_rows(OUT, LAB, INV, i, ok, active, acc, MODE)
 
 
 def block_unions(lo: Tensor, hi: Tensor, active: Tensor, bm: int = BM) -> tuple[Tensor, Tensor]:
