@@ -50,6 +50,7 @@ from trackformers.attention.synthetic import synthetic_pixel_hits
 from trackformers.cluster import ClusterConfig, assign_tracks, track_list
 from trackformers.data.batch import PackedBatch
 from trackformers.inference import Predictor, forward_batch, track_counts
+from trackformers.latency import capture_graph
 from trackformers.models import ContrastiveHead, Encoder, RegressorHead, TrackFormer
 
 
@@ -213,22 +214,11 @@ def run_graph(v: Variant, coords, pid, args, compile: bool = False) -> dict:
     valid = torch.arange(size, device=dev) < g.cu[1]
     stages = {}
 
-    def capture(fn):
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            fn()
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = fn()
-        return graph, out
-
     def plan_fn():
         return model.encoder.build_plan(g.batch())
 
     if pred.plan_in_graph:
-        stages["plan+features"], plan = capture(plan_fn)
+        stages["plan+features"], plan = capture_graph(plan_fn)
     else:
         plan = g.plan
         stages["plan+features"] = None  # eager plan + copy into the static plan
@@ -237,14 +227,14 @@ def run_graph(v: Variant, coords, pid, args, compile: bool = False) -> dict:
         plan.extra = {k: v for k, v in plan.extra.items() if not k.startswith("fused_meta")}
         return forward_batch(model, g.batch(), plan, not args.fp32, False, pred._forward)[0]
 
-    stages["model"], out = capture(model_fn)
+    stages["model"], out = capture_graph(model_fn)
     ccfg = ClusterConfig.from_dict(v.cluster)
 
     def cluster_fn():
         st, lab = _cluster_start(out, g.cu, ccfg, plan, valid, args.rounds, g.coords, g.size)
         return lab, track_counts(lab)
 
-    stages["clustering"], _ = capture(cluster_fn)
+    stages["clustering"], _ = capture_graph(cluster_fn)
 
     def split_once():
         t = [clock()]

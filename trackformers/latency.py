@@ -82,6 +82,20 @@ def _checked(events: Sequence, repeat: int, device, caller: str) -> torch.device
     return torch.device(device)
 
 
+def capture_graph(fn):
+    """(graph, outputs) of ``fn`` captured in a CUDA graph, after one warm-up call on a side
+    stream (allocator and autotuning settle outside the capture)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
 def measure_latency(
     ckpt: str | Path,
     events: Sequence[dict],
@@ -165,20 +179,9 @@ def predictor_split(pred, b, warmup: int = 2, repeat: int = 5) -> dict[str, floa
     g.fill(b.x, b.coords)
     valid = torch.arange(size, device=pred.device) < g.cu[1]
 
-    def capture(fn):
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            fn()
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = fn()
-        return graph, out
-
     stages: dict = {}
     if pred.plan_in_graph:
-        stages["plan"], plan = capture(lambda: pred.model.encoder.build_plan(g.batch()))
+        stages["plan"], plan = capture_graph(lambda: pred.model.encoder.build_plan(g.batch()))
         stages["plan"].replay()  # the static plan holds values before the next warm-up reads it
     else:
         plan, stages["plan"] = g.plan, None  # eager plan copied into the static plan
@@ -187,14 +190,14 @@ def predictor_split(pred, b, warmup: int = 2, repeat: int = 5) -> dict[str, floa
         plan.extra = {k: v for k, v in plan.extra.items() if not k.startswith("fused_")}
         return forward_batch(pred.model, g.batch(), plan, pred.amp, False, pred._forward)[0]
 
-    stages["model"], out = capture(model_fn)
+    stages["model"], out = capture_graph(model_fn)
     stages["model"].replay()
 
     def cluster_fn():
         _, lab = _cluster_start(out, g.cu, pred.cfg, plan, valid, pred.rounds, g.coords, size)
         return lab, track_counts(lab)
 
-    stages["clustering"], _ = capture(cluster_fn)
+    stages["clustering"], _ = capture_graph(cluster_fn)
     ev = [torch.cuda.Event(enable_timing=True) for _ in range(len(stages) + 1)]
     times: list[dict] = []
     for k in range(warmup + repeat):
