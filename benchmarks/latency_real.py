@@ -9,7 +9,7 @@ other (stage graphs), peak allocated and reserved GiB, Predictor labels equal to
 (eager) path's for the same method, the fraction of replays completed eagerly.
 
     python benchmarks/latency_real.py .lat/model_bf16.pt .lat/pu200_eval --out $OUT/lat.json \\
-        --variants exact win512 win512c plan win256 win1024 win512f --budget 330
+        --eps 0.05 --physics --variants plan-c plan-fp16-c win512-fp32 exact --budget 330
 """
 
 from __future__ import annotations
@@ -22,44 +22,32 @@ import sys
 import time
 from pathlib import Path
 
-EPS = "eps=0.1"
-VARIANTS: dict[str, list[str]] = {
-    "exact": ["--cluster", "dbscan", "--set", EPS, "min_samples=2"],
-    "plan": ["--cluster", "dbscan_plan", "--set", EPS, "min_samples=2"],
-    "planc": ["--cluster", "dbscan_plan", "--set", EPS, "min_samples=2", "--compile"],
-    **{
-        f"win{w}": ["--cluster", "dbscan_window", "--set", EPS, "min_samples=2", f"window={w}"]
-        for w in (256, 512, 1024)
-    },  # fmt: skip
-    "win512c": [
-        "--cluster",
-        "dbscan_window",
-        "--set",
-        EPS,
-        "min_samples=2",
-        "window=512",
-        "--compile",
-    ],  # fmt: skip
-    "win512f": [
-        "--cluster",
-        "dbscan_window",
-        "--set",
-        EPS,
-        "min_samples=2",
-        "window=512",
-        "--fp32",
-    ],  # fmt: skip
-    "win512fc": [
-        "--cluster",
-        "dbscan_window",
-        "--set",
-        EPS,
-        "min_samples=2",
-        "window=512",
-        "--fp32",
-        "--compile",
-    ],  # fmt: skip
-}
+HOODS = {"exact": ["--cluster", "dbscan"], "plan": ["--cluster", "dbscan_plan"]}
+
+
+def variant_args(name: str, eps: float) -> list[str]:
+    """Arguments of ``trackformers.latency`` for a variant named
+    ``<hood>[-<precision>][-c]``: hood ``exact`` (grid DBSCAN), ``plan`` (the model's plan
+    neighbourhood) or ``win<W>`` (phi window +-W); precision bf16 (default) | fp16 | fp32;
+    ``-c`` compiled blocks. E.g. ``plan-fp16-c``, ``win512-fp32``."""
+    hood, *rest = name.split("-")
+    if hood in HOODS:
+        args = list(HOODS[hood])
+        cl = [f"eps={eps}", "min_samples=2"]
+    elif hood.startswith("win") and hood[3:].isdigit():
+        args = ["--cluster", "dbscan_window"]
+        cl = [f"eps={eps}", "min_samples=2", f"window={int(hood[3:])}"]
+    else:
+        raise ValueError(f"variant {name!r}: hood must be exact, plan or win<W>, got {hood!r}")
+    args += ["--set", *cl]
+    for part in rest:
+        if part in ("bf16", "fp16", "fp32"):
+            args += ["--precision", part]
+        elif part == "c":
+            args.append("--compile")
+        else:
+            raise ValueError(f"variant {name!r}: unknown part {part!r} (bf16|fp16|fp32|c)")
+    return args
 
 
 def _f(v, fmt: str) -> str:
@@ -70,13 +58,20 @@ def row(name: str, r: dict) -> str:
     st = r.get("stages_median_ms") or {}
     cl = r["cluster"]["params"]
     hood = cl.get("neighbourhood", "-") + (f" {cl['window']}" if "window" in cl else "")
-    return (f"| {name} | {r['cluster']['method']} {hood} | {'bf16' if r.get('amp') else 'fp32'}"
+    prec = r.get("precision") or ("bf16" if r.get("amp") else "fp32")
+    ph = r.get("physics") or {}
+    dm = " | ".join(
+        f"{100 * ph[k]['dm_efficiency']:.1f} ± {100 * ph[k]['dm_efficiency_err']:.1f} / "
+        f"{100 * ph[k]['fake_rate']:.1f}" if k in ph else "–"
+        for k in ("predictor", "staged_fp32")
+    )  # fmt: skip
+    return (f"| {name} | {r['cluster']['method']} {hood} | {prec}"
             f"{' compiled' if r.get('compile') else ''} | {r['median_ms']:.2f} / {r['p90_ms']:.2f}"
             f" | {_f(st.get('model'), '.2f')} | {_f(st.get('clustering'), '.2f')} | "
             f"{_f(st.get('other'), '.2f')} | {_f(r['peak_gib'], '.3f')} | "
             f"{_f(r['reserved_gib'], '.3f')}"
             f" | {r['same_partition_as_staged']:.2f} | {r['eager_completion_fraction']:.2f} | "
-            f"{r['staged_ms_median']:.1f} | {r['n_tracks_mean']:.0f} |")  # fmt: skip
+            f"{r['staged_ms_median']:.1f} | {r['n_tracks_mean']:.0f} | {dm} |")  # fmt: skip
 
 
 def smoke() -> str:
@@ -111,17 +106,23 @@ def main() -> None:
     ap.add_argument("ckpt")
     ap.add_argument("data")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--variants", nargs="+", default=["exact", "win512", "plan"])
+    ap.add_argument("--variants", nargs="+", default=["exact", "win512", "plan"],
+                    help="hood[-precision][-c], e.g. plan-fp16-c")  # fmt: skip
     ap.add_argument("--events", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--budget", type=float, default=330.0, help="seconds for all variants")
     ap.add_argument("--need", type=float, default=45.0, help="seconds one variant needs")
     ap.add_argument("--attention", default="fused")
     ap.add_argument("--rounds", type=int, default=6, help="DBSCAN component rounds in graph")
+    ap.add_argument("--eps", type=float, default=0.1, help="DBSCAN radius of every variant")
+    ap.add_argument("--physics", action="store_true", help="DM / fake of each variant and of "
+                    "the staged fp32 path on the same events")  # fmt: skip
     args = ap.parse_args()
-    unknown = set(args.variants) - set(VARIANTS)
-    if unknown:
-        raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {sorted(VARIANTS)}")
+    try:
+        variants = {name: variant_args(name, args.eps) for name in args.variants}
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    extra = ["--physics"] if args.physics else []
     out = Path(args.out)
     t0 = time.perf_counter()
     results: dict = {"smoke": smoke() or "ok"}
@@ -140,7 +141,7 @@ def main() -> None:
         cmd = [sys.executable, "-m", "trackformers.latency", args.ckpt, args.data, "--mode",
                "predictor", "--events", str(args.events), "--repeat", str(args.repeat),
                "--attention", args.attention, "--rounds", str(args.rounds), "--out", str(js),
-               *VARIANTS[name]]  # fmt: skip
+               *variants[name], *extra]  # fmt: skip
         t1 = time.perf_counter()
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=left, env=env)
@@ -158,7 +159,7 @@ def main() -> None:
     out.write_text(json.dumps(results, indent=1))
     print("| variant | clustering | precision | total ms (median / p90) | model | clustering | "
           "other | peak GiB | reserved GiB | equal to staged | eager completion | staged ms | "
-          "tracks |")  # fmt: skip
+          "tracks | DM % / fake % | staged fp32 DM % / fake % |")  # fmt: skip
     for name, r in results.items():
         if name == "smoke":
             continue

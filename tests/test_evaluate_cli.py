@@ -170,7 +170,8 @@ def test_data_spec_names_a_data_config():
 
 
 def test_precision_reaches_the_forward(tmp_path, dataset, monkeypatch):
-    """precision=fp32 turns the bf16 autocast off (it matters on a GPU); bad values are named."""
+    """precision= reaches the forward (bf16 / fp16 autocast or fp32; it matters on a GPU);
+    bad values are named."""
     import trackformers.inference as inference
 
     cfg = run_config(
@@ -186,10 +187,11 @@ def test_precision_reaches_the_forward(tmp_path, dataset, monkeypatch):
 
     monkeypatch.setattr(inference, "forward_batch", spy)
     opts = {"ckpt": str(ckpt), "wandb": {"enabled": False}, "plots": False, "max_events": 4}
-    for precision, amp in (("fp32", False), ("bf16", True)):
+    for precision in ("fp32", "bf16", "fp16"):
         seen.clear()
         m = run({**opts, "precision": precision, "output_dir": str(tmp_path / precision)})
-        assert seen and set(seen) == {amp}
+        assert seen and set(seen) == {precision}
         assert m["precision"] == (precision if torch.cuda.is_available() else "fp32")
-    with pytest.raises(ValueError, match="precision must be bf16 or fp32, got 'fp16'"):
-        run({**opts, "precision": "fp16", "output_dir": str(tmp_path / "bad")})
+    with pytest.raises(ValueError, match=r"precision must be one of \['bf16', 'fp16', 'fp32'\], "
+                       "got 'fp8'"):  # fmt: skip
+        run({**opts, "precision": "fp8", "output_dir": str(tmp_path / "bad")})

@@ -55,7 +55,9 @@ def test_predictor_cpu_equals_forward_and_clustering():
     batch = synthetic_batch([700])
     model = small_model()
     model.head = FixedHead(model.head, track_like(batch.particle_id.numpy(), 700))
-    tracks = Predictor(model, CFG).predict(batch.x, batch.coords)  # CPU: eager
+    pred = Predictor(model, CFG)
+    assert pred.prepare([(batch.x, batch.coords)]) == []  # no graphs to capture on a CPU
+    tracks = pred.predict(batch.x, batch.coords)  # CPU: eager
     out, plan = forward_batch(model, batch)
     ref = assign_tracks(out, batch.cu_seqlens, CFG, plan)
     assert torch.equal(tracks.labels, ref) and int(tracks.n_tracks) == int(ref.max()) + 1 > 50
@@ -104,9 +106,11 @@ def test_predictor_from_checkpoint(tmp_path):
 
 # ---- GPU -------------------------------------------------------------------------------------
 @pytest.mark.gpu
-@pytest.mark.parametrize(("method", "compile"), [("dbscan", False), ("dbscan_plan", False),
-                                                 ("dbscan", True), ("window", False)])  # fmt: skip
-def test_cuda_graph_predict_equals_eager(method, compile):
+@pytest.mark.parametrize(("method", "compile", "amp"),
+                         [("dbscan", False, "bf16"), ("dbscan_plan", False, "bf16"),
+                          ("dbscan", True, "bf16"), ("window", False, "bf16"),
+                          ("dbscan_plan", True, "fp16")])  # fmt: skip
+def test_cuda_graph_predict_equals_eager(method, compile, amp):
     sizes = [5000, 6100, 9000, 5000]  # two events in one bucket, one in another, a repeat
     model = small_model("fused", mask="cluster", group_size=64, sector_size=1024).cuda()
     values = torch.zeros(12288, 4, device="cuda")
@@ -115,9 +119,9 @@ def test_cuda_graph_predict_equals_eager(method, compile):
     if method == "window":  # dbscan_plan in a phi window built inside the graph
         cfg = {**CFG, "method": "dbscan_plan",
                "params": {**CFG["params"], "neighbourhood": "window", "window": 256}}  # fmt: skip
-    pred = Predictor(model, cfg, bucket=4096, compile=compile)
+    pred = Predictor(model, cfg, bucket=4096, compile=compile, amp=amp)
     pred.keep_outputs = True  # the "hidden" output is compared below
-    eager = Predictor(model, cfg, cuda_graphs=False)
+    eager = Predictor(model, cfg, cuda_graphs=False, amp=amp)
     for i, n in enumerate(sizes):
         batch = synthetic_batch([n], seed=i).to("cuda")
         values.zero_()
@@ -128,9 +132,30 @@ def test_cuda_graph_predict_equals_eager(method, compile):
         assert torch.equal(got.counts, ref.counts) and int(got.n_tracks) > n // 20
         # the real head's output of the padded graph equals the eager one (bf16 rounding)
         g = pred._graphs[(n // 4096 + 1) * 4096]
-        out, _ = forward_batch(model, batch)
+        out, _ = forward_batch(model, batch, amp=amp)
         torch.testing.assert_close(g.out["hidden"][:n], out["hidden"], atol=5e-2, rtol=5e-2)
     assert sorted(pred._graphs) == [8192, 12288]
+
+
+@pytest.mark.gpu
+def test_prepare_captures_largest_first_and_predicts_exactly():
+    model = small_model("fused", mask="cluster", group_size=64, sector_size=1024).cuda()
+    values = torch.zeros(12288, 4, device="cuda")
+    model.head = FixedHead(model.head, values)
+    pred = Predictor(model, CFG, bucket=4096)
+    eager = Predictor(model, CFG, cuda_graphs=False)
+    batches = [synthetic_batch([n], seed=i).to("cuda") for i, n in enumerate([5000, 9000])]
+    captured = []
+    real = pred._capture
+    pred._capture = lambda g: (captured.append(g.size), real(g))
+    assert pred.prepare([(b.x, b.coords) for b in batches]) == [8192, 12288]
+    assert captured == [12288, 8192]  # largest first
+    for i, b in enumerate(batches):
+        n = b.num_hits
+        values.zero_()
+        values[:n] = track_like(b.particle_id.cpu().numpy(), n, seed=i).cuda()
+        assert torch.equal(pred.predict(b.x, b.coords).labels, eager.predict(b.x, b.coords).labels)
+    assert captured == [12288, 8192]  # predict reused the prepared graphs
 
 
 @pytest.mark.gpu

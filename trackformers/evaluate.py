@@ -210,11 +210,12 @@ def cluster_settings(cfg: dict, cluster: Mapping, outputs: Mapping) -> dict:
 
 def infer_stream(model, events: Iterable[dict], fcfg, device, max_tokens: int, cluster: Mapping,
                  cfg: dict, state: dict,
-                 amp: bool = True) -> Iterator[tuple[dict, np.ndarray]]:  # fmt: skip
+                 amp: bool | str = True) -> Iterator[tuple[dict, np.ndarray]]:  # fmt: skip
     """(event restricted to the model's hits, track labels) per event, batched by max_tokens.
 
     ``state`` receives "cluster" (the settings used) and "sample" (first batch and plan, CPU);
-    ``amp``: bf16 autocast of the forward on CUDA (False: float32).
+    ``amp``: the forward's precision on CUDA (``inference.amp_precision``: True = bf16
+    autocast, "fp16", False / "fp32").
     """
     buf, n = [], 0
     for ev in events:
@@ -235,13 +236,13 @@ def infer(model, events: list[dict], fcfg, device, max_tokens: int, cluster: Map
 
 
 @torch.no_grad()
-def _infer_batch(model, events, fcfg, device, cluster, cfg, state, amp: bool = True):
+def _infer_batch(model, events, fcfg, device, cluster, cfg, state, amp: bool | str = True):
     from trackformers.cluster import assign_tracks
     from trackformers.data.packing import pack_events
     from trackformers.inference import forward_batch
 
     batch = pack_events(events, fcfg).to(device)
-    out, plan = forward_batch(model, batch, amp=amp)  # bf16 autocast on CUDA if amp
+    out, plan = forward_batch(model, batch, amp=amp)  # autocast on CUDA unless fp32
     state.setdefault("cluster", cluster_settings(cfg, cluster, out))
     cl = state["cluster"]
     labels = assign_tracks(out, batch.cu_seqlens, cl, plan, batch.coords).cpu().numpy()
@@ -372,9 +373,23 @@ def print_report(result: dict, out_dir: Path, wandb_dir: str | None) -> None:
     c.print(f"wandb:     {wandb_dir or 'disabled'}")
 
 
+def metric_rules(run_cfg: Mapping, cfg: Mapping | None = None):
+    """(Reconstructable, MatchingRules) of a run's validation settings, overridden by the
+    evaluate config's ``reconstructable`` / ``matching``."""
+    from trackformers.metrics import MatchingRules, Reconstructable
+
+    cfg = cfg or {}
+    val = (run_cfg.get("module") or {}).get("validation") or run_cfg.get("validation") or {}
+    rec = Reconstructable(
+        **{**dict(val.get("reconstructable") or {}), **dict(cfg.get("reconstructable") or {})}
+    )
+    rules = MatchingRules(**{**dict(val.get("matching") or {}), **dict(cfg.get("matching") or {})})
+    return rec, rules
+
+
 def run(cfg: Mapping) -> dict:
     """Evaluate per the evaluate config (see conf/evaluate.yaml); returns the metrics.json dict."""
-    from trackformers.metrics import MatchingRules, Reconstructable
+    from trackformers.inference import AMP_DTYPES
 
     t0 = time.perf_counter()
     if not cfg.get("ckpt"):
@@ -392,18 +407,14 @@ def run(cfg: Mapping) -> dict:
     data = data_spec(cfg.get("data_path", cfg.get("data")))
     events = iter_eval_events(run_cfg, data, cfg.get("split", "auto"), cfg.get("max_events"))
     max_tokens = int(cfg.get("max_tokens") or (run_cfg.get("data") or {}).get("max_tokens", 20_000))
-    val = (run_cfg.get("module") or {}).get("validation") or run_cfg.get("validation") or {}
-    rec = Reconstructable(
-        **{**dict(val.get("reconstructable") or {}), **dict(cfg.get("reconstructable") or {})}
-    )
-    rules = MatchingRules(**{**dict(val.get("matching") or {}), **dict(cfg.get("matching") or {})})
+    rec, rules = metric_rules(run_cfg, cfg)
     precision = str(cfg.get("precision", "bf16"))
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"evaluate: precision must be bf16 or fp32, got {precision!r}")
+    if precision not in AMP_DTYPES:
+        raise ValueError(f"evaluate: precision must be one of {sorted(AMP_DTYPES)}, got "
+                         f"{precision!r}")  # fmt: skip
     state: dict = {}
     stream = infer_stream(model, events, feature_config(run_cfg), device, max_tokens,
-                          cfg.get("cluster") or {}, run_cfg, state,
-                          amp=precision == "bf16")  # fmt: skip
+                          cfg.get("cluster") or {}, run_cfg, state, amp=precision)  # fmt: skip
     out_dir = Path(cfg.get("output_dir") or ".").resolve()
     result = write_outputs(out_dir, stream, rec, rules, state, bool(cfg.get("plots", True)))
     used = state["cluster"]

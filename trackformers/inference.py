@@ -61,16 +61,31 @@ def track_counts(labels: Tensor, num_ids: int = 0) -> tuple[Tensor, Tensor]:
     return counts, (counts > 0).sum()
 
 
-def _autocast(device: torch.device, enabled: bool, cache: bool = True):
-    if device.type != "cuda" or not enabled:
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+def amp_precision(amp: bool | str) -> str:
+    """The forward precision named by ``amp``: True = "bf16" (autocast), False = "fp32", or one
+    of ``AMP_DTYPES`` ("fp16": float16 autocast, 3 more mantissa bits than bf16)."""
+    if isinstance(amp, bool):
+        return "bf16" if amp else "fp32"
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"precision must be one of {sorted(AMP_DTYPES)} (or a bool), got {amp!r}")
+    return amp
+
+
+def _autocast(device: torch.device, amp: bool | str, cache: bool = True):
+    dtype = AMP_DTYPES[amp_precision(amp)]
+    if device.type != "cuda" or dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
+    return torch.autocast("cuda", dtype=dtype, cache_enabled=cache)
 
 
 @torch.no_grad()
 def forward_batch(model, batch: PackedBatch, plan: AttentionPlan | None = None,
-                  amp: bool = True, cache: bool = True, forward=None):  # fmt: skip
-    """(float32 outputs, plan) of the model on a packed batch; bf16 autocast on CUDA.
+                  amp: bool | str = True, cache: bool = True, forward=None):  # fmt: skip
+    """(float32 outputs, plan) of the model on a packed batch; on CUDA with autocast in the
+    precision ``amp`` names (``amp_precision``: default bf16), float32 on the CPU.
 
     ``forward(batch, plan)``: another forward of the same model (e.g. ``CompiledForward``)."""
     if plan is None:
@@ -149,13 +164,14 @@ class Predictor:
         cuda_graphs: capture per bucket on CUDA; False = eager everywhere.
         bucket: graph sizes are multiples of this many hits.
         rounds: DBSCAN component rounds inside the graph before the convergence check.
-        amp: bf16 autocast on CUDA.
+        amp: forward precision on CUDA: True / "bf16" (bf16 autocast), "fp16" (float16
+            autocast), False / "fp32" (``amp_precision``).
         compile: graph path only: the encoder blocks' dense parts torch.compile'd
             (``trackformers.inference_compiled``; needs LayerNorm + GELU blocks).
     """
 
     def __init__(self, model, cluster: ClusterConfig | Mapping, cuda_graphs: bool = True,
-                 bucket: int = 4096, rounds: int = 4, amp: bool = True,
+                 bucket: int = 4096, rounds: int = 4, amp: bool | str = True,
                  compile: bool = False):  # fmt: skip
         self.model = model.eval()
         self.cfg = (
@@ -170,13 +186,15 @@ class Predictor:
             )
         if bucket < 1:
             raise ValueError(f"bucket must be >= 1, got {bucket}")
-        self.bucket, self.rounds, self.amp = int(bucket), int(rounds), bool(amp)
+        self.bucket, self.rounds = int(bucket), int(rounds)
+        self.amp = amp_precision(amp)
         self.plan_in_graph: bool | None = None  # decided on the first capture
         # graph path: keep every model output as a static graph output (e.g. "hidden",
         # (N, d_model) float32 per bucket) instead of the clustering input alone
         self.keep_outputs = False
         self._graphs: dict[int, _EventGraph] = {}
         self._pool = None
+        self._side: torch.cuda.Stream | None = None  # warm-up stream, one for all buckets
         self._forward = None
         if compile and self.use_graphs:
             from trackformers.inference_compiled import CompiledForward
@@ -221,6 +239,26 @@ class Predictor:
         return self.predict(batch.x, batch.coords)
 
     # ---- one event -----------------------------------------------------------------------
+    def prepare(self, examples) -> list[int]:
+        """Capture the graphs of the buckets of example events ``[(x, coords), ...]`` (as for
+        ``predict``) before timing anything, LARGEST BUCKET FIRST: all buckets share one graph
+        memory pool, and a smaller bucket's capture reuses the blocks a larger one freed,
+        where the other order grows the pool bucket by bucket. Returns the bucket sizes
+        captured (sorted); a no-op without CUDA graphs."""
+        if not self.use_graphs:
+            return []
+        by_size = {self._size(x.shape[0]): (x, coords) for x, coords in examples}
+        for size in sorted(by_size, reverse=True):
+            if size not in self._graphs:
+                x, coords = by_size[size]
+                g = self._graphs[size] = _EventGraph(self, size, x.shape[1])
+                g.fill(x, coords)
+                self._capture(g)
+        return sorted(by_size)
+
+    def _size(self, n: int) -> int:
+        return (n // self.bucket + 1) * self.bucket  # > n: the padding event is never empty
+
     def predict(self, x: Tensor, coords: Tensor) -> Tracks:
         """Tracks of ONE event: x (n, F) model features, coords (n, 3) mm, on the device."""
         n = x.shape[0]
@@ -233,7 +271,7 @@ class Predictor:
             out, plan = forward_batch(self.model, batch, amp=self.amp)
             labels = assign_tracks(out, batch.cu_seqlens, self.cfg, plan, coords)
             return Tracks(labels, *track_counts(labels, self._num_ids(out)))
-        size = (n // self.bucket + 1) * self.bucket  # > n: the padding event is never empty
+        size = self._size(n)
         g = self._graphs.get(size)
         if g is None:
             g = self._graphs[size] = _EventGraph(self, size, x.shape[1])
@@ -290,8 +328,11 @@ class Predictor:
     def _capture(self, g: _EventGraph) -> None:
         if self.plan_in_graph is None:
             self.plan_in_graph = plan_capturable(self.model)
-        # eager warm-ups on a side stream: compiles, Triton autotuning, allocator pools
-        s = torch.cuda.Stream()
+        # eager warm-ups on a side stream: compiles, Triton autotuning, allocator pools. One
+        # stream for every bucket: cuBLAS keeps a workspace per stream it has run on.
+        if self._side is None:
+            self._side = torch.cuda.Stream()
+        s = self._side
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):
             with _no_plan_graphs():

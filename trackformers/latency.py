@@ -2,7 +2,8 @@
 
     python -m trackformers.latency CKPT DATA --out outputs/evaluate/<run>/latency.json
         [--events 10] [--repeat 2] [--device cuda] [--attention fused] [--mode predictor]
-        [--cluster dbscan_window --set eps=0.1 window=512] [--fp32] [--compile]
+        [--cluster dbscan_window --set eps=0.1 window=512] [--precision fp16] [--compile]
+        [--physics]
 
 ``--mode staged`` (default):
 One event at a time goes the whole way a user's event goes: in-memory event (numpy) ->
@@ -47,10 +48,12 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def time_event(model, event: dict, fcfg, device: torch.device, cluster: Mapping,
-               amp: bool = True) -> dict:  # fmt: skip
-    """Stage times (ms) of one event's inference; returns them and the track labels."""
+               amp: bool | str = True) -> dict:  # fmt: skip
+    """Stage times (ms) of one event's inference; returns them, the track labels and the
+    model's hit ids (amp: the forward precision, ``inference.amp_precision``)."""
     from trackformers.cluster import assign_tracks
     from trackformers.data.packing import pack_events
+    from trackformers.inference import forward_batch
 
     t = [time.perf_counter()]
     batch = pack_events([event], fcfg).to(device)
@@ -59,16 +62,15 @@ def time_event(model, event: dict, fcfg, device: torch.device, cluster: Mapping,
     plan = model.encoder.build_plan(batch)
     _sync(device)
     t.append(time.perf_counter())
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-        out = model(batch, plan)
-    out = {k: v.float() for k, v in out.items()}
+    out, _ = forward_batch(model, batch, plan, amp)
     _sync(device)
     t.append(time.perf_counter())
     labels = assign_tracks(out, batch.cu_seqlens, cluster, plan, batch.coords).cpu().numpy()
     t.append(time.perf_counter())
     ms = {s: 1e3 * (b - a) for s, a, b in zip(STAGES, t[:-1], t[1:], strict=True)}
     ms["total"] = 1e3 * (t[-1] - t[0])
-    return {"ms": ms, "hits": int(batch.num_hits), "labels": labels}
+    hit_id = None if batch.hit_id is None else batch.hit_id.cpu().numpy()
+    return {"ms": ms, "hits": int(batch.num_hits), "labels": labels, "hit_id": hit_id}
 
 
 def _checked(events: Sequence, repeat: int, device, caller: str) -> torch.device:
@@ -211,6 +213,42 @@ def predictor_split(pred, b, warmup: int = 2, repeat: int = 5) -> dict[str, floa
     return {n: statistics.median(t[n] for t in times) for n in stages}
 
 
+def memory_breakdown() -> list[dict]:
+    """Reserved CUDA memory by allocator pool and stream (``torch.cuda.memory_snapshot``):
+    per (pool id, stream) the segments' MiB reserved and allocated, largest first. Pool
+    (0, 0) is the general pool; others are CUDA-graph private pools."""
+    rows: dict[tuple, dict] = {}
+    for seg in torch.cuda.memory_snapshot():
+        key = (tuple(seg.get("segment_pool_id", (0, 0))), int(seg.get("stream", 0)))
+        r = rows.setdefault(key, {"pool": list(key[0]), "stream": key[1], "segments": 0,
+                                  "reserved_mib": 0.0, "allocated_mib": 0.0})  # fmt: skip
+        r["segments"] += 1
+        r["reserved_mib"] += seg["total_size"] / 2**20
+        r["allocated_mib"] += seg["allocated_size"] / 2**20
+    return sorted(rows.values(), key=lambda r: -r["reserved_mib"])
+
+
+def path_physics(events: Sequence[dict], labels: Sequence[np.ndarray],
+                 hit_ids: Sequence[np.ndarray], run_cfg: Mapping) -> dict:  # fmt: skip
+    """Physics of one inference path's track labels on ``events`` (each restricted to the
+    model's hits ``hit_ids``), with the run's reconstructable / matching rules: the pooled
+    metrics of ``metrics.aggregate`` plus event-level errors of DM efficiency and fake rate,
+    and the per-event counts (for paired comparisons between paths on the same events)."""
+    from trackformers.evaluate import metric_rules, restrict
+    from trackformers.metrics import aggregate, evaluate_event
+    from trackformers.results import ratio_err
+
+    rec, rules = metric_rules(run_cfg)
+    per = [evaluate_event(restrict(ev, hid), lab, rec, rules)[0]
+           for ev, lab, hid in zip(events, labels, hit_ids, strict=True)]  # fmt: skip
+    out = aggregate(per)
+    out["dm_efficiency_err"] = ratio_err(per, "n_dm", "n_reconstructable")
+    out["fake_rate_err"] = ratio_err(per, "n_fake", "n_candidates")
+    keys = ("n_dm", "n_reconstructable", "n_fake", "n_candidates", "n_perfect")
+    out["per_event"] = [{k: m[k] for k in keys} for m in per]
+    return out
+
+
 def measure_predictor_latency(
     ckpt: str | Path,
     events: Sequence[dict],
@@ -219,14 +257,21 @@ def measure_predictor_latency(
     attention: str | None = None,
     cluster: Mapping | None = None,
     compile: bool = False,
-    amp: bool = True,
+    amp: bool | str = True,
     split: bool = True,
     rounds: int = 4,
+    physics: bool = False,
+    prepare: bool = True,
 ) -> dict:
     """Latency of ``Predictor`` (see the module docstring), same JSON keys as staged.
 
-    amp: bf16 autocast of the forward (False: float32). split: also time plan / model /
-    clustering as separate graphs (CUDA graphs only), after memory is read."""
+    amp: the forward's precision (``inference.amp_precision``: True = bf16 autocast,
+    "fp16", False / "fp32"). split: also time plan / model / clustering as separate graphs
+    (CUDA graphs only), after memory is read. physics: also the physics of the Predictor's
+    tracks (the timed ones) and of the staged path in float32 on the same events
+    (``path_physics``), so the fast path's cost in efficiency is measured, not assumed.
+    prepare: capture every bucket's graph up front, largest first (``Predictor.prepare``);
+    False: in the order the events come."""
     from trackformers.data.packing import pack_events
     from trackformers.inference import Predictor
 
@@ -245,19 +290,35 @@ def measure_predictor_latency(
         ms = 1e3 * (time.perf_counter() - t0)
         return ms, labels, _graph_pending(pred, b.num_hits)
 
+    if prepare:
+        pred.prepare([(b.x, b.coords) for b in inputs])
     for b in inputs:  # warm-up: graph capture per bucket, compilation
         run(b)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     runs = [run(b) for _ in range(repeat) for b in inputs]
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    reserved = None
+    reserved = pools = None
     if device.type == "cuda":  # what inference holds on to: weights, graph pools, caches
         torch.cuda.empty_cache()
         reserved = torch.cuda.memory_reserved(device) / 2**30
+        pools = memory_breakdown()
     fcfg = pred.features
     staged = [time_event(pred.model, ev, fcfg, device, used, amp) for ev in events]
     same = [_same_partition(runs[i][1], s["labels"]) for i, s in enumerate(staged)]
+    phys = None
+    if physics:
+        from trackformers.evaluate import load_checkpoint
+
+        run_cfg, _ = load_checkpoint(ckpt)
+        hit_ids = [s["hit_id"] for s in staged]
+        ref = [time_event(pred.model, ev, fcfg, device, used, "fp32") for ev in events]
+        phys = {
+            "predictor": path_physics(
+                events, [r[1] for r in runs[: len(events)]], hit_ids, run_cfg
+            ),  # fmt: skip
+            "staged_fp32": path_physics(events, [r["labels"] for r in ref], hit_ids, run_cfg),
+        }
     stages = None
     if split and pred.use_graphs:
         per = [predictor_split(pred, b) for b in inputs]
@@ -282,8 +343,11 @@ def measure_predictor_latency(
         "p90_ms": float(np.percentile(totals, 90)),
         "peak_gib": peak,
         "reserved_gib": reserved,
+        "reserved_by_pool": pools,
+        "prepared": bool(prepare and pred.use_graphs),
         "same_partition_as_staged": float(np.mean(same)),
-        "amp": bool(amp),
+        "precision": pred.amp,
+        "physics": phys,
         "rounds": rounds,
         "stages_median_ms": stages,
         "eager_completion_fraction": float(np.mean([p for _, _, p in runs])),
@@ -347,17 +411,24 @@ def main(argv=None) -> dict:
         metavar="KEY=VALUE",
         help="cluster params overrides, e.g. eps=0.1 window=512 (YAML values)",
     )
-    ap.add_argument("--fp32", action="store_true", help="predictor: float32 forward (no bf16)")
+    ap.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16",
+                    help="predictor: forward precision (bf16 / fp16 autocast, fp32)")  # fmt: skip
+    ap.add_argument("--physics", action="store_true",
+                    help="predictor: also DM efficiency / fake rate of its tracks and of the "
+                         "staged float32 path on the same events")  # fmt: skip
     ap.add_argument("--no-split", action="store_true", help="predictor: skip the stage split")
     ap.add_argument("--rounds", type=int, default=4, help="predictor: DBSCAN rounds in graph")
+    ap.add_argument("--no-prepare", action="store_true",
+                    help="predictor: capture buckets as events come")  # fmt: skip
     args = ap.parse_args(argv)
     cfg, _ = load_checkpoint(args.ckpt)
     events = list(iter_eval_events(cfg, args.data, "all", args.events))
     cluster = cluster_choice(args.cluster, args.set, args.cluster_json)
     if args.mode == "predictor":
         res = measure_predictor_latency(args.ckpt, events, args.device, args.repeat,
-                                        args.attention, cluster, args.compile, not args.fp32,
-                                        not args.no_split, args.rounds)  # fmt: skip
+                                        args.attention, cluster, args.compile, args.precision,
+                                        not args.no_split, args.rounds, args.physics,
+                                        not args.no_prepare)  # fmt: skip
     else:
         res = measure_latency(args.ckpt, events, args.device, args.repeat, args.attention,
                               cluster)  # fmt: skip
