@@ -23,6 +23,11 @@ numbering (and the border rule: a border point joins the reachable cluster with 
 root) is sklearn's, as in ``gpu_dbscan``. ``rounds`` fixed rounds may stop before the fixed
 point; the returned ``pending`` flag (a device bool, no sync) says so and ``finish`` runs the
 remaining rounds (with host syncs) so the result is always exact.
+
+Neighbour list (``list_capacity`` K > 0, the default): the count pass also stores each
+row's first K eps-neighbours in an (N, K) table, and the rounds and the border rule run over
+that table instead of the ranges; only rows with more than K neighbours are scanned again
+(``nbr_list``: same labels, memory O(N K)).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ BIG = 2**31 - 1  # "no label" (int32)
 # plan ranges through the tiled kernel (default) or the per-row one (TRACKFORMERS_PLAN_KERNEL=rows)
 PLAN_TILED = os.environ.get("TRACKFORMERS_PLAN_KERNEL", "tiled") != "rows"
 BLOCK = 64
+LIST_CAPACITY = 16  # default neighbour-list capacity K of dbscan_ranges (0: no list)
 
 
 @triton.jit
@@ -67,13 +73,22 @@ def finish_rows(OUT, LAB, INV, i, ok, active, acc, MODE: tl.constexpr):
 
 
 @triton.jit
+def list_rows(NBR, K, i, slot, j, near):
+    """Store neighbour j of rows i at ``slot`` of the (N, K) int32 table NBR where near and
+    slot < K (broadcast shapes: per-row (BLOCK,) or tiled (BM, BN))."""
+    tl.store(NBR + i.to(tl.int64) * K + slot, j.to(tl.int32), mask=near & (slot < K))
+
+
+@triton.jit
 def _neighbour_kernel(
-    X, LO, HI, ROWF, COLF, LAB, OUT, INV, n, R, eps2,
+    X, LO, HI, ROWF, COLF, LAB, OUT, INV, NBR, n, R, K, eps2,
     D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr,
+    LIST: tl.constexpr,
 ):  # fmt: skip
     """Per sorted row i with ROWF[i] != 0, over candidates j in its R ranges with
     ||X_i - X_j||^2 <= eps2: MODE 0 counts them, MODE 1 takes m = min LAB[j] over
-    COLF[j] != 0, MODE 2 (hook) atomically lowers OUT at i and at i's root INV[LAB[i]] to m."""
+    COLF[j] != 0, MODE 2 (hook) atomically lowers OUT at i and at i's root INV[LAB[i]] to m.
+    LIST (MODE 0): also store the first K such j (i itself included) in NBR (N, K)."""
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = i < n
     dd = tl.arange(0, BLOCK_D)
@@ -94,6 +109,8 @@ def _neighbour_kernel(
             diff = xi - xj
             near = m & (tl.sum(diff * diff, 1) <= eps2)
             if MODE == 0:
+                if LIST:
+                    list_rows(NBR, K, i, acc, j, near)  # slot = the running count
                 acc += near.to(tl.int32)
             else:
                 fj = tl.load(COLF + j, mask=near, other=0)
@@ -118,18 +135,21 @@ def _jump_kernel(NEW, INV, CORE, LAB, OUT, FLAG, n, BLOCK: tl.constexpr):
     tl.atomic_max(FLAG, tl.max((ok & (lab != old)).to(tl.int32), 0))
 
 
-def _neighbours(xs, lo, hi, rowf, colf, lab, eps: float, mode: int, out=None, inv=None):
+def _neighbours(xs, lo, hi, rowf, colf, lab, eps: float, mode: int, out=None, inv=None,
+                nbr=None):  # fmt: skip
     """(N,) int32: neighbour count (mode 0) or min flagged label (mode 1) per sorted row;
-    mode 2 lowers ``out`` in place (hook, see the kernel)."""
+    mode 2 lowers ``out`` in place (hook, see the kernel). nbr (N, K) int32 (mode 0 only):
+    filled with each row's first K neighbours (see ``nbr_list``)."""
     n, d = xs.shape
     if out is None:
         out = torch.empty(n, dtype=torch.int32, device=xs.device)
     if n == 0:
         return out
     _neighbour_kernel[(triton.cdiv(n, BLOCK),)](
-        xs, lo, hi, rowf, colf, lab, out, lab if inv is None else inv, n, lo.shape[1],
+        xs, lo, hi, rowf, colf, lab, out, lab if inv is None else inv,
+        out if nbr is None else nbr, n, lo.shape[1], 0 if nbr is None else nbr.shape[1],
         float(eps) ** 2,
-        D=d, BLOCK_D=triton.next_power_of_2(d), MODE=mode, BLOCK=BLOCK,
+        D=d, BLOCK_D=triton.next_power_of_2(d), MODE=mode, BLOCK=BLOCK, LIST=nbr is not None,
     )  # fmt: skip
     return out
 
@@ -247,30 +267,41 @@ def _cluster_ranges(plan) -> tuple[Tensor, Tensor]:
 
 # ---- DBSCAN on ranges ------------------------------------------------------------------------
 class RangeState:
-    """Sorted points, ranges and labels of one DBSCAN run (continued by ``finish``)."""
+    """Sorted points, ranges and labels of one DBSCAN run (continued by ``finish``).
 
-    def __init__(self, xs, lo, hi, order, inv, valid, core, eps, unions=None):
+    Rounds replace ``lab`` / ``pending`` (never write into the state's tensors), so a
+    shallow copy continues independently."""
+
+    def __init__(self, xs, lo, hi, order, inv, valid, core, eps, unions=None, nlist=None):
         self.xs, self.lo, self.hi, self.eps = xs, lo, hi, eps  # (N, d), (N, R), (N, R)
         self.order, self.inv = order, inv  # (N,) int32 sorted -> input, input -> sorted
         self.valid, self.core = valid, core  # (N,) int8 flags per sorted position
         self.unions = unions  # (ulo, uhi) of tiled_ranges.block_unions, or None (per row)
+        self.nlist = nlist  # nbr_list.NeighbourList of the count pass, or None (no list)
         self.core_b = core != 0
         self.lab = torch.where(self.core_b, order, BIG)  # (N,) root (input row) per core point
         self.pending = torch.ones((), dtype=torch.bool, device=xs.device)
 
     def neighbours(self, rowf, colf, lab, mode: int, out=None, inv=None) -> Tensor:
-        """One neighbour pass (see ``_neighbours``) with the state's kernel."""
+        """One MODE 1 / 2 neighbour pass (see ``_neighbours``): over the neighbour list
+        when there is one, else by the state's range kernel."""
+        if self.nlist is not None:
+            return self.nlist.neighbours(self, rowf, colf, lab, mode, out, inv)
         return _pass(self.xs, self.lo, self.hi, self.unions, rowf, colf, lab, self.eps, mode,
                      out, inv)  # fmt: skip
 
 
-def _pass(xs, lo, hi, unions, rowf, colf, lab, eps: float, mode: int, out=None, inv=None):
-    """A neighbour pass by the per-row kernel (unions None) or the tiled one."""
+def _pass(xs, lo, hi, unions, rowf, colf, lab, eps: float, mode: int, out=None, inv=None,
+          nbr=None):  # fmt: skip
+    """A neighbour pass by the per-row kernel (unions None) or the tiled one; nbr (N, K):
+    the count pass (mode 0) also fills the neighbour table."""
+    if nbr is not None and mode != 0:
+        raise ValueError(f"the neighbour table is filled by the count pass (mode 0), got {mode}")
     if unions is None:
-        return _neighbours(xs, lo, hi, rowf, colf, lab, eps, mode, out, inv)
+        return _neighbours(xs, lo, hi, rowf, colf, lab, eps, mode, out, inv, nbr)
     from trackformers.cluster.tiled_ranges import tile_neighbours
 
-    return tile_neighbours(xs, lo, hi, *unions, rowf, colf, lab, eps, mode, out, inv)
+    return tile_neighbours(xs, lo, hi, *unions, rowf, colf, lab, eps, mode, out, inv, nbr)
 
 
 def _round(st: RangeState, lab: Tensor) -> tuple[Tensor, Tensor]:
@@ -289,15 +320,22 @@ def _round(st: RangeState, lab: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds: int = 4,
-                  tiled: bool = False) -> RangeState:  # fmt: skip
+                  tiled: bool = False,
+                  list_capacity: int = LIST_CAPACITY) -> RangeState:  # fmt: skip
     """DBSCAN of sorted points xs (N, d) whose candidates lie in ranges lo, hi (N, R).
 
     order (N,) sorted position -> input row; valid (N,) bool per INPUT row (False: padding,
     never clustered, never a neighbour of valid rows' ranges by construction of the ranges).
     tiled: neighbour passes by ``tiled_ranges`` (wide ranges shared by consecutive rows,
-    e.g. plan ranges) instead of the per-row kernel. Runs ``rounds`` component rounds with
-    no host sync; returns the state for ``finish`` and ``number_labels``.
+    e.g. plan ranges) instead of the per-row kernel. list_capacity K > 0: the count pass
+    also stores up to K eps-neighbours per row and the rounds and the border rule run over
+    that list (``nbr_list``, same labels; memory N K int32); 0: every pass scans the ranges.
+    Runs ``rounds`` component rounds with no host sync; returns the state for ``finish``
+    and ``number_labels``.
     """
+    if isinstance(list_capacity, bool) or not isinstance(list_capacity, int) or list_capacity < 0:
+        raise ValueError(f"list_capacity must be an int >= 0 (0: no neighbour list), got "
+                         f"{list_capacity!r}")  # fmt: skip
     n = xs.shape[0]
     dev = xs.device
     inv = torch.empty(n, dtype=torch.int32, device=dev)
@@ -309,9 +347,17 @@ def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds
         from trackformers.cluster.tiled_ranges import block_unions
 
         unions = block_unions(lo, hi, vs != 0)  # (blocks, 3R) each
-    count = _pass(xs, lo, hi, unions, vs, vs, vs, eps, 0)  # (N,) incl. the point itself
+    nbr = None
+    if list_capacity:
+        nbr = torch.empty(n, list_capacity, dtype=torch.int32, device=dev)  # (N, K)
+    count = _pass(xs, lo, hi, unions, vs, vs, vs, eps, 0, nbr=nbr)  # (N,) incl. the point
     core = ((count >= min_samples) & (vs != 0)).to(torch.int8)  # (N,)
-    st = RangeState(xs, lo, hi, order.to(torch.int32), inv, vs, core, eps, unions)
+    nlist = None
+    if nbr is not None:
+        from trackformers.cluster.nbr_list import NeighbourList
+
+        nlist = NeighbourList.build(nbr, count, lo, hi, vs, core, tiled)
+    st = RangeState(xs, lo, hi, order.to(torch.int32), inv, vs, core, eps, unions, nlist)
     for _ in range(rounds):
         st.lab, flag = _round(st, st.lab)
         st.pending = flag[0] != 0  # device bool: the last round changed labels
@@ -346,8 +392,10 @@ def number_labels(st: RangeState) -> Tensor:
 
 # ---- entry points ----------------------------------------------------------------------------
 def start_grid(x, cu_seqlens, eps: float, min_samples: int, max_dims: int = 3, rounds: int = 4,
-               valid: Tensor | None = None) -> RangeState:  # fmt: skip
-    """Exact DBSCAN of packed events x (N, d), no host sync; complete with ``complete``."""
+               valid: Tensor | None = None,
+               list_capacity: int = LIST_CAPACITY) -> RangeState:  # fmt: skip
+    """Exact DBSCAN of packed events x (N, d), no host sync; complete with ``complete``.
+    list_capacity: see ``dbscan_ranges``."""
     n = x.shape[0]
     cu = cu_seqlens.long()
     seq = torch.repeat_interleave(
@@ -358,15 +406,18 @@ def start_grid(x, cu_seqlens, eps: float, min_samples: int, max_dims: int = 3, r
     xf = torch.where(finite, xf, 0.0)  # keep the grid finite; the flag raises in complete
     order, lo, hi, overflow = grid_ranges(xf, seq, cu.numel() - 1, eps, max_dims)
     ok = torch.ones(n, dtype=torch.bool, device=x.device) if valid is None else valid
-    st = dbscan_ranges(xf[order], lo, hi, order, ok, eps, min_samples, rounds)
+    st = dbscan_ranges(xf[order], lo, hi, order, ok, eps, min_samples, rounds,
+                       list_capacity=list_capacity)  # fmt: skip
     st.nonfinite, st.overflow = ~finite, overflow
     return st
 
 
 def start_plan(x, plan, eps: float, min_samples: int, adjacency: int | None = None,
                rounds: int = 4, valid: Tensor | None = None,
-               window: int | None = None) -> RangeState:  # fmt: skip
-    """DBSCAN on a plan's neighbourhoods (see ``plan_ranges``; tiled kernel), no host sync."""
+               window: int | None = None,
+               list_capacity: int = LIST_CAPACITY) -> RangeState:  # fmt: skip
+    """DBSCAN on a plan's neighbourhoods (see ``plan_ranges``; tiled kernel), no host sync.
+    list_capacity: see ``dbscan_ranges``."""
     n = x.shape[0]
     xf = x if x.dtype == torch.float64 else x.float()
     finite = torch.isfinite(xf).all()
@@ -374,7 +425,8 @@ def start_plan(x, plan, eps: float, min_samples: int, adjacency: int | None = No
     perm = plan.perm if plan.perm is not None else torch.arange(n, device=x.device)
     lo, hi = plan_ranges(plan, adjacency, window)
     ok = torch.ones(n, dtype=torch.bool, device=x.device) if valid is None else valid
-    st = dbscan_ranges(xf[perm], lo, hi, perm, ok, eps, min_samples, rounds, tiled=PLAN_TILED)
+    st = dbscan_ranges(xf[perm], lo, hi, perm, ok, eps, min_samples, rounds, tiled=PLAN_TILED,
+                       list_capacity=list_capacity)  # fmt: skip
     st.nonfinite, st.overflow = ~finite, torch.zeros_like(finite)
     return st
 

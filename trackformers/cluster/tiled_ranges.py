@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from trackformers.cluster.range_dbscan import finish_rows, start_rows
+from trackformers.cluster.range_dbscan import finish_rows, list_rows, start_rows
 
 BM = 64  # rows per block (one program)
 BN = 64  # keys per tile
@@ -37,14 +37,16 @@ NO_LABEL = 2**31 - 1
 
 @triton.jit
 def _tile_kernel(
-    X, LO, HI, ULO, UHI, ROWF, COLF, LAB, OUT, INV, n, R, U, eps2,
+    X, LO, HI, ULO, UHI, ROWF, COLF, LAB, OUT, INV, NBR, n, R, U, K, eps2,
     D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr, BM: tl.constexpr,
-    BN: tl.constexpr, PREC: tl.constexpr,
+    BN: tl.constexpr, PREC: tl.constexpr, LIST: tl.constexpr,
 ):  # fmt: skip
     """Rows i of block b with ROWF[i] != 0, over keys j of the block's unions [ULO, UHI)
     that lie in i's range r of the union's side with ||X_i - X_j||^2 <= eps2: MODE 0 counts
     them, MODE 1 takes m = min LAB[j] over COLF[j] != 0, MODE 2 (hook) atomically lowers OUT
-    at i and at i's root INV[LAB[i]] to m (as ``range_dbscan._neighbour_kernel``)."""
+    at i and at i's root INV[LAB[i]] to m (as ``range_dbscan._neighbour_kernel``).
+    LIST (MODE 0): also store the first K such j (i itself included) in NBR (N, K), slot =
+    the row's count before the tile plus the running count within the tile."""
     b = tl.program_id(0)
     i = b * BM + tl.arange(0, BM)
     ok = i < n
@@ -75,7 +77,11 @@ def _tile_kernel(
             inr = (j[None, :] >= lo[:, None]) & (j[None, :] < hi[:, None])
             near = mine[:, None] & jm[None, :] & inr & (d2 <= eps2)  # (BM, BN)
             if MODE == 0:
-                acc += tl.sum(near.to(tl.int32), 1)
+                hits = near.to(tl.int32)  # (BM, BN)
+                if LIST:
+                    slot = acc[:, None] + tl.cumsum(hits, 1) - 1  # (BM, BN)
+                    list_rows(NBR, K, i[:, None], slot, j[None, :], near)
+                acc += tl.sum(hits, 1)
             else:
                 fj = tl.load(COLF + j, mask=jm, other=0)
                 lj = tl.load(LAB + j, mask=jm & (fj != 0), other=2147483647)
@@ -113,19 +119,21 @@ def _precision(x: Tensor) -> str:
 
 
 def tile_neighbours(xs, lo, hi, ulo, uhi, rowf, colf, lab, eps: float, mode: int, out=None,
-                    inv=None) -> Tensor:  # fmt: skip
+                    inv=None, nbr=None) -> Tensor:  # fmt: skip
     """(N,) int32 neighbour count (mode 0) / min flagged label (mode 1) per sorted row over
     the plan ranges lo, hi (N, R) int64; mode 2 lowers ``out`` in place (hook). xs (N, d)
-    float32, contiguous; ulo, uhi from ``block_unions`` with the same BM."""
+    float32, contiguous; ulo, uhi from ``block_unions`` with the same BM. nbr (N, K) int32
+    (mode 0 only): filled with each row's first K neighbours (see ``nbr_list``)."""
     n, d = xs.shape
     if out is None:
         out = torch.empty(n, dtype=torch.int32, device=xs.device)
     if n == 0:
         return out
     _tile_kernel[(triton.cdiv(n, BM),)](
-        xs, lo, hi, ulo, uhi, rowf, colf, lab, out, lab if inv is None else inv, n, lo.shape[1],
-        ulo.shape[1], float(eps) ** 2,
+        xs, lo, hi, ulo, uhi, rowf, colf, lab, out, lab if inv is None else inv,
+        out if nbr is None else nbr, n, lo.shape[1], ulo.shape[1],
+        0 if nbr is None else nbr.shape[1], float(eps) ** 2,
         D=d, BLOCK_D=max(16, triton.next_power_of_2(d)), MODE=mode, BM=BM, BN=BN,
-        PREC=_precision(xs),
+        PREC=_precision(xs), LIST=nbr is not None,
     )  # fmt: skip
     return out
