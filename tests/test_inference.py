@@ -156,6 +156,11 @@ def test_prepare_captures_largest_first_and_predicts_exactly():
         values[:n] = track_like(b.particle_id.cpu().numpy(), n, seed=i).cuda()
         assert torch.equal(pred.predict(b.x, b.coords).labels, eager.predict(b.x, b.coords).labels)
     assert captured == [12288, 8192]  # predict reused the prepared graphs
+    from trackformers.latency import predictor_timeline
+
+    steps = predictor_timeline(pred, batches, repeat=1)
+    assert list(steps) == ["filled", "replayed", "flags read", "counted", "read back", "total"]
+    assert steps["total"]["gpu_ms"] >= steps["replayed"]["gpu_ms"] > 0 and pred.trace is None
 
 
 @pytest.mark.gpu

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -195,6 +196,7 @@ class Predictor:
         self._graphs: dict[int, _EventGraph] = {}
         self._pool = None
         self._side: torch.cuda.Stream | None = None  # warm-up stream, one for all buckets
+        self.trace: list | None = None  # a list: predict appends its timeline marks
         self._forward = None
         if compile and self.use_graphs:
             from trackformers.inference_compiled import CompiledForward
@@ -277,17 +279,31 @@ class Predictor:
             g = self._graphs[size] = _EventGraph(self, size, x.shape[1])
             g.fill(x, coords)
             self._capture(g)
+        self._mark("start")
         g.fill(x, coords)
         if not self.plan_in_graph:
             self._copy_plan(g)
+        self._mark("filled")
         g.graph.replay()
+        self._mark("replayed")
         labels = g.labels
         if g.state is not None:
             from trackformers.cluster import range_dbscan as rd
 
             labels = rd.complete(g.state, g.labels)  # one sync: the clustering's flags
+        self._mark("flags read")
         labels = labels[:n].clone()
-        return Tracks(labels, *track_counts(labels, self._num_ids(g.out)))
+        tracks = Tracks(labels, *track_counts(labels, self._num_ids(g.out)))
+        self._mark("counted")
+        return tracks
+
+    def _mark(self, name: str) -> None:
+        """Timeline mark of the graph path when ``self.trace`` is a list (``latency``'s
+        ``predictor_timeline``): (name, host seconds, CUDA event recorded on the stream)."""
+        if self.trace is not None:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.trace.append((name, time.perf_counter(), ev))
 
     def _num_ids(self, out) -> int:
         if self.cfg.method != "argmax":

@@ -29,6 +29,7 @@ peak allocated and reserved memory (after ``empty_cache``: weights, graph pools,
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -249,6 +250,32 @@ def path_physics(events: Sequence[dict], labels: Sequence[np.ndarray],
     return out
 
 
+def predictor_timeline(pred, inputs: Sequence, repeat: int = 3) -> dict[str, dict]:
+    """Where the graph path's time goes, per step of ``Predictor.predict`` (its ``trace``
+    marks): median host ms (wall clock between the marks) and GPU ms (CUDA events between
+    them) over the events x repeat, plus "read back" (labels and counts to the host, as a
+    user's track list would be). A GPU step much shorter than its host step means the GPU
+    waited for the host there. CUDA graphs only; call after warm-up."""
+    rows: dict[str, dict[str, list]] = {}
+    for _ in range(repeat):
+        for b in inputs:
+            pred.trace = []
+            torch.cuda.synchronize()
+            tracks = pred.predict(b.x, b.coords)
+            tracks.labels.cpu(), tracks.counts.cpu()
+            pred._mark("read back")
+            torch.cuda.synchronize()
+            marks, pred.trace = pred.trace, None
+            for (_, h0, e0), (name, h1, e1) in itertools.pairwise(marks):
+                r = rows.setdefault(name, {"host_ms": [], "gpu_ms": []})
+                r["host_ms"].append(1e3 * (h1 - h0))
+                r["gpu_ms"].append(e0.elapsed_time(e1))
+            r = rows.setdefault("total", {"host_ms": [], "gpu_ms": []})
+            r["host_ms"].append(1e3 * (marks[-1][1] - marks[0][1]))
+            r["gpu_ms"].append(marks[0][2].elapsed_time(marks[-1][2]))
+    return {k: {m: statistics.median(v) for m, v in r.items()} for k, r in rows.items()}
+
+
 def measure_predictor_latency(
     ckpt: str | Path,
     events: Sequence[dict],
@@ -319,7 +346,9 @@ def measure_predictor_latency(
             ),  # fmt: skip
             "staged_fp32": path_physics(events, [r["labels"] for r in ref], hit_ids, run_cfg),
         }
-    stages = None
+    stages = timeline = None
+    if pred.use_graphs:
+        timeline = predictor_timeline(pred, inputs)
     if split and pred.use_graphs:
         per = [predictor_split(pred, b) for b in inputs]
         stages = {k: statistics.median(p[k] for p in per) for k in per[0]}
@@ -350,6 +379,7 @@ def measure_predictor_latency(
         "physics": phys,
         "rounds": rounds,
         "stages_median_ms": stages,
+        "timeline_ms": timeline,
         "eager_completion_fraction": float(np.mean([p for _, _, p in runs])),
         "n_tracks_mean": float(np.mean([len(np.unique(lab[lab >= 0])) for _, lab, _ in runs])),
         "staged_ms_median": statistics.median(s["ms"]["total"] for s in staged),
