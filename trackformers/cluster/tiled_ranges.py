@@ -78,10 +78,12 @@ def _tile_kernel(
             near = mine[:, None] & jm[None, :] & inr & (d2 <= eps2)  # (BM, BN)
             if MODE == 0:
                 hits = near.to(tl.int32)  # (BM, BN)
+                per_row = tl.sum(hits, 1)  # (BM,)
                 if LIST:
-                    slot = acc[:, None] + tl.cumsum(hits, 1) - 1  # (BM, BN)
-                    list_rows(NBR, K, i[:, None], slot, j[None, :], near)
-                acc += tl.sum(hits, 1)
+                    if tl.max(per_row, 0) > 0:  # most tiles hold no pair within eps
+                        slot = acc[:, None] + tl.cumsum(hits, 1) - 1  # (BM, BN)
+                        list_rows(NBR, K, i[:, None], slot, j[None, :], near)
+                acc += per_row
             else:
                 fj = tl.load(COLF + j, mask=jm, other=0)
                 lj = tl.load(LAB + j, mask=jm & (fj != 0), other=2147483647)
