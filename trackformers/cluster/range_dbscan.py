@@ -93,8 +93,10 @@ def _neighbour_kernel(
     ok = i < n
     dd = tl.arange(0, BLOCK_D)
     dmask = dd < D
-    xi = tl.load(X + i[:, None] * D + dd[None, :], mask=ok[:, None] & dmask[None, :], other=0.0)
     active = ok & (tl.load(ROWF + i, mask=ok, other=0) != 0)
+    # inactive rows (e.g. all but the overflow rows of a list pass) read nothing
+    xi = tl.load(X + i[:, None] * D + dd[None, :], mask=active[:, None] & dmask[None, :],
+                 other=0.0)  # fmt: skip
     acc = start_rows(MODE, BLOCK)
     for r in range(0, R):
         lo = tl.load(LO + i * R + r, mask=active, other=0)

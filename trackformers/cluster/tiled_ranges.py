@@ -52,9 +52,11 @@ def _tile_kernel(
     ok = i < n
     dd = tl.arange(0, BLOCK_D)
     dmask = dd < D
-    xi = tl.load(X + i[:, None] * D + dd[None, :], mask=ok[:, None] & dmask[None, :], other=0.0)
-    sqi = tl.sum(xi * xi, 1)  # (BM,)
     active = ok & (tl.load(ROWF + i, mask=ok, other=0) != 0)
+    # inactive rows (e.g. all but the overflow rows of a list pass) read nothing
+    xi = tl.load(X + i[:, None] * D + dd[None, :], mask=active[:, None] & dmask[None, :],
+                 other=0.0)  # fmt: skip
+    sqi = tl.sum(xi * xi, 1)  # (BM,)
     acc = start_rows(MODE, BM)
     for u in range(0, U):
         r = u // 3
