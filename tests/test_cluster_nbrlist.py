@@ -312,7 +312,8 @@ def test_cuda_list_path_equals_range_path_and_is_sync_free(kind):
 
     batch = synthetic_batch([40_000, 20_000], seed=7).to("cuda")
     x = _track_embedding(batch.particle_id.cpu().numpy()).cuda()  # (N, 32)
-    valid = torch.ones(x.shape[0], dtype=torch.bool, device="cuda")
+    n = x.shape[0]
+    valid = torch.ones(n, dtype=torch.bool, device="cuda")
     eps, ms = 0.2, 3
     plan = None
     if kind == "window":
@@ -339,5 +340,6 @@ def test_cuda_list_path_equals_range_path_and_is_sync_free(kind):
         finally:
             torch.cuda.set_sync_debug_mode(0)
         over = int(st.nlist.over.sum())
-        assert 0 < over < x.shape[0], (k, over)  # both the list and the overflow rows used
+        # K = 2: most rows through the overflow pass; K = 16: (nearly) all through the list
+        assert (over > n // 10) if k == 2 else (over < n // 100), (k, over)
         assert torch.equal(rd.complete(st, lab), ref), k
