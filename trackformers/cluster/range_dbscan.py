@@ -12,9 +12,9 @@ R contiguous ranges ``[lo, hi)`` of sorted positions:
 
 One Triton kernel walks the ranges of each point and either counts the neighbours within eps
 (core test, the point itself included as in sklearn) or takes the minimum label over the
-flagged neighbours within eps. Nothing N x N or E-sized is stored (memory O(N)), nothing
-waits for the host: every size is known from the inputs, so the whole clustering can be
-captured in a CUDA graph.
+flagged neighbours within eps. Nothing N x N or E-sized is stored (memory O(N), O(N K) with
+the neighbour list below), nothing waits for the host: every size is known from the
+inputs, so the whole clustering can be captured in a CUDA graph.
 
 Clusters are connected components of the core graph, found by ``rounds`` fixed rounds of
 hooking (each core point's root takes the minimum label among the core neighbours) and two
