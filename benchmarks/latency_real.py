@@ -27,9 +27,10 @@ HOODS = {"exact": ["--cluster", "dbscan"], "plan": ["--cluster", "dbscan_plan"]}
 
 def variant_args(name: str, eps: float) -> list[str]:
     """Arguments of ``trackformers.latency`` for a variant named
-    ``<hood>[-<precision>][-c]``: hood ``exact`` (grid DBSCAN), ``plan`` (the model's plan
-    neighbourhood) or ``win<W>`` (phi window +-W); precision bf16 (default) | fp16 | fp32;
-    ``-c`` compiled blocks. E.g. ``plan-fp16-c``, ``win512-fp32``."""
+    ``<hood>[-<precision>][-c][-k<rows>]``: hood ``exact`` (grid DBSCAN), ``plan`` (the
+    model's plan neighbourhood) or ``win<W>`` (phi window +-W); precision fp16 (default) |
+    bf16 | fp32; ``-c`` compiled blocks; ``-k<rows>`` their feed-forward over that many rows
+    at a time. E.g. ``plan-c-k16384``, ``plan-bf16-c``, ``win512-fp32``."""
     hood, *rest = name.split("-")
     if hood in HOODS:
         args = list(HOODS[hood])
@@ -45,8 +46,10 @@ def variant_args(name: str, eps: float) -> list[str]:
             args += ["--precision", part]
         elif part == "c":
             args.append("--compile")
+        elif part.startswith("k") and part[1:].isdigit():
+            args += ["--ffn-chunk", part[1:]]
         else:
-            raise ValueError(f"variant {name!r}: unknown part {part!r} (bf16|fp16|fp32|c)")
+            raise ValueError(f"variant {name!r}: unknown part {part!r} (bf16|fp16|fp32|c|k<rows>)")
     return args
 
 

@@ -320,8 +320,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model-override", nargs="*", default=[], help="Hydra overrides (model)")
     ap.add_argument("--train-override", nargs="*", default=[], help="extra training overrides")
     ap.add_argument("--tiny", action="store_true", help="CPU rehearsal sizes")
-    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
-                    help="forward of the eps scan and the evaluation (latency: bf16)")  # fmt: skip
+    ap.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="fp16",
+                    help="forward of the eps scan, the evaluation and the latency")  # fmt: skip
     ap.add_argument("--resume", default=None, help="last.ckpt of an earlier call to go on from")
     ap.add_argument("--return-ckpt", action="store_true", help="bring back last.ckpt (for "
                     "--resume) instead of the export")  # fmt: skip
@@ -491,7 +491,7 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
 
     events = list(iter_eval_events(cfg, str(eval_sets[args.eval_seeds[0]]), "all",
                                    args.latency_events))  # fmt: skip
-    lat = measure_latency(export, events, device, repeat=2, cluster=cluster)
+    lat = measure_latency(export, events, device, repeat=2, cluster=cluster, amp=args.precision)
     (eval_dirs[0] / "latency.json").write_text(json.dumps(lat, indent=1))
     say(f"latency: {json.dumps(lat)}")
     rows = results([*map(str, eval_dirs), "--markdown", "--breakdowns", "--json",

@@ -71,10 +71,14 @@ def test_compiled_forward_regrouping_equals_model():
     batch = synthetic_batch([400, 250])
     model = small_model().eval()
     out, plan = forward_batch(model, batch)
-    got, _ = forward_batch(model, batch, plan, forward=CompiledForward(model, compile=False))
-    assert got.keys() == out.keys()
-    for k in out:
-        torch.testing.assert_close(got[k], out[k], rtol=1e-5, atol=1e-5)
+    for chunk in (0, 128, 1000):  # rows of the feed-forward at a time (1000 > N: one chunk)
+        fwd = CompiledForward(model, compile=False, ffn_chunk=chunk)
+        got, _ = forward_batch(model, batch, plan, forward=fwd)
+        assert got.keys() == out.keys()
+        for k in out:
+            torch.testing.assert_close(got[k], out[k], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="ffn_chunk must be >= 0"):
+        CompiledForward(model, ffn_chunk=-1)
     swiglu = TrackFormer(Encoder(3, 32, 2, 1, ffn="swiglu"), RegressorHead(32, 4))
     assert supported(model) and not supported(swiglu)
     with pytest.raises(ValueError, match="LayerNorm"):
@@ -119,7 +123,8 @@ def test_cuda_graph_predict_equals_eager(method, compile, amp):
     if method == "window":  # dbscan_plan in a phi window built inside the graph
         cfg = {**CFG, "method": "dbscan_plan",
                "params": {**CFG["params"], "neighbourhood": "window", "window": 256}}  # fmt: skip
-    pred = Predictor(model, cfg, bucket=4096, compile=compile, amp=amp)
+    chunk = 2048 if compile and amp == "fp16" else 0  # the feed-forward in row chunks
+    pred = Predictor(model, cfg, bucket=4096, compile=compile, amp=amp, ffn_chunk=chunk)
     pred.keep_outputs = True  # the "hidden" output is compared below
     eager = Predictor(model, cfg, cuda_graphs=False, amp=amp)
     for i, n in enumerate(sizes):

@@ -63,7 +63,7 @@ def test_predictor_latency_physics_cpu(tmp_path):
     cluster = {"method": "dbscan", "params": {"eps": 0.3, "min_samples": 2}}
     res = measure_predictor_latency(ckpt, events, "cpu", repeat=1, physics=True, cluster=cluster)
     pred, ref = res["physics"]["predictor"], res["physics"]["staged_fp32"]
-    assert res["precision"] == "bf16"  # the request; a CPU forward is float32 anyway
+    assert res["precision"] == "fp16"  # the default request; a CPU forward is float32 anyway
     assert pred["n_reconstructable"] == ref["n_reconstructable"] > 0
     assert pred["dm_efficiency"] == ref["dm_efficiency"]
     assert pred["n_dm"] == sum(e["n_dm"] for e in pred["per_event"])
@@ -94,6 +94,7 @@ def test_latency_real_variant_names():
     assert args[:2] == ["--cluster", "dbscan_plan"] and "eps=0.05" in args
     assert args[-3:] == ["--precision", "fp16", "--compile"]
     assert "window=512" in variant_args("win512-fp32", 0.1)
+    assert variant_args("plan-c-k16384", 0.1)[-3:] == ["--compile", "--ffn-chunk", "16384"]
     with pytest.raises(ValueError, match="hood must be"):
         variant_args("grid", 0.1)
     with pytest.raises(ValueError, match="unknown part"):

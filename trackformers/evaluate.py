@@ -408,7 +408,7 @@ def run(cfg: Mapping) -> dict:
     events = iter_eval_events(run_cfg, data, cfg.get("split", "auto"), cfg.get("max_events"))
     max_tokens = int(cfg.get("max_tokens") or (run_cfg.get("data") or {}).get("max_tokens", 20_000))
     rec, rules = metric_rules(run_cfg, cfg)
-    precision = str(cfg.get("precision", "bf16"))
+    precision = str(cfg.get("precision", "fp16"))
     if precision not in AMP_DTYPES:
         raise ValueError(f"evaluate: precision must be one of {sorted(AMP_DTYPES)}, got "
                          f"{precision!r}")  # fmt: skip

@@ -165,15 +165,19 @@ class Predictor:
         cuda_graphs: capture per bucket on CUDA; False = eager everywhere.
         bucket: graph sizes are multiples of this many hits.
         rounds: DBSCAN component rounds inside the graph before the convergence check.
-        amp: forward precision on CUDA: True / "bf16" (bf16 autocast), "fp16" (float16
-            autocast), False / "fp32" (``amp_precision``).
+        amp: forward precision on CUDA: "fp16" (float16 autocast, the default), True /
+            "bf16" (bf16 autocast), False / "fp32" (``amp_precision``). fp16, not bf16: on
+            the trained µ = 200 contrastive model bf16 rounding moves embeddings across the
+            DBSCAN radius and loses 70 % of the found particles, fp16 about 4 % (BENCHMARKS.md).
         compile: graph path only: the encoder blocks' dense parts torch.compile'd
             (``trackformers.inference_compiled``; needs LayerNorm + GELU blocks).
+        ffn_chunk: with ``compile``, the feed-forward over this many rows at a time (0: all;
+            less graph memory per bucket, same math).
     """
 
     def __init__(self, model, cluster: ClusterConfig | Mapping, cuda_graphs: bool = True,
-                 bucket: int = 4096, rounds: int = 4, amp: bool | str = True,
-                 compile: bool = False):  # fmt: skip
+                 bucket: int = 4096, rounds: int = 4, amp: bool | str = "fp16",
+                 compile: bool = False, ffn_chunk: int = 0):  # fmt: skip
         self.model = model.eval()
         self.cfg = (
             cluster if isinstance(cluster, ClusterConfig) else ClusterConfig.from_dict(cluster)
@@ -201,7 +205,7 @@ class Predictor:
         if compile and self.use_graphs:
             from trackformers.inference_compiled import CompiledForward
 
-            self._forward = CompiledForward(self.model)
+            self._forward = CompiledForward(self.model, ffn_chunk=ffn_chunk)
 
     @classmethod
     def from_checkpoint(cls, path, cluster: Mapping | None = None, device=None,
@@ -292,8 +296,12 @@ class Predictor:
 
             labels = rd.complete(g.state, g.labels)  # one sync: the clustering's flags
         self._mark("flags read")
-        labels = labels[:n].clone()
-        tracks = Tracks(labels, *track_counts(labels, self._num_ids(g.out)))
+        if labels is g.labels:  # the graph's own labels: its track counts hold
+            width = max(n, self._num_ids(g.out))
+            tracks = Tracks(labels[:n].clone(), g.counts[:width].clone(), g.n_tracks.clone())
+        else:  # completed eagerly after the replay
+            labels = labels[:n].clone()
+            tracks = Tracks(labels, *track_counts(labels, self._num_ids(g.out)))
         self._mark("counted")
         return tracks
 
@@ -321,6 +329,8 @@ class Predictor:
         valid = torch.arange(g.size, device=self.device) < g.cu[1]  # (B,) the real event
         state, labels = _cluster_start(out, g.cu, self.cfg, plan, valid, self.rounds, g.coords,
                                        g.size)  # fmt: skip
+        # track counts in the graph too (padding rows are never clustered: label -1)
+        g.counts, g.n_tracks = track_counts(labels, self._num_ids(out))
         return state, labels, out
 
     def _copy_plan(self, g: _EventGraph) -> None:
@@ -369,7 +379,7 @@ class Predictor:
             self._pool = torch.cuda.graph_pool_handle()
         try:
             g.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g.graph, pool=self._pool):
+            with torch.cuda.graph(g.graph, pool=self._pool, stream=s):
                 g.state, g.labels, g.out = self._step_fresh(g)
         except RuntimeError as err:
             if not self.plan_in_graph:
@@ -380,7 +390,7 @@ class Predictor:
             self.plan_in_graph = False
             self._static_plan(g)
             g.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g.graph, pool=self._pool):
+            with torch.cuda.graph(g.graph, pool=self._pool, stream=s):
                 g.state, g.labels, g.out = self._step_fresh(g)
 
     def _step_fresh(self, g: _EventGraph, plan: AttentionPlan | None = None):

@@ -7,7 +7,8 @@
 
 ``--mode staged`` (default):
 One event at a time goes the whole way a user's event goes: in-memory event (numpy) ->
-features and packing -> device -> attention plan -> forward (bf16 autocast on CUDA) ->
+features and packing -> device -> attention plan -> forward (``--precision``: fp16 autocast
+on CUDA by default) ->
 clustering into tracks (the checkpoint's validation clustering, or ``--cluster-json``) ->
 labels back on the host. Each stage is timed with a device synchronisation at its end; a
 warm-up pass over the events first (compilation, autotuning), then ``repeat`` timed passes;
@@ -19,11 +20,15 @@ is what ``trackformers.results`` reads (``median_ms``, ``peak_gib``, ``device``)
 through ``trackformers.inference.Predictor`` (CUDA graph per hit-count bucket on a GPU, eager
 on CPU): timed from the event's features and coordinates on the device to its track list
 (labels and hits per track, read back to the host). Also reported: the fraction of events
-whose partition equals the staged path's (the same clustering method; bf16 kernels of the two
-paths may differ in the last bit, which can move a point across eps), the split into plan /
+whose partition equals the staged path's (the same clustering method; reduced-precision kernels
+of the two paths may differ in the last bit, which can move a point across eps), the split into
+plan /
 model / clustering (the same steps as three CUDA graphs replayed back to back; other = total
 - model - clustering), the fraction of replays whose DBSCAN rounds were completed eagerly,
-peak allocated and reserved memory (after ``empty_cache``: weights, graph pools, caches).
+peak allocated and reserved memory (after ``empty_cache``: weights, graph pools, caches; a
+graph's replays allocate nothing, so only reserved memory shows its working set), the same by
+allocator pool, a timeline of ``predict`` (host vs GPU ms per step) and, with ``--physics``,
+the DM efficiency and fake rate of the Predictor's tracks next to the staged fp32 path's.
 """
 
 from __future__ import annotations
@@ -106,8 +111,10 @@ def measure_latency(
     repeat: int = 2,
     attention: str | None = None,
     cluster: Mapping | None = None,
+    amp: bool | str = "fp16",
 ) -> dict:
-    """Latency summary of ``ckpt`` over ``events`` (see the module docstring)."""
+    """Latency summary of ``ckpt`` over ``events`` (see the module docstring); amp: the
+    forward's precision (``inference.amp_precision``)."""
     from trackformers.evaluate import (
         build_model,
         cluster_settings,
@@ -115,6 +122,7 @@ def measure_latency(
         load_checkpoint,
         runs_on,
     )
+    from trackformers.inference import amp_precision, forward_batch
 
     device = _checked(events, repeat, device, "measure_latency")
     cfg, state = load_checkpoint(ckpt)
@@ -128,15 +136,14 @@ def measure_latency(
         from trackformers.data.packing import pack_events
 
         b = pack_events([events[0]], fcfg).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            outputs = model(b, model.encoder.build_plan(b))
+        outputs, _ = forward_batch(model, b, amp=amp)
     used = cluster_settings(cfg, cluster or {}, outputs)
     for ev in events:  # warm-up: compilation, autotuning, allocator
-        time_event(model, ev, fcfg, device, used)
+        time_event(model, ev, fcfg, device, used, amp)
     if device.type == "cuda":
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
-    runs = [time_event(model, ev, fcfg, device, used) for _ in range(repeat) for ev in events]
+    runs = [time_event(model, ev, fcfg, device, used, amp) for _ in range(repeat) for ev in events]
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     totals = [r["ms"]["total"] for r in runs]
     return {
@@ -148,6 +155,7 @@ def measure_latency(
         "n_events": len(events),
         "repeat": repeat,
         "hits_mean": float(np.mean([r["hits"] for r in runs])),
+        "precision": amp_precision(amp) if device.type == "cuda" else "fp32",
         "median_ms": statistics.median(totals),
         "p90_ms": float(np.percentile(totals, 90)),
         "stages_median_ms": {s: statistics.median(r["ms"][s] for r in runs) for s in STAGES},
@@ -250,6 +258,21 @@ def path_physics(events: Sequence[dict], labels: Sequence[np.ndarray],
     return out
 
 
+class _OnDevice:
+    """Packed events kept on the host, each copied to the device when iterated (so that the
+    device holds one event at a time, as in a stream of events)."""
+
+    def __init__(self, host: Sequence, device: torch.device):
+        self.host, self.device = list(host), device
+
+    def __iter__(self):
+        for b in self.host:
+            yield b.to(self.device, non_blocking=True)
+
+    def __len__(self) -> int:
+        return len(self.host)
+
+
 def predictor_timeline(pred, inputs: Sequence, repeat: int = 3) -> dict[str, dict]:
     """Where the graph path's time goes, per step of ``Predictor.predict`` (its ``trace``
     marks): median host ms (wall clock between the marks) and GPU ms (CUDA events between
@@ -284,11 +307,12 @@ def measure_predictor_latency(
     attention: str | None = None,
     cluster: Mapping | None = None,
     compile: bool = False,
-    amp: bool | str = True,
+    amp: bool | str = "fp16",
     split: bool = True,
     rounds: int = 4,
     physics: bool = False,
     prepare: bool = True,
+    ffn_chunk: int = 0,
 ) -> dict:
     """Latency of ``Predictor`` (see the module docstring), same JSON keys as staged.
 
@@ -298,15 +322,21 @@ def measure_predictor_latency(
     tracks (the timed ones) and of the staged path in float32 on the same events
     (``path_physics``), so the fast path's cost in efficiency is measured, not assumed.
     prepare: capture every bucket's graph up front, largest first (``Predictor.prepare``);
-    False: in the order the events come."""
+    False: in the order the events come. ffn_chunk: ``Predictor``'s (with ``compile``).
+    The events wait in pinned host memory; each is copied to the device before its timed
+    run (the timing starts from hits on the device), so device memory holds one event."""
     from trackformers.data.packing import pack_events
     from trackformers.inference import Predictor
 
     device = _checked(events, repeat, device, "measure_predictor_latency")
     pred = Predictor.from_checkpoint(ckpt, cluster=cluster, device=device, attention=attention,
-                                     compile=compile, amp=amp, rounds=rounds)  # fmt: skip
+                                     compile=compile, amp=amp, rounds=rounds,
+                                     ffn_chunk=ffn_chunk)  # fmt: skip
     used = pred.cluster_settings
-    inputs = [pack_events([ev], pred.features).to(device) for ev in events]
+    host = [pack_events([ev], pred.features) for ev in events]
+    if device.type == "cuda":
+        host = [b.pin_memory() for b in host]
+    inputs = _OnDevice(host, device)
 
     def run(b) -> tuple[float, np.ndarray, bool]:
         _sync(device)
@@ -367,7 +397,7 @@ def measure_predictor_latency(
         "compile": bool(compile),
         "n_events": len(events),
         "repeat": repeat,
-        "hits_mean": float(np.mean([b.num_hits for b in inputs])),
+        "hits_mean": float(np.mean([b.num_hits for b in inputs.host])),
         "median_ms": med,
         "p90_ms": float(np.percentile(totals, 90)),
         "peak_gib": peak,
@@ -441,8 +471,10 @@ def main(argv=None) -> dict:
         metavar="KEY=VALUE",
         help="cluster params overrides, e.g. eps=0.1 window=512 (YAML values)",
     )
-    ap.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16",
-                    help="predictor: forward precision (bf16 / fp16 autocast, fp32)")  # fmt: skip
+    ap.add_argument("--ffn-chunk", type=int, default=0,
+                    help="predictor --compile: feed-forward rows at a time (0: all)")  # fmt: skip
+    ap.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="fp16",
+                    help="forward precision on CUDA (bf16 / fp16 autocast, fp32)")  # fmt: skip
     ap.add_argument("--physics", action="store_true",
                     help="predictor: also DM efficiency / fake rate of its tracks and of the "
                          "staged float32 path on the same events")  # fmt: skip
@@ -458,10 +490,10 @@ def main(argv=None) -> dict:
         res = measure_predictor_latency(args.ckpt, events, args.device, args.repeat,
                                         args.attention, cluster, args.compile, args.precision,
                                         not args.no_split, args.rounds, args.physics,
-                                        not args.no_prepare)  # fmt: skip
+                                        not args.no_prepare, args.ffn_chunk)  # fmt: skip
     else:
         res = measure_latency(args.ckpt, events, args.device, args.repeat, args.attention,
-                              cluster)  # fmt: skip
+                              cluster, args.precision)  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
