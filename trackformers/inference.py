@@ -24,6 +24,7 @@ tracks), all on the model's device:
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import time
 import warnings
@@ -220,8 +221,11 @@ class Predictor:
         if not ev.runs_on(model, dev):
             model = ev.build_model(run_cfg, state, "dense")
         model = model.to(dev)
-        with torch.no_grad():  # output names decide the automatic clustering
-            keys = model.head(torch.zeros(1, model.encoder.d_model, device=dev)).keys()
+        with torch.no_grad():  # output names decide the automatic clustering; probed on a CPU
+            # copy of the head: a matmul on this stream would give it a cuBLAS workspace
+            # (32 MiB on Hopper) that the graph path never uses
+            head = copy.deepcopy(model.head).cpu()
+            keys = head(torch.zeros(1, model.encoder.d_model)).keys()
         cfg = ev.cluster_settings(run_cfg, cluster or {}, dict.fromkeys(keys))
         pred = cls(model, cfg, **kwargs)
         pred.features = ev.feature_config(run_cfg)

@@ -339,10 +339,10 @@ def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds
         raise ValueError(f"list_capacity must be an int >= 0 (0: no neighbour list), got "
                          f"{list_capacity!r}")  # fmt: skip
     if tiled and xs.is_cuda and xs.dtype == torch.float64:
-        # Triton 3.6 does not compile the tiled kernel's list fill (cumsum) next to float64
-        # products on the GPU (MLIR ConvertTritonGPUToLLVM fails); float64 inputs (references,
-        # tests) scan the ranges in every pass, with the same labels
-        list_capacity = 0
+        # Triton 3.6 does not compile the tiled kernel's float64 tensor-core products on the
+        # GPU ("fp64 don't support largeK MMA"); float64 inputs (references, tests) take the
+        # per-row kernel, which finds the same pairs
+        tiled = False
     n = xs.shape[0]
     dev = xs.device
     inv = torch.empty(n, dtype=torch.int32, device=dev)
