@@ -172,13 +172,14 @@ class Predictor:
             DBSCAN radius and loses 70 % of the found particles, fp16 about 4 % (BENCHMARKS.md).
         compile: graph path only: the encoder blocks' dense parts torch.compile'd
             (``trackformers.inference_compiled``; needs LayerNorm + GELU blocks).
-        ffn_chunk: with ``compile``, the feed-forward over this many rows at a time (0: all;
-            less graph memory per bucket, same math).
+        ffn_chunk: with ``compile``, the feed-forward over this many rows at a time (0: all
+            at once). Same math, less graph memory per bucket: on µ = 200 events (3 buckets,
+            H200) 0.36 GiB reserved at 8192 rows, 0.38 at 16384 (0.27 ms faster), 0.43 at 0.
     """
 
     def __init__(self, model, cluster: ClusterConfig | Mapping, cuda_graphs: bool = True,
                  bucket: int = 4096, rounds: int = 4, amp: bool | str = "fp16",
-                 compile: bool = False, ffn_chunk: int = 0):  # fmt: skip
+                 compile: bool = False, ffn_chunk: int = 8192):  # fmt: skip
         self.model = model.eval()
         self.cfg = (
             cluster if isinstance(cluster, ClusterConfig) else ClusterConfig.from_dict(cluster)

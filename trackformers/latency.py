@@ -312,7 +312,7 @@ def measure_predictor_latency(
     rounds: int = 4,
     physics: bool = False,
     prepare: bool = True,
-    ffn_chunk: int = 0,
+    ffn_chunk: int = 8192,
 ) -> dict:
     """Latency of ``Predictor`` (see the module docstring), same JSON keys as staged.
 
@@ -471,7 +471,7 @@ def main(argv=None) -> dict:
         metavar="KEY=VALUE",
         help="cluster params overrides, e.g. eps=0.1 window=512 (YAML values)",
     )
-    ap.add_argument("--ffn-chunk", type=int, default=0,
+    ap.add_argument("--ffn-chunk", type=int, default=8192,
                     help="predictor --compile: feed-forward rows at a time (0: all)")  # fmt: skip
     ap.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="fp16",
                     help="forward precision on CUDA (bf16 / fp16 autocast, fp32)")  # fmt: skip
