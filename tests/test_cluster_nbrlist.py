@@ -16,15 +16,11 @@ list path on CUDA at realistic size and that it never syncs.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-import traceback
 
 import numpy as np
 import pytest
 import torch
+from interp_child import Checks, ok, run_child
 from test_cluster_range import blobs
 from test_cluster_window import _cluster_plan, reference, window_mask, wrap_events
 
@@ -88,15 +84,7 @@ def _child() -> dict:
     from trackformers.cluster import dbscan_cpu
     from trackformers.cluster import range_dbscan as rd
 
-    report: dict = {}
-
-    def check(name, fn):
-        t0 = time.perf_counter()
-        try:
-            report[name] = fn()
-        except Exception:
-            report[name] = traceback.format_exc()
-        report.setdefault("seconds", {})[name] = round(time.perf_counter() - t0, 2)
+    check = Checks()
 
     def grid():  # exact DBSCAN (per-row kernel) with a padding event
         rng = np.random.default_rng(0)
@@ -220,21 +208,12 @@ def _child() -> dict:
 
     for fn in (grid, plan, ties, table, unfinished_rounds, no_sync_ops):
         check(fn.__name__, fn)
-    return report
+    return check.report
 
 
 @pytest.fixture(scope="module")
 def report():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "WANDB_MODE": "disabled"}
-    res = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def _ok(value):
-    assert not isinstance(value, str) or "Traceback" not in value, value
-    return value
+    return run_child(__file__)
 
 
 def _assert_rows(rows: dict, n_rows: int, min_clusters: int = 3) -> None:
@@ -247,35 +226,35 @@ def _assert_rows(rows: dict, n_rows: int, min_clusters: int = 3) -> None:
 
 
 def test_grid_list_path_equals_sklearn(report):
-    _assert_rows(_ok(report["grid"]), sum(SIZES))
+    _assert_rows(ok(report["grid"]), sum(SIZES))
 
 
 def test_plan_list_path_equals_sklearn(report):
-    rows = _ok(report["plan"])
+    rows = ok(report["plan"])
     assert sorted(rows) == sorted(f"{k}{m}" for k in ("window", "cluster") for m in MIN_SAMPLES)
     _assert_rows(rows, sum(SIZES))
 
 
 def test_ties_at_eps_are_neighbours(report):
-    rows = dict(_ok(report["ties"]))
+    rows = dict(ok(report["ties"]))
     assert rows.pop("pairs_at_eps") > 200
     _assert_rows(rows, 201, min_clusters=2)
 
 
 def test_table_holds_exactly_the_eps_neighbours(report):
-    for name, (bad, full, over) in _ok(report["table"]).items():
+    for name, (bad, full, over) in ok(report["table"]).items():
         assert bad == 0 and full > 100 and over > 10, (name, bad, full, over)
 
 
 def test_unfinished_rounds_are_completed_over_the_list(report):
-    (p2, e2, ok2, kept2, over2), (p3, e3, ok3, kept3, over3) = _ok(report["unfinished_rounds"])
+    (p2, e2, ok2, kept2, over2), (p3, e3, ok3, kept3, over3) = ok(report["unfinished_rounds"])
     assert p2 and p3 and e2 > 1 and e3 > 1  # one round split the chain
     assert ok2 and ok3 and kept2 and kept3  # complete() is exact, the caller's state untouched
     assert over2 > 150 and over3 == 0
 
 
 def test_no_host_reads_of_device_values(report):
-    banned, n_ops = _ok(report["no_sync_ops"])
+    banned, n_ops = ok(report["no_sync_ops"])
     assert banned == [] and n_ops > 10
 
 

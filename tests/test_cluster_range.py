@@ -9,15 +9,11 @@ tested directly.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-import traceback
 
 import numpy as np
 import pytest
 import torch
+from interp_child import Checks, ok, run_child
 
 
 def blobs(rng, sizes, d, n_centres=12, spread=0.3):
@@ -38,15 +34,7 @@ def _child() -> dict:
     from trackformers.cluster import range_dbscan as rd
 
     rng = np.random.default_rng(0)
-    report: dict = {}
-
-    def check(name, fn):
-        t0 = time.perf_counter()
-        try:
-            report[name] = fn()
-        except Exception:
-            report[name] = traceback.format_exc()
-        report.setdefault("seconds", {})[name] = round(time.perf_counter() - t0, 2)
+    check = Checks()
 
     def grid_equals_sklearn():
         out = []
@@ -140,53 +128,44 @@ def _child() -> dict:
     for fn in (grid_equals_sklearn, border_point, plan_equals_torch, padding_is_inert,
                pending_is_finished, nonfinite_raises, predictor_padded_step):  # fmt: skip
         check(fn.__name__, fn)
-    return report
+    return check.report
 
 
 @pytest.fixture(scope="module")
 def report():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "WANDB_MODE": "disabled"}
-    res = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def _ok(value):
-    assert not isinstance(value, str) or "Traceback" not in value, value
-    return value
+    return run_child(__file__)
 
 
 def test_grid_dbscan_equals_sklearn(report):
-    rows = _ok(report["grid_equals_sklearn"])
+    rows = ok(report["grid_equals_sklearn"])
     assert len(rows) == 4 and all(n > 5 for n, _ in rows)  # non-trivial clusterings
     assert all(frac == 1.0 for _, frac in rows)
 
 
 def test_border_point_goes_to_first_cluster(report):
-    assert _ok(report["border_point"]) == [True, True]
+    assert ok(report["border_point"]) == [True, True]
 
 
 def test_plan_dbscan_equals_torch(report):
-    rows = _ok(report["plan_equals_torch"])
+    rows = ok(report["plan_equals_torch"])
     assert all(same for same, _, _ in rows) and all(n > 20 and noise > 0 for _, n, noise in rows)
 
 
 def test_padding_is_inert(report):
-    assert _ok(report["padding_is_inert"]) == [True, True]
+    assert ok(report["padding_is_inert"]) == [True, True]
 
 
 def test_unfinished_rounds_are_completed(report):
-    pending, early_clusters, exact = _ok(report["pending_is_finished"])
+    pending, early_clusters, exact = ok(report["pending_is_finished"])
     assert pending and early_clusters > 1 and exact  # one round split the chain; complete fixed it
 
 
 def test_nonfinite_input_raises(report):
-    assert "non-finite" in _ok(report["nonfinite_raises"])
+    assert "non-finite" in ok(report["nonfinite_raises"])
 
 
 def test_predictor_padded_step_equals_eager(report):
-    same, pad_noise, n_clusters = _ok(report["predictor_padded_step"])
+    same, pad_noise, n_clusters = ok(report["predictor_padded_step"])
     assert same and pad_noise and n_clusters >= 2
 
 

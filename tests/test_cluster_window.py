@@ -15,14 +15,11 @@ each test asserts one entry of its JSON report.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import traceback
 
 import numpy as np
 import pytest
 import torch
+from interp_child import Checks, ok, run_child
 from scipy.sparse import csr_matrix
 from sklearn.cluster import DBSCAN
 
@@ -144,13 +141,7 @@ def cases(impl: str, only: tuple[str, ...] | None = None) -> dict:
 def _child() -> dict:
     from trackformers.cluster import range_dbscan as rd
 
-    report: dict = {}
-
-    def check(name, fn):
-        try:
-            report[name] = fn()
-        except Exception:
-            report[name] = traceback.format_exc()
+    check = Checks()
 
     check("triton", lambda: cases("triton"))
 
@@ -203,21 +194,12 @@ def _child() -> dict:
         return res
 
     check("predictor_padded_step", predictor_padded_step)
-    return report
+    return check.report
 
 
 @pytest.fixture(scope="module")
 def report():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "WANDB_MODE": "disabled"}
-    res = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def _ok(value):
-    assert not isinstance(value, str) or "Traceback" not in value, value
-    return value
+    return run_child(__file__)
 
 
 def _assert_cases(out: dict) -> None:
@@ -231,15 +213,15 @@ def test_torch_path_equals_reference():
 
 
 def test_triton_tiled_path_equals_reference(report):
-    _assert_cases(_ok(report["triton"]))
+    _assert_cases(ok(report["triton"]))
 
 
 def test_per_row_kernel_equals_reference(report):
-    _assert_cases(_ok(report["per_row_kernel"]))
+    _assert_cases(ok(report["per_row_kernel"]))
 
 
 def test_dropped_wrap_range_is_caught(report):
-    assert _ok(report["dropped_wrap"]) is False
+    assert ok(report["dropped_wrap"]) is False
 
 
 def test_torch_dropped_wrap_range_is_caught(monkeypatch):
@@ -251,7 +233,7 @@ def test_torch_dropped_wrap_range_is_caught(monkeypatch):
 
 
 def test_predictor_step_with_window_equals_eager(report):
-    for same, pad_noise, n_clusters, outputs in _ok(report["predictor_padded_step"]):
+    for same, pad_noise, n_clusters, outputs in ok(report["predictor_padded_step"]):
         assert same and pad_noise and n_clusters >= 2
         assert outputs == ["params"]  # the graph keeps the clustering input alone
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 import traceback
 
 import pytest
+from interp_child import run_child
 
 LENGTHS = [37, 0, 1, 60, 23, 2, 0]  # ragged events, empty and single-hit ones included
 
@@ -236,12 +236,7 @@ def _worker() -> None:
 
 @pytest.fixture(scope="module")
 def interp():
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(__file__, timeout=600)
 
 
 def _case(interp, name):

@@ -49,6 +49,19 @@ LIST_CAPACITY = 16  # default neighbour-list capacity K of dbscan_ranges (0: no 
 
 
 @triton.jit
+def load_rows(X, ROWF, i, n, D: tl.constexpr, BLOCK_D: tl.constexpr):
+    """ok (i < n), active (ok and ROWF[i] != 0) and the (BLOCK, BLOCK_D) coordinates of rows
+    i of a neighbour pass; inactive rows (e.g. all but the overflow rows of a list pass) read
+    no coordinates (zeros)."""
+    ok = i < n
+    dd = tl.arange(0, BLOCK_D)
+    active = ok & (tl.load(ROWF + i, mask=ok, other=0) != 0)
+    xi = tl.load(X + i[:, None] * D + dd[None, :], mask=active[:, None] & (dd < D)[None, :],
+                 other=0.0)  # fmt: skip
+    return ok, active, xi
+
+
+@triton.jit
 def start_rows(MODE: tl.constexpr, BLOCK: tl.constexpr):
     """The (BLOCK,) int32 accumulator of a neighbour pass: 0 to count (MODE 0), "no label"
     to take a minimum (MODES 1 and 2)."""
@@ -90,13 +103,9 @@ def _neighbour_kernel(
     COLF[j] != 0, MODE 2 (hook) atomically lowers OUT at i and at i's root INV[LAB[i]] to m.
     LIST (MODE 0): also store the first K such j (i itself included) in NBR (N, K)."""
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = i < n
+    ok, active, xi = load_rows(X, ROWF, i, n, D, BLOCK_D)
     dd = tl.arange(0, BLOCK_D)
     dmask = dd < D
-    active = ok & (tl.load(ROWF + i, mask=ok, other=0) != 0)
-    # inactive rows (e.g. all but the overflow rows of a list pass) read nothing
-    xi = tl.load(X + i[:, None] * D + dd[None, :], mask=active[:, None] & dmask[None, :],
-                 other=0.0)  # fmt: skip
     acc = start_rows(MODE, BLOCK)
     for r in range(0, R):
         lo = tl.load(LO + i * R + r, mask=active, other=0)

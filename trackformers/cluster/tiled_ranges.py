@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from trackformers.cluster.range_dbscan import finish_rows, list_rows, start_rows
+from trackformers.cluster.range_dbscan import finish_rows, list_rows, load_rows, start_rows
 
 BM = 64  # rows per block (one program)
 BN = 64  # keys per tile
@@ -49,13 +49,9 @@ def _tile_kernel(
     the row's count before the tile plus the running count within the tile."""
     b = tl.program_id(0)
     i = b * BM + tl.arange(0, BM)
-    ok = i < n
+    ok, active, xi = load_rows(X, ROWF, i, n, D, BLOCK_D)
     dd = tl.arange(0, BLOCK_D)
     dmask = dd < D
-    active = ok & (tl.load(ROWF + i, mask=ok, other=0) != 0)
-    # inactive rows (e.g. all but the overflow rows of a list pass) read nothing
-    xi = tl.load(X + i[:, None] * D + dd[None, :], mask=active[:, None] & dmask[None, :],
-                 other=0.0)  # fmt: skip
     sqi = tl.sum(xi * xi, 1)  # (BM,)
     acc = start_rows(MODE, BM)
     for u in range(0, U):
