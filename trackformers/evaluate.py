@@ -210,12 +210,12 @@ def cluster_settings(cfg: dict, cluster: Mapping, outputs: Mapping) -> dict:
 
 def infer_stream(model, events: Iterable[dict], fcfg, device, max_tokens: int, cluster: Mapping,
                  cfg: dict, state: dict,
-                 amp: bool | str = True) -> Iterator[tuple[dict, np.ndarray]]:  # fmt: skip
+                 amp: bool | str = "fp16") -> Iterator[tuple[dict, np.ndarray]]:  # fmt: skip
     """(event restricted to the model's hits, track labels) per event, batched by max_tokens.
 
     ``state`` receives "cluster" (the settings used) and "sample" (first batch and plan, CPU);
-    ``amp``: the forward's precision on CUDA (``inference.amp_precision``: True = bf16
-    autocast, "fp16", False / "fp32").
+    ``amp``: the forward's precision on CUDA (``inference.amp_precision``: "fp16" autocast by
+    default, True / "bf16", False / "fp32").
     """
     buf, n = [], 0
     for ev in events:
@@ -236,7 +236,7 @@ def infer(model, events: list[dict], fcfg, device, max_tokens: int, cluster: Map
 
 
 @torch.no_grad()
-def _infer_batch(model, events, fcfg, device, cluster, cfg, state, amp: bool | str = True):
+def _infer_batch(model, events, fcfg, device, cluster, cfg, state, amp: bool | str = "fp16"):
     from trackformers.cluster import assign_tracks
     from trackformers.data.packing import pack_events
     from trackformers.inference import forward_batch

@@ -17,7 +17,7 @@ tracks), all on the model's device:
 - on CPU (or ``cuda_graphs=False``) the same steps run eagerly (``predict_batch`` takes a
   packed batch of several events).
 
-``forward_batch(model, batch)`` is the shared eager forward (bf16 autocast on CUDA) used by
+``forward_batch(model, batch)`` is the shared eager forward (fp16 autocast on CUDA) used by
 ``trackformers.evaluate``.
 """
 
@@ -85,9 +85,9 @@ def _autocast(device: torch.device, amp: bool | str, cache: bool = True):
 
 @torch.no_grad()
 def forward_batch(model, batch: PackedBatch, plan: AttentionPlan | None = None,
-                  amp: bool | str = True, cache: bool = True, forward=None):  # fmt: skip
+                  amp: bool | str = "fp16", cache: bool = True, forward=None):  # fmt: skip
     """(float32 outputs, plan) of the model on a packed batch; on CUDA with autocast in the
-    precision ``amp`` names (``amp_precision``: default bf16), float32 on the CPU.
+    precision ``amp`` names (``amp_precision``; fp16 by default), float32 on the CPU.
 
     ``forward(batch, plan)``: another forward of the same model (e.g. ``CompiledForward``)."""
     if plan is None:

@@ -54,7 +54,7 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def time_event(model, event: dict, fcfg, device: torch.device, cluster: Mapping,
-               amp: bool | str = True) -> dict:  # fmt: skip
+               amp: bool | str = "fp16") -> dict:  # fmt: skip
     """Stage times (ms) of one event's inference; returns them, the track labels and the
     model's hit ids (amp: the forward precision, ``inference.amp_precision``)."""
     from trackformers.cluster import assign_tracks
