@@ -316,8 +316,8 @@ def measure_predictor_latency(
 ) -> dict:
     """Latency of ``Predictor`` (see the module docstring), same JSON keys as staged.
 
-    amp: the forward's precision (``inference.amp_precision``: True = bf16 autocast,
-    "fp16", False / "fp32"). split: also time plan / model / clustering as separate graphs
+    amp: the forward's precision (``inference.amp_precision``: "fp16" autocast by default,
+    True / "bf16", False / "fp32"). split: also time plan / model / clustering as separate graphs
     (CUDA graphs only), after memory is read. physics: also the physics of the Predictor's
     tracks (the timed ones) and of the staged path in float32 on the same events
     (``path_physics``), so the fast path's cost in efficiency is measured, not assumed.
