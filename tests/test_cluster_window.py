@@ -255,3 +255,29 @@ def test_window_clustering_stays_in_events_and_needs_coords():
 
 if __name__ == "__main__":
     print(json.dumps(_child()))
+
+
+def test_block_unions_of_a_partial_last_block_are_tight():
+    """Per block, side and range: the union is exactly min lo / max hi over its active rows,
+    also for the partial last block (its padding once turned int64's max into its min, so the
+    block scanned from key 0: exact labels, a whole-batch scan)."""
+    from trackformers.cluster.tiled_ranges import SIDES, block_unions
+
+    n, bm = 100, 64  # blocks of 64 and 36 rows
+    rows = torch.arange(n)
+    lo = torch.stack([(rows - 5).clamp_min(0), rows + 20], 1)  # (N, 2): containing, after
+    hi = torch.stack([(rows + 6).clamp_max(n), (rows + 30).clamp_max(n)], 1)
+    active = rows % 7 != 3
+    ulo, uhi = block_unions(lo, hi, active, bm)
+    assert ulo.shape == uhi.shape == (2, 2 * SIDES)
+    for blk in range(2):
+        sl = slice(blk * bm, min(n, (blk + 1) * bm))
+        r, a = rows[sl], active[sl]
+        for k in range(2):
+            l, h = lo[sl, k], hi[sl, k]
+            side = torch.where(l > r, 2, torch.where(h <= r, 0, 1))
+            for s in range(SIDES):
+                use = a & (h > l) & (side == s)
+                want = (int(l[use].min()), int(h[use].max())) if use.any() else (0, 0)
+                assert (int(ulo[blk, k * SIDES + s]), int(uhi[blk, k * SIDES + s])) == want
+    assert int(ulo[1, 1]) == 64 - 5  # the partial block's own rows, not key 0

@@ -103,7 +103,9 @@ def block_unions(lo: Tensor, hi: Tensor, active: Tensor, bm: int = BM) -> tuple[
     use = (hi > lo) & active[:, None]  # (N, R)
     sides = torch.arange(SIDES, device=lo.device)
     sel = use[:, :, None] & (side[:, :, None] == sides)  # (N, R, 3)
-    big = torch.iinfo(torch.int64).max
+    # "no row" for the minimum: exact in float64, as F.pad passes its value through a double
+    # (int64's max would come back as its min and stretch a partial last block to key 0)
+    big = 2**62
     ulo = torch.where(sel, lo[:, :, None], big)  # (N, R, 3)
     uhi = torch.where(sel, hi[:, :, None], -1)
     ulo = torch.nn.functional.pad(ulo, (0, 0, 0, 0, 0, pad), value=big).view(nb, bm, r * SIDES)
