@@ -25,6 +25,39 @@ def blobs(rng, sizes, d, n_centres=12, spread=0.3):
 
 
 # ---- child process (TRITON_INTERPRET=1) ------------------------------------------------------
+def padded_step_model():
+    """(model, batch, eps): an untrained 1-layer regressor, one 90-hit event and a DBSCAN radius
+    from the spacing of its outputs (the Predictor padded-step cases)."""
+    from trackformers.attention.synthetic import synthetic_batch
+    from trackformers.models import Encoder, RegressorHead, TrackFormer
+
+    torch.manual_seed(0)
+    model = TrackFormer(Encoder(3, 16, 2, 1, attention="dense"), RegressorHead(16, 3))
+    batch = synthetic_batch([90], seed=2)
+    with torch.no_grad():
+        out = model(batch)["params"]  # (90, 3)
+    return model, batch, float(torch.cdist(out, out).kthvalue(2, dim=1).values.median())
+
+
+def padded_step_vs_eager(model, batch, cfg) -> list:
+    """The Predictor's CUDA-graph step (a 128-row bucket: padding event, static buffers) run
+    eagerly against the eager Predictor: [real rows' labels equal, padding rows all -1,
+    clusters, names of the step's outputs]."""
+    from trackformers.cluster import range_dbscan as rd
+    from trackformers.inference import Predictor, _EventGraph
+
+    n = batch.num_hits
+    pred = Predictor(model, cfg, cuda_graphs=False)
+    ref = pred.predict(batch.x, batch.coords).labels
+    g = _EventGraph(pred, 128, batch.x.shape[1])
+    g.fill(batch.x, batch.coords)
+    pred.plan_in_graph = True
+    st, lab, out = pred._step(g)
+    lab = rd.complete(st, lab)
+    return [lab[:n].tolist() == ref.tolist(), bool((lab[n:] == -1).all()), int(ref.max()) + 1,
+            sorted(out)]  # fmt: skip
+
+
 def _child() -> dict:
     from sklearn.cluster import DBSCAN
 
@@ -105,25 +138,9 @@ def _child() -> dict:
 
     def predictor_padded_step():
         # the CUDA-graph step (padding event, static buffers) run eagerly on CPU
-        from trackformers.inference import Predictor, _EventGraph
-        from trackformers.models import Encoder, RegressorHead, TrackFormer
-
-        torch.manual_seed(0)
-        model = TrackFormer(Encoder(3, 16, 2, 1, attention="dense"), RegressorHead(16, 3))
-        batch = synthetic_batch([90], seed=2)
-        with torch.no_grad():
-            out = model(batch)["params"]  # (90, 3) untrained: eps from its spacing
-        eps = float(torch.cdist(out, out).kthvalue(2, dim=1).values.median())
+        model, batch, eps = padded_step_model()
         cfg = {"method": "dbscan", "input": "params", "params": {"eps": eps, "min_samples": 3}}
-        pred = Predictor(model, cfg, cuda_graphs=False)
-        ref = pred.predict(batch.x, batch.coords).labels
-        g = _EventGraph(pred, 128, 3)
-        g.fill(batch.x, batch.coords)
-        pred.plan_in_graph = True
-        st, lab, _ = pred._step(g)
-        lab = rd.complete(st, lab)
-        return [lab[:90].tolist() == ref.tolist(), bool((lab[90:] == -1).all()),
-                int(ref.max()) + 1]  # fmt: skip
+        return padded_step_vs_eager(model, batch, cfg)[:3]
 
     for fn in (grid_equals_sklearn, border_point, plan_equals_torch, padding_is_inert,
                pending_is_finished, nonfinite_raises, predictor_padded_step):  # fmt: skip

@@ -22,6 +22,7 @@ import torch
 from interp_child import Checks, ok, run_child
 from scipy.sparse import csr_matrix
 from sklearn.cluster import DBSCAN
+from test_cluster_range import padded_step_model, padded_step_vs_eager
 
 SIZES = [0, 150, 1, 90, 0, 260]
 EPS, MS = 0.15, 3
@@ -167,30 +168,13 @@ def _child() -> dict:
     def predictor_padded_step():
         # the CUDA-graph step (padding event, static buffers, neighbourhood plan built with
         # sync=False) run eagerly on CPU equals the eager Predictor
-        from trackformers.attention.synthetic import synthetic_batch
-        from trackformers.inference import Predictor, _EventGraph
-        from trackformers.models import Encoder, RegressorHead, TrackFormer
-
-        torch.manual_seed(0)
-        model = TrackFormer(Encoder(3, 16, 2, 1, attention="dense"), RegressorHead(16, 3))
-        batch = synthetic_batch([90], seed=2)
-        with torch.no_grad():
-            out = model(batch)["params"]
-        eps = float(torch.cdist(out, out).kthvalue(2, dim=1).values.median())
+        model, batch, eps = padded_step_model()
         res = []
         for w in (8, 200):
             cfg = {"method": "dbscan_plan", "input": "params",
                    "params": {"eps": eps, "min_samples": 3, "neighbourhood": "window",
                               "window": w}}  # fmt: skip
-            pred = Predictor(model, cfg, cuda_graphs=False)
-            ref = pred.predict(batch.x, batch.coords).labels
-            g = _EventGraph(pred, 128, 3)
-            g.fill(batch.x, batch.coords)
-            pred.plan_in_graph = True
-            st, lab, out = pred._step(g)
-            lab = rd.complete(st, lab)
-            res.append([lab[:90].tolist() == ref.tolist(), bool((lab[90:] == -1).all()),
-                        int(ref.max()) + 1, sorted(out)])  # fmt: skip
+            res.append(padded_step_vs_eager(model, batch, cfg))
         return res
 
     check("predictor_padded_step", predictor_padded_step)
