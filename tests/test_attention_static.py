@@ -7,10 +7,11 @@ input, replays graphs on CUDA, and must give exactly the same plans and block la
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from trackformers.attention import build, compiled, plans
+from trackformers.attention import blocksparse, build, compiled, plans
 from trackformers.attention.blocksparse import _first_true, build_layout, plan_layout_tensors
 from trackformers.attention.plans import (
     cluster_plan,
@@ -31,8 +32,12 @@ def old_event_index(cu, n):
 
 
 def old_sort_within(segment, value, lo, hi):
-    frac = (value.double() - lo) / (2.0 * (hi - lo))
-    return torch.argsort(segment.double() + frac, stable=True)
+    """Stable sort by (segment, value quantised to 2^24 steps of [lo, hi]): numpy lexsort,
+    independent of the radix-sort key of plans._sort_within (the old builders' float64 key
+    differed only for values closer than one step)."""
+    v = value.double().numpy()
+    q = np.clip(np.floor((v - lo) * (2.0**24 / (hi - lo))), 0, 2**24 - 1)
+    return torch.from_numpy(np.lexsort((q, segment.numpy()))).long()
 
 
 def old_inverse(perm):
@@ -288,6 +293,7 @@ def test_graph_buffers_reused_without_stale_data_or_aliasing(graph_emulation):
 
 
 @pytest.mark.parametrize("emulate", [False, True])
+@pytest.mark.parametrize("host_known", [True, False])
 @pytest.mark.parametrize(
     "cu,max_seqlen,match",
     [([0, 10, 15], 10, "run from 0 to total_hits=20"),
@@ -295,9 +301,14 @@ def test_graph_buffers_reused_without_stale_data_or_aliasing(graph_emulation):
      ([0, 5, 20], 10, "max_seqlen=10 < longest event"),
      ([3, 10, 20], 10, "run from 0")],
 )  # fmt: skip
-def test_bad_cu_seqlens_rejected_after_the_program(request, emulate, cu, max_seqlen, match):
+def test_bad_cu_seqlens_rejected(request, monkeypatch, emulate, host_known, cu, max_seqlen,
+                                 match):  # fmt: skip
+    """Rejected from the host copy before the program (host_known) or, for device
+    cu_seqlens of unknown values, from the values the program saw (the one sync)."""
     if emulate:
         request.getfixturevalue("graph_emulation")
+    if not host_known:
+        monkeypatch.setattr(plans, "host_cu_seqlens", lambda cu: None)
     bad = synthetic_batch([10, 10])
     bad.cu_seqlens = torch.tensor(cu, dtype=torch.int32)
     bad.max_seqlen = max_seqlen
@@ -413,6 +424,29 @@ def test_cuda_graph_plans_equal_cpu_plans(monkeypatch, name, kw, variant):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("name,kw", GPU_BACKENDS)
+def test_plan_of_a_moved_batch_never_syncs(name, kw):
+    """A batch moved by PackedBatch.to() carries its cu_seqlens on the host: the plan
+    (graph replay, block layout, BlockMask) is built without one device sync and equals the
+    plan of the same batch whose cu_seqlens the builder must read back (the synced path)."""
+    backend = build(name, **kw)
+    block = backend.block_size
+    cpu = synthetic_batch([3000, 0, 17, 1, 5000], seed=9)
+    moved = cpu.to("cuda")
+    unknown = synthetic_batch([3000, 0, 17, 1, 5000], seed=9, device="cuda")
+    backend.plan(moved)  # warm-up: compiles and captures (those may sync)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        plan = backend.plan(moved)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    got, want = _plan_fields(plan, block), _plan_fields(backend.plan(unknown), block)
+    for a, b in zip(got, want, strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("name,kw", GPU_BACKENDS[::3])
 def test_plan_inside_an_outer_cuda_graph(name, kw):
     """The sync-free path records into a caller's CUDA graph and replays on new inputs."""
@@ -474,3 +508,76 @@ def test_plan_capture_tolerates_a_pin_memory_thread(monkeypatch):
         stop.set()
         thread.join()
     assert len(compiled._GRAPHS) == 4 and all(compiled._GRAPHS.values())
+
+
+def _stage_of(batch):
+    """cu_stage of plan_tensors: cu_seqlens then N repeated up to stage_length(B)."""
+    b, n = batch.num_events, batch.num_hits
+    return torch.cat([batch.cu_seqlens.long(), torch.full((stage_length(b) - b - 1,), n)])
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("block", [8, 16, 64])
+def test_contiguous_layout_equals_difference_arrays(seed, block):
+    """Cluster/full plans take the per-block min/max layout; it equals the general
+    difference-array layout on random batches (several events, pads, adjacency 0..3)."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(0, 300, (int(torch.randint(1, 5, (1,), generator=g)),), generator=g)
+    batch = synthetic_batch(sizes.tolist(), seed=seed)
+    n = batch.num_hits
+    n_pad = plans.bucket_length(n, block)
+    stage = _stage_of(batch)
+    coords = torch.cat([batch.coords, torch.zeros(n_pad - n, 3)])
+    for kind, kw in (("full", {}),
+                     *[("cluster", dict(max_sec=batch.max_seqlen // 40 + 2, group_size=gs,
+                                        sector_size=40, adjacency=adj))
+                       for gs, adj in ((5, 0), (7, 1), (16, 2), (3, 3))]):  # fmt: skip
+        t = plan_tensors(kind, coords, stage, **kw)
+        ranges = [(t["lo0"], t["hi0"])]
+        fast = blocksparse.layout_tensors(ranges, block, contiguous=True)
+        slow = blocksparse.layout_tensors(ranges, block)
+        for k in blocksparse.BLOCK_KEYS:
+            _equal(fast[k], slow[k])
+
+
+def test_contiguous_layout_would_be_wrong_for_wrapping_windows():
+    """The check above can fail: a window range with a gap is not a contiguous block union."""
+    n, block = 64, 8
+    lo = torch.arange(n, dtype=torch.int32)
+    hi = lo + 1
+    lo[:block], hi[:block] = 0, 1  # rows 0..7 attend key 0 ...
+    lo[block - 1], hi[block - 1] = n - 1, n  # ... and row 7 the last key: a gap in block 0
+    fast = blocksparse.layout_tensors([(lo, hi)], block, contiguous=True)
+    slow = blocksparse.layout_tensors([(lo, hi)], block)
+    assert not torch.equal(fast["kv_num_blocks"], slow["kv_num_blocks"])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_host_group_count_equals_program(seed):
+    """cluster_group_count (host ints, what lets a plan skip the sync) == the program's."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(0, 700, (int(torch.randint(1, 6, (1,), generator=g)),), generator=g)
+    batch = synthetic_batch(sizes.tolist(), seed=seed)
+    cu = batch.cu_seqlens.tolist()
+    for gs, ss in ((1, 1), (3, 7), (8, 32), (16, 100), (128, 4096), (50, 33)):
+        kw = dict(max_sec=batch.max_seqlen // ss + 2, group_size=gs, sector_size=ss)
+        t = plan_tensors("cluster", batch.coords, _stage_of(batch), **kw)
+        assert plans.cluster_group_count(cu, gs, ss) == int(t["num_groups"]), (sizes, gs, ss)
+
+
+def test_host_cu_seqlens_recorded_and_dropped_on_change():
+    import gc
+
+    from trackformers.data import batch as batch_mod
+
+    cu = torch.tensor([0, 5, 12], dtype=torch.int32)  # stands in for a device copy
+    batch_mod._remember_host_cu(cu, [0, 5, 12])
+    assert batch_mod._recorded(cu) == [0, 5, 12]
+    assert batch_mod._recorded(cu.clone()) is None  # another tensor: unknown
+    key = id(cu)
+    cu.add_(0)  # modified in place: the recorded values no longer count
+    assert batch_mod._recorded(cu) is None
+    del cu
+    gc.collect()
+    assert key not in batch_mod._HOST_CU  # dropped with the tensor
+    assert batch_mod.host_cu_seqlens(torch.tensor([0, 3])) == [0, 3]  # host tensors: direct

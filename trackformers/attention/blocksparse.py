@@ -113,25 +113,48 @@ def _first_true(mask: Tensor) -> tuple[Tensor, Tensor]:
     return counts, idx
 
 
-def layout_tensors(ranges: list, block: int) -> dict[str, Tensor]:
+def _interval_masks(lo: Tensor, hi: Tensor, block: int) -> tuple[Tensor, Tensor]:
+    """(QB, KB) touched and full key blocks of ONE range per row whose union over the rows
+    of a query block is contiguous (cluster and full plans: lo, hi non-decreasing, no gap
+    between consecutive rows): touched = [min lo, max hi) at block granularity, full = the
+    blocks inside every row's range, [max lo, min hi). O(N) reductions + O(QB * KB) compares
+    instead of the scatter/cumsum of _count_blocks."""
+    nb = lo.shape[0] // block
+    lo_b, hi_b = lo.view(nb, block), hi.view(nb, block)  # (QB, block)
+    t0 = lo_b.amin(1) // block  # (QB,) first touched key block
+    t1 = (hi_b.amax(1) - 1) // block  # (QB,) last touched key block
+    f0 = (lo_b.amax(1) + block - 1) // block  # (QB,) full blocks [f0, f1)
+    f1 = hi_b.amin(1) // block
+    col = torch.arange(nb, device=lo.device)[None, :]  # (1, KB)
+    touched = (col >= t0[:, None]) & (col <= t1[:, None])
+    full = (col >= f0[:, None]) & (col < f1[:, None])
+    return touched, full
+
+
+def layout_tensors(ranges: list, block: int, contiguous: bool = False) -> dict[str, Tensor]:
     """Block layout of padded key ranges [(lo_r, hi_r)], each (n_pad,) (pads [i, i+1)).
 
     Static-shaped and sync-free: kv_num_blocks (1, 1, QB), kv_indices (1, 1, QB, QB)
     (partially attended key blocks first), full_kv_num_blocks, full_kv_indices (every row
-    attends every key of the block), all int32.
+    attends every key of the block), all int32. contiguous=True: one range per row whose
+    union over every query block is contiguous (cluster, full plans; see _interval_masks),
+    the same layout from per-block min/max instead of difference arrays.
     """
     lo = torch.stack([a for a, _ in ranges]).long()  # (R, n_pad)
     hi = torch.stack([b for _, b in ranges]).long()
     r, n_pad = lo.shape
     nb = n_pad // block
-    qb = (torch.arange(n_pad, device=lo.device) // block)[None, :].expand(r, -1)  # (R, n_pad)
-    nonempty = hi > lo
-    touch_b0 = lo // block
-    touch_b1 = torch.where(nonempty, (hi - 1) // block + 1, touch_b0)
-    touched = _count_blocks(qb, touch_b0, touch_b1, nb, nb) > 0  # (QB, KB)
-    full_b0 = (lo + block - 1) // block
-    full_b1 = torch.maximum(hi // block, full_b0)
-    full = _count_blocks(qb, full_b0, full_b1, nb, nb) == block  # every row covers the block
+    if contiguous and r == 1:
+        touched, full = _interval_masks(lo[0], hi[0], block)
+    else:
+        qb = (torch.arange(n_pad, device=lo.device) // block)[None, :].expand(r, -1)  # (R, n_pad)
+        nonempty = hi > lo
+        touch_b0 = lo // block
+        touch_b1 = torch.where(nonempty, (hi - 1) // block + 1, touch_b0)
+        touched = _count_blocks(qb, touch_b0, touch_b1, nb, nb) > 0  # (QB, KB)
+        full_b0 = (lo + block - 1) // block
+        full_b1 = torch.maximum(hi // block, full_b0)
+        full = _count_blocks(qb, full_b0, full_b1, nb, nb) == block  # every row covers it
     kv_num, kv_idx = _first_true(touched & ~full)
     full_num, full_idx = _first_true(full)
     return dict(kv_num_blocks=kv_num.view(1, 1, nb), kv_indices=kv_idx.view(1, 1, nb, nb),
@@ -140,6 +163,7 @@ def layout_tensors(ranges: list, block: int) -> dict[str, Tensor]:
 
 
 _layout_tensors = on_device(layout_tensors)
+CONTIGUOUS_KINDS = ("cluster", "full")  # plans whose block rows cover contiguous key ranges
 BLOCK_KEYS = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices")
 
 
@@ -152,7 +176,7 @@ def plan_layout_tensors(kind: str, coords: Tensor, cu_stage: Tensor, block: int 
     """plans.plan_tensors and layout_tensors as ONE static, sync-free program (what the
     flex/windowed backends capture as a CUDA graph); coords has n_pad rows."""
     t = plan_tensors(kind, coords, cu_stage, **statics)
-    t.update(_layout_tensors(_ranges_of(t), block))
+    t.update(_layout_tensors(_ranges_of(t), block, kind in CONTIGUOUS_KINDS))
     return t
 
 

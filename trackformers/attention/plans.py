@@ -55,6 +55,7 @@ from torch import Tensor
 from trackformers.attention import compiled
 from trackformers.attention.base import AttentionPlan
 from trackformers.attention.compiled import on_device
+from trackformers.data.batch import host_cu_seqlens
 
 BARREL_RADIUS_MM = 91.0
 ENDCAP_Z_MM = 920.0
@@ -113,14 +114,29 @@ def _check_batch(batch) -> None:
     _check_values(batch.cu_seqlens.tolist(), batch.x.shape[0], batch.max_seqlen)
 
 
-def _sort_within(segment: Tensor, value: Tensor, lo: float, hi: float) -> Tensor:
-    """Permutation sorting by integer segment, then by value in [lo, hi], in ONE sort.
+SORT_VALUE_BITS = 24  # sort keys resolve 2^-24 of a value's range (about float32 precision)
 
-    The float64 key segment + (value - lo) / (hi - lo) * 0.5 keeps every float32 value's
-    order (segments < 2^26); ties keep input order (stable).
-    """
-    frac = (value.double() - lo) / (2.0 * (hi - lo))  # (N,) in [0, 0.5]
-    return torch.argsort(segment.double() + frac, stable=True)
+
+@on_device
+def _sort_key(segment: Tensor, value: Tensor, lo: float, scale: float, wide: bool,
+              num_segments: int):  # fmt: skip
+    """segment * 2^24 + floor((value - lo) * scale) clamped to [0, 2^24); NaN -> lo."""
+    v = torch.nan_to_num(value.double(), nan=lo, posinf=lo, neginf=lo)  # (N,)
+    top = (1 << SORT_VALUE_BITS) - 1
+    q = ((v - lo) * scale).floor().clamp(0, top).long()  # (N,)
+    key = segment.long().clamp(0, num_segments - 1) * (top + 1) + q
+    return key if wide else key.int()
+
+
+def _sort_within(segment: Tensor, value: Tensor, lo: float, hi: float, num_segments: int):
+    """Permutation sorting by integer segment in [0, num_segments), then by value in [lo, hi]
+    quantised to 2^24 steps (4e-7 rad in phi, 0.1 um in s: about float32 precision; values
+    in the same step keep input order), in ONE stable radix sort of an integer key: int32
+    (4 radix passes) while num_segments <= 128, int64 (8 passes, same order) beyond."""
+    wide = int(num_segments) > 1 << (31 - SORT_VALUE_BITS)
+    key = _sort_key(segment, value, float(lo), 2.0**SORT_VALUE_BITS / (hi - lo), wide,
+                    int(num_segments))  # fmt: skip
+    return torch.sort(key, stable=True).indices
 
 
 def surface_coordinates(
@@ -188,7 +204,7 @@ def _sectors(cu: Tensor, seq: Tensor, p1: Tensor, sector_size: int, max_sec: int
     n_ev = cu[seq1 + 1] - cu[seq1]  # (P,)
     n_sec = torch.clamp(torch.div(n_ev + sector_size // 2, sector_size, rounding_mode="floor"), 1)
     sector = torch.empty_like(rows)
-    sector[p1] = rank * n_sec // n_ev.clamp_min(1)  # (P,)
+    sector[p1] = (rank * n_sec // n_ev.clamp_min(1)).clamp_max(max_sec - 1)  # (P,) pads too
     return seq * max_sec + sector, sector % 2 == 0
 
 
@@ -271,18 +287,17 @@ def plan_tensors(
     num_groups = torch.zeros_like(n_real)
     if kind == "cluster":
         phi, s = surface_coordinates(coords.float(), radius, endcap_z)  # (P,), (P,)
-        p1 = _sort_within(seq, phi, -math.pi, math.pi)  # (P,) phi order within events
+        n_ev = cu_stage.numel()  # event indices seq < L
+        p1 = _sort_within(seq, phi, -math.pi, math.pi, n_ev)  # (P,) phi order within events
         segment, even = _sectors(cu_ext, seq, p1, sector_size, max_sec)  # (P,), (P,)
         s_lim = endcap_z + radius
+        num_keys = n_ev * max_sec  # segment keys (sectors of the pad event clamped too)
         # snake order in s inside each sector, then windows of ~group_size hits
-        perm = _sort_within(segment, torch.where(even, s, -s), -s_lim, s_lim)  # (P,)
-        # segment keys < L * max_sec for real events; the pad event's sectors may run past
-        # max_sec, but never past P // sector_size + 1
-        num_keys = cu_stage.numel() * max_sec + coords.shape[0] // sector_size + 2
+        perm = _sort_within(segment, torch.where(even, s, -s), -s_lim, s_lim, num_keys)  # (P,)
         gid, ptr, num_groups = _groups(perm, segment, n_real, group_size, num_keys)
     elif kind == "window":
         phi = torch.atan2(coords[:, 1], coords[:, 0])  # (P,)
-        perm = _sort_within(seq, phi, -math.pi, math.pi)  # (P,)
+        perm = _sort_within(seq, phi, -math.pi, math.pi, cu_stage.numel())  # (P,)
     out = _finish(kind, cu_ext, seq, n_real, cu_stage, num_groups, perm, gid, ptr, adjacency,
                   window)  # fmt: skip
     if kind == "cluster":
@@ -336,6 +351,9 @@ def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn
     dev = coords.device
     capturing = dev.type == "cuda" and compiled.stream_capturing()
     sync = (not capturing) if sync is None else bool(sync)
+    host_cu = host_cu_seqlens(cu) if sync else None  # known on the host: no sync needed
+    if host_cu is not None:
+        _check_values(host_cu, n, batch.max_seqlen)  # clear errors before any GPU work
     fn = fn or plan_tensors
     kw = {**_statics(kind, batch, params), **(fn_kwargs or {})}
     if sync and GRAPHS and dev.type in compiled.GRAPH_DEVICES and not capturing:
@@ -372,7 +390,11 @@ def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn
         plan.extra["num_groups"] = t["num_groups"]
     if before_sync is not None:
         before_sync(plan, t)
-    if sync:
+    if host_cu is not None:  # validated above; the exact group count follows from the sizes
+        if kind == "cluster":
+            g = cluster_group_count(host_cu, params["group_size"], params["sector_size"])
+            plan.group_ptr = plan.group_ptr[: g + 1]
+    elif sync:
         info = t["info"].tolist()  # the one sync: validate, exact number of groups
         _check_values(info[: b + 1], n, batch.max_seqlen)
         if kind == "cluster":
@@ -382,6 +404,21 @@ def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn
         ok = (cu[0] == 0) & (cu[-1] == n) & (d.min() >= 0) & (d.max() <= batch.max_seqlen)
         torch._assert_async(ok, "PackedBatch.cu_seqlens inconsistent with total_hits/max_seqlen")
     return plan, t
+
+
+def cluster_group_count(cu_seqlens: list[int], group_size: int, sector_size: int) -> int:
+    """Number of groups of a cluster plan, from the event sizes alone (host ints, no sync):
+    an event of n hits has max(1, round(n / sector_size)) phi sectors, sector k holding the
+    phi ranks r with r * n_sec // n == k, each cut into ceil(size / group_size) windows."""
+    total = 0
+    for a, b in zip(cu_seqlens[:-1], cu_seqlens[1:], strict=True):
+        n = b - a
+        if n <= 0:
+            continue
+        n_sec = max(1, (n + sector_size // 2) // sector_size)
+        edges = [-(-k * n // n_sec) for k in range(n_sec + 1)]  # first rank of each sector
+        total += sum(-(-(e1 - e0) // group_size) for e0, e1 in zip(edges, edges[1:], strict=False))
+    return total
 
 
 def full_plan(batch) -> AttentionPlan:

@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor
+
+# host copies of device cu_seqlens, recorded by PackedBatch.to(): id -> (tensor ref, version,
+# values). Plan builders read them instead of syncing with the device (see host_cu_seqlens).
+_HOST_CU: dict[int, tuple] = {}
+
+
+def _remember_host_cu(device_cu: Tensor, values: list[int]) -> None:
+    key = id(device_cu)
+    ref = weakref.ref(device_cu, lambda _: _HOST_CU.pop(key, None))
+    _HOST_CU[key] = (ref, device_cu._version, values)
+
+
+def host_cu_seqlens(cu_seqlens: Tensor) -> list[int] | None:
+    """cu_seqlens as a host list WITHOUT a device sync, or None when that is not possible.
+
+    CPU tensors are read directly; a device tensor is known when PackedBatch.to() moved it
+    from the host (its values were recorded then) and it was not modified in place since
+    (tensor version unchanged). Anything else returns None (the caller syncs).
+    """
+    return cu_seqlens.tolist() if cu_seqlens.device.type == "cpu" else _recorded(cu_seqlens)
+
+
+def _recorded(t: Tensor) -> list[int] | None:
+    """The values recorded for this very tensor, if it was not modified since."""
+    entry = _HOST_CU.get(id(t))
+    if entry is None or entry[0]() is not t or entry[1] != t._version:
+        return None
+    return entry[2]
 
 
 @dataclass
@@ -52,7 +81,10 @@ class PackedBatch:
         return PackedBatch(**out)
 
     def to(self, device, non_blocking: bool = False) -> PackedBatch:
-        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+        out = self._map(lambda t: t.to(device, non_blocking=non_blocking))
+        if self.cu_seqlens.device.type == "cpu" and out.cu_seqlens.device.type != "cpu":
+            _remember_host_cu(out.cu_seqlens, self.cu_seqlens.tolist())  # no sync later
+        return out
 
     def pin_memory(self) -> PackedBatch:
         return self._map(lambda t: t.pin_memory())
