@@ -3,10 +3,12 @@ builds of one synthetic event, GPU kernels and host-side ops ranked by total tim
 
     python benchmarks/plan_profile.py --backend flex-cluster --size 65536 --json $OUT/prof.json
 
-Two passes: the plan as the backend builds it (static program replayed as a CUDA graph, then
+Three passes: the plan as the backend builds it (static program replayed as a CUDA graph, then
 the host part: BlockMask, validation sync), and the same program launched kernel by kernel
 (``plans.GRAPHS = False``) so that every kernel of the graph is named. Wall ms per build
-(idle GPU -> plan on the host) is printed for both.
+(idle GPU -> plan on the host) is printed for both. The third pass times the host side
+alone (the call returns before the GPU is done) and ranks its Python functions (cProfile:
+own and cumulative µs per build).
 """
 
 from __future__ import annotations
@@ -50,6 +52,34 @@ def profile_plan(backend, batch, reps: int, top: int) -> dict:
     return {"wall_ms": wall_ms(lambda: backend.plan(batch), "cuda"), **ranked(prof, reps, top)}
 
 
+def host_profile(backend, batch, reps: int, top: int) -> dict:
+    """Host side of the plan (the GPU idle before each call, no sync inside the plan):
+    median wall ms of the call itself, and cProfile's functions ranked by own time."""
+    import cProfile
+    import pstats
+    import time
+
+    backend.plan(batch)
+    times = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        backend.plan(batch)
+        times.append((time.perf_counter() - t) * 1e3)
+    torch.cuda.synchronize()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(reps):
+        backend.plan(batch)
+    prof.disable()
+    torch.cuda.synchronize()
+    stats = pstats.Stats(prof).stats  # (file, line, fn) -> (calls, ncalls, tottime, cumtime, _)
+    rows = sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]
+    return {"host_ms_median": sorted(times)[len(times) // 2],
+            "self_us_per_build": [(f"{Path(k[0]).name}:{k[1]}:{k[2]}", round(v[2] / reps * 1e6, 1),
+                                   round(v[3] / reps * 1e6, 1)) for k, v in rows]}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--backend", default="flex-cluster")
@@ -63,6 +93,7 @@ def main() -> None:
     res = {"backend": args.backend, "size": args.size, "device": torch.cuda.get_device_name(),
            "torch": torch.__version__}  # fmt: skip
     res["graph"] = profile_plan(build(kind, **kw), batch, args.reps, args.top)
+    res["host"] = host_profile(build(kind, **kw), batch, 5 * args.reps, args.top)
     plans.GRAPHS = False
     try:
         res["no_graph"] = profile_plan(build(kind, **kw), batch, args.reps, args.top)

@@ -31,12 +31,13 @@ def old_event_index(cu, n):
     return torch.repeat_interleave(torch.arange(lengths.numel()), lengths, output_size=n)
 
 
-def old_sort_within(segment, value, lo, hi):
-    """Stable sort by (segment, value quantised to 2^24 steps of [lo, hi]): numpy lexsort,
-    independent of the radix-sort key of plans._sort_within (the old builders' float64 key
-    differed only for values closer than one step)."""
+def old_sort_within(segment, value, bound):
+    """Stable sort by (segment, value quantised to 2^24 steps of [-2^k, 2^k], 2^k >= bound):
+    numpy lexsort, independent of the radix-sort key of plans._sort_within (the old
+    builders' float64 key differed only for values closer than one step)."""
+    half = 2.0 ** math.ceil(math.log2(bound))
     v = value.double().numpy()
-    q = np.clip(np.floor((v - lo) * (2.0**24 / (hi - lo))), 0, 2**24 - 1)
+    q = np.clip(np.floor((v + half) * (2.0**24 / (2 * half))), 0, 2**24 - 1)
     return torch.from_numpy(np.lexsort((q, segment.numpy()))).long()
 
 
@@ -54,7 +55,7 @@ def old_cluster(batch, group_size, sector_size, adjacency):
     cu = cu_seqlens.long()
     lengths = cu.diff()
     phi, s = surface_coordinates(coords.float())
-    p1 = old_sort_within(seq, phi, -math.pi, math.pi)
+    p1 = old_sort_within(seq, phi, math.pi)
     rank = torch.arange(n) - cu[seq[p1]]
     n_ev = lengths[seq[p1]]
     n_sec = torch.clamp(torch.div(n_ev + sector_size // 2, sector_size, rounding_mode="floor"), 1)
@@ -62,7 +63,7 @@ def old_cluster(batch, group_size, sector_size, adjacency):
     sector[p1] = rank * n_sec // n_ev.clamp_min(1)
     s_lim = plans.ENDCAP_Z_MM + plans.BARREL_RADIUS_MM
     s_key = torch.where(sector % 2 == 0, s, -s)
-    perm = old_sort_within(seq * max_sec + sector, s_key, -s_lim, s_lim)
+    perm = old_sort_within(seq * max_sec + sector, s_key, s_lim)
     seg = (seq * max_sec + sector)[perm]
     rows = torch.arange(n)
     new_seg = torch.cat([torch.ones(1, dtype=torch.bool), seg[1:] != seg[:-1]])
@@ -90,7 +91,7 @@ def old_window(batch, w):
     coords, cu = batch.coords, batch.cu_seqlens.long()
     n = coords.shape[0]
     seq = old_event_index(batch.cu_seqlens, n)
-    perm = old_sort_within(seq, torch.atan2(coords[:, 1], coords[:, 0]), -math.pi, math.pi)
+    perm = old_sort_within(seq, torch.atan2(coords[:, 1], coords[:, 0]), math.pi)
     start, end = cu[seq], cu[seq + 1]
     rows = torch.arange(n)
     full = (end - start) <= 2 * w + 1

@@ -113,22 +113,43 @@ def _first_true(mask: Tensor) -> tuple[Tensor, Tensor]:
     return counts, idx
 
 
-def _interval_masks(lo: Tensor, hi: Tensor, block: int) -> tuple[Tensor, Tensor]:
-    """(QB, KB) touched and full key blocks of ONE range per row whose union over the rows
-    of a query block is contiguous (cluster and full plans: lo, hi non-decreasing, no gap
-    between consecutive rows): touched = [min lo, max hi) at block granularity, full = the
-    blocks inside every row's range, [max lo, min hi). O(N) reductions + O(QB * KB) compares
-    instead of the scatter/cumsum of _count_blocks."""
+def _piecewise(k: Tensor, parts: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """(QB, KB): entry k of each row = the k-th column of the concatenation of the column
+    intervals [a, b) in ``parts`` (each bound (QB, 1)); k (1, KB)."""
+    col, done = k, torch.zeros_like(parts[0][0])
+    out = torch.zeros_like(k + done)
+    taken = torch.zeros_like(out, dtype=torch.bool)
+    for a, b in parts:
+        length = (b - a).clamp_min(0)
+        here = ~taken & (col < done + length)
+        out = torch.where(here, a + col - done, out)
+        taken |= here
+        done = done + length
+    return out
+
+
+def _interval_layout(lo: Tensor, hi: Tensor, block: int) -> tuple[Tensor, ...]:
+    """Block layout of ONE range per row whose union over the rows of every query block is
+    contiguous (cluster and full plans: lo, hi non-decreasing, no gap between consecutive
+    rows), in closed form from per-block min/max: touched key blocks [t0, t1], full ones
+    [f0, f1) (inside every row's range), partial = touched minus full. Index rows list the
+    partial (full) blocks first, then every other column ascending, exactly as _first_true
+    orders them. O(N) reductions + O(QB * KB) elementwise, no scatter or scan."""
     nb = lo.shape[0] // block
     lo_b, hi_b = lo.view(nb, block), hi.view(nb, block)  # (QB, block)
-    t0 = lo_b.amin(1) // block  # (QB,) first touched key block
-    t1 = (hi_b.amax(1) - 1) // block  # (QB,) last touched key block
-    f0 = (lo_b.amax(1) + block - 1) // block  # (QB,) full blocks [f0, f1)
-    f1 = hi_b.amin(1) // block
-    col = torch.arange(nb, device=lo.device)[None, :]  # (1, KB)
-    touched = (col >= t0[:, None]) & (col <= t1[:, None])
-    full = (col >= f0[:, None]) & (col < f1[:, None])
-    return touched, full
+    t0 = (lo_b.amin(1) // block)[:, None]  # (QB, 1) first touched key block
+    t1 = ((hi_b.amax(1) - 1) // block + 1)[:, None]  # (QB, 1) one past the last touched
+    f0 = ((lo_b.amax(1) + block - 1) // block)[:, None]  # (QB, 1) full blocks [f0, f1)
+    f1 = (hi_b.amin(1) // block)[:, None]
+    none = f1 <= f0
+    f0, f1 = torch.where(none, t1, f0), torch.where(none, t1, f1)  # empty, at the end
+    k = torch.arange(nb, device=lo.device)[None, :]  # (1, KB)
+    zero, end = torch.zeros_like(t0), torch.full_like(t0, nb)
+    partial = [(t0, f0), (f1, t1)]
+    kv_idx = _piecewise(k, partial + [(zero, t0), (f0, f1), (t1, end)])
+    full_idx = _piecewise(k, [(f0, f1), (zero, f0), (f1, end)])
+    kv_num = (f0 - t0) + (t1 - f1)  # (QB, 1)
+    return kv_num[:, 0], kv_idx, (f1 - f0)[:, 0], full_idx
 
 
 def layout_tensors(ranges: list, block: int, contiguous: bool = False) -> dict[str, Tensor]:
@@ -137,7 +158,7 @@ def layout_tensors(ranges: list, block: int, contiguous: bool = False) -> dict[s
     Static-shaped and sync-free: kv_num_blocks (1, 1, QB), kv_indices (1, 1, QB, QB)
     (partially attended key blocks first), full_kv_num_blocks, full_kv_indices (every row
     attends every key of the block), all int32. contiguous=True: one range per row whose
-    union over every query block is contiguous (cluster, full plans; see _interval_masks),
+    union over every query block is contiguous (cluster, full plans; see _interval_layout),
     the same layout from per-block min/max instead of difference arrays.
     """
     lo = torch.stack([a for a, _ in ranges]).long()  # (R, n_pad)
@@ -145,7 +166,8 @@ def layout_tensors(ranges: list, block: int, contiguous: bool = False) -> dict[s
     r, n_pad = lo.shape
     nb = n_pad // block
     if contiguous and r == 1:
-        touched, full = _interval_masks(lo[0], hi[0], block)
+        layout = _interval_layout(lo[0], hi[0], block)
+        kv_num, kv_idx, full_num, full_idx = (t.int() for t in layout)
     else:
         qb = (torch.arange(n_pad, device=lo.device) // block)[None, :].expand(r, -1)  # (R, n_pad)
         nonempty = hi > lo
@@ -155,8 +177,8 @@ def layout_tensors(ranges: list, block: int, contiguous: bool = False) -> dict[s
         full_b0 = (lo + block - 1) // block
         full_b1 = torch.maximum(hi // block, full_b0)
         full = _count_blocks(qb, full_b0, full_b1, nb, nb) == block  # every row covers it
-    kv_num, kv_idx = _first_true(touched & ~full)
-    full_num, full_idx = _first_true(full)
+        kv_num, kv_idx = _first_true(touched & ~full)
+        full_num, full_idx = _first_true(full)
     return dict(kv_num_blocks=kv_num.view(1, 1, nb), kv_indices=kv_idx.view(1, 1, nb, nb),
                 full_kv_num_blocks=full_num.view(1, 1, nb),
                 full_kv_indices=full_idx.view(1, 1, nb, nb))  # fmt: skip

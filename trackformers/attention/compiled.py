@@ -94,7 +94,7 @@ def _pack(out: dict) -> tuple[list, list]:
                 continue
             pad = -t.numel() % ALIGN
             entries.append((name, tuple(t.shape), t.numel(), pad))
-            parts += [t.reshape(-1), t.new_zeros(pad)]
+            parts += [t.reshape(-1), t.new_empty(pad)]  # padding is never read
         layout.append(entries)
         buffers.append(torch.cat(parts))
     return layout, buffers

@@ -118,24 +118,27 @@ SORT_VALUE_BITS = 24  # sort keys resolve 2^-24 of a value's range (about float3
 
 
 @on_device
-def _sort_key(segment: Tensor, value: Tensor, lo: float, scale: float, wide: bool,
-              num_segments: int):  # fmt: skip
-    """segment * 2^24 + floor((value - lo) * scale) clamped to [0, 2^24); NaN -> lo."""
-    v = torch.nan_to_num(value.double(), nan=lo, posinf=lo, neginf=lo)  # (N,)
+def _sort_key(segment: Tensor, value: Tensor, bound: float, wide: bool, num_segments: int):
+    """segment * 2^24 + floor((value + bound) * 2^24 / (2 bound)) clamped to [0, 2^24); NaN
+    and inf count as -bound. bound is a power of two, so every constant is exact in float32
+    and float64 alike (Triton types float literals as float32): CPU, eager and compiled
+    builders give the same keys bit for bit."""
+    v = torch.nan_to_num(value.double(), nan=-bound, posinf=-bound, neginf=-bound)  # (N,)
     top = (1 << SORT_VALUE_BITS) - 1
-    q = ((v - lo) * scale).floor().clamp(0, top).long()  # (N,)
+    q = ((v + bound) * ((top + 1) / (2 * bound))).floor().clamp(0, top).long()  # (N,)
     key = segment.long().clamp(0, num_segments - 1) * (top + 1) + q
     return key if wide else key.int()
 
 
-def _sort_within(segment: Tensor, value: Tensor, lo: float, hi: float, num_segments: int):
-    """Permutation sorting by integer segment in [0, num_segments), then by value in [lo, hi]
-    quantised to 2^24 steps (4e-7 rad in phi, 0.1 um in s: about float32 precision; values
-    in the same step keep input order), in ONE stable radix sort of an integer key: int32
-    (4 radix passes) while num_segments <= 128, int64 (8 passes, same order) beyond."""
+def _sort_within(segment: Tensor, value: Tensor, bound: float, num_segments: int) -> Tensor:
+    """Permutation sorting by integer segment in [0, num_segments), then by value in
+    [-bound, bound] quantised to 2^24 steps of [-2^k, 2^k] (2^k >= bound; 4.8e-7 rad in phi,
+    0.12 um in s, about float32 precision; values in one step keep input order), in ONE
+    stable radix sort of an integer key: int32 (4 radix passes) while num_segments <= 128,
+    int64 (8 passes, the same order) beyond."""
     wide = int(num_segments) > 1 << (31 - SORT_VALUE_BITS)
-    key = _sort_key(segment, value, float(lo), 2.0**SORT_VALUE_BITS / (hi - lo), wide,
-                    int(num_segments))  # fmt: skip
+    pow2 = 2.0 ** math.ceil(math.log2(bound))
+    key = _sort_key(segment, value, pow2, wide, int(num_segments))
     return torch.sort(key, stable=True).indices
 
 
@@ -214,18 +217,19 @@ def _groups(perm: Tensor, segment: Tensor, n_real: Tensor, group_size: int, num_
     group_id (P,) int32, group_ptr (P+1,) int32 padded with N, num_groups (1,) int64.
 
     Segments are contiguous runs of the sorted key seg (non-decreasing, < num_keys), so
-    every step is a binary search or a scan over the num_keys possible keys: no scan over
-    all rows (1-D cummax/cumsum of 65 k rows run in one thread block) and no atomics.
+    every step is a binary search or a scan over the num_keys possible keys, then a gather
+    per row: no scan over all rows (1-D cummax/cumsum of 65 k rows run in one thread block),
+    no per-row binary search and no atomics.
     """
     p = perm.numel()
     rows = torch.arange(p, device=perm.device)
     seg = segment[perm].clamp(0, num_keys - 1)  # (P,) sorted segment key of every row
-    seg_start = torch.searchsorted(seg, seg)  # (P,) first row of the row's segment
-    seg_len = torch.searchsorted(seg, seg, right=True) - seg_start  # (P,)
+    keys = torch.arange(num_keys, device=perm.device)  # (K,) every possible segment key
+    key_start = torch.searchsorted(seg, keys)  # (K,) first row of each key
+    key_len = torch.searchsorted(seg, keys, right=True) - key_start  # (K,) 0 if absent
+    seg_start, seg_len = key_start[seg], key_len[seg]  # (P,) the row's segment
     n_groups = (seg_len + group_size - 1) // group_size  # (P,) groups in this segment
     local = (rows - seg_start) * n_groups // seg_len  # (P,) balanced windows, 0..n_groups-1
-    keys = torch.arange(num_keys, device=perm.device)  # (K,) every possible segment key
-    key_len = torch.searchsorted(seg, keys, right=True) - torch.searchsorted(seg, keys)
     key_groups = (key_len + group_size - 1) // group_size  # (K,) 0 for absent keys
     before = torch.cumsum(key_groups, 0) - key_groups  # (K,) groups of all earlier segments
     gid = before[seg] + local  # (P,) globally non-decreasing
@@ -288,16 +292,16 @@ def plan_tensors(
     if kind == "cluster":
         phi, s = surface_coordinates(coords.float(), radius, endcap_z)  # (P,), (P,)
         n_ev = cu_stage.numel()  # event indices seq < L
-        p1 = _sort_within(seq, phi, -math.pi, math.pi, n_ev)  # (P,) phi order within events
+        p1 = _sort_within(seq, phi, math.pi, n_ev)  # (P,) phi order within events
         segment, even = _sectors(cu_ext, seq, p1, sector_size, max_sec)  # (P,), (P,)
         s_lim = endcap_z + radius
         num_keys = n_ev * max_sec  # segment keys (sectors of the pad event clamped too)
         # snake order in s inside each sector, then windows of ~group_size hits
-        perm = _sort_within(segment, torch.where(even, s, -s), -s_lim, s_lim, num_keys)  # (P,)
+        perm = _sort_within(segment, torch.where(even, s, -s), s_lim, num_keys)  # (P,)
         gid, ptr, num_groups = _groups(perm, segment, n_real, group_size, num_keys)
     elif kind == "window":
         phi = torch.atan2(coords[:, 1], coords[:, 0])  # (P,)
-        perm = _sort_within(seq, phi, -math.pi, math.pi, cu_stage.numel())  # (P,)
+        perm = _sort_within(seq, phi, math.pi, cu_stage.numel())  # (P,)
     out = _finish(kind, cu_ext, seq, n_real, cu_stage, num_groups, perm, gid, ptr, adjacency,
                   window)  # fmt: skip
     if kind == "cluster":
