@@ -448,6 +448,32 @@ def test_plan_of_a_moved_batch_never_syncs(name, kw):
 
 
 @pytest.mark.gpu
+def test_stage_copy_in_flight_falls_back_to_device_staging(monkeypatch):
+    """While the pinned stage buffer of a graph is still being copied, the next plan stages
+    cu_seqlens on the device instead (and is still right)."""
+    monkeypatch.setattr(compiled, "_GRAPHS", type(compiled._GRAPHS)())
+    kw = dict(group_size=64, sector_size=1024)
+    backend = build("flex", **kw)
+    backend.plan(synthetic_batch([3000, 5000], seed=1).to("cuda"))
+    (graph,) = compiled._GRAPHS.values()
+    assert graph.host_stage is not None  # the first plan staged from the host
+
+    class Busy:
+        def query(self):
+            return False
+
+        def record(self):
+            raise AssertionError("the pinned buffer must not be reused while busy")
+
+    graph.stage_done = Busy()
+    second = synthetic_batch([5000, 3000], seed=2)  # same bucket and graph, other events
+    got = _plan_fields(backend.plan(second.to("cuda")), backend.block_size)
+    want = _plan_fields(build("flex", impl="torch", **kw).plan(second), backend.block_size)
+    for a, b in zip(got, want, strict=True):
+        _equal(a.cpu(), b)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("name,kw", GPU_BACKENDS[::3])
 def test_plan_inside_an_outer_cuda_graph(name, kw):
     """The sync-free path records into a caller's CUDA graph and replays on new inputs."""

@@ -143,7 +143,7 @@ def _interval_layout(lo: Tensor, hi: Tensor, block: int) -> tuple[Tensor, ...]:
     f1 = (hi_b.amin(1) // block)[:, None]
     none = f1 <= f0
     f0, f1 = torch.where(none, t1, f0), torch.where(none, t1, f1)  # empty, at the end
-    k = torch.arange(nb, device=lo.device)[None, :]  # (1, KB)
+    k = torch.arange(nb, dtype=lo.dtype, device=lo.device)[None, :]  # (1, KB)
     zero, end = torch.zeros_like(t0), torch.full_like(t0, nb)
     partial = [(t0, f0), (f1, t1)]
     kv_idx = _piecewise(k, partial + [(zero, t0), (f0, f1), (t1, end)])
@@ -165,8 +165,8 @@ def layout_tensors(ranges: list, block: int, contiguous: bool = False) -> dict[s
     hi = torch.stack([b for _, b in ranges]).long()
     r, n_pad = lo.shape
     nb = n_pad // block
-    if contiguous and r == 1:
-        layout = _interval_layout(lo[0], hi[0], block)
+    if contiguous and r == 1:  # int32 arithmetic (int64 costs several instructions per op)
+        layout = _interval_layout(ranges[0][0].int(), ranges[0][1].int(), block)
         kv_num, kv_idx, full_num, full_idx = (t.int() for t in layout)
     else:
         qb = (torch.arange(n_pad, device=lo.device) // block)[None, :].expand(r, -1)  # (R, n_pad)

@@ -9,8 +9,8 @@ once as a warning and the eager function is used from then on (same results, slo
 ``captured(key, make_inputs, fn)`` goes further for static-shaped, sync-free programs: it
 captures ``fn(*inputs) -> dict[str, Tensor]`` once per key as a CUDA graph on static input
 buffers (warm-up, which also compiles, on a side stream first); ``CapturedGraph.run()``
-replays it and returns fresh clones of the outputs (packed into one buffer per dtype inside
-the graph, so the clone is one copy per dtype), so results never alias the next replay.
+replays it and returns fresh clones of the outputs (packed into one byte buffer inside the
+graph, so the clone is one copy), so results never alias the next replay.
 A capture failure is warned about once per key and variant; if no variant captures,
 ``captured`` returns None (the caller then runs the program eagerly).
 """
@@ -80,38 +80,34 @@ def on_device(fn):
 
 
 ALIGN = 16  # elements: every packed output starts 16-element aligned (kernels assume it)
+_ALIGN_BYTES = ALIGN * 8  # ... for every dtype of up to 8 bytes
 
 
 def _pack(out: dict) -> tuple[list, list]:
-    """Flatten a dict of tensors into one buffer per dtype, each part ALIGN-aligned; returns
-    (layout, buffers) with layout[i] = [(name, shape, numel, padding)] of buffer i."""
-    dtypes = sorted({t.dtype for t in out.values()}, key=str)
-    layout, buffers = [], []
-    for d in dtypes:
-        entries, parts = [], []
-        for name, t in out.items():
-            if t.dtype != d:
-                continue
-            pad = -t.numel() % ALIGN
-            entries.append((name, tuple(t.shape), t.numel(), pad))
-            parts += [t.reshape(-1), t.new_empty(pad)]  # padding is never read
-        layout.append(entries)
-        buffers.append(torch.cat(parts))
-    return layout, buffers
+    """Flatten a dict of tensors into ONE byte buffer (one clone per replay), each part
+    _ALIGN_BYTES-aligned; returns (layout, [buffer]) with layout = [(name, shape, dtype,
+    bytes, padding bytes)]."""
+    layout, parts = [], []
+    for name, t in out.items():
+        raw = t.contiguous().view(-1).view(torch.uint8)  # (bytes,)
+        pad = -raw.numel() % _ALIGN_BYTES
+        layout.append((name, tuple(t.shape), t.dtype, raw.numel(), pad))
+        parts += [raw, raw.new_empty(pad)]  # padding is never read
+    return layout, [torch.cat(parts)]
 
 
 def _unpack(layout: list, buffers: list, n: int = 0, cut: tuple = ()) -> dict:
-    """Views of the packed outputs; 1-D outputs named in ``cut`` are cut to their first n
-    entries (one split per buffer does it all: views are what costs host time here)."""
+    """Typed views of the packed outputs; 1-D outputs named in ``cut`` are cut to their first
+    n entries (one split does it all: views are what costs host time here)."""
+    split = []
+    for name, _, dtype, size, pad in layout:
+        keep = n * dtype.itemsize if name in cut else size
+        split += [keep, size - keep + pad]
+    parts = buffers[0].split_with_sizes(split)
     out = {}
-    for entries, buf in zip(layout, buffers, strict=True):
-        split = []
-        for name, _, size, pad in entries:
-            split += [n, size - n + pad] if name in cut else [size, pad]
-        parts = buf.split_with_sizes(split)
-        for i, (name, shape, _, _) in enumerate(entries):
-            part = parts[2 * i]
-            out[name] = part if len(shape) == 1 or name in cut else part.view(shape)
+    for i, (name, shape, dtype, _, _) in enumerate(layout):
+        part = parts[2 * i].view(dtype)
+        out[name] = part if len(shape) == 1 or name in cut else part.view(shape)
     return out
 
 

@@ -46,6 +46,7 @@ max_seqlen stay host ints (a capture is per shape anyway).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -62,6 +63,7 @@ ENDCAP_Z_MM = 920.0
 GRAPHS = True  # replay the static plan build as CUDA graphs on CUDA (False: run it eagerly)
 
 
+@functools.lru_cache(maxsize=4096)  # called once per plan: keep the host path short
 def bucket_length(n: int, block: int, steps_per_octave: int = 8) -> int:
     """Smallest length >= n on the ladder {k * 2^e / steps_per_octave}, a multiple of block."""
     n = max(int(n), 1)
@@ -118,11 +120,14 @@ SORT_VALUE_BITS = 24  # sort keys resolve 2^-24 of a value's range (about float3
 
 
 @on_device
-def _sort_key(segment: Tensor, value: Tensor, bound: float, wide: bool, num_segments: int):
+def _sort_key(segment: Tensor, value: Tensor, bound: float, wide: bool, num_segments: int,
+              keep: Tensor | None = None):  # fmt: skip
     """segment * 2^24 + floor((value + bound) * 2^24 / (2 bound)) clamped to [0, 2^24); NaN
     and inf count as -bound. bound is a power of two, so every constant is exact in float32
     and float64 alike (Triton types float literals as float32): CPU, eager and compiled
-    builders give the same keys bit for bit."""
+    builders give the same keys bit for bit. keep (N,) bool: sort by value where set, by
+    -value elsewhere (the snake order of the cluster plan)."""
+    value = value if keep is None else torch.where(keep, value, -value)
     v = torch.nan_to_num(value.double(), nan=-bound, posinf=-bound, neginf=-bound)  # (N,)
     top = (1 << SORT_VALUE_BITS) - 1
     q = ((v + bound) * ((top + 1) / (2 * bound))).floor().clamp(0, top).long()  # (N,)
@@ -130,7 +135,8 @@ def _sort_key(segment: Tensor, value: Tensor, bound: float, wide: bool, num_segm
     return key if wide else key.int()
 
 
-def _sort_within(segment: Tensor, value: Tensor, bound: float, num_segments: int) -> Tensor:
+def _sort_within(segment: Tensor, value: Tensor, bound: float, num_segments: int,
+                 keep: Tensor | None = None) -> Tensor:  # fmt: skip
     """Permutation sorting by integer segment in [0, num_segments), then by value in
     [-bound, bound] quantised to 2^24 steps of [-2^k, 2^k] (2^k >= bound; 4.8e-7 rad in phi,
     0.12 um in s, about float32 precision; values in one step keep input order), in ONE
@@ -138,7 +144,7 @@ def _sort_within(segment: Tensor, value: Tensor, bound: float, num_segments: int
     int64 (8 passes, the same order) beyond."""
     wide = int(num_segments) > 1 << (31 - SORT_VALUE_BITS)
     pow2 = 2.0 ** math.ceil(math.log2(bound))
-    key = _sort_key(segment, value, pow2, wide, int(num_segments))
+    key = _sort_key(segment, value, pow2, wide, int(num_segments), keep)
     return torch.sort(key, stable=True).indices
 
 
@@ -158,6 +164,9 @@ def surface_coordinates(
     s_cap = torch.sign(z) * (endcap_z + radius - r_plane)  # (N,)
     s = torch.where(z_cyl.abs() <= endcap_z, z_cyl, s_cap)  # (N,)
     return phi, s
+
+
+_surface = on_device(surface_coordinates)  # one fused kernel on CUDA (same values: tests)
 
 
 def _ranges(kind, cu, seq, rows, group_id=None, group_ptr=None, adjacency=0, window=0):
@@ -290,14 +299,14 @@ def plan_tensors(
     perm = gid = ptr = None
     num_groups = torch.zeros_like(n_real)
     if kind == "cluster":
-        phi, s = surface_coordinates(coords.float(), radius, endcap_z)  # (P,), (P,)
+        phi, s = _surface(coords.float(), radius, endcap_z)  # (P,), (P,)
         n_ev = cu_stage.numel()  # event indices seq < L
         p1 = _sort_within(seq, phi, math.pi, n_ev)  # (P,) phi order within events
         segment, even = _sectors(cu_ext, seq, p1, sector_size, max_sec)  # (P,), (P,)
         s_lim = endcap_z + radius
         num_keys = n_ev * max_sec  # segment keys (sectors of the pad event clamped too)
         # snake order in s inside each sector, then windows of ~group_size hits
-        perm = _sort_within(segment, torch.where(even, s, -s), s_lim, num_keys)  # (P,)
+        perm = _sort_within(segment, s, s_lim, num_keys, keep=even)  # (P,)
         gid, ptr, num_groups = _groups(perm, segment, n_real, group_size, num_keys)
     elif kind == "window":
         phi = torch.atan2(coords[:, 1], coords[:, 0])  # (P,)
@@ -371,8 +380,9 @@ def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn
         if graph is not None:
             c_buf, s_buf = graph.inputs
             c_buf[:n].copy_(coords)
-            s_buf[: b + 1].copy_(cu)
-            s_buf[b + 1 :].fill_(n)
+            if not (host_cu is not None and _stage_from_host(graph, host_cu, n)):
+                s_buf[: b + 1].copy_(cu)
+                s_buf[b + 1 :].fill_(n)
             t = graph.run(n, ROW_KEYS)
         else:  # capture failed (warned once): same program, eagerly
             t = _cut(fn(kind, *_stage(batch, p), **kw), n)
@@ -410,10 +420,36 @@ def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn
     return plan, t
 
 
+def _stage_from_host(graph, host_cu: list[int], n: int) -> bool:
+    """cu_stage of a CUDA graph from host values: ONE async copy from a pinned buffer kept
+    with the graph (instead of a copy and a fill). False, nothing done, while the previous
+    copy from that buffer is still in flight (the caller then stages on the device)."""
+    s_buf = graph.inputs[1]
+    if s_buf.device.type != "cuda":
+        return False
+    if getattr(graph, "host_stage", None) is None:
+        graph.host_stage = torch.empty(s_buf.shape, dtype=s_buf.dtype, pin_memory=True)
+        graph.host_stage_np = graph.host_stage.numpy()
+        graph.stage_done = torch.cuda.Event()
+    elif not graph.stage_done.query():
+        return False
+    b1 = len(host_cu)
+    graph.host_stage_np[:b1] = host_cu
+    graph.host_stage_np[b1:] = n
+    s_buf.copy_(graph.host_stage, non_blocking=True)
+    graph.stage_done.record()
+    return True
+
+
 def cluster_group_count(cu_seqlens: list[int], group_size: int, sector_size: int) -> int:
     """Number of groups of a cluster plan, from the event sizes alone (host ints, no sync):
     an event of n hits has max(1, round(n / sector_size)) phi sectors, sector k holding the
     phi ranks r with r * n_sec // n == k, each cut into ceil(size / group_size) windows."""
+    return _group_count(tuple(cu_seqlens), int(group_size), int(sector_size))
+
+
+@functools.lru_cache(maxsize=4096)
+def _group_count(cu_seqlens: tuple, group_size: int, sector_size: int) -> int:
     total = 0
     for a, b in zip(cu_seqlens[:-1], cu_seqlens[1:], strict=True):
         n = b - a
