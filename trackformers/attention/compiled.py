@@ -9,8 +9,8 @@ once as a warning and the eager function is used from then on (same results, slo
 ``captured(key, make_inputs, fn)`` goes further for static-shaped, sync-free programs: it
 captures ``fn(*inputs) -> dict[str, Tensor]`` once per key as a CUDA graph on static input
 buffers (warm-up, which also compiles, on a side stream first); ``CapturedGraph.run()``
-replays it and returns fresh clones of the outputs (packed into one byte buffer inside the
-graph, so the clone is one copy), so results never alias the next replay.
+replays it and returns fresh clones of the outputs (packed into one buffer of int32 words
+inside the graph, so the clone is one copy), so results never alias the next replay.
 A capture failure is warned about once per key and variant; if no variant captures,
 ``captured`` returns None (the caller then runs the program eagerly).
 """
@@ -80,34 +80,48 @@ def on_device(fn):
 
 
 ALIGN = 16  # elements: every packed output starts 16-element aligned (kernels assume it)
-_ALIGN_BYTES = ALIGN * 8  # ... for every dtype of up to 8 bytes
+
+
+def _word(dtype: torch.dtype) -> torch.dtype:
+    """Buffer dtype of an output: int32 words for 4- and 8-byte dtypes (one buffer, viewed
+    back), the dtype itself otherwise."""
+    return torch.int32 if dtype.itemsize in (4, 8) else dtype
 
 
 def _pack(out: dict) -> tuple[list, list]:
-    """Flatten a dict of tensors into ONE byte buffer (one clone per replay), each part
-    _ALIGN_BYTES-aligned; returns (layout, [buffer]) with layout = [(name, shape, dtype,
-    bytes, padding bytes)]."""
-    layout, parts = [], []
-    for name, t in out.items():
-        raw = t.contiguous().view(-1).view(torch.uint8)  # (bytes,)
-        pad = -raw.numel() % _ALIGN_BYTES
-        layout.append((name, tuple(t.shape), t.dtype, raw.numel(), pad))
-        parts += [raw, raw.new_empty(pad)]  # padding is never read
-    return layout, [torch.cat(parts)]
+    """Flatten a dict of tensors into as few buffers as possible (one for the int32/int64
+    outputs of the plan programs: one clone per replay), each part ALIGN elements of its own
+    dtype aligned; returns (layout, buffers) with layout[i] = [(name, shape, dtype, words,
+    padding words)] of buffer i."""
+    words = sorted({_word(t.dtype) for t in out.values()}, key=str)
+    layout, buffers = [], []
+    for w in words:
+        entries, parts = [], []
+        for name, t in out.items():
+            if _word(t.dtype) != w:
+                continue
+            raw = t.contiguous().view(-1).view(w)  # (words,)
+            pad = -raw.numel() % (ALIGN * 8 // w.itemsize)  # aligned for 8-byte views too
+            entries.append((name, tuple(t.shape), t.dtype, raw.numel(), pad))
+            parts += [raw, raw.new_empty(pad)]  # padding is never read
+        layout.append(entries)
+        buffers.append(torch.cat(parts))
+    return layout, buffers
 
 
 def _unpack(layout: list, buffers: list, n: int = 0, cut: tuple = ()) -> dict:
-    """Typed views of the packed outputs; 1-D outputs named in ``cut`` are cut to their first
-    n entries (one split does it all: views are what costs host time here)."""
-    split = []
-    for name, _, dtype, size, pad in layout:
-        keep = n * dtype.itemsize if name in cut else size
-        split += [keep, size - keep + pad]
-    parts = buffers[0].split_with_sizes(split)
+    """Views of the packed outputs; 1-D outputs named in ``cut`` are cut to their first n
+    entries (one split per buffer does it all: views are what costs host time here)."""
     out = {}
-    for i, (name, shape, dtype, _, _) in enumerate(layout):
-        part = parts[2 * i].view(dtype)
-        out[name] = part if len(shape) == 1 or name in cut else part.view(shape)
+    for entries, buf in zip(layout, buffers, strict=True):
+        split = []
+        for name, _, dtype, size, pad in entries:
+            keep = n * (dtype.itemsize // buf.dtype.itemsize) if name in cut else size
+            split += [keep, size - keep + pad]
+        parts = buf.split_with_sizes(split)
+        for i, (name, shape, dtype, _, _) in enumerate(entries):
+            part = parts[2 * i] if dtype == buf.dtype else parts[2 * i].view(dtype)
+            out[name] = part if len(shape) == 1 or name in cut else part.view(shape)
     return out
 
 

@@ -166,9 +166,6 @@ def surface_coordinates(
     return phi, s
 
 
-_surface = on_device(surface_coordinates)  # one fused kernel on CUDA (same values: tests)
-
-
 def _ranges(kind, cu, seq, rows, group_id=None, group_ptr=None, adjacency=0, window=0):
     """(lo, hi) of shape (P, R) int64 in sorted order (see row_ranges), from event boundaries
     cu (E+1,), event index seq (P,) and rows = arange(P)."""
@@ -299,7 +296,7 @@ def plan_tensors(
     perm = gid = ptr = None
     num_groups = torch.zeros_like(n_real)
     if kind == "cluster":
-        phi, s = _surface(coords.float(), radius, endcap_z)  # (P,), (P,)
+        phi, s = surface_coordinates(coords.float(), radius, endcap_z)  # (P,), (P,) eager
         n_ev = cu_stage.numel()  # event indices seq < L
         p1 = _sort_within(seq, phi, math.pi, n_ev)  # (P,) phi order within events
         segment, even = _sectors(cu_ext, seq, p1, sector_size, max_sec)  # (P,), (P,)
@@ -380,9 +377,8 @@ def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn
         if graph is not None:
             c_buf, s_buf = graph.inputs
             c_buf[:n].copy_(coords)
-            if not (host_cu is not None and _stage_from_host(graph, host_cu, n)):
-                s_buf[: b + 1].copy_(cu)
-                s_buf[b + 1 :].fill_(n)
+            s_buf[: b + 1].copy_(cu)
+            s_buf[b + 1 :].fill_(n)
             t = graph.run(n, ROW_KEYS)
         else:  # capture failed (warned once): same program, eagerly
             t = _cut(fn(kind, *_stage(batch, p), **kw), n)
@@ -418,27 +414,6 @@ def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn
         ok = (cu[0] == 0) & (cu[-1] == n) & (d.min() >= 0) & (d.max() <= batch.max_seqlen)
         torch._assert_async(ok, "PackedBatch.cu_seqlens inconsistent with total_hits/max_seqlen")
     return plan, t
-
-
-def _stage_from_host(graph, host_cu: list[int], n: int) -> bool:
-    """cu_stage of a CUDA graph from host values: ONE async copy from a pinned buffer kept
-    with the graph (instead of a copy and a fill). False, nothing done, while the previous
-    copy from that buffer is still in flight (the caller then stages on the device)."""
-    s_buf = graph.inputs[1]
-    if s_buf.device.type != "cuda":
-        return False
-    if getattr(graph, "host_stage", None) is None:
-        graph.host_stage = torch.empty(s_buf.shape, dtype=s_buf.dtype, pin_memory=True)
-        graph.host_stage_np = graph.host_stage.numpy()
-        graph.stage_done = torch.cuda.Event()
-    elif not graph.stage_done.query():
-        return False
-    b1 = len(host_cu)
-    graph.host_stage_np[:b1] = host_cu
-    graph.host_stage_np[b1:] = n
-    s_buf.copy_(graph.host_stage, non_blocking=True)
-    graph.stage_done.record()
-    return True
 
 
 def cluster_group_count(cu_seqlens: list[int], group_size: int, sector_size: int) -> int:
