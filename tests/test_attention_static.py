@@ -31,13 +31,13 @@ def old_event_index(cu, n):
     return torch.repeat_interleave(torch.arange(lengths.numel()), lengths, output_size=n)
 
 
-def old_sort_within(segment, value, bound):
-    """Stable sort by (segment, value quantised to 2^24 steps of [-2^k, 2^k], 2^k >= bound):
-    numpy lexsort, independent of the radix-sort key of plans._sort_within (the old
+def old_sort_within(segment, value, bound, bits=24):
+    """Stable sort by (segment, value quantised to 2^bits steps of [-2^k, 2^k], 2^k >=
+    bound): numpy lexsort, independent of the radix-sort key of plans._sort_within (the old
     builders' float64 key differed only for values closer than one step)."""
     half = 2.0 ** math.ceil(math.log2(bound))
     v = value.double().numpy()
-    q = np.clip(np.floor((v + half) * (2.0**24 / (2 * half))), 0, 2**24 - 1)
+    q = np.clip(np.floor((v + half) * (2.0**bits / (2 * half))), 0, 2**bits - 1)
     return torch.from_numpy(np.lexsort((q, segment.numpy()))).long()
 
 
@@ -55,7 +55,7 @@ def old_cluster(batch, group_size, sector_size, adjacency):
     cu = cu_seqlens.long()
     lengths = cu.diff()
     phi, s = surface_coordinates(coords.float())
-    p1 = old_sort_within(seq, phi, math.pi)
+    p1 = old_sort_within(seq, phi, math.pi, bits=plans.SECTOR_PHI_BITS)
     rank = torch.arange(n) - cu[seq[p1]]
     n_ev = lengths[seq[p1]]
     n_sec = torch.clamp(torch.div(n_ev + sector_size // 2, sector_size, rounding_mode="floor"), 1)
@@ -151,6 +151,18 @@ def _equal(a, b):
     assert a.shape == b.shape and torch.equal(a.long(), b.long())
 
 
+def _equal_blocks(a, b):
+    """Block layouts (kv_num, kv_idx, full_num, full_idx) equal where FlexAttention reads
+    them: counts, and index rows up to their count; every index in range."""
+    for num_a, idx_a, num_b, idx_b in ((a[0], a[1], b[0], b[1]), (a[2], a[3], b[2], b[3])):
+        _equal(num_a, num_b)
+        assert idx_a.shape == idx_b.shape
+        nb = idx_a.shape[-1]
+        assert bool(((idx_a >= 0) & (idx_a < nb)).all())
+        used = torch.arange(nb) < num_a.reshape(-1, 1)  # (QB, KB)
+        _equal(idx_a.reshape(-1, nb)[used], idx_b.reshape(-1, nb)[used])
+
+
 @pytest.mark.parametrize("sizes,seed", BATCHES)
 @pytest.mark.parametrize("group_size,sector_size,adjacency", CLUSTER)
 def test_cluster_plan_equals_old_eager(sizes, seed, group_size, sector_size, adjacency):
@@ -234,13 +246,14 @@ def test_backend_layout_equals_old_layout(name, kw, sizes, seed):
     else:
         *_, lo, hi = old_cluster(batch, kw["group_size"], kw["sector_size"], kw.get("adjacency", 1))
     old = old_layout(lo, hi, lay.n_pad, lay.block)
-    new = (lay.lo, lay.hi, lay.kv_num_blocks, lay.kv_indices, lay.full_kv_num_blocks,
-           lay.full_kv_indices)  # fmt: skip
-    for a, b in zip(new, old, strict=True):
-        _equal(a, b)
+    blocks = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices")
+    _equal(lay.lo, old[0])
+    _equal(lay.hi, old[1])
+    _equal_blocks([getattr(lay, f) for f in blocks], old[2:])
     general = build_layout(plan, backend.block_size)  # the row_ranges path agrees too
-    for f in ("lo", "hi", "kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"):
-        _equal(getattr(general, f), getattr(lay, f))
+    _equal(general.lo, lay.lo)
+    _equal(general.hi, lay.hi)
+    _equal_blocks([getattr(general, f) for f in blocks], [getattr(lay, f) for f in blocks])
 
 
 def test_first_true_is_stable_argsort():
@@ -541,8 +554,8 @@ def test_contiguous_layout_equals_difference_arrays(seed, block):
         ranges = [(t["lo0"], t["hi0"])]
         fast = blocksparse.layout_tensors(ranges, block, contiguous=True)
         slow = blocksparse.layout_tensors(ranges, block)
-        for k in blocksparse.BLOCK_KEYS:
-            _equal(fast[k], slow[k])
+        _equal_blocks([fast[k] for k in blocksparse.BLOCK_KEYS],
+                      [slow[k] for k in blocksparse.BLOCK_KEYS])  # fmt: skip
 
 
 def test_contiguous_layout_would_be_wrong_for_wrapping_windows():
@@ -586,3 +599,18 @@ def test_host_cu_seqlens_recorded_and_dropped_on_change():
     gc.collect()
     assert key not in batch_mod._HOST_CU  # dropped with the tensor
     assert batch_mod.host_cu_seqlens(torch.tensor([0, 3])) == [0, 3]  # host tensors: direct
+
+
+@pytest.mark.parametrize("num_segments,bits", [(4, 12), (8, 12), (9, 12), (128, 24), (129, 24),
+                                               (1 << 20, 24)])  # fmt: skip
+def test_sort_keys_of_every_width_give_the_lexicographic_order(num_segments, bits):
+    """int16, int32 and int64 keys (chosen by segment count and value bits) all sort by
+    (segment, quantised value), ties in input order; NaN sorts as the lowest value."""
+    g = torch.Generator().manual_seed(num_segments)
+    seg = torch.randint(0, num_segments, (4000,), generator=g)
+    val = (torch.rand(4000, generator=g) * 2 - 1) * 3.1
+    val[1::9] = val[::9][: val[1::9].numel()]  # exact ties
+    val[5] = float("nan")
+    got = plans._sort_within(seg, val, math.pi, num_segments, bits=bits)
+    want = old_sort_within(seg, torch.nan_to_num(val, nan=-4.0), math.pi, bits=bits)
+    _equal(got, want)

@@ -46,7 +46,7 @@ class BlockLayout:
         return self.blocks[0][0, 0]
 
     @property
-    def kv_indices(self) -> Tensor:  # (QB, KB) their indices first
+    def kv_indices(self) -> Tensor:  # (QB, KB) their indices first (the rest: unspecified)
         return self.blocks[1][0, 0]
 
     @property
@@ -113,28 +113,13 @@ def _first_true(mask: Tensor) -> tuple[Tensor, Tensor]:
     return counts, idx
 
 
-def _piecewise(k: Tensor, parts: list[tuple[Tensor, Tensor]]) -> Tensor:
-    """(QB, KB): entry k of each row = the k-th column of the concatenation of the column
-    intervals [a, b) in ``parts`` (each bound (QB, 1)); k (1, KB)."""
-    col, done = k, torch.zeros_like(parts[0][0])
-    out = torch.zeros_like(k + done)
-    taken = torch.zeros_like(out, dtype=torch.bool)
-    for a, b in parts:
-        length = (b - a).clamp_min(0)
-        here = ~taken & (col < done + length)
-        out = torch.where(here, a + col - done, out)
-        taken |= here
-        done = done + length
-    return out
-
-
 def _interval_layout(lo: Tensor, hi: Tensor, block: int) -> tuple[Tensor, ...]:
     """Block layout of ONE range per row whose union over the rows of every query block is
     contiguous (cluster and full plans: lo, hi non-decreasing, no gap between consecutive
-    rows), in closed form from per-block min/max: touched key blocks [t0, t1], full ones
+    rows), in closed form from per-block min/max: touched key blocks [t0, t1), full ones
     [f0, f1) (inside every row's range), partial = touched minus full. Index rows list the
-    partial (full) blocks first, then every other column ascending, exactly as _first_true
-    orders them. O(N) reductions + O(QB * KB) elementwise, no scatter or scan."""
+    partial (full) blocks ascending; entries past the count are unspecified key blocks
+    (in range, never read by FlexAttention). O(N) reductions + O(QB * KB) elementwise."""
     nb = lo.shape[0] // block
     lo_b, hi_b = lo.view(nb, block), hi.view(nb, block)  # (QB, block)
     t0 = (lo_b.amin(1) // block)[:, None]  # (QB, 1) first touched key block
@@ -144,22 +129,22 @@ def _interval_layout(lo: Tensor, hi: Tensor, block: int) -> tuple[Tensor, ...]:
     none = f1 <= f0
     f0, f1 = torch.where(none, t1, f0), torch.where(none, t1, f1)  # empty, at the end
     k = torch.arange(nb, dtype=lo.dtype, device=lo.device)[None, :]  # (1, KB)
-    zero, end = torch.zeros_like(t0), torch.full_like(t0, nb)
-    partial = [(t0, f0), (f1, t1)]
-    kv_idx = _piecewise(k, partial + [(zero, t0), (f0, f1), (t1, end)])
-    full_idx = _piecewise(k, [(f0, f1), (zero, f0), (f1, end)])
-    kv_num = (f0 - t0) + (t1 - f1)  # (QB, 1)
-    return kv_num[:, 0], kv_idx, (f1 - f0)[:, 0], full_idx
+    before = f0 - t0  # (QB, 1) partial blocks before the full ones
+    kv_idx = torch.where(k < before, t0 + k, f1 + k - before).clamp_max(nb - 1)  # (QB, KB)
+    full_idx = (f0 + k).clamp_max(nb - 1)
+    return (before + t1 - f1)[:, 0], kv_idx, (f1 - f0)[:, 0], full_idx
 
 
 def layout_tensors(ranges: list, block: int, contiguous: bool = False) -> dict[str, Tensor]:
     """Block layout of padded key ranges [(lo_r, hi_r)], each (n_pad,) (pads [i, i+1)).
 
     Static-shaped and sync-free: kv_num_blocks (1, 1, QB), kv_indices (1, 1, QB, QB)
-    (partially attended key blocks first), full_kv_num_blocks, full_kv_indices (every row
-    attends every key of the block), all int32. contiguous=True: one range per row whose
-    union over every query block is contiguous (cluster, full plans; see _interval_layout),
-    the same layout from per-block min/max instead of difference arrays.
+    (partially attended key blocks first, ascending), full_kv_num_blocks, full_kv_indices
+    (every row attends every key of the block), all int32. Only the first count entries of
+    an index row mean anything (FlexAttention reads no more); the rest are in range.
+    contiguous=True: one range per row whose union over every query block is contiguous
+    (cluster, full plans; see _interval_layout), the same layout from per-block min/max
+    instead of difference arrays.
     """
     lo = torch.stack([a for a, _ in ranges]).long()  # (R, n_pad)
     hi = torch.stack([b for _, b in ranges]).long()

@@ -14,6 +14,12 @@ hits of an event are cut into ``n_sectors`` phi sectors of equal hit count, each
 s-windows of about ``group_size`` hits; windows of consecutive sectors run in opposite s
 directions (snake order) so neighbouring group ids are also geometric neighbours.
 
+Sorting: every sort is ONE stable radix sort of an integer key (segment, value quantised
+on a power-of-two range): phi and s to 2^-24 of their range (about float32 precision) for
+the window order and the s order, phi to 2^-12 (2 mrad) for the cut into sectors, which
+needs ranks only (hits closer in phi than that keep input order at a sector edge). A
+single event's keys fit int16 (sector cut: 2 radix passes) and int32 (4 passes).
+
 Static, sync-free build (what makes a plan cheap on a GPU). :func:`plan_tensors` is one
 tensor program with shapes fixed by (P, L) alone: ``coords`` (P, 3) padded to P >= N rows
 (``bucket_length``) and ``cu_stage`` (L,) int64 = cu_seqlens followed by N repeated
@@ -21,14 +27,18 @@ tensor program with shapes fixed by (P, L) alone: ``coords`` (P, 3) padded to P 
 sort after every real hit, so ``perm[:N]`` is the plan's permutation; ``group_ptr`` comes
 padded to (P + 1,) with N (``num_groups`` on the device), key ranges as (P,) vectors with
 pad rows attending only themselves. No host sync, no data-dependent shape, no atomics on hot
-addresses. Floating-point steps (projection, sort keys, sorts) run eagerly, so plans are
-bit-identical to the eager builders; the integer steps are compiled on CUDA. On CUDA
+addresses. The projection runs eagerly (compiled float code rounds differently), so CPU
+and GPU plans are identical bit for bit; sort keys (exact power-of-two scales) and the
+integer steps are compiled on CUDA. On CUDA
 :func:`build_plan` captures the program (with the block layout for flex/windowed) as a CUDA
 graph per (kind, P, L, parameters), keeping the faster of a compiled and an all-eager
-capture, and replays it; the outputs are cloned, so plans never alias. The one sync left is
-at the end: the host validates cu_seqlens (as the program saw them) and reads the exact
+capture, and replays it; the outputs are cloned, so plans never alias. No sync when the
+host knows cu_seqlens (CPU tensors, or device tensors made by ``PackedBatch.to``, see
+``data.batch.host_cu_seqlens``): they are validated before the program and the exact number
+of groups follows from the event sizes (``cluster_group_count``). Otherwise one sync is
+left, at the end: the host validates cu_seqlens as the program saw them and reads the
 number of groups. Bad cu_seqlens are clamped inside the program (every index stays in
-range) and then rejected with a clear ValueError.
+range) and rejected with a clear ValueError.
 
 Capturable entry point (whole-inference CUDA graphs): call ``cluster_plan(batch, ...,
 sync=False)`` / ``window_plan(batch, w, sync=False)`` (or ``backend.plan(batch)`` of flex,
@@ -117,34 +127,35 @@ def _check_batch(batch) -> None:
 
 
 SORT_VALUE_BITS = 24  # sort keys resolve 2^-24 of a value's range (about float32 precision)
+SECTOR_PHI_BITS = 12  # the cluster plan's sector cut needs phi ranks to 2 mrad only
 
 
 @on_device
-def _sort_key(segment: Tensor, value: Tensor, bound: float, wide: bool, num_segments: int,
-              keep: Tensor | None = None):  # fmt: skip
-    """segment * 2^24 + floor((value + bound) * 2^24 / (2 bound)) clamped to [0, 2^24); NaN
-    and inf count as -bound. bound is a power of two, so every constant is exact in float32
-    and float64 alike (Triton types float literals as float32): CPU, eager and compiled
-    builders give the same keys bit for bit. keep (N,) bool: sort by value where set, by
-    -value elsewhere (the snake order of the cluster plan)."""
+def _sort_key(segment: Tensor, value: Tensor, bound: float, bits: int, dtype: torch.dtype,
+              num_segments: int, keep: Tensor | None = None):  # fmt: skip
+    """segment * 2^bits + floor((value + bound) * 2^bits / (2 bound)) clamped to [0, 2^bits)
+    as ``dtype``; NaN and inf count as -bound. bound is a power of two, so every constant is
+    exact in float32 and float64 alike (Triton types float literals as float32): CPU, eager
+    and compiled builders give the same keys bit for bit. keep (N,) bool: sort by value
+    where set, by -value elsewhere (the snake order of the cluster plan)."""
     value = value if keep is None else torch.where(keep, value, -value)
     v = torch.nan_to_num(value.double(), nan=-bound, posinf=-bound, neginf=-bound)  # (N,)
-    top = (1 << SORT_VALUE_BITS) - 1
+    top = (1 << bits) - 1
     q = ((v + bound) * ((top + 1) / (2 * bound))).floor().clamp(0, top).long()  # (N,)
-    key = segment.long().clamp(0, num_segments - 1) * (top + 1) + q
-    return key if wide else key.int()
+    return (segment.long().clamp(0, num_segments - 1) * (top + 1) + q).to(dtype)
 
 
 def _sort_within(segment: Tensor, value: Tensor, bound: float, num_segments: int,
-                 keep: Tensor | None = None) -> Tensor:  # fmt: skip
+                 keep: Tensor | None = None, bits: int = SORT_VALUE_BITS) -> Tensor:  # fmt: skip
     """Permutation sorting by integer segment in [0, num_segments), then by value in
-    [-bound, bound] quantised to 2^24 steps of [-2^k, 2^k] (2^k >= bound; 4.8e-7 rad in phi,
-    0.12 um in s, about float32 precision; values in one step keep input order), in ONE
-    stable radix sort of an integer key: int32 (4 radix passes) while num_segments <= 128,
-    int64 (8 passes, the same order) beyond."""
-    wide = int(num_segments) > 1 << (31 - SORT_VALUE_BITS)
+    [-bound, bound] quantised to 2^bits steps of [-2^k, 2^k] (2^k >= bound; with 24 bits
+    4.8e-7 rad in phi, 0.12 um in s, about float32 precision; values in one step keep input
+    order), in ONE stable radix sort of the narrowest integer key that holds segment and
+    value (int16: 2 radix passes, int32: 4, int64: 8; the same order whichever)."""
+    total = max(1, (int(num_segments) - 1).bit_length()) + bits
+    dtype = torch.int16 if total <= 15 else torch.int32 if total <= 31 else torch.int64
     pow2 = 2.0 ** math.ceil(math.log2(bound))
-    key = _sort_key(segment, value, pow2, wide, int(num_segments), keep)
+    key = _sort_key(segment, value, pow2, bits, dtype, int(num_segments), keep)
     return torch.sort(key, stable=True).indices
 
 
@@ -298,7 +309,7 @@ def plan_tensors(
     if kind == "cluster":
         phi, s = surface_coordinates(coords.float(), radius, endcap_z)  # (P,), (P,) eager
         n_ev = cu_stage.numel()  # event indices seq < L
-        p1 = _sort_within(seq, phi, math.pi, n_ev)  # (P,) phi order within events
+        p1 = _sort_within(seq, phi, math.pi, n_ev, bits=SECTOR_PHI_BITS)  # (P,) phi ranks
         segment, even = _sectors(cu_ext, seq, p1, sector_size, max_sec)  # (P,), (P,)
         s_lim = endcap_z + radius
         num_keys = n_ev * max_sec  # segment keys (sectors of the pad event clamped too)
