@@ -131,18 +131,17 @@ SECTOR_PHI_BITS = 12  # the cluster plan's sector cut needs phi ranks to 2 mrad 
 
 
 @on_device
-def _sort_key(segment: Tensor, value: Tensor, bound: float, bits: int, dtype: torch.dtype,
-              num_segments: int, keep: Tensor | None = None):  # fmt: skip
-    """segment * 2^bits + floor((value + bound) * 2^bits / (2 bound)) clamped to [0, 2^bits)
-    as ``dtype``; NaN and inf count as -bound. bound is a power of two, so every constant is
-    exact in float32 and float64 alike (Triton types float literals as float32): CPU, eager
-    and compiled builders give the same keys bit for bit. keep (N,) bool: sort by value
-    where set, by -value elsewhere (the snake order of the cluster plan)."""
+def _sort_key(segment: Tensor, value: Tensor, bound: float, scale: float, levels: int,
+              dtype: torch.dtype, num_segments: int, keep: Tensor | None = None):  # fmt: skip
+    """segment * levels + floor((value + bound) * scale) clamped to [0, levels) as
+    ``dtype``, scale = levels / (2 bound); NaN and inf count as -bound. bound and scale are
+    powers of two, so every constant is exact in float32 and float64 alike (Triton types
+    float literals as float32): CPU, eager and compiled builders give the same keys bit for
+    bit. keep (N,) bool: sort by value where set, by -value elsewhere (the snake order)."""
     value = value if keep is None else torch.where(keep, value, -value)
     v = torch.nan_to_num(value.double(), nan=-bound, posinf=-bound, neginf=-bound)  # (N,)
-    top = (1 << bits) - 1
-    q = ((v + bound) * ((top + 1) / (2 * bound))).floor().clamp(0, top).long()  # (N,)
-    return (segment.long().clamp(0, num_segments - 1) * (top + 1) + q).to(dtype)
+    q = ((v + bound) * scale).floor().clamp(0, levels - 1).long()  # (N,)
+    return (segment.long().clamp(0, num_segments - 1) * levels + q).to(dtype)
 
 
 def _sort_within(segment: Tensor, value: Tensor, bound: float, num_segments: int,
@@ -155,7 +154,9 @@ def _sort_within(segment: Tensor, value: Tensor, bound: float, num_segments: int
     total = max(1, (int(num_segments) - 1).bit_length()) + bits
     dtype = torch.int16 if total <= 15 else torch.int32 if total <= 31 else torch.int64
     pow2 = 2.0 ** math.ceil(math.log2(bound))
-    key = _sort_key(segment, value, pow2, bits, dtype, int(num_segments), keep)
+    levels = 1 << bits
+    key = _sort_key(segment, value, pow2, levels / (2 * pow2), levels, dtype, int(num_segments),
+                    keep)  # fmt: skip
     return torch.sort(key, stable=True).indices
 
 
