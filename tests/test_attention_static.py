@@ -599,6 +599,10 @@ def test_host_cu_seqlens_recorded_and_dropped_on_change():
     gc.collect()
     assert key not in batch_mod._HOST_CU  # dropped with the tensor
     assert batch_mod.host_cu_seqlens(torch.tensor([0, 3])) == [0, 3]  # host tensors: direct
+    with torch.inference_mode():  # inference tensors have no version counter: never recorded
+        frozen = torch.tensor([0, 4], dtype=torch.int32)
+        batch_mod._remember_host_cu(frozen, [0, 4])
+        assert batch_mod._recorded(frozen) is None
 
 
 @pytest.mark.parametrize("num_segments,bits", [(4, 12), (8, 12), (9, 12), (128, 24), (129, 24),

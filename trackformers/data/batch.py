@@ -14,6 +14,8 @@ _HOST_CU: dict[int, tuple] = {}
 
 
 def _remember_host_cu(device_cu: Tensor, values: list[int]) -> None:
+    if device_cu.is_inference():  # no version counter: in-place changes would go unseen
+        return
     key = id(device_cu)
     ref = weakref.ref(device_cu, lambda _: _HOST_CU.pop(key, None))
     _HOST_CU[key] = (ref, device_cu._version, values)
@@ -24,14 +26,15 @@ def host_cu_seqlens(cu_seqlens: Tensor) -> list[int] | None:
 
     CPU tensors are read directly; a device tensor is known when PackedBatch.to() moved it
     from the host (its values were recorded then) and it was not modified in place since
-    (tensor version unchanged). Anything else returns None (the caller syncs).
+    (tensor version unchanged). Anything else returns None (the caller syncs), inference
+    tensors (made under torch.inference_mode, no version counter) included.
     """
     return cu_seqlens.tolist() if cu_seqlens.device.type == "cpu" else _recorded(cu_seqlens)
 
 
 def _recorded(t: Tensor) -> list[int] | None:
     """The values recorded for this very tensor, if it was not modified since."""
-    entry = _HOST_CU.get(id(t))
+    entry = None if t.is_inference() else _HOST_CU.get(id(t))
     if entry is None or entry[0]() is not t or entry[1] != t._version:
         return None
     return entry[2]
