@@ -146,14 +146,14 @@ def layout_tensors(ranges: list, block: int, contiguous: bool = False) -> dict[s
     (cluster, full plans; see _interval_layout), the same layout from per-block min/max
     instead of difference arrays.
     """
-    lo = torch.stack([a for a, _ in ranges]).long()  # (R, n_pad)
-    hi = torch.stack([b for _, b in ranges]).long()
-    r, n_pad = lo.shape
-    nb = n_pad // block
-    if contiguous and r == 1:  # int32 arithmetic (int64 costs several instructions per op)
+    nb = ranges[0][0].shape[0] // block
+    if contiguous and len(ranges) == 1:  # int32 arithmetic (int64 costs several instructions)
         layout = _interval_layout(ranges[0][0].int(), ranges[0][1].int(), block)
         kv_num, kv_idx, full_num, full_idx = (t.int() for t in layout)
     else:
+        lo = torch.stack([a for a, _ in ranges]).long()  # (R, n_pad)
+        hi = torch.stack([b for _, b in ranges]).long()
+        r, n_pad = lo.shape
         qb = (torch.arange(n_pad, device=lo.device) // block)[None, :].expand(r, -1)  # (R, n_pad)
         nonempty = hi > lo
         touch_b0 = lo // block

@@ -121,9 +121,12 @@ def _check_values(cu: list[int], n: int, max_seqlen: int) -> None:
 
 
 def _check_batch(batch) -> None:
-    """Clear errors for inconsistent batches (one device sync when cu_seqlens is on a GPU)."""
+    """Clear errors for inconsistent batches (one device sync when cu_seqlens is on a GPU
+    and its values are not known on the host, see host_cu_seqlens)."""
     _check_shapes(batch)
-    _check_values(batch.cu_seqlens.tolist(), batch.x.shape[0], batch.max_seqlen)
+    cu = host_cu_seqlens(batch.cu_seqlens)
+    cu = batch.cu_seqlens.tolist() if cu is None else cu
+    _check_values(cu, batch.x.shape[0], batch.max_seqlen)
 
 
 SORT_VALUE_BITS = 24  # sort keys resolve 2^-24 of a value's range (about float32 precision)
