@@ -528,12 +528,6 @@ def test_plan_capture_tolerates_a_pin_memory_thread(monkeypatch):
     assert len(compiled._GRAPHS) == 4 and all(compiled._GRAPHS.values())
 
 
-def _stage_of(batch):
-    """cu_stage of plan_tensors: cu_seqlens then N repeated up to stage_length(B)."""
-    b, n = batch.num_events, batch.num_hits
-    return torch.cat([batch.cu_seqlens.long(), torch.full((stage_length(b) - b - 1,), n)])
-
-
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("block", [8, 16, 64])
 def test_contiguous_layout_equals_difference_arrays(seed, block):
@@ -543,9 +537,7 @@ def test_contiguous_layout_equals_difference_arrays(seed, block):
     sizes = torch.randint(0, 300, (int(torch.randint(1, 5, (1,), generator=g)),), generator=g)
     batch = synthetic_batch(sizes.tolist(), seed=seed)
     n = batch.num_hits
-    n_pad = plans.bucket_length(n, block)
-    stage = _stage_of(batch)
-    coords = torch.cat([batch.coords, torch.zeros(n_pad - n, 3)])
+    coords, stage = plans._stage(batch, plans.bucket_length(n, block))  # zero pad rows
     for kind, kw in (("full", {}),
                      *[("cluster", dict(max_sec=batch.max_seqlen // 40 + 2, group_size=gs,
                                         sector_size=40, adjacency=adj))
@@ -579,7 +571,7 @@ def test_host_group_count_equals_program(seed):
     cu = batch.cu_seqlens.tolist()
     for gs, ss in ((1, 1), (3, 7), (8, 32), (16, 100), (128, 4096), (50, 33)):
         kw = dict(max_sec=batch.max_seqlen // ss + 2, group_size=gs, sector_size=ss)
-        t = plan_tensors("cluster", batch.coords, _stage_of(batch), **kw)
+        t = plan_tensors("cluster", *plans._stage(batch, batch.num_hits), **kw)
         assert plans.cluster_group_count(cu, gs, ss) == int(t["num_groups"]), (sizes, gs, ss)
 
 
