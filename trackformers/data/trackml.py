@@ -178,9 +178,7 @@ def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> d
     hit_pid = merged["particle_id"].fillna(0).to_numpy(dtype=np.uint64)  # no truth row: noise
     part_pid = parts["particle_id"].to_numpy(dtype=np.uint64)
     unknown = (hit_pid != 0) & ~np.isin(hit_pid, part_pid)
-    repairs.add(
-        source, "particles_without_row", int(len(np.unique(hit_pid[unknown]))), note=pname
-    )
+    repairs.add(source, "particles_without_row", int(len(np.unique(hit_pid[unknown]))), note=pname)
     ev = {
         "event_id": np.uint64(event_id),
         "pileup": np.int32(0),
