@@ -150,6 +150,13 @@ def unreadable_events(path: str | os.PathLike, n_events: int) -> str | None:
 
     Every basket of every branch is read (and decompressed), so a truncated file is caught
     even when its metadata and tree header survived.
+
+    Args:
+        path: a native shard file.
+        n_events: the number of events the shard should hold.
+
+    Returns:
+        None if all events read back, else the reason (entry count or the read error).
     """
     import uproot
 

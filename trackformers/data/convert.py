@@ -68,6 +68,13 @@ def check_output(output: str | os.PathLike, overwrite: bool = False) -> Path:
     An absent or empty directory is accepted. One holding anything is refused unless
     ``overwrite``, and with ``overwrite`` it may hold only ``shard_NNNNN.root`` files (a whole
     directory is replaced on publishing; other files are never deleted).
+
+    Args:
+        output: the output directory (need not exist).
+        overwrite: accept a directory holding only shards, to be replaced.
+
+    Returns:
+        The resolved output path.
     """
     out = Path(output).resolve()
     if out.exists() and not out.is_dir():
@@ -98,7 +105,11 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
         return
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
     os.rename(out, old)
-    os.rename(tmp, out)
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        os.rename(old, out)  # put the previous dataset back
+        raise
     shutil.rmtree(old)
 
 
