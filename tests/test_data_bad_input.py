@@ -257,3 +257,27 @@ def test_acts_particles_without_particle_id_names_file_and_branch(tmp_path, even
     assert repairs.total("skipped_events") == 3 and not (tmp_path / "out").exists()
     with pytest.warns(DataRepairWarning, match="3 events skipped"):
         assert main(["acts", str(hits), str(parts), str(tmp_path / "o"), "--on-error", "skip"]) == 1
+
+
+# ---- writes that fail ----------------------------------------------------------------------------
+def test_cache_write_failing_with_efbig_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from trackformers.data import cache
+    from trackformers.data.features import FeatureConfig
+
+    class TooLarge:
+        def __init__(self, path, mode):
+            self.fh = open(path, mode)  # noqa: SIM115 - closed in close()
+
+        def write(self, data):
+            raise OSError(errno.EFBIG, "File too large")  # as write(2) past RLIMIT_FSIZE
+
+        def close(self):
+            self.fh.close()
+
+    monkeypatch.setattr(cache, "open", TooLarge, raising=False)
+    sample = ROOT / "data" / "sample" / "gun" / "shard_00000.root"
+    with pytest.raises(OSError, match=f"File too large: '{tmp_path / 'cache'}/.*\\.bin'"):
+        cache.build_cache([sample], FeatureConfig(), tmp_path / "cache")
+    assert _listing(tmp_path / "cache") == []
