@@ -162,6 +162,7 @@ def test_convert_cli_prints_each_repair_once(tmp_path, events):
     )
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("1 hits with NaN/inf values dropped (event000001000-hits.csv)") == 1
+    assert "truth rows" not in r.stderr  # the dropped hit's truth row is not an orphan
 
 
 # ---- convert: complete datasets only -----------------------------------------------------------

@@ -152,6 +152,7 @@ def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> d
     hits, hpath = _read(prefix, "hits", HIT_COLUMNS)
     truth, tpath = _read(prefix, "truth", TRUTH_COLUMNS)
     parts, ppath = _read(prefix, "particles", PARTICLE_COLUMNS)
+    listed = hits["hit_id"]  # a truth row of a hit dropped here is not an orphan
     hits = _drop_nonfinite(hits, ("x", "y", "z"), hpath, repairs, source)
     truth = _drop_nonfinite(truth, TRUTH_COLUMNS[2:], tpath, repairs, source)
     parts = _drop_nonfinite(parts, PARTICLE_COLUMNS[1:8], ppath, repairs, source)
@@ -170,7 +171,7 @@ def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> d
     no_truth = (merged["_merge"] == "left_only").to_numpy()
     tname, pname = Path(tpath).name, Path(ppath).name
     repairs.add(source, "noise_hits_without_truth_row", int(no_truth.sum()), note=tname)
-    n_orphan = int((~truth["hit_id"].isin(hits["hit_id"])).sum())
+    n_orphan = int((~truth["hit_id"].isin(listed)).sum())
     repairs.add(source, "truth_rows_without_hit", n_orphan, note=tname)
     merged = merged.sort_values("hit_id", kind="stable")
     n = len(merged)
