@@ -93,3 +93,18 @@ def test_file_too_large_names_the_shard(tmp_path):
     assert r.returncode != 0
     assert f"File too large: '{out / 'shard_00000.root'}'" in r.stderr, r.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_sigterm_unwinds_raises_systemexit_and_restores_the_handler():
+    from trackformers.signals import sigterm_unwinds
+
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = []
+    with pytest.raises(SystemExit) as exc, sigterm_unwinds():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs before this returns
+        finally:
+            cleaned.append(True)
+    assert exc.value.code == 143 and cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -32,4 +32,5 @@ def sigterm_unwinds() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        if old is not None:  # None: the old handler was not installed from Python
+            signal.signal(signal.SIGTERM, old)
