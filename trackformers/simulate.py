@@ -5,12 +5,17 @@ shard is a pure function of (settings, seed, shard index): shards already presen
 settings are skipped, so an interrupted run is completed by re-running the same command, and
 the same seed gives byte-identical files. Shards run in ``workers`` parallel processes; on a
 cluster, run disjoint ``shards=[i,j,...]`` subsets as array jobs.
+
+On resume an existing shard counts as done only when every one of its events reads back; a
+truncated or damaged shard is simulated again (logged with the reason). Ctrl-C and ``kill``
+(SIGTERM) both remove the hidden temporary directory of the shard being written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing as mp
 import os
 import sys
@@ -18,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+log = logging.getLogger("trackformers.simulate")
 
 
 def _register_process_configs() -> None:
@@ -94,12 +100,21 @@ class Simulation:
         }
 
     def existing_ok(self, shard: int) -> bool:
+        """True if the shard exists with these settings and all its events read back.
+
+        A shard that cannot be read (truncated, damaged) is logged and reported as missing,
+        so it is simulated again; one made with other settings is an error.
+        """
         from trackformers.sim.writer import read_metadata
 
         path = self.shard_path(shard)
         if not path.exists():
             return False
-        meta = read_metadata(path)
+        try:
+            meta = read_metadata(path)
+        except Exception as err:  # uproot raises many types for damaged files
+            log.warning("%s is unreadable (%s): simulating shard %d again", path, err, shard)
+            return False
         if meta.get("settings_hash") != self.hash or meta.get("events") != [
             self.shard_events(shard).start,
             self.shard_events(shard).stop,
@@ -109,6 +124,10 @@ class Simulation:
                 f"{meta.get('settings_hash')} != {self.hash}); choose another "
                 "output directory or delete the old shards"
             )
+        problem = unreadable_events(path, len(self.shard_events(shard)))
+        if problem:
+            log.warning("%s is incomplete (%s): simulating shard %d again", path, problem, shard)
+            return False
         return True
 
     def write_shard(self, shard: int, on_event=None) -> int:
@@ -124,6 +143,35 @@ class Simulation:
         comp = self.settings.get("compression")  # None: the writer's default codec
         path = self.shard_path(shard)
         return write_events(path, events(), self.metadata(shard), compression=comp)
+
+
+def unreadable_events(path: str | os.PathLike, n_events: int) -> str | None:
+    """Why the shard ``path`` does not hold ``n_events`` readable events, or None if it does.
+
+    Every basket of every branch is read (and decompressed), so a truncated file is caught
+    even when its metadata and tree header survived.
+
+    Args:
+        path: a native shard file.
+        n_events: the number of events the shard should hold.
+
+    Returns:
+        None if all events read back, else the reason (entry count or the read error).
+    """
+    import uproot
+
+    from trackformers.data.schema import TREE_NAME
+
+    try:
+        with uproot.open(path) as f:
+            tree = f[TREE_NAME]
+            if tree.num_entries != n_events:
+                return f"{tree.num_entries} of {n_events} events"
+            for _ in tree.iterate(step_size="64 MB"):
+                pass
+    except Exception as err:
+        return f"{type(err).__name__}: {err}".splitlines()[0]
+    return None
 
 
 _WORKER_SIM: Simulation | None = None
@@ -147,6 +195,13 @@ def _run_shard(shard: int) -> tuple[int, int]:
 
 def run(cfg) -> list[Path]:
     """Simulate the dataset described by ``cfg`` (a dict or DictConfig); return shard paths."""
+    from trackformers.signals import sigterm_unwinds
+
+    with sigterm_unwinds():  # kill cleans up the temporary shard as Ctrl-C does
+        return _run(cfg)
+
+
+def _run(cfg) -> list[Path]:
     from tqdm import tqdm
 
     settings = _plain(cfg)

@@ -14,6 +14,10 @@ Particles give either ``particle_id`` or the components ``vertex_primary`` ... `
 (12|12|16|8|16 bits), so hits and particles match whichever forms the two files use. Hit
 positions are the true sim-hit positions (ACTS sim hits are not smeared). Weights are computed
 with the official TrackML rule.
+
+Every event of the particles file becomes one event, in event-id order: an event whose
+particles left no hit is kept as an event without hits (the data pipeline then skips it with
+a count, ``empty_events``); hits of an event without a particles entry are an error.
 """
 
 from __future__ import annotations
@@ -143,6 +147,21 @@ def _hit_particle_ids(arr, form: str, names) -> np.ndarray:
     return ak.to_numpy(arr[name]).astype(np.uint64)
 
 
+def _particle_id_branches(tree, source: str) -> list[str]:
+    """Branches that carry the particle identity in a particles tree; error naming the file."""
+    have = set(tree.keys(recursive=False))
+    if all(c in have for c in PART_COMPONENTS):
+        return list(PART_COMPONENTS)
+    if "particle_id" in have:
+        return ["particle_id"]
+    partial = [c for c in PART_COMPONENTS if c in have]
+    lacking = [c for c in PART_COMPONENTS if c not in have] if partial else ["particle_id"]
+    raise DataError(
+        f"{source}: tree '{tree.name}' has no branch {', '.join(lacking)} (the particle id is "
+        f"either particle_id or all of {list(PART_COMPONENTS)}); it has {sorted(have)}"
+    )
+
+
 def _particle_ids(parts, source: str) -> np.ndarray:
     if all(c in parts.fields for c in PART_COMPONENTS):
         return pack_barcode([ak.to_numpy(parts[c]) for c in PART_COMPONENTS])
@@ -156,7 +175,11 @@ def _particle_ids(parts, source: str) -> np.ndarray:
 def iter_acts(
     hits_path, particles_path, repairs: RepairLog, on_error: str = "raise"
 ) -> Iterator[dict]:
-    """Native event dicts, one per event present in the hits file (in hit-file order)."""
+    """Native event dicts, one per event of the particles file (event-id order), empty ones too.
+
+    A file-level problem (a missing branch) stops the import with ``on_error="raise"``; with
+    ``"skip"`` every event is skipped and counted (``skipped_events``) and nothing is yielded.
+    """
     from trackformers.data.errors import log
     from trackformers.sim.weights import trackml_weights
 
@@ -167,7 +190,14 @@ def iter_acts(
     id_branches = {"components": list(HIT_COMPONENTS), "barcode_vector": ["barcode"]}.get(
         form, ["particle_id" if "particle_id" in htree.keys() else "barcode"]
     )
-    pid_branches = [c for c in PART_COMPONENTS if c in ptree.keys()] or ["particle_id"]
+    try:
+        pid_branches = _particle_id_branches(ptree, psrc)
+    except DataError as err:
+        if on_error == "raise":
+            raise
+        log.error("skipping all events of %s: %s", psrc, err)
+        repairs.add(psrc, "skipped_events", ptree.num_entries, note=str(err))
+        return
     try:
         hit_events = htree[hnames["event"]].array(library="np").astype(np.int64)
         part_events = ptree[pnames["event"]].array(library="np").astype(np.int64)
@@ -178,21 +208,29 @@ def iter_acts(
     hit_fields = [hnames[k] for k in ("x", "y", "z", "px", "py", "pz", "volume", "layer")]
     hit_fields += [hnames["module"]] if "module" in hnames else []
     part_fields = [pnames[k] for k in PART_ALIASES if k in pnames and k != "event"]
-    for event_id, (a, b) in blocks.items():
+    if len(part_entry) != len(part_events):
+        raise DataError(f"{psrc}: an event id appears in more than one particles entry")
+    for event_id in sorted(set(blocks) | set(part_entry)):
+        a, b = blocks.get(event_id, (0, 0))  # no hits: an empty event, still an event
         try:
             if event_id not in part_entry:
                 raise DataError(f"{psrc}: no particles entry for event {event_id} of {hsrc}")
-            h = htree.arrays([*hit_fields, *id_branches], entry_start=a, entry_stop=b)
             i = part_entry[event_id]
-            p = ptree.arrays([*part_fields, *pid_branches], entry_start=i, entry_stop=i + 1)[0]
-            yield _event(event_id, h, p, hnames, pnames, form, repairs, hsrc, psrc, trackml_weights)
+            try:
+                h = htree.arrays([*hit_fields, *id_branches], entry_start=a, entry_stop=b)
+                p = ptree.arrays([*part_fields, *pid_branches], entry_start=i, entry_stop=i + 1)
+            except Exception as err:  # uproot raises many types for unreadable baskets
+                raise DataError(
+                    f"{hsrc} / {psrc}: cannot read event {event_id} ({type(err).__name__}: {err})"
+                ) from err
+            yield _event(
+                event_id, h, p[0], hnames, pnames, form, repairs, hsrc, psrc, trackml_weights
+            )
         except DataError as err:
             if on_error == "raise":
                 raise
             log.error("skipping ACTS event %d: %s", event_id, err)
             repairs.add(hsrc, "skipped_events", 1, note=str(err))
-    missing = set(part_entry) - set(blocks)
-    repairs.add(psrc, "events_without_hits", len(missing))
 
 
 def _event(event_id, h, p, hnames, pnames, form, repairs, hsrc, psrc, weights_fn) -> dict:

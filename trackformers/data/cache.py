@@ -82,9 +82,13 @@ def build_cache(
         if name not in handles:
             handles[name] = open(tmp / f"{name}.bin", "wb")  # noqa: SIM115 - closed below
             meta[name] = {"dtype": arr.dtype.str, "inner": list(arr.shape[1:]), "rows": 0}
-        handles[name].write(arr.tobytes())
+        try:
+            handles[name].write(arr.tobytes())
+        except OSError as err:  # e.g. EFBIG / ENOSPC, raised without a file name
+            raise OSError(err.errno, err.strerror, str(tmp / f"{name}.bin")) from err
         meta[name]["rows"] += len(arr)
 
+    complete = False
     try:
         for chunk in iter_chunks(files, spec, on_error=on_error, repairs=repairs):
             feat = featurize(chunk, cfg)
@@ -97,9 +101,20 @@ def build_cache(
                 append(f"target.{name}", arr)
             counts.append(feat.lengths)
             event_ids.append(feat.event_id)
+        complete = True
     finally:
-        for fh in handles.values():
-            fh.close()
+        close_error = None
+        for name, fh in handles.items():
+            try:
+                fh.close()  # flushes the buffer: may fail as a write does
+            except OSError as err:
+                close_error = close_error or OSError(
+                    err.errno, err.strerror, str(tmp / f"{name}.bin")
+                )
+        if not complete or close_error is not None:  # no half-built cache left behind
+            shutil.rmtree(tmp, ignore_errors=True)
+        if complete and close_error is not None:
+            raise close_error
     lengths = np.concatenate(counts) if counts else np.zeros(0, np.int64)
     np.save(tmp / "hit_offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
     np.save(tmp / "event_id.npy", np.concatenate(event_ids) if event_ids else np.zeros(0))

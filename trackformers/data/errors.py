@@ -2,7 +2,8 @@
 
 Every repair (dropping NaN rows, empty events, marking hits without truth) is counted per
 file and kind, and reported exactly once per file by :meth:`RepairLog.flush` as one
-``DataRepairWarning`` plus a log line carrying the count. Nothing is dropped silently.
+``DataRepairWarning`` carrying the count (a warning only, not also a log line: the two would
+print the same text twice on a terminal). Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ REPAIR_TEXT = {
     "nonfinite_particles": "particles with NaN/inf values dropped (their hits lose truth)",
     "noise_hits_without_truth_row": "hits without a truth row, kept as noise",
     "particles_without_row": "hit particle ids missing from the particle file",
+    "truth_rows_without_hit": "truth rows whose hit id is not in the hits file dropped",
+    "skipped_events": "events skipped (on_error=skip)",
 }
+MAX_NOTES = 5  # files named in one report; the rest are counted
 
 
 @dataclass
@@ -74,9 +78,10 @@ class RepairLog:
             if source is not None and src != source:
                 continue
             text = REPAIR_TEXT.get(kind, kind)
-            notes = self.notes.get((src, kind))
+            notes = self.notes.get((src, kind)) or []
+            if len(notes) > MAX_NOTES:
+                notes = [*notes[:MAX_NOTES], f"and {len(notes) - MAX_NOTES} more"]
             msg = f"{src}: {n} {text}" + (f" ({'; '.join(notes)})" if notes else "")
-            log.warning(msg)
             warnings.warn(msg, DataRepairWarning, stacklevel=3)
             self.reported[kind] += n
         for key in [k for k in self.counts if source is None or k[0] == source]:

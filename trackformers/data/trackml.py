@@ -10,9 +10,17 @@ A directory holds per event ``event<N>-hits.csv``, ``-truth.csv``, ``-particles.
 Weights come from the truth ``weight`` column when present, else from the official rule
 (trackformers.sim.weights). ``particle_type`` (PDG id) is optional (0 when absent). The vertex
 id is the primary-vertex field of the ACTS barcode that TrackML ids use (top 12 bits),
-made 0-based. Repairs (counted, warned once per directory): rows with NaN/inf dropped, hits
-without a truth row kept as noise, truth rows without a hit dropped. Errors: missing files or
-columns (named), duplicate hit ids.
+made 0-based.
+
+Ids never pass through float64: ``hit_id`` and ``particle_id`` are parsed as 64-bit unsigned
+integers, ``volume_id``, ``layer_id``, ``module_id``, ``nhits`` and ``particle_type`` as
+integers. Repairs (counted, warned once per directory, naming the files): rows with NaN/inf in
+a measured value (hit or truth position and momentum, particle vertex, momentum, charge)
+dropped, hits without a truth row kept as noise (weight 0), truth rows without a hit dropped.
+Errors (naming file, column and row): a missing or non-integer id (``hit_id``,
+``particle_id``, ``volume_id``, ``layer_id``, ``module_id``, ``nhits``, ``particle_type``) or
+a missing/non-finite ``weight``: these are labels, not measurements, and no repair would give
+the right data; a header-only file ("no rows"); missing files or columns; duplicate ids.
 """
 
 from __future__ import annotations
@@ -30,6 +38,17 @@ from trackformers.data.errors import DataError, RepairLog
 HIT_COLUMNS = ("hit_id", "x", "y", "z", "volume_id", "layer_id", "module_id")
 TRUTH_COLUMNS = ("hit_id", "particle_id", "tx", "ty", "tz", "tpx", "tpy", "tpz")
 PARTICLE_COLUMNS = ("particle_id", "vx", "vy", "vz", "px", "py", "pz", "q", "nhits")
+# integer columns, parsed without float64; a missing value is refused (file, column, row)
+INT_DTYPES = {
+    "hit_id": "UInt64",
+    "particle_id": "UInt64",
+    "volume_id": "Int64",
+    "layer_id": "Int64",
+    "module_id": "Int64",
+    "nhits": "Int64",
+    "particle_type": "Int64",
+}
+COMPLETE_COLUMNS = ("weight",)  # floats that are labels: NaN/inf refused, never repaired
 EVENT_RE = re.compile(r"event(\d+)-hits\.csv(\.gz)?$")
 VERTEX_SHIFT = 52  # ACTS barcode: primary vertex in the top 12 bits
 
@@ -57,7 +76,10 @@ def _read(prefix: str, kind: str, required: tuple[str, ...]) -> tuple[pd.DataFra
     else:
         raise FileNotFoundError(f"missing TrackML file {prefix}-{kind}.csv")
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype=INT_DTYPES)
+    except (TypeError, ValueError, OverflowError) as err:
+        msg = _bad_integer(path) or f"{path}: cannot parse CSV ({type(err).__name__}: {err})"
+        raise DataError(msg) from err
     except Exception as err:
         raise DataError(f"{path}: cannot parse CSV ({type(err).__name__}: {err})") from err
     missing = [c for c in required if c not in df.columns]
@@ -72,10 +94,47 @@ def _read(prefix: str, kind: str, required: tuple[str, ...]) -> tuple[pd.DataFra
             for c in missing
         ]
         raise DataError(f"{path}: missing column(s) {', '.join(hints)}; has {list(df.columns)}")
+    if len(df) == 0:
+        raise DataError(f"{path}: no rows (the file holds only the header)")
     for c in required:
         if df[c].dtype.kind not in "iuf":
             raise DataError(f"{path}: column '{c}' is {df[c].dtype}, expected numbers")
+    for c in df.columns:
+        if c in INT_DTYPES or c in COMPLETE_COLUMNS:
+            vals = df[c].to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.flatnonzero(~np.isfinite(vals))
+            if len(bad):
+                raise DataError(
+                    f"{path}: column '{c}' has no valid value in row {bad[0]} (line "
+                    f"{bad[0] + 2}){f' and {len(bad) - 1} more rows' if len(bad) > 1 else ''}; "
+                    "ids and weights are not repaired: fix or drop those rows"
+                )
     return df, path
+
+
+def _bad_integer(path: str) -> str | None:
+    """Message naming the first integer-column cell of ``path`` that is not an integer."""
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception:
+        return None
+    for c, dtype in INT_DTYPES.items():
+        if c not in raw.columns:
+            continue
+        for i, text in enumerate(raw[c]):
+            v = text.strip()
+            ok = re.fullmatch(r"[+-]?\d+(\.0*)?", v) is not None
+            ok = ok and (dtype != "UInt64" or not v.startswith("-"))
+            limit = 2**64 if dtype == "UInt64" else 2**63
+            if ok and abs(int(v.split(".")[0])) >= limit:
+                ok = False
+            if not ok:
+                kind = "a non-negative 64-bit" if dtype == "UInt64" else "a 64-bit"
+                return (
+                    f"{path}: column '{c}' row {i} (line {i + 2}): {text!r} is not {kind} "
+                    "integer (ids never pass through floats)"
+                )
+    return None
 
 
 def _drop_nonfinite(df: pd.DataFrame, cols, path: str, repairs: RepairLog, src: str):
@@ -93,6 +152,7 @@ def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> d
     hits, hpath = _read(prefix, "hits", HIT_COLUMNS)
     truth, tpath = _read(prefix, "truth", TRUTH_COLUMNS)
     parts, ppath = _read(prefix, "particles", PARTICLE_COLUMNS)
+    listed = hits["hit_id"]  # a truth row of a hit dropped here is not an orphan
     hits = _drop_nonfinite(hits, ("x", "y", "z"), hpath, repairs, source)
     truth = _drop_nonfinite(truth, TRUTH_COLUMNS[2:], tpath, repairs, source)
     parts = _drop_nonfinite(parts, PARTICLE_COLUMNS[1:8], ppath, repairs, source)
@@ -106,34 +166,35 @@ def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> d
     if parts["particle_id"].duplicated().any():
         pid = int(parts["particle_id"][parts["particle_id"].duplicated()].iloc[0])
         raise DataError(f"{ppath}: particle id {pid} appears more than once")
+    # both hit_id columns are UInt64: hits without a truth row get <NA>, never a float NaN
     merged = hits.merge(truth, on="hit_id", how="left", indicator=True)
     no_truth = (merged["_merge"] == "left_only").to_numpy()
-    repairs.add(source, "noise_hits_without_truth_row", int(no_truth.sum()))
-    n_orphan = int((~truth["hit_id"].isin(hits["hit_id"])).sum())
-    repairs.add(source, "truth_rows_without_hit", n_orphan)
+    tname, pname = Path(tpath).name, Path(ppath).name
+    repairs.add(source, "noise_hits_without_truth_row", int(no_truth.sum()), note=tname)
+    n_orphan = int((~truth["hit_id"].isin(listed)).sum())
+    repairs.add(source, "truth_rows_without_hit", n_orphan, note=tname)
     merged = merged.sort_values("hit_id", kind="stable")
     n = len(merged)
-    f32 = lambda c: np.nan_to_num(merged[c].to_numpy(dtype=np.float64)).astype(np.float32)
-    pid = np.where(merged["_merge"] == "left_only", 0, merged["particle_id"].fillna(0))
-    hit_pid = pid.astype(np.uint64)
-    part_pid = parts["particle_id"].to_numpy().astype(np.uint64)
+    f32 = lambda c: merged[c].to_numpy(dtype=np.float64, na_value=0.0).astype(np.float32)
+    hit_pid = merged["particle_id"].fillna(0).to_numpy(dtype=np.uint64)  # no truth row: noise
+    part_pid = parts["particle_id"].to_numpy(dtype=np.uint64)
     unknown = (hit_pid != 0) & ~np.isin(hit_pid, part_pid)
-    repairs.add(source, "particles_without_row", int(len(np.unique(hit_pid[unknown]))))
+    repairs.add(source, "particles_without_row", int(len(np.unique(hit_pid[unknown]))), note=pname)
     ev = {
         "event_id": np.uint64(event_id),
         "pileup": np.int32(0),
-        "hit_id": merged["hit_id"].to_numpy().astype(np.uint64),
+        "hit_id": merged["hit_id"].to_numpy(dtype=np.uint64),
         "hit_x": merged["x"].to_numpy(dtype=np.float32),
         "hit_y": merged["y"].to_numpy(dtype=np.float32),
         "hit_z": merged["z"].to_numpy(dtype=np.float32),
-        "hit_volume_id": merged["volume_id"].to_numpy().astype(np.int32),
-        "hit_layer_id": merged["layer_id"].to_numpy().astype(np.int32),
-        "hit_module_id": merged["module_id"].to_numpy().astype(np.int32),
+        "hit_volume_id": merged["volume_id"].to_numpy(dtype=np.int32),
+        "hit_layer_id": merged["layer_id"].to_numpy(dtype=np.int32),
+        "hit_module_id": merged["module_id"].to_numpy(dtype=np.int32),
         "hit_particle_id": hit_pid,
         **{f"hit_{c}": f32(c) for c in ("tx", "ty", "tz", "tpx", "tpy", "tpz")},
         "part_particle_id": part_pid,
         "part_pdg_id": (
-            parts["particle_type"].to_numpy().astype(np.int32)
+            parts["particle_type"].to_numpy(dtype=np.int32)
             if "particle_type" in parts
             else np.zeros(len(parts), np.int32)
         ),
@@ -143,7 +204,7 @@ def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> d
             for c in ("vx", "vy", "vz", "px", "py", "pz")
         },
         "part_q": parts["q"].to_numpy().astype(np.int32),
-        "part_nhits": parts["nhits"].to_numpy().astype(np.int32),
+        "part_nhits": parts["nhits"].to_numpy(dtype=np.int32),
     }
     if "weight" in truth.columns:
         ev["hit_weight"] = f32("weight")

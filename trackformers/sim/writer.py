@@ -182,7 +182,8 @@ def write_events(
     give byte-identical files. Events are buffered into baskets of at most ``basket_events``
     events or ``basket_hits`` hits, so memory stays bounded for large shards. ``compression``
     is ``"lz4:1"`` (default), ``"zstd:1"``, ``"zlib:1"``, ... or ``"none"``
-    (see :func:`compression_codec`).
+    (see :func:`compression_codec`). A failed write (disk full, file too large) raises the
+    ``OSError`` with ``path`` as its file name (the temporary file is removed).
     """
     codec = compression_codec(compression)
     path = check_writable(path)
@@ -205,6 +206,11 @@ def write_events(
                 tree.extend(_chunk_arrays(chunk))
                 n += len(chunk)
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno is None or err.filename == str(path):
+            raise
+        # uproot's writes raise e.g. EFBIG / ENOSPC without a file name: name the output
+        raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
