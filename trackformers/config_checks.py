@@ -172,7 +172,6 @@ def check_evaluate_config(cfg) -> None:
     c.integer("max_events", 1, allow_none=True)
     c.integer("max_tokens", 1, allow_none=True)
     c.choice("split", ("auto", "train", "val", "test", "all"))
-    c.choice("precision", ("fp16", "bf16", "fp32"))
     device = _get(cfg, "device")
     if device is not _MISSING and device != "auto":
         import torch

@@ -309,7 +309,8 @@ def write_outputs(out_dir: Path, stream, rec, rules, state: dict, plots: bool = 
         except (ValueError, KeyError) as err:
             eid = int(np.asarray(ev.get("event_id", -1)))
             where = (sources or {}).get(eid, "<unknown file>")
-            raise ValueError(f"{where}: event {eid}: {err}") from err
+            what = "" if str(err).startswith(f"event {eid}:") else f"event {eid}: "
+            raise ValueError(f"{where}: {what}{err}") from err
         t.insert(0, "event_id", m["event_id"])
         per_event.append(m)
         parts.append(p)

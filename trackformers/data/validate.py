@@ -6,7 +6,7 @@ Repairs (counted in the RepairLog, reported once per file):
     hits without truth);
   * events left without hits are dropped;
   * hits whose particle id is neither 0 (noise) nor in the event's particle table ("orphan"
-    hits) become noise: their particle id is set to 0 and counted. This is the one rule for
+    hits) become noise: their particle id and weight are set to 0 and counted. This is the one rule for
     training (loss and targets), validation and evaluation metrics, which all read events
     through here: an orphan never counts as a particle (it is not a particle: the table
     defines them), and it stays in the event as a hit.
@@ -56,7 +56,8 @@ def validate_chunk(chunk: EventChunk, repairs: RepairLog) -> EventChunk:
 
 def orphans_to_noise(chunk: EventChunk, repairs: RepairLog) -> EventChunk:
     """The chunk with hits whose particle id is missing from their event's particle table
-    turned into noise (particle id 0); the count goes to the repair log with the first ids."""
+    turned into noise (particle id 0, weight 0); the count goes to the repair log with the
+    first ids and events."""
     orphan = ~hits_with_truth(chunk)  # (total_hits,)
     n = int(orphan.sum())
     if not n:
@@ -66,9 +67,12 @@ def orphans_to_noise(chunk: EventChunk, repairs: RepairLog) -> EventChunk:
     events = np.unique(chunk.event["event_id"][segment_ids(chunk.hit_offsets)[orphan]])
     note = f"e.g. particle ids {first} in event(s) {events[:3].tolist()}"
     repairs.add(chunk.source, "hits_without_truth", n, note=note)
-    fixed = pid.copy()
-    fixed[orphan] = 0
-    return dataclasses.replace(chunk, hits={**chunk.hits, "hit_particle_id": fixed})
+    hits = dict(chunk.hits)
+    hits["hit_particle_id"] = np.where(orphan, np.zeros((), pid.dtype), pid)
+    if "hit_weight" in hits:  # noise carries no TrackML score weight
+        w = hits["hit_weight"]
+        hits["hit_weight"] = np.where(orphan, np.zeros((), w.dtype), w)
+    return dataclasses.replace(chunk, hits=hits)
 
 
 def _drop_nonfinite_particles(chunk: EventChunk, repairs: RepairLog) -> EventChunk:
