@@ -72,15 +72,19 @@ def load_checkpoint_file(path: str | os.PathLike, map_location="cpu") -> dict:
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
-        if "Weights only load failed" in text or "Unsupported global" in text:
-            detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln), text[:300])
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        if "Unsupported global" in text or "GLOBAL" in text:
+            detail = next((ln for ln in lines if "GLOBAL" in ln), text[:300])
             raise CheckpointError(
                 f"checkpoint {path} holds a pickled object that is not on the allow-list of "
                 f"trackformers.checkpoint.safe_globals, refused (weights_only=True loading: a "
                 f"checkpoint must not run code): {detail}"
             ) from None
-        raise CheckpointError(f"checkpoint {path} ({size} bytes) is not a torch checkpoint: "
-                              f"{text[:300]}") from None  # fmt: skip
+        detail = next((ln for ln in lines if ln.startswith("Unsupported")), text[:300])
+        raise CheckpointError(
+            f"checkpoint {path} ({size} bytes) is not a torch checkpoint (not a zip archive "
+            f"nor a legacy pickle of tensors and plain types): {detail}"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
         raise CheckpointError(
             f"checkpoint {path} ({size} bytes) cannot be read (truncated or not a torch "

@@ -6,10 +6,10 @@ Repairs (counted in the RepairLog, reported once per file):
     hits without truth);
   * events left without hits are dropped;
   * hits whose particle id is neither 0 (noise) nor in the event's particle table ("orphan"
-    hits) become noise: their particle id and weight are set to 0 and counted. This is the one rule for
+    hits) become noise: particle id and weight set to 0, counted. This is the one rule for
     training (loss and targets), validation and evaluation metrics, which all read events
-    through here: an orphan never counts as a particle (it is not a particle: the table
-    defines them), and it stays in the event as a hit.
+    through here: an orphan never counts as a particle (the table defines the particles),
+    and it stays in the event as a hit.
 Errors (DataError naming file, event id and value): duplicate hit ids or particle ids within
 an event.
 """
