@@ -117,11 +117,12 @@ def training_steps(seconds: float, step_s: float, startup: float, fixed: bool) -
 
 def resumed_state(ckpt: Path) -> dict:
     """Step, timed training seconds and warm-up steps of a checkpoint to resume from."""
+    from trackformers.checkpoint import load_checkpoint_file
     from trackformers.evaluate import load_checkpoint
 
     if not ckpt.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = load_checkpoint_file(ckpt)
     if "optimizer_states" not in state:
         raise ValueError(f"--resume: {ckpt} has no optimizer state (a weights-only export?); "
                          "resume from the last.ckpt that --return-ckpt brings back")  # fmt: skip

@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trackformers.io_atomic import write_csv_atomic, write_text_atomic
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 SCORE_KEYS = ("trackml_score", "dm_efficiency", "perfect_efficiency", "lhc_efficiency",
               "fake_rate", "duplicate_rate")  # fmt: skip
@@ -37,11 +39,15 @@ SCORE_KEYS = ("trackml_score", "dm_efficiency", "perfect_efficiency", "lhc_effic
 
 # ---- checkpoint ------------------------------------------------------------------------------
 def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
-    """(run config, state_dict) of a Lightning checkpoint written by trackformers.train."""
+    """(run config, state_dict) of a Lightning checkpoint written by trackformers.train.
+
+    Loaded with ``weights_only=True`` (trackformers.checkpoint): a checkpoint holding any other
+    pickled object, or an empty / truncated / non-checkpoint file, is refused naming the path.
+    """
+    from trackformers.checkpoint import CheckpointError, load_checkpoint_file
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint_file(path)
     cfg = (ckpt.get("trackformers") or {}).get("config")
     if cfg is None:
         cfg = (ckpt.get("hyper_parameters") or {}).get("config")
@@ -50,6 +56,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
             f"checkpoint {path} holds no run config with a 'model' entry (looked at "
             "ckpt['trackformers']['config'] and ckpt['hyper_parameters']['config'])"
         )
+    if not isinstance(ckpt.get("state_dict"), Mapping):
+        raise CheckpointError(f"checkpoint {path} has no 'state_dict' (keys: {sorted(ckpt)[:10]})")
     return _plain(cfg), ckpt["state_dict"]
 
 
@@ -115,10 +123,15 @@ def runs_on(model: torch.nn.Module, device: torch.device) -> bool:
 
 
 # ---- data ------------------------------------------------------------------------------------
-def iter_eval_events(cfg: dict, data, split: str, max_events: int | None) -> Iterator[dict]:
-    """Full events (all schema fields) of the evaluation set, streamed file chunk by chunk."""
+def iter_eval_events(
+    cfg: dict, data, split: str, max_events: int | None, sources: dict | None = None
+) -> Iterator[dict]:
+    """Full events (all schema fields) of the evaluation set, streamed file chunk by chunk.
+
+    ``sources`` (optional) receives event_id -> file of every event served, for messages.
+    """
     from trackformers.data.dataset import split_of
-    from trackformers.data.reader import iter_events, list_files
+    from trackformers.data.reader import list_files
 
     dcfg = cfg.get("data") or {}
     spec = data if data is not None else dcfg.get("path")
@@ -132,8 +145,10 @@ def iter_eval_events(cfg: dict, data, split: str, max_events: int | None) -> Ite
     if split != "all" and split not in splits:
         raise ValueError(f"split must be train, val, test, all or auto, got {split!r}")
     fractions = (float(dcfg.get("val_fraction", 0.1)), float(dcfg.get("test_fraction", 0.1)))
+    if max_events is not None and (isinstance(max_events, bool) or int(max_events) < 1):
+        raise ValueError(f"max_events = {max_events!r}: must be an integer >= 1 or null")
     n = 0
-    for ev in iter_events(files):
+    for ev in (ev for f in files for ev in _events_of(f, sources)):
         if split != "all":
             s = split_of(np.atleast_1d(ev["event_id"]), *fractions, int(dcfg.get("split_seed", 0)))
             if s[0] != splits[split]:
@@ -144,6 +159,15 @@ def iter_eval_events(cfg: dict, data, split: str, max_events: int | None) -> Ite
             break
     if n == 0:
         raise ValueError(f"no events of split {split!r} in {[str(f) for f in files]}")
+
+
+def _events_of(path: Path, sources: dict | None) -> Iterator[dict]:
+    from trackformers.data.reader import iter_events
+
+    for ev in iter_events([path]):
+        if sources is not None:
+            sources[int(np.asarray(ev["event_id"]))] = str(path)
+        yield ev
 
 
 def data_spec(value):
@@ -266,16 +290,27 @@ def _plan_cpu(plan):
 
 
 # ---- outputs ---------------------------------------------------------------------------------
-def write_outputs(out_dir: Path, stream, rec, rules, state: dict, plots: bool = True) -> dict:
-    """Consume (event, labels) pairs: metrics, tables, breakdowns and plots under out_dir."""
+def write_outputs(out_dir: Path, stream, rec, rules, state: dict, plots: bool = True,
+                  sources: Mapping | None = None) -> dict:  # fmt: skip
+    """Consume (event, labels) pairs: metrics, tables, breakdowns and plots under out_dir.
+
+    Every file is written under a temporary name and renamed (trackformers.io_atomic); an
+    event the metrics refuse raises naming its file (from ``sources``: event_id -> file) and id.
+    """
     from trackformers import viz
     from trackformers.metrics import aggregate, efficiency_breakdowns, evaluate_event, track_table
 
     per_event, parts, tracks, first = [], [], [], None
     for ev, lab in stream:
         first = first or (ev, lab)
-        m, p = evaluate_event(ev, lab, rec, rules)
-        t = track_table(ev, lab, rules)
+        try:
+            m, p = evaluate_event(ev, lab, rec, rules)
+            t = track_table(ev, lab, rules)
+        except (ValueError, KeyError) as err:
+            eid = int(np.asarray(ev.get("event_id", -1)))
+            where = (sources or {}).get(eid, "<unknown file>")
+            what = "" if str(err).startswith(f"event {eid}:") else f"event {eid}: "
+            raise ValueError(f"{where}: {what}{err}") from err
         t.insert(0, "event_id", m["event_id"])
         per_event.append(m)
         parts.append(p)
@@ -285,13 +320,13 @@ def write_outputs(out_dir: Path, stream, rec, rules, state: dict, plots: bool = 
     metrics = aggregate(per_event)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"particles": out_dir / "particles.csv", "tracks": out_dir / "tracks.csv"}
-    particles.to_csv(files["particles"], index=False)
-    track_tab.to_csv(files["tracks"], index=False)
+    write_csv_atomic(files["particles"], particles)
+    write_csv_atomic(files["tracks"], track_tab)
     bd_dir = out_dir / "breakdowns"
     bd_dir.mkdir(exist_ok=True)
     breakdowns = efficiency_breakdowns(particles)
     for name, tab in breakdowns.items():
-        tab.to_csv(bd_dir / f"dm_efficiency_vs_{name}.csv", index=False)
+        write_csv_atomic(bd_dir / f"dm_efficiency_vs_{name}.csv", tab)
     figures = {
         "efficiency_vs_pt": lambda: viz.plot_efficiency(particles, "pt"),
         "efficiency_vs_eta": lambda: viz.plot_efficiency(particles, "eta"),
@@ -329,17 +364,26 @@ def find_wandb_run(ckpt: Path) -> tuple[Path, str] | None:
 
 
 def log_wandb(wcfg: Mapping, ckpt: Path, out_dir: Path, result: dict) -> str | None:
-    if not wcfg.get("enabled", True):
+    """Log metrics, plots and particles to the training run's wandb run (resumed by id) or a
+    new one; the standard WANDB_* variables win over ``wcfg`` (trackformers.wandb_env).
+    Returns the run's directory, None when disabled."""
+    from trackformers.wandb_env import env_init_kwargs, env_mode
+
+    mode = env_mode() or wcfg.get("mode", "offline")
+    if not wcfg.get("enabled", True) or mode == "disabled":
         return None
     import wandb
 
     found = find_wandb_run(ckpt)
-    kw = {"mode": wcfg.get("mode", "offline"), "project": wcfg.get("project", "trackformers")}
+    kw = {"mode": mode, "project": wcfg.get("project", "trackformers")}
     if found is not None:
         kw.update(dir=str(found[0]), id=found[1], resume="allow")
     else:
         kw.update(dir=str(out_dir), job_type="evaluate")
-    run = wandb.init(**kw)
+    env = env_init_kwargs()
+    if found is not None:  # the training run's own directory and id stay
+        env = {k: v for k, v in env.items() if k not in ("dir", "id")}
+    run = wandb.init(**{**kw, **env})
     run.log({f"test/{k}": v for k, v in result["metrics"].items() if isinstance(v, (int, float))})
     for name, path in result["plots"].items():
         run.log({f"test/plots/{name}": wandb.Image(path)})
@@ -389,11 +433,11 @@ def metric_rules(run_cfg: Mapping, cfg: Mapping | None = None):
 
 def run(cfg: Mapping) -> dict:
     """Evaluate per the evaluate config (see conf/evaluate.yaml); returns the metrics.json dict."""
+    from trackformers.config_checks import check_evaluate_config
     from trackformers.inference import AMP_DTYPES
 
     t0 = time.perf_counter()
-    if not cfg.get("ckpt"):
-        raise ValueError("evaluate needs ckpt=<path to a .ckpt written by trackformers.train>")
+    check_evaluate_config(cfg)
     ckpt = _resolve(cfg["ckpt"])
     run_cfg, state = load_checkpoint(ckpt)
     want = cfg.get("device", "auto")
@@ -405,7 +449,9 @@ def run(cfg: Mapping) -> dict:
         model = build_model(run_cfg, state, "dense")
     model = model.to(device)
     data = data_spec(cfg.get("data_path", cfg.get("data")))
-    events = iter_eval_events(run_cfg, data, cfg.get("split", "auto"), cfg.get("max_events"))
+    sources: dict = {}
+    events = iter_eval_events(run_cfg, data, cfg.get("split", "auto"), cfg.get("max_events"),
+                              sources)  # fmt: skip
     max_tokens = int(cfg.get("max_tokens") or (run_cfg.get("data") or {}).get("max_tokens", 20_000))
     rec, rules = metric_rules(run_cfg, cfg)
     precision = str(cfg.get("precision", "fp16"))
@@ -416,7 +462,8 @@ def run(cfg: Mapping) -> dict:
     stream = infer_stream(model, events, feature_config(run_cfg), device, max_tokens,
                           cfg.get("cluster") or {}, run_cfg, state, amp=precision)  # fmt: skip
     out_dir = Path(cfg.get("output_dir") or ".").resolve()
-    result = write_outputs(out_dir, stream, rec, rules, state, bool(cfg.get("plots", True)))
+    result = write_outputs(out_dir, stream, rec, rules, state, bool(cfg.get("plots", True)),
+                           sources)  # fmt: skip
     used = state["cluster"]
     summary = {
         **result["metrics"],
@@ -433,7 +480,7 @@ def run(cfg: Mapping) -> dict:
         "breakdowns": result["breakdowns"],
         "seconds": time.perf_counter() - t0,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=1, default=float))
+    write_text_atomic(out_dir / "metrics.json", json.dumps(summary, indent=1, default=float))
     wandb_dir = log_wandb(cfg.get("wandb") or {}, ckpt, out_dir, result)
     print_report(result, out_dir, wandb_dir)
     return summary

@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trackformers.io_atomic import write_text_atomic
+
 STAGES = ("prep", "plan", "model", "cluster")
 
 
@@ -494,7 +496,7 @@ def main(argv=None) -> dict:
         res = measure_latency(args.ckpt, events, args.device, args.repeat, args.attention,
                               cluster, args.precision)  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1))
+    write_text_atomic(args.out, json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
     return res
 

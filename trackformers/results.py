@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trackformers.io_atomic import write_text_atomic
+
 TABLE_PT_MIN = 0.9  # GeV
 TABLE_ABS_ETA_MAX = 4.0
 # goals of issue 9: DM efficiency (and fake rate) by pile-up
@@ -149,7 +151,7 @@ def hit_count_breakdown(particles: pd.DataFrame, column: str = "nhits") -> list[
 
 def load_row(eval_dir: str | Path) -> dict:
     """One table row (a flat dict) from an evaluation directory; see the module docstring."""
-    import torch
+    from trackformers.checkpoint import load_checkpoint_file
 
     eval_dir = Path(eval_dir)
     mfile = eval_dir / "metrics.json"
@@ -160,7 +162,7 @@ def load_row(eval_dir: str | Path) -> dict:
             raise KeyError(f"{mfile} lacks field {key!r} (not written by trackformers.evaluate?)")
     check_definition(mfile, m["reconstructable"])
     ckpt = _find_ckpt(mfile, m["ckpt"])
-    raw = torch.load(ckpt, map_location="cpu", weights_only=False)
+    raw = load_checkpoint_file(ckpt)
     tf = raw.get("trackformers") or {}
     cfg = tf.get("config") or (raw.get("hyper_parameters") or {}).get("config") or {}
     summary = training_summary(ckpt, tf.get("summary"))
@@ -328,9 +330,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     if args.markdown or not args.json:
         print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        write_text_atomic(args.out, text + "\n")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
+        write_text_atomic(args.json, json.dumps(rows, indent=1, default=str))
     return rows
 
 

@@ -204,6 +204,9 @@ def run(cfg) -> list[Path]:
 def _run(cfg) -> list[Path]:
     from tqdm import tqdm
 
+    from trackformers.config_checks import check_simulate_config
+
+    check_simulate_config(cfg)  # before any file is touched
     settings = _plain(cfg)
     sim = Simulation(settings)  # all checks happen here
     wanted = list(settings.get("shards") or range(sim.n_shards))

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+from inspect import signature
 from pathlib import Path
 
 import hydra
@@ -23,7 +24,11 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from trackformers.checkpoint import check_resume_path, register_safe_globals
+from trackformers.config_checks import check_train_config
+from trackformers.io_atomic import write_text_atomic
 from trackformers.models.module import ResumableLoader, TrackFormerModule
+from trackformers.wandb_env import is_wandb_logger, wandb_logger_config
 
 log = logging.getLogger("trackformers.train")
 
@@ -98,7 +103,12 @@ class ThroughputLog(Callback):
 
 
 def build(cfg: DictConfig):
-    """(datamodule, module, trainer) from a composed config; nothing is run."""
+    """(datamodule, module, trainer) from a composed config; nothing is run.
+
+    The config is checked first (trackformers.config_checks); the standard WANDB_* variables
+    apply to the wandb logger (trackformers.wandb_env: WANDB_MODE=disabled leaves it out).
+    """
+    check_train_config(cfg)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     loss = instantiate(cfg.loss)
@@ -118,7 +128,12 @@ def build(cfg: DictConfig):
     )
     make_train_loader = datamodule.train_dataloader
     datamodule.train_dataloader = lambda: ResumableLoader(make_train_loader(), module)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    loggers = []
+    for c in (cfg.get("logger") or {}).values():
+        if c is not None and is_wandb_logger(c):
+            c = wandb_logger_config(OmegaConf.to_container(c, resolve=True))
+        if c is not None:
+            loggers.append(instantiate(c))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     return datamodule, module, trainer
@@ -173,7 +188,7 @@ def write_summary(cfg: DictConfig, module: TrackFormerModule, trainer, seconds: 
             plots[f"val/efficiency_{by}"] = save(
                 plot_efficiency(reco, by=by), out / "plots" / f"efficiency_{by}.png"
             )
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
     for lg in trainer.loggers:
         if isinstance(lg, WandbLogger):
             rows = [[k, str(v)] for k, v in summary.items()]
@@ -187,14 +202,24 @@ def write_summary(cfg: DictConfig, module: TrackFormerModule, trainer, seconds: 
 
 
 def train(cfg: DictConfig) -> float:
-    """Fit one run; returns the monitored metric of the last validation (for sweepers)."""
+    """Fit one run; returns the monitored metric of the last validation (for sweepers).
+
+    The config and the checkpoint to resume from are checked before any data or model is set
+    up; the resume loads the checkpoint with ``weights_only=True`` (trackformers.checkpoint).
+    """
+    check_train_config(cfg)
+    ckpt_path = cfg.ckpt_path
+    check_resume_path(ckpt_path, cfg.paths.output_dir)
+    register_safe_globals()  # Lightning's resume loads with weights_only=True (below)
     L.seed_everything(int(cfg.seed), workers=True)
     datamodule, module, trainer = build(cfg)
-    ckpt_path = cfg.ckpt_path
     if ckpt_path == "last" and not (Path(cfg.paths.output_dir) / "checkpoints/last.ckpt").is_file():
         log.warning("ckpt_path=last but %s has no checkpoints/last.ckpt", cfg.paths.output_dir)
+    # Lightning >= 2.5 takes weights_only; older ones leave it to torch >= 2.6, whose default
+    # is weights_only=True as well
+    safe = {"weights_only": True} if "weights_only" in signature(trainer.fit).parameters else {}
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **safe)
     seconds = time.perf_counter() - t0
     if not trainer.interrupted:  # the final state, also when max_steps ended mid-epoch
         trainer.save_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")

@@ -27,7 +27,7 @@ from trackformers.data.errors import RepairLog
 from trackformers.data.features import FeatureConfig
 from trackformers.data.packing import Featurized, featurize, token_budget_batches
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: hits of particles missing from the table are noise
 HIT_COLUMNS = ("x", "coords", "particle_id", "weight", "hit_id", "volume_id")
 
 
@@ -68,7 +68,7 @@ def build_cache(
     tmp.mkdir(parents=True)
     spec = ReadSpec(
         hit_fields=cfg.hit_fields(),
-        part_fields=TARGET_PART_FIELDS if cfg.needs_particles else (),
+        part_fields=TARGET_PART_FIELDS if cfg.needs_particles else ("part_particle_id",),
         chunk_bytes=chunk_bytes,
     )
     handles: dict[str, object] = {}

@@ -106,7 +106,7 @@ class NativeEventStream(IterableDataset):
         self.max_events_per_batch = max_events_per_batch
         self.spec = ReadSpec(
             hit_fields=features.hit_fields(),
-            part_fields=TARGET_PART_FIELDS if features.needs_particles else (),
+            part_fields=TARGET_PART_FIELDS if features.needs_particles else ("part_particle_id",),
             chunk_bytes=int(chunk_bytes),
         )
         self.repairs = RepairLog()

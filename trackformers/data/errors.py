@@ -29,7 +29,7 @@ class DataRepairWarning(UserWarning):
 REPAIR_TEXT = {
     "nonfinite_hits": "hits with NaN/inf values dropped",
     "empty_events": "events without hits dropped",
-    "hits_without_truth": "hits whose particle id is not in the particle table (targets masked)",
+    "hits_without_truth": "hits whose particle id is not in the particle table, made noise",
     "selection_empty_events": "events left without hits by the hit selection dropped",
     "cast": "branches converted to the schema dtype",
     "skipped_files": "files skipped (on_error=skip)",

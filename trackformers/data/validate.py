@@ -5,13 +5,18 @@ Repairs (counted in the RepairLog, reported once per file):
   * particles with NaN/inf in any float particle field are dropped (their hits then count as
     hits without truth);
   * events left without hits are dropped;
-  * hits whose particle id is neither 0 (noise) nor in the event's particle table are counted;
-    their targets are masked by the feature code (they stay in the event as hits).
+  * hits whose particle id is neither 0 (noise) nor in the event's particle table ("orphan"
+    hits) become noise: particle id and weight set to 0, counted. This is the one rule for
+    training (loss and targets), validation and evaluation metrics, which all read events
+    through here: an orphan never counts as a particle (the table defines the particles),
+    and it stays in the event as a hit.
 Errors (DataError naming file, event id and value): duplicate hit ids or particle ids within
 an event.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -45,9 +50,29 @@ def validate_chunk(chunk: EventChunk, repairs: RepairLog) -> EventChunk:
     if "part_particle_id" in chunk.parts:
         check_unique(chunk.parts["part_particle_id"], chunk.part_offsets, chunk, "particle id")
         if "hit_particle_id" in chunk.hits:
-            n = int((~hits_with_truth(chunk)).sum())
-            repairs.add(src, "hits_without_truth", n)
+            chunk = orphans_to_noise(chunk, repairs)
     return chunk
+
+
+def orphans_to_noise(chunk: EventChunk, repairs: RepairLog) -> EventChunk:
+    """The chunk with hits whose particle id is missing from their event's particle table
+    turned into noise (particle id 0, weight 0); the count goes to the repair log with the
+    first ids and events."""
+    orphan = ~hits_with_truth(chunk)  # (total_hits,)
+    n = int(orphan.sum())
+    if not n:
+        return chunk
+    pid = chunk.hits["hit_particle_id"]
+    first = np.unique(pid[orphan])[:3].tolist()
+    events = np.unique(chunk.event["event_id"][segment_ids(chunk.hit_offsets)[orphan]])
+    note = f"e.g. particle ids {first} in event(s) {events[:3].tolist()}"
+    repairs.add(chunk.source, "hits_without_truth", n, note=note)
+    hits = dict(chunk.hits)
+    hits["hit_particle_id"] = np.where(orphan, np.zeros((), pid.dtype), pid)
+    if "hit_weight" in hits:  # noise carries no TrackML score weight
+        w = hits["hit_weight"]
+        hits["hit_weight"] = np.where(orphan, np.zeros((), w.dtype), w)
+    return dataclasses.replace(chunk, hits=hits)
 
 
 def _drop_nonfinite_particles(chunk: EventChunk, repairs: RepairLog) -> EventChunk:

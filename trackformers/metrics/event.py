@@ -77,7 +77,11 @@ def evaluate_event(
 
     unknown = np.setdiff1d(hit_pid[hit_pid != 0], part_id)
     if len(unknown):
-        raise ValueError(f"hit_particle_id values not in part_particle_id: {unknown[:5].tolist()}")
+        raise ValueError(
+            f"event {int(np.asarray(event.get('event_id', -1)))}: {len(unknown)} hit_particle_id "
+            f"value(s) not in part_particle_id, e.g. {unknown[:5].tolist()} (events read through "
+            "trackformers.data turn such hits into noise)"
+        )
     if len(np.unique(part_id)) != len(part_id):
         raise ValueError("part_particle_id has duplicate ids")
 

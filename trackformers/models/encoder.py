@@ -8,6 +8,8 @@ the batch's input order.
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -110,6 +112,10 @@ class Encoder(nn.Module):
         attention_kwargs: dict | None = None,
     ):
         super().__init__()
+        for key, value in (("in_features", in_features), ("d_model", d_model),
+                           ("n_heads", n_heads), ("n_layers", n_layers)):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                raise ValueError(f"model.encoder.{key} = {value!r}: must be an integer >= 1")
         if isinstance(attention, str):
             attention = build_attention(attention, **(attention_kwargs or {}))
         if not isinstance(attention, AttentionBackend):

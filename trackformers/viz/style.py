@@ -33,11 +33,16 @@ def label_colours(labels: np.ndarray, noise: int | None = None) -> np.ndarray:
 
 
 def save(fig, path) -> str:
-    """Save a figure (parent directories created) and close it; returns the path."""
+    """Save a figure atomically (temporary name, then renamed; parent directories created) and
+    close it; returns the path."""
     from pathlib import Path
 
+    from trackformers.io_atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or None)
+    finally:
+        plt.close(fig)
     return str(path)
