@@ -14,8 +14,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from trackformers.sim.detector import DetectorConfig, DetectorSim
 from trackformers.sim.beamspot import vertex_widths
+from trackformers.sim.detector import DetectorConfig, DetectorSim
 from trackformers.sim.generators import build_generator
 from trackformers.sim.noise import default_noise_fraction
 
