@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from trackformers.sim.writer import read_metadata
-from trackformers.simulate import default_settings, run
+from trackformers.simulate import CONF_DIR, default_settings, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,3 +206,15 @@ def test_old_default_shards_are_refused_not_mixed(tmp_path):
     with pytest.raises(FileExistsError, match="shard_00000.root was made with other settings"):
         run(_cfg(old, shards=[2]))  # another shard only: still refused, not mixed in
     assert sorted(p.name for p in old.glob("*.root")) == ["shard_00000.root"]
+
+
+def test_no_config_overrides_the_default_vertex_or_noise():
+    """Every experiment, data and process config uses the simulate defaults: the vertex spread
+    is set only in conf/simulate/vertex/ and the noise rate only in conf/simulate.yaml."""
+    conf = CONF_DIR
+    for path in sorted(conf.rglob("*.yaml")):
+        text = path.read_text()
+        if path.parent != conf / "simulate" / "vertex":
+            assert "sigma_z" not in text and "sigma_xy" not in text, path
+        if path != conf / "simulate.yaml":
+            assert "noise_fraction" not in text, path
