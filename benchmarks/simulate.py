@@ -22,18 +22,24 @@ import datetime
 import os
 import tempfile
 import time
+from dataclasses import replace
 from importlib.metadata import version
 
 import numpy as np
 
+from trackformers.sim.detector import DetectorSim
 from trackformers.sim.events import EventFactory
 from trackformers.simulate import default_settings, run
 
 
 def _time_events(factory: EventFactory, n: int) -> tuple[float, ...]:
-    """Median CPU s (total, generation, detector), median wall s per event, mean hits, mean
-    noise hits."""
-    gen, sim, wall, hits, noise = [], [], [], [], []
+    """Median CPU s (total, generation, detector, detector without noise), median wall s per
+    event, mean hits, mean noise hits. The noise-free detector simulation runs on the same
+    particles right after, so their difference is the cost of the noise hits."""
+    quiet = DetectorSim(
+        replace(factory.detector.config, noise_fraction=0.0), factory.detector.geometry
+    )
+    gen, sim, sim0, wall, hits, noise = [], [], [], [], [], []
     for i in range(1, n + 1):
         rng = np.random.default_rng([factory.seed, i])
         w0, t0 = time.perf_counter(), time.process_time()
@@ -43,13 +49,15 @@ def _time_events(factory: EventFactory, n: int) -> tuple[float, ...]:
             particles, event_id=i, pileup=n_pu, seed=int(rng.integers(2**63))
         )
         t2, w2 = time.process_time(), time.perf_counter()
+        quiet.simulate(particles, event_id=i, pileup=n_pu, seed=1)
+        sim0.append(time.process_time() - t2)
         gen.append(t1 - t0)
         sim.append(t2 - t1)
         wall.append(w2 - w0)
         hits.append(len(ev["hit_id"]))
         noise.append(int((ev["hit_particle_id"] == 0).sum()))
     total = np.asarray(gen) + np.asarray(sim)
-    med = [float(np.median(x)) for x in (total, gen, sim, wall)]
+    med = [float(np.median(x)) for x in (total, gen, sim, sim0, wall)]
     return (*med, float(np.mean(hits)), float(np.mean(noise)))
 
 
@@ -82,7 +90,8 @@ def main() -> None:
     print(f"1 core, load average {os.getloadavg()[0]:.1f}; {vers}; {args.events} events")
     print(
         "| workload | CPU s/event (median) | generation CPU s | detector sim CPU s "
-        "| wall s/event | hits/event (noise) | device | versions | date | command |"
+        "(without noise) | wall s/event | hits/event (noise) | device | versions | date "
+        "| command |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     today = datetime.date.today().isoformat()
@@ -92,9 +101,9 @@ def main() -> None:
     if args.vertex is not None:
         flags += f" --vertex {args.vertex}"
     cmd = f"`OMP_NUM_THREADS=1 python benchmarks/simulate.py {flags}`"
-    for label, total, gen, sim, wall, hits, noise, _ in rows:
+    for label, total, gen, sim, sim0, wall, hits, noise, _ in rows:
         print(
-            f"| {label} | {total:.2f} | {gen:.2f} | {sim:.2f} | {wall:.2f} "
+            f"| {label} | {total:.2f} | {gen:.2f} | {sim:.2f} ({sim0:.2f}) | {wall:.2f} "
             f"| {hits:.0f} ({noise:.0f}) | {args.device} | {vers} | {today} | {cmd} |"
         )
     print(
