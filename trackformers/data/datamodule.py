@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from trackformers.data.binning import fit_class_bins, num_classes
 from trackformers.data.dataset import SPLITS, NativeEventStream
 from trackformers.data.features import FeatureConfig
+from trackformers.data.provenance import check_one_setting
 from trackformers.data.reader import DEFAULT_CHUNK_BYTES, list_files
 
 
@@ -149,6 +150,7 @@ class TrackDataModule(L.LightningDataModule):
             return
         spec = [self.path] if isinstance(self.path, (str, os.PathLike)) else list(self.path)
         self.files = list_files([_resolve(p) for p in spec])
+        check_one_setting(self.files)  # never train on a mix of simulation settings
         if self.class_bin_spec is not None:
             self._fit_class_bins()
         if self.cache_dir is not None:
