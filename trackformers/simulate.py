@@ -23,7 +23,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("process", "vertex")  # config groups under conf/simulate/
 
 
-def _register_process_configs() -> None:
+def _register_simulate_groups() -> None:
     """Expose conf/simulate/<group>/*.yaml as Hydra groups (``process=ttbar``, ``vertex=hllhc``)."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
@@ -248,7 +248,7 @@ def run(cfg) -> list[Path]:
 def main() -> None:
     import hydra
 
-    _register_process_configs()
+    _register_simulate_groups()
 
     @hydra.main(config_path=str(CONF_DIR), config_name="simulate", version_base="1.3")
     def _main(cfg) -> None:
