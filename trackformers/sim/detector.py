@@ -23,7 +23,7 @@ from trackformers.sim.geometry import (
     module_ids,
     overlap_side,
 )
-from trackformers.sim.noise import noise_hits
+from trackformers.sim.noise import NOISE_SPREADS, noise_hits
 from trackformers.sim.propagate import propagate
 from trackformers.sim.weights import trackml_weights
 
@@ -53,6 +53,7 @@ class DetectorConfig:
     smearing: bool = True  # pitch/sqrt(12) in the module frame
     noise_fraction: float = 0.0  # noise hits per particle hit (Poisson), spread by area;
     # EventFactory sets TrackML's rate for physics processes (trackformers.sim.noise)
+    noise_spread: str = "area"  # area | module | channel (trackformers.sim.noise)
     p_min: float = 0.01  # GeV: stop propagating below this momentum
     max_crossings: int = 200  # per particle (loopers)
     max_hits: int = 100  # per particle
@@ -64,6 +65,10 @@ class DetectorConfig:
             raise ValueError(f"detector.efficiency must be in [0, 1], got {self.efficiency}")
         if self.noise_fraction < 0:
             raise ValueError(f"detector.noise_fraction must be >= 0, got {self.noise_fraction}")
+        if self.noise_spread not in NOISE_SPREADS:
+            raise ValueError(
+                f"detector.noise_spread must be one of {NOISE_SPREADS}, got {self.noise_spread!r}"
+            )
         if self.max_crossings < 1 or self.max_hits < 1:
             raise ValueError("detector.max_crossings and detector.max_hits must be >= 1")
 
@@ -101,7 +106,8 @@ class DetectorSim:
 
     def _noise(self, n_true: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Noise hits (:mod:`trackformers.sim.noise`): surface indices and positions."""
-        return noise_hits(self.geometry, n_true, self.config.noise_fraction, rng)
+        cfg = self.config
+        return noise_hits(self.geometry, n_true, cfg.noise_fraction, rng, cfg.noise_spread)
 
     def _smear(
         self, surf: np.ndarray, pos: np.ndarray, phi_c: np.ndarray, rng: np.random.Generator
