@@ -36,3 +36,20 @@ def test_same_setting_other_seed_and_imported_files_pass(datasets):
     kind = check_one_setting([datasets["new"], datasets["new_seed2"], datasets["imported"]])
     assert kind["vertex"]["sigma_z"] == 5.5 and "seed" not in kind
     assert check_one_setting([datasets["imported"]]) is None
+
+
+def test_resume_on_data_of_other_settings_is_refused(datasets):
+    """The DataModule's checkpoint state holds the simulation settings; resuming a run made on
+    the old defaults with data of the new ones is an error, on the same data it passes."""
+    old = TrackDataModule(path=str(datasets["old"]), max_tokens=2500)
+    old.setup("fit")
+    state = old.state_dict()
+    assert state["simulation"]["vertex"]["sigma_z"] == 50.0
+    new = TrackDataModule(path=str(datasets["new"]), max_tokens=2500)
+    new.setup("fit")
+    with pytest.raises(
+        ValueError, match=r"checkpoint was trained .*vertex\.sigma_z: 50\.0 -> 5\.5"
+    ):
+        new.load_state_dict(state)
+    new.load_state_dict(new.state_dict())  # same settings: fine
+    new.load_state_dict({})  # a checkpoint from before this check: nothing to compare

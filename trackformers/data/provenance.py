@@ -43,7 +43,7 @@ def check_one_setting(files: Sequence[str | os.PathLike]) -> dict | None:
             continue
         if not isinstance(settings, dict):
             continue
-        kind = {k: v for k, v in settings.items() if k not in SAME_KIND_KEYS}
+        kind = simulation_kind(settings)
         key = json.dumps(kind, sort_keys=True)
         if first is None:
             first = (kind, key, path)
@@ -54,6 +54,40 @@ def check_one_setting(files: Sequence[str | os.PathLike]) -> dict | None:
                 "setting; train on one of them, or simulate both alike"
             )
     return first[0] if first else None
+
+
+def simulation_kind(settings: dict) -> dict:
+    """The settings that make events of one kind: content settings without the seed.
+
+    Args:
+        settings: simulation settings (a shard's ``metadata["settings"]`` or a stream's).
+
+    Returns:
+        A plain dict without the seed and without run-only keys (n_events, output, ...).
+    """
+    from trackformers.simulate import content_settings
+
+    plain = json.loads(json.dumps(settings))
+    return {k: v for k, v in content_settings(plain).items() if k not in SAME_KIND_KEYS}
+
+
+def check_resume(saved: dict | None, current: dict | None) -> None:
+    """Raise when a run resumes on data of another simulation kind than it was trained on.
+
+    Args:
+        saved: :func:`simulation_kind` stored in the checkpoint (None: not recorded).
+        current: that of the data the run resumes on (None: not simulated by us).
+
+    Raises:
+        ValueError: both are known and differ; the message names the differing settings.
+    """
+    if saved is None or current is None or saved == current:
+        return
+    raise ValueError(
+        f"the checkpoint was trained on data simulated with other settings "
+        f"({_differences(saved, current)}): resume on the data it was trained on, or start a "
+        "new run"
+    )
 
 
 def _differences(a, b, prefix: str = "") -> str:
