@@ -3,7 +3,7 @@
 Every process (gun, Pythia8 hard scatter and pile-up) draws each primary vertex from a
 Gaussian of widths (sigma_xy, sigma_xy, sigma_z) around the origin. The default is TrackML's:
 its mu = 200 events (event 1000 of the public training sample: 204 primary vertices) show
-sigma_z = 5.5-5.7 mm and sigma_xy = 0.015-0.02 mm (see /work/shared/DESIGN.md, "TrackML facts").
+sigma_z = 5.5-5.7 mm and sigma_xy = 0.015-0.02 mm (design guide, "TrackML facts to match").
 The HL-LHC luminous region (sigma_z ~ 50 mm) is kept as a named option for robustness studies:
 ``python -m trackformers.simulate vertex=hllhc`` (conf/simulate/vertex/*.yaml).
 """

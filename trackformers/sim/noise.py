@@ -3,8 +3,9 @@
 Rate. TrackML events carry noise hits, marked in the truth file by ``particle_id`` 0 (and
 weight 0); see Amrouche et al., "The Tracking Machine Learning challenge: Accuracy phase",
 arXiv:1904.06778, and the dataset description of the TrackML library / Kaggle data page. The
-figure used here is measured on the public mu = 200 training event 1000: its hits file holds
-120 939 hits, of which 103 305 belong to a particle (``truth.particle_id != 0``), leaving
+figure used here is counted on the public mu = 200 training event 1000 (no rate is quoted in
+the paper text we could read): its hits file holds 120 939 hits (120 940 lines with the
+header), of which 103 305 belong to a particle (``truth.particle_id != 0``), leaving
 17 634 noise hits = 0.171 per particle hit (14.6 % of all hits). The rate is set per particle
 hit (Poisson mean ``noise_fraction * n_particle_hits``), so an event of any pile-up keeps
 TrackML's noise-to-signal ratio; at mu = 200 it gives TrackML's ~17.6 k noise hits.
