@@ -83,6 +83,8 @@ def start_sim(args, n: int, seed: int, out: Path, workers: int, log_file: Path):
            f"events_per_shard={per}", f"output={out}", "progress=false"]  # fmt: skip
     if args.pixel_files:
         cmd.append("detector.keep_volumes=[7,8,9]")
+    if args.vertex:
+        cmd.append(f"vertex={args.vertex}")
     say("$ " + " ".join(cmd) + " &")
     return subprocess.Popen(cmd, cwd=REPO, stdout=log_file.open("a"), stderr=subprocess.STDOUT)
 
@@ -299,6 +301,12 @@ def main(argv=None) -> int:
     ap.add_argument("--process", default="ttbar")
     ap.add_argument("--pileup", type=int, default=200)
     ap.add_argument("--pixel-files", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument(
+        "--vertex",
+        default=None,
+        choices=("trackml", "hllhc"),
+        help="beam spot of the simulation (default: simulate's, TrackML)",
+    )
     ap.add_argument("--n-train", type=int, default=600)
     ap.add_argument("--n-eval", type=int, default=24)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import uproot
 
+from trackformers.sim.writer import read_metadata
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -30,6 +32,8 @@ def test_demo_driver_runs_every_stage_and_reports_finite_metrics(tmp_path):
     assert shards
     n_events = sum(uproot.open(f)["events"].num_entries for f in shards)
     assert n_events == 40
+    settings = read_metadata(shards[0])["settings"]  # the demo uses the simulate defaults
+    assert settings["vertex"] == {"sigma_xy": 0.015, "sigma_z": 5.5}  # TrackML beam spot
 
     # train: checkpoint and offline wandb run under the run dir
     ckpt = out / "train" / "checkpoints" / "last.ckpt"

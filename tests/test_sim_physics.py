@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from trackformers.sim.events import EventFactory
+from trackformers.sim.noise import TRACKML_NOISE_FRACTION
 from trackformers.sim.particle_id import decode_vertex_id
 
 
@@ -13,7 +14,6 @@ def _factory(process="minbias", mu=0.0, library=0, seed=5):
             "process": {"name": process},
             "pileup": mu,
             "seed": seed,
-            "vertex": {"sigma_xy": 0.015, "sigma_z": 50.0},
             "minbias_library": {"size": library},
         }
     )
@@ -52,6 +52,14 @@ def test_pileup_vertices_are_distinct_and_encoded(minbias_pu):
     assert len(np.unique(np.round(vz, 3))) == len(vids)
     hit_v = decode_vertex_id(ev["hit_particle_id"][ev["hit_particle_id"] > 0])
     assert set(hit_v.tolist()) <= set(vids.tolist())
+
+
+def test_physics_events_carry_trackml_noise_by_default(minbias_pu):
+    ev = minbias_pu.event(1)
+    noise = ev["hit_particle_id"] == 0
+    mean = TRACKML_NOISE_FRACTION * (~noise).sum()  # Poisson mean of the noise count
+    assert noise.sum() > 0 and abs(noise.sum() - mean) < 4 * np.sqrt(mean)
+    assert np.all(ev["hit_weight"][noise] == 0)
 
 
 def test_event_depends_only_on_seed_and_index(minbias_pu):

@@ -8,7 +8,7 @@ import uproot
 
 from trackformers.data import schema
 from trackformers.sim.writer import read_metadata
-from trackformers.simulate import CONF_DIR, run
+from trackformers.simulate import default_settings, run
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
@@ -33,10 +33,7 @@ def test_sample_is_small_and_complete():
 def test_gun_sample_is_reproduced_byte_for_byte(tmp_path):
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(CONF_DIR / "simulate.yaml")
-    cfg.pop("defaults")
-    cfg.pop("hydra")
-    cfg.process = OmegaConf.load(CONF_DIR / "simulate" / "process" / "gun.yaml")
+    cfg = OmegaConf.create(default_settings(process="gun"))  # = the CLI's composed config
     cfg.merge_with(
         {
             "n_events": 20,
@@ -55,11 +52,8 @@ def test_gun_sample_is_reproduced_byte_for_byte(tmp_path):
 def test_compression_key_sets_the_codec_not_the_content(tmp_path):
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(CONF_DIR / "simulate.yaml")
+    cfg = OmegaConf.create(default_settings(process="gun"))
     assert cfg.compression == "lz4:1"
-    cfg.pop("defaults")
-    cfg.pop("hydra")
-    cfg.process = OmegaConf.load(CONF_DIR / "simulate" / "process" / "gun.yaml")
     made = {}
     for codec in ("lz4:1", "zstd:1"):
         cfg.merge_with(

@@ -6,20 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from trackformers.sim.writer import read_metadata
-from trackformers.simulate import CONF_DIR, run
+from trackformers.simulate import CONF_DIR, default_settings, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cfg(output, **over):
-    cfg = OmegaConf.load(CONF_DIR / "simulate.yaml")
-    cfg.pop("defaults")
-    cfg.pop("hydra")
-    cfg.process = OmegaConf.load(CONF_DIR / "simulate" / "process" / "gun.yaml")
+def _cfg(output, vertex_group=None, **over):
+    cfg = OmegaConf.create(default_settings(process="gun", vertex=vertex_group))
     cfg.output = str(output)
     cfg.progress = False
     cfg.n_events, cfg.events_per_shard = 6, 2
@@ -169,3 +167,54 @@ def test_shard_subset_for_array_jobs(tmp_path):
     assert _digest(part[0]) == _digest(full[2]) and _digest(part[1]) == _digest(full[0])
     with pytest.raises(ValueError, match="shard 3 does not exist"):
         run(_cfg(tmp_path / "o", shards=[3]))
+
+
+def test_default_vertex_is_trackml_and_hllhc_is_a_named_option(tmp_path):
+    """The gun (as every process) takes the vertex group: TrackML's 5.5 mm by default, the
+    HL-LHC 50 mm with ``vertex=hllhc`` on the command line."""
+    from trackformers.sim.events import EventFactory
+
+    assert default_settings()["vertex"] == {"sigma_xy": 0.015, "sigma_z": 5.5}
+    vz = {}
+    for vertex in ("trackml", "hllhc"):
+        f = EventFactory(default_settings(process="gun", vertex=vertex))
+        vz[vertex] = np.std([f.event(i)["part_vz"][0] for i in range(200)])
+    assert 5.5 * 0.85 < vz["trackml"] < 5.5 * 1.15  # 200 vertices: 5 % statistical error
+    assert 50.0 * 0.85 < vz["hllhc"] < 50.0 * 1.15
+    out = tmp_path / "hl"
+    cmd = [sys.executable, "-m", "trackformers.simulate", "vertex=hllhc", "n_events=2"]
+    cmd += [f"output={out}", "progress=false", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
+    meta = read_metadata(out / "shard_00000.root")
+    assert meta["settings"]["vertex"]["sigma_z"] == 50.0 and meta["gun"]["sigma_z"] == 50.0
+
+
+def test_gun_vertex_in_process_section_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="process.sigma_z: the gun takes its vertex spread"):
+        run(_cfg(tmp_path / "a", process={"sigma_z": 50.0}))
+    with pytest.raises(ValueError, match="vertex.sigma_z must be a finite width"):
+        run(_cfg(tmp_path / "a", **{"vertex": {"sigma_z": -1.0}}))
+
+
+def test_old_default_shards_are_refused_not_mixed(tmp_path):
+    """A dataset simulated with the old defaults (sigma_z 50 mm, no noise) is never completed or
+    extended with shards of the new defaults, not even by a run of other shards only."""
+    old = tmp_path / "old"
+    run(_cfg(old, vertex_group="hllhc", detector={"noise_fraction": 0.0}, n_events=2))
+    with pytest.raises(FileExistsError, match="shard_00000.root was made with other settings"):
+        run(_cfg(old))  # same shard, new defaults
+    with pytest.raises(FileExistsError, match="shard_00000.root was made with other settings"):
+        run(_cfg(old, shards=[2]))  # another shard only: still refused, not mixed in
+    assert sorted(p.name for p in old.glob("*.root")) == ["shard_00000.root"]
+
+
+def test_no_config_overrides_the_default_vertex_or_noise():
+    """Every experiment, data and process config uses the simulate defaults: the vertex spread
+    is set only in conf/simulate/vertex/ and the noise rate only in conf/simulate.yaml."""
+    conf = CONF_DIR
+    for path in sorted(conf.rglob("*.yaml")):
+        text = path.read_text()
+        if path.parent != conf / "simulate" / "vertex":
+            assert "sigma_z" not in text and "sigma_xy" not in text, path
+        if path != conf / "simulate.yaml":
+            assert "noise_fraction" not in text, path

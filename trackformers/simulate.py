@@ -26,14 +26,54 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("trackformers.simulate")
 
 
-def _register_process_configs() -> None:
-    """Expose conf/simulate/process/*.yaml as the Hydra group ``process`` (``process=ttbar``)."""
+GROUPS = ("process", "vertex")  # config groups under conf/simulate/
+
+
+def _register_simulate_groups() -> None:
+    """Expose conf/simulate/<group>/*.yaml as Hydra groups (``process=ttbar``, ``vertex=hllhc``)."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
     cs = ConfigStore.instance()
-    for f in sorted((CONF_DIR / "simulate" / "process").glob("*.yaml")):
-        cs.store(group="process", name=f.stem, node=OmegaConf.load(f))
+    for group in GROUPS:
+        for f in sorted((CONF_DIR / "simulate" / group).glob("*.yaml")):
+            cs.store(group=group, name=f.stem, node=OmegaConf.load(f))
+
+
+def default_settings(**choices: str | None) -> dict:
+    """conf/simulate.yaml with its groups composed, as Hydra would, but without Hydra's state.
+
+    Usable inside a running Hydra app (e.g. the training DataModule), where a second Hydra
+    initialisation is not allowed.
+
+    Args:
+        choices: group selections overriding the defaults list, e.g. ``process="ttbar"``,
+            ``vertex="hllhc"``; None keeps the default.
+
+    Returns:
+        The plain settings dict (``hydra`` and ``defaults`` removed).
+    """
+    from omegaconf import OmegaConf
+
+    base = OmegaConf.load(CONF_DIR / "simulate.yaml")
+    picks = {}
+    for entry in base.pop("defaults", []):
+        if isinstance(entry, str):  # _self_
+            continue
+        ((group, name),) = dict(entry).items()
+        picks[group] = name
+    unknown = sorted(set(choices) - set(picks))
+    if unknown:
+        raise ValueError(f"unknown simulate config group(s) {unknown}; groups: {sorted(picks)}")
+    picks.update({k: v for k, v in choices.items() if v is not None})
+    base.pop("hydra", None)
+    for group, name in picks.items():
+        path = CONF_DIR / "simulate" / group / f"{name}.yaml"
+        if not path.is_file():
+            known = sorted(f.stem for f in path.parent.glob("*.yaml"))
+            raise ValueError(f"unknown {group} {name!r}; choose one of {known}")
+        base[group] = OmegaConf.merge(OmegaConf.load(path), base.get(group) or {})
+    return OmegaConf.to_container(base, resolve=True)
 
 
 def _plain(cfg) -> dict:
@@ -98,6 +138,23 @@ class Simulation:
             "seed": [int(self.settings["seed"]), shard],
             **self.factory.provenance(),
         }
+
+    def check_output(self) -> None:
+        """Refuse an output directory holding any shard made with other settings.
+
+        Every ``shard_*.root`` present is checked, not only the shards this run writes, so a
+        run of ``shards=[...]`` never adds shards of new settings (for instance new default
+        vertex spread or noise) beside old ones: a dataset is one setting, never a mix.
+        """
+        from trackformers.sim.writer import read_metadata
+
+        for path in sorted(self.output.glob("shard_*.root")):
+            found = read_metadata(path).get("settings_hash")
+            if found != self.hash:
+                raise FileExistsError(
+                    f"{path} was made with other settings (hash {found} != {self.hash}); "
+                    "choose another output directory or delete the old shards"
+                )
 
     def existing_ok(self, shard: int) -> bool:
         """True if the shard exists with these settings and all its events read back.
@@ -216,6 +273,7 @@ def _run(cfg) -> list[Path]:
             f"shard {bad[0]} does not exist: n_events={settings['n_events']} "
             f"gives shards 0..{sim.n_shards - 1}"
         )
+    sim.check_output()
     todo = [s for s in wanted if not sim.existing_ok(s)]
     workers = max(1, int(settings.get("workers", 1)))
     n_todo = sum(len(sim.shard_events(s)) for s in todo)
@@ -248,7 +306,7 @@ def _run(cfg) -> list[Path]:
 def main() -> None:
     import hydra
 
-    _register_process_configs()
+    _register_simulate_groups()
 
     @hydra.main(config_path=str(CONF_DIR), config_name="simulate", version_base="1.3")
     def _main(cfg) -> None:

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from trackformers.data.binning import fit_class_bins, num_classes
 from trackformers.data.dataset import SPLITS, NativeEventStream
 from trackformers.data.features import FeatureConfig
+from trackformers.data.provenance import check_one_setting, check_resume, simulation_kind
 from trackformers.data.reader import DEFAULT_CHUNK_BYTES, list_files
 
 
@@ -95,6 +96,15 @@ class TrackDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir  # set: featurize once into a memory-mapped cache (cache.py)
         self.datasets: dict[str, object] = {}
         self.files: list[Path] = []
+        self.simulation: dict | None = None  # settings the data was simulated with (provenance)
+
+    def state_dict(self) -> dict:
+        """Saved in checkpoints: the simulation settings of the data (checked on resume)."""
+        return {"simulation": self.simulation}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Refuse to resume a run on data simulated with other settings (e.g. new defaults)."""
+        check_resume(state.get("simulation"), self.simulation)
 
     def _check_sizes(self, n_feat, n_params, n_classes) -> None:
         f = self.features
@@ -149,6 +159,7 @@ class TrackDataModule(L.LightningDataModule):
             return
         spec = [self.path] if isinstance(self.path, (str, os.PathLike)) else list(self.path)
         self.files = list_files([_resolve(p) for p in spec])
+        self.simulation = check_one_setting(self.files)  # never a mix of simulation settings
         if self.class_bin_spec is not None:
             self._fit_class_bins()
         if self.cache_dir is not None:
@@ -196,6 +207,7 @@ class TrackDataModule(L.LightningDataModule):
         if unknown:
             raise ValueError(f"unknown data.stream keys {sorted(unknown)}")
         settings = cfg.get("settings") or default_settings(cfg.get("process", "gun"))
+        self.simulation = simulation_kind(settings)
 
         def make(features: FeatureConfig) -> dict:
             return generated_datasets(

@@ -10,7 +10,6 @@ by token budget. Train, validation and test draw disjoint event indices: train u
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 from torch.utils.data import IterableDataset
 
@@ -19,18 +18,14 @@ from trackformers.data.features import FeatureConfig
 from trackformers.data.packing import pack_events
 
 EVAL_OFFSET = 1 << 40  # validation/test event indices start here, far beyond training epochs
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def default_settings(process: str = "gun") -> dict:
-    """conf/simulate.yaml with conf/simulate/process/<process>.yaml, as a plain dict."""
-    from omegaconf import OmegaConf
+    """conf/simulate.yaml with conf/simulate/process/<process>.yaml (and the default vertex
+    group), as a plain dict: what ``python -m trackformers.simulate process=<process>`` uses."""
+    from trackformers.simulate import default_settings as simulate_defaults
 
-    base = OmegaConf.load(CONF_DIR / "simulate.yaml")
-    base.pop("defaults", None)
-    base.pop("hydra", None)
-    base.process = OmegaConf.load(CONF_DIR / "simulate" / "process" / f"{process}.yaml")
-    return OmegaConf.to_container(base, resolve=True)
+    return simulate_defaults(process=process)
 
 
 class GeneratedBatchStream(IterableDataset):

@@ -10,20 +10,25 @@ Public API:
     validation_plot, validation_summary           -- realism plot / numbers (validation.py)
     SimulatedEventStream (trackformers.sim.stream) -- on-the-fly torch IterableDataset
     trackml_weights                               -- official TrackML hit weights (weights.py)
+    BEAMSPOTS (beamspot.py), TRACKML_NOISE_FRACTION (noise.py) -- TrackML-like defaults
     encode_particle_id, decode_vertex_id          -- particle ids carrying their vertex
 """
 
+from trackformers.sim.beamspot import BEAMSPOTS
 from trackformers.sim.detector import DetectorConfig, DetectorSim
 from trackformers.sim.events import EventFactory
 from trackformers.sim.generators import build_generator
 from trackformers.sim.geometry import Geometry, load_geometry
 from trackformers.sim.gun import GunConfig, ParticleGun
+from trackformers.sim.noise import TRACKML_NOISE_FRACTION
 from trackformers.sim.particle_id import decode_vertex_id, encode_particle_id
 from trackformers.sim.validation import validation_plot, validation_summary
 from trackformers.sim.weights import trackml_weights
 from trackformers.sim.writer import read_metadata, validate_event, write_events
 
 __all__ = [
+    "BEAMSPOTS",
+    "TRACKML_NOISE_FRACTION",
     "DetectorConfig",
     "EventFactory",
     "DetectorSim",

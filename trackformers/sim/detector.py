@@ -23,6 +23,7 @@ from trackformers.sim.geometry import (
     module_ids,
     overlap_side,
 )
+from trackformers.sim.noise import NOISE_SPREADS, noise_hits
 from trackformers.sim.propagate import propagate
 from trackformers.sim.weights import trackml_weights
 
@@ -50,7 +51,9 @@ class DetectorConfig:
     scattering: bool = True  # Highland multiple scattering at every crossing
     energy_loss: bool = True  # ionisation (and mean bremsstrahlung for electrons)
     smearing: bool = True  # pitch/sqrt(12) in the module frame
-    noise_fraction: float = 0.0  # noise hits per true hit (Poisson), spread by area
+    noise_fraction: float = 0.0  # noise hits per particle hit (Poisson), spread by area;
+    # EventFactory sets TrackML's rate for physics processes (trackformers.sim.noise)
+    noise_spread: str = "area"  # area | module | channel (trackformers.sim.noise)
     p_min: float = 0.01  # GeV: stop propagating below this momentum
     max_crossings: int = 200  # per particle (loopers)
     max_hits: int = 100  # per particle
@@ -62,6 +65,10 @@ class DetectorConfig:
             raise ValueError(f"detector.efficiency must be in [0, 1], got {self.efficiency}")
         if self.noise_fraction < 0:
             raise ValueError(f"detector.noise_fraction must be >= 0, got {self.noise_fraction}")
+        if self.noise_spread not in NOISE_SPREADS:
+            raise ValueError(
+                f"detector.noise_spread must be one of {NOISE_SPREADS}, got {self.noise_spread!r}"
+            )
         if self.max_crossings < 1 or self.max_hits < 1:
             raise ValueError("detector.max_crossings and detector.max_hits must be >= 1")
 
@@ -98,17 +105,9 @@ class DetectorSim:
         return {"detector": asdict(self.config), "geometry": self.geometry.source}
 
     def _noise(self, n_true: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        geo = self.geometry
-        n = rng.poisson(self.config.noise_fraction * n_true) if self.config.noise_fraction else 0
-        area = geo.area()
-        surf = rng.choice(geo.n_surfaces, size=n, p=area / area.sum())
-        phi = rng.uniform(-np.pi, np.pi, n)
-        cyl = geo.kind[surf] == CYLINDER
-        lo, hi = geo.lo[surf], geo.hi[surf]
-        r = np.where(cyl, geo.pos[surf], np.sqrt(rng.uniform(lo**2, hi**2)))
-        z = np.where(cyl, rng.uniform(lo, hi), geo.pos[surf])
-        pos = np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)  # (n, 3)
-        return surf, pos
+        """Noise hits (:mod:`trackformers.sim.noise`): surface indices and positions."""
+        cfg = self.config
+        return noise_hits(self.geometry, n_true, cfg.noise_fraction, rng, cfg.noise_spread)
 
     def _smear(
         self, surf: np.ndarray, pos: np.ndarray, phi_c: np.ndarray, rng: np.random.Generator

@@ -3,14 +3,21 @@
 Shared by the file writer (:mod:`trackformers.simulate`) and the on-the-fly stream
 (:mod:`trackformers.sim.stream`). ``settings`` has the layout of conf/simulate.yaml
 (process, pileup, vertex, minbias_library, detector, seed); everything is checked here.
+Defaults that depend on the process are resolved here: a missing ``vertex`` section means
+TrackML's beam spot (:mod:`trackformers.sim.beamspot`) and ``detector.noise_fraction`` null
+or missing means the process's noise rate (:func:`trackformers.sim.noise.default_noise_fraction`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
+from trackformers.sim.beamspot import vertex_widths
 from trackformers.sim.detector import DetectorConfig, DetectorSim
 from trackformers.sim.generators import build_generator
+from trackformers.sim.noise import default_noise_fraction
 
 
 class EventFactory:
@@ -22,13 +29,21 @@ class EventFactory:
         if mu is None or not float(mu) >= 0:  # also catches NaN
             raise ValueError(f"pileup must be >= 0, got {mu}")
         self.seed = int(settings.get("seed", 0))
-        self.detector = DetectorSim(DetectorConfig(**(settings.get("detector") or {})))
+        process = settings.get("process")
+        if not isinstance(process, Mapping) or "name" not in process:
+            raise ValueError(f"settings need a process section with a name, got {process!r}")
+        detector = dict(settings.get("detector") or {})
+        if detector.get("noise_fraction") is None:
+            detector["noise_fraction"] = default_noise_fraction(process["name"])
+        self.detector = DetectorSim(DetectorConfig(**detector))
+        sigma_xy, sigma_z = vertex_widths(settings.get("vertex"))
         pileup = {
             "mu": float(mu),
-            **(settings.get("vertex") or {}),
+            "sigma_xy": sigma_xy,
+            "sigma_z": sigma_z,
             "library_size": int((settings.get("minbias_library") or {}).get("size", 0)),
         }
-        self.generator = build_generator(settings["process"], pileup, seed=self.seed)
+        self.generator = build_generator(process, pileup, seed=self.seed)
 
     def provenance(self) -> dict:
         return {**self.generator.provenance(), **self.detector.provenance()}

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from trackformers.sim.beamspot import BEAMSPOTS, DEFAULT_BEAMSPOT
 from trackformers.sim.particle_id import encode_particle_id
 
 # |pdg| -> (mass GeV, charge of the positive pdg code)
@@ -27,8 +28,9 @@ class GunConfig:
     phi: tuple[float, float] = (-np.pi, np.pi)
     charge: int = 0  # +1, -1, or 0 for random signs
     pdg_id: int = 13
-    sigma_xy: float = 0.015  # mm, vertex spread
-    sigma_z: float = 50.0  # mm
+    # vertex spread (mm), filled from the ``vertex`` settings section by build_generator
+    sigma_xy: float = BEAMSPOTS[DEFAULT_BEAMSPOT]["sigma_xy"]
+    sigma_z: float = BEAMSPOTS[DEFAULT_BEAMSPOT]["sigma_z"]
 
     def check(self) -> None:
         lo, hi = self.n_particles

@@ -23,6 +23,7 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
+from trackformers.sim.beamspot import vertex_widths
 from trackformers.sim.detector import concat_particles, empty_particles
 from trackformers.sim.particle_id import encode_particle_id
 
@@ -212,8 +213,9 @@ class PythiaSource:
         self.mu = float(pileup.get("mu", 0.0))
         if not self.mu >= 0:
             raise ValueError(f"pileup mu must be >= 0, got {self.mu}")
-        self.sigma_xy = float(pileup.get("sigma_xy", 0.015))
-        self.sigma_z = float(pileup.get("sigma_z", 50.0))
+        self.sigma_xy, self.sigma_z = vertex_widths(
+            {k: pileup[k] for k in ("sigma_xy", "sigma_z") if k in pileup}
+        )
         self.library_size = int(pileup.get("library_size", 0))
         self.eta_max, self.pt_min = float(eta_max), float(pt_min)
         self.settings = list(settings or [])
