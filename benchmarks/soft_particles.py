@@ -89,9 +89,7 @@ def measure(factory: EventFactory, n_events: int) -> dict:
 def report(m: dict, label: str) -> None:
     ref = REFERENCE
     print(f"\n### {label}: {m['events']} events, median CPU {m['cpu_s']:.2f} s/event (1 core)")
-    print(
-        "| pT bin (GeV) | particles/event | mean hits (ours) | TrackML | diff | mean hits, >= 1 hit |"
-    )
+    print("| pT bin (GeV) | particles/event | mean hits | TrackML | diff | mean hits, >= 1 hit |")
     print("|---|---|---|---|---|---|")
     for k, lab in enumerate(_pt_bin_labels()):
         d = m["mean_hits"][k] - ref["mean_hits"][k]
@@ -104,7 +102,8 @@ def report(m: dict, label: str) -> None:
     with_ours = m["hits"] / (m["particles"] * (1 - m["no_hit_fraction"]))
     with_ref = ref["hits"] / (ref["particles"] * (1 - ref["no_hit_fraction"]))
     print(
-        f"\nparticle hits/event {m['hits']:.0f} vs {ref['hits']} ({m['hits'] / ref['hits'] - 1:+.1%});"
+        f"\nparticle hits/event {m['hits']:.0f} vs {ref['hits']}"
+        f" ({m['hits'] / ref['hits'] - 1:+.1%});"
         f" particles/event {m['particles']:.0f} vs {ref['particles']};"
         f" hits/particle {per_ours:.2f} vs {per_ref:.2f} ({per_ours / per_ref - 1:+.1%});"
         f" hits/particle with hits {with_ours:.2f} vs {with_ref:.2f}"
@@ -113,7 +112,8 @@ def report(m: dict, label: str) -> None:
     )
     print(
         f"particles starting >= 1 mm from the beam line: {m['secondary_fraction']:.1%} vs"
-        f" {ref['secondary_fraction']:.1%} (ratio {m['secondary_fraction'] / ref['secondary_fraction']:.2f});"
+        f" {ref['secondary_fraction']:.1%}"
+        f" (ratio {m['secondary_fraction'] / ref['secondary_fraction']:.2f});"
         f" their share of particle hits {m['secondary_hit_fraction']:.1%}"
     )
     for name, (fp, fh) in m["by_process"].items():

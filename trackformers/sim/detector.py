@@ -51,7 +51,7 @@ class DetectorConfig:
     energy_loss: bool = True  # ionisation (and mean bremsstrahlung for electrons)
     smearing: bool = True  # pitch/sqrt(12) in the module frame
     noise_fraction: float = 0.0  # noise hits per true hit (Poisson), spread by area
-    p_min: float = 0.01  # GeV: stop propagating below this momentum
+    p_min: float = 0.2  # GeV: particles below are not simulated (Fatras pMin) or stop
     max_crossings: int = 200  # per particle (loopers)
     max_hits: int = 100  # per particle
     # soft particles and secondaries as in TrackML / ACTS Fatras (sim/propagate.py,
@@ -61,7 +61,7 @@ class DetectorConfig:
     conversions: bool = True
     nuclear_interactions: bool = True
     lambda_over_x0: float = 4.965
-    secondary_p_min: float = 0.05  # GeV: lighter secondaries are neither followed nor listed
+    secondary_p_min: float = 0.05  # GeV: lighter secondaries are not listed (below p_min: no hits)
     max_generations: int = 2  # secondaries of secondaries ... up to this generation
     keep_volumes: list[int] | None = None  # e.g. [7, 8, 9]: write pixel hits only (all
     # material is still simulated)

@@ -9,15 +9,17 @@ material (where it ends) makes the next generation:
   Bethe-Heitler shape 1 - 4/3 x (1 - x); both leptons leave at a polar angle of order m_e / E
   (Gamma(2)-distributed multiples of it) on opposite sides of the photon direction.
 - inelastic nuclear interaction of a hadron (probability 1 - exp(-x/lambda_I)), a simple
-  parametrised model: the hadron ends, 1 + Poisson(1.2 ln(1 + p/GeV)) - 1 (at least one)
-  charged hadrons leave, sharing ``NUCLEAR_CHARGED_FRACTION`` of the incoming momentum along
-  its direction (flat Dirichlet fractions) with an exponential transverse momentum of mean
-  ``NUCLEAR_MEAN_PT`` each; ``NUCLEAR_PROTON_FRACTION`` of them are protons, the others
-  charged pions of random sign (the rest of the energy goes to neutrals that are not followed).
+  parametrised model: the hadron ends, Poisson(NUCLEAR_MULTIPLICITY_OFFSET + 1.2 ln(1 + p/GeV))
+  (at least one) charged hadrons leave (soft nuclear fragments included), sharing
+  ``NUCLEAR_CHARGED_FRACTION`` of the incoming momentum along its direction (flat Dirichlet
+  fractions) with an exponential transverse momentum of mean ``NUCLEAR_MEAN_PT`` each;
+  ``NUCLEAR_PROTON_FRACTION`` of them are protons, the others charged pions of random sign (the
+  rest of the energy goes to neutrals that are not followed).
 
-Secondaries below ``secondary_p_min`` are not followed nor listed. Each secondary keeps its
-parent's vertex_id, starts at the interaction point, and gets an id of the next generation
-(:mod:`trackformers.sim.particle_id`), its parent's id and its process code.
+Secondaries below ``secondary_p_min`` are neither followed nor listed; those between it and the
+propagation's ``p_min`` are listed but not simulated (no hits, as TrackML's soft particles).
+Each secondary keeps its parent's vertex_id, starts at the interaction point, and gets an id of
+the next generation (:mod:`trackformers.sim.particle_id`), its parent's id and its process code.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ PROCESS_NUCLEAR = 2  # inelastic nuclear interaction in the material
 ELECTRON_MASS = 0.000511
 PION_MASS = 0.139570
 PROTON_MASS = 0.938272
-NUCLEAR_CHARGED_FRACTION = 0.6  # share of the incoming momentum carried by charged products
+NUCLEAR_CHARGED_FRACTION = 0.3  # share of the incoming momentum carried by charged products
 NUCLEAR_MEAN_PT = 0.2  # GeV: mean transverse momentum of a product to the incoming direction
 NUCLEAR_PROTON_FRACTION = 0.3
+# charged multiplicity: Poisson(NUCLEAR_MULTIPLICITY_OFFSET + 1.2 ln(1 + p/GeV)), at least 1
+NUCLEAR_MULTIPLICITY_OFFSET = 2.0
 
 TABLE_KEYS = ("pdg_id", "vertex_id", "vx", "vy", "vz", "px", "py", "pz", "q", "mass")
 
@@ -102,7 +106,9 @@ def nuclear_products(mom: np.ndarray, rng: np.random.Generator) -> dict[str, np.
     n = len(mom)
     p_in = np.linalg.norm(mom, axis=1)  # (n,)
     u = mom / np.maximum(p_in, 1e-12)[:, None]
-    mult = np.maximum(rng.poisson(1.2 * np.log1p(p_in)), 1)  # (n,) charged products
+    mult = np.maximum(
+        rng.poisson(NUCLEAR_MULTIPLICITY_OFFSET + 1.2 * np.log1p(p_in)), 1
+    )  # (n,) charged products
     parent = np.repeat(np.arange(n), mult)  # (m,)
     m = len(parent)
     # flat Dirichlet fractions per interaction: normalised exponentials
@@ -208,7 +214,8 @@ def transport(
             ``process`` are taken from it when present, else 0 (generator particles).
         seed: random seed (same seed, same result).
         max_generations: secondaries of at most this generation are made (0: none).
-        secondary_p_min: GeV; lighter secondaries are neither followed nor listed.
+        secondary_p_min: GeV; lighter secondaries are neither followed nor listed (those
+            below the ``p_min`` of ``propagate_kwargs`` are listed but leave no hits).
         keep_neutral: list neutral particles (photons, neutral hadrons) in the returned table;
             by default only charged ones are listed, as in TrackML's particles files.
         **propagate_kwargs: settings of :func:`propagate` (efficiency, loop_fraction, ...).

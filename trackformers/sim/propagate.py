@@ -16,10 +16,11 @@ Interactions in the material end a particle and are returned for
 probability 1 - exp(-7/9 x/X0) per crossing and inelastic nuclear interactions of hadrons with
 probability 1 - exp(-x/lambda_I), lambda_I = ``lambda_over_x0`` X0.
 
-A particle stops when it crosses the world boundary, finds no further surface, interacts,
-falls below ``p_min``, exceeds ``max_crossings`` or (loop protection, as the ACTS propagator's
-``loopProtection``) has travelled more than ``loop_fraction`` of one full helix turn, the turn
-computed from its momentum and the field at its start: 2 pi p / (|q| c B).
+A particle starting below ``p_min`` is not simulated (as Fatras' minimum momentum of simulated
+particles). A particle stops when it crosses the world boundary, finds no further surface,
+interacts, falls below ``p_min``, exceeds ``max_crossings`` or (loop protection, as the ACTS
+propagator's ``loopProtection``) has travelled more than ``loop_fraction`` of one full helix
+turn, the turn computed from its momentum and the field at its start: 2 pi p / (|q| c B).
 """
 
 from __future__ import annotations
@@ -261,10 +262,12 @@ def _propagate(
         hits_i = 0
         path = 0.0  # 3D path length travelled (mm)
         path_limit = np.inf
+        p0 = math.sqrt(mx * mx + my * my + mz * mz)
+        if p0 < p_min:
+            continue  # not simulated (as Fatras' minimum momentum of simulated particles)
         if q[i] != 0 and loop_fraction > 0:
             b0 = abs(_field_bz(bz, map_r, map_z, map_bz, math.sqrt(x * x + y * y), z))
             if b0 > 0:
-                p0 = math.sqrt(mx * mx + my * my + mz * mz)
                 path_limit = loop_fraction * 2.0 * math.pi * p0 / (abs(q[i]) * C_LIGHT * b0)
         for _ in range(max_crossings):
             pt = math.sqrt(mx * mx + my * my)
@@ -395,7 +398,8 @@ def propagate(
         seed: seed of the kernel's random numbers (same seed, same result).
         efficiency: probability that a sensitive crossing leaves a hit.
         scattering, energy_loss: material effects on charged particles.
-        p_min: GeV, stop below this momentum.
+        p_min: GeV, particles below this momentum are not simulated, or stop when they fall
+            below it.
         max_crossings, max_hits: per particle.
         loop_fraction: path limit in units of one full helix turn at the start (ACTS loop
             protection, ACTS default 0.5); 0 disables it.

@@ -2,11 +2,12 @@
 
 A :class:`PythiaSource` produces particle tables (see :mod:`trackformers.sim.detector`): the
 charged final-state particles (plus photons, neutrons and K0L, which the detector simulation
-follows for their interactions in the material) of one hard-scatter interaction (vertex_id 0) plus a Poisson
-number of minimum-bias pile-up interactions (vertex_id 1..n), each shifted to its own vertex
-drawn from the luminous region (sigma_xy, sigma_z). Decay products of long-lived particles
-(K0S, Lambda, ...) start at Pythia's displaced production vertex. Pythia is initialised once
-and re-seeded from ``rng`` before every event, so event i depends only on (seed, i).
+follows for their interactions in the material) of one hard-scatter interaction (vertex_id 0)
+plus a Poisson number of minimum-bias pile-up interactions (vertex_id 1..n), each shifted to its
+own vertex drawn from the luminous region (sigma_xy, sigma_z). Decay products of long-lived
+particles (K0S, Lambda, ...) start at Pythia's displaced production vertex. Pythia is
+initialised once and re-seeded from ``rng`` before every event, so event i depends only on
+(seed, i).
 
 With ``library_size > 0`` pile-up is overlaid from a library of minimum-bias events generated
 once: each overlay is rotated by a random phi, mirrored in z at random and moved to a fresh
