@@ -13,7 +13,8 @@ pT >= 0.15 GeV at the generator, vs TrackML's), so totals are shown raw and per 
 
     OMP_NUM_THREADS=1 python benchmarks/soft_particles.py [--events 3] [--legacy]
 
-``--legacy`` runs the simulation as before issue 16 (no loop protection, no secondaries).
+``--legacy`` runs the simulation as before issue 16 (no loop protection, no secondaries, p_min
+0.01 GeV).
 """
 
 from __future__ import annotations
@@ -129,7 +130,12 @@ def main() -> None:
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     detector = {}
     if args.legacy:
-        detector = {"loop_fraction": 0.0, "conversions": False, "nuclear_interactions": False}
+        detector = {
+            "loop_fraction": 0.0,
+            "conversions": False,
+            "nuclear_interactions": False,
+            "p_min": 0.01,
+        }
     factory = EventFactory(
         {
             "process": {"name": "ttbar"},
