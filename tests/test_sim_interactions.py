@@ -202,3 +202,11 @@ def test_config_rejects_bad_settings():
         DetectorConfig(loop_fraction=-1).check()
     with pytest.raises(ValueError, match="lambda_over_x0"):
         DetectorConfig(lambda_over_x0=0).check()
+
+
+def test_colliding_secondary_ids_are_refused(geo):
+    t = _particles(3.0, n=2000)
+    # an input particle already holds the id the first secondary of vertex 0 would get
+    t["particle_id"][-1] = encode_particle_id([0], [0], [1])[0]
+    with pytest.raises(ValueError, match="collide"):
+        transport(geo, t, seed=0, nuclear=True, lambda_over_x0=0.5)

@@ -259,6 +259,12 @@ def transport(
         if not table or len(table["particle_id"]) == 0:
             break
     full = {k: np.concatenate([t[k] for t in tables]) for k in tables[0]}
+    if len(tables) > 1 and len(np.unique(full["particle_id"])) != len(full["particle_id"]):
+        raise ValueError(
+            "secondary particle ids collide with input particle ids: the input ids must follow "
+            "trackformers.sim.particle_id (vertex << 32 | generation << 24 | number); "
+            "turn detector.conversions and detector.nuclear_interactions off to re-simulate them"
+        )
     hits = {
         k: np.concatenate([c[k] for c in crossings]) for k in ("particle", "surface", "pos", "mom")
     }
