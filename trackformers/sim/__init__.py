@@ -10,7 +10,9 @@ Public API:
     validation_plot, validation_summary           -- realism plot / numbers (validation.py)
     SimulatedEventStream (trackformers.sim.stream) -- on-the-fly torch IterableDataset
     trackml_weights                               -- official TrackML hit weights (weights.py)
-    encode_particle_id, decode_vertex_id          -- particle ids carrying their vertex
+    encode_particle_id, decode_vertex_id,
+    decode_generation                             -- particle ids carrying vertex and generation
+    transport                                     -- propagation + material secondaries
 """
 
 from trackformers.sim.detector import DetectorConfig, DetectorSim
@@ -18,7 +20,8 @@ from trackformers.sim.events import EventFactory
 from trackformers.sim.generators import build_generator
 from trackformers.sim.geometry import Geometry, load_geometry
 from trackformers.sim.gun import GunConfig, ParticleGun
-from trackformers.sim.particle_id import decode_vertex_id, encode_particle_id
+from trackformers.sim.interactions import transport
+from trackformers.sim.particle_id import decode_generation, decode_vertex_id, encode_particle_id
 from trackformers.sim.validation import validation_plot, validation_summary
 from trackformers.sim.weights import trackml_weights
 from trackformers.sim.writer import read_metadata, validate_event, write_events
@@ -31,11 +34,13 @@ __all__ = [
     "GunConfig",
     "ParticleGun",
     "build_generator",
+    "decode_generation",
     "decode_vertex_id",
     "encode_particle_id",
     "load_geometry",
     "read_metadata",
     "trackml_weights",
+    "transport",
     "validate_event",
     "validation_plot",
     "validation_summary",
