@@ -61,6 +61,8 @@ def pixel_event(rng, event_id, n_hits, n_parts):
         "part_vertex_id": rng.integers(0, 200, n_parts).astype(np.int32),
         "part_q": rng.choice([-1, 1], n_parts).astype(np.int32),
         "part_nhits": np.full(n_parts, 6, np.int32),
+        "part_parent_id": np.zeros(n_parts, np.uint64),
+        "part_process": np.zeros(n_parts, np.int32),
     }
     for k in ("tx", "ty", "tz", "tpx", "tpy", "tpz"):
         ev[f"hit_{k}"] = f32(rng.normal(0, 100, n_hits))

@@ -61,11 +61,17 @@ def test_resimulate_particles_csv(tmp_path):
     f = EventFactory({"process": {"name": "particles", "path": str(d)}, "seed": 1})
     for i, df in enumerate(dfs):
         ev = f.event(i)
-        np.testing.assert_array_equal(ev["part_particle_id"], df.particle_id.to_numpy())
-        np.testing.assert_array_equal(ev["part_pdg_id"], df.particle_type.to_numpy())
-        np.testing.assert_allclose(ev["part_px"], df.px, rtol=1e-6)
-        assert set(ev["hit_particle_id"].tolist()) <= set(df.particle_id.tolist())
-        assert ev["part_nhits"].min() >= 4  # |eta| < 2, pT > 0.5: every particle leaves hits
+        # the table comes first, unchanged; material secondaries follow with their parents
+        n = len(df)
+        np.testing.assert_array_equal(ev["part_particle_id"][:n], df.particle_id.to_numpy())
+        np.testing.assert_array_equal(ev["part_pdg_id"][:n], df.particle_type.to_numpy())
+        np.testing.assert_allclose(ev["part_px"][:n], df.px, rtol=1e-6)
+        assert np.all(ev["part_process"][:n] == 0) and np.all(ev["part_process"][n:] > 0)
+        assert set(ev["part_parent_id"][n:].tolist()) <= set(ev["part_particle_id"].tolist())
+        assert set(ev["hit_particle_id"].tolist()) <= set(ev["part_particle_id"].tolist())
+        # |eta| < 2, pT > 0.5: every particle without a nuclear interaction leaves >= 4 hits
+        whole = ~np.isin(ev["part_particle_id"][:n], ev["part_parent_id"][n:])
+        assert ev["part_nhits"][:n][whole].min() >= 4
     with pytest.raises(ValueError, match="n_events=3 but the particle tables hold 2"):
         run(
             {

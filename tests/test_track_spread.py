@@ -63,7 +63,8 @@ def test_reads_native_files_and_refuses_an_empty_folder(tmp_path):
         **{f"hit_tp{c}": np.ones(nh) for c in "xyz"},
         "part_pdg_id": np.full(npart, 211), "part_vertex_id": np.zeros(npart, dtype=np.int64),
         "part_vx": np.zeros(npart), "part_vy": np.zeros(npart), "part_q": np.ones(npart),
-        "part_nhits": np.array([4, 3, 3]),
+        "part_nhits": np.array([4, 3, 3]), "part_parent_id": np.zeros(npart, np.uint64),
+        "part_process": np.zeros(npart, np.int32),
     }  # fmt: skip
     write_events(tmp_path / "e.root", [full], {})
     (read,) = track_spread.main([str(tmp_path), "--events", "5"])

@@ -30,6 +30,7 @@ import numpy as np
 import uproot
 
 from trackformers.data.errors import DataError, RepairLog
+from trackformers.data.schema import unknown_origin
 
 HIT_ALIASES = {
     "event": ("event_id", "event_nr", "event_number"),
@@ -295,6 +296,7 @@ def _event(event_id, h, p, hnames, pnames, form, repairs, hsrc, psrc, weights_fn
         **{f"part_{k}": f32(pf[k]) for k in ("vx", "vy", "vz", "px", "py", "pz")},
         "part_q": np.rint(pf["q"]).astype(np.int32),
         "part_nhits": nhits,
+        **unknown_origin(len(part_pid)),
     }
     ev["pileup"] = np.int32(max(len(np.unique(ev["part_vertex_id"])) - 1, 0))
     ev["hit_weight"] = weights_fn(

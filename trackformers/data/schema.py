@@ -48,7 +48,15 @@ PARTICLE_BRANCHES: dict[str, np.dtype] = {
     "part_pz": np.dtype(np.float32),
     "part_q": np.dtype(np.int32),
     "part_nhits": np.dtype(np.int32),
+    "part_parent_id": np.dtype(np.uint64),  # particle that made this secondary; 0 = none
+    "part_process": np.dtype(np.int32),  # PROCESS_* below
 }
+
+# part_process codes: how a particle was made
+PROCESS_UNKNOWN = -1  # imported data that does not say (TrackML CSV, ACTS ROOT)
+PROCESS_GENERATOR = 0  # event generator: hard scatter, pile-up, decays in flight
+PROCESS_CONVERSION = 1  # photon conversion in the detector material
+PROCESS_NUCLEAR = 2  # inelastic nuclear interaction in the detector material
 
 HIT_COUNTER = "nhit"
 PARTICLE_COUNTER = "npart"
@@ -57,3 +65,11 @@ ALL_BRANCHES = {**EVENT_BRANCHES, **HIT_BRANCHES, **PARTICLE_BRANCHES}
 # Pixel detector volumes of the TrackML geometry (barrel 8, endcaps 7 / 9).
 PIXEL_VOLUMES = (7, 8, 9)
 BARREL_VOLUMES = (8, 13, 17)
+
+
+def unknown_origin(n: int) -> dict[str, np.ndarray]:
+    """part_parent_id / part_process of ``n`` imported particles whose origin is not known."""
+    return {
+        "part_parent_id": np.zeros(n, PARTICLE_BRANCHES["part_parent_id"]),
+        "part_process": np.full(n, PROCESS_UNKNOWN, PARTICLE_BRANCHES["part_process"]),
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from trackformers.data.features import B_FIELD_T, MM_PER_GEV_PER_T
+from trackformers.data.schema import PROCESS_GENERATOR
 
 BARREL_LAYERS = (  # (volume, layer, radius mm, half length mm)
     (8, 2, 32.0, 491.0),
@@ -119,6 +120,8 @@ def helix_event(
         "part_pz": pz.astype(np.float32),
         "part_q": q.astype(np.int32),
         "part_nhits": nhits,
+        "part_parent_id": np.zeros(n_particles, np.uint64),
+        "part_process": np.full(n_particles, PROCESS_GENERATOR, np.int32),
     }
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from trackformers.data.errors import DataError, RepairLog
+from trackformers.data.schema import unknown_origin
 
 HIT_COLUMNS = ("hit_id", "x", "y", "z", "volume_id", "layer_id", "module_id")
 TRUTH_COLUMNS = ("hit_id", "particle_id", "tx", "ty", "tz", "tpx", "tpy", "tpz")
@@ -205,6 +206,7 @@ def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> d
         },
         "part_q": parts["q"].to_numpy().astype(np.int32),
         "part_nhits": parts["nhits"].to_numpy(dtype=np.int32),
+        **unknown_origin(len(parts)),
     }
     if "weight" in truth.columns:
         ev["hit_weight"] = f32("weight")

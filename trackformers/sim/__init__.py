@@ -11,7 +11,9 @@ Public API:
     SimulatedEventStream (trackformers.sim.stream) -- on-the-fly torch IterableDataset
     trackml_weights                               -- official TrackML hit weights (weights.py)
     BEAMSPOTS (beamspot.py), TRACKML_NOISE_FRACTION (noise.py) -- TrackML-like defaults
-    encode_particle_id, decode_vertex_id          -- particle ids carrying their vertex
+    encode_particle_id, decode_vertex_id,
+    decode_generation                             -- particle ids carrying vertex and generation
+    transport                                     -- propagation + material secondaries
 """
 
 from trackformers.sim.beamspot import BEAMSPOTS
@@ -20,8 +22,9 @@ from trackformers.sim.events import EventFactory
 from trackformers.sim.generators import build_generator
 from trackformers.sim.geometry import Geometry, load_geometry
 from trackformers.sim.gun import GunConfig, ParticleGun
+from trackformers.sim.interactions import transport
 from trackformers.sim.noise import TRACKML_NOISE_FRACTION
-from trackformers.sim.particle_id import decode_vertex_id, encode_particle_id
+from trackformers.sim.particle_id import decode_generation, decode_vertex_id, encode_particle_id
 from trackformers.sim.validation import validation_plot, validation_summary
 from trackformers.sim.weights import trackml_weights
 from trackformers.sim.writer import read_metadata, validate_event, write_events
@@ -36,11 +39,13 @@ __all__ = [
     "GunConfig",
     "ParticleGun",
     "build_generator",
+    "decode_generation",
     "decode_vertex_id",
     "encode_particle_id",
     "load_geometry",
     "read_metadata",
     "trackml_weights",
+    "transport",
     "validate_event",
     "validation_plot",
     "validation_summary",

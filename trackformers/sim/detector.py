@@ -23,8 +23,8 @@ from trackformers.sim.geometry import (
     module_ids,
     overlap_side,
 )
+from trackformers.sim.interactions import transport
 from trackformers.sim.noise import NOISE_SPREADS, noise_hits
-from trackformers.sim.propagate import propagate
 from trackformers.sim.weights import trackml_weights
 
 PARTICLE_TABLE_KEYS = (
@@ -54,9 +54,18 @@ class DetectorConfig:
     noise_fraction: float = 0.0  # noise hits per particle hit (Poisson), spread by area;
     # EventFactory sets TrackML's rate for physics processes (trackformers.sim.noise)
     noise_spread: str = "area"  # area | module | channel (trackformers.sim.noise)
-    p_min: float = 0.01  # GeV: stop propagating below this momentum
+    p_min: float = 0.2  # GeV: particles below are not simulated (Fatras pMin) or stop
     max_crossings: int = 200  # per particle (loopers)
     max_hits: int = 100  # per particle
+    # soft particles and secondaries as in TrackML / ACTS Fatras (sim/propagate.py,
+    # sim/interactions.py): path limit in helix turns (ACTS loop protection default 0.5; 0 =
+    # off), photon conversions, inelastic nuclear interactions (lambda_I / X0 of silicon)
+    loop_fraction: float = 0.5
+    conversions: bool = True
+    nuclear_interactions: bool = True
+    lambda_over_x0: float = 4.965
+    secondary_p_min: float = 0.05  # GeV: lighter secondaries are not listed (below p_min: no hits)
+    max_generations: int = 2  # secondaries of secondaries ... up to this generation
     keep_volumes: list[int] | None = None  # e.g. [7, 8, 9]: write pixel hits only (all
     # material is still simulated)
 
@@ -71,6 +80,16 @@ class DetectorConfig:
             )
         if self.max_crossings < 1 or self.max_hits < 1:
             raise ValueError("detector.max_crossings and detector.max_hits must be >= 1")
+        if not self.loop_fraction >= 0:
+            raise ValueError(
+                f"detector.loop_fraction must be >= 0 (0 = off), got {self.loop_fraction}"
+            )
+        if not self.lambda_over_x0 > 0 or self.secondary_p_min < 0 or self.max_generations < 0:
+            raise ValueError(
+                "detector.lambda_over_x0 must be > 0, detector.secondary_p_min and "
+                f"detector.max_generations >= 0, got {self.lambda_over_x0}, "
+                f"{self.secondary_p_min}, {self.max_generations}"
+            )
 
 
 def empty_particles() -> dict[str, np.ndarray]:
@@ -136,24 +155,24 @@ class DetectorSim:
         """Propagate and digitise ``particles``; return a schema event dict."""
         cfg, geo = self.config, self.geometry
         rng = np.random.default_rng([seed, 7])
-        n = len(particles["particle_id"])
-        vertex = np.stack([particles["vx"], particles["vy"], particles["vz"]], axis=1)
-        momentum = np.stack([particles["px"], particles["py"], particles["pz"]], axis=1)
-        cross = propagate(
+        cross, particles = transport(
             geo,
-            vertex,
-            momentum,
-            particles["q"],
-            particles["mass"],
-            particles["pdg_id"],
+            particles,
             seed=int(rng.integers(2**32)),
+            max_generations=cfg.max_generations,
+            secondary_p_min=cfg.secondary_p_min,
             efficiency=cfg.efficiency,
             scattering=cfg.scattering,
             energy_loss=cfg.energy_loss,
             p_min=cfg.p_min,
             max_crossings=cfg.max_crossings,
             max_hits=cfg.max_hits,
-        )
+            loop_fraction=cfg.loop_fraction,
+            conversions=cfg.conversions,
+            nuclear=cfg.nuclear_interactions,
+            lambda_over_x0=cfg.lambda_over_x0,
+        )  # particles: the listed (charged) input particles and their secondaries
+        n = len(particles["particle_id"])
         # crossings in the band where neighbouring modules overlap in phi leave a second hit
         c_surf, c_pos, c_part = cross["surface"], cross["pos"], cross["particle"]
         side = overlap_side(geo, c_surf, c_pos[:, 0], c_pos[:, 1], c_pos[:, 2])
@@ -226,6 +245,8 @@ class DetectorSim:
             "part_pz": particles["pz"],
             "part_q": particles["q"],
             "part_nhits": nhits,
+            "part_parent_id": particles["parent_id"],
+            "part_process": particles["process"],
         }
         return {
             k: (np.asarray(v, dtype=schema.ALL_BRANCHES[k]) if k in schema.ALL_BRANCHES else v)

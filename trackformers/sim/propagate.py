@@ -1,16 +1,26 @@
-"""Helix propagation of charged particles through the detector surfaces (numba, one pass).
+"""Helix propagation of particles through the detector surfaces (numba, one pass).
 
-Each particle moves on a helix in a field B along z: uniform (``field_tesla``) or, as a hook
-for real fields, an (r, z) map of Bz (``Geometry.field_map``) read by :func:`_field_bz` at the
-start of every step, so the track is a piecewise helix between surfaces. From its
+Each charged particle moves on a helix in a field B along z: uniform (``field_tesla``) or, as a
+hook for real fields, an (r, z) map of Bz (``Geometry.field_map``) read by :func:`_field_bz` at
+the start of every step, so the track is a piecewise helix between surfaces. From its
 current state the next crossing with every surface is found analytically (cylinder: circle
 circle intersection plus full turns for loopers; disk: linear in z), the nearest one is taken,
 a hit is recorded with probability ``efficiency`` on sensitive surfaces, then material effects
 are applied: Highland multiple scattering and ionisation loss (Bethe mean with Landau-like
 fluctuations), both with the thickness corrected for the incidence angle (x / cos(alpha)),
-plus mean bremsstrahlung for electrons. A particle stops when it crosses the world boundary,
-finds no further surface, falls below ``p_min`` or exceeds ``max_crossings``; loopers
-therefore leave their repeated hits as in real data.
+plus mean bremsstrahlung for electrons. Neutral particles (photons, neutral hadrons) fly on
+straight lines and leave no hits.
+
+Interactions in the material end a particle and are returned for
+:mod:`trackformers.sim.interactions` to turn into secondaries: photon conversions with
+probability 1 - exp(-7/9 x/X0) per crossing and inelastic nuclear interactions of hadrons with
+probability 1 - exp(-x/lambda_I), lambda_I = ``lambda_over_x0`` X0.
+
+A particle starting below ``p_min`` is not simulated (as Fatras' minimum momentum of simulated
+particles). A particle stops when it crosses the world boundary, finds no further surface,
+interacts, falls below ``p_min``, exceeds ``max_crossings`` or (loop protection, as the ACTS
+propagator's ``loopProtection``) has travelled more than ``loop_fraction`` of one full helix
+turn, the turn computed from its momentum and the field at its start: 2 pi p / (|q| c B).
 """
 
 from __future__ import annotations
@@ -27,7 +37,24 @@ SI_DEDX_PER_X0 = 0.0363  # GeV: minimum-ionising loss in silicon per radiation l
 # Landau width xi = (K/2)(Z/A) rho x / beta^2 for silicon, per radiation length (GeV)
 SI_XI_PER_X0 = 0.001671
 MOYAL_MEAN = 0.5772156649 + math.log(2.0)  # mean of the Moyal distribution (Euler + ln 2)
+SI_LAMBDA_OVER_X0 = 465.2 / 93.7  # silicon: nuclear interaction length / radiation length
+CONVERSION_PER_X0 = 7.0 / 9.0  # pair production: mean free path 9/7 X0
 _EPS = 1e-3  # mm: crossings closer than this are the current one
+
+# species codes (``species`` argument of the kernel)
+OTHER, ELECTRON, PHOTON, HADRON = 0, 1, 2, 3
+# interaction kinds (``kind`` of the returned interactions)
+CONVERSION, NUCLEAR = 1, 2
+
+
+def species_of(pdg: np.ndarray) -> np.ndarray:
+    """Species code per pdg id: electron, photon, hadron (abs(pdg) >= 100) or other."""
+    a = np.abs(np.asarray(pdg, np.int64))
+    out = np.full(a.shape, OTHER, np.int8)
+    out[a == 11] = ELECTRON
+    out[a == 22] = PHOTON
+    out[a >= 100] = HADRON
+    return out
 
 
 @numba.njit(cache=True)
@@ -57,6 +84,134 @@ def _field_bz(bz, map_r, map_z, map_bz, r, z):
 
 
 @numba.njit(cache=True)
+def _helix_next(x, y, z, phi0, kappa, tanl, kind, pos, lo, hi):
+    """Nearest surface crossing of a helix: (transverse arc length s, surface index or -1)."""
+    xc = x - math.sin(phi0) / kappa
+    yc = y + math.cos(phi0) / kappa
+    rho = 1.0 / abs(kappa)
+    d = math.sqrt(xc * xc + yc * yc)
+    period = 2.0 * math.pi * rho
+    best_s = np.inf
+    best_j = -1
+    for j in range(kind.shape[0]):
+        if kind[j] == CYLINDER:
+            R = pos[j]
+            if d < 1e-12 or d > R + rho or d < abs(R - rho):
+                continue
+            a = (R * R - rho * rho + d * d) / (2.0 * d)
+            h = math.sqrt(max(R * R - a * a, 0.0))
+            ux, uy = xc / d, yc / d
+            for sgn in (-1.0, 1.0):
+                hx = a * ux - sgn * h * uy
+                hy = a * uy + sgn * h * ux
+                phip = math.atan2(kappa * (hx - xc), -kappa * (hy - yc))
+                if kappa > 0:
+                    s = _wrap_positive(phip - phi0) / kappa
+                else:
+                    s = _wrap_positive(phi0 - phip) / (-kappa)
+                if s < _EPS:
+                    s += period
+                zs = z + tanl * s
+                if zs < lo[j] or zs > hi[j]:
+                    step = tanl * period  # z advance per full turn
+                    if zs > hi[j] and step < 0:
+                        s += math.ceil((zs - hi[j]) / -step) * period
+                    elif zs < lo[j] and step > 0:
+                        s += math.ceil((lo[j] - zs) / step) * period
+                    else:
+                        continue
+                    zs = z + tanl * s
+                    if zs < lo[j] or zs > hi[j]:
+                        continue
+                if s < best_s:
+                    best_s = s
+                    best_j = j
+        else:
+            if tanl == 0.0:
+                continue
+            s = (pos[j] - z) / tanl
+            if s < _EPS or s >= best_s:
+                continue
+            ph = phi0 + kappa * s
+            xs = x + (math.sin(ph) - math.sin(phi0)) / kappa
+            ys = y - (math.cos(ph) - math.cos(phi0)) / kappa
+            r = math.sqrt(xs * xs + ys * ys)
+            if r >= lo[j] and r <= hi[j]:
+                best_s = s
+                best_j = j
+    return best_s, best_j
+
+
+@numba.njit(cache=True)
+def _line_next(x, y, z, dx, dy, dz, kind, pos, lo, hi):
+    """Nearest surface crossing of a straight line (unit direction d): (path s, index or -1)."""
+    best_s = np.inf
+    best_j = -1
+    a = dx * dx + dy * dy
+    for j in range(kind.shape[0]):
+        if kind[j] == CYLINDER:
+            if a < 1e-18:
+                continue
+            b = x * dx + y * dy
+            c = x * x + y * y - pos[j] * pos[j]
+            disc = b * b - a * c
+            if disc < 0:
+                continue
+            root = math.sqrt(disc)
+            for s in ((-b - root) / a, (-b + root) / a):
+                if s >= _EPS and s < best_s:
+                    zs = z + dz * s
+                    if zs >= lo[j] and zs <= hi[j]:
+                        best_s = s
+                        best_j = j
+        else:
+            if dz == 0.0:
+                continue
+            s = (pos[j] - z) / dz
+            if s < _EPS or s >= best_s:
+                continue
+            xs, ys = x + dx * s, y + dy * s
+            r = math.sqrt(xs * xs + ys * ys)
+            if r >= lo[j] and r <= hi[j]:
+                best_s = s
+                best_j = j
+    return best_s, best_j
+
+
+@numba.njit(cache=True)
+def _scatter(mx, my, mz, p, theta0):
+    """Momentum (mx, my, mz) of magnitude p turned by two Gaussian angles of width theta0."""
+    dx, dy, dz = mx / p, my / p, mz / p
+    # orthonormal basis (e1, e2) perpendicular to the direction
+    if abs(dz) < 0.99:
+        e1x, e1y, e1z = dy, -dx, 0.0
+    else:
+        e1x, e1y, e1z = 0.0, dz, -dy
+    nrm = math.sqrt(e1x * e1x + e1y * e1y + e1z * e1z)
+    e1x, e1y, e1z = e1x / nrm, e1y / nrm, e1z / nrm
+    e2x = dy * e1z - dz * e1y
+    e2y = dz * e1x - dx * e1z
+    e2z = dx * e1y - dy * e1x
+    t1 = math.tan(theta0 * np.random.standard_normal())  # noqa: NPY002
+    t2 = math.tan(theta0 * np.random.standard_normal())  # noqa: NPY002
+    dx, dy, dz = dx + t1 * e1x + t2 * e2x, dy + t1 * e1y + t2 * e2y, dz + t1 * e1z + t2 * e2z
+    nrm = math.sqrt(dx * dx + dy * dy + dz * dz)
+    return p * dx / nrm, p * dy / nrm, p * dz / nrm
+
+
+@numba.njit(cache=True)
+def _interacts(species, t, lambda_over_x0, conversions, nuclear):
+    """Interaction kind (CONVERSION, NUCLEAR) in a layer of t radiation lengths, or 0."""
+    if species == PHOTON and conversions:
+        if np.random.random() < -math.expm1(-CONVERSION_PER_X0 * t):  # noqa: NPY002
+            return CONVERSION
+    elif species == HADRON and nuclear and lambda_over_x0 > 0:
+        if np.random.random() < -math.expm1(-t / lambda_over_x0):  # noqa: NPY002
+            return NUCLEAR
+    return 0
+
+
+@numba.njit(cache=True)
 def _propagate(
     vx,
     vy,
@@ -66,7 +221,7 @@ def _propagate(
     pz,
     q,
     mass,
-    is_electron,
+    species,
     kind,
     pos,
     lo,
@@ -84,106 +239,81 @@ def _propagate(
     p_min,
     max_crossings,
     max_hits,
+    loop_fraction,
+    conversions,
+    nuclear,
+    lambda_over_x0,
     seed,
     out_part,
     out_surf,
     out_state,
+    int_part,
+    int_kind,
+    int_state,
 ):
     np.random.seed(seed)  # noqa: NPY002 (numba's per-thread generator)
-    n_surf = kind.shape[0]
     nh = 0
+    ni = 0
     cap = out_part.shape[0]
-    two_pi = 2.0 * math.pi
+    int_cap = int_part.shape[0]
     for i in range(vx.shape[0]):
-        if q[i] == 0:
-            continue
         x, y, z = vx[i], vy[i], vz[i]
         mx, my, mz = px[i], py[i], pz[i]
         hits_i = 0
+        path = 0.0  # 3D path length travelled (mm)
+        path_limit = np.inf
+        p0 = math.sqrt(mx * mx + my * my + mz * mz)
+        if p0 < p_min:
+            continue  # not simulated (as Fatras' minimum momentum of simulated particles)
+        if q[i] != 0 and loop_fraction > 0:
+            b0 = abs(_field_bz(bz, map_r, map_z, map_bz, math.sqrt(x * x + y * y), z))
+            if b0 > 0:
+                path_limit = loop_fraction * 2.0 * math.pi * p0 / (abs(q[i]) * C_LIGHT * b0)
         for _ in range(max_crossings):
             pt = math.sqrt(mx * mx + my * my)
-            if pt < 1e-9 or nh >= cap:
-                break
-            b_local = _field_bz(bz, map_r, map_z, map_bz, math.sqrt(x * x + y * y), z)
-            kappa = -q[i] * b_local * C_LIGHT / pt  # signed curvature (1/mm)
-            if abs(kappa) < 1e-12:
-                kappa = 1e-12
-            phi0 = math.atan2(my, mx)
-            tanl = mz / pt
-            xc = x - math.sin(phi0) / kappa
-            yc = y + math.cos(phi0) / kappa
-            rho = 1.0 / abs(kappa)
-            d = math.sqrt(xc * xc + yc * yc)
-            period = two_pi * rho
-            best_s = np.inf
-            best_j = -1
-            for j in range(n_surf):
-                if kind[j] == CYLINDER:
-                    R = pos[j]
-                    if d < 1e-12 or d > R + rho or d < abs(R - rho):
-                        continue
-                    a = (R * R - rho * rho + d * d) / (2.0 * d)
-                    h = math.sqrt(max(R * R - a * a, 0.0))
-                    ux, uy = xc / d, yc / d
-                    for sgn in (-1.0, 1.0):
-                        hx = a * ux - sgn * h * uy
-                        hy = a * uy + sgn * h * ux
-                        phip = math.atan2(kappa * (hx - xc), -kappa * (hy - yc))
-                        if kappa > 0:
-                            s = _wrap_positive(phip - phi0) / kappa
-                        else:
-                            s = _wrap_positive(phi0 - phip) / (-kappa)
-                        if s < _EPS:
-                            s += period
-                        zs = z + tanl * s
-                        if zs < lo[j] or zs > hi[j]:
-                            step = tanl * period  # z advance per full turn
-                            if zs > hi[j] and step < 0:
-                                s += math.ceil((zs - hi[j]) / -step) * period
-                            elif zs < lo[j] and step > 0:
-                                s += math.ceil((lo[j] - zs) / step) * period
-                            else:
-                                continue
-                            zs = z + tanl * s
-                            if zs < lo[j] or zs > hi[j]:
-                                continue
-                        if s < best_s:
-                            best_s = s
-                            best_j = j
-                else:
-                    if tanl == 0.0:
-                        continue
-                    s = (pos[j] - z) / tanl
-                    if s < _EPS or s >= best_s:
-                        continue
-                    ph = phi0 + kappa * s
-                    xs = x + (math.sin(ph) - math.sin(phi0)) / kappa
-                    ys = y - (math.cos(ph) - math.cos(phi0)) / kappa
-                    r = math.sqrt(xs * xs + ys * ys)
-                    if r >= lo[j] and r <= hi[j]:
-                        best_s = s
-                        best_j = j
-            if best_j < 0 or kill[best_j]:
-                break
-            ph = phi0 + kappa * best_s
-            x = x + (math.sin(ph) - math.sin(phi0)) / kappa
-            y = y - (math.cos(ph) - math.cos(phi0)) / kappa
-            z = z + tanl * best_s
-            mx = pt * math.cos(ph)
-            my = pt * math.sin(ph)
-            if sensitive[best_j] and hits_i < max_hits and np.random.random() < efficiency:  # noqa: NPY002
-                out_part[nh] = i
-                out_surf[nh] = best_j
-                out_state[nh, 0] = x
-                out_state[nh, 1] = y
-                out_state[nh, 2] = z
-                out_state[nh, 3] = mx
-                out_state[nh, 4] = my
-                out_state[nh, 5] = mz
-                nh += 1
-                hits_i += 1
-            # material: thickness along the path, corrected for the incidence angle
             p = math.sqrt(pt * pt + mz * mz)
+            if p < 1e-9 or nh >= cap:
+                break
+            if q[i] == 0:
+                best_s, best_j = _line_next(x, y, z, mx / p, my / p, mz / p, kind, pos, lo, hi)
+                if best_j < 0 or kill[best_j]:
+                    break
+                x, y, z = x + mx / p * best_s, y + my / p * best_s, z + mz / p * best_s
+            else:
+                if pt < 1e-9:
+                    break
+                b_local = _field_bz(bz, map_r, map_z, map_bz, math.sqrt(x * x + y * y), z)
+                kappa = -q[i] * b_local * C_LIGHT / pt  # signed curvature (1/mm)
+                if abs(kappa) < 1e-12:
+                    kappa = 1e-12
+                phi0 = math.atan2(my, mx)
+                tanl = mz / pt
+                best_s, best_j = _helix_next(x, y, z, phi0, kappa, tanl, kind, pos, lo, hi)
+                if best_j < 0 or kill[best_j]:
+                    break
+                path += best_s * p / pt
+                if path > path_limit:
+                    break  # loop protection
+                ph = phi0 + kappa * best_s
+                x = x + (math.sin(ph) - math.sin(phi0)) / kappa
+                y = y - (math.cos(ph) - math.cos(phi0)) / kappa
+                z = z + tanl * best_s
+                mx = pt * math.cos(ph)
+                my = pt * math.sin(ph)
+                if (
+                    sensitive[best_j] and hits_i < max_hits and np.random.random() < efficiency  # noqa: NPY002
+                ):
+                    out_part[nh] = i
+                    out_surf[nh] = best_j
+                    out_state[nh, 0] = x
+                    out_state[nh, 1] = y
+                    out_state[nh, 2] = z
+                    out_state[nh, 3] = mx
+                    out_state[nh, 4] = my
+                    out_state[nh, 5] = mz
+                    nh += 1
+                    hits_i += 1
+            # material: thickness along the path, corrected for the incidence angle
             if kind[best_j] == CYLINDER:
                 r = math.sqrt(x * x + y * y)
                 cos_inc = abs(x * mx + y * my) / (r * p)
@@ -191,6 +321,21 @@ def _propagate(
                 cos_inc = abs(mz) / p
             t = x0[best_j] / max(cos_inc, 0.02)
             if t <= 0:
+                continue
+            what = _interacts(species[i], t, lambda_over_x0, conversions, nuclear)
+            if what != 0:
+                if ni < int_cap:
+                    int_part[ni] = i
+                    int_kind[ni] = what
+                    int_state[ni, 0] = x
+                    int_state[ni, 1] = y
+                    int_state[ni, 2] = z
+                    int_state[ni, 3] = mx
+                    int_state[ni, 4] = my
+                    int_state[ni, 5] = mz
+                ni += 1  # counted past the capacity too: the caller reruns with room
+                break
+            if q[i] == 0:
                 continue
             e = math.sqrt(p * p + mass[i] * mass[i])
             beta = p / e
@@ -203,26 +348,7 @@ def _propagate(
                     * (1.0 + 0.038 * math.log(t * q[i] * q[i] / (beta * beta)))
                 )
                 if theta0 > 0:
-                    dx, dy, dz = mx / p, my / p, mz / p
-                    # orthonormal basis (e1, e2) perpendicular to the direction
-                    if abs(dz) < 0.99:
-                        e1x, e1y, e1z = dy, -dx, 0.0
-                    else:
-                        e1x, e1y, e1z = 0.0, dz, -dy
-                    nrm = math.sqrt(e1x * e1x + e1y * e1y + e1z * e1z)
-                    e1x, e1y, e1z = e1x / nrm, e1y / nrm, e1z / nrm
-                    e2x = dy * e1z - dz * e1y
-                    e2y = dz * e1x - dx * e1z
-                    e2z = dx * e1y - dy * e1x
-                    t1 = math.tan(theta0 * np.random.standard_normal())  # noqa: NPY002
-                    t2 = math.tan(theta0 * np.random.standard_normal())  # noqa: NPY002
-                    dx, dy, dz = (
-                        dx + t1 * e1x + t2 * e2x,
-                        dy + t1 * e1y + t2 * e2y,
-                        dz + t1 * e1z + t2 * e2z,
-                    )
-                    nrm = math.sqrt(dx * dx + dy * dy + dz * dz)
-                    mx, my, mz = p * dx / nrm, p * dy / nrm, p * dz / nrm
+                    mx, my, mz = _scatter(mx, my, mz, p, theta0)
             if energy_loss:
                 # ionisation: Bethe mean plus Landau-like (Moyal) fluctuations of width xi,
                 # sampled as -ln(Z^2) with Z ~ N(0, 1), shifted so the mean stays the Bethe mean
@@ -230,7 +356,7 @@ def _propagate(
                 g = np.random.standard_normal()  # noqa: NPY002
                 moyal = -math.log(max(g * g, 1e-300))
                 de = max(de + SI_XI_PER_X0 * t / (beta * beta) * (moyal - MOYAL_MEAN), 0.0)
-                if is_electron[i]:
+                if species[i] == ELECTRON:
                     de += e * (1.0 - math.exp(-t))  # mean bremsstrahlung loss
                 e_new = e - de
                 if e_new <= mass[i]:
@@ -240,7 +366,7 @@ def _propagate(
                     break
                 f = p_new / p
                 mx, my, mz = mx * f, my * f, mz * f
-    return nh
+    return nh, ni
 
 
 def propagate(
@@ -258,22 +384,50 @@ def propagate(
     p_min: float = 0.01,
     max_crossings: int = 200,
     max_hits: int = 100,
+    loop_fraction: float = 0.0,
+    conversions: bool = False,
+    nuclear: bool = False,
+    lambda_over_x0: float = SI_LAMBDA_OVER_X0,
 ) -> dict[str, np.ndarray]:
-    """Propagate particles; return their true crossings of sensitive surfaces.
+    """Propagate particles; return their true crossings of sensitive surfaces and interactions.
 
-    vertex, momentum: (n, 3) mm and GeV; charge, mass, pdg: (n,). Returns ``particle``
-    (index into the inputs), ``surface`` (index into the geometry), ``pos`` (nh, 3) and
-    ``mom`` (nh, 3), in crossing order per particle.
+    Args:
+        geo: the detector geometry.
+        vertex, momentum: (n, 3) start positions (mm) and momenta (GeV).
+        charge, mass, pdg: (n,) per particle; neutral particles fly straight and leave no hits.
+        seed: seed of the kernel's random numbers (same seed, same result).
+        efficiency: probability that a sensitive crossing leaves a hit.
+        scattering, energy_loss: material effects on charged particles.
+        p_min: GeV, particles below this momentum are not simulated, or stop when they fall
+            below it.
+        max_crossings, max_hits: per particle.
+        loop_fraction: path limit in units of one full helix turn at the start (ACTS loop
+            protection, ACTS default 0.5); 0 disables it.
+        conversions: photons convert in the material (probability 1 - exp(-7/9 x/X0)).
+        nuclear: hadrons interact inelastically (probability 1 - exp(-x/lambda_I)).
+        lambda_over_x0: lambda_I / X0 of the material (silicon: 4.97).
+
+    Returns:
+        ``particle`` (index into the inputs), ``surface`` (index into the geometry), ``pos``
+        (nh, 3) and ``mom`` (nh, 3) per crossing, in crossing order per particle; and per
+        interaction (the particle ends there) ``int_particle``, ``int_kind`` (CONVERSION or
+        NUCLEAR), ``int_pos`` (ni, 3), ``int_mom`` (ni, 3) before the interaction.
     """
     n = len(charge)
     vertex = np.ascontiguousarray(vertex, dtype=np.float64).reshape(n, 3)
     momentum = np.ascontiguousarray(momentum, dtype=np.float64).reshape(n, 3)
+    if not loop_fraction >= 0:
+        raise ValueError(f"loop_fraction must be >= 0 (0 = off), got {loop_fraction}")
     cap = max(1024, int(n * 16))
+    int_cap = max(256, n // 4)
     while True:
         out_part = np.empty(cap, np.int64)
         out_surf = np.empty(cap, np.int64)
         out_state = np.empty((cap, 6), np.float64)  # (cap, x y z px py pz)
-        nh = _propagate(
+        int_part = np.empty(int_cap, np.int64)
+        int_kind = np.empty(int_cap, np.int8)
+        int_state = np.empty((int_cap, 6), np.float64)  # (int_cap, x y z px py pz)
+        nh, ni = _propagate(
             vertex[:, 0],
             vertex[:, 1],
             vertex[:, 2],
@@ -282,7 +436,7 @@ def propagate(
             momentum[:, 2],
             np.asarray(charge, np.float64),
             np.asarray(mass, np.float64),
-            np.abs(np.asarray(pdg)) == 11,
+            species_of(pdg),
             geo.kind,
             geo.pos,
             geo.lo,
@@ -298,17 +452,30 @@ def propagate(
             float(p_min),
             int(max_crossings),
             int(max_hits),
+            float(loop_fraction),
+            bool(conversions),
+            bool(nuclear),
+            float(lambda_over_x0),
             int(seed) % (2**32),
             out_part,
             out_surf,
             out_state,
+            int_part,
+            int_kind,
+            int_state,
         )
-        if nh < cap:
+        if nh < cap and ni <= int_cap:
             break
-        cap *= 4  # output full: rerun with room (same seed, same result)
+        # output full: rerun with room (same seed, same result)
+        cap = cap * 4 if nh >= cap else cap
+        int_cap = max(int_cap, 2 * ni)
     return {
         "particle": out_part[:nh],
         "surface": out_surf[:nh],
         "pos": out_state[:nh, :3],
         "mom": out_state[:nh, 3:],
+        "int_particle": int_part[:ni],
+        "int_kind": int_kind[:ni],
+        "int_pos": int_state[:ni, :3],
+        "int_mom": int_state[:ni, 3:],
     }

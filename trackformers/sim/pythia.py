@@ -1,11 +1,13 @@
 """Pythia8 physics (package ``pythia8mc``): tt, ttH(H->bb), minimum bias, with pile-up.
 
 A :class:`PythiaSource` produces particle tables (see :mod:`trackformers.sim.detector`): the
-charged final-state particles of one hard-scatter interaction (vertex_id 0) plus a Poisson
-number of minimum-bias pile-up interactions (vertex_id 1..n), each shifted to its own vertex
-drawn from the luminous region (sigma_xy, sigma_z). Decay products of long-lived particles
-(K0S, Lambda, ...) start at Pythia's displaced production vertex. Pythia is initialised once
-and re-seeded from ``rng`` before every event, so event i depends only on (seed, i).
+charged final-state particles (plus photons, neutrons and K0L, which the detector simulation
+follows for their interactions in the material) of one hard-scatter interaction (vertex_id 0)
+plus a Poisson number of minimum-bias pile-up interactions (vertex_id 1..n), each shifted to its
+own vertex drawn from the luminous region (sigma_xy, sigma_z). Decay products of long-lived
+particles (K0S, Lambda, ...) start at Pythia's displaced production vertex. Pythia is
+initialised once and re-seeded from ``rng`` before every event, so event i depends only on
+(seed, i).
 
 With ``library_size > 0`` pile-up is overlaid from a library of minimum-bias events generated
 once: each overlay is rotated by a random phi, mirrored in z at random and moved to a fresh
@@ -134,8 +136,13 @@ class _Charges:
         return np.asarray([self._cache[u] for u in uniq.tolist()])[inv]
 
 
+# neutral final-state particles handed to the detector simulation, where they can make charged
+# secondaries (photon conversions; nuclear interactions of neutrons and K0L); they leave no hits
+TRACKED_NEUTRAL = (22, 130, 2112)
+
+
 def batch_to_tables(batch, charges: _Charges, eta_max: float, pt_min: float) -> list[dict]:
-    """Charged final-state particles of each event of a ``nextBatch`` array, at vertex 0."""
+    """Charged final-state particles and photons, neutrons, K0L of each event, at vertex 0."""
     prt = batch.prt
     fs = prt[prt.status > 0]
     counts = ak.to_numpy(ak.num(fs))
@@ -148,7 +155,8 @@ def batch_to_tables(batch, charges: _Charges, eta_max: float, pt_min: float) -> 
     q = charges(pdg)
     pt = np.hypot(px, py)
     eta = np.arcsinh(pz / np.maximum(pt, 1e-12))
-    keep = (q != 0) & (pt >= pt_min) & (np.abs(eta) <= eta_max)
+    tracked = (q != 0) | np.isin(np.abs(pdg), TRACKED_NEUTRAL)  # neutrals may interact
+    keep = tracked & (pt >= pt_min) & (np.abs(eta) <= eta_max)
     cols = {
         "pdg_id": pdg,
         "vx": vx,
