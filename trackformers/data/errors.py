@@ -36,6 +36,8 @@ REPAIR_TEXT = {
     "nonfinite_particles": "particles with NaN/inf values dropped (their hits lose truth)",
     "noise_hits_without_truth_row": "hits without a truth row, kept as noise",
     "particles_without_row": "hit particle ids missing from the particle file",
+    "nonfinite_cells": "cells with a NaN/inf value dropped",
+    "cells_without_hit": "cells of hit ids missing from the hits file dropped",
 }
 
 
