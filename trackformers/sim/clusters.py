@@ -7,11 +7,11 @@ along r on the disks, w the sensor normal):
   short / long strip, ACTS GenericDetector) as a straight segment through the true hit
   position, with projection (T d_u / abs(d_w), T d_v / abs(d_w)) on the module plane (capped at
   ``MAX_PATH_CELLS`` cells for grazing tracks);
-* the charge is deposited in ``substeps`` points along the segment, each carrying the energy
-  of its path length (``DEDX_MPV`` MeV/mm times a Landau-like Moyal factor of relative width
-  ``LANDAU_WIDTH``) and displaced by Gaussian diffusion ``DIFFUSION`` mm: a cell's charge is
-  proportional to the path length inside it, with fluctuations, and tracks near a cell
-  boundary share their charge;
+* the charge is deposited in ``SUBSTEPS_PER_CELL`` points per crossed cell along the segment,
+  each carrying the energy of its path length (``DEDX_MPV`` MeV/mm) and displaced by Gaussian
+  diffusion ``DIFFUSION`` mm: a cell's charge is proportional to the path length inside it, and
+  tracks near a cell boundary share their charge; each cell's charge then fluctuates by a
+  Landau-like Moyal factor of relative width ``LANDAU_WIDTH``;
 * cells below ``THRESHOLD`` MeV are dropped (the strongest cell of a hit is always kept);
 * noise hits (particle id 0, no track) get one cell, or two neighbouring cells with
   probability ``NOISE_TWO_CELLS``, each with a MIP-like charge.
@@ -39,7 +39,7 @@ DIFFUSION = 0.004  # mm: Gaussian spread of the drifting charge in the module pl
 THRESHOLD = 0.004  # MeV per cell (about 1100 electrons)
 NOISE_TWO_CELLS = 0.3  # probability that a noise hit has two neighbouring cells
 MAX_PATH_CELLS = 100.0  # cap on the projected path of grazing tracks, in cells (u + v)
-SUBSTEPS_PER_CELL = 4  # charge deposits per crossed cell
+SUBSTEPS_PER_CELL = 2  # charge deposits per crossed cell (at least 2 * this per hit)
 MAX_SUBSTEPS = 512
 
 
@@ -166,7 +166,7 @@ def _deposit(
                 vv = v0[h] + t * dv[h] + diffusion * np.random.standard_normal()
                 i = min(max(int(math.floor(uu / pu)), 0), n_u[h] - 1)
                 k = min(max(int(math.floor(vv / pv)), 0), n_v[h] - 1)
-                e = de * _landau_factor(landau_width)
+                e = de
                 found = -1
                 for q in range(nb - 1, -1, -1):  # consecutive deposits mostly share a cell
                     if b_c0[q] == i and b_c1[q] == k:
@@ -177,6 +177,8 @@ def _deposit(
                 else:
                     b_c0[nb], b_c1[nb], b_val[nb] = i, k, e
                     nb += 1
+            for q in range(nb):  # energy-loss fluctuation of each cell's deposit
+                b_val[q] *= _landau_factor(landau_width)
             # threshold, keeping the strongest cell
             best = 0
             for q in range(1, nb):
@@ -219,10 +221,11 @@ def simulate_cells(
     phi_c: np.ndarray,
     noise: np.ndarray,
     seed: int,
+    sizes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Cells of hits on surfaces ``surf`` (n,) at true positions ``pos`` (n, 3) with momenta
     ``mom`` (n, 3), in modules ``module`` centred at ``phi_c``; ``noise`` (n,) marks hits
-    without a track.
+    without a track. ``sizes``: the hits' (pitch_u, pitch_v, thickness) when already known.
 
     Returns:
         (row, ch0, ch1, value): hit row (n,) index int64, channels int32, value float32 (MeV),
@@ -232,7 +235,7 @@ def simulate_cells(
     if n == 0:
         z = np.zeros(0, np.int32)
         return np.zeros(0, np.int64), z, z.copy(), np.zeros(0, np.float32)
-    pu, pv, thick = hit_cell_sizes(geo, geo.volume_id[surf])
+    pu, pv, thick = sizes if sizes is not None else hit_cell_sizes(geo, geo.volume_id[surf])
     u, v, e_u, e_v, e_w, len_u, len_v = _module_frame(geo, surf, pos, module, phi_c)
     n_u = np.maximum(np.ceil(len_u / pu), 1).astype(np.int64)
     n_v = np.maximum(np.ceil(len_v / pv), 1).astype(np.int64)
@@ -323,8 +326,8 @@ def event_clusters(
     seed: int,
 ) -> dict[str, np.ndarray]:
     """Cluster summary and cell branches of one simulated event (hits in final order)."""
-    row, c0, c1, val = simulate_cells(geo, surf, pos, mom, module, phi_c, noise, seed)
-    pu, pv, thick = hit_cell_sizes(geo, geo.volume_id[surf])
+    pu, pv, thick = sizes = hit_cell_sizes(geo, geo.volume_id[surf])
+    row, c0, c1, val = simulate_cells(geo, surf, pos, mom, module, phi_c, noise, seed, sizes)
     out = cluster_summary(row, c0, c1, val, len(surf), pu, pv, thick)
     out.update(
         cell_hit_id=np.asarray(hit_id, np.uint64)[row],
