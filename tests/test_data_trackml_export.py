@@ -171,3 +171,35 @@ def test_import_names_a_bad_cells_file(tmp_path):
     bad = pd.DataFrame({"hit_id": [1], "ch0": [1], "value": [0.1]})
     with pytest.raises(DataError, match=r"cells\.csv: missing column\(s\) \['ch1'\]"):
         read_event(_write_small_event(tmp_path, bad), 7, RepairLog(), "src")
+
+
+def test_hit_ids_are_renumbered_from_one_with_their_cells(tmp_path, capsys):
+    from trackformers.data.synthetic import helix_events
+
+    ev = helix_events(1, seed=3, first_id=0, n_particles=3)[0]
+    n = len(ev["hit_id"])
+    ev["hit_id"] = (np.arange(n, dtype=np.uint64) * 10 + 7)[::-1].copy()  # 10 n - 3 ... 7
+    ev.update(
+        cell_hit_id=ev["hit_id"][[0, 0, -1]],
+        cell_ch0=np.array([1, 2, 3], np.int32),
+        cell_ch1=np.array([4, 4, 5], np.int32),
+        cell_value=np.array([0.1, 0.2, 0.3], np.float32),
+        hit_ncells=np.zeros(n, np.int32),
+        hit_charge=np.zeros(n, np.float32),
+        hit_size_u=np.zeros(n, np.int32),
+        hit_size_v=np.zeros(n, np.int32),
+        hit_leta=np.zeros(n, np.float32),
+        hit_lphi=np.zeros(n, np.float32),
+    )
+    write_events(tmp_path / "a.root", [ev], {})
+    assert export_trackml(tmp_path / "a.root", tmp_path / "csv")["renumbered_events"] == 1
+    pre = tmp_path / "csv" / f"event{int(ev['event_id']):09d}"
+    hits = pd.read_csv(f"{pre}-hits.csv")
+    cells = pd.read_csv(f"{pre}-cells.csv")
+    assert sorted(hits["hit_id"]) == list(range(1, n + 1))
+    # the first native hit has the largest id -> TrackML id n; the last one -> 1
+    assert hits["hit_id"].iloc[0] == n and cells["hit_id"].tolist() == [n, n, 1]
+    np.testing.assert_array_equal(hits["x"].to_numpy(np.float32), ev["hit_x"])
+    # a missing input is reported, not a traceback
+    assert main(["trackml-export", str(tmp_path / "nope.root"), str(tmp_path / "o")]) == 1
+    assert "nope.root" in capsys.readouterr().err
