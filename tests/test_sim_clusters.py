@@ -1,5 +1,7 @@
 """Pixel/strip cells per hit (trackformers.sim.clusters) and the cluster-shape features."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -128,3 +130,20 @@ def test_cluster_features_are_selectable_with_their_scales(geo):
     np.testing.assert_allclose(x[:, 5], ev["hit_charge"] * 10, rtol=1e-6)
     with pytest.raises(ValueError, match="unknown hit feature"):
         FeatureConfig(features=("ncell",))
+
+
+def test_cluster_features_read_from_native_files(tmp_path):
+    from trackformers.data import reader
+    from trackformers.data.errors import DataError
+    from trackformers.data.synthetic import helix_events
+    from trackformers.sim.writer import write_events
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample" / "gun"
+    cfg = FeatureConfig(features=("x", "ncells", "leta"))
+    chunk = next(reader.iter_chunks(sample, hit_fields=cfg.hit_fields()))
+    x = hit_features(chunk.hits, cfg)  # (N, 3)
+    assert (x[:, 1] >= 0.1).all() and np.isfinite(x).all()
+    # a file without cells names the missing branch
+    write_events(tmp_path / "plain.root", helix_events(1, seed=1, first_id=0), {})
+    with pytest.raises(DataError, match="hit_ncells"):
+        next(reader.iter_chunks(tmp_path / "plain.root", hit_fields=cfg.hit_fields()))
