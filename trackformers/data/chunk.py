@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 import awkward as ak
 import numpy as np
 
-from trackformers.data.schema import EVENT_BRANCHES, HIT_BRANCHES, PARTICLE_BRANCHES
+from trackformers.data.schema import (
+    CLUSTER_BRANCHES,
+    EVENT_BRANCHES,
+    HIT_BRANCHES,
+    PARTICLE_BRANCHES,
+)
+
+# per-hit branches an in-memory event may carry (the cluster summary is optional)
+_HIT_KEYS = {**HIT_BRANCHES, **CLUSTER_BRANCHES}
 
 
 def counts_to_offsets(counts: np.ndarray) -> np.ndarray:
@@ -125,7 +133,7 @@ class EventChunk:
             raise ValueError("from_events needs at least one event")
         first = events[0]
         ev_keys = [k for k in EVENT_BRANCHES if k in first]
-        hit_keys = [k for k in HIT_BRANCHES if k in first]
+        hit_keys = [k for k in _HIT_KEYS if k in first]
         part_keys = [k for k in PARTICLE_BRANCHES if k in first]
         if "hit_x" not in hit_keys:
             raise ValueError(f"{source}: events need at least hit_x/hit_y/hit_z")
@@ -134,7 +142,7 @@ class EventChunk:
             event={k: np.array([e[k] for e in events], dtype=EVENT_BRANCHES[k]) for k in ev_keys},
             hit_offsets=counts_to_offsets(counts),
             hits={
-                k: np.concatenate([np.asarray(e[k], dtype=HIT_BRANCHES[k]) for e in events])
+                k: np.concatenate([np.asarray(e[k], dtype=_HIT_KEYS[k]) for e in events])
                 for k in hit_keys
             },
             source=source,

@@ -2,6 +2,10 @@
 
     python -m trackformers.data.convert trackml <dir with event*-hits.csv> <output dir>
     python -m trackformers.data.convert acts <hits.root> <particles.root> <output dir>
+    python -m trackformers.data.convert trackml-export <native file|dir|glob> <output dir>
+
+``trackml-export`` goes the other way: native files to TrackML CSV (hits, cells, particles,
+truth per event; trackformers.data.trackml_export), which ``trackml`` reads back bit for bit.
 
 Options: ``--events-per-file N`` (default 100) shards the output as ``shard_00000.root`` ...;
 ``--on-error skip`` skips (and counts) bad events instead of stopping. Repairs are reported
@@ -193,6 +197,18 @@ def convert_acts(
     return _write_reporting_repairs(events, output, meta, events_per_file, repairs, overwrite)
 
 
+def _export_main(native: str, output: str) -> int:
+    from trackformers.data.trackml_export import export_trackml
+
+    try:
+        summary = export_trackml(native, output)
+    except (OSError, ValueError) as err:  # DataError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m trackformers.data.convert", description=__doc__.splitlines()[0]
@@ -211,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(
             "--overwrite", action="store_true", help="replace an output directory of shards"
         )
+    x = sub.add_parser("trackml-export", help="native ROOT files -> TrackML CSV directory")
+    x.add_argument("input", help="native file, directory of *.root files or glob")
+    x.add_argument("output", help="output directory for event<N>-hits/cells/particles/truth.csv")
     args = parser.parse_args(argv)
+    if args.kind == "trackml-export":
+        return _export_main(args.input, args.output)
     import logging
 
     from trackformers.signals import sigterm_unwinds

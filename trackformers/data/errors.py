@@ -39,6 +39,8 @@ REPAIR_TEXT = {
     "particles_without_row": "hit particle ids missing from the particle file",
     "truth_rows_without_hit": "truth rows whose hit id is not in the hits file dropped",
     "skipped_events": "events skipped (on_error=skip)",
+    "nonfinite_cells": "cells with a NaN/inf value dropped",
+    "cells_without_hit": "cells of hit ids missing from the hits file dropped",
 }
 MAX_NOTES = 5  # files named in one report; the rest are counted
 

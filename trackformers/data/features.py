@@ -5,6 +5,14 @@ Hit features (name -> default scale; every value is multiplied by its scale):
     theta (1/pi), volume_id, layer_id (1), proj_u, proj_v (1/1000 mm), proj_region (1):
     the Part-2 projection (trackformers.data.projections) — barrel cylinder R = 91 mm gives
     (u, v) = (R phi, z), region 0; endcap planes z = +-920 mm give (x, y), region +-1.
+Cluster-shape features (need the cluster branches hit_ncells ... of schema.CLUSTER_BRANCHES,
+written by the simulation and the TrackML import with cells; trackformers.sim.clusters):
+    ncells (1/10: cells of the hit, typically 1-20), charge (10/MeV: summed cell values, a
+    MIP crossing 150 um deposits ~0.04 MeV), size_u, size_v (1/10: extent in cells along the
+    module's u = r*phi and v = z / r axes), leta (1/4: local pseudorapidity
+    asinh(thickness / hypot(l_u, l_v)), l = size * pitch; 0-5), lphi (2/pi: atan2(l_v, l_u)
+    in [0, pi/2] -> [0, 1]). A cluster long along z (small leta, lphi near pi/2 in the barrel)
+    means a steep track, whatever its vertex.
 Targets (per hit, copied from its particle; NaN and ``valid`` False for noise, hits without
 truth and particles below ``target_pt_min``):
     eta, theta, sin_phi, cos_phi (momentum direction at production), q_over_pt (1/GeV),
@@ -45,7 +53,15 @@ HIT_FEATURE_SCALES = {
     "proj_u": 1e-3,
     "proj_v": 1e-3,
     "proj_region": 1.0,
+    "ncells": 0.1,
+    "charge": 10.0,
+    "size_u": 0.1,
+    "size_v": 0.1,
+    "leta": 0.25,
+    "lphi": 2 / np.pi,
 }
+# features read from a native branch of the same name with the prefix hit_
+CLUSTER_FEATURES = ("ncells", "charge", "size_u", "size_v", "leta", "lphi")
 TARGET_NAMES = ("eta", "theta", "phi", "sin_phi", "cos_phi", "q_over_pt", "d0", "z0", "pt")
 DEFAULT_TARGETS = ("eta", "sin_phi", "cos_phi", "q_over_pt", "d0", "z0")
 
@@ -115,6 +131,7 @@ class FeatureConfig:
         fields.append("hit_volume_id")
         if "layer_id" in self.features:
             fields.append("hit_layer_id")
+        fields += [f"hit_{f}" for f in self.features if f in CLUSTER_FEATURES]
         return tuple(fields)
 
 
@@ -162,7 +179,7 @@ def hit_features(hits: dict[str, np.ndarray], cfg: FeatureConfig) -> np.ndarray:
             v = np.arcsinh(z / np.maximum(get("r"), 1e-12))
         elif name == "theta":
             v = np.arctan2(get("r"), z)
-        elif name in ("volume_id", "layer_id"):
+        elif name in ("volume_id", "layer_id") or name in CLUSTER_FEATURES:
             v = hits[f"hit_{name}"]
         else:  # projection features
             u, w, region = project_part2(x, y, z, vertex_z=cfg.vertex_z)

@@ -31,9 +31,9 @@ import uproot
 from trackformers.data.chunk import EventChunk, counts_to_offsets
 from trackformers.data.errors import DataError, RepairLog, check_on_error, log
 from trackformers.data.schema import (
-    ALL_BRANCHES,
     EVENT_BRANCHES,
     HIT_BRANCHES,
+    KNOWN_BRANCHES,
     METADATA_KEY,
     PARTICLE_BRANCHES,
     TREE_NAME,
@@ -173,7 +173,7 @@ def coerce_dtype(name: str, arr: np.ndarray, source: str, repairs: RepairLog | N
     values fit, integers stored as floats for float fields. Refused: floats for integer fields,
     non-numeric data, negative values for unsigned fields.
     """
-    want = ALL_BRANCHES[name]
+    want = KNOWN_BRANCHES[name]
     have = arr.dtype
     if have == want:
         return arr
@@ -288,8 +288,8 @@ class ReadSpec:
 
     def __post_init__(self):
         for name in (*self.hit_fields, *self.part_fields, *self.event_fields):
-            if name not in ALL_BRANCHES:
-                raise ValueError(f"unknown native branch {name!r}; known: {sorted(ALL_BRANCHES)}")
+            if name not in KNOWN_BRANCHES:
+                raise ValueError(f"unknown native branch {name!r}; known: {sorted(KNOWN_BRANCHES)}")
         if "hit_x" not in self.hit_fields:
             raise ValueError("hit_fields must include hit_x")
 

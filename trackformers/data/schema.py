@@ -58,9 +58,33 @@ PROCESS_GENERATOR = 0  # event generator: hard scatter, pile-up, decays in fligh
 PROCESS_CONVERSION = 1  # photon conversion in the detector material
 PROCESS_NUCLEAR = 2  # inelastic nuclear interaction in the detector material
 
+# Optional per-hit cluster summary (counter "nhit"), computed from the hit's cells by
+# trackformers.sim.clusters.cluster_summary (simulation and TrackML import alike). A file holds
+# all of them or none; features that use them (trackformers.data.features) require them.
+CLUSTER_BRANCHES: dict[str, np.dtype] = {
+    "hit_ncells": np.dtype(np.int32),  # cells above threshold (0: the hit has no cells)
+    "hit_charge": np.dtype(np.float32),  # sum of the cell values (deposited energy, MeV)
+    "hit_size_u": np.dtype(np.int32),  # extent along ch0 (module u, r*phi), in cells
+    "hit_size_v": np.dtype(np.int32),  # extent along ch1 (module v: z barrel, r disk), cells
+    "hit_leta": np.dtype(np.float32),  # local pseudorapidity of (l_u, l_v, thickness)
+    "hit_lphi": np.dtype(np.float32),  # local azimuth atan2(l_v, l_u), in [0, pi/2]
+}
+
+# Optional cells of every hit, flattened per event (counter "ncell"), as TrackML's cells file:
+# sorted by hit id, then ch0, ch1 (simulation); the TrackML import keeps the file's order.
+CELL_BRANCHES: dict[str, np.dtype] = {
+    "cell_hit_id": np.dtype(np.uint64),  # hit_id of the hit the cell belongs to
+    "cell_ch0": np.dtype(np.int32),  # channel along the module's u axis (0-based)
+    "cell_ch1": np.dtype(np.int32),  # channel along the module's v axis (0-based)
+    "cell_value": np.dtype(np.float32),  # deposited energy (MeV)
+}
+
 HIT_COUNTER = "nhit"
 PARTICLE_COUNTER = "npart"
+CELL_COUNTER = "ncell"
 ALL_BRANCHES = {**EVENT_BRANCHES, **HIT_BRANCHES, **PARTICLE_BRANCHES}
+OPTIONAL_BRANCHES = {**CLUSTER_BRANCHES, **CELL_BRANCHES}
+KNOWN_BRANCHES = {**ALL_BRANCHES, **OPTIONAL_BRANCHES}
 
 # Pixel detector volumes of the TrackML geometry (barrel 8, endcaps 7 / 9).
 PIXEL_VOLUMES = (7, 8, 9)

@@ -1,7 +1,8 @@
 """Import the TrackML CSV release into native events.
 
-A directory holds per event ``event<N>-hits.csv``, ``-truth.csv``, ``-particles.csv`` (and
-``-cells.csv``, not needed here); ``.csv.gz`` works too. Columns:
+A directory holds per event ``event<N>-hits.csv``, ``-truth.csv``, ``-particles.csv`` and
+optionally ``-cells.csv`` (hit_id, ch0, ch1, value: read by trackformers.data.trackml_cells into
+the cell branches and the per-hit cluster summary); ``.csv.gz`` works too. Columns:
 
     hits:      hit_id, x, y, z, volume_id, layer_id, module_id
     truth:     hit_id, particle_id, tx, ty, tz, tpx, tpy, tpz[, weight]
@@ -9,8 +10,8 @@ A directory holds per event ``event<N>-hits.csv``, ``-truth.csv``, ``-particles.
 
 Weights come from the truth ``weight`` column when present, else from the official rule
 (trackformers.sim.weights). ``particle_type`` (PDG id) is optional (0 when absent). The vertex
-id is the primary-vertex field of the ACTS barcode that TrackML ids use (top 12 bits),
-made 0-based.
+id is the particles' ``vertex_id`` column when present (written by our TrackML export), else
+the primary-vertex field of the ACTS barcode that TrackML ids use (top 12 bits), made 0-based.
 
 Ids never pass through float64: ``hit_id`` and ``particle_id`` are parsed as 64-bit unsigned
 integers, ``volume_id``, ``layer_id``, ``module_id``, ``nhits`` and ``particle_type`` as
@@ -35,6 +36,7 @@ import pandas as pd
 
 from trackformers.data.errors import DataError, RepairLog
 from trackformers.data.schema import unknown_origin
+from trackformers.data.trackml_cells import cells_path, read_cells
 
 HIT_COLUMNS = ("hit_id", "x", "y", "z", "volume_id", "layer_id", "module_id")
 TRUTH_COLUMNS = ("hit_id", "particle_id", "tx", "ty", "tz", "tpx", "tpy", "tpz")
@@ -199,7 +201,11 @@ def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> d
             if "particle_type" in parts
             else np.zeros(len(parts), np.int32)
         ),
-        "part_vertex_id": vertex_ids(part_pid),
+        "part_vertex_id": (
+            parts["vertex_id"].to_numpy().astype(np.int32)
+            if "vertex_id" in parts
+            else vertex_ids(part_pid)
+        ),
         **{
             f"part_{c}": parts[c].to_numpy(dtype=np.float32)
             for c in ("vx", "vy", "vz", "px", "py", "pz")
@@ -218,6 +224,9 @@ def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> d
         ).astype(np.float32)
     ev["pileup"] = np.int32(max(len(np.unique(ev["part_vertex_id"])) - 1, 0))
     assert len(ev["hit_x"]) == n
+    cells = cells_path(prefix)
+    if cells is not None:
+        ev.update(read_cells(cells, ev["hit_id"], ev["hit_volume_id"], repairs, source))
     return ev
 
 

@@ -1,7 +1,8 @@
 """Fast detector simulation: particles in, a native-format event out.
 
 :class:`DetectorSim` propagates a particle table (:mod:`trackformers.sim.propagate`), digitises
-the crossings (module ids, smearing by pitch/sqrt(12) in the module's local frame, noise hits),
+the crossings (module ids, smearing by pitch/sqrt(12) in the module's local frame, noise hits,
+the cells of every hit from :mod:`trackformers.sim.clusters`),
 adds the second hit of crossings where neighbouring modules overlap in phi, computes TrackML
 weights and returns the in-memory event ``dict[str, np.ndarray]`` keyed by the schema names.
 
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from trackformers.data import schema
+from trackformers.sim.clusters import event_clusters
 from trackformers.sim.geometry import (
     CYLINDER,
     Geometry,
@@ -68,6 +70,7 @@ class DetectorConfig:
     max_generations: int = 2  # secondaries of secondaries ... up to this generation
     keep_volumes: list[int] | None = None  # e.g. [7, 8, 9]: write pixel hits only (all
     # material is still simulated)
+    clusters: bool = True  # cells per hit and their summary (trackformers.sim.clusters)
 
     def check(self) -> None:
         if not 0.0 <= self.efficiency <= 1.0:
@@ -201,11 +204,13 @@ class DetectorSim:
             keep = np.isin(vol, cfg.keep_volumes)
             part_idx = part_idx[keep[:n_true]]
             surf, pos, tpos, tmom, pid = surf[keep], pos[keep], tpos[keep], tmom[keep], pid[keep]
+            phi_c = phi_c[keep]
             vol, lay, module = vol[keep], lay[keep], module[keep]
         # TrackML order: hits sorted by volume, layer, module; hit ids 1..nhit
         order = np.lexsort((module, lay, vol))
         pid, pos, tpos, tmom = pid[order], pos[order], tpos[order], tmom[order]
         vol, lay, module = vol[order], lay[order], module[order]
+        surf, phi_c = surf[order], phi_c[order]
         nhits = np.bincount(part_idx, minlength=n)
         weight = trackml_weights(
             pid,
@@ -248,7 +253,14 @@ class DetectorSim:
             "part_parent_id": particles["parent_id"],
             "part_process": particles["process"],
         }
+        if cfg.clusters:
+            ev.update(
+                event_clusters(
+                    geo, surf, tpos, tmom, module, phi_c, pid == 0, ev["hit_id"],
+                    seed=int(rng.integers(2**32)),
+                )
+            )  # fmt: skip
         return {
-            k: (np.asarray(v, dtype=schema.ALL_BRANCHES[k]) if k in schema.ALL_BRANCHES else v)
+            k: (np.asarray(v, dtype=schema.KNOWN_BRANCHES[k]) if k in schema.KNOWN_BRANCHES else v)
             for k, v in ev.items()
         }

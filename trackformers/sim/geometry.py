@@ -17,6 +17,7 @@ import yaml
 
 DEFAULT_GEOMETRY = Path(__file__).with_name("trackml_geometry.yaml")
 CYLINDER, DISK = 0, 1
+DEFAULT_THICKNESS = 0.15  # mm: sensor thickness when a volume does not give one (pixel)
 
 
 class GeometryError(ValueError):
@@ -46,6 +47,8 @@ class Geometry:
     ring_edges: np.ndarray  # (S, R+1) float64 disk ring radii, padded with +inf
     ring_nphi: np.ndarray  # (S, R) int32 modules per ring, padded with 0
     source: dict = field(default_factory=dict)  # the YAML content, for provenance
+    # (S,) float64 sensor thickness (mm) for the cluster model; 0 for passive surfaces
+    thickness: np.ndarray | None = None
     field_map: dict | None = None  # {"r": (nr,), "z": (nz,), "bz": (nr, nz)} mm, T; None = uniform
 
     def field_map_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -150,6 +153,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
         sv = _positive(_need(b, "pitch_v", where), "pitch_v", where) / np.sqrt(12)
         x0 = _material(_need(b, "x_over_x0", where), where)
         ov = _overlap(b, where)
+        thick = _positive(b.get("thickness", DEFAULT_THICKNESS), "thickness", where)
         last_r = 0.0
         for i, lay in enumerate(_need(b, "layers", where)):
             lw = f"{where} layer {i}"
@@ -173,6 +177,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
                     su=su,
                     overlap=ov,
                     sv=sv,
+                    thickness=thick,
                     n_phi=n_phi,
                     n_z=n_z,
                     rings=[],
@@ -189,6 +194,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
         sv = _positive(_need(e, "pitch_v", where), "pitch_v", where) / np.sqrt(12)
         x0 = _material(_need(e, "x_over_x0", where), where)
         ov = _overlap(e, where)
+        thick = _positive(e.get("thickness", DEFAULT_THICKNESS), "thickness", where)
         zs = [_positive(z, "z", where) for z in _need(e, "z", where)]
         if any(b <= a for a, b in zip(zs, zs[1:], strict=False)):
             raise GeometryError(f"{where}: disk z positions must increase, got {zs}")
@@ -229,6 +235,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
                         su=su,
                         overlap=ov,
                         sv=sv,
+                        thickness=thick,
                         n_phi=0,
                         n_z=0,
                         rings=edges,
@@ -285,6 +292,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
         ring_edges=edges,
         ring_nphi=ring_nphi,
         source=spec,
+        thickness=col("thickness", np.float64),
     )
 
 

@@ -2,14 +2,17 @@
 
 An event is a ``dict[str, np.ndarray]`` keyed by the names of :mod:`trackformers.data.schema`:
 ``event_id``/``pileup`` scalars, ``hit_*`` arrays of length nhit, ``part_*`` arrays of length
-npart. :func:`validate_event` checks that contract; :func:`write_events` writes a file
-atomically (temporary name, renamed when complete) with the provenance JSON in a TObjString.
+npart, and optionally the cluster summary (``hit_ncells`` ...) and cells (``cell_*``, counter
+``ncell``) of schema.OPTIONAL_BRANCHES, written when the first event carries them.
+:func:`validate_event` checks that contract; :func:`write_events` writes a file atomically
+(temporary name, renamed when complete) with the provenance JSON in a TObjString.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import itertools
 import json
 import os
 import uuid
@@ -64,26 +67,71 @@ def validate_event(event: dict, index: int | None = None) -> None:
             if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
                 bad = int(np.flatnonzero(~np.isfinite(arr))[0])
                 raise EventFormatError(f"{where}: '{key}' has a non-finite value at row {bad}")
+    _validate_optional(event, where)
 
 
-def _branch_types() -> dict:
+def optional_groups(event: dict) -> tuple[str, ...]:
+    """Names of the optional branches (schema.OPTIONAL_BRANCHES) an event carries."""
+    return tuple(k for k in schema.OPTIONAL_BRANCHES if k in event)
+
+
+def _validate_optional(event: dict, where: str) -> None:
+    """Optional groups (cluster summary, cells) come whole, with consistent lengths."""
+    nhit = len(np.asarray(event["hit_id"]))
+    for group, n_ref, ref in (
+        (schema.CLUSTER_BRANCHES, nhit, "hit_id"),
+        (schema.CELL_BRANCHES, None, "cell_hit_id"),
+    ):
+        have = [k for k in group if k in event]
+        if not have:
+            continue
+        if len(have) != len(group):
+            missing = sorted(set(group) - set(have))
+            raise EventFormatError(f"{where}: has {have[0]} but misses {missing}")
+        if n_ref is None:
+            n_ref = len(np.asarray(event[ref]))
+        for key in group:
+            arr = np.asarray(event[key])
+            if arr.ndim != 1 or len(arr) != n_ref:
+                raise EventFormatError(
+                    f"{where}: '{key}' has shape {arr.shape} but '{ref}' has length {n_ref}"
+                )
+            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+                raise EventFormatError(f"{where}: '{key}' has a non-finite value at row {bad}")
+    if "cell_hit_id" in event:
+        unknown = ~np.isin(np.asarray(event["cell_hit_id"]), np.asarray(event["hit_id"]))
+        if unknown.any():
+            bad = int(np.asarray(event["cell_hit_id"])[unknown][0])
+            raise EventFormatError(f"{where}: cell of hit id {bad}, which the event does not hold")
+
+
+def _jagged_branches(optional: tuple[str, ...] = ()) -> dict[str, np.dtype]:
+    jagged = {**schema.HIT_BRANCHES, **schema.PARTICLE_BRANCHES}
+    jagged.update({k: schema.OPTIONAL_BRANCHES[k] for k in optional})
+    return jagged
+
+
+def _branch_types(optional: tuple[str, ...] = ()) -> dict:
     # awkward type objects, not "var * float32" strings: parsing those costs ~10 ms each
     types: dict = {k: v for k, v in schema.EVENT_BRANCHES.items()}
-    for k, v in {**schema.HIT_BRANCHES, **schema.PARTICLE_BRANCHES}.items():
+    for k, v in _jagged_branches(optional).items():
         prim = ak.types.numpytype.dtype_to_primitive(v)
         types[k] = ak.types.ListType(ak.types.NumpyType(prim))
     return types
 
 
 def _counter_name(branch: str) -> str:
+    if branch.startswith("cell_"):
+        return schema.CELL_COUNTER
     return schema.HIT_COUNTER if branch.startswith("hit_") else schema.PARTICLE_COUNTER
 
 
-def _chunk_arrays(events: list[dict]) -> dict:
+def _chunk_arrays(events: list[dict], optional: tuple[str, ...] = ()) -> dict:
     out: dict = {}
     for k, dt in schema.EVENT_BRANCHES.items():
         out[k] = np.asarray([e[k] for e in events], dtype=dt)
-    for k, dt in {**schema.HIT_BRANCHES, **schema.PARTICLE_BRANCHES}.items():
+    for k, dt in _jagged_branches(optional).items():
         parts = [np.asarray(e[k], dtype=dt) for e in events]
         counts = np.asarray([len(p) for p in parts], dtype=np.int64)
         flat = np.concatenate(parts) if parts else np.zeros(0, dtype=dt)
@@ -91,12 +139,20 @@ def _chunk_arrays(events: list[dict]) -> dict:
     return out
 
 
-def _batches(events: Iterable[dict], size: int, max_hits: int) -> Iterator[list[dict]]:
-    """Validated events in chunks of ``size`` events or ``max_hits`` hits (bounded memory)."""
+def _batches(
+    events: Iterable[dict], size: int, max_hits: int, optional: tuple[str, ...] = ()
+) -> Iterator[list[dict]]:
+    """Validated events in chunks of ``size`` events or ``max_hits`` hits (bounded memory);
+    every event must carry exactly the ``optional`` branches."""
     chunk: list[dict] = []
     hits = 0
     for i, ev in enumerate(events):
         validate_event(ev, i)
+        if optional_groups(ev) != optional:
+            raise EventFormatError(
+                f"event #{i}: carries optional branches {list(optional_groups(ev))} but the "
+                f"first event of the file carries {list(optional)}; a file holds one set"
+            )
         chunk.append(ev)
         hits += len(ev["hit_id"])
         if len(chunk) == size or hits >= max_hits:
@@ -201,9 +257,13 @@ def write_events(
     try:
         with clock, uproot.recreate(tmp, **opts) as f:
             f[schema.METADATA_KEY] = meta_json
-            tree = f.mktree(schema.TREE_NAME, _branch_types(), counter_name=_counter_name)
-            for chunk in _batches(events, basket_events, basket_hits):
-                tree.extend(_chunk_arrays(chunk))
+            events = iter(events)
+            first = next(events, None)
+            optional = optional_groups(first) if first is not None else ()
+            events = itertools.chain([first], events) if first is not None else iter(())
+            tree = f.mktree(schema.TREE_NAME, _branch_types(optional), counter_name=_counter_name)
+            for chunk in _batches(events, basket_events, basket_hits, optional):
+                tree.extend(_chunk_arrays(chunk, optional))
                 n += len(chunk)
         os.replace(tmp, path)
     except OSError as err:
