@@ -8,6 +8,7 @@ from trackformers.losses.classification import BinnedCrossEntropyLoss
 from trackformers.losses.combined import CombinedLoss
 from trackformers.losses.contrastive import SupConLoss, supcon_naive
 from trackformers.losses.hinge import PairwiseHingeLoss, hinge_naive
+from trackformers.losses.hit_filter import HitFilterLoss
 from trackformers.losses.neighbours import phi_sort, window_neighbours
 from trackformers.losses.pairwise_core import tiled_pair_loss
 from trackformers.losses.regression import ParameterRegressionLoss
@@ -15,6 +16,7 @@ from trackformers.losses.regression import ParameterRegressionLoss
 __all__ = [
     "BinnedCrossEntropyLoss",
     "CombinedLoss",
+    "HitFilterLoss",
     "PairwiseHingeLoss",
     "ParameterRegressionLoss",
     "SupConLoss",
