@@ -146,3 +146,51 @@ def test_validation_clusters_only_the_kept_hits():
     labels = module.cluster(out, cu)
     assert (labels[3:] == -1).all() and len(set(labels[:3].tolist())) == 1
     assert (module.cluster(out, cu, filter_threshold=0.4) >= 0).sum() == 5
+
+
+# ---- GPU -------------------------------------------------------------------------------------
+class _FixedFilterHead(torch.nn.Module):
+    """Real head + fixed clustering input and filter logits (graph and eager must agree)."""
+
+    def __init__(self, head, values, logits):
+        super().__init__()
+        self.head, self.values, self.logits = head, values, logits
+
+    def forward(self, h):
+        n = h.shape[0]
+        return {**self.head(h), "params": self.values[:n], "filter_logit": self.logits[:n]}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_filter_equals_eager_compaction():
+    """The graph path drops rejected hits through DBSCAN's valid mask, the eager path by
+    compaction (assign_tracks): the same labels, and rejected hits get none."""
+    from trackformers.attention.synthetic import synthetic_batch
+    from trackformers.inference import Predictor
+    from trackformers.models import RegressorHead
+
+    torch.manual_seed(0)
+    enc = Encoder(3, 32, 2, 2, attention="dense")
+    model = TrackFormer(enc, RegressorHead(32, 4)).cuda()
+    values = torch.zeros(12288, 4, device="cuda")
+    logits = torch.zeros(12288, device="cuda")
+    model.head = _FixedFilterHead(model.head, values, logits)
+    cfg = {"method": "dbscan", "input": "params", "params": {"eps": 0.05, "min_samples": 3},
+           "filter_threshold": 0.5}  # fmt: skip
+    pred = Predictor(model, cfg, bucket=4096)
+    eager = Predictor(model, cfg, cuda_graphs=False)
+    for i, n in enumerate([5000, 6100, 9000]):
+        batch = synthetic_batch([n], seed=i).to("cuda")
+        pid = batch.particle_id.cpu().numpy()
+        rng = np.random.default_rng(i)
+        centre = rng.normal(size=(pid.max() + 1, 4)) * 2
+        pts = centre[pid] + rng.normal(size=(n, 4)) * 0.01
+        values.zero_()
+        values[:n] = torch.from_numpy(pts.astype(np.float32)).cuda()
+        logits.zero_()
+        logits[:n] = torch.from_numpy(rng.normal(size=n).astype(np.float32)).cuda()
+        got = pred.predict(batch.x, batch.coords)
+        ref = eager.predict(batch.x, batch.coords)
+        assert torch.equal(got.labels, ref.labels), n
+        assert (got.labels[logits[:n] < 0] == -1).all() and int(got.n_tracks) > 0

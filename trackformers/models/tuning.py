@@ -68,8 +68,9 @@ class TuneClustering(Callback):
         max_events: use at most this many validation events (null = all; >= 1).
     """
 
-    def __init__(self, enabled: bool = True, eps: Sequence[float] = (0.05, 0.1, 0.15, 0.2),
-                 min_samples: Sequence[int] = (2, 3),
+    def __init__(self, enabled: bool = True,
+                 eps: Sequence[float] = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2),
+                 min_samples: Sequence[int] = (2, 4),
                  filter_threshold: Sequence[float] = (0.3, 0.5, 0.7),
                  criterion: str = "dm_at_fake", fake_max: float = 0.01,
                  max_events: int | None = None):  # fmt: skip
@@ -115,7 +116,8 @@ class TuneClustering(Callback):
 @torch.no_grad()
 def collect_outputs(module, loader, max_events: int | None = None) -> list[dict]:
     """Per validation batch: the clustering input, the filter logit (or None), cu_seqlens
-    (all on the CPU) and the per-event truth dicts of ``batch_events``."""
+    (kept on the module's device, where the grid's clusterings run) and the per-event truth
+    dicts of ``batch_events``."""
     from trackformers.models.module import batch_events
 
     was_training = module.training
@@ -126,9 +128,9 @@ def collect_outputs(module, loader, max_events: int | None = None) -> list[dict]
             batch = batch.to(module.device)
             out = module.model(batch)
             stored.append({
-                "x": out[module.cluster_key].detach().float().cpu(),
-                "filter": out[FILTER_KEY].detach().float().cpu() if FILTER_KEY in out else None,
-                "cu": batch.cu_seqlens.cpu(),
+                "x": out[module.cluster_key].detach().float(),
+                "filter": out[FILTER_KEY].detach().float() if FILTER_KEY in out else None,
+                "cu": batch.cu_seqlens,
                 "events": batch_events(batch, module.target_names),
             })  # fmt: skip
             n += batch.num_events
@@ -147,7 +149,7 @@ def score_point(module, stored: list[dict], params: dict, threshold: float | Non
         out = {module.cluster_key: b["x"]}
         if b["filter"] is not None:
             out[FILTER_KEY] = b["filter"]
-        labels = module.cluster(out, b["cu"], params, threshold).numpy()  # (N,)
+        labels = module.cluster(out, b["cu"], params, threshold).cpu().numpy()  # (N,)
         cu = b["cu"].tolist()
         for i, ev in enumerate(b["events"]):
             m, _ = evaluate_event(ev, labels[cu[i] : cu[i + 1]], module.reconstructable,
