@@ -177,6 +177,7 @@ def feature_config(cfg: dict):
     f = dict((cfg.get("data") or {}).get("features") or {})
     f["targets"] = ()  # inference needs inputs only
     f.pop("class_bins", None)
+    f.pop("signal", None)  # a truth label, not an input
     return FeatureConfig.from_dict(f)
 
 
