@@ -4,6 +4,7 @@
 # TrackML vertex spread, trained for BUDGET (default 2 min) per variant; prints the clustering
 # tuned on validation and the metrics of `evaluate` on fresh events of another seed.
 #   benchmarks/hitfilter_ablation.sh [BUDGET=00:00:02:00] [VARIANTS="base filter filter_aug"]
+# env: PY, DATA, EVAL, OUT, TRAINER (cpu | default), MAX_STEPS (the cosine schedule's length)
 set -euo pipefail
 BUDGET=${1:-00:00:02:00}
 VARIANTS=${2:-"base filter filter_aug"}
@@ -11,13 +12,14 @@ PY=${PY:-python}
 DATA=${DATA:-/tmp/hitfilter_pu0}
 EVAL=${EVAL:-/tmp/hitfilter_pu0_eval}
 OUT=${OUT:-/tmp/hitfilter_runs}
+TRAINER=${TRAINER:-cpu}      # cpu | default (a GPU: bf16-mixed)
 [ -d "$DATA" ] || $PY -m trackformers.simulate process=ttbar pileup=0 n_events=300 \
   detector.keep_volumes=[7,8,9] vertex.sigma_z=5.5 output="$DATA"
 [ -d "$EVAL" ] || $PY -m trackformers.simulate process=ttbar pileup=0 n_events=100 seed=2 \
   detector.keep_volumes=[7,8,9] vertex.sigma_z=5.5 output="$EVAL"
 common=(experiment=ttbar_pu0_pixel "data.path=$DATA" data.num_workers=0 data.max_tokens=2000
   "model.encoder={d_model: 64, n_heads: 4, n_layers: 4}" optim.optimizer.lr=2e-3
-  optim.scheduler.warmup_steps=50 trainer=cpu trainer.max_steps=1000 "+trainer.max_time=$BUDGET"
+  optim.scheduler.warmup_steps=50 "trainer=$TRAINER" "trainer.max_steps=${MAX_STEPS:-1000}" "+trainer.max_time=$BUDGET"
   trainer.val_check_interval=100000 logger=csv callbacks.rich_progress_bar=null)
 for v in $VARIANTS; do
   case $v in
@@ -29,9 +31,10 @@ for v in $VARIANTS; do
     *) echo "unknown variant $v"; exit 2 ;;
   esac
   $PY -m trackformers.train "${common[@]}" "${extra[@]}" name="hf_$v" "hydra.run.dir=$OUT/$v" \
-    > "$OUT.$v.log" 2>&1
+    > "$OUT.$v.log" 2>&1 || { tail -30 "$OUT.$v.log"; exit 1; }
   $PY -m trackformers.evaluate "ckpt=$OUT/$v/checkpoints/last.ckpt" "data=$EVAL" plots=false \
-    wandb.enabled=false "output_dir=$OUT/$v/eval" > "$OUT.$v.eval.log" 2>&1
+    wandb.enabled=false "output_dir=$OUT/$v/eval" > "$OUT.$v.eval.log" 2>&1 \
+    || { tail -30 "$OUT.$v.eval.log"; exit 1; }
   $PY - "$OUT/$v" <<'PY'
 import json, sys, torch
 d = sys.argv[1]

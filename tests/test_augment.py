@@ -136,3 +136,22 @@ def test_datamodule_augments_training_batches_only(tmp_path):
     torch.testing.assert_close(b0.x[:, :2].norm(dim=1), b1.x[:, :2].norm(dim=1))
     with pytest.raises(ValueError, match="cache_dir"):
         TrackDataModule(**kw, cache_dir=str(tmp_path / "c"), augment={"rotate_phi": True})
+
+
+def test_rotated_event_gives_the_same_tracks_from_a_rotation_invariant_model():
+    """Model inputs r, z, eta (invariant under phi rotation): the rotated event's tracks
+    are the original's, hit for hit."""
+    from trackformers.attention import build
+    from trackformers.inference import Predictor
+    from trackformers.models import ContrastiveHead, Encoder, TrackFormer
+
+    chunk = _chunk(2)
+    rotated = transform_chunk(chunk, np.array([1.3, -0.4]), np.zeros(2, bool))
+    cfg = FeatureConfig(features=("r", "z", "eta"))
+    torch.manual_seed(0)
+    model = TrackFormer(Encoder(3, 16, 2, 1, attention=build("dense")), ContrastiveHead(16, 4))
+    pred = Predictor(model, {"method": "dbscan", "params": {"eps": 0.3, "min_samples": 2}},
+                     cuda_graphs=False)  # fmt: skip
+    a = pred.predict_batch(featurize(chunk, cfg).pack())
+    b = pred.predict_batch(featurize(rotated, cfg).pack())
+    assert (a >= 0).any() and torch.equal(a, b)

@@ -44,8 +44,9 @@ def test_criterion_picks_max_dm_under_the_fake_cap_else_min_fake():
     rows = [_m(0.95, 0.03), _m(0.90, 0.009), _m(0.88, 0.001), _m(math.nan, math.nan)]
     best = max(rows, key=lambda m: _key(m, "dm_at_fake", 0.01))
     assert best == rows[1]
-    over = [_m(0.95, 0.05), _m(0.80, 0.02), _m(0.90, 0.03)]
-    assert max(over, key=lambda m: _key(m, "dm_at_fake", 0.01)) == over[1]
+    # nothing under the cap: the TrackML score decides (not the filter that drops every hit)
+    over = [_m(0.95, 0.05, 0.6), _m(0.02, 0.02, 0.01), _m(0.90, 0.03, 0.7)]
+    assert max(over, key=lambda m: _key(m, "dm_at_fake", 0.01)) == over[2]
     scored = [_m(0.95, 0.05, 0.7), _m(0.9, 0.0, 0.8)]
     assert max(scored, key=lambda m: _key(m, "trackml_score", 0.01)) == scored[1]
 
@@ -88,7 +89,7 @@ def trained_run(tmp_path_factory):
         "loss.terms.hit_filter.pt_min=0.5", "validation.cluster.filter_threshold=0.5",
         "data.augment.rotate_phi=true", "data.augment.reflect_z=true",
         "callbacks.tune_clustering.eps=[0.1,0.3]", "callbacks.tune_clustering.min_samples=[2]",
-        "callbacks.tune_clustering.filter_threshold=[0.2,0.5]",
+        "callbacks.tune_clustering.filter_threshold=[null,0.5]",
     ]  # fmt: skip
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
@@ -106,7 +107,7 @@ def test_last_checkpoint_carries_the_tuned_clustering(trained_run):
     c = ckpt["clustering"]
     assert c["method"] == "dbscan" and c["input"] == "embedding"
     assert c["params"]["eps"] in (0.1, 0.3) and c["params"]["min_samples"] == 2
-    assert c["filter_threshold"] in (0.2, 0.5) and c["criterion"] == "dm_at_fake"
+    assert c["filter_threshold"] in (None, 0.5) and c["criterion"] == "dm_at_fake"
     assert len(c["grid"]) == 4 and c["n_events"] > 0 and c["global_step"] == 12
     # the chosen point is the best of the grid by the criterion
     best = max(c["grid"], key=lambda r: _key(r, "dm_at_fake", c["fake_max"]))

@@ -319,11 +319,12 @@ class TrackFormerModule(L.LightningModule):
                 self._val_particles.append(particles)
 
     def cluster(self, out: Mapping[str, Tensor], cu_seqlens: Tensor, params: Mapping | None = None,
-                filter_threshold: float | None = None) -> Tensor:  # fmt: skip
+                filter_threshold: float | None | str = "config") -> Tensor:  # fmt: skip
         """(N,) int64 track labels of the model outputs by the validation clustering
-        (``params`` / ``filter_threshold`` default to the configured ones)."""
+        (``params`` default to the configured ones; ``filter_threshold``: a value, None = no
+        filter, "config" = the configured one)."""
         params = dict(self.cluster_params if params is None else params)
-        thr = self.cluster_filter if filter_threshold is None else filter_threshold
+        thr = self.cluster_filter if filter_threshold == "config" else filter_threshold
         x = out[self.cluster_key].detach()  # (N, d)
         if thr is None:
             return cluster_hits(self.cluster_method, x, cu_seqlens, **params)

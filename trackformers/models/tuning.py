@@ -6,8 +6,9 @@ point of a small grid (eps x min_samples x hit-filter threshold) and keeps the b
 
 * ``criterion: dm_at_fake`` (default): the highest double-majority efficiency among the
   points whose fake rate is <= ``fake_max``; ties go to the lower fake rate, then to the
-  higher TrackML score. When no point meets the cap, the lowest fake rate wins (and
-  ``cap_met`` is False in the result).
+  higher TrackML score. When no point meets the cap (an undertrained model), the highest
+  TrackML score wins (``cap_met`` is False in the result): the lowest fake rate alone would
+  pick a filter that drops nearly every hit.
 * ``criterion: trackml_score``: the highest mean TrackML score (ties: higher DM efficiency).
 
 The result (plain python types) goes to the module's ``tuned_clustering`` and from there into
@@ -61,8 +62,8 @@ class TuneClustering(Callback):
         enabled: False skips the search (checkpoints then carry no ``clustering``).
         eps: DBSCAN radii to try (each > 0).
         min_samples: DBSCAN core sizes to try (each >= 1).
-        filter_threshold: hit-filter thresholds to try (each in (0, 1)); used only when the
-            model has a hit filter.
+        filter_threshold: hit-filter thresholds to try (each in (0, 1), or null: no filter);
+            used only when the model has a hit filter.
         criterion: "dm_at_fake" or "trackml_score" (see the module docstring).
         fake_max: the fake-rate cap of "dm_at_fake", in [0, 1].
         max_events: use at most this many validation events (null = all; >= 1).
@@ -71,13 +72,13 @@ class TuneClustering(Callback):
     def __init__(self, enabled: bool = True,
                  eps: Sequence[float] = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2),
                  min_samples: Sequence[int] = (2, 4),
-                 filter_threshold: Sequence[float] = (0.3, 0.5, 0.7),
+                 filter_threshold: Sequence[float | None] = (None, 0.3, 0.5, 0.7),
                  criterion: str = "dm_at_fake", fake_max: float = 0.01,
                  max_events: int | None = None):  # fmt: skip
         self.enabled = bool(enabled)
         self.eps = _grid(eps, "eps", _eps)
         self.min_samples = _grid(min_samples, "min_samples", _min_samples)
-        self.thresholds = _grid(filter_threshold, "filter_threshold", check_threshold)
+        self.thresholds = _grid(filter_threshold, "filter_threshold", check_threshold)  # None ok
         if criterion not in CRITERIA:
             raise ValueError(f"callbacks.tune_clustering.criterion must be one of {CRITERIA}, "
                              f"got {criterion!r}")  # fmt: skip
@@ -175,7 +176,14 @@ def _key(metrics: dict, criterion: str, fake_max: float) -> tuple:
     fake = 1.0 if math.isnan(fake) else fake
     if criterion == "trackml_score":
         return (score, dm, -fake)
-    return (fake <= fake_max, dm if fake <= fake_max else -fake, -fake, score)
+    if fake <= fake_max:
+        return (True, dm, -fake, score)
+    return (False, score, dm, -fake)
+
+
+def best_point(rows: list, criterion: str, fake_max: float):
+    """The (params, threshold, metrics) row of ``rows`` that ``criterion`` prefers."""
+    return max(rows, key=lambda r: _key(r[2], criterion, fake_max))
 
 
 def tune_clustering(module, loader, tuner: TuneClustering) -> dict:
@@ -191,8 +199,7 @@ def tune_clustering(module, loader, tuner: TuneClustering) -> dict:
             for ms in tuner.min_samples:
                 params = {**module.cluster_params, "eps": eps, "min_samples": ms}
                 rows.append((params, thr, score_point(module, stored, params, thr)))
-    best = max(rows, key=lambda r: _key(r[2], tuner.criterion, tuner.fake_max))
-    params, thr, metrics = best
+    params, thr, metrics = best_point(rows, tuner.criterion, tuner.fake_max)
     return {
         "method": module.cluster_method,
         "input": module.cluster_key,
