@@ -87,6 +87,12 @@ def test_threshold_outside_open_unit_interval_is_an_error(bad):
 def test_filter_needs_the_models_filter_output():
     with pytest.raises(KeyError, match="filter_logit"):
         kept_hits({"embedding": torch.zeros(3, 2)}, 0.5)
+    from trackformers.attention import build
+
+    enc = Encoder(in_features=3, d_model=16, n_heads=2, n_layers=1, attention=build("dense"))
+    with pytest.raises(ValueError, match="needs a model with a hit filter"):
+        TrackFormerModule(TrackFormer(enc, ContrastiveHead(16, 8)), torch.nn.Identity(),
+                          validation={"cluster": {"filter_threshold": 0.5}})  # fmt: skip
 
 
 def test_clustering_of_kept_hits_equals_clustering_the_kept_subset():

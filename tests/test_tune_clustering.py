@@ -101,6 +101,7 @@ def trained_run(tmp_path_factory):
     return run_dir, data
 
 
+@pytest.mark.slow
 def test_last_checkpoint_carries_the_tuned_clustering(trained_run):
     run_dir, _ = trained_run
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -115,6 +116,7 @@ def test_last_checkpoint_carries_the_tuned_clustering(trained_run):
     assert c["metrics"]["dm_efficiency"] == best["dm_efficiency"]
 
 
+@pytest.mark.slow
 def test_evaluate_and_predictor_use_it_unless_told_otherwise(trained_run, tmp_path):
     from trackformers.evaluate import run
     from trackformers.inference import Predictor

@@ -171,6 +171,17 @@ class TrackFormerModule(L.LightningModule):
         self.cluster_filter = check_threshold(
             cl.get("filter_threshold"), "validation.cluster.filter_threshold"
         )
+        from trackformers.models import TrackFormer
+
+        if (
+            self.cluster_filter is not None
+            and isinstance(model, TrackFormer)
+            and model.hit_filter is None
+        ):
+            raise ValueError(
+                f"validation.cluster.filter_threshold={self.cluster_filter} needs a model with "
+                "a hit filter (model=contrastive_filter, or model.hit_filter); set it to null"
+            )
         self.tuned_clustering: dict | None = None  # set by TuneClustering at the end of fit
         self.reconstructable = Reconstructable(**dict(val.get("reconstructable") or {}))
         self.matching = MatchingRules(**dict(val.get("matching") or {}))
