@@ -73,7 +73,7 @@ class TuneClustering(Callback):
                  eps: Sequence[float] = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2),
                  min_samples: Sequence[int] = (2, 4),
                  filter_threshold: Sequence[float | None] = (None, 0.3, 0.5, 0.7),
-                 criterion: str = "dm_at_fake", fake_max: float = 0.01,
+                 criterion: str = "dm_at_fake", fake_max: float = 0.03,
                  max_events: int | None = None):  # fmt: skip
         self.enabled = bool(enabled)
         self.eps = _grid(eps, "eps", _eps)
