@@ -58,7 +58,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
         )
     if not isinstance(ckpt.get("state_dict"), Mapping):
         raise CheckpointError(f"checkpoint {path} has no 'state_dict' (keys: {sorted(ckpt)[:10]})")
-    return _plain(cfg), ckpt["state_dict"]
+    cfg = _plain(cfg)
+    if isinstance(ckpt.get("clustering"), Mapping):  # chosen on validation (models/tuning.py)
+        cfg["tuned_clustering"] = _plain(ckpt["clustering"])
+    return cfg, ckpt["state_dict"]
 
 
 def _plain(cfg) -> dict:
@@ -198,6 +201,7 @@ def feature_config(cfg: dict):
     f = dict((cfg.get("data") or {}).get("features") or {})
     f["targets"] = ()  # inference needs inputs only
     f.pop("class_bins", None)
+    f.pop("signal", None)  # a truth label, not an input
     return FeatureConfig.from_dict(f)
 
 
@@ -215,21 +219,53 @@ def restrict(event: dict, hit_id: np.ndarray) -> dict:
 
 # ---- inference -------------------------------------------------------------------------------
 def cluster_settings(cfg: dict, cluster: Mapping, outputs: Mapping) -> dict:
-    """Explicit method, or (auto) the run's validation clustering, else chosen by outputs."""
+    """The clustering to use, with "source" saying where it came from:
+
+    an explicit method ("explicit"); else (method auto) the clustering tuned on validation
+    and stored in the checkpoint ("checkpoint"), else the run's validation clustering
+    ("run validation config"), else a default chosen by the output names ("default").
+    Under auto, non-empty ``params`` and a ``filter_threshold`` given by the user override
+    the chosen ones (source gets "+ overrides").
+    """
     cluster = dict(cluster or {})
     if cluster.get("method", "auto") != "auto":
-        return cluster
+        return {**cluster, "source": "explicit"}
     val = ((cfg.get("module") or {}).get("validation") or cfg.get("validation") or {}).get(
         "cluster"
     )
-    if val and val.get("output_key", "embedding") in outputs:
-        return {"method": val.get("method", "dbscan"), "input": val.get("output_key", "embedding"),
-                "params": dict(val.get("params") or {})}  # fmt: skip
-    if "embedding" in outputs:
-        return {"method": "dbscan", "input": "embedding", "params": {"eps": 0.2, "min_samples": 2}}
-    if "params" in outputs:
-        return {"method": "dbscan", "input": "params", "params": {"eps": 0.05, "min_samples": 2}}
-    return {"method": "argmax", "input": "logits", "params": {}}
+    tuned = cfg.get("tuned_clustering")
+    if tuned and tuned.get("input", "embedding") in outputs:
+        chosen = {
+            "method": tuned.get("method", "dbscan"),
+            "input": tuned.get("input", "embedding"),
+            "params": dict(tuned.get("params") or {}),
+            "filter_threshold": tuned.get("filter_threshold"),
+            "source": f"checkpoint (tuned on validation, {tuned.get('criterion')})",
+        }
+    elif val and val.get("output_key", "embedding") in outputs:
+        chosen = {
+            "method": val.get("method", "dbscan"),
+            "input": val.get("output_key", "embedding"),
+            "params": dict(val.get("params") or {}),
+            "filter_threshold": val.get("filter_threshold"),
+            "source": "run validation config",
+        }
+    elif "embedding" in outputs:
+        chosen = {"method": "dbscan", "input": "embedding", "source": "default",
+                  "params": {"eps": 0.2, "min_samples": 2}}  # fmt: skip
+    elif "params" in outputs:
+        chosen = {"method": "dbscan", "input": "params", "source": "default",
+                  "params": {"eps": 0.05, "min_samples": 2}}  # fmt: skip
+    else:
+        chosen = {"method": "argmax", "input": "logits", "params": {}, "source": "default"}
+    overrides = {}
+    if cluster.get("params"):
+        overrides["params"] = {**chosen["params"], **dict(cluster["params"])}
+    if cluster.get("filter_threshold") is not None:
+        overrides["filter_threshold"] = cluster["filter_threshold"]
+    if overrides:
+        chosen.update(overrides, source=chosen["source"] + " + overrides")
+    return chosen
 
 
 def infer_stream(model, events: Iterable[dict], fcfg, device, max_tokens: int, cluster: Mapping,
@@ -411,6 +447,10 @@ def print_report(result: dict, out_dir: Path, wandb_dir: str | None) -> None:
         t.add_row(k.replace("_", " "), "nan" if math.isnan(v) else f"{v:.4f}")
     c = Console()
     c.print(t)
+    cl = result.get("cluster")
+    if cl:
+        c.print(f"clustering: {cl.get('method')} {cl.get('params')} filter_threshold="
+                f"{cl.get('filter_threshold')} (from {cl.get('source')})")  # fmt: skip
     c.print(f"metrics:   {out_dir / 'metrics.json'}")
     c.print(f"particles: {result['files']['particles']}")
     c.print(f"plots:     {out_dir / 'plots'} ({len(result['plots'])} files)")
@@ -482,6 +522,7 @@ def run(cfg: Mapping) -> dict:
     }
     write_text_atomic(out_dir / "metrics.json", json.dumps(summary, indent=1, default=float))
     wandb_dir = log_wandb(cfg.get("wandb") or {}, ckpt, out_dir, result)
+    result["cluster"] = used
     print_report(result, out_dir, wandb_dir)
     return summary
 

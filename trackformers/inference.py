@@ -36,6 +36,7 @@ from torch import Tensor
 
 from trackformers.attention.base import AttentionPlan
 from trackformers.cluster import ClusterConfig, assign_tracks, clustering_input
+from trackformers.cluster.filtering import FILTER_KEY, kept_hits
 from trackformers.data.batch import PackedBatch
 
 
@@ -108,6 +109,8 @@ def _cluster_start(out: Mapping[str, Tensor], cu: Tensor, cfg: ClusterConfig, pl
     from trackformers.cluster.local_dbscan import neighbourhood_plan
 
     _, x = clustering_input(out, cfg)
+    if cfg.filter_threshold is not None:  # rejected hits are never clustered (label -1)
+        valid = valid & kept_hits(out, cfg.filter_threshold)  # (N,)
     p = dict(cfg.params)
     if cfg.method == "dbscan":
         eps, ms = p["eps"], p.get("min_samples", 5)
@@ -212,8 +215,10 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path, cluster: Mapping | None = None, device=None,
                         attention: str | None = None, **kwargs) -> Predictor:  # fmt: skip
-        """Model and clustering of a training checkpoint (the run's validation clustering
-        unless ``cluster`` is given), on ``device`` (default: CUDA when available)."""
+        """Model and clustering of a training checkpoint (the clustering tuned on validation
+        and stored in it, else the run's validation clustering, unless ``cluster`` is given;
+        ``pred.cluster_settings["source"]`` says which), on ``device`` (default: CUDA when
+        available)."""
         from trackformers import evaluate as ev
 
         run_cfg, state = ev.load_checkpoint(path)
@@ -226,11 +231,13 @@ class Predictor:
             # copy of the head: a matmul on this stream would give it a cuBLAS workspace
             # (32 MiB on Hopper) that the graph path never uses
             head = copy.deepcopy(model.head).cpu()
-            keys = head(torch.zeros(1, model.encoder.d_model)).keys()
+            keys = list(head(torch.zeros(1, model.encoder.d_model)).keys())
+        if getattr(model, "hit_filter", None) is not None:
+            keys.append(FILTER_KEY)
         cfg = ev.cluster_settings(run_cfg, cluster or {}, dict.fromkeys(keys))
         pred = cls(model, cfg, **kwargs)
         pred.features = ev.feature_config(run_cfg)
-        pred.cluster_settings = cfg  # the dict chosen as evaluate chooses it
+        pred.cluster_settings = cfg  # the dict chosen as evaluate chooses it, with "source"
         return pred
 
     # ---- eager ---------------------------------------------------------------------------
@@ -330,7 +337,8 @@ class Predictor:
         out, plan = forward_batch(self.model, batch, plan, self.amp, False, self._forward)
         if not self.keep_outputs:  # static graph outputs: only the clustering input stays
             name, _ = clustering_input(out, self.cfg)
-            out = {name: out[name]}
+            keep = (name, FILTER_KEY) if self.cfg.filter_threshold is not None else (name,)
+            out = {k: out[k] for k in keep if k in out}
         valid = torch.arange(g.size, device=self.device) < g.cu[1]  # (B,) the real event
         state, labels = _cluster_start(out, g.cu, self.cfg, plan, valid, self.rounds, g.coords,
                                        g.size)  # fmt: skip

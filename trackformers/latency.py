@@ -9,7 +9,9 @@
 One event at a time goes the whole way a user's event goes: in-memory event (numpy) ->
 features and packing -> device -> attention plan -> forward (``--precision``: fp16 autocast
 on CUDA by default) ->
-clustering into tracks (the checkpoint's validation clustering, or ``--cluster-json``) ->
+clustering into tracks (the clustering tuned on validation and stored in the checkpoint,
+else its validation clustering, or ``--cluster`` / ``--cluster-json``; "cluster.source" in
+the JSON says which) ->
 labels back on the host. Each stage is timed with a device synchronisation at its end; a
 warm-up pass over the events first (compilation, autotuning), then ``repeat`` timed passes;
 the median over all timed event passes is reported. Peak memory is

@@ -7,6 +7,8 @@ benchmark and notebooks. cfg (conf/cluster/*.yaml) fields:
     input: auto | embedding | params | logits   (auto: embedding, else params, else logits)
     scale: null | list of per-column factors applied to the input before clustering
     params: {...}   keyword arguments of the method (eps, min_samples, ...)
+    filter_threshold: null | t in (0, 1): hits with sigmoid(filter_logit) < t get no track
+    source: where the settings come from (informational: "explicit", "checkpoint", ...)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from torch import Tensor
 
 from trackformers.cluster import cluster_hits
+from trackformers.cluster.filtering import check_threshold, cluster_kept, kept_hits
 
 AUTO_ORDER = ("embedding", "params", "logits")
 
@@ -28,11 +31,21 @@ class ClusterConfig:
     input: str = "auto"
     scale: list[float] | None = None
     params: dict = field(default_factory=lambda: {"eps": 0.1, "min_samples": 3})
+    filter_threshold: float | None = None
+    source: str | None = None
+
+    def __post_init__(self):
+        self.filter_threshold = check_threshold(self.filter_threshold, "cluster filter_threshold")
+        if self.filter_threshold is not None and self.method == "dbscan_plan":
+            raise ValueError(
+                "cluster filter_threshold is not supported with method dbscan_plan (its "
+                "neighbourhoods come from the unfiltered batch); use dbscan"
+            )
 
     @classmethod
     def from_dict(cls, d: Mapping | None) -> ClusterConfig:
         d = dict(d or {})
-        unknown = set(d) - {"method", "input", "scale", "params"}
+        unknown = set(d) - {"method", "input", "scale", "params", "filter_threshold", "source"}
         if unknown:
             raise ValueError(f"cluster config has unknown key(s) {sorted(unknown)}")
         return cls(**{k: (dict(v) if k == "params" else v) for k, v in d.items()})
@@ -74,12 +87,17 @@ def assign_tracks(
     """(N,) int64 track label per hit (unique across events, -1 = no track).
 
     ``plan``: the batch's attention plan and ``coords`` (N, 3) its hit positions, used by
-    method "dbscan_plan" (neighbourhood "model" / "window" and "cluster").
+    method "dbscan_plan" (neighbourhood "model" / "window" and "cluster"). With
+    ``cfg.filter_threshold`` only the hits the hit filter keeps are clustered.
     """
     cfg = cfg if isinstance(cfg, ClusterConfig) else ClusterConfig.from_dict(cfg)
     _, x = clustering_input(outputs, cfg)
     cu = cu_seqlens.to(x.device)
     coords = None if coords is None else coords.to(x.device)
+    if cfg.filter_threshold is not None:
+        keep = kept_hits(outputs, cfg.filter_threshold)  # (N,)
+        return cluster_kept(lambda xk, cuk: cluster_hits(cfg.method, xk, cuk, **cfg.params),
+                            x.detach(), cu, keep)  # fmt: skip
     return cluster_hits(cfg.method, x.detach(), cu, plan=plan, coords=coords, **cfg.params)
 
 

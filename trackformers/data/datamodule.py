@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from trackformers.data.augment import AugmentConfig
 from trackformers.data.binning import fit_class_bins, num_classes
 from trackformers.data.dataset import SPLITS, NativeEventStream
 from trackformers.data.features import FeatureConfig
@@ -67,6 +68,7 @@ class TrackDataModule(L.LightningDataModule):
         num_params: int | None = None,
         num_classes: int | None = None,
         cache_dir: str | None = None,
+        augment: dict | None = None,
     ):
         """``num_features/num_params/num_classes`` restate what the model configs read
         (``${data.num_features}``...); they are checked against the feature configuration."""
@@ -94,6 +96,14 @@ class TrackDataModule(L.LightningDataModule):
         self.on_error = on_error
         self.stream_cfg = dict(stream or {})
         self.cache_dir = cache_dir  # set: featurize once into a memory-mapped cache (cache.py)
+        # random phi rotation / z reflection of the training events (data/augment.py)
+        self.augment = AugmentConfig.from_dict(augment)
+        if self.augment.enabled and (cache_dir is not None or source != "native"):
+            raise ValueError(
+                f"data.augment {self.augment} transforms events as they are read from files: "
+                f"it needs source=native and cache_dir=null (got source={source!r}, "
+                f"cache_dir={cache_dir!r})"
+            )
         self.datasets: dict[str, object] = {}
         self.files: list[Path] = []
         self.simulation: dict | None = None  # settings the data was simulated with (provenance)
@@ -171,6 +181,7 @@ class TrackDataModule(L.LightningDataModule):
                 self.features,
                 chunk_bytes=self.chunk_bytes,
                 on_error=self.on_error,
+                augment=self.augment if split == "train" and self.augment.enabled else None,
                 **self._split_kwargs(split),
             )
             ds.plan()  # open the files once here, not in every worker

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from trackformers.data.augment import AugmentConfig, augment_chunk
 from trackformers.data.batch import PackedBatch
 from trackformers.data.errors import DataError, RepairLog, check_on_error, log
 from trackformers.data.features import FeatureConfig
@@ -92,6 +93,7 @@ class NativeEventStream(IterableDataset):
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         on_error: str = "raise",
         max_events_per_batch: int | None = None,
+        augment: AugmentConfig | None = None,
     ):
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
@@ -104,6 +106,7 @@ class NativeEventStream(IterableDataset):
         self.shuffle, self.seed = shuffle, int(seed)
         self.on_error = check_on_error(on_error)
         self.max_events_per_batch = max_events_per_batch
+        self.augment = augment  # rotation / reflection of each event (training), data/augment.py
         self.spec = ReadSpec(
             hit_fields=features.hit_fields(),
             part_fields=TARGET_PART_FIELDS if features.needs_particles else ("part_particle_id",),
@@ -160,6 +163,7 @@ class NativeEventStream(IterableDataset):
             rng = np.random.default_rng(seed)
         else:
             rng = None
+        aug_epoch = self.epoch if self.epoch is not None else self._passes
         self._passes += 1
         trees: dict[str, object] = {}
         current = None
@@ -195,6 +199,8 @@ class NativeEventStream(IterableDataset):
                 chunk = chunk.select_events(keep == SPLITS.index(self.split))
             if chunk.num_events == 0:
                 continue
+            if self.augment is not None:
+                chunk = augment_chunk(chunk, self.augment, self.seed, aug_epoch)
             feat = featurize(chunk, self.features)
             if feat.num_events == 0:
                 continue

@@ -17,6 +17,8 @@ Targets (per hit, copied from its particle; NaN and ``valid`` False for noise, h
 truth and particles below ``target_pt_min``):
     eta, theta, sin_phi, cos_phi (momentum direction at production), q_over_pt (1/GeV),
     d0, z0 (mm, helix perigee w.r.t. the z axis in Bz), pt (GeV), phi.
+    ``signal`` (N,) bool when ``signal`` is set: the hit's particle is reconstructable
+    (trackformers.data.signal).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from trackformers.data.chunk import EventChunk
 from trackformers.data.fastpath import PARAM_COLUMNS, gather_targets, track_parameters
 from trackformers.data.projections import project_part2
 from trackformers.data.schema import PIXEL_VOLUMES
+from trackformers.data.signal import SignalConfig, signal_hits
 from trackformers.data.validate import cached_particle_row
 
 log = logging.getLogger("trackformers.data")
@@ -79,8 +82,10 @@ class FeatureConfig:
     bz: float = B_FIELD_T  # tesla, for d0/z0
     vertex_z: float = 0.0  # mm, origin of the Part-2 projection
     class_bins: dict[str, Sequence[float]] | None = None  # param -> bin edges (binning.py)
+    signal: SignalConfig | dict | None = None  # targets["signal"] cuts; None = no such target
 
     def __post_init__(self):
+        self.signal = SignalConfig.from_value(self.signal)
         self.features = tuple(self.features)
         self.targets = tuple(self.targets)
         for f in self.features:
@@ -124,7 +129,7 @@ class FeatureConfig:
 
     @property
     def needs_particles(self) -> bool:
-        return bool(self.targets) or self.class_bins is not None
+        return bool(self.targets) or self.class_bins is not None or self.signal is not None
 
     def hit_fields(self) -> tuple[str, ...]:
         fields = ["hit_id", "hit_x", "hit_y", "hit_z", "hit_particle_id", "hit_weight"]
@@ -255,11 +260,12 @@ def perigee(vx, vy, vz, ux, uy, cot_theta, q, pt, bz):
 
 def hit_targets(chunk: EventChunk, cfg: FeatureConfig) -> dict[str, np.ndarray]:
     """Per-hit targets: ``params`` (N, P) float32 in cfg.targets order, ``valid`` (N,) bool,
-    ``pt`` (N,) float32, and ``class`` (N,) int64 (-1 invalid) when cfg.class_bins is set."""
+    ``pt`` (N,) float32, ``class`` (N,) int64 (-1 invalid) when cfg.class_bins is set, and
+    ``signal`` (N,) bool when cfg.signal is set."""
     if chunk.part_offsets is None or "part_particle_id" not in chunk.parts:
         raise ValueError(f"{chunk.source}: targets need the particle branches (part_*)")
     row = cached_particle_row(chunk)  # (N,) -1 for noise / no truth
-    needed = (*cfg.targets, *(cfg.class_bins or ()))
+    needed = (*cfg.targets, *(cfg.class_bins or ()), *(("eta",) if cfg.signal else ()))
     table = particle_table(chunk.parts, cfg.bz, needed)  # (npart, 9) float64
     cols = [PARAM_COLUMNS.index(n) for n in cfg.targets]
     mat = table[:, cols].astype(np.float32)  # (npart, P)
@@ -267,6 +273,9 @@ def hit_targets(chunk: EventChunk, cfg: FeatureConfig) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {"valid": valid, "pt": pt}
     if cfg.targets:
         out["params"] = params  # (N, P), NaN where not valid
+    if cfg.signal is not None:
+        eta = table[:, PARAM_COLUMNS.index("eta")]  # (npart,)
+        out["signal"] = signal_hits(row, table[:, 0], eta, cfg.signal)  # (N,) bool
     if cfg.class_bins is not None:
         from trackformers.data.binning import joint_class
 

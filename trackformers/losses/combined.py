@@ -31,6 +31,9 @@ class CombinedLoss(nn.Module):
             )
         self.terms = nn.ModuleDict(dict(terms))
         self.weights = {name: float(weights.get(name, 1.0)) for name in terms}
+        bad = {k: w for k, w in self.weights.items() if not w >= 0 or w == float("inf")}
+        if bad:
+            raise ValueError(f"loss weights must be finite and >= 0, got {bad}")
         if all(w == 0 for w in self.weights.values()):
             raise ValueError(f"all loss weights are zero: {self.weights}")
 

@@ -9,11 +9,22 @@ other hits of the event (``negatives="event"``, exact, tiled) or of its attentio
 Noise hits (particle 0) are never anchors nor positives; ``noise="negative"`` keeps them as
 negatives of every anchor (the model learns to push them away), ``noise="ignore"`` drops
 them from the loss.
+
+``negatives="topk"`` (HEPT-style hard negatives): the candidates of anchor i are its
+positives and the ``topk`` hits of its event most similar to it that are not of its particle
+(found without grad, trackformers.losses.mining), and each positive pair is an InfoNCE term
+against those negatives only:
+
+    L_i = mean_{p in pos(i)} -log( e^{s_ip} / (e^{s_ip} + sum_{n in neg_k(i)} e^{s_in}) ).
+
+``anchors="signal"``: only hits with ``batch.targets["signal"]`` (reconstructable particles)
+are anchors and positives; low-pT and noise hits remain negatives.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from trackformers.losses.pair_module import PairEmbeddingLoss
@@ -52,6 +63,81 @@ class SupConPairs:
         return g, None
 
 
+class HardInfoNCEPairs:
+    """PairLoss over a (positives + hard negatives) neighbour table: per positive pair an
+    InfoNCE term against the anchor's negatives; statistics (sum of anchor losses, anchors)."""
+
+    def __init__(self, temperature: float):
+        self.tau = float(temperature)
+
+    def empty_stats(self, emb: Tensor) -> Tensor:
+        return emb.new_zeros(2)
+
+    def _tile(self, dots, cand, pos):
+        logits = dots / self.tau  # (c, m)
+        neg = cand & ~pos  # (c, m)
+        neg_lse = torch.logsumexp(logits.masked_fill(~neg, float("-inf")), dim=1)  # (c,)
+        gap = neg_lse[:, None] - logits  # (c, m); -inf without negatives
+        npos = pos.sum(1)  # (c,)
+        return logits, neg, neg_lse, gap, npos, npos > 0
+
+    def tile_stats(self, dots, row_sq, key_sq, cand, pos) -> Tensor:
+        _, _, _, gap, npos, anchor = self._tile(dots, cand, pos)
+        # -log(e^a / (e^a + e^b)) = softplus(b - a)
+        li = torch.where(pos, F.softplus(gap), 0.0).sum(1) / npos.clamp(min=1)  # (c,)
+        li = torch.where(anchor, li, 0.0)
+        return torch.stack([li.sum(), anchor.sum().to(li.dtype)])
+
+    def finalize(self, stats: Tensor) -> Tensor:
+        return stats[0] / stats[1].clamp(min=1.0)
+
+    def tile_grad(self, dots, row_sq, key_sq, cand, pos, d_stats):
+        logits, neg, neg_lse, gap, npos, anchor = self._tile(dots, cand, pos)
+        share = torch.where(pos, torch.sigmoid(gap), 0.0) / npos.clamp(min=1)[:, None]  # (c, m)
+        soft = torch.where(neg, torch.exp(logits - neg_lse[:, None]), 0.0)  # (c, m) over negs
+        g = soft * share.sum(1, keepdim=True) - share  # d L_i / d s_ij
+        g = torch.where(anchor[:, None], g, 0.0) * (d_stats[0] / self.tau)
+        return g, None
+
+
+def hard_infonce_naive(
+    emb: Tensor,
+    labels: Tensor,
+    valid: Tensor,
+    cu_seqlens: Tensor,
+    temperature: float,
+    k: int,
+    anchor_mask: Tensor | None = None,
+) -> Tensor:
+    """Reference of ``negatives="topk"`` with (n, n) matrices per event (tests only).
+
+    anchor_mask (N,) bool limits anchors and positives (``anchors="signal"``)."""
+    total, count = emb.new_zeros(()), 0
+    bounds = cu_seqlens.tolist()
+    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+        x, y, v = emb[s:e], labels[s:e], valid[s:e]
+        a = torch.ones_like(v) if anchor_mask is None else anchor_mask[s:e]
+        logits = x @ x.T / temperature  # (n, n)
+        cand = v[:, None] & v[None, :] & ~torch.eye(e - s, dtype=torch.bool, device=emb.device)
+        same = y[:, None] == y[None, :]
+        pos = cand & same & (y[:, None] != 0) & a[:, None] & a[None, :]
+        other = cand & ~same  # (n, n) possible negatives
+        if e - s < 2:
+            continue
+        top, idx = logits.detach().masked_fill(~other, float("-inf")).topk(min(k, e - s), 1)
+        hard = torch.zeros_like(other).scatter_(1, idx, top > float("-inf"))  # (n, n)
+        neg_lse = torch.logsumexp(logits.masked_fill(~hard, float("-inf")), 1)  # (n,)
+        term = torch.logaddexp(logits, neg_lse[:, None]) - logits  # (n, n)
+        npos = pos.sum(1)
+        anchor = npos > 0
+        if not bool(anchor.any()):
+            continue
+        li = torch.where(pos, term, 0.0).sum(1)[anchor] / npos[anchor]
+        total = total + li.sum()
+        count += int(anchor.sum())
+    return total / max(count, 1)
+
+
 def supcon_naive(
     emb: Tensor,
     labels: Tensor,
@@ -59,8 +145,10 @@ def supcon_naive(
     cu_seqlens: Tensor,
     temperature: float,
     pair_mask: Tensor | None = None,
+    anchor_mask: Tensor | None = None,
 ) -> Tensor:
-    """Reference with (n, n) matrices per event (tests only); pair_mask (N, N) limits pairs."""
+    """Reference with (n, n) matrices per event (tests only); pair_mask (N, N) limits pairs,
+    anchor_mask (N,) bool limits anchors and positives (``anchors="signal"``)."""
     total, count = emb.new_zeros(()), 0
     bounds = cu_seqlens.tolist()
     for s, e in zip(bounds[:-1], bounds[1:], strict=True):
@@ -70,6 +158,8 @@ def supcon_naive(
         if pair_mask is not None:
             cand = cand & pair_mask[s:e, s:e]
         pos = cand & (y[:, None] == y[None, :]) & (y[:, None] != 0)
+        if anchor_mask is not None:
+            pos = pos & anchor_mask[s:e, None] & anchor_mask[None, s:e]
         logits = logits.masked_fill(~cand, float("-inf"))
         npos = pos.sum(1)
         anchor = npos > 0
@@ -83,7 +173,25 @@ def supcon_naive(
 
 
 class SupConLoss(PairEmbeddingLoss):
+    """Supervised contrastive loss of the hit embedding (see the module docstring).
+
+    Args:
+        temperature: tau > 0 of s_ij = e_i . e_j / tau.
+        output_key: model output holding the (N, D) embedding.
+        negatives: "event" (all other hits, tiled), "window" (phi window of ``window`` hits
+            each side) or "topk" (positives + ``topk`` hardest negatives, HEPT InfoNCE).
+        window: hits each side of the phi window, >= 1.
+        noise: "negative" (noise repels every anchor) or "ignore" (left out).
+        normalize: L2-normalise the embedding first.
+        tile_elems: elements of one pair tile / search block: the loss memory bound, >= 1.
+        compile: torch.compile the tile math (None = on CUDA).
+        anchors: "all" (hits of every particle) or "signal" (``batch.targets["signal"]``).
+        topk: hard negatives per anchor with ``negatives="topk"``, >= 1.
+    """
+
     name = "contrastive"
+    negative_modes = ("event", "window", "topk")
+    anchor_modes = ("all", "signal")
 
     def __init__(
         self,
@@ -95,10 +203,17 @@ class SupConLoss(PairEmbeddingLoss):
         normalize: bool = True,
         tile_elems: int = 1 << 24,
         compile: bool | None = None,
+        anchors: str = "all",
+        topk: int = 256,
     ):
-        if temperature <= 0:
-            raise ValueError(f"contrastive temperature must be > 0, got {temperature}")
-        pairs = SupConPairs(temperature)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            raise ValueError(
+                f"loss 'contrastive': temperature must be a number, got {temperature!r}"
+            )
+        if not temperature > 0:
+            raise ValueError(f"loss 'contrastive': temperature must be > 0, got {temperature!r}")
+        pairs = HardInfoNCEPairs(temperature) if negatives == "topk" else SupConPairs(temperature)
         super().__init__(
-            pairs, output_key, negatives, window, noise, tile_elems, compile, normalize=normalize
-        )
+            pairs, output_key, negatives, window, noise, tile_elems, compile, normalize=normalize,
+            anchors=anchors, topk=topk,
+        )  # fmt: skip

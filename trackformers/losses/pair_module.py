@@ -1,6 +1,11 @@
 """The nn.Module shared by the pairwise embedding losses (contrastive, hinge): reads the
 embedding and the particle labels of a batch and hands them to the tiled pair engine,
-over whole events (``negatives="event"``) or each hit's phi-window (``negatives="window"``)."""
+over whole events (``negatives="event"``), each hit's phi-window (``negatives="window"``) or
+each anchor's positives and top-k hardest negatives of its event (``negatives="topk"``).
+
+``anchors="signal"`` restricts anchors and positives to hits with ``batch.targets["signal"]``
+(hits of reconstructable particles); the other hits stay candidates, i.e. negatives only.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,33 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trackformers.losses.base import check_noise_mode, get_output, particle_labels, zero_loss
+from trackformers.losses.base import (
+    check_noise_mode,
+    get_output,
+    get_target,
+    particle_labels,
+    zero_loss,
+)
+from trackformers.losses.mining import hard_negatives, positive_table, signal_labels
 from trackformers.losses.neighbours import window_neighbours
 from trackformers.losses.pairwise_core import tiled_pair_loss
+
+SIGNAL_TARGET = "signal"
+
+
+def check_int(value, name: str, loss_name: str, minimum: int = 1) -> int:
+    """``value`` as an int >= minimum, else a ValueError naming the loss option and value."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(
+            f"loss {loss_name!r}: {name} must be an integer >= {minimum}, got {value!r}"
+        )
+    return int(value)
 
 
 class PairEmbeddingLoss(nn.Module):
     name: str
+    negative_modes: tuple[str, ...] = ("event", "window")
+    anchor_modes: tuple[str, ...] = ("all",)
 
     def __init__(
         self,
@@ -26,15 +51,24 @@ class PairEmbeddingLoss(nn.Module):
         tile_elems: int,
         compile: bool | None,
         normalize: bool = False,
+        anchors: str = "all",
+        topk: int = 256,
     ):
         super().__init__()
-        if negatives not in ("event", "window"):
-            raise ValueError(f"{self.name} negatives={negatives!r} must be 'event' or 'window'")
+        if negatives not in self.negative_modes:
+            raise ValueError(
+                f"{self.name} negatives={negatives!r} must be one of {self.negative_modes}"
+            )
+        if anchors not in self.anchor_modes:
+            raise ValueError(f"{self.name} anchors={anchors!r} must be one of {self.anchor_modes}")
         self.pairs = pairs  # per-tile statistics and gradients (pairwise_core's PairLoss)
         self.compile = compile  # torch.compile the tile math; None = on CUDA
-        self.output_key, self.negatives, self.window = output_key, negatives, int(window)
+        self.output_key, self.negatives = output_key, negatives
+        self.window = check_int(window, "window", self.name)
+        self.topk = check_int(topk, "topk", self.name)
         self.noise = check_noise_mode(noise, ("negative", "ignore"), self.name)
-        self.normalize, self.tile_elems = normalize, int(tile_elems)
+        self.normalize, self.tile_elems = normalize, check_int(tile_elems, "tile_elems", self.name)
+        self.anchors = anchors
 
     def forward(self, outputs: dict[str, Tensor], batch) -> Tensor:
         emb = get_output(outputs, self.output_key, self.name).float()  # (N, D)
@@ -42,11 +76,23 @@ class PairEmbeddingLoss(nn.Module):
             emb = F.normalize(emb, dim=-1)
         labels = particle_labels(batch, self.name)  # (N,)
         valid = labels != 0 if self.noise == "ignore" else torch.ones_like(labels, dtype=bool)
+        if self.anchors == "signal":
+            signal = get_target(batch, SIGNAL_TARGET, self.name).to(labels.device)  # (N,) bool
+            labels = signal_labels(labels, signal)  # non-signal hits: a label of their own
         if emb.shape[0] < 2:
             return zero_loss(emb)
         if self.negatives == "window":
             nbr = window_neighbours(batch.cu_seqlens, self.window, coords=batch.coords)  # (N, 2W)
             pairs_of = dict(neighbours=nbr)
+        elif self.negatives == "topk":
+            cu = batch.cu_seqlens
+            pos = positive_table(labels, valid, cu)  # (N, P)
+            anchors = (pos >= 0).any(1)  # (N,)
+            if not bool(anchors.any()):
+                return zero_loss(emb)
+            neg = hard_negatives(emb.detach(), labels, valid, anchors, cu, self.topk,
+                                 self.tile_elems)  # (N, K), no grad  # fmt: skip
+            pairs_of = dict(neighbours=torch.cat([pos, neg], dim=1))  # (N, P + K)
         else:
             pairs_of = dict(cu_seqlens=batch.cu_seqlens)
         return tiled_pair_loss(

@@ -5,6 +5,8 @@ Output keys (all per hit, first dim total_hits, input order):
   RegressorHead (EncReg)     "params"    (N, num_params)   regressed track parameters
   JointHead (Part 2)         "params" and "logits"; the classifier sees [h, params]
   ContrastiveHead            "embedding" (N, embed_dim)    L2-normalised hit embedding
+  HitFilterHead              "filter_logit" (N,)           logit that the hit belongs to a
+                                                           particle worth tracking (hit filter)
 """
 
 from __future__ import annotations
@@ -78,3 +80,16 @@ class ContrastiveHead(nn.Module):
 
     def forward(self, h: Tensor) -> dict[str, Tensor]:
         return {"embedding": F.normalize(self.net(h), dim=-1)}  # (N, embed_dim)
+
+
+class HitFilterHead(nn.Module):
+    """Hit filter: one logit per hit that it belongs to a reconstructable particle above the
+    pT threshold (trained jointly with BCE, ``trackformers.losses.HitFilterLoss``). Hits whose
+    sigmoid falls below the clustering's ``filter_threshold`` are left out of the tracks."""
+
+    def __init__(self, d_model: int, hidden: int | None = None, dropout=0.0):
+        super().__init__()
+        self.net = mlp(d_model, hidden or d_model, 1, dropout)
+
+    def forward(self, h: Tensor) -> dict[str, Tensor]:
+        return {"filter_logit": self.net(h).squeeze(-1)}  # (N,)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from trackformers.cluster import cluster_hits
+from trackformers.cluster.filtering import check_threshold, cluster_kept, kept_hits
 from trackformers.metrics.efficiency import MatchingRules, Reconstructable
 from trackformers.metrics.event import COUNT_KEYS, evaluate_event, rates
 
@@ -166,6 +167,22 @@ class TrackFormerModule(L.LightningModule):
         self.cluster_key = cl.get("output_key", "embedding")
         # params: null = the method's defaults (argmax takes no radius)
         self.cluster_params = dict(cl.get("params", {"eps": 0.2, "min_samples": 2}) or {})
+        # hit filter: hits with sigmoid(filter_logit) below it get no track (null = no filter)
+        self.cluster_filter = check_threshold(
+            cl.get("filter_threshold"), "validation.cluster.filter_threshold"
+        )
+        from trackformers.models import TrackFormer
+
+        if (
+            self.cluster_filter is not None
+            and isinstance(model, TrackFormer)
+            and model.hit_filter is None
+        ):
+            raise ValueError(
+                f"validation.cluster.filter_threshold={self.cluster_filter} needs a model with "
+                "a hit filter (model=contrastive_filter, or model.hit_filter); set it to null"
+            )
+        self.tuned_clustering: dict | None = None  # set by TuneClustering at the end of fit
         self.reconstructable = Reconstructable(**dict(val.get("reconstructable") or {}))
         self.matching = MatchingRules(**dict(val.get("matching") or {}))
         self.keep_particles = bool(val.get("keep_particles", True))
@@ -297,16 +314,7 @@ class TrackFormerModule(L.LightningModule):
                 f"validation clusters model output {self.cluster_key!r}, the model gives "
                 f"{sorted(out)}; set validation.cluster.output_key"
             )
-        labels = (
-            cluster_hits(
-                self.cluster_method,
-                out[self.cluster_key].detach(),
-                batch.cu_seqlens,
-                **self.cluster_params,
-            )
-            .cpu()
-            .numpy()
-        )  # (N,) int64, -1 = no track
+        labels = self.cluster(out, batch.cu_seqlens).cpu().numpy()  # (N,) int64, -1 = no track
         cu = batch.cu_seqlens.tolist()
         for b, event in enumerate(batch_events(batch, self.target_names)):
             metrics, particles = evaluate_event(
@@ -320,6 +328,20 @@ class TrackFormerModule(L.LightningModule):
                 self._val_sums["n_scored"] += 1
             if self.keep_particles:
                 self._val_particles.append(particles)
+
+    def cluster(self, out: Mapping[str, Tensor], cu_seqlens: Tensor, params: Mapping | None = None,
+                filter_threshold: float | None | str = "config") -> Tensor:  # fmt: skip
+        """(N,) int64 track labels of the model outputs by the validation clustering
+        (``params`` default to the configured ones; ``filter_threshold``: a value, None = no
+        filter, "config" = the configured one)."""
+        params = dict(self.cluster_params if params is None else params)
+        thr = self.cluster_filter if filter_threshold == "config" else filter_threshold
+        x = out[self.cluster_key].detach()  # (N, d)
+        if thr is None:
+            return cluster_hits(self.cluster_method, x, cu_seqlens, **params)
+        keep = kept_hits(out, thr)  # (N,) hits the filter keeps
+        return cluster_kept(lambda xk, cuk: cluster_hits(self.cluster_method, xk, cuk, **params),
+                            x, cu_seqlens, keep)  # fmt: skip
 
     def on_validation_epoch_end(self) -> None:
         if not self.val_enabled or not self._val_sums:
@@ -348,6 +370,8 @@ class TrackFormerModule(L.LightningModule):
             "epoch": self.current_epoch,
             "batches_in_epoch": self.batches_in_epoch,
         }
+        if self.tuned_clustering is not None:  # plain python types (weights_only loading)
+            checkpoint["clustering"] = dict(self.tuned_clustering)
 
 
 class ResumableLoader:
