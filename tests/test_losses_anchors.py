@@ -301,3 +301,24 @@ def test_topk_auto_layout_picks_masked_tiles_for_small_events():
     assert loss._masked(small, torch.zeros(1000, 270))
     assert not loss._masked(big, torch.zeros(60_000, 270))
     assert SupConLoss(negatives="topk", topk_layout="masked")._masked(big, torch.zeros(1, 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs CUDA")])],
+)  # fmt: skip
+@pytest.mark.parametrize("layout", ["gather", "masked"])
+def test_compiled_topk_tiles_match_dense_reference(device, layout):
+    emb, labels, cu, signal = _event_batch([300, 200], n_particles=40, dim=16, seed=9)
+    emb, labels, cu, signal = (t.to(device) for t in (emb.float(), labels, cu, signal))
+    loss = SupConLoss(0.1, negatives="topk", topk=32, anchors="signal", compile=True,
+                      topk_layout=layout)  # fmt: skip
+    got, g_got = _loss_and_grad(loss, emb, _batch(emb, labels, cu, signal))
+    valid = torch.ones_like(labels, dtype=torch.bool)
+    ref, g_ref = _naive_and_grad(
+        lambda x: hard_infonce_naive(x, labels, valid, cu, 0.1, 32, anchor_mask=signal), emb
+    )
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    assert (g_got - g_ref).norm() / g_ref.norm() < 1e-4
