@@ -61,10 +61,13 @@ def _naive_and_grad(fn, emb):
 @pytest.mark.parametrize("noise", ["negative", "ignore"])
 @pytest.mark.parametrize("k", [1, 3, 1000])  # 1000 > every event
 @pytest.mark.parametrize("tile_elems", [5, 1 << 20])
-def test_topk_matches_dense_reference(noise, k, tile_elems):
+@pytest.mark.parametrize("layout", ["gather", "masked"])
+def test_topk_matches_dense_reference(noise, k, tile_elems, layout):
     emb, labels, cu, _ = _event_batch([13, 1, 29, 2, 40])
     valid = labels != 0 if noise == "ignore" else torch.ones_like(labels, dtype=bool)
-    loss = SupConLoss(0.3, negatives="topk", topk=k, noise=noise, tile_elems=tile_elems)
+    loss = SupConLoss(
+        0.3, negatives="topk", topk=k, noise=noise, tile_elems=tile_elems, topk_layout=layout
+    )
     got, g_got = _loss_and_grad(loss, emb, _batch(emb, labels, cu))
     ref, g_ref = _naive_and_grad(
         lambda x: hard_infonce_naive(x.float(), labels, valid, cu, 0.3, k), emb.float()
@@ -97,12 +100,16 @@ def test_topk_with_all_negatives_is_hept_infonce_and_differs_from_supcon():
     del valid
 
 
-@pytest.mark.parametrize("negatives", ["event", "topk"])
+@pytest.mark.parametrize("negatives", ["event", "topk", "topk-masked"])
 def test_signal_anchors_match_dense_reference(negatives):
     emb, labels, cu, signal = _event_batch([25, 3, 31], noise_frac=0.3, seed=4)
     valid = torch.ones_like(labels, dtype=bool)
     assert 0 < signal.sum() < (labels != 0).sum()  # signal, low-pT and noise hits all present
-    loss = SupConLoss(0.25, negatives=negatives, topk=4, anchors="signal", tile_elems=40)
+    layout = "masked" if negatives.endswith("masked") else "gather"
+    negatives = negatives.split("-")[0]
+    loss = SupConLoss(
+        0.25, negatives=negatives, topk=4, anchors="signal", tile_elems=40, topk_layout=layout
+    )
     got, g_got = _loss_and_grad(loss, emb, _batch(emb, labels, cu, signal))
     if negatives == "topk":
         fn = lambda x: hard_infonce_naive(x, labels, valid, cu, 0.25, 4, anchor_mask=signal)
@@ -164,8 +171,8 @@ def test_hard_negatives_are_the_most_similar_other_particle_hits():
             top = sims.topk(min(5, len(other))).values
             got = neg[i][neg[i] >= 0]
             assert (labels[got] != labels[i]).all() and valid[got].all()
-            torch.testing.assert_close(emb[got] @ emb[i], top)
-            assert (neg[i][len(top) :] == -1).all()  # fewer candidates than k: padded
+            assert len(set(got.tolist())) == len(got) == len(top)  # fewer than k: -1 padded
+            torch.testing.assert_close((emb[got] @ emb[i]).sort(descending=True).values, top)
     wide = hard_negatives(emb, labels, valid, anchors, cu, k=10_000)
     assert wide.shape[1] == 35  # k beyond the largest event: capped
 
@@ -191,6 +198,7 @@ def test_topk_loss_never_builds_an_n_by_n_tensor():
     batch = _batch(emb, labels, cu)
     e = emb.float().clone().requires_grad_(True)
     loss = SupConLoss(0.2, negatives="topk", topk=k, tile_elems=tile)
+    assert not loss._masked(cu, torch.zeros(n, k + 20))  # a large event: the gathered layout
     with _LargestTensor() as rec:
         loss({"embedding": e}, batch).backward()
     assert e.grad.abs().sum() > 0
@@ -238,6 +246,7 @@ def test_signal_anchors_need_the_signal_target():
         ({"topk": True}, r"topk must be an integer >= 1, got True"),
         ({"window": 0}, r"loss 'contrastive': window must be an integer >= 1, got 0"),
         ({"tile_elems": 0}, r"tile_elems must be an integer >= 1, got 0"),
+        ({"topk_layout": "dense"}, r"contrastive topk_layout='dense' must be one of"),
         ({"anchors": "pt"}, r"contrastive anchors='pt' must be one of \('all', 'signal'\)"),
         ({"negatives": "hard"}, r"negatives='hard' must be one of \('event', 'window', 'topk'\)"),
         ({"temperature": 0.0}, r"loss 'contrastive': temperature must be > 0, got 0.0"),
@@ -283,3 +292,33 @@ def test_loss_configs_train_on_real_batches(name, tmp_path):
     assert torch.isfinite(total) and total > 0
     total.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.model.parameters())
+
+
+def test_topk_auto_layout_picks_masked_tiles_for_small_events():
+    loss = SupConLoss(negatives="topk", topk=256)
+    small = torch.tensor([0, 500, 1000], dtype=torch.int32)  # n ~ k: dense tiles are cheaper
+    big = torch.tensor([0, 60_000], dtype=torch.int32)
+    assert loss._masked(small, torch.zeros(1000, 270))
+    assert not loss._masked(big, torch.zeros(60_000, 270))
+    assert SupConLoss(negatives="topk", topk_layout="masked")._masked(big, torch.zeros(1, 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs CUDA")])],
+)  # fmt: skip
+@pytest.mark.parametrize("layout", ["gather", "masked"])
+def test_compiled_topk_tiles_match_dense_reference(device, layout):
+    emb, labels, cu, signal = _event_batch([300, 200], n_particles=40, dim=16, seed=9)
+    emb, labels, cu, signal = (t.to(device) for t in (emb.float(), labels, cu, signal))
+    loss = SupConLoss(0.1, negatives="topk", topk=32, anchors="signal", compile=True,
+                      topk_layout=layout)  # fmt: skip
+    got, g_got = _loss_and_grad(loss, emb, _batch(emb, labels, cu, signal))
+    valid = torch.ones_like(labels, dtype=torch.bool)
+    ref, g_ref = _naive_and_grad(
+        lambda x: hard_infonce_naive(x, labels, valid, cu, 0.1, 32, anchor_mask=signal), emb
+    )
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    assert (g_got - g_ref).norm() / g_ref.norm() < 1e-4

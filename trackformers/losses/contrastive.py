@@ -187,6 +187,9 @@ class SupConLoss(PairEmbeddingLoss):
         compile: torch.compile the tile math (None = on CUDA).
         anchors: "all" (hits of every particle) or "signal" (``batch.targets["signal"]``).
         topk: hard negatives per anchor with ``negatives="topk"``, >= 1.
+        topk_layout: how the topk pairs are computed, same values: "gather" (k keys per hit,
+            O(N (P + k))), "masked" (event tiles masked by the table, for small events) or
+            "auto" (the cheaper of the two for the batch).
     """
 
     name = "contrastive"
@@ -205,6 +208,7 @@ class SupConLoss(PairEmbeddingLoss):
         compile: bool | None = None,
         anchors: str = "all",
         topk: int = 256,
+        topk_layout: str = "auto",
     ):
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
             raise ValueError(
@@ -215,5 +219,5 @@ class SupConLoss(PairEmbeddingLoss):
         pairs = HardInfoNCEPairs(temperature) if negatives == "topk" else SupConPairs(temperature)
         super().__init__(
             pairs, output_key, negatives, window, noise, tile_elems, compile, normalize=normalize,
-            anchors=anchors, topk=topk,
+            anchors=anchors, topk=topk, topk_layout=topk_layout,
         )  # fmt: skip

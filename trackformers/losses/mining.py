@@ -105,8 +105,8 @@ def hard_negatives(
         tile_elems: similarities held at a time (rows x event hits): the search's memory.
 
     Returns:
-        (N, K) int64 with K = min(k, largest event), most similar first, -1 where an event
-        has fewer candidates.
+        (N, K) int64 with K = min(k, largest event), in no particular order, -1 where an
+        event has fewer candidates.
     """
     if k < 1:
         raise ValueError(f"hard_negatives: k must be >= 1, got {k}")
@@ -129,6 +129,6 @@ def hard_negatives(
             sim = emb[rr] @ keys.T  # (c, n)
             own = (labels[rr][:, None] == lab_k[None, :]) | ~val_k[None, :]  # (c, n), incl. self
             sim.masked_fill_(own, float("-inf"))
-            top, idx = torch.topk(sim, kk, dim=1)  # (c, kk)
+            top, idx = torch.topk(sim, kk, dim=1, sorted=False)  # (c, kk), any order
             out[rr, :kk] = torch.where(top > float("-inf"), idx + s, -1)
     return out

@@ -25,6 +25,8 @@ from trackformers.losses.neighbours import window_neighbours
 from trackformers.losses.pairwise_core import tiled_pair_loss
 
 SIGNAL_TARGET = "signal"
+TOPK_LAYOUTS = ("auto", "gather", "masked")
+GATHER_COST = 4  # a gathered pair costs about this many dense-tile pairs (CPU and GPU)
 
 
 def check_int(value, name: str, loss_name: str, minimum: int = 1) -> int:
@@ -53,6 +55,7 @@ class PairEmbeddingLoss(nn.Module):
         normalize: bool = False,
         anchors: str = "all",
         topk: int = 256,
+        topk_layout: str = "auto",
     ):
         super().__init__()
         if negatives not in self.negative_modes:
@@ -69,6 +72,11 @@ class PairEmbeddingLoss(nn.Module):
         self.noise = check_noise_mode(noise, ("negative", "ignore"), self.name)
         self.normalize, self.tile_elems = normalize, check_int(tile_elems, "tile_elems", self.name)
         self.anchors = anchors
+        if topk_layout not in TOPK_LAYOUTS:
+            raise ValueError(
+                f"{self.name} topk_layout={topk_layout!r} must be one of {TOPK_LAYOUTS}"
+            )
+        self.topk_layout = topk_layout  # how the topk pairs are computed (same values)
 
     def forward(self, outputs: dict[str, Tensor], batch) -> Tensor:
         emb = get_output(outputs, self.output_key, self.name).float()  # (N, D)
@@ -92,10 +100,20 @@ class PairEmbeddingLoss(nn.Module):
                 return zero_loss(emb)
             neg = hard_negatives(emb.detach(), labels, valid, anchors, cu, self.topk,
                                  self.tile_elems)  # (N, K), no grad  # fmt: skip
-            pairs_of = dict(neighbours=torch.cat([pos, neg], dim=1))  # (N, P + K)
+            table = torch.cat([pos, neg], dim=1)  # (N, P + K)
+            pairs_of = dict(neighbours=table)
+            if self._masked(cu, table):
+                pairs_of["cu_seqlens"] = cu  # event tiles masked by the table
         else:
             pairs_of = dict(cu_seqlens=batch.cu_seqlens)
         return tiled_pair_loss(
             emb, labels, valid, self.pairs, tile_elems=self.tile_elems, compile=self.compile,
             **pairs_of,
         )  # fmt: skip
+
+    def _masked(self, cu_seqlens: Tensor, table: Tensor) -> bool:
+        """Masked event tiles (O(sum n^2)) when cheaper than gathering (O(N (P + K)))."""
+        if self.topk_layout != "auto":
+            return self.topk_layout == "masked"
+        dense = int((cu_seqlens.diff().long() ** 2).sum())
+        return dense <= GATHER_COST * table.numel()

@@ -7,6 +7,8 @@ processed in chunks of ``c`` anchors against their keys:
 * ``EventLayout``     — keys are all hits of the anchor's event (exact, tile (c, n_event)),
 * ``NeighbourLayout`` — keys are ``k`` given neighbours per hit (O(N k), e.g. the attention
   window), padded with -1.
+* ``MaskedEventLayout`` — the pairs of a neighbour table, computed as event tiles with the
+  table as a mask: cheaper than gathering k keys per hit when events are small (n ~ k).
 
 Forward keeps only a few scalar statistics; backward recomputes every tile and accumulates
 ``dL/de`` directly, so peak memory is O(tile) + O(N D), never O(N^2). A ``PairLoss`` supplies
@@ -78,6 +80,30 @@ class EventLayout:
         if g_sq is not None:
             grad[r0:r1] += 2.0 * g_sq.sum(1, keepdim=True) * rows
             grad[s:e] += 2.0 * g_sq.sum(0)[:, None] * keys
+
+
+class MaskedEventLayout(EventLayout):
+    """EventLayout restricted to the pairs (i, nbr[i, m]) of a (N, k) same-event table."""
+
+    def __init__(self, cu_seqlens: Tensor, neighbours: Tensor, tile_elems: int):
+        super().__init__(cu_seqlens, tile_elems)
+        self.nbr = neighbours
+
+    def inputs(self, emb: Tensor, labels: Tensor, valid: Tensor, tile) -> tuple:
+        s, e, r0, r1 = tile
+        nbr = self.nbr[r0:r1]  # (c, k) global rows inside [s, e), -1 = none
+        n = e - s
+        col = torch.where(nbr >= 0, nbr - s, n)  # (c, k); padding goes to a spare column
+        allowed = torch.zeros(r1 - r0, n + 1, dtype=torch.bool, device=emb.device)
+        allowed.scatter_(1, col, True)
+        return (*super().inputs(emb, labels, valid, tile), allowed[:, :n])  # (c, n) mask
+
+    @staticmethod
+    def math(rows, keys, lab_r, lab_k, seq_r, seq_k, val_r, val_k, offset: int, allowed):
+        dots, row_sq, key_sq, cand, pos = EventLayout.math(
+            rows, keys, lab_r, lab_k, seq_r, seq_k, val_r, val_k, offset
+        )
+        return dots, row_sq, key_sq, cand & allowed, pos & allowed
 
 
 class NeighbourLayout:
@@ -188,14 +214,18 @@ def tiled_pair_loss(
 
     emb (N, D) float32, labels (N,) int64 particle id (0 = noise), valid (N,) bool: hits that
     take part at all (e.g. noise excluded). Memory per tile ~ ``tile_elems`` elements.
+    ``neighbours`` alone gathers each hit's k keys (O(N k)); with ``cu_seqlens`` too, the
+    table (same-event rows only) masks event tiles instead (O(sum n_event^2), for small events).
     ``compile``: torch.compile the tile math (None = on CUDA only).
     """
-    if (cu_seqlens is None) == (neighbours is None):
-        raise ValueError("give exactly one of cu_seqlens (all pairs) or neighbours (N, k)")
+    if cu_seqlens is None and neighbours is None:
+        raise ValueError("give cu_seqlens (all pairs), neighbours (N, k) or both (masked)")
     if emb.dtype in (torch.float16, torch.bfloat16):
         emb = emb.float()  # the loss is computed in float32 (float64 stays float64)
     emb = emb.contiguous()
-    if neighbours is not None:
+    if neighbours is not None and cu_seqlens is not None:
+        layout = MaskedEventLayout(cu_seqlens, neighbours.long(), tile_elems)
+    elif neighbours is not None:
         layout = NeighbourLayout(neighbours.long(), tile_elems, emb.shape[1])
     else:
         layout = EventLayout(cu_seqlens, tile_elems)
