@@ -50,6 +50,9 @@ INT_DTYPES = {
     "module_id": "Int64",
     "nhits": "Int64",
     "particle_type": "Int64",
+    "vertex_id": "Int64",
+    "parent_id": "UInt64",
+    "process": "Int64",
 }
 COMPLETE_COLUMNS = ("weight",)  # floats that are labels: NaN/inf refused, never repaired
 EVENT_RE = re.compile(r"event(\d+)-hits\.csv(\.gz)?$")
@@ -202,7 +205,7 @@ def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> d
             else np.zeros(len(parts), np.int32)
         ),
         "part_vertex_id": (
-            parts["vertex_id"].to_numpy().astype(np.int32)
+            parts["vertex_id"].to_numpy(dtype=np.int32)
             if "vertex_id" in parts
             else vertex_ids(part_pid)
         ),
@@ -214,6 +217,9 @@ def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> d
         "part_nhits": parts["nhits"].to_numpy(dtype=np.int32),
         **unknown_origin(len(parts)),
     }
+    if "parent_id" in parts and "process" in parts:  # written by our TrackML export
+        ev["part_parent_id"] = parts["parent_id"].to_numpy(dtype=np.uint64)
+        ev["part_process"] = parts["process"].to_numpy(dtype=np.int32)
     if "weight" in truth.columns:
         ev["hit_weight"] = f32("weight")
     else:

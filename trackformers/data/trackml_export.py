@@ -7,7 +7,8 @@ file holds cells, ``-cells.csv``, with TrackML's columns and conventions:
 
     hits:      hit_id, x, y, z, volume_id, layer_id, module_id
     cells:     hit_id, ch0, ch1, value
-    particles: particle_id, vx, vy, vz, px, py, pz, q, nhits, particle_type, vertex_id
+    particles: particle_id, vx, vy, vz, px, py, pz, q, nhits, particle_type, vertex_id,
+               parent_id, process
     truth:     hit_id, particle_id, tx, ty, tz, tpx, tpy, tpz, weight
 
 Hit ids run from 1 (native hit ids are kept when they are 1..n, else the hits are renumbered
@@ -16,7 +17,8 @@ uint64 (never through float); ids of 2^63 or more, which TrackML readers (int64)
 are refused. Noise hits have a truth row with particle id 0 and weight 0. Floats are float32
 written with ``%.9g``, which reads back to the same float32 bit for bit, so
 native -> CSV -> native (``convert trackml``) reproduces every hit, cell and particle branch;
-``particle_type`` (PDG id) and ``vertex_id`` are extra particle columns that the importer
+``particle_type`` (PDG id), ``vertex_id``, ``parent_id`` and ``process`` (how a secondary was
+made, ``trackformers.data.schema.PROCESS_*``) are extra particle columns that the importer
 reads back (TrackML tools ignore them). Every file is written under a temporary name and
 renamed when complete.
 """
@@ -145,6 +147,8 @@ def event_frames(ev: dict, source: str = "<event>") -> dict[str, pd.DataFrame]:
                 "nhits": ev["part_nhits"],
                 "particle_type": ev["part_pdg_id"],
                 "vertex_id": ev["part_vertex_id"],
+                "parent_id": ev["part_parent_id"],
+                "process": ev["part_process"],
             }
         ),
     }
