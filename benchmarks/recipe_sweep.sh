@@ -15,6 +15,9 @@ python3 -m pip install -q --no-index --no-deps .whl/pythia8mc-*.whl || exit 1
 python3 -m pip install -q --no-build-isolation --no-deps -e . || exit 1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
+if [ -n "${GPU_TESTS:-}" ]; then  # e.g. GPU_TESTS="tests/test_hit_filter.py": their gpu tests first
+  timeout "${GPU_TESTS_S:-120}" python3 -m pytest -q -m gpu -p no:cacheprovider $GPU_TESTS 2>&1 | tail -15
+fi
 t0=$(date +%s)
 python3 -m trackformers.simulate process=ttbar pileup=0 n_events=$events detector.keep_volumes=[7,8,9] \
   vertex.sigma_z=5.5 seed=1 workers=16 progress=false output=data/sweep_pu0 > $OUT/simulate.log 2>&1 \
@@ -27,4 +30,4 @@ echo "sweep rc $?"
 python3 benchmarks/recipe_sweep.py "$variants" --out $run --data data/sweep_pu0 --collect
 cp $run/curves.json $run/curves.md $run/curves.png $OUT/ 2>/dev/null
 for d in $run/*/; do n=$(basename $d); tail -3 $d/train.log | sed "s/^/[$n] /"; done > $OUT/tails.log
-grep -h "throughput\|steps/s\|events/s" $run/*/train.log | head -20
+for d in $run/*/; do echo "[$(basename $d)] $(grep -h "tune_clustering:" $d/train.log | sed 's/.*tune_clustering: //')"; done

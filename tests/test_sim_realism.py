@@ -28,7 +28,10 @@ def test_particle_and_hit_counts(events):
     )
     n_noise = np.mean([(e["hit_particle_id"] == 0).sum() for e in events])
     assert n_noise == pytest.approx(TRACKML_NOISE_FRACTION * n_hit, rel=0.03)  # default noise
-    assert 9_000 <= n_part <= 11_500, n_part
+    # TrackML event 1000: 12 263 particles, 30 % of them secondaries (conversions, nuclear
+    # interactions, decays); ours list the material secondaries too (BENCHMARKS.md, "Soft
+    # particles and secondaries against TrackML": 13 915 per event, +13 %)
+    assert 10_500 <= n_part <= 15_500, n_part
     assert 100_000 <= n_hit <= 120_000, n_hit
     assert 55_000 <= n_pix <= 75_000, n_pix
     assert np.mean([e["pileup"] for e in events]) == pytest.approx(200, abs=4 * np.sqrt(200 / 4))
@@ -48,7 +51,16 @@ def _straight_line_layers(geo, eta, vz):
     return n
 
 
-def test_high_pt_particles_cross_ten_layers(events):
+@pytest.fixture(scope="module")
+def events_without_interactions():
+    """The same events with the material interactions off: a particle stops only where the
+    geometry ends it, so the layer counts test the propagation alone."""
+    detector = {"conversions": False, "nuclear_interactions": False}
+    f = EventFactory({"process": {"name": "ttbar"}, "pileup": 200, "seed": 1, "detector": detector})
+    return [f.event(i) for i in range(4)]
+
+
+def test_high_pt_particles_cross_ten_layers(events_without_interactions):
     """Distinct layers of charged particles with pT > 0.9 GeV (issue 3 point 5).
 
     The TrackML geometry (DESIGN.md) bounds this: a straight line from the beam line crosses
@@ -56,13 +68,14 @@ def test_high_pt_particles_cross_ten_layers(events):
     to 10.6 at abs(eta) 2-2.5 and only pixel disks beyond abs(eta) 3.2. With the eta spectrum of
     mu = 200 ttbar (24 % of these particles at abs(eta) >= 3, 7 % displaced secondaries) the
     geometric mean is 9.07 over abs(eta) <= 4.2 and 9.93 over abs(eta) < 2.5; the simulation
-    gives 8.97 and 9.77 (efficiency 0.99). So: ~10 layers in abs(eta) < 2.5, ~9 over everything,
+    gives 8.97 and 9.77 (efficiency 0.99). Nuclear interactions, which end a hadron's track
+    early as in TrackML, are switched off here (their rate is tested in test_sim_interactions). So: ~10 layers in abs(eta) < 2.5, ~9 over everything,
     and prompt particles must match the geometric count per eta bin (gaps, early stops and lost
     crossings would show there).
     """
     geo = load_geometry()
     hits, layers, expected, abs_eta, prompt = [], [], [], [], []
-    for e in events:
+    for e in events_without_interactions:
         pt = np.hypot(e["part_px"], e["part_py"])
         sel = (pt > 0.9) & (e["part_q"] != 0)
         pid = e["part_particle_id"][sel].astype(np.int64)
