@@ -69,7 +69,8 @@ def test_high_pt_particles_cross_ten_layers(events_without_interactions):
     mu = 200 ttbar (24 % of these particles at abs(eta) >= 3, 7 % displaced secondaries) the
     geometric mean is 9.07 over abs(eta) <= 4.2 and 9.93 over abs(eta) < 2.5; the simulation
     gives 8.97 and 9.77 (efficiency 0.99). Nuclear interactions, which end a hadron's track
-    early as in TrackML, are switched off here (their rate is tested in test_sim_interactions). So: ~10 layers in abs(eta) < 2.5, ~9 over everything,
+    early as in TrackML, are switched off here (their rate is tested in test_sim_interactions).
+    So: ~10 layers in abs(eta) < 2.5, ~9 over everything,
     and prompt particles must match the geometric count per eta bin (gaps, early stops and lost
     crossings would show there).
     """
