@@ -234,22 +234,22 @@ def cluster_settings(cfg: dict, cluster: Mapping, outputs: Mapping) -> dict:
         "cluster"
     )
     tuned = cfg.get("tuned_clustering")
+
+    def stored(spec: Mapping, input_key: str, source: str) -> dict:
+        """A clustering stored in the checkpoint (tuned, or the run's validation one)."""
+        return {
+            "method": spec.get("method", "dbscan"),
+            "input": spec.get(input_key, "embedding"),
+            "params": dict(spec.get("params") or {}),
+            "filter_threshold": spec.get("filter_threshold"),
+            "source": source,
+        }
+
     if tuned and tuned.get("input", "embedding") in outputs:
-        chosen = {
-            "method": tuned.get("method", "dbscan"),
-            "input": tuned.get("input", "embedding"),
-            "params": dict(tuned.get("params") or {}),
-            "filter_threshold": tuned.get("filter_threshold"),
-            "source": f"checkpoint (tuned on validation, {tuned.get('criterion')})",
-        }
+        source = f"checkpoint (tuned on validation, {tuned.get('criterion')})"
+        chosen = stored(tuned, "input", source)
     elif val and val.get("output_key", "embedding") in outputs:
-        chosen = {
-            "method": val.get("method", "dbscan"),
-            "input": val.get("output_key", "embedding"),
-            "params": dict(val.get("params") or {}),
-            "filter_threshold": val.get("filter_threshold"),
-            "source": "run validation config",
-        }
+        chosen = stored(val, "output_key", "run validation config")
     elif "embedding" in outputs:
         chosen = {"method": "dbscan", "input": "embedding", "source": "default",
                   "params": {"eps": 0.2, "min_samples": 2}}  # fmt: skip
