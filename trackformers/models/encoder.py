@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from trackformers.attention import build as build_attention
 from trackformers.attention.base import AttentionBackend, AttentionPlan
 from trackformers.attention.plans import presorted
+from trackformers.models.posenc import FeatureEncoding
 
 
 def make_norm(kind: str, d: int) -> nn.Module:
@@ -96,6 +97,10 @@ class Encoder(nn.Module):
         in_features: F, width of ``PackedBatch.x``.
         attention: a backend instance or a registry name (``"dense"``, ``"flex"``, ...).
         attention_kwargs: passed to the registry when ``attention`` is a name.
+        posenc: optional sinusoidal encoding of some input columns appended to the inputs
+            (``FeatureEncoding`` keyword arguments: fields, dim_per_feature, alpha; null = none).
+        feature_names: names of the input columns (``data.features.features``); needed by
+            ``posenc``.
     """
 
     def __init__(
@@ -110,6 +115,8 @@ class Encoder(nn.Module):
         dropout: float = 0.0,
         attention: AttentionBackend | str = "dense",
         attention_kwargs: dict | None = None,
+        posenc: dict | None = None,
+        feature_names: list[str] | None = None,
     ):
         super().__init__()
         for key, value in (("in_features", in_features), ("d_model", d_model),
@@ -123,8 +130,18 @@ class Encoder(nn.Module):
         self.in_features = in_features
         self.d_model = d_model
         self.attention = attention
+        self.posenc = None
+        width = in_features
+        if posenc:
+            if feature_names is None or len(feature_names) != in_features:
+                raise ValueError(
+                    f"model.encoder.posenc needs feature_names for the {in_features} input "
+                    f"columns, got {feature_names!r}"
+                )
+            self.posenc = FeatureEncoding(feature_names, **dict(posenc))
+            width += self.posenc.out_features
         self.input_mlp = nn.Sequential(
-            nn.Linear(in_features, d_model), nn.GELU(), nn.Linear(d_model, d_model)
+            nn.Linear(width, d_model), nn.GELU(), nn.Linear(d_model, d_model)
         )
         self.blocks = nn.ModuleList(
             EncoderBlock(d_model, n_heads, attention, ffn, ffn_mult, norm, dropout)
@@ -142,6 +159,8 @@ class Encoder(nn.Module):
             )
         if plan is None:
             plan = self.attention.plan(batch)
+        if self.posenc is not None:
+            x = torch.cat([x, self.posenc(x)], dim=1)  # (N, F + encoded)
         h = self.input_mlp(x)  # (N, d_model)
         if plan.perm is not None:
             h = h[plan.perm]  # (N, d_model) in plan order, permuted once for all layers
