@@ -1,0 +1,103 @@
+"""Where a contrastive checkpoint loses double-majority efficiency (CPU, a few s per event).
+
+Clusters each event's embedding with DBSCAN (eps, min_samples 2), scores it by the results-table
+definition (pT > 0.9 GeV, |eta| < 4, >= 3 pixel hits) and prints the DM efficiency of the
+reconstructable particles binned by pT, eta, hit count, production radius (secondaries) and
+Delta R to the nearest other particle with pT > 0.5 GeV (jet density), plus the share of
+particles whose hits lie within eps of each other ("diam < eps") and whose nearest hit of
+another particle lies beyond eps ("near > eps"): a missed particle with diam >= eps was split,
+one with near <= eps was merged.
+
+    python benchmarks/where_lost.py CKPT DATA --events 60 --eps 0.2 --split val --csv out.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.cluster import DBSCAN
+from sklearn.neighbors import NearestNeighbors
+
+from trackformers.data.packing import pack_events
+from trackformers.evaluate import build_model, feature_config, iter_eval_events, load_checkpoint
+from trackformers.evaluate import restrict
+from trackformers.inference import forward_batch
+from trackformers.metrics.efficiency import MatchingRules, Reconstructable
+from trackformers.metrics.event import evaluate_event
+
+BINS = {
+    "pt": [0.9, 1.5, 3, 10, 1e4],
+    "eta": [-4, -2.5, -1.5, 0, 1.5, 2.5, 4],
+    "nh": [2, 3, 4, 5, 6, 8, 100],
+    "vr": [-1, 1, 10, 1e4],
+    "dr": [0, 0.005, 0.01, 0.02, 0.05, 0.1, 100],
+}
+
+
+def particle_rows(event: dict, emb: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """One row per reconstructable particle: kinematics, DM flag, embedding diameter/gap."""
+    _, parts = evaluate_event(event, labels, Reconstructable(0.9, 4.0, 3, True),
+                              MatchingRules(min_cluster_hits=3))  # fmt: skip
+    pid = np.asarray(event["hit_particle_id"]).astype(np.int64)
+    dist, idx = NearestNeighbors(n_neighbors=min(16, len(emb))).fit(emb).kneighbors(emb)
+    ppid = np.asarray(event["part_particle_id"]).astype(np.int64)
+    px, py, pz = (np.asarray(event[k], dtype=np.float64) for k in ("part_px", "part_py", "part_pz"))
+    vr = np.hypot(np.asarray(event["part_vx"]), np.asarray(event["part_vy"]))
+    pt = np.hypot(px, py)
+    eta, phi = np.arcsinh(pz / np.maximum(pt, 1e-9)), np.arctan2(py, px)
+    hard = pt > 0.5
+    rows = []
+    for p, dm in zip(parts.loc[parts.reconstructable, "particle_id"],
+                     parts.loc[parts.reconstructable, "dm"]):  # fmt: skip
+        k = np.flatnonzero(ppid == p)[0]
+        h = np.flatnonzero(pid == p)
+        e = emb[h]
+        diam = np.linalg.norm(e[:, None] - e[None], axis=-1).max()
+        near = np.where(pid[idx[h]] != p, dist[h], np.inf).min()
+        d_phi = (phi[hard] - phi[k] + np.pi) % (2 * np.pi) - np.pi
+        dr = np.hypot(eta[hard] - eta[k], d_phi)
+        dr = dr[dr > 0]
+        rows.append(dict(pt=pt[k], eta=eta[k], nh=len(h), vr=vr[k], dm=bool(dm), diam=diam,
+                         near=near, dr=dr.min() if len(dr) else 9.0))  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("ckpt")
+    ap.add_argument("data")
+    ap.add_argument("--events", type=int, default=60)
+    ap.add_argument("--eps", type=float, default=0.2)
+    ap.add_argument("--split", default="all", help="train | val | test | all")
+    ap.add_argument("--csv", default=None, help="write the per-particle table here")
+    args = ap.parse_args()
+    cfg, state = load_checkpoint(args.ckpt)
+    model = build_model(cfg, state)
+    fcfg = feature_config(cfg)
+    rows = []
+    with torch.no_grad():
+        for ev in iter_eval_events(cfg, args.data, args.split, args.events):
+            batch = pack_events([ev], fcfg)
+            out, _ = forward_batch(model, batch)
+            emb = out["embedding"].float().numpy()
+            event = restrict(ev, batch.hit_id.numpy())
+            labels = DBSCAN(eps=args.eps, min_samples=2).fit_predict(emb)
+            rows += particle_rows(event, emb, labels)
+    df = pd.DataFrame(rows)
+    print(f"{len(df)} reconstructable particles, DM {df.dm.mean():.3f} (eps {args.eps})")
+    for col, bins in BINS.items():
+        g = df.groupby(pd.cut(df[col], bins), observed=True).dm.agg(["mean", "size"])
+        print(g.round(3).T.to_string(), end="\n\n")
+    missed = ~df.dm
+    print(f"diam < eps {(df.diam < args.eps).mean():.3f}, near > eps {(df.near > args.eps).mean():.3f}; "
+          f"missed {missed.sum()}: split (diam >= eps) {(missed & (df.diam >= args.eps)).sum()}, "
+          f"merged (near <= eps) {(missed & (df.near <= args.eps)).sum()}")  # fmt: skip
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+
+
+if __name__ == "__main__":
+    main()
