@@ -19,9 +19,16 @@ against those negatives only:
 
 ``anchors="signal"``: only hits with ``batch.targets["signal"]`` (reconstructable particles)
 are anchors and positives; low-pT and noise hits remain negatives.
+
+``kernel="triton"`` computes ``negatives="event"`` with the fused flash-style kernels of
+:mod:`trackformers.kernels.supcon` (one pass per direction, O(N) memory, CUDA only) instead
+of the torch tiles; same loss, same options.
 """
 
 from __future__ import annotations
+
+import importlib.util
+import os
 
 import torch
 import torch.nn.functional as F
@@ -190,11 +197,14 @@ class SupConLoss(PairEmbeddingLoss):
         topk_layout: how the topk pairs are computed, same values: "gather" (k keys per hit,
             O(N (P + k))), "masked" (event tiles masked by the table, for small events) or
             "auto" (the cheaper of the two for the batch).
+        kernel: how ``negatives="event"`` is computed: "tiled" (torch tiles, any device) or
+            "triton" (fused kernels, CUDA; tile_elems and compile do not apply).
     """
 
     name = "contrastive"
     negative_modes = ("event", "window", "topk")
     anchor_modes = ("all", "signal")
+    kernels = ("tiled", "triton")
 
     def __init__(
         self,
@@ -209,7 +219,18 @@ class SupConLoss(PairEmbeddingLoss):
         anchors: str = "all",
         topk: int = 256,
         topk_layout: str = "auto",
+        kernel: str = "tiled",
     ):
+        if kernel not in self.kernels:
+            raise ValueError(f"loss 'contrastive': kernel={kernel!r} must be one of {self.kernels}")
+        if kernel == "triton" and negatives != "event":
+            raise ValueError(
+                f"loss 'contrastive': kernel='triton' computes negatives='event' only, got "
+                f"negatives={negatives!r}; use kernel: tiled"
+            )
+        if kernel == "triton" and importlib.util.find_spec("triton") is None:
+            raise RuntimeError("loss 'contrastive': kernel='triton' needs the triton package")
+        self.kernel = kernel
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
             raise ValueError(
                 f"loss 'contrastive': temperature must be a number, got {temperature!r}"
@@ -220,4 +241,19 @@ class SupConLoss(PairEmbeddingLoss):
         super().__init__(
             pairs, output_key, negatives, window, noise, tile_elems, compile, normalize=normalize,
             anchors=anchors, topk=topk, topk_layout=topk_layout,
+        )  # fmt: skip
+
+    def _event_loss(self, emb: Tensor, labels: Tensor, valid: Tensor, batch) -> Tensor:
+        if self.kernel == "tiled":
+            return super()._event_loss(emb, labels, valid, batch)
+        if emb.device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+            raise RuntimeError(
+                f"loss 'contrastive': kernel='triton' needs CUDA tensors (got {emb.device}); "
+                "use kernel: tiled on CPU"
+            )
+        from trackformers.kernels.supcon import supcon_loss
+
+        return supcon_loss(
+            emb, labels, batch.cu_seqlens, self.pairs.tau,
+            valid=None if self.noise == "negative" else valid, max_seqlen=batch.max_seqlen,
         )  # fmt: skip

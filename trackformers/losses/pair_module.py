@@ -105,10 +105,17 @@ class PairEmbeddingLoss(nn.Module):
             if self._masked(cu, table):
                 pairs_of["cu_seqlens"] = cu  # event tiles masked by the table
         else:
-            pairs_of = dict(cu_seqlens=batch.cu_seqlens)
+            return self._event_loss(emb, labels, valid, batch)
         return tiled_pair_loss(
             emb, labels, valid, self.pairs, tile_elems=self.tile_elems, compile=self.compile,
             **pairs_of,
+        )  # fmt: skip
+
+    def _event_loss(self, emb: Tensor, labels: Tensor, valid: Tensor, batch) -> Tensor:
+        """All same-event pairs (``negatives="event"``), tiled; subclasses may fuse it."""
+        return tiled_pair_loss(
+            emb, labels, valid, self.pairs, cu_seqlens=batch.cu_seqlens,
+            tile_elems=self.tile_elems, compile=self.compile,
         )  # fmt: skip
 
     def _masked(self, cu_seqlens: Tensor, table: Tensor) -> bool:
