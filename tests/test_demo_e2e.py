@@ -1,5 +1,5 @@
 """The walking skeleton end to end, through the same driver as `make demo`, at tiny size:
-particle gun → native ROOT → loader → dense encoder + contrastive head → DBSCAN → TrackML
+tt-bar µ = 0 pixel events → native ROOT → loader → dense encoder + contrastive head → DBSCAN → TrackML
 score and DM efficiency, with a Lightning checkpoint and an offline wandb run on disk."""
 
 import json
@@ -20,7 +20,7 @@ def test_demo_driver_runs_every_stage_and_reports_finite_metrics(tmp_path):
     out, data = tmp_path / "demo", tmp_path / "data"
     cmd = [
         sys.executable, "-m", "trackformers.demo", "--out", str(out), "--data", str(data),
-        "--events", "40", "--experiment", "demo_tiny", "data.val_fraction=0.2",
+        "--events", "40", "--eval-events", "6", "--experiment", "demo_tiny", "data.val_fraction=0.2",
         "data.test_fraction=0.2", "validation.reconstructable.pt_min=0.5",
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
@@ -34,6 +34,11 @@ def test_demo_driver_runs_every_stage_and_reports_finite_metrics(tmp_path):
     assert n_events == 40
     settings = read_metadata(shards[0])["settings"]  # the demo uses the simulate defaults
     assert settings["vertex"] == {"sigma_xy": 0.015, "sigma_z": 5.5}  # TrackML beam spot
+    assert settings["process"]["name"] == "ttbar" and settings["seed"] == 1
+    # evaluation on fresh events of another seed, never trained on
+    eval_shards = sorted((tmp_path / "data_eval").glob("*.root"))
+    assert sum(uproot.open(f)["events"].num_entries for f in eval_shards) == 6
+    assert read_metadata(eval_shards[0])["settings"]["seed"] == 2
 
     # train: checkpoint and offline wandb run under the run dir
     ckpt = out / "train" / "checkpoints" / "last.ckpt"
@@ -45,5 +50,7 @@ def test_demo_driver_runs_every_stage_and_reports_finite_metrics(tmp_path):
     for key in ("trackml_score", "dm_efficiency", "fake_rate"):
         assert math.isfinite(metrics[key]) and 0.0 <= metrics[key] <= 1.0, (key, metrics[key])
     assert list((out / "eval" / "plots").glob("*.png"))
-    for needle in ("TrackML score", "DM efficiency", "fake rate", str(ckpt), "offline-run-"):
+    assert metrics["n_events"] == 6
+    for needle in ("TrackML score", "DM efficiency", "fake rate", "seed 2", str(ckpt),
+                   "offline-run-"):  # fmt: skip
         assert needle in proc.stdout, needle
