@@ -24,6 +24,7 @@ from trackformers.sim.geometry import (
     load_geometry,
     module_ids,
     overlap_side,
+    phi_binning,
 )
 from trackformers.sim.interactions import transport
 from trackformers.sim.noise import NOISE_SPREADS, noise_hits
@@ -95,6 +96,21 @@ class DetectorConfig:
             )
 
 
+def hit_order(vol: np.ndarray, lay: np.ndarray, module: np.ndarray) -> np.ndarray:
+    """Permutation sorting hits by (volume, layer, module), stable: np.lexsort((module, lay,
+    vol)) as one argsort of a packed int64 key (TrackML's hit order)."""
+    vol, lay, module = (np.asarray(a, np.int64) for a in (vol, lay, module))
+    if len(vol) and (
+        vol.min() < 0 or vol.max() >= 2**23 or lay.min() < 0 or lay.max() >= 2**8
+        or module.min() < 0 or module.max() >= 2**32
+    ):  # fmt: skip
+        raise ValueError(
+            f"hit ids outside the sort key's range: volume {vol.min()}..{vol.max()}, "
+            f"layer {lay.min()}..{lay.max()}, module {module.min()}..{module.max()}"
+        )
+    return np.argsort((vol << 40) | (lay << 32) | module, kind="stable")
+
+
 def empty_particles() -> dict[str, np.ndarray]:
     return {
         k: np.zeros(0, np.uint64 if k == "particle_id" else np.float64) for k in PARTICLE_TABLE_KEYS
@@ -139,20 +155,17 @@ class DetectorSim:
         gu = rng.standard_normal(len(surf)) * geo.sigma_u[surf]
         gv = rng.standard_normal(len(surf)) * geo.sigma_v[surf]
         cyl = geo.kind[surf] == CYLINDER
-        ux, uy = -np.sin(phi_c), np.cos(phi_c)
-        out = pos.copy()
-        out[:, 0] += gu * ux + np.where(cyl, 0.0, gv * np.cos(phi_c))
-        out[:, 1] += gu * uy + np.where(cyl, 0.0, gv * np.sin(phi_c))
-        out[:, 2] += np.where(cyl, gv, 0.0)
+        sin_c, cos_c = np.sin(phi_c), np.cos(phi_c)  # u = (-sin, cos, 0)
+        x = pos[:, 0] + (gu * -sin_c + np.where(cyl, 0.0, gv * cos_c))
+        y = pos[:, 1] + (gu * cos_c + np.where(cyl, 0.0, gv * sin_c))
+        z = pos[:, 2] + np.where(cyl, gv, 0.0)
         # keep barrel hits on their layer cylinder (the offset along u is tangent to it), and
         # every measurement inside the sensitive surface (a strip lies within its sensor)
-        r = np.hypot(out[:, 0], out[:, 1])
-        r_in = np.where(cyl, geo.pos[surf], np.clip(r, geo.lo[surf], geo.hi[surf]))
+        r = np.hypot(x, y)
+        lo, hi = geo.lo[surf], geo.hi[surf]
+        r_in = np.where(cyl, geo.pos[surf], np.clip(r, lo, hi))
         scale = r_in / np.maximum(r, 1e-9)
-        out[:, 0] *= scale
-        out[:, 1] *= scale
-        out[:, 2] = np.where(cyl, np.clip(out[:, 2], geo.lo[surf], geo.hi[surf]), out[:, 2])
-        return out
+        return np.stack([x * scale, y * scale, np.where(cyl, np.clip(z, lo, hi), z)], axis=1)
 
     def simulate(self, particles: dict, *, event_id: int, pileup: int, seed: int) -> dict:
         """Propagate and digitise ``particles``; return a schema event dict."""
@@ -178,11 +191,15 @@ class DetectorSim:
         n = len(particles["particle_id"])
         # crossings in the band where neighbouring modules overlap in phi leave a second hit
         c_surf, c_pos, c_part = cross["surface"], cross["pos"], cross["particle"]
-        side = overlap_side(geo, c_surf, c_pos[:, 0], c_pos[:, 1], c_pos[:, 2])
+        cx, cy, cz = c_pos[:, 0], c_pos[:, 1], c_pos[:, 2]
+        bins = phi_binning(geo, c_surf, cx, cy, cz)
+        side = overlap_side(geo, c_surf, cx, cy, cz, binning=bins)
         dup = np.flatnonzero((side != 0) & (rng.random(len(side)) < cfg.efficiency))
-        mod_c, phi_c_c = module_ids(geo, c_surf, c_pos[:, 0], c_pos[:, 1], c_pos[:, 2])
+        mod_c, phi_c_c = module_ids(geo, c_surf, cx, cy, cz, binning=bins)
         p = c_pos[dup]
-        mod_d, phi_c_d = module_ids(geo, c_surf[dup], p[:, 0], p[:, 1], p[:, 2], side[dup])
+        mod_d, phi_c_d = module_ids(
+            geo, c_surf[dup], cx[dup], cy[dup], cz[dup], side[dup], binning=bins.take(dup)
+        )
         part_idx = np.concatenate([c_part, c_part[dup]])  # (n_true,)
         n_true = len(part_idx)
         noise_surf, noise_pos = self._noise(n_true, rng)
@@ -206,11 +223,13 @@ class DetectorSim:
             surf, pos, tpos, tmom, pid = surf[keep], pos[keep], tpos[keep], tmom[keep], pid[keep]
             phi_c = phi_c[keep]
             vol, lay, module = vol[keep], lay[keep], module[keep]
-        # TrackML order: hits sorted by volume, layer, module; hit ids 1..nhit
-        order = np.lexsort((module, lay, vol))
-        pid, pos, tpos, tmom = pid[order], pos[order], tpos[order], tmom[order]
-        vol, lay, module = vol[order], lay[order], module[order]
-        surf, phi_c = surf[order], phi_c[order]
+        # TrackML order: hits sorted by volume, layer, module (stable); hit ids 1..nhit
+        order = hit_order(vol, lay, module)
+        pid, vol, lay, module, surf, phi_c = (
+            a[order] for a in (pid, vol, lay, module, surf, phi_c)
+        )
+        pos, tpos, tmom = (np.take(a, order, axis=0) for a in (pos, tpos, tmom))  # (nh, 3)
+        hit_part = np.concatenate([part_idx, np.full(len(pid) - len(part_idx), -1)])[order]
         nhits = np.bincount(part_idx, minlength=n)
         weight = trackml_weights(
             pid,
@@ -219,6 +238,7 @@ class DetectorSim:
             particles["vz"],
             particles["px"],
             particles["py"],
+            hit_particle_index=hit_part,
         )
         nh = len(pid)
         ev = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import yaml
@@ -338,28 +339,43 @@ def load_geometry(path: str | os.PathLike | None = None) -> Geometry:
     return geo
 
 
-def _phi_binning(geo: Geometry, surface, x, y, z):
-    """Per point: modules in phi (n), phi bin, position inside the bin [0, 1), id offset."""
+class PhiBinning(NamedTuple):
+    """Where points fall in the module grid of their surfaces (:func:`phi_binning`), per point."""
+
+    n: np.ndarray  # (n,) modules in phi of the point's barrel layer or disk ring
+    iphi: np.ndarray  # (n,) phi bin of the point
+    frac: np.ndarray  # (n,) position inside the bin [0, 1)
+    offset: np.ndarray  # (n,) module-id offset of the point's z row or ring
+
+    def take(self, index: np.ndarray) -> PhiBinning:
+        """The binning of the points ``index``."""
+        return PhiBinning(*(a[index] for a in self))
+
+
+def phi_binning(geo: Geometry, surface, x, y, z) -> PhiBinning:
+    """Module grid position of points (x, y, z) on surfaces ``surface``; shared by
+    :func:`module_ids` and :func:`overlap_side` so a caller needing both bins once."""
     phi = np.arctan2(y, x)  # (n,)
-    r = np.hypot(x, y)
     is_disk = geo.kind[surface] == DISK
     # barrel: (z bin, phi bin)
     n_phi_b = np.maximum(geo.n_phi[surface], 1)
     n_z = np.maximum(geo.n_z[surface], 1)
     zfrac = (z - geo.lo[surface]) / (geo.hi[surface] - geo.lo[surface])
     iz = np.clip((zfrac * n_z).astype(np.int64), 0, n_z - 1)
-    # disk: ring, then phi bin
-    edges = geo.ring_edges[surface]  # (n, R+1)
-    ring = np.clip((r[:, None] >= edges[:, 1:]).sum(axis=1), 0, geo.ring_nphi.shape[1] - 1)
+    # disk: ring (count of inner ring edges at or below r), then phi bin
+    r = np.hypot(x, y)
+    n_ring = geo.ring_nphi.shape[1]
+    ring = np.zeros(len(r), np.int64)
+    for k in range(1, n_ring):  # edges[k] is the outer edge of ring k - 1; barrel rows: inf
+        ring += r >= geo.ring_edges[surface, k]
+    ring_offset = np.cumsum(geo.ring_nphi, axis=1) - geo.ring_nphi  # (S, R)
     nphi_r = np.maximum(geo.ring_nphi[surface, ring], 1)
-    offset_d = (np.cumsum(geo.ring_nphi[surface], axis=1) - geo.ring_nphi[surface])[
-        np.arange(len(ring)), ring
-    ]
+    offset_d = ring_offset[surface, ring]
     n = np.where(is_disk, nphi_r, n_phi_b)
     pos = (phi + np.pi) / (2 * np.pi) * n
     iphi = np.clip(pos.astype(np.int64), 0, n - 1)
     offset = np.where(is_disk, offset_d, iz * n_phi_b)
-    return n, iphi, pos - iphi, offset
+    return PhiBinning(n, iphi, pos - iphi, offset)
 
 
 def module_ids(
@@ -369,12 +385,14 @@ def module_ids(
     y: np.ndarray,
     z: np.ndarray,
     shift: np.ndarray | int = 0,
+    binning: PhiBinning | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Module id (1-based, TrackML-like) and module centre phi of points on given surfaces.
 
-    ``shift`` selects the phi-neighbour (+1 / -1) instead of the module under the point.
+    ``shift`` selects the phi-neighbour (+1 / -1) instead of the module under the point;
+    ``binning``: the points' :func:`phi_binning` when already known.
     """
-    n, iphi, _, offset = _phi_binning(geo, surface, x, y, z)
+    n, iphi, _, offset = binning if binning is not None else phi_binning(geo, surface, x, y, z)
     iphi = (iphi + shift) % n
     module = (offset + iphi + 1).astype(np.int32)
     phi_centre = -np.pi + (iphi + 0.5) * 2 * np.pi / n
@@ -382,10 +400,16 @@ def module_ids(
 
 
 def overlap_side(
-    geo: Geometry, surface: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray
+    geo: Geometry,
+    surface: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    binning: PhiBinning | None = None,
 ) -> np.ndarray:
     """-1 / +1 where a point lies in the band shared with the previous / next module in phi
-    (modules overlap by ``overlap`` of their width), else 0."""
-    _, _, frac, _ = _phi_binning(geo, surface, x, y, z)
+    (modules overlap by ``overlap`` of their width), else 0. ``binning``: as in
+    :func:`module_ids`."""
+    frac = (binning if binning is not None else phi_binning(geo, surface, x, y, z)).frac
     half = geo.overlap[surface] / 2
     return np.where(frac < half, -1, np.where(frac > 1 - half, 1, 0))
