@@ -78,7 +78,7 @@ def _smear_reference(self, surf, pos, phi_c, rng):
 
 
 def _hit_paths_reference(
-    kind, g_pos, g_lo, g_hi, g_overlap, g_nphi, g_nz, ring_edges, ring_nphi,
+    kind, g_pos, g_lo, g_hi, g_overlap, g_z_overlap, g_nphi, g_nz, ring_edges, ring_nphi,
     surf, x, y, z, mom, module, c, s, r, pu, pv, thick, noise, max_path_cells,
 ):  # fmt: skip
     """Module frame, path and cell counts with (n, 3) axis arrays and np.einsum."""
@@ -102,9 +102,13 @@ def _hit_paths_reference(
     r_u = np.where(cyl, g_pos[surf], np.where(np.isfinite(r_hi), r_hi, r))
     half_u = np.pi * r_u / (np.where(cyl, n_phi_b, n_ring) * (1.0 - ov))
     u = x * e_u[:, 0] + y * e_u[:, 1] + half_u
-    v = np.where(cyl, z - (g_lo[surf] + iz * dz), x * c + y * s - r_lo)
+    z_ov = g_z_overlap[surf]
+    z_corner = np.where(z_ov > 0, g_lo[surf] + iz * dz - z_ov / 2, g_lo[surf] + iz * dz)
+    v = np.where(cyl, z - z_corner, x * c + y * s - r_lo)
     with np.errstate(invalid="ignore"):
-        len_v = np.where(cyl, dz, np.where(np.isfinite(r_hi), r_hi - r_lo, 1.0))
+        len_v = np.where(
+            cyl, np.where(z_ov > 0, dz + z_ov, dz), np.where(np.isfinite(r_hi), r_hi - r_lo, 1.0)
+        )
     n_u = np.maximum(np.ceil(2 * half_u / pu), 1).astype(np.int64)
     n_v = np.maximum(np.ceil(len_v / pv), 1).astype(np.int64)
     p = np.linalg.norm(mom, axis=1)
@@ -322,8 +326,8 @@ def test_module_frame_smearing_and_binning_equal_their_references(geo):
     module, phi_c = geometry.module_ids(geo, surf, x, y, z, binning=bins)
     pu, pv, thick = clusters.hit_cell_sizes(geo, geo.volume_id[surf])
     args = (
-        geo.kind, geo.pos, geo.lo, geo.hi, geo.overlap, geo.n_phi, geo.n_z, geo.ring_edges,
-        geo.ring_nphi, surf, x, y, z, mom, module.astype(np.int64), np.cos(phi_c),
+        geo.kind, geo.pos, geo.lo, geo.hi, geo.overlap, geo.z_overlaps(), geo.n_phi, geo.n_z,
+        geo.ring_edges, geo.ring_nphi, surf, x, y, z, mom, module.astype(np.int64), np.cos(phi_c),
         np.sin(phi_c), np.hypot(x, y), pu, pv, thick, ev["hit_particle_id"] == 0,
         clusters.MAX_PATH_CELLS,
     )  # fmt: skip

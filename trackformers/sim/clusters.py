@@ -82,7 +82,7 @@ def hit_cell_sizes(
 
 @numba.njit(cache=True)
 def _hit_paths(
-    kind, g_pos, g_lo, g_hi, g_overlap, g_nphi, g_nz, ring_edges, ring_nphi,
+    kind, g_pos, g_lo, g_hi, g_overlap, g_z_overlap, g_nphi, g_nz, ring_edges, ring_nphi,
     surf, x, y, z, mom, module, cos_c, sin_c, r, pitch_u, pitch_v, thick, noise,
     max_path_cells,
 ):  # fmt: skip
@@ -92,9 +92,11 @@ def _hit_paths(
 
     The module axes: u = (-sin, cos, 0) at the module centre phi (``cos_c``, ``sin_c``), v = z
     in the barrel and the radial direction (cos, sin, 0) on the disks, w the sensor normal.
-    The barrel module's z row comes from its id, a disk module's ring from the hit radius
-    ``r``. The path is T d_u / abs(d_w), T d_v / abs(d_w) (T the sensor thickness), shrunk to
-    at most ``max_path_cells`` cells (u + v) for grazing tracks.
+    The barrel module's z row comes from its id (a module is one row plus ``g_z_overlap``
+    long, reaching half of it into each neighbouring row), a disk module's ring from the hit
+    radius ``r``; a module is one phi bin / (1 - ``g_overlap``) wide. The path is
+    T d_u / abs(d_w), T d_v / abs(d_w) (T the sensor thickness), shrunk to at most
+    ``max_path_cells`` cells (u + v) for grazing tracks.
     """
     n = surf.shape[0]
     n_rings = ring_nphi.shape[1]
@@ -116,8 +118,13 @@ def _hit_paths(
             dz = (g_hi[j] - g_lo[j]) / max(g_nz[j], 1)
             iz = (np.int64(module[h]) - 1) // n_phi_b
             half_u = np.pi * g_pos[j] / (n_phi_b * one_minus_ov)
-            v[h] = z[h] - (g_lo[j] + iz * dz)
-            len_v = dz
+            z_ov = g_z_overlap[j]
+            if z_ov > 0:
+                v[h] = z[h] - (g_lo[j] + iz * dz - z_ov / 2)
+                len_v = dz + z_ov
+            else:
+                v[h] = z[h] - (g_lo[j] + iz * dz)
+                len_v = dz
         else:
             ring = 0
             for k in range(1, n_rings):  # count of inner ring edges at or below r
@@ -277,8 +284,8 @@ def simulate_cells(
     pu, pv, thick = sizes if sizes is not None else hit_cell_sizes(geo, geo.volume_id[surf])
     x, y, z = (np.ascontiguousarray(pos[:, k], np.float64) for k in range(3))
     u, v, du, dv, length, n_u, n_v, is_noise = _hit_paths(
-        geo.kind, geo.pos, geo.lo, geo.hi, geo.overlap, geo.n_phi, geo.n_z, geo.ring_edges,
-        geo.ring_nphi, np.asarray(surf, np.int64), x, y, z,
+        geo.kind, geo.pos, geo.lo, geo.hi, geo.overlap, geo.z_overlaps(), geo.n_phi, geo.n_z,
+        geo.ring_edges, geo.ring_nphi, np.asarray(surf, np.int64), x, y, z,
         np.ascontiguousarray(mom, np.float64), np.asarray(module, np.int64),
         np.cos(phi_c), np.sin(phi_c), np.hypot(x, y), pu, pv, thick,
         np.asarray(noise, np.bool_), MAX_PATH_CELLS,

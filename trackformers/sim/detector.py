@@ -3,7 +3,8 @@
 :class:`DetectorSim` propagates a particle table (:mod:`trackformers.sim.propagate`), digitises
 the crossings (module ids, smearing by pitch/sqrt(12) in the module's local frame, noise hits,
 the cells of every hit from :mod:`trackformers.sim.clusters`),
-adds the second hit of crossings where neighbouring modules overlap in phi, computes TrackML
+adds the second hit of crossings where neighbouring modules overlap (in phi; along z in the
+barrel), computes TrackML
 weights and returns the in-memory event ``dict[str, np.ndarray]`` keyed by the schema names.
 
 A particle table is a dict of equal-length arrays: particle_id (uint64), pdg_id, vertex_id,
@@ -25,6 +26,7 @@ from trackformers.sim.geometry import (
     module_ids,
     overlap_side,
     phi_binning,
+    z_overlap_side,
 )
 from trackformers.sim.interactions import transport
 from trackformers.sim.noise import NOISE_SPREADS, noise_hits
@@ -189,17 +191,26 @@ class DetectorSim:
             lambda_over_x0=cfg.lambda_over_x0,
         )  # particles: the listed (charged) input particles and their secondaries
         n = len(particles["particle_id"])
-        # crossings in the band where neighbouring modules overlap in phi leave a second hit
+        # crossings in the band where neighbouring modules overlap in phi, or along z in the
+        # barrel, leave a second hit on the neighbour
         c_surf, c_pos, c_part = cross["surface"], cross["pos"], cross["particle"]
         cx, cy, cz = c_pos[:, 0], c_pos[:, 1], c_pos[:, 2]
         bins = phi_binning(geo, c_surf, cx, cy, cz)
         side = overlap_side(geo, c_surf, cx, cy, cz, binning=bins)
         dup = np.flatnonzero((side != 0) & (rng.random(len(side)) < cfg.efficiency))
+        shift_phi, shift_z = side[dup], np.zeros(len(dup), np.int64)
+        if np.any(geo.z_overlaps() > 0):
+            side_z = z_overlap_side(geo, c_surf, cz)
+            dup_z = np.flatnonzero((side_z != 0) & (rng.random(len(side_z)) < cfg.efficiency))
+            dup = np.concatenate([dup, dup_z])
+            shift_phi = np.concatenate([shift_phi, np.zeros(len(dup_z), np.int64)])
+            shift_z = np.concatenate([shift_z, side_z[dup_z]])
         mod_c, phi_c_c = module_ids(geo, c_surf, cx, cy, cz, binning=bins)
         p = c_pos[dup]
         mod_d, phi_c_d = module_ids(
-            geo, c_surf[dup], cx[dup], cy[dup], cz[dup], side[dup], binning=bins.take(dup)
-        )
+            geo, c_surf[dup], cx[dup], cy[dup], cz[dup], shift_phi, binning=bins.take(dup),
+            shift_z=shift_z,
+        )  # fmt: skip
         part_idx = np.concatenate([c_part, c_part[dup]])  # (n_true,)
         n_true = len(part_idx)
         noise_surf, noise_pos = self._noise(n_true, rng)

@@ -7,10 +7,10 @@ current state the nearest surface crossing is found analytically (cylinder: circ
 intersection plus full turns for loopers; disk: linear in z), solving only the surfaces that a
 lower bound on the path to them does not rule out (:func:`_helix_next_sorted`; the same
 result, bit for bit, as solving all of them in :func:`_helix_next`), a hit is recorded with
-probability ``efficiency`` on sensitive surfaces, then material effects are applied: Highland multiple scattering and ionisation loss (Bethe mean with Landau-like
-fluctuations), both with the thickness corrected for the incidence angle (x / cos(alpha)),
-plus mean bremsstrahlung for electrons. Neutral particles (photons, neutral hadrons) fly on
-straight lines and leave no hits.
+probability ``efficiency`` on sensitive surfaces, then material effects are applied: Highland
+multiple scattering and ionisation loss (Bethe mean with Landau-like fluctuations), both with
+the thickness corrected for the incidence angle (x / cos(alpha)), plus mean bremsstrahlung for
+electrons. Neutral particles (photons, neutral hadrons) fly on straight lines and leave no hits.
 
 Interactions in the material end a particle and are returned for
 :mod:`trackformers.sim.interactions` to turn into secondaries: photon conversions with
