@@ -298,6 +298,35 @@ def simulate_cells(
     return row, c0, c1, val.astype(np.float32)
 
 
+@numba.njit(cache=True)
+def _cell_sums(row, ch0, ch1, value, n_hits):
+    """Per hit: number of cells, summed value (in cell order, float64) and extent in cells
+    (max - min + 1) along ch0 and ch1; zeros for hits without cells. ``row`` is sorted."""
+    ncells = np.zeros(n_hits, np.int64)
+    charge = np.zeros(n_hits)
+    size_u = np.zeros(n_hits, np.int64)
+    size_v = np.zeros(n_hits, np.int64)
+    m = row.shape[0]
+    i = 0
+    while i < m:
+        h = row[i]
+        lo0 = hi0 = ch0[i]
+        lo1 = hi1 = ch1[i]
+        total = 0.0
+        j = i
+        while j < m and row[j] == h:
+            lo0, hi0 = min(lo0, ch0[j]), max(hi0, ch0[j])
+            lo1, hi1 = min(lo1, ch1[j]), max(hi1, ch1[j])
+            total += value[j]
+            j += 1
+        ncells[h] = j - i
+        charge[h] = total
+        size_u[h] = hi0 - lo0 + 1
+        size_v[h] = hi1 - lo1 + 1
+        i = j
+    return ncells, charge, size_u, size_v
+
+
 def cluster_summary(
     row: np.ndarray,
     ch0: np.ndarray,
@@ -327,17 +356,15 @@ def cluster_summary(
     row = np.asarray(row, np.int64)
     if len(row) > 1 and np.any(np.diff(row) < 0):
         raise ValueError("cluster_summary: cells must be grouped by hit (row non-decreasing)")
-    ncells = np.bincount(row, minlength=n_hits)[:n_hits]
-    charge = np.bincount(row, weights=np.asarray(value, np.float64), minlength=n_hits)[:n_hits]
-    size_u = np.zeros(n_hits, np.int64)
-    size_v = np.zeros(n_hits, np.int64)
+    if len(row) and (row[0] < 0 or row[-1] >= n_hits):
+        raise ValueError(
+            f"cluster_summary: cell hit rows must lie in [0, {n_hits}), got {row[0]}..{row[-1]}"
+        )
+    ncells, charge, size_u, size_v = _cell_sums(
+        row, np.asarray(ch0, np.int64), np.asarray(ch1, np.int64),
+        np.asarray(value, np.float64), int(n_hits),
+    )  # fmt: skip
     has = ncells > 0
-    if len(row):
-        starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-        hits = row[starts]
-        c0, c1 = np.asarray(ch0, np.int64), np.asarray(ch1, np.int64)
-        size_u[hits] = np.maximum.reduceat(c0, starts) - np.minimum.reduceat(c0, starts) + 1
-        size_v[hits] = np.maximum.reduceat(c1, starts) - np.minimum.reduceat(c1, starts) + 1
     l_u = size_u * np.asarray(pitch_u, np.float64)
     l_v = size_v * np.asarray(pitch_v, np.float64)
     l_uv = np.hypot(l_u, l_v)

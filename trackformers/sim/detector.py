@@ -13,8 +13,10 @@ vx, vy, vz (mm), px, py, pz (GeV), q, mass (GeV).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
+import numba
 import numpy as np
 
 from trackformers.data import schema
@@ -98,6 +100,29 @@ class DetectorConfig:
             )
 
 
+@numba.njit(cache=True)
+def _smear_in_module_frame(pos, surf, gu, gv, sin_c, cos_c, kind, g_pos, g_lo, g_hi):
+    """Positions ``pos`` (n, 3) moved by ``gu`` along the module's u axis (-sin, cos, 0) and
+    ``gv`` along v (z in the barrel, radial on disks), then put back on the layer: barrel
+    hits on their cylinder (the u offset is tangent to it) with z inside the layer, disk hits
+    inside the disk's radial range."""
+    n = pos.shape[0]
+    out = np.empty((n, 3))
+    for i in range(n):
+        j = surf[i]
+        cyl = kind[j] == CYLINDER
+        x = pos[i, 0] + (gu[i] * -sin_c[i] + (0.0 if cyl else gv[i] * cos_c[i]))
+        y = pos[i, 1] + (gu[i] * cos_c[i] + (0.0 if cyl else gv[i] * sin_c[i]))
+        z = pos[i, 2] + (gv[i] if cyl else 0.0)
+        r = math.hypot(x, y)
+        r_in = g_pos[j] if cyl else min(max(r, g_lo[j]), g_hi[j])
+        scale = r_in / max(r, 1e-9)
+        out[i, 0] = x * scale
+        out[i, 1] = y * scale
+        out[i, 2] = min(max(z, g_lo[j]), g_hi[j]) if cyl else z
+    return out
+
+
 def hit_order(vol: np.ndarray, lay: np.ndarray, module: np.ndarray) -> np.ndarray:
     """Permutation sorting hits by (volume, layer, module), stable: np.lexsort((module, lay,
     vol)) as one argsort of a packed int64 key (TrackML's hit order)."""
@@ -156,18 +181,10 @@ class DetectorSim:
         geo = self.geometry
         gu = rng.standard_normal(len(surf)) * geo.sigma_u[surf]
         gv = rng.standard_normal(len(surf)) * geo.sigma_v[surf]
-        cyl = geo.kind[surf] == CYLINDER
-        sin_c, cos_c = np.sin(phi_c), np.cos(phi_c)  # u = (-sin, cos, 0)
-        x = pos[:, 0] + (gu * -sin_c + np.where(cyl, 0.0, gv * cos_c))
-        y = pos[:, 1] + (gu * cos_c + np.where(cyl, 0.0, gv * sin_c))
-        z = pos[:, 2] + np.where(cyl, gv, 0.0)
-        # keep barrel hits on their layer cylinder (the offset along u is tangent to it), and
-        # every measurement inside the sensitive surface (a strip lies within its sensor)
-        r = np.hypot(x, y)
-        lo, hi = geo.lo[surf], geo.hi[surf]
-        r_in = np.where(cyl, geo.pos[surf], np.clip(r, lo, hi))
-        scale = r_in / np.maximum(r, 1e-9)
-        return np.stack([x * scale, y * scale, np.where(cyl, np.clip(z, lo, hi), z)], axis=1)
+        return _smear_in_module_frame(
+            np.ascontiguousarray(pos, np.float64), np.asarray(surf, np.int64), gu, gv,
+            np.sin(phi_c), np.cos(phi_c), geo.kind, geo.pos, geo.lo, geo.hi,
+        )  # fmt: skip
 
     def simulate(self, particles: dict, *, event_id: int, pileup: int, seed: int) -> dict:
         """Propagate and digitise ``particles``; return a schema event dict."""
