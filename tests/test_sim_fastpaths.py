@@ -148,6 +148,18 @@ def _weights_reference(hit_pid, hit_tz, pids, part_vz, part_px, part_py, hit_par
     return w / w.sum() if w.sum() > 0 else w
 
 
+def _cell_sums_reference(row, ch0, ch1, value, n_hits):
+    """Cells per hit, summed value, extents with np.bincount and ufunc.reduceat."""
+    ncells = np.bincount(row, minlength=n_hits)
+    charge = np.bincount(row, weights=value, minlength=n_hits)
+    size_u, size_v = np.zeros(n_hits, np.int64), np.zeros(n_hits, np.int64)
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    hits = row[starts]
+    size_u[hits] = np.maximum.reduceat(ch0, starts) - np.minimum.reduceat(ch0, starts) + 1
+    size_v[hits] = np.maximum.reduceat(ch1, starts) - np.minimum.reduceat(ch1, starts) + 1
+    return ncells, charge, size_u, size_v
+
+
 # ---------------------------------------------------------------- particles
 
 
@@ -302,6 +314,7 @@ def test_whole_event_equals_the_reference_code_path(geo, monkeypatch):
     monkeypatch.setattr(detector.DetectorSim, "_smear", _smear_reference)
     monkeypatch.setattr(detector, "trackml_weights", _weights_reference)
     monkeypatch.setattr(clusters, "_hit_paths", _hit_paths_reference)
+    monkeypatch.setattr(clusters, "_cell_sums", _cell_sums_reference)
     ref = sim.simulate(parts, event_id=3, pileup=0, seed=11)
     assert len(fast["hit_id"]) > 3000 and (fast["hit_particle_id"] == 0).sum() > 300
     assert (fast["part_process"] != 0).any()  # secondaries made it in
