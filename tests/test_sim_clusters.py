@@ -113,6 +113,8 @@ def test_cluster_summary_of_hand_made_cells():
     assert out["hit_leta"][1] == 0 and out["hit_lphi"][1] == 0
     with pytest.raises(ValueError, match="grouped by hit"):
         cluster_summary(row[::-1], ch0, ch1, val, 3, pitch, pitch, np.full(3, 0.15))
+    with pytest.raises(ValueError, match=r"rows must lie in \[0, 2\), got 0..2"):
+        cluster_summary(row, ch0, ch1, val, 2, pitch[:2], pitch[:2], np.full(2, 0.15))
 
 
 def test_cluster_features_are_selectable_with_their_scales(geo):

@@ -34,6 +34,14 @@ def test_trackml_layout():
     assert g.pos[(g.volume_id == 9) & (g.layer_id == 2)][0] == 600
     np.testing.assert_allclose(g.sigma_u[g.volume_id == 8], 0.05 / np.sqrt(12))
     np.testing.assert_allclose(g.sigma_v[g.volume_id == 17], 10.4 / np.sqrt(12))
+    # module overlaps from the ACTS GenericDetector: per barrel layer in phi, along z per volume
+    inner = (g.volume_id == 8) & (g.layer_id == 2)
+    assert (
+        g.overlap[inner][0] == 0.245 and g.overlap[(g.volume_id == 8) & (g.layer_id == 4)] == 0.15
+    )
+    z_ov = g.z_overlaps()
+    assert z_ov[g.volume_id == 8].tolist() == [2.0] * 4 and set(z_ov[g.volume_id == 13]) == {5.0}
+    assert not z_ov[g.kind == DISK].any()
 
 
 def test_module_ids_cover_segmentation():
@@ -69,6 +77,9 @@ def test_module_ids_cover_segmentation():
         (lambda s: s["barrels"][0]["layers"][0].update(n_phi=0), "n_phi and n_z must be >= 1"),
         (lambda s: s["world"].update(r=1000.0), "reaches outside the world"),
         (lambda s: s.pop("world"), "missing field 'world'"),
+        (lambda s: s["barrels"][0]["layers"][2].update(overlap=0.6), "layer 2: 'overlap'"),
+        (lambda s: s["barrels"][1].update(z_overlap=200.0), "'z_overlap' must be in"),
+        (lambda s: s["barrels"][1].update(z_overlap=-1.0), "'z_overlap' must be in"),
     ],
 )
 def test_inconsistent_geometry_is_rejected(spec, edit, message):

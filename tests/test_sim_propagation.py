@@ -175,8 +175,10 @@ def test_hits_lie_on_surfaces_with_pitch_resolution_in_module_frame(geo):
         (v, lay): i for i, (v, lay) in enumerate(zip(geo.volume_id, geo.layer_id, strict=True))
     }
     surf = np.asarray([surface[k] for k in zip(vol, ev["hit_layer_id"], strict=True)])
-    # a second hit in a phi overlap lies on the neighbouring module: use that module's axes
-    cand = [module_ids(geo, surf, tx, ty, tz, shift) for shift in (0, 1, -1)]
+    # a second hit in an overlap lies on the neighbouring module (in phi, or along z in the
+    # barrel): use that module's axes
+    shifts = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    cand = [module_ids(geo, surf, tx, ty, tz, sp, shift_z=sz) for sp, sz in shifts]
     match = [m == ev["hit_module_id"] for m, _ in cand]
     assert np.all(np.any(match, axis=0))
     phi_c = np.select(match, [p for _, p in cand])
@@ -217,31 +219,40 @@ def test_module_ids_in_range_and_noise_hits(geo):
 
 
 def test_module_overlaps_give_second_hit_on_neighbour(geo):
-    sim = DetectorSim(DetectorConfig(efficiency=1.0), geo)
+    """Crossings where modules overlap leave a second hit: in phi on a fraction
+    overlap / (1 - overlap) (modules of width w, one phi bin p = w (1 - overlap) apart: the
+    doubly covered share (w - p) / p of the layer), along z in the barrel within z_overlap / 2
+    of the edge between two module rows; the pair sits on neighbouring modules."""
+    sim = DetectorSim(DetectorConfig(efficiency=1.0, scattering=False, energy_loss=False), geo)
     ev = sim.simulate(
-        _gun_particles(2000, np.random.default_rng(5), eta=(-0.8, 0.8)),
+        _gun_particles(4000, np.random.default_rng(5), eta=(-0.8, 0.8)),
         event_id=0,
         pileup=0,
         seed=1,
     )
-    pix = ev["hit_volume_id"] == 8
-    key = ev["hit_particle_id"][pix].astype(np.int64) * 100 + ev["hit_layer_id"][pix]
-    uniq, counts = np.unique(key, return_counts=True)
-    assert counts.max() == 2
-    assert (counts == 2).mean() == pytest.approx(0.15, abs=0.02)  # overlap: 0.15 in the YAML
-    for volume, overlap in ((13, 0.15), (17, 0.11)):  # strip overlaps in the YAML
-        strips = ev["hit_volume_id"] == volume
-        key = ev["hit_particle_id"][strips].astype(np.int64) * 100 + ev["hit_layer_id"][strips]
-        n_per_layer = np.unique(key, return_counts=True)[1]
-        assert n_per_layer.max() == 2
-        assert (n_per_layer == 2).mean() == pytest.approx(overlap, abs=0.02), volume
-    # the pair sits on phi-adjacent modules of the same layer (same z row)
-    pix_key = ev["hit_particle_id"][pix].astype(np.int64) * 100 + ev["hit_layer_id"][pix]
-    for k in uniq[counts == 2][:20]:
-        m = np.sort(ev["hit_module_id"][pix][pix_key == k])
-        layer = k % 100
-        n_phi = geo.n_phi[(geo.volume_id == 8) & (geo.layer_id == layer)][0]
-        assert m[1] - m[0] in (1, n_phi - 1), (m, n_phi)
+    z_ov = geo.z_overlaps()
+    assert z_ov[geo.volume_id == 8].max() == 2.0 and z_ov[geo.volume_id == 17].max() == 5.0
+    for s in np.flatnonzero((geo.kind == CYLINDER) & geo.sensitive):
+        on = (ev["hit_volume_id"] == geo.volume_id[s]) & (ev["hit_layer_id"] == geo.layer_id[s])
+        pid, module = ev["hit_particle_id"][on], ev["hit_module_id"][on].astype(np.int64)
+        _, inverse, counts = np.unique(pid, return_inverse=True, return_counts=True)
+        ov = geo.overlap[s]
+        z_share = (geo.n_z[s] - 1) * z_ov[s] / (geo.hi[s] - geo.lo[s])  # inner row edges
+        expected = 1 + ov / (1 - ov) + z_share  # hits per crossing
+        where = (int(geo.volume_id[s]), int(geo.layer_id[s]))
+        assert counts.mean() == pytest.approx(expected, abs=0.025), (where, expected)
+        assert counts.max() <= 3  # a corner: phi and z neighbours
+        n_phi = int(geo.n_phi[s])
+        for k in np.flatnonzero(counts == 2)[:50]:
+            a, b = np.sort(module[inverse == k])
+            row_a, row_b = (a - 1) // n_phi, (b - 1) // n_phi
+            if row_a == row_b:  # phi neighbours (wrapping at the last module of the row)
+                assert b - a in (1, n_phi - 1), (where, a, b)
+            else:  # z neighbours: same phi bin, next row
+                assert b - a == n_phi, (where, a, b)
+        pairs = [np.sort(module[inverse == k]) for k in np.flatnonzero(counts == 2)]
+        n_z_pairs = sum((b - a) == n_phi for a, b in pairs)
+        assert n_z_pairs / len(counts) == pytest.approx(z_share, abs=0.012), where
 
 
 def test_keep_volumes_writes_pixel_hits_only(geo):

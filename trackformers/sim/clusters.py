@@ -80,38 +80,84 @@ def hit_cell_sizes(
     return per_hit[:, 0], per_hit[:, 1], per_hit[:, 2]
 
 
-def _module_frame(geo: Geometry, surf, pos, module, phi_c):
-    """Local hit position (u, v) from the module corner, axes (e_u, e_v, e_w), module size in
-    cells (n_u, n_v) for hits on surfaces ``surf`` of modules ``module`` centred at ``phi_c``."""
-    cyl = geo.kind[surf] == CYLINDER  # (n,)
-    c, s = np.cos(phi_c), np.sin(phi_c)
-    zero, one = np.zeros_like(c), np.ones_like(c)
-    e_u = np.stack([-s, c, zero], axis=1)  # (n, 3)
-    e_r = np.stack([c, s, zero], axis=1)
-    e_z = np.stack([zero, zero, one], axis=1)
-    e_v = np.where(cyl[:, None], e_z, e_r)
-    e_w = np.where(cyl[:, None], e_r, e_z)
-    x, y, z = pos[:, 0], pos[:, 1], pos[:, 2]
-    r = np.hypot(x, y)
-    ov = geo.overlap[surf]
-    # barrel: module iz from the id (offset iz * n_phi), z extent (hi - lo) / n_z
-    n_phi_b = np.maximum(geo.n_phi[surf], 1)
-    n_z = np.maximum(geo.n_z[surf], 1)
-    dz = (geo.hi[surf] - geo.lo[surf]) / n_z
-    iz = (module.astype(np.int64) - 1) // n_phi_b
-    # disks: ring of the hit radius
-    edges = geo.ring_edges[surf]  # (n, R+1)
-    ring = np.clip((r[:, None] >= edges[:, 1:]).sum(axis=1), 0, geo.ring_nphi.shape[1] - 1)
-    rows = np.arange(len(surf))
-    r_lo, r_hi = edges[rows, ring], edges[rows, ring + 1]
-    n_ring = np.maximum(geo.ring_nphi[surf, ring], 1)
-    r_u = np.where(cyl, geo.pos[surf], np.where(np.isfinite(r_hi), r_hi, r))
-    half_u = np.pi * r_u / (np.where(cyl, n_phi_b, n_ring) * (1.0 - ov))
-    u = x * e_u[:, 0] + y * e_u[:, 1] + half_u
-    v = np.where(cyl, z - (geo.lo[surf] + iz * dz), x * c + y * s - r_lo)
-    with np.errstate(invalid="ignore"):  # barrel rows: inf - inf, not used
-        len_v = np.where(cyl, dz, np.where(np.isfinite(r_hi), r_hi - r_lo, 1.0))
-    return u, v, e_u, e_v, e_w, 2 * half_u, len_v
+@numba.njit(cache=True)
+def _hit_paths(
+    kind, g_pos, g_lo, g_hi, g_overlap, g_z_overlap, g_nphi, g_nz, ring_edges, ring_nphi,
+    surf, x, y, z, mom, module, cos_c, sin_c, r, pitch_u, pitch_v, thick, noise,
+    max_path_cells,
+):  # fmt: skip
+    """Each hit in the frame of its module: local position (u, v) from the module corner, the
+    projected path (du, dv) through the sensor and its 3-D length, the module size in cells
+    (n_u, n_v), and whether the hit has no track (noise flag or zero momentum).
+
+    The module axes: u = (-sin, cos, 0) at the module centre phi (``cos_c``, ``sin_c``), v = z
+    in the barrel and the radial direction (cos, sin, 0) on the disks, w the sensor normal.
+    The barrel module's z row comes from its id (a module is one row plus ``g_z_overlap``
+    long, reaching half of it into each neighbouring row), a disk module's ring from the hit
+    radius ``r``; a module is one phi bin / (1 - ``g_overlap``) wide. The path is
+    T d_u / abs(d_w), T d_v / abs(d_w) (T the sensor thickness), shrunk to at most
+    ``max_path_cells`` cells (u + v) for grazing tracks.
+    """
+    n = surf.shape[0]
+    n_rings = ring_nphi.shape[1]
+    u = np.empty(n)
+    v = np.empty(n)
+    du = np.empty(n)
+    dv = np.empty(n)
+    length = np.empty(n)
+    n_u = np.empty(n, np.int64)
+    n_v = np.empty(n, np.int64)
+    no_track = np.empty(n, np.bool_)
+    for h in range(n):
+        j = surf[h]
+        c, s = cos_c[h], sin_c[h]
+        cyl = kind[j] == CYLINDER
+        one_minus_ov = 1.0 - g_overlap[j]
+        if cyl:
+            n_phi_b = max(g_nphi[j], 1)
+            dz = (g_hi[j] - g_lo[j]) / max(g_nz[j], 1)
+            iz = (np.int64(module[h]) - 1) // n_phi_b
+            half_u = np.pi * g_pos[j] / (n_phi_b * one_minus_ov)
+            z_ov = g_z_overlap[j]
+            if z_ov > 0:
+                v[h] = z[h] - (g_lo[j] + iz * dz - z_ov / 2)
+                len_v = dz + z_ov
+            else:
+                v[h] = z[h] - (g_lo[j] + iz * dz)
+                len_v = dz
+        else:
+            ring = 0
+            for k in range(1, n_rings):  # count of inner ring edges at or below r
+                if r[h] >= ring_edges[j, k]:
+                    ring += 1
+            r_lo, r_hi = ring_edges[j, ring], ring_edges[j, ring + 1]
+            n_ring = max(ring_nphi[j, ring], 1)
+            r_u = r_hi if math.isfinite(r_hi) else r[h]
+            half_u = np.pi * r_u / (n_ring * one_minus_ov)
+            v[h] = (x[h] * c + y[h] * s) - r_lo
+            len_v = r_hi - r_lo if math.isfinite(r_hi) else 1.0
+        u[h] = (x[h] * -s + y[h] * c) + half_u
+        n_u[h] = np.int64(max(math.ceil(2 * half_u / pitch_u[h]), 1.0))
+        n_v[h] = np.int64(max(math.ceil(len_v / pitch_v[h]), 1.0))
+        # direction in the module frame, with the sums in the order of np.einsum over (x, y, z)
+        mx, my, mz = mom[h, 0], mom[h, 1], mom[h, 2]
+        p = math.sqrt((mx * mx + my * my) + mz * mz)
+        pn = max(p, 1e-12)
+        ex, ey, ez = mx / pn, my / pn, mz / pn
+        d_u = (ex * -s + ey * c) + ez * 0.0
+        d_r = (ex * c + ey * s) + ez * 0.0
+        d_z = (ex * 0.0 + ey * 0.0) + ez * 1.0
+        d_v, d_w = (d_z, d_r) if cyl else (d_r, d_z)
+        d_w = max(abs(d_w), 1e-6)
+        t = thick[h]
+        du_h = t * d_u / d_w
+        dv_h = t * d_v / d_w
+        len_h = t / d_w
+        span = abs(du_h) / pitch_u[h] + abs(dv_h) / pitch_v[h]
+        shrink = min(1.0, max_path_cells / max(span, 1e-12))
+        du[h], dv[h], length[h] = du_h * shrink, dv_h * shrink, len_h * shrink
+        no_track[h] = noise[h] or p <= 0
+    return u, v, du, dv, length, n_u, n_v, no_track
 
 
 @numba.njit(cache=True)
@@ -236,26 +282,49 @@ def simulate_cells(
         z = np.zeros(0, np.int32)
         return np.zeros(0, np.int64), z, z.copy(), np.zeros(0, np.float32)
     pu, pv, thick = sizes if sizes is not None else hit_cell_sizes(geo, geo.volume_id[surf])
-    u, v, e_u, e_v, e_w, len_u, len_v = _module_frame(geo, surf, pos, module, phi_c)
-    n_u = np.maximum(np.ceil(len_u / pu), 1).astype(np.int64)
-    n_v = np.maximum(np.ceil(len_v / pv), 1).astype(np.int64)
-    p = np.linalg.norm(mom, axis=1)
-    d = mom / np.maximum(p, 1e-12)[:, None]  # (n, 3) unit direction (0 for noise)
-    d_u = np.einsum("ij,ij->i", d, e_u)
-    d_v = np.einsum("ij,ij->i", d, e_v)
-    d_w = np.maximum(np.abs(np.einsum("ij,ij->i", d, e_w)), 1e-6)
-    du, dv = thick * d_u / d_w, thick * d_v / d_w  # projected path on the module plane
-    length = thick / d_w  # 3-D path in the sensor
-    span = np.abs(du) / pu + np.abs(dv) / pv
-    shrink = np.minimum(1.0, MAX_PATH_CELLS / np.maximum(span, 1e-12))
-    du, dv, length = du * shrink, dv * shrink, length * shrink
-    is_noise = np.asarray(noise, bool) | (p <= 0)
+    x, y, z = (np.ascontiguousarray(pos[:, k], np.float64) for k in range(3))
+    u, v, du, dv, length, n_u, n_v, is_noise = _hit_paths(
+        geo.kind, geo.pos, geo.lo, geo.hi, geo.overlap, geo.z_overlaps(), geo.n_phi, geo.n_z,
+        geo.ring_edges, geo.ring_nphi, np.asarray(surf, np.int64), x, y, z,
+        np.ascontiguousarray(mom, np.float64), np.asarray(module, np.int64),
+        np.cos(phi_c), np.sin(phi_c), np.hypot(x, y), pu, pv, thick,
+        np.asarray(noise, np.bool_), MAX_PATH_CELLS,
+    )  # fmt: skip
     row, c0, c1, val = _deposit(
         u, v, du, dv, length, pu, pv, n_u, n_v, is_noise, thick * DEDX_MPV,
         int(seed) % (2**32), THRESHOLD, DIFFUSION, LANDAU_WIDTH, NOISE_TWO_CELLS,
         SUBSTEPS_PER_CELL, MAX_SUBSTEPS,
     )  # fmt: skip
     return row, c0, c1, val.astype(np.float32)
+
+
+@numba.njit(cache=True)
+def _cell_sums(row, ch0, ch1, value, n_hits):
+    """Per hit: number of cells, summed value (in cell order, float64) and extent in cells
+    (max - min + 1) along ch0 and ch1; zeros for hits without cells. ``row`` is sorted."""
+    ncells = np.zeros(n_hits, np.int64)
+    charge = np.zeros(n_hits)
+    size_u = np.zeros(n_hits, np.int64)
+    size_v = np.zeros(n_hits, np.int64)
+    m = row.shape[0]
+    i = 0
+    while i < m:
+        h = row[i]
+        lo0 = hi0 = ch0[i]
+        lo1 = hi1 = ch1[i]
+        total = 0.0
+        j = i
+        while j < m and row[j] == h:
+            lo0, hi0 = min(lo0, ch0[j]), max(hi0, ch0[j])
+            lo1, hi1 = min(lo1, ch1[j]), max(hi1, ch1[j])
+            total += value[j]
+            j += 1
+        ncells[h] = j - i
+        charge[h] = total
+        size_u[h] = hi0 - lo0 + 1
+        size_v[h] = hi1 - lo1 + 1
+        i = j
+    return ncells, charge, size_u, size_v
 
 
 def cluster_summary(
@@ -287,17 +356,15 @@ def cluster_summary(
     row = np.asarray(row, np.int64)
     if len(row) > 1 and np.any(np.diff(row) < 0):
         raise ValueError("cluster_summary: cells must be grouped by hit (row non-decreasing)")
-    ncells = np.bincount(row, minlength=n_hits)[:n_hits]
-    charge = np.bincount(row, weights=np.asarray(value, np.float64), minlength=n_hits)[:n_hits]
-    size_u = np.zeros(n_hits, np.int64)
-    size_v = np.zeros(n_hits, np.int64)
+    if len(row) and (row[0] < 0 or row[-1] >= n_hits):
+        raise ValueError(
+            f"cluster_summary: cell hit rows must lie in [0, {n_hits}), got {row[0]}..{row[-1]}"
+        )
+    ncells, charge, size_u, size_v = _cell_sums(
+        row, np.asarray(ch0, np.int64), np.asarray(ch1, np.int64),
+        np.asarray(value, np.float64), int(n_hits),
+    )  # fmt: skip
     has = ncells > 0
-    if len(row):
-        starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-        hits = row[starts]
-        c0, c1 = np.asarray(ch0, np.int64), np.asarray(ch1, np.int64)
-        size_u[hits] = np.maximum.reduceat(c0, starts) - np.minimum.reduceat(c0, starts) + 1
-        size_v[hits] = np.maximum.reduceat(c1, starts) - np.minimum.reduceat(c1, starts) + 1
     l_u = size_u * np.asarray(pitch_u, np.float64)
     l_v = size_v * np.asarray(pitch_v, np.float64)
     l_uv = np.hypot(l_u, l_v)

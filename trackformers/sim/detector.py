@@ -3,7 +3,8 @@
 :class:`DetectorSim` propagates a particle table (:mod:`trackformers.sim.propagate`), digitises
 the crossings (module ids, smearing by pitch/sqrt(12) in the module's local frame, noise hits,
 the cells of every hit from :mod:`trackformers.sim.clusters`),
-adds the second hit of crossings where neighbouring modules overlap in phi, computes TrackML
+adds the second hit of crossings where neighbouring modules overlap (in phi; along z in the
+barrel), computes TrackML
 weights and returns the in-memory event ``dict[str, np.ndarray]`` keyed by the schema names.
 
 A particle table is a dict of equal-length arrays: particle_id (uint64), pdg_id, vertex_id,
@@ -12,8 +13,10 @@ vx, vy, vz (mm), px, py, pz (GeV), q, mass (GeV).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
+import numba
 import numpy as np
 
 from trackformers.data import schema
@@ -24,6 +27,8 @@ from trackformers.sim.geometry import (
     load_geometry,
     module_ids,
     overlap_side,
+    phi_binning,
+    z_overlap_side,
 )
 from trackformers.sim.interactions import transport
 from trackformers.sim.noise import NOISE_SPREADS, noise_hits
@@ -95,6 +100,44 @@ class DetectorConfig:
             )
 
 
+@numba.njit(cache=True)
+def _smear_in_module_frame(pos, surf, gu, gv, sin_c, cos_c, kind, g_pos, g_lo, g_hi):
+    """Positions ``pos`` (n, 3) moved by ``gu`` along the module's u axis (-sin, cos, 0) and
+    ``gv`` along v (z in the barrel, radial on disks), then put back on the layer: barrel
+    hits on their cylinder (the u offset is tangent to it) with z inside the layer, disk hits
+    inside the disk's radial range."""
+    n = pos.shape[0]
+    out = np.empty((n, 3))
+    for i in range(n):
+        j = surf[i]
+        cyl = kind[j] == CYLINDER
+        x = pos[i, 0] + (gu[i] * -sin_c[i] + (0.0 if cyl else gv[i] * cos_c[i]))
+        y = pos[i, 1] + (gu[i] * cos_c[i] + (0.0 if cyl else gv[i] * sin_c[i]))
+        z = pos[i, 2] + (gv[i] if cyl else 0.0)
+        r = math.hypot(x, y)
+        r_in = g_pos[j] if cyl else min(max(r, g_lo[j]), g_hi[j])
+        scale = r_in / max(r, 1e-9)
+        out[i, 0] = x * scale
+        out[i, 1] = y * scale
+        out[i, 2] = min(max(z, g_lo[j]), g_hi[j]) if cyl else z
+    return out
+
+
+def hit_order(vol: np.ndarray, lay: np.ndarray, module: np.ndarray) -> np.ndarray:
+    """Permutation sorting hits by (volume, layer, module), stable: np.lexsort((module, lay,
+    vol)) as one argsort of a packed int64 key (TrackML's hit order)."""
+    vol, lay, module = (np.asarray(a, np.int64) for a in (vol, lay, module))
+    if len(vol) and (
+        vol.min() < 0 or vol.max() >= 2**23 or lay.min() < 0 or lay.max() >= 2**8
+        or module.min() < 0 or module.max() >= 2**32
+    ):  # fmt: skip
+        raise ValueError(
+            f"hit ids outside the sort key's range: volume {vol.min()}..{vol.max()}, "
+            f"layer {lay.min()}..{lay.max()}, module {module.min()}..{module.max()}"
+        )
+    return np.argsort((vol << 40) | (lay << 32) | module, kind="stable")
+
+
 def empty_particles() -> dict[str, np.ndarray]:
     return {
         k: np.zeros(0, np.uint64 if k == "particle_id" else np.float64) for k in PARTICLE_TABLE_KEYS
@@ -138,21 +181,10 @@ class DetectorSim:
         geo = self.geometry
         gu = rng.standard_normal(len(surf)) * geo.sigma_u[surf]
         gv = rng.standard_normal(len(surf)) * geo.sigma_v[surf]
-        cyl = geo.kind[surf] == CYLINDER
-        ux, uy = -np.sin(phi_c), np.cos(phi_c)
-        out = pos.copy()
-        out[:, 0] += gu * ux + np.where(cyl, 0.0, gv * np.cos(phi_c))
-        out[:, 1] += gu * uy + np.where(cyl, 0.0, gv * np.sin(phi_c))
-        out[:, 2] += np.where(cyl, gv, 0.0)
-        # keep barrel hits on their layer cylinder (the offset along u is tangent to it), and
-        # every measurement inside the sensitive surface (a strip lies within its sensor)
-        r = np.hypot(out[:, 0], out[:, 1])
-        r_in = np.where(cyl, geo.pos[surf], np.clip(r, geo.lo[surf], geo.hi[surf]))
-        scale = r_in / np.maximum(r, 1e-9)
-        out[:, 0] *= scale
-        out[:, 1] *= scale
-        out[:, 2] = np.where(cyl, np.clip(out[:, 2], geo.lo[surf], geo.hi[surf]), out[:, 2])
-        return out
+        return _smear_in_module_frame(
+            np.ascontiguousarray(pos, np.float64), np.asarray(surf, np.int64), gu, gv,
+            np.sin(phi_c), np.cos(phi_c), geo.kind, geo.pos, geo.lo, geo.hi,
+        )  # fmt: skip
 
     def simulate(self, particles: dict, *, event_id: int, pileup: int, seed: int) -> dict:
         """Propagate and digitise ``particles``; return a schema event dict."""
@@ -176,13 +208,26 @@ class DetectorSim:
             lambda_over_x0=cfg.lambda_over_x0,
         )  # particles: the listed (charged) input particles and their secondaries
         n = len(particles["particle_id"])
-        # crossings in the band where neighbouring modules overlap in phi leave a second hit
+        # crossings in the band where neighbouring modules overlap in phi, or along z in the
+        # barrel, leave a second hit on the neighbour
         c_surf, c_pos, c_part = cross["surface"], cross["pos"], cross["particle"]
-        side = overlap_side(geo, c_surf, c_pos[:, 0], c_pos[:, 1], c_pos[:, 2])
+        cx, cy, cz = c_pos[:, 0], c_pos[:, 1], c_pos[:, 2]
+        bins = phi_binning(geo, c_surf, cx, cy, cz)
+        side = overlap_side(geo, c_surf, cx, cy, cz, binning=bins)
         dup = np.flatnonzero((side != 0) & (rng.random(len(side)) < cfg.efficiency))
-        mod_c, phi_c_c = module_ids(geo, c_surf, c_pos[:, 0], c_pos[:, 1], c_pos[:, 2])
+        shift_phi, shift_z = side[dup], np.zeros(len(dup), np.int64)
+        if np.any(geo.z_overlaps() > 0):
+            side_z = z_overlap_side(geo, c_surf, cz)
+            dup_z = np.flatnonzero((side_z != 0) & (rng.random(len(side_z)) < cfg.efficiency))
+            dup = np.concatenate([dup, dup_z])
+            shift_phi = np.concatenate([shift_phi, np.zeros(len(dup_z), np.int64)])
+            shift_z = np.concatenate([shift_z, side_z[dup_z]])
+        mod_c, phi_c_c = module_ids(geo, c_surf, cx, cy, cz, binning=bins)
         p = c_pos[dup]
-        mod_d, phi_c_d = module_ids(geo, c_surf[dup], p[:, 0], p[:, 1], p[:, 2], side[dup])
+        mod_d, phi_c_d = module_ids(
+            geo, c_surf[dup], cx[dup], cy[dup], cz[dup], shift_phi, binning=bins.take(dup),
+            shift_z=shift_z,
+        )  # fmt: skip
         part_idx = np.concatenate([c_part, c_part[dup]])  # (n_true,)
         n_true = len(part_idx)
         noise_surf, noise_pos = self._noise(n_true, rng)
@@ -206,11 +251,13 @@ class DetectorSim:
             surf, pos, tpos, tmom, pid = surf[keep], pos[keep], tpos[keep], tmom[keep], pid[keep]
             phi_c = phi_c[keep]
             vol, lay, module = vol[keep], lay[keep], module[keep]
-        # TrackML order: hits sorted by volume, layer, module; hit ids 1..nhit
-        order = np.lexsort((module, lay, vol))
-        pid, pos, tpos, tmom = pid[order], pos[order], tpos[order], tmom[order]
-        vol, lay, module = vol[order], lay[order], module[order]
-        surf, phi_c = surf[order], phi_c[order]
+        # TrackML order: hits sorted by volume, layer, module (stable); hit ids 1..nhit
+        order = hit_order(vol, lay, module)
+        pid, vol, lay, module, surf, phi_c = (
+            a[order] for a in (pid, vol, lay, module, surf, phi_c)
+        )
+        pos, tpos, tmom = (np.take(a, order, axis=0) for a in (pos, tpos, tmom))  # (nh, 3)
+        hit_part = np.concatenate([part_idx, np.full(len(pid) - len(part_idx), -1)])[order]
         nhits = np.bincount(part_idx, minlength=n)
         weight = trackml_weights(
             pid,
@@ -219,6 +266,7 @@ class DetectorSim:
             particles["vz"],
             particles["px"],
             particles["py"],
+            hit_particle_index=hit_part,
         )
         nh = len(pid)
         ev = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import yaml
@@ -50,6 +51,12 @@ class Geometry:
     # (S,) float64 sensor thickness (mm) for the cluster model; 0 for passive surfaces
     thickness: np.ndarray | None = None
     field_map: dict | None = None  # {"r": (nr,), "z": (nz,), "bz": (nr, nz)} mm, T; None = uniform
+    # (S,) float64: length (mm) along z shared by neighbouring barrel modules; None = 0
+    z_overlap: np.ndarray | None = None
+
+    def z_overlaps(self) -> np.ndarray:
+        """(S,) z overlap of neighbouring barrel modules in mm (0 where there is none)."""
+        return np.zeros(self.n_surfaces) if self.z_overlap is None else self.z_overlap
 
     def field_map_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(r, z, bz) float64 arrays of the field map; empty arrays for a uniform field."""
@@ -92,6 +99,15 @@ def _overlap(d: dict, where: str) -> float:
     v = float(d.get("overlap", 0.0))
     if not (0 <= v < 0.5):
         raise GeometryError(f"{where}: 'overlap' must be in [0, 0.5), got {v!r}")
+    return v
+
+
+def _z_overlap(d: dict, where: str, n_z: int, half_z: float) -> float:
+    v = float(d.get("z_overlap", 0.0))
+    if not (0 <= v < 2 * half_z / n_z):
+        raise GeometryError(
+            f"{where}: 'z_overlap' must be in [0, module length {2 * half_z / n_z:g} mm), got {v!r}"
+        )
     return v
 
 
@@ -152,7 +168,6 @@ def geometry_from_dict(spec: dict) -> Geometry:
         su = _positive(_need(b, "pitch_u", where), "pitch_u", where) / np.sqrt(12)
         sv = _positive(_need(b, "pitch_v", where), "pitch_v", where) / np.sqrt(12)
         x0 = _material(_need(b, "x_over_x0", where), where)
-        ov = _overlap(b, where)
         thick = _positive(b.get("thickness", DEFAULT_THICKNESS), "thickness", where)
         last_r = 0.0
         for i, lay in enumerate(_need(b, "layers", where)):
@@ -164,6 +179,8 @@ def geometry_from_dict(spec: dict) -> Geometry:
             n_phi, n_z = int(_need(lay, "n_phi", lw)), int(_need(lay, "n_z", lw))
             if n_phi < 1 or n_z < 1:
                 raise GeometryError(f"{lw}: n_phi and n_z must be >= 1, got {n_phi}, {n_z}")
+            ov = _overlap(lay if "overlap" in lay else b, lw)  # per layer, else the volume's
+            z_ov = _z_overlap(b, where, n_z, hz)
             rows.append(
                 dict(
                     kind=CYLINDER,
@@ -176,6 +193,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
                     layer_id=2 * (i + 1),
                     su=su,
                     overlap=ov,
+                    z_overlap=z_ov,
                     sv=sv,
                     thickness=thick,
                     n_phi=n_phi,
@@ -293,6 +311,7 @@ def geometry_from_dict(spec: dict) -> Geometry:
         ring_nphi=ring_nphi,
         source=spec,
         thickness=col("thickness", np.float64),
+        z_overlap=col("z_overlap", np.float64),
     )
 
 
@@ -338,28 +357,43 @@ def load_geometry(path: str | os.PathLike | None = None) -> Geometry:
     return geo
 
 
-def _phi_binning(geo: Geometry, surface, x, y, z):
-    """Per point: modules in phi (n), phi bin, position inside the bin [0, 1), id offset."""
+class PhiBinning(NamedTuple):
+    """Where points fall in the module grid of their surfaces (:func:`phi_binning`), per point."""
+
+    n: np.ndarray  # (n,) modules in phi of the point's barrel layer or disk ring
+    iphi: np.ndarray  # (n,) phi bin of the point
+    frac: np.ndarray  # (n,) position inside the bin [0, 1)
+    offset: np.ndarray  # (n,) module-id offset of the point's z row or ring
+
+    def take(self, index: np.ndarray) -> PhiBinning:
+        """The binning of the points ``index``."""
+        return PhiBinning(*(a[index] for a in self))
+
+
+def phi_binning(geo: Geometry, surface, x, y, z) -> PhiBinning:
+    """Module grid position of points (x, y, z) on surfaces ``surface``; shared by
+    :func:`module_ids` and :func:`overlap_side` so a caller needing both bins once."""
     phi = np.arctan2(y, x)  # (n,)
-    r = np.hypot(x, y)
     is_disk = geo.kind[surface] == DISK
     # barrel: (z bin, phi bin)
     n_phi_b = np.maximum(geo.n_phi[surface], 1)
     n_z = np.maximum(geo.n_z[surface], 1)
     zfrac = (z - geo.lo[surface]) / (geo.hi[surface] - geo.lo[surface])
     iz = np.clip((zfrac * n_z).astype(np.int64), 0, n_z - 1)
-    # disk: ring, then phi bin
-    edges = geo.ring_edges[surface]  # (n, R+1)
-    ring = np.clip((r[:, None] >= edges[:, 1:]).sum(axis=1), 0, geo.ring_nphi.shape[1] - 1)
+    # disk: ring (count of inner ring edges at or below r), then phi bin
+    r = np.hypot(x, y)
+    n_ring = geo.ring_nphi.shape[1]
+    ring = np.zeros(len(r), np.int64)
+    for k in range(1, n_ring):  # edges[k] is the outer edge of ring k - 1; barrel rows: inf
+        ring += r >= geo.ring_edges[surface, k]
+    ring_offset = np.cumsum(geo.ring_nphi, axis=1) - geo.ring_nphi  # (S, R)
     nphi_r = np.maximum(geo.ring_nphi[surface, ring], 1)
-    offset_d = (np.cumsum(geo.ring_nphi[surface], axis=1) - geo.ring_nphi[surface])[
-        np.arange(len(ring)), ring
-    ]
+    offset_d = ring_offset[surface, ring]
     n = np.where(is_disk, nphi_r, n_phi_b)
     pos = (phi + np.pi) / (2 * np.pi) * n
     iphi = np.clip(pos.astype(np.int64), 0, n - 1)
     offset = np.where(is_disk, offset_d, iz * n_phi_b)
-    return n, iphi, pos - iphi, offset
+    return PhiBinning(n, iphi, pos - iphi, offset)
 
 
 def module_ids(
@@ -369,23 +403,58 @@ def module_ids(
     y: np.ndarray,
     z: np.ndarray,
     shift: np.ndarray | int = 0,
+    binning: PhiBinning | None = None,
+    shift_z: np.ndarray | int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Module id (1-based, TrackML-like) and module centre phi of points on given surfaces.
 
-    ``shift`` selects the phi-neighbour (+1 / -1) instead of the module under the point.
+    ``shift`` selects the phi-neighbour (+1 / -1) instead of the module under the point, and
+    ``shift_z`` the neighbour along z of a barrel module (+1 / -1, its module row; 0 on disks);
+    ``binning``: the points' :func:`phi_binning` when already known.
     """
-    n, iphi, _, offset = _phi_binning(geo, surface, x, y, z)
+    n, iphi, _, offset = binning if binning is not None else phi_binning(geo, surface, x, y, z)
     iphi = (iphi + shift) % n
+    if not np.all(np.asarray(shift_z) == 0):
+        offset = offset + shift_z * np.where(geo.kind[surface] == DISK, 0, n)
     module = (offset + iphi + 1).astype(np.int32)
     phi_centre = -np.pi + (iphi + 0.5) * 2 * np.pi / n
     return module, phi_centre
 
 
 def overlap_side(
-    geo: Geometry, surface: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray
+    geo: Geometry,
+    surface: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    binning: PhiBinning | None = None,
 ) -> np.ndarray:
-    """-1 / +1 where a point lies in the band shared with the previous / next module in phi
-    (modules overlap by ``overlap`` of their width), else 0."""
-    _, _, frac, _ = _phi_binning(geo, surface, x, y, z)
-    half = geo.overlap[surface] / 2
+    """-1 / +1 where a point lies in the band shared with the previous / next module in phi,
+    else 0. ``binning``: as in :func:`module_ids`.
+
+    A module shares ``overlap`` of its width w with each neighbour, and modules sit one phi bin
+    p = w (1 - overlap) apart, so each band is overlap / (1 - overlap) / 2 of a bin wide on
+    either side of a bin edge: a fraction overlap / (1 - overlap) = (w - p) / p of the
+    crossings falls on two modules.
+    """
+    frac = (binning if binning is not None else phi_binning(geo, surface, x, y, z)).frac
+    ov = geo.overlap[surface]
+    half = ov / (1.0 - ov) / 2
     return np.where(frac < half, -1, np.where(frac > 1 - half, 1, 0))
+
+
+def z_overlap_side(geo: Geometry, surface: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """-1 / +1 where a point on a barrel layer lies within ``z_overlap`` / 2 of the edge it
+    shares with the previous / next module along z (neighbouring modules overlap by
+    ``z_overlap``, the end rows only on their inner side), else 0; 0 on disks."""
+    z_ov = geo.z_overlaps()[surface]
+    barrel = (geo.kind[surface] == CYLINDER) & (z_ov > 0)
+    n_z = np.maximum(geo.n_z[surface], 1)
+    row = (z - geo.lo[surface]) / (geo.hi[surface] - geo.lo[surface]) * n_z  # (n,) in rows
+    iz = np.clip(row.astype(np.int64), 0, n_z - 1)
+    half = z_ov / 2 / ((geo.hi[surface] - geo.lo[surface]) / n_z)  # in rows
+    frac = row - iz
+    side = np.where(
+        (frac < half) & (iz > 0), -1, np.where((frac > 1 - half) & (iz < n_z - 1), 1, 0)
+    )
+    return np.where(barrel, side, 0)

@@ -3,13 +3,14 @@
 Each charged particle moves on a helix in a field B along z: uniform (``field_tesla``) or, as a
 hook for real fields, an (r, z) map of Bz (``Geometry.field_map``) read by :func:`_field_bz` at
 the start of every step, so the track is a piecewise helix between surfaces. From its
-current state the next crossing with every surface is found analytically (cylinder: circle
-circle intersection plus full turns for loopers; disk: linear in z), the nearest one is taken,
-a hit is recorded with probability ``efficiency`` on sensitive surfaces, then material effects
-are applied: Highland multiple scattering and ionisation loss (Bethe mean with Landau-like
-fluctuations), both with the thickness corrected for the incidence angle (x / cos(alpha)),
-plus mean bremsstrahlung for electrons. Neutral particles (photons, neutral hadrons) fly on
-straight lines and leave no hits.
+current state the nearest surface crossing is found analytically (cylinder: circle circle
+intersection plus full turns for loopers; disk: linear in z), solving only the surfaces that a
+lower bound on the path to them does not rule out (:func:`_helix_next_sorted`; the same
+result, bit for bit, as solving all of them in :func:`_helix_next`), a hit is recorded with
+probability ``efficiency`` on sensitive surfaces, then material effects are applied: Highland
+multiple scattering and ionisation loss (Bethe mean with Landau-like fluctuations), both with
+the thickness corrected for the incidence angle (x / cos(alpha)), plus mean bremsstrahlung for
+electrons. Neutral particles (photons, neutral hadrons) fly on straight lines and leave no hits.
 
 Interactions in the material end a particle and are returned for
 :mod:`trackformers.sim.interactions` to turn into secondaries: photon conversions with
@@ -179,6 +180,216 @@ def _line_next(x, y, z, dx, dy, dz, kind, pos, lo, hi):
 
 
 @numba.njit(cache=True)
+def _first_at_or_above(a, v):
+    """Index of the first element of the ascending array ``a`` that is >= v (len(a) if none)."""
+    lo, hi = 0, a.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True)
+def _nearer(s, j, best_s, best_j):
+    """True if crossing (s, j) comes before (best_s, best_j): smaller s, ties to the lower index
+    (the order in which the exhaustive searches keep their first minimum)."""
+    return s < best_s or (s == best_s and j < best_j)
+
+
+@numba.njit(cache=True)
+def _cylinder_s(j, x, y, z, phi0, kappa, tanl, xc, yc, rho, d, period, pos, lo, hi):
+    """Transverse arc length to the nearest crossing of cylinder j by the helix, inf if none
+    (the cylinder branch of :func:`_helix_next`)."""
+    best = np.inf
+    R = pos[j]
+    if d < 1e-12 or d > R + rho or d < abs(R - rho):
+        return best
+    a = (R * R - rho * rho + d * d) / (2.0 * d)
+    h = math.sqrt(max(R * R - a * a, 0.0))
+    ux, uy = xc / d, yc / d
+    for sgn in (-1.0, 1.0):
+        hx = a * ux - sgn * h * uy
+        hy = a * uy + sgn * h * ux
+        phip = math.atan2(kappa * (hx - xc), -kappa * (hy - yc))
+        if kappa > 0:
+            s = _wrap_positive(phip - phi0) / kappa
+        else:
+            s = _wrap_positive(phi0 - phip) / (-kappa)
+        if s < _EPS:
+            s += period
+        zs = z + tanl * s
+        if zs < lo[j] or zs > hi[j]:
+            step = tanl * period  # z advance per full turn
+            if zs > hi[j] and step < 0:
+                s += math.ceil((zs - hi[j]) / -step) * period
+            elif zs < lo[j] and step > 0:
+                s += math.ceil((lo[j] - zs) / step) * period
+            else:
+                continue
+            zs = z + tanl * s
+            if zs < lo[j] or zs > hi[j]:
+                continue
+        if s < best:
+            best = s
+    return best
+
+
+@numba.njit(cache=True)
+def _helix_next_sorted(x, y, z, phi0, kappa, tanl, pos, lo, hi, cyl, cyl_r, disk, disk_z):
+    """:func:`_helix_next` (same result, bit for bit) visiting surfaces nearest first.
+
+    ``cyl`` / ``disk``: surface indices of the cylinders by radius ``cyl_r`` and of the disks by
+    z ``disk_z`` (ascending). The transverse radius changes by at most the transverse arc, so
+    reaching radius R from radius r takes an arc of at least abs(R - r), and at least
+    (r_max - r) + (r_max - R) for an inner cylinder while the particle moves outwards (it must
+    first turn at the circle's largest radius r_max = d + rho; likewise inwards through
+    r_min = abs(d - rho)); a disk takes exactly (z_disk - z) / tanl. The search walks outwards
+    and inwards over the cylinders and along z over the disks, always solving the surface of
+    the smallest bound, and stops once that bound exceeds the nearest crossing found: only
+    the few surfaces ahead of the particle are solved.
+    """
+    sin0, cos0 = math.sin(phi0), math.cos(phi0)
+    xc = x - sin0 / kappa
+    yc = y + cos0 / kappa
+    rho = 1.0 / abs(kappa)
+    d = math.sqrt(xc * xc + yc * yc)
+    period = 2.0 * math.pi * rho
+    r0 = math.sqrt(x * x + y * y)
+    tol = 1e-6 + 1e-12 * rho  # mm: rounding of the computed arc lengths, far above it
+    nc, nd = cyl_r.shape[0], disk_z.shape[0]
+    up = _first_at_or_above(cyl_r, r0)
+    dn = up - 1
+    # radial direction of motion: the extra arc to turn back first (0 when unsure)
+    v_r = x * cos0 + y * sin0
+    turn_out = 0.0  # added to the bound of the inner cylinders: 2 (r_max - r0)
+    turn_in = 0.0  # added to the bound of the outer cylinders: 2 (r0 - r_min)
+    if v_r > 1e-9 * r0:
+        turn_out = max(2.0 * (d + rho - r0), 0.0)
+    elif v_r < -1e-9 * r0:
+        turn_in = max(2.0 * (r0 - abs(d - rho)), 0.0)
+    if tanl > 0.0:
+        k = _first_at_or_above(disk_z, z)
+        k_step = 1
+    elif tanl < 0.0:
+        k = _first_at_or_above(disk_z, z) - 1
+        k_step = -1
+    else:
+        k, k_step = -1, 0
+    best_s = np.inf
+    best_j = -1
+    while True:
+        b_up = cyl_r[up] - r0 + turn_in if up < nc else np.inf
+        b_dn = r0 - cyl_r[dn] + turn_out if dn >= 0 else np.inf
+        b_k = (disk_z[k] - z) / tanl if 0 <= k < nd else np.inf  # exactly the disk's s
+        if b_k == np.inf and b_up == np.inf and b_dn == np.inf:
+            break
+        if b_k <= b_up - tol and b_k <= b_dn - tol:
+            if not b_k <= best_s:
+                break
+            j = disk[k]
+            k += k_step
+            s = b_k
+            if s < _EPS or not _nearer(s, j, best_s, best_j):
+                continue
+            ph = phi0 + kappa * s
+            xs = x + (math.sin(ph) - sin0) / kappa
+            ys = y - (math.cos(ph) - cos0) / kappa
+            r = math.sqrt(xs * xs + ys * ys)
+            if r >= lo[j] and r <= hi[j]:
+                best_s = s
+                best_j = j
+            continue
+        if b_up <= b_dn:
+            if not b_up - tol <= best_s:
+                break
+            j = cyl[up]
+            up += 1
+        else:
+            if not b_dn - tol <= best_s:
+                break
+            j = cyl[dn]
+            dn -= 1
+        s = _cylinder_s(j, x, y, z, phi0, kappa, tanl, xc, yc, rho, d, period, pos, lo, hi)
+        if _nearer(s, j, best_s, best_j):
+            best_s = s
+            best_j = j
+    return best_s, best_j
+
+
+@numba.njit(cache=True)
+def _line_next_sorted(x, y, z, dx, dy, dz, pos, lo, hi, cyl, cyl_r, disk, disk_z):
+    """:func:`_line_next` (same result, bit for bit) visiting surfaces nearest first, as
+    :func:`_helix_next_sorted`: a straight path of length s moves at most s in radius, and
+    once moving outwards it never comes back to a smaller radius."""
+    a = dx * dx + dy * dy
+    b = x * dx + y * dy
+    r0 = math.sqrt(x * x + y * y)
+    tol = 1e-6 + 1e-9 / math.sqrt(max(a, 1e-18))  # mm: rounding of the roots, far above it
+    nc, nd = cyl_r.shape[0], disk_z.shape[0]
+    up = _first_at_or_above(cyl_r, r0)
+    dn = up - 1
+    if dz > 0.0:
+        k = _first_at_or_above(disk_z, z)
+        k_step = 1
+    elif dz < 0.0:
+        k = _first_at_or_above(disk_z, z) - 1
+        k_step = -1
+    else:
+        k, k_step = -1, 0
+    if a < 1e-18:
+        up, dn = nc, -1  # along the beam line: no cylinder crossing
+    elif b > 1e-9 * r0 and a > 1e-6:
+        dn = -1  # moving outwards: both roots of every inner cylinder are negative
+    best_s = np.inf
+    best_j = -1
+    while True:
+        b_up = cyl_r[up] - r0 if up < nc else np.inf
+        b_dn = r0 - cyl_r[dn] if dn >= 0 else np.inf
+        b_k = (disk_z[k] - z) / dz if 0 <= k < nd else np.inf  # exactly the disk's s
+        if b_k == np.inf and b_up == np.inf and b_dn == np.inf:
+            break
+        if b_k <= b_up - tol and b_k <= b_dn - tol:
+            if not b_k <= best_s:
+                break
+            j = disk[k]
+            k += k_step
+            s = b_k
+            if s < _EPS or not _nearer(s, j, best_s, best_j):
+                continue
+            xs, ys = x + dx * s, y + dy * s
+            r = math.sqrt(xs * xs + ys * ys)
+            if r >= lo[j] and r <= hi[j]:
+                best_s = s
+                best_j = j
+            continue
+        if b_up <= b_dn:
+            if not b_up - tol <= best_s:
+                break
+            j = cyl[up]
+            up += 1
+        else:
+            if not b_dn - tol <= best_s:
+                break
+            j = cyl[dn]
+            dn -= 1
+        c = x * x + y * y - pos[j] * pos[j]
+        disc = b * b - a * c
+        if disc < 0:
+            continue
+        root = math.sqrt(disc)
+        for s in ((-b - root) / a, (-b + root) / a):
+            if s >= _EPS and _nearer(s, j, best_s, best_j):
+                zs = z + dz * s
+                if zs >= lo[j] and zs <= hi[j]:
+                    best_s = s
+                    best_j = j
+    return best_s, best_j
+
+
+@numba.njit(cache=True)
 def _scatter(mx, my, mz, p, theta0):
     """Momentum (mx, my, mz) of magnitude p turned by two Gaussian angles of width theta0."""
     dx, dy, dz = mx / p, my / p, mz / p
@@ -229,6 +440,11 @@ def _propagate(
     x0,
     sensitive,
     kill,
+    cyl,
+    cyl_r,
+    disk,
+    disk_z,
+    exhaustive,
     bz,
     map_r,
     map_z,
@@ -275,7 +491,13 @@ def _propagate(
             if p < 1e-9 or nh >= cap:
                 break
             if q[i] == 0:
-                best_s, best_j = _line_next(x, y, z, mx / p, my / p, mz / p, kind, pos, lo, hi)
+                dx, dy, dz = mx / p, my / p, mz / p
+                if exhaustive:
+                    best_s, best_j = _line_next(x, y, z, dx, dy, dz, kind, pos, lo, hi)
+                else:
+                    best_s, best_j = _line_next_sorted(
+                        x, y, z, dx, dy, dz, pos, lo, hi, cyl, cyl_r, disk, disk_z
+                    )
                 if best_j < 0 or kill[best_j]:
                     break
                 x, y, z = x + mx / p * best_s, y + my / p * best_s, z + mz / p * best_s
@@ -288,7 +510,12 @@ def _propagate(
                     kappa = 1e-12
                 phi0 = math.atan2(my, mx)
                 tanl = mz / pt
-                best_s, best_j = _helix_next(x, y, z, phi0, kappa, tanl, kind, pos, lo, hi)
+                if exhaustive:
+                    best_s, best_j = _helix_next(x, y, z, phi0, kappa, tanl, kind, pos, lo, hi)
+                else:
+                    best_s, best_j = _helix_next_sorted(
+                        x, y, z, phi0, kappa, tanl, pos, lo, hi, cyl, cyl_r, disk, disk_z
+                    )
                 if best_j < 0 or kill[best_j]:
                     break
                 path += best_s * p / pt
@@ -369,6 +596,15 @@ def _propagate(
     return nh, ni
 
 
+def _surfaces_by_position(geo: Geometry) -> tuple[np.ndarray, ...]:
+    """(cylinder indices, their radii, disk indices, their z), each pair in ascending order."""
+    cyl = np.flatnonzero(geo.kind == CYLINDER)
+    disk = np.flatnonzero(geo.kind != CYLINDER)
+    cyl = cyl[np.argsort(geo.pos[cyl], kind="stable")]
+    disk = disk[np.argsort(geo.pos[disk], kind="stable")]
+    return cyl, np.ascontiguousarray(geo.pos[cyl]), disk, np.ascontiguousarray(geo.pos[disk])
+
+
 def propagate(
     geo: Geometry,
     vertex: np.ndarray,
@@ -388,6 +624,7 @@ def propagate(
     conversions: bool = False,
     nuclear: bool = False,
     lambda_over_x0: float = SI_LAMBDA_OVER_X0,
+    exhaustive_search: bool = False,
 ) -> dict[str, np.ndarray]:
     """Propagate particles; return their true crossings of sensitive surfaces and interactions.
 
@@ -406,6 +643,8 @@ def propagate(
         conversions: photons convert in the material (probability 1 - exp(-7/9 x/X0)).
         nuclear: hadrons interact inelastically (probability 1 - exp(-x/lambda_I)).
         lambda_over_x0: lambda_I / X0 of the material (silicon: 4.97).
+        exhaustive_search: find each next crossing by solving every surface (the reference the
+            default nearest-first search reproduces bit for bit; for tests).
 
     Returns:
         ``particle`` (index into the inputs), ``surface`` (index into the geometry), ``pos``
@@ -444,6 +683,8 @@ def propagate(
             geo.x_over_x0,
             geo.sensitive,
             geo.kill,
+            *_surfaces_by_position(geo),
+            bool(exhaustive_search),
             geo.field_tesla,
             *geo.field_map_arrays(),
             float(efficiency),

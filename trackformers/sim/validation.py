@@ -1,7 +1,7 @@
 """Validation plot of simulated events against expectations (issue 3, point 5).
 
 :func:`validation_summary` computes the numbers; :func:`validation_plot` draws a 2 x 2 PNG:
-hits per particle (pT > 0.9 GeV and all) against the expected ~10-11 layers, hits per volume
+hits per particle (pT > 0.9 GeV and all) against the expected ~10-12, hits per volume
 against an ideal-detector expectation (same particles, efficiency 1, no material effects, no
 overlaps) and the TrackML totals scaled to the event's pile-up, the r-z map of hits on the layer
 surfaces, and the residual pulls (hit - truth) / sigma in the module frame (expected: unit
@@ -40,7 +40,8 @@ def _surfaces(geo: Geometry, ev: dict) -> np.ndarray:
 
 def _module_phi(geo: Geometry, s, tx, ty, tz, module) -> np.ndarray:
     """Centre phi of each hit's own module: the module under the true position or, for the
-    second hit of a crossing where modules overlap, its phi neighbour."""
+    second hit of a crossing where modules overlap, its phi neighbour (a neighbour along z has
+    the same centre phi)."""
     cand = [module_ids(geo, s, tx, ty, tz, shift) for shift in (0, 1, -1)]
     match = [m == module for m, _ in cand]
     return np.select(match, [phi for _, phi in cand], default=cand[0][1])
@@ -56,7 +57,8 @@ def _ideal_counts(geo: Geometry, ev: dict) -> np.ndarray:
         "q": ev["part_q"].astype(np.float64),
         "mass": np.asarray([MASSES.get(abs(int(p)), DEFAULT_MASS) for p in ev["part_pdg_id"]]),
     }
-    ideal_geo = Geometry(**{**geo.__dict__, "overlap": np.zeros_like(geo.overlap)})
+    no_overlap = {"overlap": np.zeros_like(geo.overlap), "z_overlap": None}
+    ideal_geo = Geometry(**{**geo.__dict__, **no_overlap})
     cfg = DetectorConfig(efficiency=1.0, scattering=False, energy_loss=False, smearing=False)
     out = DetectorSim(cfg, ideal_geo).simulate(particles, event_id=0, pileup=0, seed=0)
     return np.bincount(out["hit_volume_id"], minlength=geo.volume_id.max() + 1)
@@ -134,7 +136,7 @@ def validation_plot(
         lw=2,
         label=f"pT > 0.9 GeV (mean {s['hits per particle (pT > 0.9)']:.1f})",
     )
-    ax[0, 0].axvspan(10, 11, color="g", alpha=0.2, label="expected 10-11 (pT > 0.9)")
+    ax[0, 0].axvspan(10, 12, color="g", alpha=0.2, label="expected 10-12 (pT > 0.9)")
     ax[0, 0].set(xlabel="hits per particle", ylabel="fraction", xlim=(0, min(top, 40)))
     ax[0, 0].legend()
     vols = np.flatnonzero(s["_ideal_per_volume"] + s["_per_volume"])
