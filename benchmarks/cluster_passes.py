@@ -71,6 +71,7 @@ def graph_bench(fn, cuda: bool):
 def passes(start, k: int, cuda: bool) -> dict:
     """Times of one neighbourhood at list capacity k; start(k) -> RangeState."""
     from trackformers.cluster import range_dbscan as rd
+    from trackformers.cluster.passes import neighbour_pass
 
     st = start(k)
     labels = rd.complete(st, rd.number_labels(st))
@@ -78,7 +79,7 @@ def passes(start, k: int, cuda: bool) -> dict:
     nbr = None if k == 0 else torch.empty(vs.numel(), k, dtype=torch.int32, device=vs.device)
 
     def count():
-        return rd._pass(st.xs, st.lo, st.hi, st.unions, vs, vs, vs, st.eps, 0, nbr=nbr)
+        return neighbour_pass(st.xs, st.lo, st.hi, st.unions, vs, vs, vs, st.eps, 0, nbr=nbr)
 
     row = {"count": bench(count, cuda), "round": bench(lambda: rd._round(st, st.lab), cuda)}
     border = ((st.valid != 0) & ~st.core_b).to(torch.int8)  # (N,)
