@@ -125,16 +125,14 @@ def main(argv=None) -> dict:
     if 0 not in args.caps:
         raise SystemExit(f"--caps must include 0 (the reference path), got {args.caps}")
 
-    import triton
-
     from trackformers.attention.plans import cluster_plan, window_plan
     from trackformers.attention.synthetic import synthetic_batch
+    from trackformers.bench import environment
     from trackformers.cluster import range_dbscan as rd
 
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
-    result: dict = {"device": torch.cuda.get_device_name(dev) if cuda else "cpu",
-                    "torch": torch.__version__, "triton": triton.__version__,
+    result: dict = {**environment(dev),
                     "plan_kernel": "tiled" if rd.PLAN_TILED else "rows",
                     "args": vars(args), "runs": []}  # fmt: skip
     eps, ms, rounds = args.eps, args.min_samples, args.rounds
