@@ -103,8 +103,6 @@ def test_full_size_bf16_sampled_rows(kind):
 
 
 def test_no_recompile_when_n_changes():
-    from trackformers.attention.plans import presorted, window_plan
-    from trackformers.attention.synthetic import synthetic_batch
     from trackformers.kernels import ops
     from trackformers.kernels.bwd import (
         attention_bwd_dkdv_kernel,
@@ -113,6 +111,9 @@ def test_no_recompile_when_n_changes():
     )
     from trackformers.kernels.fwd import attention_fwd_kernel
     from trackformers.kernels.metadata import _row_meta_kernel, _tile_meta_kernel
+
+    from trackformers.attention.plans import presorted, window_plan
+    from trackformers.attention.synthetic import synthetic_batch
 
     def compiled():
         fns = (attention_fwd_kernel, attention_bwd_dq_kernel, attention_bwd_dkdv_kernel,

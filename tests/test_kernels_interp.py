@@ -67,8 +67,9 @@ def _rel(a, b) -> float:
 
 def case_metadata(torch, gen):
     """Per-row ranges equal the mask rows; tiles cover rows once and every allowed key."""
-    from trackformers.attention.plans import dense_mask_reference
     from trackformers.kernels.metadata import build_block_meta, build_row_intervals, build_tiles
+
+    from trackformers.attention.plans import dense_mask_reference
 
     out = {}
     for name, plan in _plans(torch, gen).items():
@@ -217,7 +218,6 @@ CASES = {
 def _worker() -> None:
     assert os.environ.get("TRITON_INTERPRET") == "1"
     import torch
-
     import trackformers.kernels.ops as ops
 
     _small_tiles(ops)
