@@ -4,6 +4,8 @@
     python benchmarks/attention.py --sizes 2048 --head-dims 32 --device cpu   # smoke test
 
     python benchmarks/attention.py --plan-only                          # plan build alone
+    python benchmarks/attention.py --profile-plan --backends flex-cluster --sizes 65536 \
+        --json $OUT/prof.json                                           # where the plan's time goes
 
 N in {8k, 32k, 65k}, head_dim in {32, 64} with H * head_dim = 256, bf16. Every backend is
 timed as the encoder runs it: the plan is built once (timed separately: sorting, groups,
@@ -24,23 +26,35 @@ backward.
 The Part-2 cluster mask (group_size 256, +-1 group) and a phi window of +-384 hits attend
 about the same number of keys per query (~768), so flex, windowed and fused compare
 like for like; dense SDPA attends all N^2 pairs.
+
+``--profile-plan`` (issue 5 point 4): where each backend's plan build spends its time,
+torch.profiler over repeated builds of one synthetic event, GPU kernels and host-side ops
+ranked by total time, in three passes: the plan as the backend builds it (static program
+replayed as a CUDA graph, then the host part: BlockMask, validation sync), the same program
+launched kernel by kernel (``plans.GRAPHS = False``) so that every kernel of the graph is
+named, and the host side alone (the call returns before the GPU is done) with its Python
+functions ranked by cProfile (own and cumulative µs per build).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
 import json
+import pstats
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from trackformers.attention import available, build, compiled, plans
 from trackformers.attention.flex import _FlexBase
 from trackformers.attention.plans import attended_pairs, presorted
 from trackformers.attention.synthetic import synthetic_batch
+from trackformers.bench import environment, sync, wall_ms
 
 GROUP, WINDOW = 256, 384  # ~768 keys per query each; --group-size 384: the issue's ~1.7 %
 
@@ -69,24 +83,6 @@ def bench(fn, device: str, reps: int = 20) -> float:
     for _ in range(reps):
         t = time.perf_counter()
         fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def wall_ms(fn, device: str, reps: int = 50) -> float:
-    """Median wall milliseconds of fn() from an idle device to its end (synced both sides)."""
-    fn()
-    times = []
-    for _ in range(reps):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
 
@@ -186,6 +182,78 @@ def run_one(name, kind, kw, batch, n, d, dtype, device, plan_only=False) -> dict
     )  # fmt: skip
 
 
+def ranked(prof, reps: int, top: int) -> dict[str, list]:
+    """Top ``top`` GPU kernels and host ops by total time, in µs per build."""
+    gpu, host = [], []
+    for e in prof.key_averages():
+        dev_us = getattr(e, "device_time_total", None)
+        if dev_us is None:
+            dev_us = getattr(e, "cuda_time_total", 0.0)
+        if dev_us and e.self_cpu_time_total == 0:  # a kernel / memcpy on the device
+            gpu.append((e.key[:90], round(dev_us / reps, 2), e.count // reps))
+        elif e.self_cpu_time_total:
+            host.append((e.key[:90], round(e.self_cpu_time_total / reps, 2), e.count // reps))
+    gpu.sort(key=lambda r: -r[1])
+    host.sort(key=lambda r: -r[1])
+    return {"gpu_us_per_build": gpu[:top], "host_self_us_per_build": host[:top],
+            "gpu_total_us": round(sum(r[1] for r in gpu), 1)}  # fmt: skip
+
+
+def profile_plan(backend, batch, reps: int, top: int) -> dict:
+    backend.plan(batch)  # warm-up: compiles, captures the graph
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            backend.plan(batch)
+        torch.cuda.synchronize()
+    return {"wall_ms": wall_ms(lambda: backend.plan(batch), "cuda"), **ranked(prof, reps, top)}
+
+
+def host_profile(backend, batch, reps: int, top: int) -> dict:
+    """Host side of the plan (the GPU idle before each call, no sync inside the plan):
+    median wall ms of the call itself, and cProfile's functions ranked by own time."""
+    backend.plan(batch)
+    times = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        backend.plan(batch)
+        times.append((time.perf_counter() - t) * 1e3)
+    torch.cuda.synchronize()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(reps):
+        backend.plan(batch)
+    prof.disable()
+    torch.cuda.synchronize()
+    stats = pstats.Stats(prof).stats  # (file, line, fn) -> (calls, ncalls, tottime, cumtime, _)
+    rows = sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]
+    return {"host_ms_median": sorted(times)[len(times) // 2],
+            "self_us_per_build": [(f"{Path(k[0]).name}:{k[1]}:{k[2]}", round(v[2] / reps * 1e6, 1),
+                                   round(v[3] / reps * 1e6, 1)) for k, v in rows]}  # fmt: skip
+
+
+def profile_plans(args) -> list[dict]:
+    """``--profile-plan``: the three profiles of each selected backend's plan build (CUDA)."""
+    out = []
+    for n in args.sizes:
+        batch = synthetic_batch([n], seed=0).to("cuda")  # host cu_seqlens known: no sync
+        for name, (kind, kw) in backends("cuda").items():
+            if args.backends and name not in args.backends:
+                continue
+            res = {"backend": name, "size": n}
+            res["graph"] = profile_plan(build(kind, **kw), batch, args.reps, args.top)
+            res["host"] = host_profile(build(kind, **kw), batch, 5 * args.reps, args.top)
+            plans.GRAPHS = False
+            try:
+                res["no_graph"] = profile_plan(build(kind, **kw), batch, args.reps, args.top)
+            finally:
+                plans.GRAPHS = True
+            print(json.dumps(res, indent=1), flush=True)
+            out.append(res)
+    return out
+
+
 def main() -> None:
     global GROUP, WINDOW
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -197,8 +265,18 @@ def main() -> None:
     ap.add_argument("--plan-only", action="store_true", help="time the plan build alone")
     ap.add_argument("--group-size", type=int, default=GROUP, help="cluster groups (flex, fused)")
     ap.add_argument("--window", type=int, default=WINDOW, help="phi window (windowed, fused)")
+    ap.add_argument("--profile-plan", action="store_true",
+                    help="profile the plan build of --backends (CUDA)")  # fmt: skip
+    ap.add_argument("--reps", type=int, default=20, help="--profile-plan: builds per profile")
+    ap.add_argument("--top", type=int, default=25, help="--profile-plan: rows per ranking")
     args = ap.parse_args()
     GROUP, WINDOW = args.group_size, args.window
+    if args.profile_plan:
+        rows = profile_plans(args)
+        if args.json:
+            meta = {**environment("cuda"), "group_size": GROUP, "window": WINDOW}
+            args.json.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+        return
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     rows = []
     for n in args.sizes:
@@ -215,23 +293,14 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
                 if args.device == "cuda":
                     torch.cuda.empty_cache()
+    env = environment(args.device)
     meta = dict(
-        device=torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-        torch=torch.__version__, triton=_triton_version(), dtype=str(dtype), group_size=GROUP,
-        window=WINDOW,
+        device=env["device"], torch=env["torch"], triton=env["triton"] or "-", dtype=str(dtype),
+        group_size=GROUP, window=WINDOW, date=env["date"], commit=env["commit"],
     )  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     print_table(meta, rows)
-
-
-def _triton_version() -> str:
-    try:
-        import triton
-
-        return triton.__version__
-    except ImportError:
-        return "-"
 
 
 def print_table(meta: dict, rows: list[dict]) -> None:

@@ -71,6 +71,7 @@ def graph_bench(fn, cuda: bool):
 def passes(start, k: int, cuda: bool) -> dict:
     """Times of one neighbourhood at list capacity k; start(k) -> RangeState."""
     from trackformers.cluster import range_dbscan as rd
+    from trackformers.cluster.passes import neighbour_pass
 
     st = start(k)
     labels = rd.complete(st, rd.number_labels(st))
@@ -78,7 +79,7 @@ def passes(start, k: int, cuda: bool) -> dict:
     nbr = None if k == 0 else torch.empty(vs.numel(), k, dtype=torch.int32, device=vs.device)
 
     def count():
-        return rd._pass(st.xs, st.lo, st.hi, st.unions, vs, vs, vs, st.eps, 0, nbr=nbr)
+        return neighbour_pass(st.xs, st.lo, st.hi, st.unions, vs, vs, vs, st.eps, 0, nbr=nbr)
 
     row = {"count": bench(count, cuda), "round": bench(lambda: rd._round(st, st.lab), cuda)}
     border = ((st.valid != 0) & ~st.core_b).to(torch.int8)  # (N,)
@@ -124,16 +125,14 @@ def main(argv=None) -> dict:
     if 0 not in args.caps:
         raise SystemExit(f"--caps must include 0 (the reference path), got {args.caps}")
 
-    import triton
-
     from trackformers.attention.plans import cluster_plan, window_plan
     from trackformers.attention.synthetic import synthetic_batch
+    from trackformers.bench import environment
     from trackformers.cluster import range_dbscan as rd
 
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
-    result: dict = {"device": torch.cuda.get_device_name(dev) if cuda else "cpu",
-                    "torch": torch.__version__, "triton": triton.__version__,
+    result: dict = {**environment(dev),
                     "plan_kernel": "tiled" if rd.PLAN_TILED else "rows",
                     "args": vars(args), "runs": []}  # fmt: skip
     eps, ms, rounds = args.eps, args.min_samples, args.rounds

@@ -22,7 +22,8 @@ from sklearn.neighbors import NearestNeighbors
 
 from trackformers.data.packing import pack_events
 from trackformers.data.schema import BARREL_VOLUMES
-from trackformers.evaluate import build_model, feature_config, iter_eval_events, load_checkpoint
+from trackformers.inference import load_model
+from trackformers.inference.events import iter_eval_events
 
 
 def separation(emb: np.ndarray, pid: np.ndarray, vol: np.ndarray, pt: dict, pt_min: float,
@@ -53,11 +54,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--pt-min", type=float, default=0.9)
     ap.add_argument("--attention", default="flex", help="a backend that runs on the CPU")
     args = ap.parse_args(argv)
-    cfg, state = load_checkpoint(args.ckpt)
-    model = build_model(cfg, state, args.attention).float()
+    loaded = load_model(args.ckpt, "cpu", args.attention)
+    model = loaded.model.float()
     out = {}
-    for ev in iter_eval_events(cfg, args.data, "all", args.events):
-        batch = pack_events([ev], feature_config(cfg))
+    for ev in iter_eval_events(loaded.config, args.data, "all", args.events):
+        batch = pack_events([ev], loaded.features)
         with torch.no_grad():
             emb = model(batch, model.encoder.build_plan(batch))["embedding"].float().numpy()
         pt = dict(zip(ev["part_particle_id"], np.hypot(ev["part_px"], ev["part_py"]), strict=True))

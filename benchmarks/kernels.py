@@ -39,6 +39,7 @@ from trackformers.kernels.metadata import build_row_intervals
 from trackformers.attention import build
 from trackformers.attention.plans import cluster_plan, full_plan, presorted, window_plan
 from trackformers.attention.synthetic import synthetic_batch
+from trackformers.bench import environment
 
 WINDOW = 512
 GROUP_SIZE = 384  # (2*1+1) * 384 / 65536 = 1.76 % density at 65k, the issue's ~1.7 %
@@ -515,12 +516,7 @@ def main(argv=None) -> int:
         global WINDOW, GROUP_SIZE, SECTOR_SIZE
         args.sizes, args.head_dims, args.heads = [300], [32], 2
         WINDOW, GROUP_SIZE, SECTOR_SIZE = 20, 16, 64
-    env = {"torch": torch.__version__, "python": sys.version.split()[0]}
-    import triton
-
-    env["triton"] = triton.__version__
-    if torch.cuda.is_available():
-        env["device"] = torch.cuda.get_device_name()
+    env = environment()
     print(json.dumps(env), flush=True)
     if args.profile:
         profile_once(args)

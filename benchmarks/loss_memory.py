@@ -22,6 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from trackformers.bench import environment
 from trackformers.losses import hinge_naive, supcon_naive, tiled_pair_loss, window_neighbours
 from trackformers.losses.contrastive import SupConPairs
 from trackformers.losses.hinge import HingePairs
@@ -138,8 +139,7 @@ def main(argv=None) -> dict:
     check = grad_check(min(4096, min(args.hits)), args.dim, args.device, args.tile_elems // 64)
     print(f"gradient rel. error tiled vs naive (float64): {check}")
     result = {
-        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-        "torch": torch.__version__,
+        **environment(args.device),
         "tile_elems": args.tile_elems,
         "rows": rows,
         "grad_rel_error": check,

@@ -21,6 +21,7 @@ import torch
 
 from trackformers.attention import available, build
 from trackformers.attention.synthetic import synthetic_batch
+from trackformers.bench import environment
 from trackformers.models import Encoder, RegressorHead, TrackFormer
 
 CONFIGS = {
@@ -99,8 +100,7 @@ def main() -> None:
         if args.device == "cuda":
             torch.cuda.empty_cache()
     meta = dict(
-        device=torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-        torch=torch.__version__, hits=batch.num_hits,
+        **environment(args.device), hits=batch.num_hits,
     )  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))

@@ -26,6 +26,7 @@ import torch
 
 from trackformers.attention import build as build_attention
 from trackformers.attention.synthetic import synthetic_batch
+from trackformers.bench import device_name
 from trackformers.losses import CombinedLoss, SupConLoss
 from trackformers.models import ContrastiveHead, Encoder, TrackFormer
 from trackformers.models.module import TrackFormerModule
@@ -122,8 +123,7 @@ def main(argv=None) -> list[dict]:
             _write(args, rows)
     if int(os.environ.get("LOCAL_RANK", 0)) != 0:
         return rows
-    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(f"device {dev} x{args.devices} torch {torch.__version__}")
+    print(f"device {device_name()} x{args.devices} torch {torch.__version__}")
     print("| backend | GPUs | events/s | hits/s | s/step | peak GiB (rank 0) |")
     for r in rows:
         if "error" in r:
@@ -138,10 +138,9 @@ def main(argv=None) -> list[dict]:
 
 
 def _write(args, rows) -> None:
-    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     with open(args.json, "w") as f:
-        json.dump({"device": dev, "torch": torch.__version__, "args": vars(args), "rows": rows},
-                  f, indent=2)  # fmt: skip
+        json.dump({"device": device_name(), "torch": torch.__version__, "args": vars(args),
+                   "rows": rows}, f, indent=2)  # fmt: skip
 
 
 if __name__ == "__main__":

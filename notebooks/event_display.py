@@ -47,12 +47,12 @@ print(f"event {int(event['event_id'])}: {n_hits} hits, {n_part} particles")
 
 # %%
 if CKPT:
-    from trackformers.evaluate import build_model, feature_config, infer, load_checkpoint
+    from trackformers.inference import load_model
+    from trackformers.inference.stream import infer
 
-    cfg, state = load_checkpoint(CKPT)
-    model = build_model(cfg, state, "dense")
-    evs, labels, used, _ = infer(model, [event], feature_config(cfg), torch.device("cpu"), 10**6,
-                                 {"method": "auto"}, cfg)  # fmt: skip
+    loaded = load_model(CKPT, "cpu", "dense")
+    evs, labels, used, _ = infer(loaded.model, [event], loaded.features, loaded.device, 10**6,
+                                 {"method": "auto"}, loaded.config)  # fmt: skip
     event, track_id, source = evs[0], labels[0], f"model {Path(CKPT).name}, {used['method']}"
 else:
     pid = event["hit_particle_id"].astype(np.int64)

@@ -8,8 +8,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from trackformers.checkpoint import CheckpointError, check_resume_path, load_checkpoint_file
-from trackformers.evaluate import load_checkpoint
+from trackformers.checkpoint import (
+    CheckpointError,
+    check_resume_path,
+    load_checkpoint,
+    load_checkpoint_file,
+)
 
 CFG = {"model": {"_target_": "x"}, "name": "t"}
 

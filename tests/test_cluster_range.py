@@ -44,7 +44,7 @@ def padded_step_vs_eager(model, batch, cfg) -> list:
     eagerly against the eager Predictor: [real rows' labels equal, padding rows all -1,
     clusters, names of the step's outputs]."""
     from trackformers.cluster import range_dbscan as rd
-    from trackformers.inference import Predictor, _EventGraph
+    from trackformers.inference.predictor import Predictor, _EventGraph
 
     n = batch.num_hits
     pred = Predictor(model, cfg, cuda_graphs=False)

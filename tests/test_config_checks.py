@@ -103,7 +103,7 @@ def test_evaluate_refuses_nonsense_before_loading_anything(tmp_path, opts, messa
 
 
 def test_eval_events_refuse_max_events_below_one():
-    from trackformers.evaluate import iter_eval_events
+    from trackformers.inference.events import iter_eval_events
 
     with pytest.raises(ValueError, match="max_events = 0: must be an integer >= 1"):
         next(iter_eval_events({}, str(REPO / "nothing.root"), "all", 0))

@@ -12,8 +12,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from trackformers.checkpoint import load_checkpoint
 from trackformers.data.synthetic import helix_events
-from trackformers.evaluate import cluster_settings, find_wandb_run, load_checkpoint, run
+from trackformers.evaluate import run
+from trackformers.inference.settings import cluster_settings
+from trackformers.results.wandb_log import find_wandb_run
 from trackformers.sim.writer import write_events
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +147,7 @@ def test_cli_with_hydra(tmp_path, dataset):
 
 
 def test_cuda_only_backend_falls_back_to_dense_on_cpu(tmp_path):
-    from trackformers.evaluate import build_model, runs_on
+    from trackformers.inference.loader import build_model, runs_on
 
     cfg = run_config({"_target_": "trackformers.models.heads.ContrastiveHead", "embed_dim": 8}, "x")
     cfg["model"]["encoder"]["attention"] = {
@@ -163,7 +166,7 @@ def test_cuda_only_backend_falls_back_to_dense_on_cpu(tmp_path):
 
 
 def test_data_spec_names_a_data_config():
-    from trackformers.evaluate import data_spec
+    from trackformers.inference.events import data_spec
 
     assert data_spec("demo") == "data/demo"  # conf/data/demo.yaml's path
     assert data_spec("/some/dir") == "/some/dir" and data_spec(None) is None
@@ -172,7 +175,7 @@ def test_data_spec_names_a_data_config():
 def test_precision_reaches_the_forward(tmp_path, dataset, monkeypatch):
     """precision= reaches the forward (bf16 / fp16 autocast or fp32; it matters on a GPU);
     bad values are named."""
-    import trackformers.inference as inference
+    import trackformers.inference.stream as inference  # where evaluate's forward is looked up
 
     cfg = run_config(
         {"_target_": "trackformers.models.heads.ContrastiveHead", "embed_dim": 8}, str(dataset)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from trackformers.evaluate import swap_attention_kwargs
+from trackformers.inference.loader import swap_attention_kwargs
 
 FLEX = {"_target_": "trackformers.attention.flex.FlexAttention", "mask": "cluster",
         "group_size": 64, "sector_size": 1024, "adjacency": 2, "block_size": 128,

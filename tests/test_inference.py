@@ -66,7 +66,7 @@ def test_predictor_cpu_equals_forward_and_clustering():
 
 
 def test_compiled_forward_regrouping_equals_model():
-    from trackformers.inference_compiled import CompiledForward, supported
+    from trackformers.inference.compiled import CompiledForward, supported
 
     batch = synthetic_batch([400, 250])
     model = small_model().eval()
@@ -161,7 +161,7 @@ def test_prepare_captures_largest_first_and_predicts_exactly():
         values[:n] = track_like(b.particle_id.cpu().numpy(), n, seed=i).cuda()
         assert torch.equal(pred.predict(b.x, b.coords).labels, eager.predict(b.x, b.coords).labels)
     assert captured == [12288, 8192]  # predict reused the prepared graphs
-    from trackformers.latency import predictor_timeline
+    from trackformers.inference.latency import predictor_timeline
 
     steps = predictor_timeline(pred, batches, repeat=1)
     assert list(steps) == ["filled", "replayed", "flags read", "counted", "read back", "total"]
@@ -170,7 +170,7 @@ def test_prepare_captures_largest_first_and_predicts_exactly():
 
 @pytest.mark.gpu
 def test_graph_step_is_sync_free():
-    from trackformers.inference import _sync_free
+    from trackformers.inference.predictor import _sync_free
 
     batch = synthetic_batch([3000]).to("cuda")
     model = small_model("fused", mask="cluster", group_size=64, sector_size=1024).cuda()

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trackformers.evaluate import write_outputs
 from trackformers.io_atomic import atomic_path, write_csv_atomic, write_text_atomic
 from trackformers.metrics import MatchingRules, Reconstructable
+from trackformers.results.outputs import write_outputs
 from trackformers.viz.style import plt, save
 
 

@@ -33,7 +33,7 @@ def test_predictor_latency_with_window_clustering_cpu(tmp_path):
     from test_evaluate_cli import make_ckpt, run_config
 
     from trackformers.data.synthetic import helix_events
-    from trackformers.latency import measure_predictor_latency
+    from trackformers.inference.latency import measure_predictor_latency
 
     cfg = run_config({"_target_": "trackformers.models.heads.ContrastiveHead",
                       "embed_dim": 8}, str(tmp_path))  # fmt: skip
@@ -52,8 +52,8 @@ def test_predictor_latency_physics_cpu(tmp_path):
     from test_evaluate_cli import make_ckpt, run_config
 
     from trackformers.data.synthetic import helix_events
-    from trackformers.evaluate import metric_rules
-    from trackformers.latency import measure_predictor_latency
+    from trackformers.inference.latency import measure_predictor_latency
+    from trackformers.inference.settings import metric_rules
     from trackformers.metrics import evaluate_event
 
     cfg = run_config({"_target_": "trackformers.models.heads.ContrastiveHead",
@@ -84,11 +84,7 @@ def test_precision_names():
 
 
 def test_latency_real_variant_names():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from latency_real import variant_args
+    from trackformers.latency import variant_args
 
     args = variant_args("plan-fp16-c", 0.05)
     assert args[:2] == ["--cluster", "dbscan_plan"] and "eps=0.05" in args

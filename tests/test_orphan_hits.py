@@ -11,9 +11,11 @@ from trackformers.data.errors import DataRepairWarning
 from trackformers.data.features import FeatureConfig
 from trackformers.data.reader import iter_events
 from trackformers.data.synthetic import helix_events
-from trackformers.evaluate import iter_eval_events, run, write_outputs
+from trackformers.evaluate import run
+from trackformers.inference.events import iter_eval_events
 from trackformers.metrics import MatchingRules, Reconstructable, evaluate_event
 from trackformers.models.module import batch_events
+from trackformers.results.outputs import write_outputs
 from trackformers.sim.writer import write_events
 
 ORPHAN = 987_654_321

@@ -1,4 +1,5 @@
-"""benchmarks/physics_run.py trains across calls: --return-ckpt, then --resume goes on."""
+"""benchmarks/physics_run.py (trackformers.reproduce.physics_run) trains across calls:
+--return-ckpt, then --resume goes on."""
 
 import json
 import subprocess
@@ -7,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from trackformers.reproduce import physics_run, physics_table
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "physics_run.py"
-sys.path.insert(0, str(SCRIPT.parent))
-import physics_run  # noqa: E402
 
 
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -93,9 +94,7 @@ def test_bad_tag_and_eval_seeds_are_refused(tmp_path):
 def test_physics_table_reads_the_committed_runs(tmp_path):
     """benchmarks/physics_table.py on the runs kept in docs/results: the rows are the
     evaluations' own numbers, the errors come from the per-event counts."""
-    import physics_table
-
-    from trackformers.results import ratio_err
+    from trackformers.metrics import ratio_err
 
     runs = REPO / "docs" / "results" / "issue9_h200x4_20261122"
     folders = [runs / name for name in ("fused", "dense", "enc_cla", "pu0")]

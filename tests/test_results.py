@@ -14,19 +14,26 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
+from trackformers.checkpoint import load_checkpoint
 from trackformers.data.synthetic import helix_events
-from trackformers.evaluate import build_model, iter_eval_events, load_checkpoint
 from trackformers.evaluate import run as evaluate
-from trackformers.export import export_checkpoint
-from trackformers.latency import STAGES, _same_partition, measure_latency, measure_predictor_latency
-from trackformers.results import (
+from trackformers.inference.events import iter_eval_events
+from trackformers.inference.latency import (
+    STAGES,
+    _same_partition,
+    measure_latency,
+    measure_predictor_latency,
+)
+from trackformers.inference.loader import build_model
+from trackformers.metrics import ratio_err
+from trackformers.results.export import export_checkpoint
+from trackformers.results.table import (
     goal_status,
     load_row,
     loss_reasons,
     main,
     markdown_breakdowns,
     markdown_table,
-    ratio_err,
 )
 from trackformers.sim.writer import write_events
 from trackformers.train import train

@@ -1,13 +1,10 @@
-"""benchmarks/track_spread.py: the spread of a track's hit-etas, barrel vs endcap."""
-
-import sys
-from pathlib import Path
+"""trackformers.reproduce.track_spread (benchmarks/track_spread.py): the spread of a track's
+hit-etas, barrel vs endcap."""
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import track_spread  # noqa: E402
+from trackformers.reproduce import track_spread
 
 
 def _event():

@@ -11,8 +11,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
+from trackformers.checkpoint import load_checkpoint
 from trackformers.data.synthetic import helix_events
-from trackformers.evaluate import cluster_settings, load_checkpoint
+from trackformers.inference.settings import cluster_settings
 from trackformers.models.tuning import TuneClustering, _key
 from trackformers.sim.writer import write_events
 from trackformers.train import train

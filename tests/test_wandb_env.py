@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from trackformers.evaluate import log_wandb
+from trackformers.results.wandb_log import log_wandb
 from trackformers.wandb_env import env_init_kwargs, env_mode, wandb_logger_config
 
 REPO = Path(__file__).resolve().parents[1]

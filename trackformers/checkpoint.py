@@ -9,17 +9,25 @@ pickled object is refused with a :class:`CheckpointError` naming the file and th
 
 A missing, empty, truncated or non-checkpoint file is refused with the same error naming the
 path, instead of torch's bare "PytorchStreamReader failed ..." messages.
+
+``load_checkpoint`` reads what a trackformers checkpoint (a training run's or an export's)
+holds for inference: the resolved run config and the state_dict.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import pickle
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.base import ContainerMetadata, Metadata
+from omegaconf.nodes import AnyNode, BooleanNode, FloatNode, IntegerNode, StringNode
 
 # Lightning resolves these names itself (trainer.fit(ckpt_path="last"), ...)
 LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
@@ -31,10 +39,6 @@ class CheckpointError(ValueError):
 
 def safe_globals() -> list:
     """Classes a trackformers checkpoint may hold beyond tensors and plain Python types."""
-    from omegaconf import DictConfig, ListConfig
-    from omegaconf.base import ContainerMetadata, Metadata
-    from omegaconf.nodes import AnyNode, BooleanNode, FloatNode, IntegerNode, StringNode
-
     return [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, BooleanNode,
             FloatNode, IntegerNode, StringNode, typing.Any, collections.defaultdict, dict, list,
             int]  # fmt: skip
@@ -123,3 +127,39 @@ def check_resume_path(ckpt_path, output_dir: str | os.PathLike) -> None:
             f"ckpt_path={ckpt_path}: checkpoint {path} has no 'state_dict' (keys: "
             f"{sorted(ckpt)[:10]}); is it a Lightning checkpoint written by trackformers.train?"
         )
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
+    """(run config, state_dict) of a checkpoint written by trackformers.train (or exported).
+
+    The run config is ``ckpt["trackformers"]["config"]`` (else the Lightning
+    ``hyper_parameters.config``) as plain containers; a clustering tuned on validation and
+    stored in the checkpoint (``models/tuning.py``) is added as ``"tuned_clustering"``.
+    Loaded by :func:`load_checkpoint_file`: a checkpoint holding any other pickled object, or
+    an empty / truncated / non-checkpoint file, is refused naming the path.
+    """
+    path = Path(path)
+    ckpt = load_checkpoint_file(path)
+    cfg = (ckpt.get("trackformers") or {}).get("config")
+    if cfg is None:
+        cfg = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not isinstance(cfg, Mapping) or "model" not in cfg:
+        raise ValueError(
+            f"checkpoint {path} holds no run config with a 'model' entry (looked at "
+            "ckpt['trackformers']['config'] and ckpt['hyper_parameters']['config'])"
+        )
+    if not isinstance(ckpt.get("state_dict"), Mapping):
+        raise CheckpointError(f"checkpoint {path} has no 'state_dict' (keys: {sorted(ckpt)[:10]})")
+    cfg = _plain(cfg)
+    if isinstance(ckpt.get("clustering"), Mapping):  # chosen on validation (models/tuning.py)
+        cfg["tuned_clustering"] = _plain(ckpt["clustering"])
+    return cfg, ckpt["state_dict"]
+
+
+def _plain(cfg) -> dict:
+    """A stored config as plain dicts and lists (OmegaConf resolved, arrays as lists)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return json.loads(
+        json.dumps(cfg, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    )

@@ -22,7 +22,14 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from trackformers import __version__
+from trackformers.config_checks import check_simulate_config
+from trackformers.data.schema import TREE_NAME
+from trackformers.paths import CONF_DIR
+from trackformers.signals import sigterm_unwinds
+from trackformers.sim.events import EventFactory
+from trackformers.sim.writer import check_writable, read_metadata, write_events
+
 log = logging.getLogger("trackformers.simulate")
 
 
@@ -102,9 +109,6 @@ class Simulation:
     """Everything a shard needs, checked at construction (before any work starts)."""
 
     def __init__(self, settings: dict):
-        from trackformers.sim.events import EventFactory
-        from trackformers.sim.writer import check_writable
-
         self.settings = settings
         n_events, per = int(settings["n_events"]), int(settings["events_per_shard"])
         if n_events < 0 or per < 1:
@@ -127,10 +131,8 @@ class Simulation:
         return range(shard * per, min((shard + 1) * per, int(self.settings["n_events"])))
 
     def metadata(self, shard: int) -> dict:
-        import trackformers
-
         return {
-            "trackformers_version": getattr(trackformers, "__version__", "0"),
+            "trackformers_version": __version__,
             "settings": content_settings(self.settings),
             "settings_hash": self.hash,
             "shard": shard,
@@ -146,8 +148,6 @@ class Simulation:
         run of ``shards=[...]`` never adds shards of new settings (for instance new default
         vertex spread or noise) beside old ones: a dataset is one setting, never a mix.
         """
-        from trackformers.sim.writer import read_metadata
-
         for path in sorted(self.output.glob("shard_*.root")):
             found = read_metadata(path).get("settings_hash")
             if found != self.hash:
@@ -162,8 +162,6 @@ class Simulation:
         A shard that cannot be read (truncated, damaged) is logged and reported as missing,
         so it is simulated again; one made with other settings is an error.
         """
-        from trackformers.sim.writer import read_metadata
-
         path = self.shard_path(shard)
         if not path.exists():
             return False
@@ -189,7 +187,6 @@ class Simulation:
 
     def write_shard(self, shard: int, on_event=None) -> int:
         """Write one shard; ``on_event()`` is called after each event (progress)."""
-        from trackformers.sim.writer import write_events
 
         def events():
             for i in self.shard_events(shard):
@@ -216,8 +213,6 @@ def unreadable_events(path: str | os.PathLike, n_events: int) -> str | None:
         None if all events read back, else the reason (entry count or the read error).
     """
     import uproot
-
-    from trackformers.data.schema import TREE_NAME
 
     try:
         with uproot.open(path) as f:
@@ -252,16 +247,12 @@ def _run_shard(shard: int) -> tuple[int, int]:
 
 def run(cfg) -> list[Path]:
     """Simulate the dataset described by ``cfg`` (a dict or DictConfig); return shard paths."""
-    from trackformers.signals import sigterm_unwinds
-
     with sigterm_unwinds():  # kill cleans up the temporary shard as Ctrl-C does
         return _run(cfg)
 
 
 def _run(cfg) -> list[Path]:
     from tqdm import tqdm
-
-    from trackformers.config_checks import check_simulate_config
 
     check_simulate_config(cfg)  # before any file is touched
     settings = _plain(cfg)

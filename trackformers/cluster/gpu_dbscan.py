@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from trackformers.cluster import range_dbscan as rd
 from trackformers.cluster.components import connected_components
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,6 @@ def dbscan(
     if impl not in ("auto", "torch", "triton"):
         raise ValueError(f"dbscan impl must be auto, torch or triton, got {impl!r}")
     if impl == "triton" or (impl == "auto" and uses_triton(x)):
-        from trackformers.cluster import range_dbscan as rd
 
         def fallback():  # cell keys overflow int64: the torch path drops grid axes
             return dbscan(x, cu_seqlens, eps, min_samples, max_pairs, max_dims, "torch")
@@ -192,15 +192,7 @@ def dbscan(
 
 def uses_triton(x: Tensor) -> bool:
     """The sync-free Triton path runs on CUDA tensors (on CPU only under TRITON_INTERPRET=1)."""
-    return x.is_cuda or (os.environ.get("TRITON_INTERPRET") == "1" and _has_triton())
-
-
-def _has_triton() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def dbscan_from_graph(src: Tensor, dst: Tensor, n: int, min_samples: int) -> Tensor:

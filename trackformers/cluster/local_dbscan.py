@@ -23,8 +23,11 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from trackformers.attention import plans
 from trackformers.attention.base import AttentionPlan
+from trackformers.cluster import range_dbscan as rd
 from trackformers.cluster.gpu_dbscan import dbscan_from_graph, uses_triton
+from trackformers.data.batch import PackedBatch
 
 
 def plan_radius_graph(x: Tensor, plan: AttentionPlan, eps: float, max_elems: int = 1 << 24):
@@ -96,9 +99,6 @@ def neighbourhood_plan(plan: AttentionPlan | None, coords: Tensor | None, cu_seq
     1) from ``coords``. ``max_seqlen``: longest event (computed when None, one host sync);
     ``sync``: passed to the plan builder (False inside a CUDA-graph capture).
     """
-    from trackformers.attention import plans
-    from trackformers.data.batch import PackedBatch
-
     if neighbourhood not in NEIGHBOURHOODS:
         raise ValueError(f"dbscan_plan neighbourhood must be one of {NEIGHBOURHOODS}, got "
                          f"{neighbourhood!r}")  # fmt: skip
@@ -172,8 +172,6 @@ def dbscan_in_plan(x: Tensor, plan: AttentionPlan, eps: float, min_samples: int 
     impl: "torch" (chunked gathers, any device), "triton" (sync-free tiled range kernel,
     CUDA), "auto" (triton on CUDA, else torch); same labels.
     """
-    from trackformers.cluster.range_dbscan import plan_ranges
-
     n = plan.extra.get("n_rows")
     n = int(plan.cu_seqlens[-1]) if n is None else int(n)
     if x.dim() != 2 or x.shape[0] != n:
@@ -184,13 +182,11 @@ def dbscan_in_plan(x: Tensor, plan: AttentionPlan, eps: float, min_samples: int 
     if impl not in ("auto", "torch", "triton"):
         raise ValueError(f"dbscan_plan impl must be auto, torch or triton, got {impl!r}")
     if impl == "triton" or (impl == "auto" and uses_triton(x)):
-        from trackformers.cluster import range_dbscan as rd
-
         st = rd.start_plan(x, plan, eps, min_samples, adjacency, rounds, window=window)
         return rd.complete(st)
     if not torch.isfinite(x).all():
         raise ValueError("dbscan input contains non-finite values")
-    lo, hi = plan_ranges(plan, adjacency, window)  # (N, R) sorted rows
+    lo, hi = rd.plan_ranges(plan, adjacency, window)  # (N, R) sorted rows
     perm = plan.perm if plan.perm is not None else torch.arange(n, device=x.device)
     src, dst = ranges_radius_graph(x[perm].float() if x.dtype != torch.float64 else x[perm],
                                    lo, hi, eps, max_elems)  # fmt: skip

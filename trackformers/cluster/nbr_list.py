@@ -4,7 +4,7 @@ without re-scanning the candidate ranges.
 The eps-graph of track embeddings is tiny (1.5-1.9 pairs per hit) next to the candidates a
 plan's ranges hold (hundreds per hit), yet every hook round and the border pass of
 ``range_dbscan`` used to scan all candidates again. So the count pass (MODE 0 of
-``range_dbscan._neighbour_kernel`` / ``tiled_ranges._tile_kernel`` with ``LIST``) also
+``passes._neighbour_kernel`` / ``tiled_ranges._tile_kernel`` with ``LIST``) also
 stores each sorted row's neighbours within eps into a (N, K) int32 table ``nbr``: sorted
 positions j, the row itself INCLUDED (when it lies in its own ranges, as it does for grid
 and plan ranges), in order of discovery, slot = the row's running count, slots >= K not
@@ -38,7 +38,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from trackformers.cluster.range_dbscan import finish_rows
+from trackformers.cluster.passes import neighbour_pass
+from trackformers.cluster.tiled_ranges import block_unions
+from trackformers.cluster.triton_rows import finish_rows
 
 LIST_BLOCK = 128  # rows per program of the list kernel
 
@@ -100,21 +102,17 @@ class NeighbourList:
         over = (count > nbr.shape[1]).to(torch.int8)  # (N,)
         unions = None
         if tiled:
-            from trackformers.cluster.tiled_ranges import block_unions
-
             unions = block_unions(lo, hi, (valid != 0) & (over != 0))  # (blocks, 3R) each
         return cls(nbr, count, over, unions, core, core * over)
 
     def neighbours(self, st, rowf, colf, lab, mode: int, out=None, inv=None) -> Tensor:
         """A MODE 1 / 2 pass of ``RangeState`` st: the list kernel for complete rows and the
         range kernel for the overflow rows (see the module docstring)."""
-        from trackformers.cluster.range_dbscan import _pass
-
         rover = self.core_over if rowf is self.core else rowf * self.over  # (N,) int8
         if mode == 2:
             list_neighbours(self.nbr, self.count, rowf, colf, lab, 2, out, inv)
-            return _pass(st.xs, st.lo, st.hi, self.unions, rover, colf, lab, st.eps, 2, out,
-                         inv)  # fmt: skip
+            return neighbour_pass(st.xs, st.lo, st.hi, self.unions, rover, colf, lab, st.eps, 2,
+                                  out, inv)  # fmt: skip
         m = list_neighbours(self.nbr, self.count, rowf, colf, lab, 1)  # (N,)
-        mo = _pass(st.xs, st.lo, st.hi, self.unions, rover, colf, lab, st.eps, 1)  # (N,)
+        mo = neighbour_pass(st.xs, st.lo, st.hi, self.unions, rover, colf, lab, st.eps, 1)  # (N,)
         return torch.minimum(m, mo)

@@ -1,9 +1,12 @@
 """From model outputs to tracks: choose the output to cluster, assign hits, list tracks.
 
 ``assign_tracks(outputs, cu_seqlens, cfg)`` is the one call used by evaluation, the latency
-benchmark and notebooks. cfg (conf/cluster/*.yaml) fields:
+benchmark and notebooks; ``start_assign`` / ``finish_assign`` are the same clustering split
+around a CUDA-graph replay (``trackformers.inference.Predictor``). cfg (conf/cluster/*.yaml)
+fields:
 
-    method: dbscan | dbscan_plan | dbscan_cpu | hdbscan_cpu | argmax
+    method: a name of ``methods.METHODS`` (dbscan | dbscan_plan | dbscan_cpu | hdbscan_cpu |
+            argmax)
     input: auto | embedding | params | logits   (auto: embedding, else params, else logits)
     scale: null | list of per-column factors applied to the input before clustering
     params: {...}   keyword arguments of the method (eps, min_samples, ...)
@@ -16,11 +19,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from trackformers.cluster import cluster_hits
+from trackformers.cluster import range_dbscan as rd
 from trackformers.cluster.filtering import check_threshold, cluster_kept, kept_hits
+from trackformers.cluster.methods import METHODS, cluster_hits, method
 
 AUTO_ORDER = ("embedding", "params", "logits")
 
@@ -36,9 +41,10 @@ class ClusterConfig:
 
     def __post_init__(self):
         self.filter_threshold = check_threshold(self.filter_threshold, "cluster filter_threshold")
-        if self.filter_threshold is not None and self.method == "dbscan_plan":
+        spec = METHODS.get(self.method)
+        if self.filter_threshold is not None and spec is not None and spec.needs_plan:
             raise ValueError(
-                "cluster filter_threshold is not supported with method dbscan_plan (its "
+                f"cluster filter_threshold is not supported with method {self.method} (its "
                 "neighbourhoods come from the unfiltered batch); use dbscan"
             )
 
@@ -54,7 +60,8 @@ class ClusterConfig:
 def clustering_input(outputs: Mapping[str, Tensor], cfg: ClusterConfig) -> tuple[str, Tensor]:
     """The (name, tensor (N, d)) the method runs on, scaled per column if configured."""
     if cfg.input == "auto":
-        if cfg.method == "argmax":
+        spec = METHODS.get(cfg.method)
+        if spec is not None and spec.input == "logits":
             name = "logits"
         else:
             name = next((k for k in AUTO_ORDER if k in outputs and k != "logits"), None)
@@ -99,6 +106,39 @@ def assign_tracks(
         return cluster_kept(lambda xk, cuk: cluster_hits(cfg.method, xk, cuk, **cfg.params),
                             x.detach(), cu, keep)  # fmt: skip
     return cluster_hits(cfg.method, x.detach(), cu, plan=plan, coords=coords, **cfg.params)
+
+
+def start_assign(outputs: Mapping[str, Tensor], cu_seqlens: Tensor, cfg: ClusterConfig, plan,
+                 valid: Tensor, rounds: int, coords: Tensor | None = None,
+                 max_seqlen: int | None = None) -> tuple[rd.RangeState | None, Tensor]:  # fmt: skip
+    """``assign_tracks`` without any host sync, for a CUDA-graph step: (state, labels (N,)).
+
+    valid (N,) bool: rows to cluster (False: padding, never clustered, label -1); with
+    ``cfg.filter_threshold`` the filtered hits are left out too. rounds: DBSCAN component
+    rounds before the convergence check. coords (N, 3) and max_seqlen: for neighbourhoods
+    built from the hits. ``finish_assign(state, labels)`` after the replay gives the exact
+    labels (state None: the labels are final). Only methods with a ``start`` capture.
+    """
+    _, x = clustering_input(outputs, cfg)
+    if cfg.filter_threshold is not None:  # rejected hits are never clustered (label -1)
+        valid = valid & kept_hits(outputs, cfg.filter_threshold)  # (N,)
+    start = method(cfg.method).start
+    if start is None:
+        raise ValueError(f"cluster method {cfg.method!r} has no sync-free start (CUDA graphs)")
+    return start(x, cu_seqlens, valid, rounds, plan, coords, max_seqlen, **cfg.params)
+
+
+def finish_assign(state: rd.RangeState | None, labels: Tensor) -> Tensor:
+    """Exact labels of a ``start_assign`` (one host sync to read the clustering's flags: DBSCAN
+    rounds unfinished, non-finite input, grid key overflow; completed eagerly if any)."""
+    return labels if state is None else rd.complete(state, labels)
+
+
+def split_events(labels: Tensor | np.ndarray, cu_seqlens) -> list[np.ndarray]:
+    """Per-event numpy label arrays from packed labels."""
+    lab = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    cu = cu_seqlens.cpu().numpy() if isinstance(cu_seqlens, Tensor) else np.asarray(cu_seqlens)
+    return [lab[a:b] for a, b in zip(cu[:-1], cu[1:], strict=True)]
 
 
 def track_list(labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -1,4 +1,4 @@
-"""Sync-free DBSCAN on candidate ranges: a Triton neighbour kernel, fixed shapes throughout.
+"""Sync-free DBSCAN on candidate ranges: Triton neighbour passes, fixed shapes throughout.
 
 Points are put in a sorted order in which the candidate neighbours of every point form at most
 R contiguous ranges ``[lo, hi)`` of sorted positions:
@@ -10,7 +10,8 @@ R contiguous ranges ``[lo, hi)`` of sorted positions:
   wrap-around part (R = 2); these wide ranges run through the tiled kernel of
   ``tiled_ranges`` (tensor-core distance tiles per block of rows).
 
-One Triton kernel walks the ranges of each point and either counts the neighbours within eps
+One Triton neighbour pass (``passes``: a per-row kernel, or the tiled one of
+``tiled_ranges``) walks the ranges of each point and either counts the neighbours within eps
 (core test, the point itself included as in sklearn) or takes the minimum label over the
 flagged neighbours within eps. Nothing N x N or E-sized is stored (memory O(N), O(N K) with
 the neighbour list below), nothing waits for the host: every size is known from the
@@ -33,6 +34,7 @@ that table instead of the ranges; only rows with more than K neighbours are scan
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import os
 
@@ -41,93 +43,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from trackformers.attention.plans import row_ranges
+from trackformers.cluster.nbr_list import NeighbourList
+from trackformers.cluster.passes import neighbour_pass
+from trackformers.cluster.tiled_ranges import block_unions
+
 BIG = 2**31 - 1  # "no label" (int32)
 # plan ranges through the tiled kernel (default) or the per-row one (TRACKFORMERS_PLAN_KERNEL=rows)
 PLAN_TILED = os.environ.get("TRACKFORMERS_PLAN_KERNEL", "tiled") != "rows"
-BLOCK = 64
 LIST_CAPACITY = 16  # default neighbour-list capacity K of dbscan_ranges (0: no list)
-
-
-@triton.jit
-def load_rows(X, ROWF, i, n, D: tl.constexpr, BLOCK_D: tl.constexpr):
-    """ok (i < n), active (ok and ROWF[i] != 0) and the (BLOCK, BLOCK_D) coordinates of rows
-    i of a neighbour pass; inactive rows (e.g. all but the overflow rows of a list pass) read
-    no coordinates (zeros)."""
-    ok = i < n
-    dd = tl.arange(0, BLOCK_D)
-    active = ok & (tl.load(ROWF + i, mask=ok, other=0) != 0)
-    xi = tl.load(X + i[:, None] * D + dd[None, :], mask=active[:, None] & (dd < D)[None, :],
-                 other=0.0)  # fmt: skip
-    return ok, active, xi
-
-
-@triton.jit
-def start_rows(MODE: tl.constexpr, BLOCK: tl.constexpr):
-    """The (BLOCK,) int32 accumulator of a neighbour pass: 0 to count (MODE 0), "no label"
-    to take a minimum (MODES 1 and 2)."""
-    if MODE == 0:
-        acc = tl.zeros((BLOCK,), dtype=tl.int32)
-    else:
-        acc = tl.full((BLOCK,), 2147483647, dtype=tl.int32)
-    return acc
-
-
-@triton.jit
-def finish_rows(OUT, LAB, INV, i, ok, active, acc, MODE: tl.constexpr):
-    """Write a neighbour pass's result for rows i: MODE 2 (hook) atomically lowers OUT at i
-    and at i's root INV[LAB[i]] to acc; MODES 0 and 1 store acc at i."""
-    if MODE == 2:
-        own = tl.load(LAB + i, mask=active, other=0)
-        root = tl.load(INV + own, mask=active, other=0)
-        tl.atomic_min(OUT + root, acc, mask=active)
-        tl.atomic_min(OUT + i, acc, mask=active)
-    else:
-        tl.store(OUT + i, acc, mask=ok)
-
-
-@triton.jit
-def list_rows(NBR, K, i, slot, j, near):
-    """Store neighbour j of rows i at ``slot`` of the (N, K) int32 table NBR where near and
-    slot < K (broadcast shapes: per-row (BLOCK,) or tiled (BM, BN))."""
-    tl.store(NBR + i.to(tl.int64) * K + slot, j.to(tl.int32), mask=near & (slot < K))
-
-
-@triton.jit
-def _neighbour_kernel(
-    X, LO, HI, ROWF, COLF, LAB, OUT, INV, NBR, n, R, K, eps2,
-    D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr,
-    LIST: tl.constexpr,
-):  # fmt: skip
-    """Per sorted row i with ROWF[i] != 0, over candidates j in its R ranges with
-    ||X_i - X_j||^2 <= eps2: MODE 0 counts them, MODE 1 takes m = min LAB[j] over
-    COLF[j] != 0, MODE 2 (hook) atomically lowers OUT at i and at i's root INV[LAB[i]] to m.
-    LIST (MODE 0): also store the first K such j (i itself included) in NBR (N, K)."""
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok, active, xi = load_rows(X, ROWF, i, n, D, BLOCK_D)
-    dd = tl.arange(0, BLOCK_D)
-    dmask = dd < D
-    acc = start_rows(MODE, BLOCK)
-    for r in range(0, R):
-        lo = tl.load(LO + i * R + r, mask=active, other=0)
-        hi = tl.load(HI + i * R + r, mask=active, other=0)
-        length = tl.where(active, hi - lo, 0)
-        longest = tl.max(length, 0)
-        for t in range(0, longest):
-            m = t < length
-            j = lo + t
-            xj = tl.load(X + j[:, None] * D + dd[None, :], mask=m[:, None] & dmask[None, :],
-                         other=0.0)  # fmt: skip
-            diff = xi - xj
-            near = m & (tl.sum(diff * diff, 1) <= eps2)
-            if MODE == 0:
-                if LIST:
-                    list_rows(NBR, K, i, acc, j, near)  # slot = the running count
-                acc += near.to(tl.int32)
-            else:
-                fj = tl.load(COLF + j, mask=near, other=0)
-                lj = tl.load(LAB + j, mask=near & (fj != 0), other=2147483647)
-                acc = tl.minimum(acc, lj)
-    finish_rows(OUT, LAB, INV, i, ok, active, acc, MODE)
 
 
 @triton.jit
@@ -144,25 +68,6 @@ def _jump_kernel(NEW, INV, CORE, LAB, OUT, FLAG, n, BLOCK: tl.constexpr):
     tl.store(OUT + i, lab, mask=ok)
     old = tl.load(LAB + i, mask=ok, other=0)
     tl.atomic_max(FLAG, tl.max((ok & (lab != old)).to(tl.int32), 0))
-
-
-def _neighbours(xs, lo, hi, rowf, colf, lab, eps: float, mode: int, out=None, inv=None,
-                nbr=None):  # fmt: skip
-    """(N,) int32: neighbour count (mode 0) or min flagged label (mode 1) per sorted row;
-    mode 2 lowers ``out`` in place (hook, see the kernel). nbr (N, K) int32 (mode 0 only):
-    filled with each row's first K neighbours (see ``nbr_list``)."""
-    n, d = xs.shape
-    if out is None:
-        out = torch.empty(n, dtype=torch.int32, device=xs.device)
-    if n == 0:
-        return out
-    _neighbour_kernel[(triton.cdiv(n, BLOCK),)](
-        xs, lo, hi, rowf, colf, lab, out, lab if inv is None else inv,
-        out if nbr is None else nbr, n, lo.shape[1], 0 if nbr is None else nbr.shape[1],
-        float(eps) ** 2,
-        D=d, BLOCK_D=triton.next_power_of_2(d), MODE=mode, BLOCK=BLOCK, LIST=nbr is not None,
-    )  # fmt: skip
-    return out
 
 
 # ---- candidate ranges ------------------------------------------------------------------------
@@ -241,10 +146,6 @@ def plan_ranges(plan, adjacency: int | None = None, window: int | None = None):
     (any kind: a cluster plan's groups within +-adjacency inside the event, R = 1; a phi
     window of +-window positions and its wrap-around part, R = 2; the whole event).
     ``adjacency`` / ``window`` override a cluster / window plan's own setting."""
-    import dataclasses
-
-    from trackformers.attention.plans import row_ranges
-
     changes: dict = {}
     if adjacency is not None:
         if plan.kind != "cluster":
@@ -294,25 +195,12 @@ class RangeState:
         self.pending = torch.ones((), dtype=torch.bool, device=xs.device)
 
     def neighbours(self, rowf, colf, lab, mode: int, out=None, inv=None) -> Tensor:
-        """One MODE 1 / 2 neighbour pass (see ``_neighbours``): over the neighbour list
+        """One MODE 1 / 2 neighbour pass (see ``passes``): over the neighbour list
         when there is one, else by the state's range kernel."""
         if self.nlist is not None:
             return self.nlist.neighbours(self, rowf, colf, lab, mode, out, inv)
-        return _pass(self.xs, self.lo, self.hi, self.unions, rowf, colf, lab, self.eps, mode,
-                     out, inv)  # fmt: skip
-
-
-def _pass(xs, lo, hi, unions, rowf, colf, lab, eps: float, mode: int, out=None, inv=None,
-          nbr=None):  # fmt: skip
-    """A neighbour pass by the per-row kernel (unions None) or the tiled one; nbr (N, K):
-    the count pass (mode 0) also fills the neighbour table."""
-    if nbr is not None and mode != 0:
-        raise ValueError(f"the neighbour table is filled by the count pass (mode 0), got {mode}")
-    if unions is None:
-        return _neighbours(xs, lo, hi, rowf, colf, lab, eps, mode, out, inv, nbr)
-    from trackformers.cluster.tiled_ranges import tile_neighbours
-
-    return tile_neighbours(xs, lo, hi, *unions, rowf, colf, lab, eps, mode, out, inv, nbr)
+        return neighbour_pass(self.xs, self.lo, self.hi, self.unions, rowf, colf, lab, self.eps,
+                              mode, out, inv)  # fmt: skip
 
 
 def _round(st: RangeState, lab: Tensor) -> tuple[Tensor, Tensor]:
@@ -360,18 +248,14 @@ def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds
     xs, lo, hi = xs.contiguous(), lo.contiguous(), hi.contiguous()
     unions = None
     if tiled:
-        from trackformers.cluster.tiled_ranges import block_unions
-
         unions = block_unions(lo, hi, vs != 0)  # (blocks, 3R) each
     nbr = None
     if list_capacity:
         nbr = torch.empty(n, list_capacity, dtype=torch.int32, device=dev)  # (N, K)
-    count = _pass(xs, lo, hi, unions, vs, vs, vs, eps, 0, nbr=nbr)  # (N,) incl. the point
+    count = neighbour_pass(xs, lo, hi, unions, vs, vs, vs, eps, 0, nbr=nbr)  # (N,) with itself
     core = ((count >= min_samples) & (vs != 0)).to(torch.int8)  # (N,)
     nlist = None
     if nbr is not None:
-        from trackformers.cluster.nbr_list import NeighbourList
-
         nlist = NeighbourList.build(nbr, count, lo, hi, vs, core, tiled)
     st = RangeState(xs, lo, hi, order.to(torch.int32), inv, vs, core, eps, unions, nlist)
     for _ in range(rounds):

@@ -6,7 +6,7 @@ thousand candidates per point) but nearly the same for consecutive sorted rows. 
 of BM consecutive rows is compared with the UNION of its rows' ranges, BN keys at a time, as
 one (BM, D) x (D, BN) matrix product (``tl.dot``, fp32 accuracy through 3 tf32 products on a
 GPU) and a per-element mask "key j lies in row i's own range r"; the per-row kernel of
-``range_dbscan`` walks the candidates of every point one by one instead (right for the grid
+``passes`` walks the candidates of every point one by one instead (right for the grid
 ranges of exact DBSCAN, whose rows have different cells).
 
 Unions are taken per block, per range r and per side of the range relative to the row
@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from trackformers.cluster.range_dbscan import finish_rows, list_rows, load_rows, start_rows
+from trackformers.cluster.triton_rows import finish_rows, list_rows, load_rows, start_rows
 
 BM = 64  # rows per block (one program)
 BN = 64  # keys per tile
@@ -44,7 +44,7 @@ def _tile_kernel(
     """Rows i of block b with ROWF[i] != 0, over keys j of the block's unions [ULO, UHI)
     that lie in i's range r of the union's side with ||X_i - X_j||^2 <= eps2: MODE 0 counts
     them, MODE 1 takes m = min LAB[j] over COLF[j] != 0, MODE 2 (hook) atomically lowers OUT
-    at i and at i's root INV[LAB[i]] to m (as ``range_dbscan._neighbour_kernel``).
+    at i and at i's root INV[LAB[i]] to m (as ``passes._neighbour_kernel``).
     LIST (MODE 0): also store the first K such j (i itself included) in NBR (N, K), slot =
     the row's count before the tile plus the running count within the tile."""
     b = tl.program_id(0)

@@ -1,5 +1,6 @@
 """Tracking metrics: exact TrackML score, double-majority / perfect / LHC efficiencies, fake
-and duplicate rates, breakdowns. All numpy, vectorised per event."""
+and duplicate rates, breakdowns, standard errors over events. All numpy, vectorised per
+event."""
 
 from trackformers.metrics.breakdown import binned_rate, efficiency_breakdowns, fake_rate_vs_eta
 from trackformers.metrics.efficiency import (
@@ -18,6 +19,7 @@ from trackformers.metrics.event import (
 )
 from trackformers.metrics.matching import TrackMatch, match_tracks
 from trackformers.metrics.trackml import analyze_tracks, score_event, trackml_score
+from trackformers.metrics.uncertainty import binomial_err, ratio_err
 
 __all__ = [
     "MatchingRules",
@@ -26,6 +28,7 @@ __all__ = [
     "aggregate",
     "analyze_tracks",
     "binned_rate",
+    "binomial_err",
     "duplicate_rate",
     "efficiency_breakdowns",
     "evaluate_event",
@@ -35,6 +38,7 @@ __all__ = [
     "official_weights",
     "particle_kinematics",
     "particle_matches",
+    "ratio_err",
     "score_event",
     "track_table",
     "trackml_score",

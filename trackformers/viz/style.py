@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import matplotlib
 
@@ -12,6 +13,8 @@ if "ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND"):
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from trackformers.io_atomic import atomic_path  # noqa: E402
 
 NOISE_COLOUR = (0.7, 0.7, 0.7, 0.6)
 
@@ -35,10 +38,6 @@ def label_colours(labels: np.ndarray, noise: int | None = None) -> np.ndarray:
 def save(fig, path) -> str:
     """Save a figure atomically (temporary name, then renamed; parent directories created) and
     close it; returns the path."""
-    from pathlib import Path
-
-    from trackformers.io_atomic import atomic_path
-
     path = Path(path)
     try:
         with atomic_path(path) as tmp:

@@ -17,14 +17,14 @@ tracks), all on the model's device:
 - on CPU (or ``cuda_graphs=False``) the same steps run eagerly (``predict_batch`` takes a
   packed batch of several events).
 
-``forward_batch(model, batch)`` is the shared eager forward (fp16 autocast on CUDA) used by
-``trackformers.evaluate``.
+The forward is ``forward.forward_batch`` (fp16 autocast on CUDA by default); the clustering
+is split around the replay by ``cluster.pipeline.start_assign`` / ``finish_assign``; a method
+is captured when its row of ``cluster.METHODS`` has a ``start``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import time
 import warnings
@@ -34,10 +34,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from trackformers.attention import plans
 from trackformers.attention.base import AttentionPlan
-from trackformers.cluster import ClusterConfig, assign_tracks, clustering_input
-from trackformers.cluster.filtering import FILTER_KEY, kept_hits
+from trackformers.cluster import METHODS, ClusterConfig, assign_tracks, clustering_input
+from trackformers.cluster.filtering import FILTER_KEY
+from trackformers.cluster.pipeline import finish_assign, start_assign
 from trackformers.data.batch import PackedBatch
+from trackformers.data.packing import pack_events
+from trackformers.inference.compiled import CompiledForward
+from trackformers.inference.forward import amp_precision, forward_batch
+from trackformers.inference.loader import load_model, output_keys
+from trackformers.inference.settings import cluster_settings
 
 
 @dataclass
@@ -64,75 +71,8 @@ def track_counts(labels: Tensor, num_ids: int = 0) -> tuple[Tensor, Tensor]:
     return counts, (counts > 0).sum()
 
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-
-
-def amp_precision(amp: bool | str) -> str:
-    """The forward precision named by ``amp``: True = "bf16" (autocast), False = "fp32", or one
-    of ``AMP_DTYPES`` ("fp16": float16 autocast, 3 more mantissa bits than bf16)."""
-    if isinstance(amp, bool):
-        return "bf16" if amp else "fp32"
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"precision must be one of {sorted(AMP_DTYPES)} (or a bool), got {amp!r}")
-    return amp
-
-
-def _autocast(device: torch.device, amp: bool | str, cache: bool = True):
-    dtype = AMP_DTYPES[amp_precision(amp)]
-    if device.type != "cuda" or dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=dtype, cache_enabled=cache)
-
-
-@torch.no_grad()
-def forward_batch(model, batch: PackedBatch, plan: AttentionPlan | None = None,
-                  amp: bool | str = "fp16", cache: bool = True, forward=None):  # fmt: skip
-    """(float32 outputs, plan) of the model on a packed batch; on CUDA with autocast in the
-    precision ``amp`` names (``amp_precision``; fp16 by default), float32 on the CPU.
-
-    ``forward(batch, plan)``: another forward of the same model (e.g. ``CompiledForward``)."""
-    if plan is None:
-        plan = model.encoder.build_plan(batch)
-    with _autocast(batch.x.device, amp, cache):
-        out = (forward or model)(batch, plan)
-    return {k: v.float() for k, v in out.items()}, plan
-
-
-def _cluster_start(out: Mapping[str, Tensor], cu: Tensor, cfg: ClusterConfig, plan, valid,
-                   rounds: int, coords: Tensor | None = None,
-                   max_seqlen: int | None = None):  # fmt: skip
-    """Sync-free clustering of the graph step: (RangeState or None, labels (N,)).
-
-    coords (N, 3) and max_seqlen: for dbscan_plan neighbourhoods built from the hits
-    (window / cluster), built here with the plan builders' sync-free path."""
-    from trackformers.cluster import range_dbscan as rd
-    from trackformers.cluster.local_dbscan import neighbourhood_plan
-
-    _, x = clustering_input(out, cfg)
-    if cfg.filter_threshold is not None:  # rejected hits are never clustered (label -1)
-        valid = valid & kept_hits(out, cfg.filter_threshold)  # (N,)
-    p = dict(cfg.params)
-    if cfg.method == "dbscan":
-        eps, ms = p["eps"], p.get("min_samples", 5)
-        st = rd.start_grid(x, cu, eps, ms, p.get("max_dims", 3), rounds, valid=valid)
-    elif cfg.method == "dbscan_plan":
-        eps, ms = p["eps"], p.get("min_samples", 5)
-        keys = ("neighbourhood", "window", "adjacency", "group_size", "sector_size")
-        nb = {k: p[k] for k in keys if k in p}
-        nplan = neighbourhood_plan(plan, coords, cu, **nb, max_seqlen=max_seqlen, sync=False)
-        st = rd.start_plan(x, nplan, eps, ms, None, rounds, valid=valid)
-    else:  # argmax
-        from trackformers.cluster.argmax import argmax_labels
-
-        n = x.shape[0]
-        seq = torch.repeat_interleave(torch.arange(cu.numel() - 1, device=x.device),
-                                      cu.diff().long(), output_size=n)  # fmt: skip
-        lab = argmax_labels(x, seq, p.get("noise_class"), p.get("min_prob", 0.0))
-        return None, torch.where(valid, lab, -1)
-    return st, rd.number_labels(st)
-
-
-GRAPH_METHODS = ("dbscan", "dbscan_plan", "argmax")
+# cluster methods the CUDA-graph step can capture (a sync-free start)
+GRAPH_METHODS = tuple(name for name, m in METHODS.items() if m.start is not None)
 
 
 class _EventGraph:
@@ -170,11 +110,11 @@ class Predictor:
         bucket: graph sizes are multiples of this many hits.
         rounds: DBSCAN component rounds inside the graph before the convergence check.
         amp: forward precision on CUDA: "fp16" (float16 autocast, the default), True /
-            "bf16" (bf16 autocast), False / "fp32" (``amp_precision``). fp16, not bf16: on
+            "bf16" (bf16 autocast), False / "fp32" (``forward.amp_precision``). fp16, not bf16: on
             the trained µ = 200 contrastive model bf16 rounding moves embeddings across the
             DBSCAN radius and loses 70 % of the found particles, fp16 about 4 % (BENCHMARKS.md).
         compile: graph path only: the encoder blocks' dense parts torch.compile'd
-            (``trackformers.inference_compiled``; needs LayerNorm + GELU blocks).
+            (``inference.compiled``; needs LayerNorm + GELU blocks).
         ffn_chunk: with ``compile``, the feed-forward over this many rows at a time (0: all
             at once). Same math, less graph memory per bucket: on µ = 200 events (3 buckets,
             H200) 0.36 GiB reserved at 8192 rows, 0.38 at 16384 (0.27 ms faster), 0.43 at 0.
@@ -208,8 +148,6 @@ class Predictor:
         self.trace: list | None = None  # a list: predict appends its timeline marks
         self._forward = None
         if compile and self.use_graphs:
-            from trackformers.inference_compiled import CompiledForward
-
             self._forward = CompiledForward(self.model, ffn_chunk=ffn_chunk)
 
     @classmethod
@@ -218,25 +156,12 @@ class Predictor:
         """Model and clustering of a training checkpoint (the clustering tuned on validation
         and stored in it, else the run's validation clustering, unless ``cluster`` is given;
         ``pred.cluster_settings["source"]`` says which), on ``device`` (default: CUDA when
-        available)."""
-        from trackformers import evaluate as ev
-
-        run_cfg, state = ev.load_checkpoint(path)
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model = ev.build_model(run_cfg, state, attention)
-        if not ev.runs_on(model, dev):
-            model = ev.build_model(run_cfg, state, "dense")
-        model = model.to(dev)
-        with torch.no_grad():  # output names decide the automatic clustering; probed on a CPU
-            # copy of the head: a matmul on this stream would give it a cuBLAS workspace
-            # (32 MiB on Hopper) that the graph path never uses
-            head = copy.deepcopy(model.head).cpu()
-            keys = list(head(torch.zeros(1, model.encoder.d_model)).keys())
-        if getattr(model, "hit_filter", None) is not None:
-            keys.append(FILTER_KEY)
-        cfg = ev.cluster_settings(run_cfg, cluster or {}, dict.fromkeys(keys))
-        pred = cls(model, cfg, **kwargs)
-        pred.features = ev.feature_config(run_cfg)
+        available; an attention backend that does not run there falls back to dense)."""
+        loaded = load_model(path, device, attention)
+        cfg = cluster_settings(loaded.config, cluster or {}, output_keys(loaded.model))
+        pred = cls(loaded.model, cfg, **kwargs)
+        pred.features = loaded.features
+        pred.run_config = loaded.config
         pred.cluster_settings = cfg  # the dict chosen as evaluate chooses it, with "source"
         return pred
 
@@ -248,8 +173,6 @@ class Predictor:
 
     def predict_event(self, event: Mapping) -> Tracks:
         """Tracks of an in-memory event dict (schema names); features of the checkpoint."""
-        from trackformers.data.packing import pack_events
-
         fcfg = getattr(self, "features", None)
         if fcfg is None:
             raise ValueError("predict_event needs a Predictor built by from_checkpoint")
@@ -302,11 +225,7 @@ class Predictor:
         self._mark("filled")
         g.graph.replay()
         self._mark("replayed")
-        labels = g.labels
-        if g.state is not None:
-            from trackformers.cluster import range_dbscan as rd
-
-            labels = rd.complete(g.state, g.labels)  # one sync: the clustering's flags
+        labels = finish_assign(g.state, g.labels)  # one sync: the clustering's flags
         self._mark("flags read")
         if labels is g.labels:  # the graph's own labels: its track counts hold
             width = max(n, self._num_ids(g.out))
@@ -326,7 +245,7 @@ class Predictor:
             self.trace.append((name, time.perf_counter(), ev))
 
     def _num_ids(self, out) -> int:
-        if self.cfg.method != "argmax":
+        if not METHODS[self.cfg.method].class_ids:
             return 0
         return clustering_input(out, self.cfg)[1].shape[1]  # classes of one event
 
@@ -340,8 +259,8 @@ class Predictor:
             keep = (name, FILTER_KEY) if self.cfg.filter_threshold is not None else (name,)
             out = {k: out[k] for k in keep if k in out}
         valid = torch.arange(g.size, device=self.device) < g.cu[1]  # (B,) the real event
-        state, labels = _cluster_start(out, g.cu, self.cfg, plan, valid, self.rounds, g.coords,
-                                       g.size)  # fmt: skip
+        state, labels = start_assign(out, g.cu, self.cfg, plan, valid, self.rounds, g.coords,
+                                     g.size)  # fmt: skip
         # track counts in the graph too (padding rows are never clustered: label -1)
         g.counts, g.n_tracks = track_counts(labels, self._num_ids(out))
         return state, labels, out
@@ -417,8 +336,6 @@ def _no_plan_graphs():
     """Plan builds run eagerly (``plans.GRAPHS`` off): the warm-up plan of a bucket would
     otherwise be cached as its own CUDA graph (~10-20 MB of reserved memory per bucket)
     although the step's graph builds the plan itself."""
-    from trackformers.attention import plans
-
     saved = plans.GRAPHS
     plans.GRAPHS = False
     try:
@@ -430,8 +347,6 @@ def _no_plan_graphs():
 def plan_capturable(model) -> bool:
     """Whether the model's plan builder has a sync-free path that it takes while a CUDA graph
     is being captured (trackformers.attention.plans builders with a ``sync`` argument)."""
-    from trackformers.attention import plans
-
     backend = model.encoder.attention
     kind = getattr(backend, "mask", "cluster")
     builder = {"cluster": "cluster_plan", "window": "window_plan"}.get(kind, "full_plan")

@@ -4,16 +4,17 @@
         [--json rows.json] [--out table.md] [--links-relative-to DIR]
 
 Each directory is what ``python -m trackformers.evaluate`` wrote (``metrics.json``,
-``particles.csv``, ``plots/``), optionally with ``latency.json`` (per-event inference latency and
-peak memory measured on the device, see :func:`measure_latency`). The evaluated checkpoint
-(``metrics.json["ckpt"]``) gives the model size and, through the training run's
-``summary.json`` next to it (or the summary stored in an exported checkpoint), the training
-time, steps and device.
+``particles.csv``, ``plots/``), optionally with ``latency.json`` (per-event inference latency
+and peak memory measured on the device, ``trackformers.inference.latency.measure_latency``).
+The evaluated checkpoint (``metrics.json["ckpt"]``) gives the model size and, through the
+training run's ``summary.json`` next to it (or the summary stored in an exported checkpoint),
+the training time, steps and device.
 
 A row is only made for the table's definition of reconstructable particles: pT > 0.9 GeV and
 abs(eta) < 4 (``TABLE_PT_MIN``, ``TABLE_ABS_ETA_MAX``); an evaluation with another definition
 is refused, naming the file and the values. Efficiencies and the fake rate carry standard
-errors from the spread between events (at least the binomial one; see ``ratio_err``).
+errors from the spread between events (at least the binomial one;
+``trackformers.metrics.ratio_err``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trackformers.checkpoint import load_checkpoint_file
 from trackformers.io_atomic import write_text_atomic
+from trackformers.metrics import binomial_err, ratio_err
 
 TABLE_PT_MIN = 0.9  # GeV
 TABLE_ABS_ETA_MAX = 4.0
@@ -45,34 +48,6 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
-
-
-def _binom_err(k: float, n: float) -> float:
-    if not n:
-        return math.nan
-    p = k / n
-    return math.sqrt(max(p * (1.0 - p), 0.0) / n)
-
-
-def ratio_err(per_event: Sequence[Mapping], k_key: str, n_key: str) -> float:
-    """Standard error of the pooled ratio sum(k) / sum(n) over events: the larger of the
-    binomial error and the event-to-event (cluster-robust) one,
-    sqrt(E / (E - 1) * sum_i (k_i - R n_i)^2) / sum(n).
-
-    Particles of one event are not independent (the event's pile-up, its jets, the clustering
-    of its crowded regions move them together), so the binomial error alone understates the
-    spread between two sets of events; the event-level one takes that in."""
-    k = np.array([float(e[k_key]) for e in per_event])
-    n = np.array([float(e[n_key]) for e in per_event])
-    total = n.sum()
-    if not total:
-        return math.nan
-    binom = _binom_err(k.sum(), total)
-    if len(k) < 2:
-        return binom
-    r = k.sum() / total
-    robust = math.sqrt(len(k) / (len(k) - 1) * float(((k - r * n) ** 2).sum())) / total
-    return max(binom, robust)
 
 
 def _find_ckpt(metrics_file: Path, value) -> Path:
@@ -145,14 +120,12 @@ def hit_count_breakdown(particles: pd.DataFrame, column: str = "nhits") -> list[
         k, n = int(sel["dm"].sum()), len(sel)
         label = f"{lo}" if hi == lo + 1 else f">={lo}"
         rows.append({"bin": label, "n": n, "rate": k / n if n else math.nan,
-                     "err": _binom_err(k, n)})  # fmt: skip
+                     "err": binomial_err(k, n)})  # fmt: skip
     return rows
 
 
 def load_row(eval_dir: str | Path) -> dict:
     """One table row (a flat dict) from an evaluation directory; see the module docstring."""
-    from trackformers.checkpoint import load_checkpoint_file
-
     eval_dir = Path(eval_dir)
     mfile = eval_dir / "metrics.json"
     m = _read_json(mfile)
@@ -222,6 +195,22 @@ def goal_status(row: Mapping) -> str:
     if "fake_rate" in goal and not row["fake_rate"] <= goal["fake_rate"]:
         short.append(f"fake {100 * row['fake_rate']:.2f} % > {100 * goal['fake_rate']:.1f} %")
     return "met" if not short else "NOT met (" + "; ".join(short) + ")"
+
+
+def reproduction(table: dict, other: dict, seed: int, n_sigma: float = 3.0) -> str:
+    """Whether the evaluation on another seed's events reproduces the table row: DM and
+    perfect efficiency and fake rate each within ``n_sigma`` combined standard errors of the
+    two rows (``ratio_err``: the event-to-event spread, at least binomial)."""
+    parts, ok = [], True
+    for key in ("dm_efficiency", "perfect_efficiency", "fake_rate"):
+        a, b = table[key], other[key]
+        err = math.hypot(table[f"{key}_err"], other[f"{key}_err"])
+        pull = (b - a) / err if err > 0 else (0.0 if a == b else math.inf)
+        ok &= abs(pull) <= n_sigma
+        parts.append(f"{key} {100 * a:.2f} vs {100 * b:.2f} % ({pull:+.1f} sigma)")
+    verdict = "reproduces" if ok else "does NOT reproduce"
+    return (f"fresh events of seed {seed} ({other['n_events']} events): {verdict} the table "
+            f"within {n_sigma:g} sigma: " + "; ".join(parts))  # fmt: skip
 
 
 # ---- formatting ------------------------------------------------------------------------------
