@@ -22,9 +22,8 @@ from sklearn.cluster import DBSCAN
 from sklearn.neighbors import NearestNeighbors
 
 from trackformers.data.packing import pack_events
-from trackformers.evaluate import build_model, feature_config, iter_eval_events, load_checkpoint
-from trackformers.evaluate import restrict
-from trackformers.inference import forward_batch
+from trackformers.inference import forward_batch, load_model
+from trackformers.inference.events import iter_eval_events, restrict
 from trackformers.metrics.efficiency import MatchingRules, Reconstructable
 from trackformers.metrics.event import evaluate_event
 
@@ -74,9 +73,8 @@ def main() -> None:
     ap.add_argument("--split", default="all", help="train | val | test | all")
     ap.add_argument("--csv", default=None, help="write the per-particle table here")
     args = ap.parse_args()
-    cfg, state = load_checkpoint(args.ckpt)
-    model = build_model(cfg, state)
-    fcfg = feature_config(cfg)
+    loaded = load_model(args.ckpt, "cpu")
+    model, cfg, fcfg = loaded.model, loaded.config, loaded.features
     rows = []
     with torch.no_grad():
         for ev in iter_eval_events(cfg, args.data, args.split, args.events):
