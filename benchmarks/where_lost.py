@@ -49,8 +49,8 @@ def particle_rows(event: dict, emb: np.ndarray, labels: np.ndarray) -> list[dict
     eta, phi = np.arcsinh(pz / np.maximum(pt, 1e-9)), np.arctan2(py, px)
     hard = pt > 0.5
     rows = []
-    for p, dm in zip(parts.loc[parts.reconstructable, "particle_id"],
-                     parts.loc[parts.reconstructable, "dm"]):  # fmt: skip
+    reco = parts[parts.reconstructable]
+    for p, dm in zip(reco["particle_id"], reco["dm"], strict=True):
         k = np.flatnonzero(ppid == p)[0]
         h = np.flatnonzero(pid == p)
         e = emb[h]
@@ -90,7 +90,8 @@ def main() -> None:
         g = df.groupby(pd.cut(df[col], bins), observed=True).dm.agg(["mean", "size"])
         print(g.round(3).T.to_string(), end="\n\n")
     missed = ~df.dm
-    print(f"diam < eps {(df.diam < args.eps).mean():.3f}, near > eps {(df.near > args.eps).mean():.3f}; "
+    print(f"diam < eps {(df.diam < args.eps).mean():.3f}, "
+          f"near > eps {(df.near > args.eps).mean():.3f}; "
           f"missed {missed.sum()}: split (diam >= eps) {(missed & (df.diam >= args.eps)).sum()}, "
           f"merged (near <= eps) {(missed & (df.near <= args.eps)).sum()}")  # fmt: skip
     if args.csv:

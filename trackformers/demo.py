@@ -1,4 +1,4 @@
-"""`make demo`: simulate tt-bar events → train a small model → evaluate on fresh events → print metrics.
+"""`make demo`: simulate tt-bar events, train a small model, evaluate on fresh events.
 
 A thin driver over the three Hydra entry points, each run as its own process exactly as a
 user would run it, so the demo exercises the real command lines:
