@@ -11,10 +11,11 @@ process, and the CPU time per event (generation + detector simulation) on one co
 Our events and the real one differ in particle content (our Pythia tune and generator cuts,
 pT >= 0.15 GeV at the generator, vs TrackML's), so totals are shown raw and per particle.
 
-    OMP_NUM_THREADS=1 python benchmarks/soft_particles.py [--events 3] [--legacy]
+    OMP_NUM_THREADS=1 python benchmarks/soft_particles.py [--events 8] [--legacy]
+        [--detector conversions=true nuclear_per_species=false ...]
 
 ``--legacy`` runs the simulation as before issue 16 (no loop protection, no secondaries, p_min
-0.01 GeV).
+0.01 GeV); ``--detector`` sets detector options (conf/simulate.yaml) to measure variants.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 from importlib.metadata import version
 
 import numpy as np
+import yaml
 
 from trackformers.data.schema import PROCESS_CONVERSION, PROCESS_GENERATOR, PROCESS_NUCLEAR
 from trackformers.sim.events import EventFactory
@@ -39,6 +41,7 @@ REFERENCE = {
     "no_hit_fraction": 0.14,
     "max_hits": 19,
     "secondary_fraction": 3695 / 12263,
+    "secondary_count": 3695,
 }
 
 
@@ -74,6 +77,7 @@ def measure(factory: EventFactory, n_events: int) -> dict:
         "no_hit_fraction": float((nh == 0).mean()),
         "max_hits": int(nh.max()),
         "secondary_fraction": float(secondary.mean()),
+        "secondary_count": int(secondary.sum()) / n_events,
         "secondary_hit_fraction": float(nh[secondary].sum() / max(nh.sum(), 1)),
         "by_process": {
             name: (float((proc == code).mean()), float(nh[proc == code].sum() / max(nh.sum(), 1)))
@@ -112,7 +116,8 @@ def report(m: dict, label: str) -> None:
         f" {ref['no_hit_fraction']:.0%}; max hits {m['max_hits']} vs ~{ref['max_hits']}"
     )
     print(
-        f"particles starting >= 1 mm from the beam line: {m['secondary_fraction']:.1%} vs"
+        f"particles starting >= 1 mm from the beam line: {m['secondary_count']:.0f} per event vs"
+        f" {ref['secondary_count']}, {m['secondary_fraction']:.1%} vs"
         f" {ref['secondary_fraction']:.1%}"
         f" (ratio {m['secondary_fraction'] / ref['secondary_fraction']:.2f});"
         f" their share of particle hits {m['secondary_hit_fraction']:.1%}"
@@ -126,6 +131,10 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=3)
     ap.add_argument("--legacy", action="store_true", help="simulation as before issue 16")
     ap.add_argument("--library", type=int, default=0, help="min-bias overlay library size")
+    ap.add_argument(
+        "--detector", nargs="*", default=[], metavar="KEY=VALUE",
+        help="detector settings, e.g. conversions=true (values read as YAML)",
+    )  # fmt: skip
     args = ap.parse_args()
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     detector = {}
@@ -136,6 +145,11 @@ def main() -> None:
             "nuclear_interactions": False,
             "p_min": 0.01,
         }
+    for item in args.detector:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--detector takes KEY=VALUE, got {item!r}")
+        detector[key] = yaml.safe_load(value)
     factory = EventFactory(
         {
             "process": {"name": "ttbar"},
@@ -148,6 +162,8 @@ def main() -> None:
     )
     factory.event(0)  # warm-up: numba, Pythia initialisation
     label = "legacy (no loop protection, no secondaries)" if args.legacy else "default"
+    if args.detector:
+        label += " + " + " ".join(args.detector)
     print(
         f"numpy {np.__version__}, numba {version('numba')}, pythia8mc {version('pythia8mc')}; "
         f"load average {os.getloadavg()[0]:.1f}"

@@ -242,7 +242,7 @@ def test_propagation_equals_exhaustive_search(geo, loop_fraction):
     p = _mixed_particles()
     kw = dict(
         seed=4, p_min=0.05, loop_fraction=loop_fraction, conversions=True, nuclear=True,
-        max_crossings=400, max_hits=200,
+        nuclear_per_species=True, max_crossings=400, max_hits=200,
     )  # fmt: skip
     args = (
         geo,

@@ -20,7 +20,22 @@ from trackformers.sim.particle_id import (
     decode_vertex_id,
     encode_particle_id,
 )
-from trackformers.sim.propagate import C_LIGHT, CONVERSION, NUCLEAR, propagate
+from trackformers.sim.propagate import (
+    C_LIGHT,
+    CONVERSION,
+    ELECTRON,
+    HADRON,
+    KAON,
+    NUCLEAR,
+    NUCLEON,
+    OTHER,
+    PHOTON,
+    PION,
+    absorption_scale,
+    pair_production_fraction,
+    propagate,
+    species_of,
+)
 from trackformers.sim.writer import write_events
 
 PI_MASS = 0.13957
@@ -91,13 +106,14 @@ def _radial_material(geo):
     return float(geo.x_over_x0[cyl].sum())
 
 
-def test_photon_conversion_rate_follows_7_9_x_over_x0(geo):
+@pytest.mark.parametrize("energy", [0.2, 1.0, 20.0])
+def test_photon_conversion_rate_follows_7_9_x_over_x0_times_tsai(geo, energy):
     n = 20000
-    t = _particles(1.0, eta=0.0, n=n, q=0.0, pdg=22, mass=0.0)
+    t = _particles(energy, eta=0.0, n=n, q=0.0, pdg=22, mass=0.0)
     out = _run(geo, t, conversions=True, loop_fraction=0.5)
     assert len(out["particle"]) == 0  # photons leave no hits
     assert np.all(out["int_kind"] == CONVERSION)
-    expect = -np.expm1(-7 / 9 * _radial_material(geo))
+    expect = -np.expm1(-7 / 9 * pair_production_fraction(energy) * _radial_material(geo))
     got = len(out["int_kind"]) / n
     assert abs(got - expect) < 4 * np.sqrt(expect * (1 - expect) / n)
     r = np.hypot(out["int_pos"][:, 0], out["int_pos"][:, 1])
@@ -105,17 +121,58 @@ def test_photon_conversion_rate_follows_7_9_x_over_x0(geo):
     assert len(_run(geo, t, conversions=False)["int_kind"]) == 0
 
 
-def test_nuclear_interaction_rate_follows_lambda(geo):
+def test_pair_production_fraction_follows_tsai():
+    # ATLAS Fatras' fit to Tsai (1974): 0.70 of the high-energy cross section at 0.1 GeV,
+    # 0.93 at 1 GeV, 0.99 at 10 GeV, rising with the energy and never above 1
+    assert pair_production_fraction(0.1) == pytest.approx(0.695, abs=2e-3)
+    assert pair_production_fraction(1.0) == pytest.approx(0.930, abs=2e-3)
+    assert pair_production_fraction(10.0) == pytest.approx(0.988, abs=2e-3)
+    f = [pair_production_fraction(e) for e in np.geomspace(0.05, 1e4, 50)]
+    assert np.all(np.diff(f) >= 0) and max(f) <= 1.0 and min(f) >= 0.0
+
+
+def test_species_and_their_absorption_length():
+    pdg = np.array([211, -211, 111, 2212, -2212, 2112, 321, 130, 310, 3222, 22, 11, 13])
+    want = [PION] * 3 + [NUCLEON] * 3 + [KAON] * 3 + [HADRON, PHOTON, ELECTRON, OTHER]
+    np.testing.assert_array_equal(species_of(pdg), want)
+    # Fatras: nucleons 0.7 lambda_I, pions 0.9, half of that (kaons: half) at the Delta(1232)
+    # resonance (p = 0.27 GeV), other hadrons lambda_I
+    assert absorption_scale(NUCLEON, 5.0) == pytest.approx(0.7)
+    assert absorption_scale(PION, 5.0) == pytest.approx(0.9)
+    assert absorption_scale(PION, 0.27) == pytest.approx(0.45)
+    assert absorption_scale(KAON, 0.27) == pytest.approx(0.5)
+    assert absorption_scale(KAON, 5.0) == pytest.approx(1.0)
+    assert absorption_scale(HADRON, 0.27) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("pdg", "mass", "scale"), [(211, PI_MASS, 0.9), (2212, 0.938272, 0.7), (3222, 1.18937, 1.0)]
+)
+def test_nuclear_interaction_rate_follows_lambda(geo, pdg, mass, scale):
     n = 20000
-    t = _particles(5.0, eta=0.0, n=n)
-    out = _run(geo, t, nuclear=True, lambda_over_x0=2.0)
-    assert np.all(out["int_kind"] == NUCLEAR)
-    expect = -np.expm1(-_radial_material(geo) / 2.0)
-    got = len(out["int_kind"]) / n
-    assert abs(got - expect) < 4 * np.sqrt(expect * (1 - expect) / n)
+    t = _particles(5.0, eta=0.0, n=n, pdg=pdg, mass=mass)
+    flat = _run(geo, t, nuclear=True, lambda_over_x0=2.0)
+    per_species = _run(geo, t, nuclear=True, lambda_over_x0=2.0, nuclear_per_species=True)
+    for out, lam in ((flat, 2.0), (per_species, 2.0 * scale)):
+        assert np.all(out["int_kind"] == NUCLEAR)
+        expect = -np.expm1(-_radial_material(geo) / lam)
+        got = len(out["int_kind"]) / n
+        assert abs(got - expect) < 4 * np.sqrt(expect * (1 - expect) / n)
     # a muon does not interact
     mu = _particles(5.0, n=2000, pdg=13, mass=0.1057)
     assert len(_run(geo, mu, nuclear=True, lambda_over_x0=2.0)["int_kind"]) == 0
+
+
+def test_default_detector_has_no_photon_conversions_as_trackml(geo):
+    """TrackML's Fatras had no photon conversions, so the default detector makes none; the
+    option turns them on."""
+    photons = _particles(2.0, eta=0.5, n=3000, q=0.0, pdg=22, mass=0.0)
+    ev = DetectorSim(geometry=geo).simulate(photons, event_id=0, pileup=0, seed=1)
+    assert len(ev["part_particle_id"]) == 0 and len(ev["hit_id"]) == 0
+    ev = DetectorSim(DetectorConfig(conversions=True), geo).simulate(
+        photons, event_id=0, pileup=0, seed=1
+    )
+    assert (ev["part_process"] == PROCESS_CONVERSION).sum() > 500
 
 
 def test_conversion_products_conserve_momentum_and_charge():

@@ -28,11 +28,15 @@ def test_particle_and_hit_counts(events):
     )
     n_noise = np.mean([(e["hit_particle_id"] == 0).sum() for e in events])
     assert n_noise == pytest.approx(TRACKML_NOISE_FRACTION * n_hit, rel=0.03)  # default noise
-    # TrackML event 1000: 12 263 particles, 30 % of them secondaries (conversions, nuclear
-    # interactions, decays); ours list the material secondaries too (BENCHMARKS.md, "Soft
-    # particles and secondaries against TrackML": 13 915 per event, +13 %)
+    # TrackML event 1000: 12 263 particles, 3 695 (30.1 %) of them starting >= 1 mm from the
+    # beam line (decays, nuclear interactions), 103 305 particle hits; issue 16 asks for the
+    # hits within 10 % and that share within a factor 1.5 (BENCHMARKS.md, "Soft particles and
+    # secondaries against TrackML": these 4 events 12 277 particles, 28.8 %, 106 092 hits; with
+    # photon conversions on, which TrackML's simulation lacked, 116 146 hits)
     assert 10_500 <= n_part <= 15_500, n_part
-    assert 100_000 <= n_hit <= 120_000, n_hit
+    assert 0.9 * 103_305 <= n_hit <= 1.1 * 103_305, n_hit
+    displaced = np.mean([np.mean(np.hypot(e["part_vx"], e["part_vy"]) >= 1.0) for e in events])
+    assert 3695 / 12263 / 1.5 <= displaced <= 3695 / 12263 * 1.5, displaced
     assert 55_000 <= n_pix <= 75_000, n_pix
     assert np.mean([e["pileup"] for e in events]) == pytest.approx(200, abs=4 * np.sqrt(200 / 4))
 

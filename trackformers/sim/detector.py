@@ -66,11 +66,14 @@ class DetectorConfig:
     max_hits: int = 100  # per particle
     # soft particles and secondaries as in TrackML / ACTS Fatras (sim/propagate.py,
     # sim/interactions.py): path limit in helix turns (ACTS loop protection default 0.5; 0 =
-    # off), photon conversions, inelastic nuclear interactions (lambda_I / X0 of silicon)
+    # off), photon conversions (off: the ACTS Fatras that simulated TrackML had none, see
+    # sim/interactions.py), inelastic nuclear interactions (lambda_I / X0 of silicon, scaled
+    # per species and momentum as Fatras parametrises it)
     loop_fraction: float = 0.5
-    conversions: bool = True
+    conversions: bool = False
     nuclear_interactions: bool = True
     lambda_over_x0: float = 4.965
+    nuclear_per_species: bool = True
     secondary_p_min: float = 0.05  # GeV: lighter secondaries are not listed (below p_min: no hits)
     max_generations: int = 2  # secondaries of secondaries ... up to this generation
     keep_volumes: list[int] | None = None  # e.g. [7, 8, 9]: write pixel hits only (all
@@ -206,6 +209,7 @@ class DetectorSim:
             conversions=cfg.conversions,
             nuclear=cfg.nuclear_interactions,
             lambda_over_x0=cfg.lambda_over_x0,
+            nuclear_per_species=cfg.nuclear_per_species,
         )  # particles: the listed (charged) input particles and their secondaries
         n = len(particles["particle_id"])
         # crossings in the band where neighbouring modules overlap in phi, or along z in the

@@ -4,11 +4,13 @@
 (:func:`trackformers.sim.propagate.propagate`); every interaction a particle has in the
 material (where it ends) makes the next generation:
 
-- photon conversion (gamma -> e+ e-, probability 1 - exp(-7/9 x/X0) per crossing): the electron
+- photon conversion (gamma -> e+ e-, probability 1 - exp(-7/9 f(E) x/X0) per crossing, f the
+  energy dependence of the pair-production cross section): the electron
   takes the energy fraction x of the photon, x drawn from the complete-screening
   Bethe-Heitler shape 1 - 4/3 x (1 - x); both leptons leave at a polar angle of order m_e / E
   (Gamma(2)-distributed multiples of it) on opposite sides of the photon direction.
-- inelastic nuclear interaction of a hadron (probability 1 - exp(-x/lambda_I)), a simple
+- inelastic nuclear interaction of a hadron (probability 1 - exp(-x/lambda), lambda = lambda_I
+  scaled per species and momentum as Fatras does), a simple
   parametrised model: the hadron ends, Poisson(NUCLEAR_MULTIPLICITY_OFFSET + 1.2 ln(1 + p/GeV))
   (at least one) charged hadrons leave (soft nuclear fragments included), sharing
   ``NUCLEAR_CHARGED_FRACTION`` of the incoming momentum along its direction (flat Dirichlet
@@ -18,6 +20,15 @@ material (where it ends) makes the next generation:
 
 Secondaries below ``secondary_p_min`` are neither followed nor listed; those between it and the
 propagation's ``p_min`` are listed but not simulated (no hits, as TrackML's soft particles).
+
+Photon conversions are off by default (``detector.conversions``): TrackML was simulated with
+ACTS Fatras (arXiv:1904.06778; the ACTS docs say so), whose 2018 material engine did "no EM
+physics for neutral particles" (acts-fatras, ``MaterialInteractionEngine``) and whose physics
+list had ionisation, bremsstrahlung, scattering and a parametrised nuclear interaction but no
+conversion; ACTS added photon conversions to Fatras only in 2021 (acts-project/acts#189,
+tracking issue #159 of 2020, PR #597). With them on, a mu = 200 event lists ~2 300 conversion
+electrons starting >= 1 mm out and 11 000 more particle hits than TrackML's events can hold
+(BENCHMARKS.md, "Soft particles and secondaries against TrackML").
 Each secondary keeps its parent's vertex_id, starts at the interaction point, and gets an id of
 the next generation (:mod:`trackformers.sim.particle_id`), its parent's id and its process code.
 """

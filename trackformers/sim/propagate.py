@@ -14,8 +14,10 @@ electrons. Neutral particles (photons, neutral hadrons) fly on straight lines an
 
 Interactions in the material end a particle and are returned for
 :mod:`trackformers.sim.interactions` to turn into secondaries: photon conversions with
-probability 1 - exp(-7/9 x/X0) per crossing and inelastic nuclear interactions of hadrons with
-probability 1 - exp(-x/lambda_I), lambda_I = ``lambda_over_x0`` X0.
+probability 1 - exp(-7/9 f(E) x/X0) per crossing, f(E) the energy dependence of the
+pair-production cross section (:func:`pair_production_fraction`), and inelastic nuclear
+interactions of hadrons with probability 1 - exp(-x/lambda), lambda = ``lambda_over_x0`` X0,
+optionally per species and momentum as Fatras parametrises it (:func:`absorption_scale`).
 
 A particle starting below ``p_min`` is not simulated (as Fatras' minimum momentum of simulated
 particles). A particle stops when it crosses the world boundary, finds no further surface,
@@ -39,23 +41,61 @@ SI_DEDX_PER_X0 = 0.0363  # GeV: minimum-ionising loss in silicon per radiation l
 SI_XI_PER_X0 = 0.001671
 MOYAL_MEAN = 0.5772156649 + math.log(2.0)  # mean of the Moyal distribution (Euler + ln 2)
 SI_LAMBDA_OVER_X0 = 465.2 / 93.7  # silicon: nuclear interaction length / radiation length
-CONVERSION_PER_X0 = 7.0 / 9.0  # pair production: mean free path 9/7 X0
+CONVERSION_PER_X0 = 7.0 / 9.0  # pair production: mean free path 9/7 X0 (high-energy limit)
+# pair-production cross section below its high-energy limit: sigma(E) / sigma(inf) = 1 - xi(E),
+# xi = A + B (E / GeV)^C, the fit of ATLAS Fatras (ISF_FatrasTools PhotonConversionTool::
+# pairProduction) to Y.-S. Tsai, Rev. Mod. Phys. 46 (1974) 815 over 0.1-100 GeV
+# (0.70 at 0.1 GeV, 0.89 at 0.5 GeV, 0.93 at 1 GeV, 0.99 at 10 GeV)
+TSAI_A, TSAI_B, TSAI_C = -7.01612e-03, 7.69040e-02, -0.607682
+# nuclear absorption length per species, as ATLAS Fatras (ISF_FatrasTools
+# HadIntProcessorParametric::absorptionLength) and acts-fatras (2018, ParametricNuclearInt::
+# absorptionLength) parametrise it, from comparisons with Geant4: lambda = lambda_I x 0.7 for
+# (anti)nucleons, x 0.9 for pions, and for pions and kaons a dip at the Delta(1232) resonance,
+# x 1 / (1 + exp(-(p - 0.27 GeV)^2 / (2 (0.06 GeV)^2))); lambda_I for other hadrons (hyperons)
+NUCLEON_LAMBDA_SCALE = 0.7
+PION_LAMBDA_SCALE = 0.9
+RESONANCE_P, RESONANCE_WIDTH = 0.27, 0.06  # GeV
 _EPS = 1e-3  # mm: crossings closer than this are the current one
 
-# species codes (``species`` argument of the kernel)
-OTHER, ELECTRON, PHOTON, HADRON = 0, 1, 2, 3
+# species codes (``species`` argument of the kernel); every code >= HADRON is a hadron
+OTHER, ELECTRON, PHOTON, HADRON, NUCLEON, PION, KAON = 0, 1, 2, 3, 4, 5, 6
 # interaction kinds (``kind`` of the returned interactions)
 CONVERSION, NUCLEAR = 1, 2
 
 
 def species_of(pdg: np.ndarray) -> np.ndarray:
-    """Species code per pdg id: electron, photon, hadron (abs(pdg) >= 100) or other."""
+    """Species code per pdg id: electron, photon, nucleon, pion, kaon, other hadron
+    (abs(pdg) >= 100) or other (muons, ...)."""
     a = np.abs(np.asarray(pdg, np.int64))
     out = np.full(a.shape, OTHER, np.int8)
     out[a == 11] = ELECTRON
     out[a == 22] = PHOTON
     out[a >= 100] = HADRON
+    out[(a == 2212) | (a == 2112)] = NUCLEON
+    out[(a == 211) | (a == 111)] = PION
+    out[(a == 321) | (a == 130) | (a == 310) | (a == 311)] = KAON
     return out
+
+
+@numba.njit(cache=True)
+def pair_production_fraction(e):
+    """Pair-production cross section at photon energy ``e`` (GeV) over its high-energy limit
+    (Tsai's, as fitted by ATLAS Fatras; clipped to [0, 1])."""
+    return min(max(1.0 - (TSAI_A + TSAI_B * max(e, 1e-3) ** TSAI_C), 0.0), 1.0)
+
+
+@numba.njit(cache=True)
+def absorption_scale(species, p):
+    """Nuclear absorption length of a hadron of momentum ``p`` (GeV) in units of lambda_I
+    (the Fatras per-species parametrisation; 1 for other hadrons)."""
+    scale = 1.0
+    if species == PION or species == KAON:
+        scale = 1.0 / (1.0 + math.exp(-0.5 * ((p - RESONANCE_P) / RESONANCE_WIDTH) ** 2))
+    if species == NUCLEON:
+        scale *= NUCLEON_LAMBDA_SCALE
+    elif species == PION:
+        scale *= PION_LAMBDA_SCALE
+    return scale
 
 
 @numba.njit(cache=True)
@@ -411,13 +451,18 @@ def _scatter(mx, my, mz, p, theta0):
 
 
 @numba.njit(cache=True)
-def _interacts(species, t, lambda_over_x0, conversions, nuclear):
-    """Interaction kind (CONVERSION, NUCLEAR) in a layer of t radiation lengths, or 0."""
+def _interacts(species, p, t, lambda_over_x0, conversions, nuclear, per_species):
+    """Interaction kind (CONVERSION, NUCLEAR) in a layer of t radiation lengths, or 0.
+
+    Photons convert with the energy-dependent pair-production cross section; hadrons interact
+    over lambda_I (``lambda_over_x0`` X0), scaled per species when ``per_species``."""
     if species == PHOTON and conversions:
-        if np.random.random() < -math.expm1(-CONVERSION_PER_X0 * t):  # noqa: NPY002
+        mu = CONVERSION_PER_X0 * pair_production_fraction(p)
+        if np.random.random() < -math.expm1(-mu * t):  # noqa: NPY002
             return CONVERSION
-    elif species == HADRON and nuclear and lambda_over_x0 > 0:
-        if np.random.random() < -math.expm1(-t / lambda_over_x0):  # noqa: NPY002
+    elif species >= HADRON and nuclear and lambda_over_x0 > 0:
+        lam = lambda_over_x0 * (absorption_scale(species, p) if per_species else 1.0)
+        if np.random.random() < -math.expm1(-t / lam):  # noqa: NPY002
             return NUCLEAR
     return 0
 
@@ -459,6 +504,7 @@ def _propagate(
     conversions,
     nuclear,
     lambda_over_x0,
+    nuclear_per_species,
     seed,
     out_part,
     out_surf,
@@ -549,7 +595,9 @@ def _propagate(
             t = x0[best_j] / max(cos_inc, 0.02)
             if t <= 0:
                 continue
-            what = _interacts(species[i], t, lambda_over_x0, conversions, nuclear)
+            what = _interacts(
+                species[i], p, t, lambda_over_x0, conversions, nuclear, nuclear_per_species
+            )
             if what != 0:
                 if ni < int_cap:
                     int_part[ni] = i
@@ -624,6 +672,7 @@ def propagate(
     conversions: bool = False,
     nuclear: bool = False,
     lambda_over_x0: float = SI_LAMBDA_OVER_X0,
+    nuclear_per_species: bool = False,
     exhaustive_search: bool = False,
 ) -> dict[str, np.ndarray]:
     """Propagate particles; return their true crossings of sensitive surfaces and interactions.
@@ -640,9 +689,12 @@ def propagate(
         max_crossings, max_hits: per particle.
         loop_fraction: path limit in units of one full helix turn at the start (ACTS loop
             protection, ACTS default 0.5); 0 disables it.
-        conversions: photons convert in the material (probability 1 - exp(-7/9 x/X0)).
-        nuclear: hadrons interact inelastically (probability 1 - exp(-x/lambda_I)).
+        conversions: photons convert in the material (probability 1 - exp(-7/9 f(E) x/X0),
+            f from :func:`pair_production_fraction`).
+        nuclear: hadrons interact inelastically (probability 1 - exp(-x/lambda)).
         lambda_over_x0: lambda_I / X0 of the material (silicon: 4.97).
+        nuclear_per_species: lambda = lambda_I x :func:`absorption_scale` (Fatras' per-species
+            parametrisation) instead of lambda_I for every hadron.
         exhaustive_search: find each next crossing by solving every surface (the reference the
             default nearest-first search reproduces bit for bit; for tests).
 
@@ -697,6 +749,7 @@ def propagate(
             bool(conversions),
             bool(nuclear),
             float(lambda_over_x0),
+            bool(nuclear_per_species),
             int(seed) % (2**32),
             out_part,
             out_surf,
