@@ -12,7 +12,8 @@ sweep can budget a CPU run.
         --data data/sweep_pu0 --steps 3000 --val-every 250 --parallel 4
 
 Writes ``<out>/curves.json`` (one row per validation of each variant), ``<out>/curves.md``
-(the last and best point of each variant) and ``<out>/curves.png`` (DM and fake vs steps).
+(the last and best point of each variant) and ``<out>/curves.png`` (DM and fake vs steps;
+benchmarks/pu200_run.py plots them against GPU-minutes).
 """
 
 from __future__ import annotations
@@ -61,24 +62,30 @@ def train_command(name: str, overrides: list[str], args, run_dir: Path) -> list[
     ]
 
 
+TIME_COLUMNS = {"train_s": "time/train_s", "device_s": "time/device_s", "val_s": "time/val_s"}
+
+
 def read_curve(run_dir: Path) -> list[dict]:
-    """Validation rows of a run's CSV log: step, DM efficiency, fake rate (and wall time)."""
+    """Validation rows of a run's CSV log: step, DM efficiency, fake rate, TrackML score and,
+    when the run logged them (trackformers.resume.TrainClock), the training clock: wall
+    seconds, device seconds (x GPUs), validation seconds. One row per step (the last logged:
+    a resumed run may have validated a step again)."""
     path = run_dir / "csv" / "metrics.csv"
     if not path.is_file():
         return []
-    rows = []
+    rows: dict[int, dict] = {}
     with path.open() as f:
         for r in csv.DictReader(f):
             if r.get("val/dm_efficiency"):
-                rows.append(
-                    {
-                        "step": int(float(r["step"])),
-                        "dm": float(r["val/dm_efficiency"]),
-                        "fake": float(r.get("val/fake_rate") or "nan"),
-                        "trackml": float(r.get("val/trackml_score") or "nan"),
-                    }
-                )
-    return rows
+                row = {
+                    "step": int(float(r["step"])),
+                    "dm": float(r["val/dm_efficiency"]),
+                    "fake": float(r.get("val/fake_rate") or "nan"),
+                    "trackml": float(r.get("val/trackml_score") or "nan"),
+                }
+                row.update({k: float(r[c]) for k, c in TIME_COLUMNS.items() if r.get(c)})
+                rows[row["step"]] = row
+    return [rows[s] for s in sorted(rows)]
 
 
 def run_all(args, base: list[str], variants: dict[str, list[str]]) -> dict[str, dict]:
@@ -138,7 +145,12 @@ def summary_markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict[str, dict], path: Path) -> None:
+AXES = {"step": "optimizer steps", "gpu_min": "GPU-minutes (device seconds / 60)"}
+
+
+def plot(results: dict[str, dict], path: Path, x: str = "step") -> None:
+    """DM efficiency and fake rate of each variant's validations against ``x``: "step" or
+    "gpu_min" (rows that carry the training clock)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,18 +158,19 @@ def plot(results: dict[str, dict], path: Path) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for name, r in results.items():
-        c = r["curve"]
+        c = [p for p in r["curve"] if x == "step" or "device_s" in p]
         if c:
-            steps = [p["step"] for p in c]
-            a.plot(steps, [100 * p["dm"] for p in c], marker=".", label=name)
-            b.plot(steps, [100 * p["fake"] for p in c], marker=".", label=name)
-    a.set(xlabel="optimizer steps", ylabel="val DM efficiency %", ylim=(0, 100))
-    b.set(xlabel="optimizer steps", ylabel="val fake rate %")
+            xs = [p["step"] if x == "step" else p["device_s"] / 60 for p in c]
+            a.plot(xs, [100 * p["dm"] for p in c], marker=".", label=name)
+            b.plot(xs, [100 * p["fake"] for p in c], marker=".", label=name)
+    a.set(xlabel=AXES[x], ylabel="val DM efficiency %", ylim=(0, 100))
+    b.set(xlabel=AXES[x], ylabel="val fake rate %")
     a.legend(fontsize=7)
     a.grid(alpha=0.3)
     b.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:

@@ -3,7 +3,8 @@
 Builds data, model, loss, LightningModule, loggers and callbacks from the config, fits, and
 prints where the checkpoints and the wandb run are. Resume an interrupted run with
 ``hydra.run.dir=<its directory> ckpt_path=last``: the step count and data order continue
-exactly (trackformers.models.module.ResumableLoader).
+exactly (trackformers.models.module.ResumableLoader; last.ckpt is written inside the step where
+fit stops, trackformers.resume), and so do the training clock and the CSV log.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from trackformers.checkpoint import check_resume_path, register_safe_globals
+from trackformers.checkpoint import check_resume_path, load_checkpoint_file, register_safe_globals
 from trackformers.config_checks import check_train_config
-from trackformers.io_atomic import write_text_atomic
+from trackformers.io_atomic import atomic_path, write_text_atomic
 from trackformers.models.module import ResumableLoader, TrackFormerModule
+from trackformers.resume import LastCheckpoint, TrainClock
 from trackformers.wandb_env import is_wandb_logger, wandb_logger_config
 
 log = logging.getLogger("trackformers.train")
@@ -162,7 +164,8 @@ def write_summary(cfg: DictConfig, module: TrackFormerModule, trainer, seconds: 
     """summary.json, efficiency plots and the wandb summary table of this run."""
     out = Path(cfg.paths.output_dir)
     ckpt_dir = out / "checkpoints"
-    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks
+                 if getattr(c, "monitor", None)), "")  # fmt: skip
     summary = {
         "name": cfg.name,
         "global_step": int(trainer.global_step),
@@ -201,6 +204,31 @@ def write_summary(cfg: DictConfig, module: TrackFormerModule, trainer, seconds: 
     return summary
 
 
+def save_final_checkpoint(trainer, module: TrackFormerModule, path: Path) -> None:
+    """``last.ckpt`` of the end of ``fit``, with what came after the last step.
+
+    Where LastCheckpoint wrote it inside the last step (fit stopped there: max_steps,
+    max_time), that file is kept, so a resume goes on with the next batch of the epoch; the
+    training clock (which has counted the validation Lightning runs at a stop) and the
+    clustering tuned in ``on_fit_end`` are put into it. Otherwise (the epoch ended) the
+    trainer's state is saved.
+    """
+    inside = [cb for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)]
+    if not any(cb.path == path and cb.saved_step == trainer.global_step for cb in inside):
+        trainer.save_checkpoint(path)
+        return
+    if trainer.is_global_zero:
+        state = load_checkpoint_file(path)
+        for cb in trainer.callbacks:
+            if isinstance(cb, TrainClock):
+                state.setdefault("callbacks", {})[cb.state_key] = cb.state_dict()
+        if module.tuned_clustering is not None:
+            state["clustering"] = dict(module.tuned_clustering)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    trainer.strategy.barrier("save_final_checkpoint")
+
+
 def train(cfg: DictConfig) -> float:
     """Fit one run; returns the monitored metric of the last validation (for sweepers).
 
@@ -213,8 +241,12 @@ def train(cfg: DictConfig) -> float:
     register_safe_globals()  # Lightning's resume loads with weights_only=True (below)
     L.seed_everything(int(cfg.seed), workers=True)
     datamodule, module, trainer = build(cfg)
-    if ckpt_path == "last" and not (Path(cfg.paths.output_dir) / "checkpoints/last.ckpt").is_file():
-        log.warning("ckpt_path=last but %s has no checkpoints/last.ckpt", cfg.paths.output_dir)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if ckpt_path == "last":  # the run's own, whichever callbacks are configured
+        if last.is_file():
+            ckpt_path = str(last)
+        else:
+            log.warning("ckpt_path=last but %s has no checkpoints/last.ckpt", cfg.paths.output_dir)
     # Lightning >= 2.5 takes weights_only; older ones leave it to torch >= 2.6, whose default
     # is weights_only=True as well
     safe = {"weights_only": True} if "weights_only" in signature(trainer.fit).parameters else {}
@@ -222,7 +254,7 @@ def train(cfg: DictConfig) -> float:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **safe)
     seconds = time.perf_counter() - t0
     if not trainer.interrupted:  # the final state, also when max_steps ended mid-epoch
-        trainer.save_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+        save_final_checkpoint(trainer, module, last)
         if module.val_enabled and module.last_val_step != trainer.global_step:
             trainer.validate(module, datamodule=datamodule, verbose=False)  # metrics of the end
     summary = write_summary(cfg, module, trainer, seconds)

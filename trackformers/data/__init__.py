@@ -11,6 +11,7 @@ Kept import-light (the simulation imports ``trackformers.data.schema``); import 
     packing     pack_events, featurize, token_budget_batches, TokenBudgetBatchSampler,
                 pad_packed / unpad
     dataset     NativeEventStream, EventListDataset, PackCollate, split_of
+    sharding    deal_events: equal shares of a pass's events for DDP ranks, then workers
     cache       build_cache, CachedEventStream (memory-mapped preprocessed events)
     streaming   GeneratedBatchStream (events simulated on the fly)
     datamodule  TrackDataModule (conf/data/*.yaml)

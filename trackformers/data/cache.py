@@ -20,12 +20,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 from trackformers.data.batch import PackedBatch
 from trackformers.data.errors import RepairLog
 from trackformers.data.features import FeatureConfig
 from trackformers.data.packing import Featurized, featurize, token_budget_batches
+from trackformers.data.sharding import check_enough, deal_events, rank_world, worker_slot
 
 CACHE_VERSION = 2  # 2: hits of particles missing from the table are noise
 HIT_COLUMNS = ("x", "coords", "particle_id", "weight", "hit_id", "volume_id")
@@ -215,7 +216,7 @@ class CachedEventStream(IterableDataset):
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[PackedBatch]:
-        from trackformers.data.dataset import SPLITS, _epoch_seed, _rank_world, split_of
+        from trackformers.data.dataset import SPLITS, _epoch_seed, split_of
 
         data = CachedEvents(self.path)
         rng = None
@@ -229,17 +230,22 @@ class CachedEventStream(IterableDataset):
         self._passes += 1
         n = data.num_events
         items = [(a, min(a + self.events_per_item, n)) for a in range(0, n, self.events_per_item)]
-        if rng is not None:
-            items = [items[i] for i in rng.permutation(len(items))]
-        info = get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        rank, world = _rank_world()
-        for a, b in items[rank * nw + wid :: world * nw]:
+        order = rng.permutation(len(items)) if rng is not None else np.arange(len(items))
+        in_split = np.ones(n, dtype=bool)
+        if self.split is not None:
+            split = split_of(data.event_id, *self.fractions, self.split_seed)
+            in_split = split == SPLITS.index(self.split)
+        members = [np.flatnonzero(in_split[items[i][0] : items[i][1]]) for i in order]
+        rank, world = rank_world()  # equal shares of the split's events (data/sharding.py)
+        check_enough(sum(len(m) for m in members), world, self.split)
+        mine = [
+            (items[order[k]][0] + s, items[order[k]][0] + e)
+            for k, s, e in deal_events(members, rank, world)
+        ]
+        wid, nw = worker_slot()
+        for a, b in mine[wid::nw]:
             feat = data.featurized(a, b)
-            keep = np.arange(b - a)
-            if self.split is not None:
-                split = split_of(feat.event_id, *self.fractions, self.split_seed)
-                keep = keep[split == SPLITS.index(self.split)]
+            keep = np.flatnonzero(in_split[a:b])
             if len(keep) == 0:
                 continue
             if rng is not None:

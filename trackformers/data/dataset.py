@@ -2,9 +2,10 @@
 
 ``NativeEventStream`` (IterableDataset) yields ready PackedBatches. Its work items are entry
 ranges of the files (about ``chunk_bytes`` of requested branches each); every epoch the items
-are shuffled with a seed that depends on the epoch, dealt round-robin to DataLoader workers
-(and DDP ranks), read, validated, restricted to the split, featurized, shuffled inside the
-chunk and packed by token budget. Memory is bounded by the chunk size, not the dataset size.
+are shuffled with a seed that depends on the epoch, shared out among DDP ranks at event
+granularity (equal event counts, data/sharding.py) and round-robin among DataLoader workers,
+read, validated, restricted to the split, featurized, shuffled inside the chunk and packed by
+token budget. Memory is bounded by the chunk size, not the dataset size.
 
 ``EventListDataset`` (map-style) holds per-event dicts; with ``TokenBudgetBatchSampler`` and
 ``PackCollate`` it gives the same batches from events already in memory (e.g. generated on
@@ -17,7 +18,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from trackformers.data.augment import AugmentConfig, augment_chunk
@@ -35,6 +35,7 @@ from trackformers.data.reader import (
     open_tree,
     read_chunk,
 )
+from trackformers.data.sharding import check_enough, deal_events, rank_world, worker_slot
 from trackformers.data.validate import validate_chunk
 
 SPLITS = ("train", "val", "test")
@@ -68,12 +69,6 @@ def _epoch_seed(base_seed: int, counter: int) -> int:
     if info is not None:
         return int((info.seed - info.id) % 2**63)  # same in every worker of this epoch
     return int(np.random.default_rng([base_seed, counter]).integers(2**62))
-
-
-def _rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 class NativeEventStream(IterableDataset):
@@ -114,6 +109,7 @@ class NativeEventStream(IterableDataset):
         )
         self.repairs = RepairLog()
         self._items: list[tuple[str, int, int]] | None = None
+        self._members: list[np.ndarray] | None = None  # per item: offsets of the split's events
         self._passes = 0
         self.epoch: int | None = None
 
@@ -122,9 +118,12 @@ class NativeEventStream(IterableDataset):
         self.epoch = int(epoch)
 
     def plan(self) -> list[tuple[str, int, int]]:
-        """(file, entry_start, entry_stop) work items; files failing to open obey on_error."""
+        """(file, entry_start, entry_stop) work items; files failing to open obey on_error.
+
+        Also notes, per item, which entries hold events of the split (from the event ids), so
+        that DDP ranks can be given equal shares of the split's events."""
         if self._items is None:
-            items = []
+            items, members = [], []
             for path in self.files:
                 try:
                     tree = open_tree(path)
@@ -132,26 +131,46 @@ class NativeEventStream(IterableDataset):
                         check_branches(tree, self.spec.branches, path)
                         check_complete(tree, self.spec.branches, path)
                         ranges = entry_ranges(tree, self.spec.branches, self.spec.chunk_bytes)
+                        in_split = self._in_split(tree, path)
                     finally:
                         tree.file.close()
                     items += [(path, a, b) for a, b in ranges]
+                    members += [np.flatnonzero(in_split[a:b]) for a, b in ranges]
                 except (DataError, FileNotFoundError) as err:
                     if self.on_error == "raise":
                         raise
                     log.error("skipping %s: %s", path, err)
                     self.repairs.add(path, "skipped_files", 1, note=str(err))
                     self.repairs.flush(path)
-            self._items = items
+            self._items, self._members = items, members
         return self._items
 
+    def _in_split(self, tree, path: str) -> np.ndarray:
+        """(entries,) bool: the file's events that belong to this stream's split."""
+        n = int(tree.num_entries)
+        if self.split is None:
+            return np.ones(n, dtype=bool)
+        try:
+            ids = np.asarray(tree["event_id"].array(library="np"))
+        except Exception as err:  # uproot raises many types for damaged branches
+            raise DataError(f"{path}: cannot read branch event_id ({err})") from err
+        split = split_of(ids, *self.fractions, self.split_seed)
+        return split == SPLITS.index(self.split)
+
     def _my_items(self, rng: np.random.Generator | None) -> list[tuple[str, int, int]]:
-        items = list(self.plan())
-        if rng is not None:
-            items = [items[i] for i in rng.permutation(len(items))]
-        info = get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        rank, world = _rank_world()
-        return items[rank * nw + wid :: world * nw]
+        """This process's entry ranges of the pass: its rank's equal share of the split's
+        events (data/sharding.py), dealt round-robin to the DataLoader workers."""
+        items = self.plan()
+        order = rng.permutation(len(items)) if rng is not None else np.arange(len(items))
+        members = [self._members[i] for i in order]
+        rank, world = rank_world()
+        check_enough(sum(len(m) for m in members), world, self.split)
+        mine = [
+            (items[order[k]][0], items[order[k]][1] + s, items[order[k]][1] + e)
+            for k, s, e in deal_events(members, rank, world)
+        ]
+        wid, nw = worker_slot()
+        return mine[wid::nw]
 
     def __iter__(self) -> Iterator[PackedBatch]:
         if self.shuffle:

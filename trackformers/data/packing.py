@@ -21,6 +21,7 @@ from trackformers.data.batch import PackedBatch
 from trackformers.data.chunk import EventChunk, counts_to_offsets, gather_rows
 from trackformers.data.errors import RepairLog
 from trackformers.data.features import FeatureConfig, hit_features, hit_targets, select_hits
+from trackformers.data.sharding import check_enough, rank_world, run_bounds
 from trackformers.data.validate import validate_chunk
 
 
@@ -157,7 +158,14 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
     """Batch sampler for map-style event datasets: batches of at most ``max_tokens`` hits.
 
     ``lengths[i]`` is the hit count of dataset item i. With ``shuffle`` the order is a seeded
-    permutation that changes with :meth:`set_epoch` (Lightning calls it every epoch).
+    permutation that changes with :meth:`set_epoch` (Lightning calls it every epoch). Under
+    DDP each rank batches only its own run of that order (``num_replicas`` runs whose sizes
+    differ by at most one, as data/sharding.py deals streamed events): no event on two ranks.
+    Give ``use_distributed_sampler=False`` to the Trainer (conf/trainer/ddp.yaml does).
+
+    Args:
+        num_replicas: number of ranks (None: the process group's world size when iterated).
+        rank: this rank (None: the process group's rank when iterated).
     """
 
     def __init__(
@@ -168,21 +176,31 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         drop_last: bool = False,
         max_events: int | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
     ):
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.max_tokens = int(max_tokens)
         self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
         self.max_events = max_events
+        self.num_replicas, self.rank = num_replicas, rank
+        if num_replicas is not None or rank is not None:
+            run_bounds(0, int(rank or 0), int(num_replicas or 1))  # checks 0 <= rank < replicas
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def _batches(self) -> list[np.ndarray]:
-        order = None
+        order = np.arange(len(self.lengths))
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.lengths))
-        batches = token_budget_batches(self.lengths, self.max_tokens, order, self.max_events)
+        rank, world = rank_world()
+        rank = rank if self.rank is None else int(self.rank)
+        world = world if self.num_replicas is None else int(self.num_replicas)
+        check_enough(len(order), world, None)
+        lo, hi = run_bounds(len(order), rank, world)
+        batches = token_budget_batches(self.lengths, self.max_tokens, order[lo:hi], self.max_events)
         if self.drop_last and len(batches) > 1:
             batches = batches[:-1]  # the last batch is the one that may be under-filled
         return batches

@@ -1,8 +1,9 @@
 """Training on fresh events without files: an iterable torch Dataset that simulates on the fly.
 
 Each DataLoader worker builds its own :class:`~trackformers.sim.events.EventFactory` (Pythia is
-initialised inside the worker) and makes the events whose index falls to it, so workers never
-duplicate events and the stream is reproducible: event ``i`` of epoch ``e`` is the dataset
+initialised inside the worker) and makes the events whose index falls to it (under DDP each
+rank first takes its own run of the epoch's indices, data/sharding.py), so workers and ranks
+never duplicate events and the stream is reproducible: event ``i`` of epoch ``e`` is the dataset
 event ``offset + e * n_events + i`` of the same settings, identical to what
 ``python -m trackformers.simulate`` would write for that index.
 
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from trackformers.data.sharding import check_enough, rank_world, run_bounds, worker_slot
 from trackformers.sim.events import EventFactory
 
 
@@ -55,15 +57,22 @@ class SimulatedEventStream(torch.utils.data.IterableDataset):
         """Use fresh events in every epoch (call before iterating, e.g. from a callback)."""
         self.epoch = int(epoch)
 
+    def _run(self) -> tuple[int, int]:
+        """[lo, hi): this DDP rank's event indices of an epoch (all of them outside DDP)."""
+        rank, world = rank_world()
+        check_enough(self.n_events, world, None)
+        return run_bounds(self.n_events, rank, world)
+
     def __len__(self) -> int:
-        return self.n_events
+        lo, hi = self._run()
+        return hi - lo
 
     def __iter__(self) -> Iterator:
-        info = torch.utils.data.get_worker_info()
-        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        worker, n_workers = worker_slot()
+        lo, hi = self._run()
         if self._factory is None:
             self._factory = EventFactory(self.settings)
         base = self.offset + self.epoch * self.n_events
-        for i in range(worker, self.n_events, n_workers):
+        for i in range(lo + worker, hi, n_workers):
             event = self._factory.event(base + i)
             yield self.transform(event) if self.transform is not None else event
