@@ -1,18 +1,15 @@
-"""benchmarks/pu200_run.py pieces: which checkpoint a call resumes from, the training command,
-the reuse of simulated sets, and the learning curve in GPU-minutes. (The whole path runs with
-DRY=1 bash benchmarks/pu200_run.sh: minutes of CPU, not a unit test.)"""
+"""trackformers.reproduce.pu200_run pieces: which checkpoint a call resumes from, the training
+command, the reuse of simulated sets, and the learning curve in GPU-minutes. (The whole path
+runs with DRY=1 bash benchmarks/pu200_run.sh: minutes of CPU, not a unit test.)"""
 
 import csv
 import json
-import sys
 from argparse import Namespace
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-import pu200_run  # noqa: E402
+from trackformers.reproduce import pu200_run
 
 
 def test_resume_prefers_the_run_directory_then_the_carried_state(tmp_path):

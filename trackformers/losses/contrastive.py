@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trackformers.kernels.supcon import supcon_loss
 from trackformers.losses.pair_module import PairEmbeddingLoss
 
 
@@ -251,8 +252,6 @@ class SupConLoss(PairEmbeddingLoss):
                 f"loss 'contrastive': kernel='triton' needs CUDA tensors (got {emb.device}); "
                 "use kernel: tiled on CPU"
             )
-        from trackformers.kernels.supcon import supcon_loss
-
         return supcon_loss(
             emb, labels, batch.cu_seqlens, self.pairs.tau,
             valid=None if self.noise == "negative" else valid, max_seqlen=batch.max_seqlen,
