@@ -22,8 +22,8 @@ import time
 import torch
 import torch.nn.functional as F
 import triton
-
 from trackformers.kernels import supcon
+
 from trackformers.losses import tiled_pair_loss
 from trackformers.losses.contrastive import SupConPairs
 

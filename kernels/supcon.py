@@ -47,7 +47,6 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-
 from trackformers.kernels.ops import interpreting
 
 LOG2E = 1.4426950408889634

@@ -1,6 +1,6 @@
 """The walking skeleton end to end, through the same driver as `make demo`, at tiny size:
-tt-bar µ = 0 pixel events → native ROOT → loader → dense encoder + contrastive head → DBSCAN → TrackML
-score and DM efficiency, with a Lightning checkpoint and an offline wandb run on disk."""
+tt-bar µ = 0 pixel events → native ROOT → loader → dense encoder + contrastive head → DBSCAN →
+TrackML score and DM efficiency, with a Lightning checkpoint and an offline wandb run on disk."""
 
 import json
 import math
@@ -20,8 +20,8 @@ def test_demo_driver_runs_every_stage_and_reports_finite_metrics(tmp_path):
     out, data = tmp_path / "demo", tmp_path / "data"
     cmd = [
         sys.executable, "-m", "trackformers.demo", "--out", str(out), "--data", str(data),
-        "--events", "40", "--eval-events", "6", "--experiment", "demo_tiny", "data.val_fraction=0.2",
-        "data.test_fraction=0.2", "validation.reconstructable.pt_min=0.5",
+        "--events", "40", "--eval-events", "6", "--experiment", "demo_tiny",
+        "data.val_fraction=0.2", "data.test_fraction=0.2", "validation.reconstructable.pt_min=0.5",
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -161,6 +161,7 @@ def case_dims_and_fp16(torch):
         valid = labels != 0
         x64 = torch.nn.functional.normalize(emb, dim=-1).to(dtype).double().requires_grad_(True)
         from trackformers.kernels.supcon import supcon_loss
+
         from trackformers.losses import supcon_naive
 
         ref = supcon_naive(x64, labels, valid, cu, TAU)
@@ -270,8 +271,8 @@ def test_bad_kernel_options_are_rejected():
 
 def test_triton_kernel_refuses_cpu_without_interpreter():
     import torch
-
     from trackformers.kernels.supcon import supcon_loss
+
     from trackformers.losses import SupConLoss
 
     emb, labels, cu, signal = _event_batch(torch, [10, 5])
@@ -285,7 +286,6 @@ def test_triton_kernel_refuses_cpu_without_interpreter():
 def test_dense_labels_keep_equality_and_noise():
     """64-bit particle ids (> 2^31, repeated, unsorted) -> int32 with the same equal pairs."""
     import torch
-
     from trackformers.kernels.supcon import dense_labels
 
     big = 10**18
@@ -314,8 +314,8 @@ def test_config_default_and_override():
 def _gpu_case(torch, dtype, noise, precision="auto"):
     """N = 4096 in 3 events (~7 hits per particle, 10 % noise): kernel vs float64 N x N."""
     import torch.nn.functional as F
-
     from trackformers.kernels.supcon import supcon_loss
+
     from trackformers.losses import supcon_naive
 
     emb, labels, cu, signal = _event_batch(torch, [2500, 1, 1595], n_particles=400,
@@ -373,7 +373,6 @@ def test_gpu_65k_hits_no_n2_memory(events):
     """N = 65536, D = 32, bf16: forward + backward peak memory far below one N x N fp32
     matrix (16 GiB), every gradient row written and finite."""
     import torch
-
     from trackformers.kernels.supcon import supcon_loss
 
     n = 65536
