@@ -6,7 +6,9 @@ reconstructable particles binned by pT, eta, hit count, production radius (secon
 Delta R to the nearest other particle with pT > 0.5 GeV (jet density), plus the share of
 particles whose hits lie within eps of each other ("diam < eps") and whose nearest hit of
 another particle lies beyond eps ("near > eps"): a missed particle with diam >= eps was split,
-one with near <= eps was merged.
+one with near <= eps was merged. Fake tracks (>= 3 hits, no particle holds > 50 % of them, or
+mostly noise) are described by what their hits are: noise, hits of reconstructable particles
+("signal") or of the other particles (low pT, secondaries outside the definition).
 
     python benchmarks/where_lost.py CKPT DATA --events 60 --eps 0.2 --split val --csv out.csv
 """
@@ -25,7 +27,7 @@ from trackformers.data.packing import pack_events
 from trackformers.inference import forward_batch, load_model
 from trackformers.inference.events import iter_eval_events, restrict
 from trackformers.metrics.efficiency import MatchingRules, Reconstructable
-from trackformers.metrics.event import evaluate_event
+from trackformers.metrics.event import evaluate_event, track_table
 
 BINS = {
     "pt": [0.9, 1.5, 3, 10, 1e4],
@@ -64,6 +66,26 @@ def particle_rows(event: dict, emb: np.ndarray, labels: np.ndarray) -> list[dict
     return rows
 
 
+def fake_rows(event: dict, labels: np.ndarray, signal_ids: np.ndarray) -> list[dict]:
+    """One row per fake track: hit count, shares of noise / signal / other hits, particles."""
+    tracks = track_table(event, labels, MatchingRules(min_cluster_hits=3))
+    pid = np.asarray(event["hit_particle_id"]).astype(np.int64)
+    rows = []
+    for t in tracks.loc[tracks.fake, "track_id"]:
+        p = pid[labels == t]
+        noise, sig = p == 0, np.isin(p, signal_ids)
+        rows.append(
+            dict(
+                nhits=len(p),
+                noise=noise.mean(),
+                signal=sig.mean(),
+                other=(~noise & ~sig).mean(),
+                particles=len(np.unique(p[~noise])),
+            )
+        )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("ckpt")
@@ -75,7 +97,7 @@ def main() -> None:
     args = ap.parse_args()
     loaded = load_model(args.ckpt, "cpu")
     model, cfg, fcfg = loaded.model, loaded.config, loaded.features
-    rows = []
+    rows, fakes = [], []
     with torch.no_grad():
         for ev in iter_eval_events(cfg, args.data, args.split, args.events):
             batch = pack_events([ev], fcfg)
@@ -84,6 +106,9 @@ def main() -> None:
             event = restrict(ev, batch.hit_id.numpy())
             labels = DBSCAN(eps=args.eps, min_samples=2).fit_predict(emb)
             rows += particle_rows(event, emb, labels)
+            _, parts = evaluate_event(event, labels, Reconstructable(0.9, 4.0, 3, True),
+                                      MatchingRules(min_cluster_hits=3))  # fmt: skip
+            fakes += fake_rows(event, labels, parts.particle_id[parts.reconstructable].to_numpy())
     df = pd.DataFrame(rows)
     print(f"{len(df)} reconstructable particles, DM {df.dm.mean():.3f} (eps {args.eps})")
     for col, bins in BINS.items():
@@ -94,6 +119,13 @@ def main() -> None:
           f"near > eps {(df.near > args.eps).mean():.3f}; "
           f"missed {missed.sum()}: split (diam >= eps) {(missed & (df.diam >= args.eps)).sum()}, "
           f"merged (near <= eps) {(missed & (df.near <= args.eps)).sum()}")  # fmt: skip
+    fk = pd.DataFrame(fakes)
+    if len(fk):
+        print(f"\n{len(fk)} fake tracks: mean {fk.nhits.mean():.1f} hits, "
+              f"{fk.particles.mean():.1f} particles; hit shares noise {fk.noise.mean():.2f}, "
+              f"signal {fk.signal.mean():.2f}, other {fk.other.mean():.2f}; "
+              f"mostly noise {(fk.noise > 0.5).mean():.2f}, "
+              f"without signal hits {(fk.signal == 0).mean():.2f}")  # fmt: skip
     if args.csv:
         df.to_csv(args.csv, index=False)
 
