@@ -38,10 +38,13 @@ BINS = {
 }
 
 
-def particle_rows(event: dict, emb: np.ndarray, labels: np.ndarray) -> list[dict]:
-    """One row per reconstructable particle: kinematics, DM flag, embedding diameter/gap."""
-    _, parts = evaluate_event(event, labels, Reconstructable(0.9, 4.0, 3, True),
-                              MatchingRules(min_cluster_hits=3))  # fmt: skip
+RECO = Reconstructable(0.9, 4.0, 3, True)  # the results-table definition
+RULES = MatchingRules(min_cluster_hits=3)
+
+
+def particle_rows(event: dict, emb: np.ndarray, parts: pd.DataFrame) -> list[dict]:
+    """One row per reconstructable particle of ``parts`` (``evaluate_event``'s table):
+    kinematics, DM flag, embedding diameter/gap."""
     pid = np.asarray(event["hit_particle_id"]).astype(np.int64)
     dist, idx = NearestNeighbors(n_neighbors=min(16, len(emb))).fit(emb).kneighbors(emb)
     ppid = np.asarray(event["part_particle_id"]).astype(np.int64)
@@ -68,7 +71,7 @@ def particle_rows(event: dict, emb: np.ndarray, labels: np.ndarray) -> list[dict
 
 def fake_rows(event: dict, labels: np.ndarray, signal_ids: np.ndarray) -> list[dict]:
     """One row per fake track: hit count, shares of noise / signal / other hits, particles."""
-    tracks = track_table(event, labels, MatchingRules(min_cluster_hits=3))
+    tracks = track_table(event, labels, RULES)
     pid = np.asarray(event["hit_particle_id"]).astype(np.int64)
     rows = []
     for t in tracks.loc[tracks.fake, "track_id"]:
@@ -105,9 +108,8 @@ def main() -> None:
             emb = out["embedding"].float().numpy()
             event = restrict(ev, batch.hit_id.numpy())
             labels = DBSCAN(eps=args.eps, min_samples=2).fit_predict(emb)
-            rows += particle_rows(event, emb, labels)
-            _, parts = evaluate_event(event, labels, Reconstructable(0.9, 4.0, 3, True),
-                                      MatchingRules(min_cluster_hits=3))  # fmt: skip
+            _, parts = evaluate_event(event, labels, RECO, RULES)
+            rows += particle_rows(event, emb, parts)
             fakes += fake_rows(event, labels, parts.particle_id[parts.reconstructable].to_numpy())
     df = pd.DataFrame(rows)
     print(f"{len(df)} reconstructable particles, DM {df.dm.mean():.3f} (eps {args.eps})")
