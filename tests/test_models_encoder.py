@@ -82,6 +82,7 @@ def test_heads_outputs():
         "reg": (RegressorHead(32, 4), {"params": 4}),
         "joint": (JointHead(32, 4, 11), {"params": 4, "logits": 11}),
         "con": (ContrastiveHead(32, 16), {"embedding": 16}),
+        "con_aux": (ContrastiveHead(32, 16, aux_params=4), {"embedding": 16, "params": 4}),
     }
     for head, keys in heads.values():
         out = TrackFormer(small_encoder(), head.double())(batch)
@@ -141,3 +142,33 @@ def test_bad_configuration_errors():
     batch = synthetic_batch([10], num_features=4)
     with pytest.raises(ValueError, match=r"PackedBatch.x has shape \(10, 4\)"):
         Encoder(5, d_model=32, n_heads=4)(batch)
+
+
+def test_contrastive_head_with_auxiliary_regression_trains_both():
+    """model.head.aux_params + loss=contrastive_reg: the embedding and the regressed
+    parameters both get gradients, through one encoder."""
+    overrides = [
+        "+model=contrastive",
+        "+attention=dense",
+        "+loss=contrastive_reg",
+        "model.encoder.d_model=32",
+        "model.encoder.n_heads=4",
+        "model.encoder.n_layers=1",
+        "+data.num_features=5",
+        "model.head.aux_params=4",
+        "+data.features.targets=[eta,sin_phi,cos_phi,q_over_pt]",
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=None, overrides=overrides)
+    net, loss_fn = instantiate(cfg.model), instantiate(cfg.loss)
+    batch = synthetic_batch([30, 50], num_features=5, seed=6, num_params=4)
+    out = net(batch)
+    assert out["embedding"].shape == (80, 32) and out["params"].shape == (80, 4)
+    total, parts = loss_fn(out, batch)
+    assert set(parts) == {"contrastive", "regression"}
+    assert all(torch.isfinite(v) and v > 0 for v in parts.values())
+    total.backward()
+    assert net.head.aux[-1].weight.grad.abs().sum() > 0
+    assert net.head.net[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="aux_params"):
+        ContrastiveHead(32, 16, aux_params=0)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from trackformers.attention import build as build_attention
 from trackformers.attention.base import AttentionBackend, AttentionPlan
 from trackformers.attention.plans import presorted
+from trackformers.models.geobias import GeoBias, biased_attention, delta_r2, eta_phi
 from trackformers.models.posenc import FeatureEncoding
 
 
@@ -56,7 +57,17 @@ class FeedForward(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, backend: AttentionBackend, dropout: float):
+    """Multi-head self-attention through ``backend``, or exact per-event attention with a
+    learned (eta, phi) locality bias when ``geo_bias`` is given (``GeoBias`` arguments)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        backend: AttentionBackend,
+        dropout: float,
+        geo_bias: dict | None = None,
+    ):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
@@ -65,28 +76,38 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.backend = backend
         self.drop = nn.Dropout(dropout)
+        self.geo = GeoBias(n_heads, **geo_bias) if geo_bias else None
 
-    def forward(self, x: Tensor, plan: AttentionPlan) -> Tensor:
+    def forward(self, x: Tensor, plan: AttentionPlan, d2: list[Tensor] | None = None) -> Tensor:
         n, d = x.shape
         qkv = self.qkv(x).view(n, 3, self.n_heads, d // self.n_heads)  # (N, 3, H, Dh)
         q, k, v = qkv.unbind(1)  # (N, H, Dh) each
-        o = self.backend(q, k, v, plan)  # (N, H, Dh)
+        if self.geo is None:
+            o = self.backend(q, k, v, plan)  # (N, H, Dh)
+        else:  # d2: per event (n, n) squared (eta, phi) distances
+            cu = plan.cu_seqlens.tolist()
+            o = torch.cat(
+                [
+                    biased_attention(q[a:b], k[a:b], v[a:b], self.geo(dd))
+                    for a, b, dd in zip(cu[:-1], cu[1:], d2, strict=True)
+                ]
+            )
         return self.drop(self.out(o.reshape(n, d)))  # (N, d_model)
 
 
 class EncoderBlock(nn.Module):
     """Pre-norm block: x + Attn(norm(x)), then x + FFN(norm(x))."""
 
-    def __init__(self, d_model, n_heads, backend, ffn, ffn_mult, norm, dropout):
+    def __init__(self, d_model, n_heads, backend, ffn, ffn_mult, norm, dropout, geo_bias=None):
         super().__init__()
         self.norm1 = make_norm(norm, d_model)
-        self.attn = SelfAttention(d_model, n_heads, backend, dropout)
+        self.attn = SelfAttention(d_model, n_heads, backend, dropout, geo_bias)
         self.norm2 = make_norm(norm, d_model)
         self.ffn = FeedForward(d_model, ffn_mult, ffn, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, plan: AttentionPlan) -> Tensor:
-        x = x + self.attn(self.norm1(x), plan)  # (N, d_model)
+    def forward(self, x: Tensor, plan: AttentionPlan, d2: list[Tensor] | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), plan, d2)  # (N, d_model)
         return x + self.drop(self.ffn(self.norm2(x)))  # (N, d_model)
 
 
@@ -101,6 +122,9 @@ class Encoder(nn.Module):
             (``FeatureEncoding`` keyword arguments: fields, dim_per_feature, alpha; null = none).
         feature_names: names of the input columns (``data.features.features``); needed by
             ``posenc``.
+        geo_bias: optional learned (eta, phi) locality bias of every attention layer
+            (``GeoBias`` keyword arguments r_min, r_max; null = none). Exact per-event
+            attention with the bias replaces the backend: needs full plans (dense attention).
     """
 
     def __init__(
@@ -117,6 +141,7 @@ class Encoder(nn.Module):
         attention_kwargs: dict | None = None,
         posenc: dict | None = None,
         feature_names: list[str] | None = None,
+        geo_bias: dict | None = None,
     ):
         super().__init__()
         for key, value in (("in_features", in_features), ("d_model", d_model),
@@ -143,8 +168,14 @@ class Encoder(nn.Module):
         self.input_mlp = nn.Sequential(
             nn.Linear(width, d_model), nn.GELU(), nn.Linear(d_model, d_model)
         )
+        if geo_bias and attention.name != "dense":
+            raise ValueError(
+                f"model.encoder.geo_bias needs attention=dense (exact per-event attention), "
+                f"got attention {attention.name!r}"
+            )
+        self.geo_bias = bool(geo_bias)
         self.blocks = nn.ModuleList(
-            EncoderBlock(d_model, n_heads, attention, ffn, ffn_mult, norm, dropout)
+            EncoderBlock(d_model, n_heads, attention, ffn, ffn_mult, norm, dropout, geo_bias)
             for _ in range(n_layers)
         )
         self.final_norm = make_norm(norm, d_model)
@@ -167,8 +198,15 @@ class Encoder(nn.Module):
             layer_plan = presorted(plan)
         else:
             layer_plan = plan
+        d2 = None
+        if self.geo_bias:
+            if plan.perm is not None:
+                raise ValueError("model.encoder.geo_bias needs a full attention plan")
+            ep = eta_phi(batch.coords)  # (N, 2)
+            cu = plan.cu_seqlens.tolist()
+            d2 = [delta_r2(ep[a:b]) for a, b in zip(cu[:-1], cu[1:], strict=True)]
         for block in self.blocks:
-            h = block(h, layer_plan)  # (N, d_model)
+            h = block(h, layer_plan, d2)  # (N, d_model)
         h = self.final_norm(h)
         return h if plan.inv_perm is None else h[plan.inv_perm]
 

@@ -5,6 +5,7 @@ Output keys (all per hit, first dim total_hits, input order):
   RegressorHead (EncReg)     "params"    (N, num_params)   regressed track parameters
   JointHead (Part 2)         "params" and "logits"; the classifier sees [h, params]
   ContrastiveHead            "embedding" (N, embed_dim)    L2-normalised hit embedding
+                             (+ "params" (N, aux_params) with an auxiliary regression)
   HitFilterHead              "filter_logit" (N,)           logit that the hit belongs to a
                                                            particle worth tracking (hit filter)
 """
@@ -72,14 +73,37 @@ class JointHead(nn.Module):
 
 
 class ContrastiveHead(nn.Module):
-    """Unit-norm hit embedding for metric-learning losses and clustering."""
+    """Unit-norm hit embedding for metric-learning losses and clustering.
 
-    def __init__(self, d_model: int, embed_dim: int = 32, hidden: int | None = None, dropout=0.0):
+    Args:
+        d_model: encoder width.
+        embed_dim: embedding size.
+        hidden: MLP hidden width (default d_model).
+        dropout: MLP dropout.
+        aux_params: also regress this many track parameters per hit (output "params", trained
+            by an auxiliary ``ParameterRegressionLoss``, loss=contrastive_reg), so that the
+            encoder must carry each hit's track direction and curvature; None = no.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        embed_dim: int = 32,
+        hidden: int | None = None,
+        dropout=0.0,
+        aux_params: int | None = None,
+    ):
         super().__init__()
         self.net = mlp(d_model, hidden or d_model, embed_dim, dropout)
+        if aux_params is not None and (isinstance(aux_params, bool) or int(aux_params) < 1):
+            raise ValueError(f"model.head.aux_params = {aux_params!r}: must be >= 1 or null")
+        self.aux = mlp(d_model, hidden or d_model, int(aux_params), dropout) if aux_params else None
 
     def forward(self, h: Tensor) -> dict[str, Tensor]:
-        return {"embedding": F.normalize(self.net(h), dim=-1)}  # (N, embed_dim)
+        out = {"embedding": F.normalize(self.net(h), dim=-1)}  # (N, embed_dim)
+        if self.aux is not None:
+            out["params"] = self.aux(h)  # (N, aux_params)
+        return out
 
 
 class HitFilterHead(nn.Module):
