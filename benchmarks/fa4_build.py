@@ -40,15 +40,15 @@ def _caches(interface) -> dict:
 
 
 def build(out: Path, dtypes, head_dims, n: int, h: int) -> dict:
+    import cutlass
     import torch
+    from cutlass.base_dsl.version_info import CUDA_VERSION
     from flash_attn.cute import interface
     from flash_attn.cute.config import BwdConfig, FwdConfig
     from torch._subclasses.fake_tensor import FakeTensorMode
+
     from trackformers.kernels.fa4 import FA4_VERSION, JitRunner, dtype_name
     from trackformers.kernels.fa4_meta import FA4_BLOCK, FA4Layout
-
-    import cutlass
-    from cutlass.base_dsl.version_info import CUDA_VERSION
 
     out.mkdir(parents=True, exist_ok=True)
     runner = JitRunner()
@@ -63,7 +63,8 @@ def build(out: Path, dtypes, head_dims, n: int, h: int) -> dict:
             before = {k: set(c.cache) for k, c in caches.items()}
             t0 = time.time()
             with FakeTensorMode():
-                q, k, v, do = (torch.empty(1, n, h, d, dtype=dtype, device="cuda") for _ in range(4))
+                q, k, v, do = (torch.empty(1, n, h, d, dtype=dtype, device="cuda")
+                               for _ in range(4))  # fmt: skip
                 i32 = dict(dtype=torch.int32, device="cuda")
                 lay = FA4Layout(n, FA4_BLOCK, FA4_BLOCK, torch.empty(1, 1, m, **i32),
                                 torch.empty(1, 1, m, 24, **i32), torch.empty(1, 1, m, **i32),

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
 from trackformers.kernels.fa4_meta import FA4_BLOCK, FA4Layout, block_sparse_layout, max_blocks
 from trackformers.kernels.metadata import build_row_intervals
 
@@ -74,6 +75,7 @@ class JitRunner:
     def __init__(self):
         from flash_attn.cute import interface
         from flash_attn.cute.block_sparsity import BlockSparseTensorsTorch
+
         from trackformers.kernels.fa4_mask import ranges_mask_mod
 
         self._fa, self._bst, self._mask = interface, BlockSparseTensorsTorch, ranges_mask_mod

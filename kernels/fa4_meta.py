@@ -135,8 +135,8 @@ def block_sparse_layout_reference(
     def hull(sel_lo, lo, sel_hi, hi):
         return (torch.where(sel_lo, lo, big).amin(1), torch.where(sel_hi, hi, -1).amax(1))
 
-    h_lo = torch.minimum(*[torch.where(s, x, big).amin(1) for s, x in ((valid, lo1), (inside, lo2))])
-    h_hi = torch.maximum(*[torch.where(s, x, -1).amax(1) for s, x in ((valid, hi1), (inside, hi2))])
+    h_lo = torch.minimum(hull(valid, lo1, valid, hi1)[0], hull(inside, lo2, inside, hi2)[0])
+    h_hi = torch.maximum(hull(valid, lo1, valid, hi1)[1], hull(inside, lo2, inside, hi2)[1])
     a_lo, a_hi = hull(cls_a, lo2, cls_a, hi2)
     c_lo, c_hi = hull(cls_b, lo2, cls_b, hi2)
     f_lo = torch.where(valid, lo1, -1).amax(1)
@@ -330,7 +330,8 @@ def expand_mask(layout: FA4Layout) -> Tensor:
         c, ix = cnt[0, 0].cpu().long(), idx[0, 0].cpu().long()
         for qb in range(m):
             lst = ix[qb, : int(c[qb])]
-            if lst.numel() and (bool((visit[qb, lst] != 0).any()) or len(set(lst.tolist())) != lst.numel()):
+            twice = len(set(lst.tolist())) != lst.numel() or bool((visit[qb, lst] != 0).any())
+            if twice:
                 raise AssertionError(f"query block {qb}: a key block is listed twice")
             visit[qb, lst] = code
     aux = layout.aux[:n].cpu().long()

@@ -47,14 +47,13 @@ def _rows(plan, n):
 
 @pytest.mark.parametrize("sizes", SIZES)
 def test_layout_expands_to_the_dense_mask(sizes):
+    from trackformers.attention.plans import dense_mask_reference
     from trackformers.kernels.fa4_meta import (
         block_sparse_layout_reference,
         expand_mask,
         max_blocks,
         visited_pairs,
     )
-
-    from trackformers.attention.plans import dense_mask_reference
 
     n = sum(sizes)
     for name, plan in _cases(sizes).items():
@@ -77,9 +76,8 @@ def test_layout_expands_to_the_dense_mask(sizes):
 
 def test_bound_is_o_of_n_for_window_and_cluster():
     """K stays fixed while N grows: the lists are O(N) memory."""
-    from trackformers.kernels.fa4_meta import max_blocks
-
     from trackformers.attention.base import AttentionPlan
+    from trackformers.kernels.fa4_meta import max_blocks
 
     cu = torch.tensor([0, 65536], dtype=torch.int32)
     win = AttentionPlan("window", cu, 65536, window=512)
