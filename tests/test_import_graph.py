@@ -24,6 +24,8 @@ ROOTS = {"trackformers": REPO / "trackformers", "trackformers.kernels": REPO / "
 HEAVY = {
     ("trackformers.metrics.event", "trackformers.sim.weights"): "the sim package's import "
     "loads numba and the detector (~0.6 s); only evaluate_event(weights='official') needs it",
+    ("trackformers.kernels.fa4", "trackformers.kernels.fa4_mask"): "the mask_mod imports "
+    "cutlass (nvidia-cutlass-dsl, optional, ~190 MB compiler); only the FA4 JIT path needs it",
 }
 # modules of other work of issue 19 (data, models, sim, train) that still import project
 # modules inside functions; each is to be cleaned there and then removed from this list

@@ -1,4 +1,12 @@
-"""Fused backend: the Triton block-sparse kernels of trackformers.kernels on the shared plans.
+"""Fused backend: block-sparse kernels of trackformers.kernels on the shared plans.
+
+Two implementations of one contract: the Triton kernels (portable, any CUDA GPU) and, on
+Hopper (sm90), flash-attn-4's warp-specialised CuTe DSL kernels fed the plan's O(N) block
+lists (:mod:`trackformers.kernels.fa4`). ``impl="auto"`` picks FA4 where
+``kernels.fa4.choose`` allows it (sm90, bf16/fp16, head_dim 32/64/128, ``flash_attn.cute``
+installed or ``$TRACKFORMERS_FA4_KERNELS`` naming prebuilt kernels) and Triton otherwise;
+``last_impl`` / ``impl_reason`` say which it picked and why, and the choice is logged once
+per kind of call.
 
 ``plan(batch)`` builds the configured mask's plan (full, cluster or window, from
 :mod:`trackformers.attention.plans`); ``forward`` gathers q, k, v into the plan's sorted
@@ -10,14 +18,19 @@ TRITON_INTERPRET=1 (tests).
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor
 
 from trackformers.attention.base import AttentionBackend, AttentionPlan, Capabilities, register
 from trackformers.attention.plans import cluster_plan, full_plan, window_plan
+from trackformers.kernels import fa4
 from trackformers.kernels.ops import build_meta, fused_attention, interpreting
 
 MASKS = ("full", "cluster", "window")
+IMPLS = ("auto", "triton", "fa4")
+log = logging.getLogger(__name__)
 
 
 class _Permute(torch.autograd.Function):
@@ -53,12 +66,34 @@ class FusedAttention(AttentionBackend):
         sector_size: int = 4096,
         adjacency: int = 1,
         tune: bool = True,
+        impl: str = "auto",
     ):
         super().__init__()
         if mask not in MASKS:
             raise ValueError(f"fused attention mask must be one of {MASKS}, got {mask!r}")
-        self.mask, self.window, self.tune = mask, int(window), bool(tune)
+        if impl not in IMPLS:
+            raise ValueError(f"fused attention impl must be one of {IMPLS}, got {impl!r}")
+        self.mask, self.window, self.tune, self.impl = mask, int(window), bool(tune), impl
         self.group_size, self.sector_size, self.adjacency = group_size, sector_size, adjacency
+        self.last_impl: str | None = None  # "triton", "fa4-jit" or "fa4-prebuilt"
+        self.impl_reason: str = ""
+        self._logged: set = set()
+
+    def select(self, q: Tensor):
+        """(FA4 runner or None for Triton, reason) for q (N, H, D), per ``impl``."""
+        if self.impl == "triton":
+            return None, "impl='triton'"
+        runner, why = fa4.choose(q.device, q.dtype, q.shape[2], q.shape[0])
+        if runner is None and self.impl == "fa4":
+            raise RuntimeError(f"fused attention impl='fa4' unavailable: {why}")
+        return runner, why
+
+    def _say(self, name: str, why: str, q: Tensor) -> None:
+        self.last_impl, self.impl_reason = name, why
+        key = (name, q.device.type, q.dtype, q.shape[2])
+        if key not in self._logged:
+            self._logged.add(key)
+            log.info("fused attention: %s for %s D=%d (%s)", name, q.dtype, q.shape[2], why)
 
     def plan(self, batch) -> AttentionPlan:
         if self.mask == "full":
@@ -80,11 +115,19 @@ class FusedAttention(AttentionBackend):
         if plan.kind not in MASKS:
             raise ValueError(f"fused attention cannot run plan kind {plan.kind!r}")
         n, _, d = q.shape
-        key = f"fused_meta_d{d}"
-        if key not in plan.extra:
-            plan.extra[key] = build_meta(plan, n, d)
+        runner, why = self.select(q)
         perm, inv = plan.perm, plan.inv_perm
         if perm is not None:
             q, k, v = (_Permute.apply(t, perm, inv) for t in (q, k, v))  # (N, H, D) sorted
-        out = fused_attention(q, k, v, plan, meta=plan.extra[key], tune=self.tune)
+        if runner is not None:
+            self._say(runner.name, why, q)
+            if "fa4_layout" not in plan.extra:  # block lists: one per plan, any head_dim
+                plan.extra["fa4_layout"] = fa4.build_layout(plan, n)
+            out = fa4.fa4_attention(q, k, v, plan, runner, layout=plan.extra["fa4_layout"])
+        else:
+            self._say("triton", why, q)
+            key = f"fused_meta_d{d}"
+            if key not in plan.extra:
+                plan.extra[key] = build_meta(plan, n, d)
+            out = fused_attention(q, k, v, plan, meta=plan.extra[key], tune=self.tune)
         return out if perm is None else _Permute.apply(out, inv, perm)  # (N, H, D) input order
