@@ -9,7 +9,7 @@ import torch
 from trackformers.attention.synthetic import synthetic_batch
 from trackformers.cluster import assign_tracks
 from trackformers.inference import Predictor, forward_batch, track_counts
-from trackformers.models import Encoder, RegressorHead, TrackFormer
+from trackformers.models import ContrastiveHead, Encoder, HitFilterHead, RegressorHead, TrackFormer
 
 
 class FixedHead(torch.nn.Module):
@@ -79,8 +79,22 @@ def test_compiled_forward_regrouping_equals_model():
             torch.testing.assert_close(got[k], out[k], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="ffn_chunk must be >= 0"):
         CompiledForward(model, ffn_chunk=-1)
+    # the input encoding and the hit filter go through the regrouped forward too
+    names = ["x", "y", "z"]
+    posenc = dict(fields=["x", "z"], dim_per_feature=4, alpha=10.0)
+    rich = TrackFormer(
+        Encoder(3, 32, 2, 2, posenc=posenc, feature_names=names),
+        ContrastiveHead(32, 8),
+        HitFilterHead(32),
+    ).eval()
+    out, plan = forward_batch(rich, batch)
+    got, _ = forward_batch(rich, batch, plan, forward=CompiledForward(rich, compile=False))
+    assert got.keys() == out.keys() == {"hidden", "embedding", "filter_logit"}
+    for k in out:
+        torch.testing.assert_close(got[k], out[k], rtol=1e-5, atol=1e-5)
     swiglu = TrackFormer(Encoder(3, 32, 2, 1, ffn="swiglu"), RegressorHead(32, 4))
-    assert supported(model) and not supported(swiglu)
+    geo = TrackFormer(Encoder(3, 32, 2, 1, geo_bias=dict(r_min=0.05)), RegressorHead(32, 4))
+    assert supported(model) and not supported(swiglu) and not supported(geo)
     with pytest.raises(ValueError, match="LayerNorm"):
         CompiledForward(swiglu)
 

@@ -41,10 +41,11 @@ def _post(x: Tensor, o: Tensor, w_o, b_o, ln_w, ln_b, eps: float, w_in, b_in, w_
 
 
 def supported(model) -> bool:
-    """True when every encoder block is pre-norm LayerNorm + GELU feed-forward."""
+    """True when every encoder block is pre-norm LayerNorm + GELU feed-forward and attention
+    goes through the backend (no learned (eta, phi) bias, ``Encoder.geo_bias``)."""
     enc = getattr(model, "encoder", None)
     blocks = getattr(enc, "blocks", None)
-    if not blocks or not hasattr(enc, "input_mlp"):
+    if not blocks or not hasattr(enc, "input_mlp") or getattr(enc, "geo_bias", False):
         return False
     return all(
         isinstance(b.norm1, torch.nn.LayerNorm)
@@ -62,7 +63,9 @@ class CompiledForward:
 
     def __init__(self, model, compile: bool = True, ffn_chunk: int = 0):
         if not supported(model):
-            raise ValueError("CompiledForward needs LayerNorm + GELU encoder blocks")
+            raise ValueError(
+                "CompiledForward needs LayerNorm + GELU encoder blocks without geo_bias"
+            )
         if ffn_chunk < 0:
             raise ValueError(f"ffn_chunk must be >= 0 (0: all rows at once), got {ffn_chunk}")
         self.model, self.ffn_chunk = model, int(ffn_chunk)
@@ -71,7 +74,10 @@ class CompiledForward:
 
     def __call__(self, batch, plan) -> dict[str, Tensor]:
         enc = self.model.encoder
-        h = enc.input_mlp(batch.x)  # (N, d)
+        x = batch.x
+        if getattr(enc, "posenc", None) is not None:
+            x = torch.cat([x, enc.posenc(x)], dim=1)  # (N, F + encoded)
+        h = enc.input_mlp(x)  # (N, d)
         layer_plan = plan
         if plan.perm is not None:
             h = h[plan.perm]  # (N, d) plan order for all layers
@@ -89,4 +95,7 @@ class CompiledForward:
         h = enc.final_norm(h)
         if plan.inv_perm is not None:
             h = h[plan.inv_perm]  # (N, d) input order
-        return {"hidden": h, **self.model.head(h)}
+        out = {"hidden": h, **self.model.head(h)}
+        if getattr(self.model, "hit_filter", None) is not None:
+            out.update(self.model.hit_filter(h))
+        return out
