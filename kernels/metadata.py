@@ -161,8 +161,9 @@ def _tile_meta_kernel(
     r = q_start + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows of this tile (one event)
     rmask = r < q_end
     if COMPUTE_ROWS:
-        lo1, hi1, lo2, hi2 = _ranges(r, rmask, ev_start, ev_end, GID, PTR, ROW_STEPS, ADJ,
-                                     WINDOW, KIND)  # fmt: skip
+        lo1, hi1, lo2, hi2 = _ranges(
+            r, rmask, ev_start, ev_end, GID, PTR, ROW_STEPS, ADJ, WINDOW, KIND
+        )
         tl.store(ROWS + r, lo1, mask=rmask)
         tl.store(ROWS + N + r, hi1, mask=rmask)
         tl.store(ROWS + 2 * N + r, lo2, mask=rmask)
@@ -271,9 +272,19 @@ def build_row_intervals(
     gid = _group_ids(kind, group_id, n, cu)
     code, ptr = _kind_and_ptr(kind, group_ptr, cu)
     _row_meta_kernel[(triton.cdiv(n, _ROW_BLOCK),)](
-        cu, gid, ptr, rows, n, num_events, _steps(num_events), _steps(max_seqlen),
-        int(adjacency), int(window or 0), KIND=code, BLOCK=_ROW_BLOCK,
-    )  # fmt: skip
+        cu,
+        gid,
+        ptr,
+        rows,
+        n,
+        num_events,
+        _steps(num_events),
+        _steps(max_seqlen),
+        int(adjacency),
+        int(window or 0),
+        KIND=code,
+        BLOCK=_ROW_BLOCK,
+    )
     return rows
 
 
@@ -288,9 +299,20 @@ def build_tiles(cu_seqlens: Tensor, rows: Tensor, block_m: int) -> Tensor:
     if n == 0:
         return tiles.zero_()
     _tile_meta_kernel[(tiles.shape[0],)](
-        cu, cu, cu, rows, tiles, n, num_events, 1, 0, 0, KIND=0, COMPUTE_ROWS=False,
+        cu,
+        cu,
+        cu,
+        rows,
+        tiles,
+        n,
+        num_events,
+        1,
+        0,
+        0,
+        KIND=0,
+        COMPUTE_ROWS=False,
         BLOCK_M=block_m,
-    )  # fmt: skip
+    )
     return tiles
 
 
@@ -316,7 +338,18 @@ def build_block_meta(plan, num_rows: int, block_m: int, rows: Tensor | None = No
     gid = _group_ids(plan.kind, plan.group_id, n, cu)
     code, ptr = _kind_and_ptr(plan.kind, plan.group_ptr, cu)
     _tile_meta_kernel[(tiles.shape[0],)](
-        cu, gid, ptr, rows, tiles, n, num_events, _steps(plan.max_seqlen), int(plan.adjacency),
-        int(plan.window or 0), KIND=code, COMPUTE_ROWS=True, BLOCK_M=block_m,
-    )  # fmt: skip
+        cu,
+        gid,
+        ptr,
+        rows,
+        tiles,
+        n,
+        num_events,
+        _steps(plan.max_seqlen),
+        int(plan.adjacency),
+        int(plan.window or 0),
+        KIND=code,
+        COMPUTE_ROWS=True,
+        BLOCK_M=block_m,
+    )
     return BlockMeta(rows, tiles, block_m, n)

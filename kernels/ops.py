@@ -176,8 +176,14 @@ def attention_forward(
     grid = (meta.tiles.shape[0], h)
     cfg = FWD_CONFIGS[d]
     args = (q, k, v, o, lse, meta.tiles, meta.rows, n, h, sm_scale)
-    flags = dict(HEAD_DIM=d, BLOCK_M=meta.block_m, HAS_WRAP=has_wrap, FAST_EXP=_fast_exp(q),
-                 PIPE_QK=PIPE_QK, PROBE=PROBE)  # fmt: skip
+    flags = dict(
+        HEAD_DIM=d,
+        BLOCK_M=meta.block_m,
+        HAS_WRAP=has_wrap,
+        FAST_EXP=_fast_exp(q),
+        PIPE_QK=PIPE_QK,
+        PROBE=PROBE,
+    )
     if tune and not interpreting():
         kern = _tuned("fwd", attention_fwd_kernel, meta.block_m, fwd_configs)
         LAST_KERNEL["fwd"] = kern[grid](*args, **flags)
@@ -189,10 +195,18 @@ def attention_forward(
 
 
 def attention_backward(
-    do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, meta: BlockMeta,
-    sm_scale: float, tune: bool = True, out: tuple[Tensor, Tensor, Tensor] | None = None,
+    do: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    lse: Tensor,
+    meta: BlockMeta,
+    sm_scale: float,
+    tune: bool = True,
+    out: tuple[Tensor, Tensor, Tensor] | None = None,
     has_wrap: bool = True,
-) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+) -> tuple[Tensor, Tensor, Tensor]:
     """dq, dk, dv (N, H, D) in q's dtype (``out``: preallocated, as for attention_forward)."""
     n, h, d = q.shape
     do = do.contiguous()
