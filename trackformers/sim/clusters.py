@@ -82,10 +82,31 @@ def hit_cell_sizes(
 
 @numba.njit(cache=True)
 def _hit_paths(
-    kind, g_pos, g_lo, g_hi, g_overlap, g_z_overlap, g_nphi, g_nz, ring_edges, ring_nphi,
-    surf, x, y, z, mom, module, cos_c, sin_c, r, pitch_u, pitch_v, thick, noise,
+    kind,
+    g_pos,
+    g_lo,
+    g_hi,
+    g_overlap,
+    g_z_overlap,
+    g_nphi,
+    g_nz,
+    ring_edges,
+    ring_nphi,
+    surf,
+    x,
+    y,
+    z,
+    mom,
+    module,
+    cos_c,
+    sin_c,
+    r,
+    pitch_u,
+    pitch_v,
+    thick,
+    noise,
     max_path_cells,
-):  # fmt: skip
+):
     """Each hit in the frame of its module: local position (u, v) from the module corner, the
     projected path (du, dv) through the sensor and its 3-D length, the module size in cells
     (n_u, n_v), and whether the hit has no track (noise flag or zero momentum).
@@ -169,9 +190,25 @@ def _landau_factor(width):
 
 @numba.njit(cache=True)
 def _deposit(
-    u0, v0, du, dv, length, pitch_u, pitch_v, n_u, n_v, noise, energy, seed,
-    threshold, diffusion, landau_width, noise_two, sub_per_cell, max_sub,
-):  # fmt: skip
+    u0,
+    v0,
+    du,
+    dv,
+    length,
+    pitch_u,
+    pitch_v,
+    n_u,
+    n_v,
+    noise,
+    energy,
+    seed,
+    threshold,
+    diffusion,
+    landau_width,
+    noise_two,
+    sub_per_cell,
+    max_sub,
+):
     """Cells of every hit: (hit row, ch0, ch1, value) flat, sorted by hit then (ch0, ch1)."""
     np.random.seed(seed)
     n = u0.shape[0]
@@ -284,17 +321,51 @@ def simulate_cells(
     pu, pv, thick = sizes if sizes is not None else hit_cell_sizes(geo, geo.volume_id[surf])
     x, y, z = (np.ascontiguousarray(pos[:, k], np.float64) for k in range(3))
     u, v, du, dv, length, n_u, n_v, is_noise = _hit_paths(
-        geo.kind, geo.pos, geo.lo, geo.hi, geo.overlap, geo.z_overlaps(), geo.n_phi, geo.n_z,
-        geo.ring_edges, geo.ring_nphi, np.asarray(surf, np.int64), x, y, z,
-        np.ascontiguousarray(mom, np.float64), np.asarray(module, np.int64),
-        np.cos(phi_c), np.sin(phi_c), np.hypot(x, y), pu, pv, thick,
-        np.asarray(noise, np.bool_), MAX_PATH_CELLS,
-    )  # fmt: skip
+        geo.kind,
+        geo.pos,
+        geo.lo,
+        geo.hi,
+        geo.overlap,
+        geo.z_overlaps(),
+        geo.n_phi,
+        geo.n_z,
+        geo.ring_edges,
+        geo.ring_nphi,
+        np.asarray(surf, np.int64),
+        x,
+        y,
+        z,
+        np.ascontiguousarray(mom, np.float64),
+        np.asarray(module, np.int64),
+        np.cos(phi_c),
+        np.sin(phi_c),
+        np.hypot(x, y),
+        pu,
+        pv,
+        thick,
+        np.asarray(noise, np.bool_),
+        MAX_PATH_CELLS,
+    )
     row, c0, c1, val = _deposit(
-        u, v, du, dv, length, pu, pv, n_u, n_v, is_noise, thick * DEDX_MPV,
-        int(seed) % (2**32), THRESHOLD, DIFFUSION, LANDAU_WIDTH, NOISE_TWO_CELLS,
-        SUBSTEPS_PER_CELL, MAX_SUBSTEPS,
-    )  # fmt: skip
+        u,
+        v,
+        du,
+        dv,
+        length,
+        pu,
+        pv,
+        n_u,
+        n_v,
+        is_noise,
+        thick * DEDX_MPV,
+        int(seed) % (2**32),
+        THRESHOLD,
+        DIFFUSION,
+        LANDAU_WIDTH,
+        NOISE_TWO_CELLS,
+        SUBSTEPS_PER_CELL,
+        MAX_SUBSTEPS,
+    )
     return row, c0, c1, val.astype(np.float32)
 
 
@@ -361,9 +432,12 @@ def cluster_summary(
             f"cluster_summary: cell hit rows must lie in [0, {n_hits}), got {row[0]}..{row[-1]}"
         )
     ncells, charge, size_u, size_v = _cell_sums(
-        row, np.asarray(ch0, np.int64), np.asarray(ch1, np.int64),
-        np.asarray(value, np.float64), int(n_hits),
-    )  # fmt: skip
+        row,
+        np.asarray(ch0, np.int64),
+        np.asarray(ch1, np.int64),
+        np.asarray(value, np.float64),
+        int(n_hits),
+    )
     has = ncells > 0
     l_u = size_u * np.asarray(pitch_u, np.float64)
     l_v = size_v * np.asarray(pitch_v, np.float64)

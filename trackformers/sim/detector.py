@@ -131,9 +131,13 @@ def hit_order(vol: np.ndarray, lay: np.ndarray, module: np.ndarray) -> np.ndarra
     vol)) as one argsort of a packed int64 key (TrackML's hit order)."""
     vol, lay, module = (np.asarray(a, np.int64) for a in (vol, lay, module))
     if len(vol) and (
-        vol.min() < 0 or vol.max() >= 2**23 or lay.min() < 0 or lay.max() >= 2**8
-        or module.min() < 0 or module.max() >= 2**32
-    ):  # fmt: skip
+        vol.min() < 0
+        or vol.max() >= 2**23
+        or lay.min() < 0
+        or lay.max() >= 2**8
+        or module.min() < 0
+        or module.max() >= 2**32
+    ):
         raise ValueError(
             f"hit ids outside the sort key's range: volume {vol.min()}..{vol.max()}, "
             f"layer {lay.min()}..{lay.max()}, module {module.min()}..{module.max()}"
@@ -185,9 +189,17 @@ class DetectorSim:
         gu = rng.standard_normal(len(surf)) * geo.sigma_u[surf]
         gv = rng.standard_normal(len(surf)) * geo.sigma_v[surf]
         return _smear_in_module_frame(
-            np.ascontiguousarray(pos, np.float64), np.asarray(surf, np.int64), gu, gv,
-            np.sin(phi_c), np.cos(phi_c), geo.kind, geo.pos, geo.lo, geo.hi,
-        )  # fmt: skip
+            np.ascontiguousarray(pos, np.float64),
+            np.asarray(surf, np.int64),
+            gu,
+            gv,
+            np.sin(phi_c),
+            np.cos(phi_c),
+            geo.kind,
+            geo.pos,
+            geo.lo,
+            geo.hi,
+        )
 
     def simulate(self, particles: dict, *, event_id: int, pileup: int, seed: int) -> dict:
         """Propagate and digitise ``particles``; return a schema event dict."""
@@ -229,9 +241,15 @@ class DetectorSim:
         mod_c, phi_c_c = module_ids(geo, c_surf, cx, cy, cz, binning=bins)
         p = c_pos[dup]
         mod_d, phi_c_d = module_ids(
-            geo, c_surf[dup], cx[dup], cy[dup], cz[dup], shift_phi, binning=bins.take(dup),
+            geo,
+            c_surf[dup],
+            cx[dup],
+            cy[dup],
+            cz[dup],
+            shift_phi,
+            binning=bins.take(dup),
             shift_z=shift_z,
-        )  # fmt: skip
+        )
         part_idx = np.concatenate([c_part, c_part[dup]])  # (n_true,)
         n_true = len(part_idx)
         noise_surf, noise_pos = self._noise(n_true, rng)
@@ -308,10 +326,17 @@ class DetectorSim:
         if cfg.clusters:
             ev.update(
                 event_clusters(
-                    geo, surf, tpos, tmom, module, phi_c, pid == 0, ev["hit_id"],
+                    geo,
+                    surf,
+                    tpos,
+                    tmom,
+                    module,
+                    phi_c,
+                    pid == 0,
+                    ev["hit_id"],
                     seed=int(rng.integers(2**32)),
                 )
-            )  # fmt: skip
+            )
         return {
             k: (np.asarray(v, dtype=schema.KNOWN_BRANCHES[k]) if k in schema.KNOWN_BRANCHES else v)
             for k, v in ev.items()

@@ -133,9 +133,16 @@ def _check_overlaps(rows: list[dict]) -> None:
 def _passive_surface() -> dict:
     """Surface fields of a non-sensitive surface (beam pipe, world boundary): no modules, no ids."""
     return dict(
-        sensitive=False, volume_id=0, layer_id=0, su=0.0, sv=0.0, n_phi=0, n_z=0,
-        rings=[], ring_nphi=[],
-    )  # fmt: skip
+        sensitive=False,
+        volume_id=0,
+        layer_id=0,
+        su=0.0,
+        sv=0.0,
+        n_phi=0,
+        n_z=0,
+        rings=[],
+        ring_nphi=[],
+    )
 
 
 def geometry_from_dict(spec: dict) -> Geometry:
