@@ -25,9 +25,12 @@ from trackformers.data.chunk import EventChunk, segment_ids
 # endcap volume -> (volume on the other side of z = 0, disks per side), TrackML geometry
 ENDCAP_MIRROR = {7: (9, 7), 9: (7, 7), 12: (14, 6), 14: (12, 6), 16: (18, 6), 18: (16, 6)}
 ROTATED_PAIRS = (
-    ("hit_x", "hit_y"), ("hit_tx", "hit_ty"), ("hit_tpx", "hit_tpy"),
-    ("part_px", "part_py"), ("part_vx", "part_vy"),
-)  # fmt: skip
+    ("hit_x", "hit_y"),
+    ("hit_tx", "hit_ty"),
+    ("hit_tpx", "hit_tpy"),
+    ("part_px", "part_py"),
+    ("part_vx", "part_vy"),
+)
 REFLECTED = ("hit_z", "hit_tz", "hit_tpz", "part_pz", "part_vz")
 
 
@@ -45,8 +48,9 @@ class AugmentConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"data.augment has unknown key(s) {sorted(unknown)}; known: "
-                             f"{sorted(known)}")  # fmt: skip
+            raise ValueError(
+                f"data.augment has unknown key(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
         for k, v in d.items():
             if not isinstance(v, bool):
                 raise ValueError(f"data.augment.{k} must be true or false, got {v!r}")
@@ -101,10 +105,14 @@ def transform_chunk(chunk: EventChunk, angle: np.ndarray, flip: np.ndarray) -> E
         if new_layer is not None:
             hits["hit_layer_id"] = new_layer
     return EventChunk(
-        event=chunk.event, hit_offsets=chunk.hit_offsets, hits=hits,
-        part_offsets=chunk.part_offsets, parts=parts, source=chunk.source,
+        event=chunk.event,
+        hit_offsets=chunk.hit_offsets,
+        hits=hits,
+        part_offsets=chunk.part_offsets,
+        parts=parts,
+        source=chunk.source,
         hit_part_row=chunk.hit_part_row,
-    )  # fmt: skip
+    )
 
 
 def augment_chunk(chunk: EventChunk, cfg: AugmentConfig, seed: int, epoch: int) -> EventChunk:

@@ -133,8 +133,19 @@ def track_parameters(
     f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)
     want = np.array([c in columns for c in PARAM_COLUMNS], dtype=np.bool_)
     out = np.empty((len(px), len(PARAM_COLUMNS)), dtype=np.float64)  # (npart, 9)
-    _params(f64(px), f64(py), f64(pz), f64(vx), f64(vy), f64(vz), f64(q), float(bz),
-            float(mm_per_gev_per_t), want, out)  # fmt: skip
+    _params(
+        f64(px),
+        f64(py),
+        f64(pz),
+        f64(vx),
+        f64(vy),
+        f64(vz),
+        f64(q),
+        float(bz),
+        float(mm_per_gev_per_t),
+        want,
+        out,
+    )
     return out
 
 
