@@ -20,8 +20,16 @@ from trackformers.attention.base import AttentionPlan
 from trackformers.attention.compiled import on_device
 from trackformers.attention.plans import bucket_length, plan_tensors, row_ranges
 
-__all__ = ["BlockLayout", "bucket_length", "build_layout", "layout_tensors", "BLOCK_KEYS",
-           "plan_layout_tensors", "layout_from_tensors", "blocksparse_attention"]  # fmt: skip
+__all__ = [
+    "BlockLayout",
+    "bucket_length",
+    "build_layout",
+    "layout_tensors",
+    "BLOCK_KEYS",
+    "plan_layout_tensors",
+    "layout_from_tensors",
+    "blocksparse_attention",
+]
 
 
 @dataclass
@@ -164,9 +172,12 @@ def layout_tensors(ranges: list, block: int, contiguous: bool = False) -> dict[s
         full = _count_blocks(qb, full_b0, full_b1, nb, nb) == block  # every row covers it
         kv_num, kv_idx = _first_true(touched & ~full)
         full_num, full_idx = _first_true(full)
-    return dict(kv_num_blocks=kv_num.view(1, 1, nb), kv_indices=kv_idx.view(1, 1, nb, nb),
-                full_kv_num_blocks=full_num.view(1, 1, nb),
-                full_kv_indices=full_idx.view(1, 1, nb, nb))  # fmt: skip
+    return dict(
+        kv_num_blocks=kv_num.view(1, 1, nb),
+        kv_indices=kv_idx.view(1, 1, nb, nb),
+        full_kv_num_blocks=full_num.view(1, 1, nb),
+        full_kv_indices=full_idx.view(1, 1, nb, nb),
+    )
 
 
 _layout_tensors = on_device(layout_tensors)
@@ -178,8 +189,9 @@ def _ranges_of(t: dict) -> list:
     return [(t[f"lo{r}"], t[f"hi{r}"]) for r in range(2) if f"lo{r}" in t]
 
 
-def plan_layout_tensors(kind: str, coords: Tensor, cu_stage: Tensor, block: int = 128,
-                        **statics) -> dict[str, Tensor]:  # fmt: skip
+def plan_layout_tensors(
+    kind: str, coords: Tensor, cu_stage: Tensor, block: int = 128, **statics
+) -> dict[str, Tensor]:
     """plans.plan_tensors and layout_tensors as ONE static, sync-free program (what the
     flex/windowed backends capture as a CUDA graph); coords has n_pad rows."""
     t = plan_tensors(kind, coords, cu_stage, **statics)

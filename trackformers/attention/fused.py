@@ -66,9 +66,11 @@ class FusedAttention(AttentionBackend):
         if self.mask == "window":
             return window_plan(batch, self.window)
         return cluster_plan(
-            batch, group_size=self.group_size, sector_size=self.sector_size,
+            batch,
+            group_size=self.group_size,
+            sector_size=self.sector_size,
             adjacency=self.adjacency,
-        )  # fmt: skip
+        )
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan) -> Tensor:
         """q, k, v (N, H, D) in input order -> (N, H, D) in input order."""

@@ -114,8 +114,9 @@ def _check_values(cu: list[int], n: int, max_seqlen: int) -> None:
     lengths = [b - a for a, b in zip(cu[:-1], cu[1:], strict=True)]
     if min(lengths) < 0:
         e = lengths.index(min(lengths))
-        raise ValueError(f"PackedBatch.cu_seqlens must be non-decreasing, got {cu[e:e + 2]} "
-                         f"at event {e}")  # fmt: skip
+        raise ValueError(
+            f"PackedBatch.cu_seqlens must be non-decreasing, got {cu[e : e + 2]} at event {e}"
+        )
     if max(lengths) > max_seqlen:
         raise ValueError(f"PackedBatch.max_seqlen={max_seqlen} < longest event ({max(lengths)})")
 
@@ -134,8 +135,16 @@ SECTOR_PHI_BITS = 12  # the cluster plan's sector cut needs phi ranks to 2 mrad 
 
 
 @on_device
-def _sort_key(segment: Tensor, value: Tensor, bound: float, scale: float, levels: int,
-              dtype: torch.dtype, num_segments: int, keep: Tensor | None = None):  # fmt: skip
+def _sort_key(
+    segment: Tensor,
+    value: Tensor,
+    bound: float,
+    scale: float,
+    levels: int,
+    dtype: torch.dtype,
+    num_segments: int,
+    keep: Tensor | None = None,
+):
     """segment * levels + floor((value + bound) * scale) clamped to [0, levels) as
     ``dtype``, scale = levels / (2 bound); NaN and inf count as -bound. bound and scale are
     powers of two, so every constant is exact in float32 and float64 alike (Triton types
@@ -147,8 +156,14 @@ def _sort_key(segment: Tensor, value: Tensor, bound: float, scale: float, levels
     return (segment.long().clamp(0, num_segments - 1) * levels + q).to(dtype)
 
 
-def _sort_within(segment: Tensor, value: Tensor, bound: float, num_segments: int,
-                 keep: Tensor | None = None, bits: int = SORT_VALUE_BITS) -> Tensor:  # fmt: skip
+def _sort_within(
+    segment: Tensor,
+    value: Tensor,
+    bound: float,
+    num_segments: int,
+    keep: Tensor | None = None,
+    bits: int = SORT_VALUE_BITS,
+) -> Tensor:
     """Permutation sorting by integer segment in [0, num_segments), then by value in
     [-bound, bound] quantised to 2^bits steps of [-2^k, 2^k] (2^k >= bound; with 24 bits
     4.8e-7 rad in phi, 0.12 um in s, about float32 precision; values in one step keep input
@@ -158,8 +173,9 @@ def _sort_within(segment: Tensor, value: Tensor, bound: float, num_segments: int
     dtype = torch.int16 if total <= 15 else torch.int32 if total <= 31 else torch.int64
     pow2 = 2.0 ** math.ceil(math.log2(bound))
     levels = 1 << bits
-    key = _sort_key(segment, value, pow2, levels / (2 * pow2), levels, dtype, int(num_segments),
-                    keep)  # fmt: skip
+    key = _sort_key(
+        segment, value, pow2, levels / (2 * pow2), levels, dtype, int(num_segments), keep
+    )
     return torch.sort(key, stable=True).indices
 
 
@@ -262,8 +278,19 @@ def _groups(perm: Tensor, segment: Tensor, n_real: Tensor, group_size: int, num_
 
 
 @on_device
-def _finish(kind, cu_ext, seq, n_real, cu_stage, num_groups, perm, group_id, group_ptr,
-            adjacency: int, window: int) -> dict[str, Tensor]:  # fmt: skip
+def _finish(
+    kind,
+    cu_ext,
+    seq,
+    n_real,
+    cu_stage,
+    num_groups,
+    perm,
+    group_id,
+    group_ptr,
+    adjacency: int,
+    window: int,
+) -> dict[str, Tensor]:
     """inv_perm, key ranges (R, P) int32 with pad rows [i, i+1) and info (integers only)."""
     p = seq.numel()
     rows = torch.arange(p, device=seq.device)
@@ -323,8 +350,9 @@ def plan_tensors(
     elif kind == "window":
         phi = torch.atan2(coords[:, 1], coords[:, 0])  # (P,)
         perm = _sort_within(seq, phi, math.pi, cu_stage.numel())  # (P,)
-    out = _finish(kind, cu_ext, seq, n_real, cu_stage, num_groups, perm, gid, ptr, adjacency,
-                  window)  # fmt: skip
+    out = _finish(
+        kind, cu_ext, seq, n_real, cu_stage, num_groups, perm, gid, ptr, adjacency, window
+    )
     if kind == "cluster":
         out.update(group_id=gid, group_ptr=ptr, num_groups=num_groups)
     return out
@@ -342,9 +370,14 @@ def _statics(kind: str, batch, params: dict) -> dict:
     """Keyword arguments of plan_tensors that are plain numbers (part of the graph key)."""
     if kind == "cluster":
         ss = params["sector_size"]
-        return dict(max_sec=batch.max_seqlen // ss + 2, group_size=params["group_size"],
-                    sector_size=ss, adjacency=params["adjacency"], radius=params["radius"],
-                    endcap_z=params["endcap_z"])  # fmt: skip
+        return dict(
+            max_sec=batch.max_seqlen // ss + 2,
+            group_size=params["group_size"],
+            sector_size=ss,
+            adjacency=params["adjacency"],
+            radius=params["radius"],
+            endcap_z=params["endcap_z"],
+        )
     if kind == "window":
         return dict(window=params["window"])
     return {}
@@ -357,9 +390,16 @@ def _cut(t: dict, n: int) -> dict:
     return {k: v[:n] if k in ROW_KEYS else v for k, v in t.items()}
 
 
-def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn_kwargs=None,
-               sync: bool | None = None, before_sync=None,
-               ) -> tuple[AttentionPlan, dict[str, Tensor]]:  # fmt: skip
+def build_plan(
+    kind: str,
+    batch,
+    params: dict,
+    p: int | None = None,
+    fn=None,
+    fn_kwargs=None,
+    sync: bool | None = None,
+    before_sync=None,
+) -> tuple[AttentionPlan, dict[str, Tensor]]:
     """Plan of ``kind`` and every tensor of the static program, rows padded to ``p``.
 
     fn(kind, coords, cu_stage, **statics, **fn_kwargs) -> dict (default plan_tensors; the
@@ -383,12 +423,20 @@ def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn
     kw = {**_statics(kind, batch, params), **(fn_kwargs or {})}
     if sync and GRAPHS and dev.type in compiled.GRAPH_DEVICES and not capturing:
         graph = compiled.captured(
-            (getattr(fn, "__qualname__", repr(fn)), kind, dev.index, p, stage_length(b),
-             tuple(sorted(kw.items()))),
-            lambda: (torch.zeros(p, 3, device=dev), torch.zeros(stage_length(b), dtype=torch.long,
-                                                                device=dev)),
+            (
+                getattr(fn, "__qualname__", repr(fn)),
+                kind,
+                dev.index,
+                p,
+                stage_length(b),
+                tuple(sorted(kw.items())),
+            ),
+            lambda: (
+                torch.zeros(p, 3, device=dev),
+                torch.zeros(stage_length(b), dtype=torch.long, device=dev),
+            ),
             lambda c, s: fn(kind, c, s, **kw),
-        )  # fmt: skip
+        )
         if graph is not None:
             c_buf, s_buf = graph.inputs
             c_buf[:n].copy_(coords)
@@ -466,8 +514,7 @@ def window_plan(batch, window: int, sync: bool | None = None) -> AttentionPlan:
     """Hits sorted by phi within each event; +-window sorted positions with wrap-around."""
     if window < 0:
         raise ValueError(f"window must be >= 0, got {window}")
-    return build_plan("window", batch, dict(window=int(window)), p=_plan_rows(batch),
-                      sync=sync)[0]  # fmt: skip
+    return build_plan("window", batch, dict(window=int(window)), p=_plan_rows(batch), sync=sync)[0]
 
 
 def cluster_plan(
@@ -485,8 +532,13 @@ def cluster_plan(
             f"cluster_plan needs group_size>=1, sector_size>=1, adjacency>=0; got "
             f"{group_size}, {sector_size}, {adjacency}"
         )
-    params = dict(group_size=group_size, sector_size=sector_size, adjacency=int(adjacency),
-                  radius=float(radius), endcap_z=float(endcap_z))  # fmt: skip
+    params = dict(
+        group_size=group_size,
+        sector_size=sector_size,
+        adjacency=int(adjacency),
+        radius=float(radius),
+        endcap_z=float(endcap_z),
+    )
     return build_plan("cluster", batch, params, p=_plan_rows(batch), sync=sync)[0]
 
 
@@ -512,8 +564,15 @@ def row_ranges(plan: AttentionPlan) -> tuple[Tensor, Tensor]:
     n = int(plan.cu_seqlens[-1]) if n is None else n
     if plan.kind not in ("full", "cluster", "window"):
         raise ValueError(f"unknown plan kind {plan.kind!r}; expected full, cluster or window")
-    return _row_ranges(plan.kind, plan.cu_seqlens, n, plan.group_id, plan.group_ptr,
-                       plan.adjacency, plan.window or 0)  # fmt: skip
+    return _row_ranges(
+        plan.kind,
+        plan.cu_seqlens,
+        n,
+        plan.group_id,
+        plan.group_ptr,
+        plan.adjacency,
+        plan.window or 0,
+    )
 
 
 @on_device

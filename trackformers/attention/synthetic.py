@@ -44,8 +44,10 @@ def synthetic_pixel_hits(n_hits: int, rng: np.random.Generator) -> tuple[np.ndar
         r_d = 2 * radius[:, None] * np.abs(np.sin(s_d / (2 * radius[:, None])))
         ok_d = (s_d > 0) & (r_d >= 31.0) & (r_d <= 176.0) & (s_d < np.pi * radius[:, None])
         phi_d = phi0[:, None] - q[:, None] * s_d / (2 * radius[:, None])
-        for r_, z_, p_, ok in ((np.broadcast_to(rr, s_b.shape), z_b, phi_b, ok_b),
-                               (r_d, zz, phi_d, ok_d)):  # fmt: skip
+        for r_, z_, p_, ok in (
+            (np.broadcast_to(rr, s_b.shape), z_b, phi_b, ok_b),
+            (r_d, zz, phi_d, ok_d),
+        ):
             idx = np.nonzero(ok)
             rv, zv, pv = r_[idx], z_[idx], p_[idx]
             coords.append(np.stack([rv * np.cos(pv), rv * np.sin(pv), zv], 1))
