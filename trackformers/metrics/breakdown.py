@@ -49,8 +49,9 @@ def binned_rate(
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(n > 0, k / n, np.nan)
         err = np.sqrt(rate * (1 - rate) / n)
-    return pd.DataFrame({"bin": labels, "lo": lo, "hi": hi, "n": n, "k": k.astype(int),
-                         "rate": rate, "err": err})  # fmt: skip
+    return pd.DataFrame(
+        {"bin": labels, "lo": lo, "hi": hi, "n": n, "k": k.astype(int), "rate": rate, "err": err}
+    )
 
 
 def efficiency_breakdowns(particles: pd.DataFrame, flag: str = "dm", bins=None) -> dict:

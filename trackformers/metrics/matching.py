@@ -88,9 +88,18 @@ def match_tracks(
     if len(pair_key) == 0:
         empty_i = np.zeros(0, dtype=np.int64)
         return TrackMatch(
-            tids, empty_i, pids[:0], empty_i, np.zeros(0), empty_i, pids, p_nhits,
-            empty_i, empty_i, empty_i,
-        )  # fmt: skip
+            tids,
+            empty_i,
+            pids[:0],
+            empty_i,
+            np.zeros(0),
+            empty_i,
+            pids,
+            p_nhits,
+            empty_i,
+            empty_i,
+            empty_i,
+        )
     starts = np.flatnonzero(np.r_[True, pair_t[1:] != pair_t[:-1]])  # (T,) first pair per track
     max_n = np.maximum.reduceat(pair_n, starts)  # (T,)
     is_max = pair_n == np.repeat(max_n, np.diff(np.r_[starts, len(pair_key)]))
