@@ -37,8 +37,14 @@ def autocast(device: torch.device, amp: bool | str, cache: bool = True):
 
 
 @torch.no_grad()
-def forward_batch(model, batch: PackedBatch, plan: AttentionPlan | None = None,
-                  amp: bool | str = "fp16", cache: bool = True, forward=None):  # fmt: skip
+def forward_batch(
+    model,
+    batch: PackedBatch,
+    plan: AttentionPlan | None = None,
+    amp: bool | str = "fp16",
+    cache: bool = True,
+    forward=None,
+):
     """(float32 outputs, plan) of the model on a packed batch; on CUDA with autocast in the
     precision ``amp`` names (``amp_precision``; fp16 by default), float32 on the CPU.
 

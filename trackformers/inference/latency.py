@@ -53,8 +53,9 @@ STAGES = ("prep", "plan", "model", "cluster")
 
 
 @torch.no_grad()
-def time_event(model, event: dict, fcfg, device: torch.device, cluster: Mapping,
-               amp: bool | str = "fp16") -> dict:  # fmt: skip
+def time_event(
+    model, event: dict, fcfg, device: torch.device, cluster: Mapping, amp: bool | str = "fp16"
+) -> dict:
     """Stage times (ms) of one event's inference; returns them, the track labels and the
     model's hit ids (amp: the forward precision, ``amp_precision``)."""
     t = [time.perf_counter()]
@@ -204,23 +205,37 @@ def memory_breakdown() -> list[dict]:
     rows: dict[tuple, dict] = {}
     for seg in torch.cuda.memory_snapshot():
         key = (tuple(seg.get("segment_pool_id", (0, 0))), int(seg.get("stream", 0)))
-        r = rows.setdefault(key, {"pool": list(key[0]), "stream": key[1], "segments": 0,
-                                  "reserved_mib": 0.0, "allocated_mib": 0.0})  # fmt: skip
+        r = rows.setdefault(
+            key,
+            {
+                "pool": list(key[0]),
+                "stream": key[1],
+                "segments": 0,
+                "reserved_mib": 0.0,
+                "allocated_mib": 0.0,
+            },
+        )
         r["segments"] += 1
         r["reserved_mib"] += seg["total_size"] / 2**20
         r["allocated_mib"] += seg["allocated_size"] / 2**20
     return sorted(rows.values(), key=lambda r: -r["reserved_mib"])
 
 
-def path_physics(events: Sequence[dict], labels: Sequence[np.ndarray],
-                 hit_ids: Sequence[np.ndarray], run_cfg: Mapping) -> dict:  # fmt: skip
+def path_physics(
+    events: Sequence[dict],
+    labels: Sequence[np.ndarray],
+    hit_ids: Sequence[np.ndarray],
+    run_cfg: Mapping,
+) -> dict:
     """Physics of one inference path's track labels on ``events`` (each restricted to the
     model's hits ``hit_ids``), with the run's reconstructable / matching rules: the pooled
     metrics of ``metrics.aggregate`` plus event-level errors of DM efficiency and fake rate,
     and the per-event counts (for paired comparisons between paths on the same events)."""
     rec, rules = metric_rules(run_cfg)
-    per = [evaluate_event(restrict(ev, hid), lab, rec, rules)[0]
-           for ev, lab, hid in zip(events, labels, hit_ids, strict=True)]  # fmt: skip
+    per = [
+        evaluate_event(restrict(ev, hid), lab, rec, rules)[0]
+        for ev, lab, hid in zip(events, labels, hit_ids, strict=True)
+    ]
     out = aggregate(per)
     out["dm_efficiency_err"] = ratio_err(per, "n_dm", "n_reconstructable")
     out["fake_rate_err"] = ratio_err(per, "n_fake", "n_candidates")
@@ -297,9 +312,16 @@ def measure_predictor_latency(
     The events wait in pinned host memory; each is copied to the device before its timed
     run (the timing starts from hits on the device), so device memory holds one event."""
     device = _checked(events, repeat, device, "measure_predictor_latency")
-    pred = Predictor.from_checkpoint(ckpt, cluster=cluster, device=device, attention=attention,
-                                     compile=compile, amp=amp, rounds=rounds,
-                                     ffn_chunk=ffn_chunk)  # fmt: skip
+    pred = Predictor.from_checkpoint(
+        ckpt,
+        cluster=cluster,
+        device=device,
+        attention=attention,
+        compile=compile,
+        amp=amp,
+        rounds=rounds,
+        ffn_chunk=ffn_chunk,
+    )
     used = pred.cluster_settings
     host = [pack_events([ev], pred.features) for ev in events]
     if device.type == "cuda":

@@ -71,8 +71,11 @@ def build_model(cfg: dict, state_dict: Mapping, attention: str | None = None) ->
     if attention is not None:
         old = mcfg.model.encoder.get("attention")
         old = OmegaConf.to_container(old, resolve=True) if old is not None else {}
-        akw = {"_target_": "trackformers.attention.build", "name": attention,
-               **swap_attention_kwargs(old, attention)}  # fmt: skip
+        akw = {
+            "_target_": "trackformers.attention.build",
+            "name": attention,
+            **swap_attention_kwargs(old, attention),
+        }
         mcfg.model.encoder.attention = OmegaConf.create(akw)
     model = instantiate(mcfg.model)
     weights = {k[len("model.") :]: v for k, v in state_dict.items() if k.startswith("model.")}

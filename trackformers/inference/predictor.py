@@ -120,9 +120,17 @@ class Predictor:
             H200) 0.36 GiB reserved at 8192 rows, 0.38 at 16384 (0.27 ms faster), 0.43 at 0.
     """
 
-    def __init__(self, model, cluster: ClusterConfig | Mapping, cuda_graphs: bool = True,
-                 bucket: int = 4096, rounds: int = 4, amp: bool | str = "fp16",
-                 compile: bool = False, ffn_chunk: int = 8192):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        cluster: ClusterConfig | Mapping,
+        cuda_graphs: bool = True,
+        bucket: int = 4096,
+        rounds: int = 4,
+        amp: bool | str = "fp16",
+        compile: bool = False,
+        ffn_chunk: int = 8192,
+    ):
         self.model = model.eval()
         self.cfg = (
             cluster if isinstance(cluster, ClusterConfig) else ClusterConfig.from_dict(cluster)
@@ -151,8 +159,14 @@ class Predictor:
             self._forward = CompiledForward(self.model, ffn_chunk=ffn_chunk)
 
     @classmethod
-    def from_checkpoint(cls, path, cluster: Mapping | None = None, device=None,
-                        attention: str | None = None, **kwargs) -> Predictor:  # fmt: skip
+    def from_checkpoint(
+        cls,
+        path,
+        cluster: Mapping | None = None,
+        device=None,
+        attention: str | None = None,
+        **kwargs,
+    ) -> Predictor:
         """Model and clustering of a training checkpoint (the clustering tuned on validation
         and stored in it, else the run's validation clustering, unless ``cluster`` is given;
         ``pred.cluster_settings["source"]`` says which), on ``device`` (default: CUDA when
@@ -204,8 +218,9 @@ class Predictor:
         """Tracks of ONE event: x (n, F) model features, coords (n, 3) mm, on the device."""
         n = x.shape[0]
         if x.ndim != 2 or coords.shape != (n, 3):
-            raise ValueError(f"need x (n, F) and coords (n, 3), got {tuple(x.shape)}, "
-                             f"{tuple(coords.shape)}")  # fmt: skip
+            raise ValueError(
+                f"need x (n, F) and coords (n, 3), got {tuple(x.shape)}, {tuple(coords.shape)}"
+            )
         if not self.use_graphs:
             cu = torch.tensor([0, n], dtype=torch.int32, device=x.device)
             batch = PackedBatch(x=x, cu_seqlens=cu, max_seqlen=n, coords=coords)
@@ -259,8 +274,9 @@ class Predictor:
             keep = (name, FILTER_KEY) if self.cfg.filter_threshold is not None else (name,)
             out = {k: out[k] for k in keep if k in out}
         valid = torch.arange(g.size, device=self.device) < g.cu[1]  # (B,) the real event
-        state, labels = start_assign(out, g.cu, self.cfg, plan, valid, self.rounds, g.coords,
-                                     g.size)  # fmt: skip
+        state, labels = start_assign(
+            out, g.cu, self.cfg, plan, valid, self.rounds, g.coords, g.size
+        )
         # track counts in the graph too (padding rows are never clustered: label -1)
         g.counts, g.n_tracks = track_counts(labels, self._num_ids(out))
         return state, labels, out
@@ -276,12 +292,16 @@ class Predictor:
     def _static_plan(self, g: _EventGraph) -> None:
         plan = self.model.encoder.build_plan(g.batch())
         g.plan = AttentionPlan(
-            kind=plan.kind, cu_seqlens=g.cu, max_seqlen=g.size,
+            kind=plan.kind,
+            cu_seqlens=g.cu,
+            max_seqlen=g.size,
             perm=None if plan.perm is None else plan.perm.clone(),
             inv_perm=None if plan.inv_perm is None else plan.inv_perm.clone(),
             group_id=None if plan.group_id is None else plan.group_id.clone(),
-            adjacency=plan.adjacency, window=plan.window, extra={"n_rows": g.size},
-        )  # fmt: skip
+            adjacency=plan.adjacency,
+            window=plan.window,
+            extra={"n_rows": g.size},
+        )
 
     def _capture(self, g: _EventGraph) -> None:
         if self.plan_in_graph is None:

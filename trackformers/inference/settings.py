@@ -47,11 +47,19 @@ def cluster_settings(cfg: dict, cluster: Mapping, outputs: Mapping) -> dict:
     elif val and val.get("output_key", "embedding") in outputs:
         chosen = stored(val, "output_key", "run validation config")
     elif "embedding" in outputs:
-        chosen = {"method": "dbscan", "input": "embedding", "source": "default",
-                  "params": {"eps": 0.2, "min_samples": 2}}  # fmt: skip
+        chosen = {
+            "method": "dbscan",
+            "input": "embedding",
+            "source": "default",
+            "params": {"eps": 0.2, "min_samples": 2},
+        }
     elif "params" in outputs:
-        chosen = {"method": "dbscan", "input": "params", "source": "default",
-                  "params": {"eps": 0.05, "min_samples": 2}}  # fmt: skip
+        chosen = {
+            "method": "dbscan",
+            "input": "params",
+            "source": "default",
+            "params": {"eps": 0.05, "min_samples": 2},
+        }
     else:
         chosen = {"method": "argmax", "input": "logits", "params": {}, "source": "default"}
     overrides = {}

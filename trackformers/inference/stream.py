@@ -18,9 +18,17 @@ from trackformers.inference.loader import output_keys
 from trackformers.inference.settings import cluster_settings
 
 
-def infer_stream(model, events: Iterable[dict], fcfg, device, max_tokens: int, cluster: Mapping,
-                 cfg: dict, state: dict,
-                 amp: bool | str = "fp16") -> Iterator[tuple[dict, np.ndarray]]:  # fmt: skip
+def infer_stream(
+    model,
+    events: Iterable[dict],
+    fcfg,
+    device,
+    max_tokens: int,
+    cluster: Mapping,
+    cfg: dict,
+    state: dict,
+    amp: bool | str = "fp16",
+) -> Iterator[tuple[dict, np.ndarray]]:
     """(event restricted to the model's hits, track labels) per event, batched by max_tokens.
 
     ``state`` receives "cluster" (the settings used: ``cluster_settings`` of the run config,
