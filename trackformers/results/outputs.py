@@ -18,12 +18,25 @@ from trackformers import viz
 from trackformers.io_atomic import write_csv_atomic
 from trackformers.metrics import aggregate, efficiency_breakdowns, evaluate_event, track_table
 
-SCORE_KEYS = ("trackml_score", "dm_efficiency", "perfect_efficiency", "lhc_efficiency",
-              "fake_rate", "duplicate_rate")  # fmt: skip
+SCORE_KEYS = (
+    "trackml_score",
+    "dm_efficiency",
+    "perfect_efficiency",
+    "lhc_efficiency",
+    "fake_rate",
+    "duplicate_rate",
+)
 
 
-def write_outputs(out_dir: Path, stream, rec, rules, state: dict, plots: bool = True,
-                  sources: Mapping | None = None) -> dict:  # fmt: skip
+def write_outputs(
+    out_dir: Path,
+    stream,
+    rec,
+    rules,
+    state: dict,
+    plots: bool = True,
+    sources: Mapping | None = None,
+) -> dict:
     """Consume (event, labels) pairs: metrics, tables, breakdowns and plots under out_dir.
 
     Every file is written under a temporary name and renamed (trackformers.io_atomic); an
@@ -93,8 +106,10 @@ def print_report(result: dict, out_dir: Path, wandb_dir: str | None) -> None:
     c.print(t)
     cl = result.get("cluster")
     if cl:
-        c.print(f"clustering: {cl.get('method')} {cl.get('params')} filter_threshold="
-                f"{cl.get('filter_threshold')} (from {cl.get('source')})")  # fmt: skip
+        c.print(
+            f"clustering: {cl.get('method')} {cl.get('params')} filter_threshold="
+            f"{cl.get('filter_threshold')} (from {cl.get('source')})"
+        )
     c.print(f"metrics:   {out_dir / 'metrics.json'}")
     c.print(f"particles: {result['files']['particles']}")
     c.print(f"plots:     {out_dir / 'plots'} ({len(result['plots'])} files)")

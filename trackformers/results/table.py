@@ -119,8 +119,9 @@ def hit_count_breakdown(particles: pd.DataFrame, column: str = "nhits") -> list[
         sel = reco[(reco[column] >= lo) & (reco[column] < hi)]
         k, n = int(sel["dm"].sum()), len(sel)
         label = f"{lo}" if hi == lo + 1 else f">={lo}"
-        rows.append({"bin": label, "n": n, "rate": k / n if n else math.nan,
-                     "err": binomial_err(k, n)})  # fmt: skip
+        rows.append(
+            {"bin": label, "n": n, "rate": k / n if n else math.nan, "err": binomial_err(k, n)}
+        )
     return rows
 
 
@@ -129,8 +130,16 @@ def load_row(eval_dir: str | Path) -> dict:
     eval_dir = Path(eval_dir)
     mfile = eval_dir / "metrics.json"
     m = _read_json(mfile)
-    for key in ("reconstructable", "n_reconstructable", "n_dm", "n_perfect", "n_candidates",
-                "n_fake", "ckpt", "per_event"):  # fmt: skip
+    for key in (
+        "reconstructable",
+        "n_reconstructable",
+        "n_dm",
+        "n_perfect",
+        "n_candidates",
+        "n_fake",
+        "ckpt",
+        "per_event",
+    ):
         if key not in m:
             raise KeyError(f"{mfile} lacks field {key!r} (not written by trackformers.evaluate?)")
     check_definition(mfile, m["reconstructable"])
@@ -174,8 +183,13 @@ def load_row(eval_dir: str | Path) -> dict:
     }
     lat_file = eval_dir / "latency.json"
     lat = _read_json(lat_file) if lat_file.is_file() else {}
-    row.update({"latency_ms": lat.get("median_ms"), "peak_gib": lat.get("peak_gib"),
-                "latency_device": lat.get("device")})  # fmt: skip
+    row.update(
+        {
+            "latency_ms": lat.get("median_ms"),
+            "peak_gib": lat.get("peak_gib"),
+            "latency_device": lat.get("device"),
+        }
+    )
     pfile = eval_dir / "particles.csv"
     if pfile.is_file():
         particles = pd.read_csv(pfile)
@@ -209,8 +223,10 @@ def reproduction(table: dict, other: dict, seed: int, n_sigma: float = 3.0) -> s
         ok &= abs(pull) <= n_sigma
         parts.append(f"{key} {100 * a:.2f} vs {100 * b:.2f} % ({pull:+.1f} sigma)")
     verdict = "reproduces" if ok else "does NOT reproduce"
-    return (f"fresh events of seed {seed} ({other['n_events']} events): {verdict} the table "
-            f"within {n_sigma:g} sigma: " + "; ".join(parts))  # fmt: skip
+    return (
+        f"fresh events of seed {seed} ({other['n_events']} events): {verdict} the table "
+        f"within {n_sigma:g} sigma: " + "; ".join(parts)
+    )
 
 
 # ---- formatting ------------------------------------------------------------------------------
@@ -234,9 +250,24 @@ def _link(path, rel_to: Path | None, text: str) -> str:
     return f"[{text}]({target})"
 
 
-COLUMNS = ("experiment", "µ", "events", "DM eff %", "perfect eff %", "fake %", "duplicate %",
-           "TrackML score", "latency ms/event", "peak GiB", "params", "ckpt MB (export MB)",
-           "training", "device", "plots", "goal")  # fmt: skip
+COLUMNS = (
+    "experiment",
+    "µ",
+    "events",
+    "DM eff %",
+    "perfect eff %",
+    "fake %",
+    "duplicate %",
+    "TrackML score",
+    "latency ms/event",
+    "peak GiB",
+    "params",
+    "ckpt MB (export MB)",
+    "training",
+    "device",
+    "plots",
+    "goal",
+)
 
 
 def markdown_table(rows: Sequence[Mapping], rel_to: Path | None = None) -> str:
@@ -279,8 +310,12 @@ def markdown_table(rows: Sequence[Mapping], rel_to: Path | None = None) -> str:
 def markdown_breakdowns(row: Mapping) -> str:
     """Where the efficiency is lost: DM efficiency by pT, eta, region, hit count; miss reasons."""
     lines = [f"DM efficiency of {row['experiment']} (µ = {row['pileup']:.0f}) by bin:", ""]
-    for by, title in (("pt", "pT [GeV]"), ("eta", "η"), ("region", "region"),
-                      ("nhits", "hits of the particle")):  # fmt: skip
+    for by, title in (
+        ("pt", "pT [GeV]"),
+        ("eta", "η"),
+        ("region", "region"),
+        ("nhits", "hits of the particle"),
+    ):
         tab = row["breakdowns"].get(by)
         if not tab:
             continue
