@@ -37,8 +37,13 @@ def _train_step(model, loss_fn, batch, opt, device) -> float:
     return float(total.detach())
 
 
-def compile_check(args, attention: str, device: torch.device, before_timing=None,
-                  say: Callable[[str], None] = print) -> dict:  # fmt: skip
+def compile_check(
+    args,
+    attention: str,
+    device: torch.device,
+    before_timing=None,
+    say: Callable[[str], None] = print,
+) -> dict:
     """Eager vs compile_encoder on one synthetic event: loss, gradients, step time.
 
     ``args``: the experiment, model overrides and check sizes of ``physics_run``'s command
@@ -52,11 +57,14 @@ def compile_check(args, attention: str, device: torch.device, before_timing=None
     loss_fn = instantiate(cfg.loss).to(device)
     # default: about one training batch (token budget, at most a mu = 200 pixel event)
     hits = args.check_hits or min(60_000, int(cfg.data.max_tokens))
-    heads = {"num_params": int(cfg.data.get("num_params") or 0),  # the head's targets
-             "num_classes": int(cfg.data.get("num_classes") or 0)}  # fmt: skip
+    heads = {
+        "num_params": int(cfg.data.get("num_params") or 0),  # the head's targets
+        "num_classes": int(cfg.data.get("num_classes") or 0),
+    }
     sizes = [hits // args.check_events] * args.check_events  # packed like a training batch
-    batch = synthetic_batch(sizes, num_features=int(cfg.data.num_features), seed=0,
-                            device=device, **heads)  # fmt: skip
+    batch = synthetic_batch(
+        sizes, num_features=int(cfg.data.num_features), seed=0, device=device, **heads
+    )
     res = {"attention": attention, "hits": hits, "events": len(sizes), "compiled": names}
 
     def loss_and_grads(model):
@@ -65,8 +73,11 @@ def compile_check(args, attention: str, device: torch.device, before_timing=None
             out = model(batch)
         total, _ = loss_fn(out, batch)
         total.backward()
-        grads = {k: p.grad.detach().float().clone() for k, p in model.named_parameters()
-                 if p.grad is not None}  # fmt: skip
+        grads = {
+            k: p.grad.detach().float().clone()
+            for k, p in model.named_parameters()
+            if p.grad is not None
+        }
         return float(total.detach()), grads
 
     t = time.perf_counter()
@@ -80,14 +91,20 @@ def compile_check(args, attention: str, device: torch.device, before_timing=None
     if set(ge) != set(gc):
         raise RuntimeError(f"gradients of different parameters: {set(ge) ^ set(gc)}")
     rel = {k: float((gc[k] - ge[k]).norm() / ge[k].norm().clamp_min(1e-30)) for k in ge}
-    cos = {k: float(torch.nn.functional.cosine_similarity(gc[k].flatten(), ge[k].flatten(), 0))
-           for k in ge}  # fmt: skip
+    cos = {
+        k: float(torch.nn.functional.cosine_similarity(gc[k].flatten(), ge[k].flatten(), 0))
+        for k in ge
+    }
     worst = max(rel, key=rel.get)
     res.update(
-        loss_eager=le, loss_compiled=lc, loss_rel_diff=abs(lc - le) / max(abs(le), 1e-30),
-        grad_max_rel_diff=rel[worst], grad_worst_param=worst, grad_min_cosine=min(cos.values()),
+        loss_eager=le,
+        loss_compiled=lc,
+        loss_rel_diff=abs(lc - le) / max(abs(le), 1e-30),
+        grad_max_rel_diff=rel[worst],
+        grad_worst_param=worst,
+        grad_min_cosine=min(cos.values()),
         n_params_with_grad=len(ge),
-    )  # fmt: skip
+    )
     res["equal_within_bf16"] = bool(
         res["loss_rel_diff"] <= args.loss_rtol
         and res["grad_max_rel_diff"] <= args.grad_rtol

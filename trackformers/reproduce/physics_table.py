@@ -21,11 +21,17 @@ import yaml
 from trackformers.metrics import ratio_err
 from trackformers.results.table import goal_status, reproduction
 
-HEADS = {"ContrastiveHead": "contrastive", "ClassifierHead": "EncCla (argmax)",
-         "RegressorHead": "EncReg (DBSCAN on params)", "JointHead": "joint (argmax)"}  # fmt: skip
-COUNTS = {"dm_efficiency": ("n_dm", "n_reconstructable"),
-          "perfect_efficiency": ("n_perfect", "n_reconstructable"),
-          "fake_rate": ("n_fake", "n_candidates")}  # fmt: skip
+HEADS = {
+    "ContrastiveHead": "contrastive",
+    "ClassifierHead": "EncCla (argmax)",
+    "RegressorHead": "EncReg (DBSCAN on params)",
+    "JointHead": "joint (argmax)",
+}
+COUNTS = {
+    "dm_efficiency": ("n_dm", "n_reconstructable"),
+    "perfect_efficiency": ("n_perfect", "n_reconstructable"),
+    "fake_rate": ("n_fake", "n_candidates"),
+}
 
 
 def _json(path: Path):
@@ -49,8 +55,9 @@ def run_row(folder: Path) -> dict:
     row = _with_errors(rows[0], _json(folder / "metrics.json"))
     others = sorted(folder.glob("eval_seed*/metrics.json"))
     if len(others) != len(rows) - 1:
-        raise ValueError(f"{folder}: {len(rows) - 1} further rows but {len(others)} "
-                         "eval_seed*/metrics.json")  # fmt: skip
+        raise ValueError(
+            f"{folder}: {len(rows) - 1} further rows but {len(others)} eval_seed*/metrics.json"
+        )
     row["reproduction"] = [
         reproduction(row, _with_errors(r, _json(f)), int(f.parent.name.removeprefix("eval_seed")))
         for r, f in zip(rows[1:], others, strict=True)
@@ -71,12 +78,19 @@ def _pm(row: dict, key: str) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| run | µ | head | attention | events | DM eff % | perfect % | fake % | dup % | "
-            "TrackML | training | step ms | latency ms | peak GiB | seed-3 check |")  # fmt: skip
+    head = (
+        "| run | µ | head | attention | events | DM eff % | perfect % | fake % | dup % | "
+        "TrackML | training | step ms | latency ms | peak GiB | seed-3 check |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        repro = "; ".join(("ok" if "reproduces" in s and "NOT" not in s else "FAILS")
-                          for s in r["reproduction"]) or "–"  # fmt: skip
+        repro = (
+            "; ".join(
+                ("ok" if "reproduces" in s and "NOT" not in s else "FAILS")
+                for s in r["reproduction"]
+            )
+            or "–"
+        )
         lat = f"{r['latency_ms']:.1f}" if r.get("latency_ms") is not None else "–"
         peak = f"{r['peak_gib']:.2f}" if r.get("peak_gib") is not None else "–"
         lines.append(

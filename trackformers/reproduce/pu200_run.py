@@ -50,28 +50,44 @@ from trackformers.reproduce.recipe_sweep import TIME_COLUMNS, plot, read_curve
 
 REPO = REPO_ROOT
 RECIPE = [
-    "experiment=ttbar_pu200_pixel", "model=contrastive_filter", "loss=contrastive_filter",
-    "loss.terms.contrastive.anchors=signal", "loss.terms.contrastive.negatives=topk",
-]  # fmt: skip
+    "experiment=ttbar_pu200_pixel",
+    "model=contrastive_filter",
+    "loss=contrastive_filter",
+    "loss.terms.contrastive.anchors=signal",
+    "loss.terms.contrastive.negatives=topk",
+]
 DRY = {  # the CPU rehearsal (--dry)
-    "n_train": 8, "n_eval": 2, "val_events": 2, "budget": 30.0, "devices": 2,
-    "accelerator": "cpu", "val_every": 3, "max_steps": 1000, "workers": 2,
+    "n_train": 8,
+    "n_eval": 2,
+    "val_events": 2,
+    "budget": 30.0,
+    "devices": 2,
+    "accelerator": "cpu",
+    "val_every": 3,
+    "max_steps": 1000,
+    "workers": 2,
     "override": [
-        "attention=windowed", "model.encoder.d_model=32", "model.encoder.n_heads=4",
-        "model.encoder.n_layers=1", "data.num_workers=0", "optim.scheduler.warmup_steps=2",
+        "attention=windowed",
+        "model.encoder.d_model=32",
+        "model.encoder.n_heads=4",
+        "model.encoder.n_layers=1",
+        "data.num_workers=0",
+        "optim.scheduler.warmup_steps=2",
         # an untrained embedding is crowded: DBSCAN at the run's eps (0.1) is near-quadratic,
         # minutes per event on a CPU
-        "validation.cluster.params.eps=0.003", "callbacks.tune_clustering.eps=[0.003]",
+        "validation.cluster.params.eps=0.003",
+        "callbacks.tune_clustering.eps=[0.003]",
         "callbacks.tune_clustering.filter_threshold=[null]",
     ],
-}  # fmt: skip
+}
 # the end-of-fit clustering tuning on µ = 200 events: a few events, a small grid (each point
 # clusters every event again; the default grid of 48 points would take minutes)
 TUNING = [
-    "callbacks.tune_clustering.max_events=8", "callbacks.tune_clustering.eps=[0.05,0.1,0.15,0.2]",
+    "callbacks.tune_clustering.max_events=8",
+    "callbacks.tune_clustering.eps=[0.05,0.1,0.15,0.2]",
     "callbacks.tune_clustering.min_samples=[2]",
     "callbacks.tune_clustering.filter_threshold=[null,0.5]",
-]  # fmt: skip
+]
 
 
 def simulate(args, data: dict[str, tuple[Path, int, int]], log_file: Path) -> None:
@@ -116,14 +132,25 @@ def train_overrides(args, train_data: Path, run_dir: Path, max_time: float, resu
     """The trackformers.train command line of this call."""
     ddp = ["trainer=ddp", f"trainer.devices={args.devices}"] if args.devices > 1 else []
     return [
-        *RECIPE, f"data.path={train_data}", f"data.val_fraction={args.val_events / args.n_train}",
-        "data.test_fraction=0.0", f"hydra.run.dir={run_dir}", "logger=csv", *ddp,
-        f"trainer.accelerator={args.accelerator}", f"trainer.max_steps={args.max_steps}",
-        f'+trainer.max_time="{_dhms(max_time)}"', f"trainer.val_check_interval={args.val_every}",
-        "trainer.check_val_every_n_epoch=null", "callbacks.early_stopping=null",
-        "callbacks.rich_progress_bar=null", "trainer.log_every_n_steps=10", *TUNING,
-        *(["ckpt_path=last"] if resume else []), *args.override,
-    ]  # fmt: skip
+        *RECIPE,
+        f"data.path={train_data}",
+        f"data.val_fraction={args.val_events / args.n_train}",
+        "data.test_fraction=0.0",
+        f"hydra.run.dir={run_dir}",
+        "logger=csv",
+        *ddp,
+        f"trainer.accelerator={args.accelerator}",
+        f"trainer.max_steps={args.max_steps}",
+        f'+trainer.max_time="{_dhms(max_time)}"',
+        f"trainer.val_check_interval={args.val_every}",
+        "trainer.check_val_every_n_epoch=null",
+        "callbacks.early_stopping=null",
+        "callbacks.rich_progress_bar=null",
+        "trainer.log_every_n_steps=10",
+        *TUNING,
+        *(["ckpt_path=last"] if resume else []),
+        *args.override,
+    ]
 
 
 def run_group(cmd: list[str], log_file: Path, timeout: float) -> int:
@@ -133,8 +160,9 @@ def run_group(cmd: list[str], log_file: Path, timeout: float) -> int:
     say("$ " + " ".join(cmd))
     env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
     with log_file.open("a") as f:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -175,12 +203,19 @@ def main(argv=None) -> int:
     ap.add_argument("--n-train", type=int, default=1000, help="events of seed 1 (with val)")
     ap.add_argument("--val-events", type=int, default=32, help="about this many validate")
     ap.add_argument("--n-eval", type=int, default=48, help="fresh events of seed 2")
-    ap.add_argument("--after-train", type=float, default=240.0,
-                    help="seconds allowed to the training command beyond --budget (start-up, "
-                    "end-of-fit tuning and validation), and to the evaluation")  # fmt: skip
+    ap.add_argument(
+        "--after-train",
+        type=float,
+        default=240.0,
+        help="seconds allowed to the training command beyond --budget (start-up, "
+        "end-of-fit tuning and validation), and to the evaluation",
+    )
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="simulation")
-    ap.add_argument("--state", default=str(REPO / ".resume" / "pu200"),
-                    help="last.ckpt + metrics.csv of the previous call")  # fmt: skip
+    ap.add_argument(
+        "--state",
+        default=str(REPO / ".resume" / "pu200"),
+        help="last.ckpt + metrics.csv of the previous call",
+    )
     ap.add_argument("--work", default=None, help="run and evaluation folders (outputs/pu200)")
     ap.add_argument("--override", nargs="*", default=[], help="extra trackformers.train overrides")
     ap.add_argument("--dry", action="store_true", help="CPU rehearsal (see the docstring)")
@@ -210,8 +245,11 @@ def main(argv=None) -> int:
 def run(args, tag: str, out: Path, work: Path, log_file: Path) -> int:
     train_data = REPO / "data" / f"{tag}_seed1_n{args.n_train}"
     eval_data = REPO / "data" / f"{tag}_seed2_n{args.n_eval}"
-    simulate(args, {"train": (train_data, args.n_train, 1), "eval": (eval_data, args.n_eval, 2)},
-             log_file)  # fmt: skip
+    simulate(
+        args,
+        {"train": (train_data, args.n_train, 1), "eval": (eval_data, args.n_eval, 2)},
+        log_file,
+    )
 
     run_dir = work / "train"
     resume = find_resume(run_dir, Path(args.state))
@@ -220,9 +258,14 @@ def run(args, tag: str, out: Path, work: Path, log_file: Path) -> int:
     if before["step"] >= args.max_steps:
         say(f"the schedule is done ({before['step']} >= --max-steps {args.max_steps})")
     else:
-        cmd = [sys.executable, "-m", "trackformers.train",
-               *train_overrides(args, train_data, run_dir, before["elapsed_s"] + args.budget,
-                                resume is not None)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "trackformers.train",
+            *train_overrides(
+                args, train_data, run_dir, before["elapsed_s"] + args.budget, resume is not None
+            ),
+        ]
         # start-up, the end-of-fit clustering tuning and the final validation come on top
         rc = run_group(cmd, log_file, timeout=args.budget + args.after_train)
         if rc != 0:
@@ -240,19 +283,39 @@ def run(args, tag: str, out: Path, work: Path, log_file: Path) -> int:
     )
 
     eval_dir = work / "eval"
-    cmd = [sys.executable, "-m", "trackformers.evaluate", f"ckpt={last}", f"data={eval_data}",
-           "wandb.enabled=false", "plots=false", f"hydra.run.dir={eval_dir}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "trackformers.evaluate",
+        f"ckpt={last}",
+        f"data={eval_data}",
+        "wandb.enabled=false",
+        "plots=false",
+        f"hydra.run.dir={eval_dir}",
+    ]
     if run_group(cmd, log_file, timeout=args.after_train) != 0:
         raise RuntimeError("evaluation failed; see the log")
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     shutil.copy(eval_dir / "metrics.json", out / "eval_metrics.json")
     curve = write_curve(run_dir, out)
     summary = {
-        "step": after["step"], **clock, "timer_s": after["elapsed_s"], "devices": args.devices,
-        "validations": len(curve), "last_validation": curve[-1] if curve else None,
-        "eval": {k: metrics.get(k) for k in ("dm_efficiency", "fake_rate", "perfect_efficiency",
-                                             "trackml_score", "n_events")},
-    }  # fmt: skip
+        "step": after["step"],
+        **clock,
+        "timer_s": after["elapsed_s"],
+        "devices": args.devices,
+        "validations": len(curve),
+        "last_validation": curve[-1] if curve else None,
+        "eval": {
+            k: metrics.get(k)
+            for k in (
+                "dm_efficiency",
+                "fake_rate",
+                "perfect_efficiency",
+                "trackml_score",
+                "n_events",
+            )
+        },
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     say(f"summary: {json.dumps(summary)}")
     return 0

@@ -50,10 +50,13 @@ def spread(event: dict, pt_min: float = 0.9, abs_eta_max: float = 4.0) -> dict:
         if not v:
             continue
         a = np.array(v)
-        out[region] = {"particles": len(v), "eta_range_median": float(np.median(a[:, 0])),
-                       "eta_range_p90": float(np.percentile(a[:, 0], 90)),
-                       "phi_range_median": float(np.median(a[:, 1])),
-                       "vz_abs_median": float(np.median(a[:, 2]))}  # fmt: skip
+        out[region] = {
+            "particles": len(v),
+            "eta_range_median": float(np.median(a[:, 0])),
+            "eta_range_p90": float(np.percentile(a[:, 0], 90)),
+            "phi_range_median": float(np.median(a[:, 1])),
+            "vz_abs_median": float(np.median(a[:, 2])),
+        }
     return out
 
 
@@ -86,10 +89,12 @@ def main(argv=None) -> list[dict]:
         res = spread(ev, args.pt_min)
         out.append(res)
         for region, s in res.items():
-            print(f"event {int(ev['event_id'])} {region}: {s['particles']} particles, hit-eta "
-                  f"range median {s['eta_range_median']:.3f} (p90 {s['eta_range_p90']:.3f}), "
-                  f"phi range median {s['phi_range_median']:.4f}, median |vz| "
-                  f"{s['vz_abs_median']:.1f} mm")  # fmt: skip
+            print(
+                f"event {int(ev['event_id'])} {region}: {s['particles']} particles, hit-eta "
+                f"range median {s['eta_range_median']:.3f} (p90 {s['eta_range_p90']:.3f}), "
+                f"phi range median {s['phi_range_median']:.4f}, median |vz| "
+                f"{s['vz_abs_median']:.1f} mm"
+            )
     return out
 
 
