@@ -25,8 +25,9 @@ def argmax_assign(
     return argmax_labels(logits, seq, noise_class, min_prob)
 
 
-def argmax_labels(logits: Tensor, seq: Tensor, noise_class: int | None = None,
-                  min_prob: float = 0.0) -> Tensor:  # fmt: skip
+def argmax_labels(
+    logits: Tensor, seq: Tensor, noise_class: int | None = None, min_prob: float = 0.0
+) -> Tensor:
     """``argmax_assign`` given the event index (N,) of every row: no checks, no host sync."""
     c = logits.shape[1]
     prob, cls = torch.softmax(logits.float(), dim=-1).max(-1)  # (N,), (N,)

@@ -40,8 +40,13 @@ def dbscan_cpu(x, cu_seqlens, eps: float, min_samples: int = 5, n_jobs: int | No
     return _offset_labels(labels)
 
 
-def hdbscan_cpu(x, cu_seqlens, min_cluster_size: int = 5, min_samples: int | None = None,
-                cluster_selection_epsilon: float = 0.0):  # fmt: skip
+def hdbscan_cpu(
+    x,
+    cu_seqlens,
+    min_cluster_size: int = 5,
+    min_samples: int | None = None,
+    cluster_selection_epsilon: float = 0.0,
+):
     """(N,) int64 sklearn HDBSCAN labels per event, offset to be unique; -1 = noise."""
     from sklearn.cluster import HDBSCAN
 

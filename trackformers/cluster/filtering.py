@@ -52,8 +52,9 @@ def compact(keep: Tensor, cu_seqlens: Tensor) -> tuple[Tensor, Tensor]:
     return rows, csum[cu_seqlens.long().to(keep.device)].to(torch.int32)  # (B+1,)
 
 
-def cluster_kept(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, cu_seqlens: Tensor,
-                 keep: Tensor) -> Tensor:  # fmt: skip
+def cluster_kept(
+    fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, cu_seqlens: Tensor, keep: Tensor
+) -> Tensor:
     """(N,) int64 labels of ``fn(x_kept, cu_kept)`` on the kept hits, -1 for the others."""
     rows, cu = compact(keep.to(x.device), cu_seqlens.to(x.device))
     labels = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)  # (N,)

@@ -101,8 +101,10 @@ def radius_graph(
     skey = key[order]  # (N,) sorted keys
     xs = x[order]  # (N, d) points in key order
     # contiguous candidate ranges: all offsets in the first k-1 axes, last axis -1..+1
-    offsets = [sum(o * s for o, s in zip(off, strides[:-1], strict=True))
-               for off in itertools.product((-1, 0, 1), repeat=k - 1)]  # fmt: skip
+    offsets = [
+        sum(o * s for o, s in zip(off, strides[:-1], strict=True))
+        for off in itertools.product((-1, 0, 1), repeat=k - 1)
+    ]
     off = torch.tensor(offsets, device=x.device, dtype=torch.long)  # (R,)
     base = skey[:, None] + off[None, :]  # (N, R)
     start = torch.searchsorted(skey, base - strides[-1])  # (N, R) first candidate position
@@ -119,8 +121,11 @@ def radius_graph(
             "are crowded (an untrained or collapsed embedding?), so clustering is slow and "
             "near-quadratic; lower eps, or use method dbscan_plan to stay within attention "
             "neighbourhoods",
-            total, n, total / n, eps,
-        )  # fmt: skip
+            total,
+            n,
+            total / n,
+            eps,
+        )
     if total > max_pairs:
         cuts = torch.arange(max_pairs, total, max_pairs, device=x.device)
         bounds += torch.searchsorted(cum, cuts, right=True).tolist()

@@ -47,9 +47,19 @@ LIST_BLOCK = 128  # rows per program of the list kernel
 
 @triton.jit
 def _list_kernel(
-    NBR, CNT, ROWF, COLF, LAB, OUT, INV, n, K,
-    KP: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr,
-):  # fmt: skip
+    NBR,
+    CNT,
+    ROWF,
+    COLF,
+    LAB,
+    OUT,
+    INV,
+    n,
+    K,
+    KP: tl.constexpr,
+    MODE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """Rows i with ROWF[i] != 0 and CNT[i] <= K, over the listed neighbours j = NBR[i, :CNT[i]]:
     MODE 1 stores m = min LAB[j] over COLF[j] != 0 at i ("no label" for other rows), MODE 2
     atomically lowers OUT at i and at i's root INV[LAB[i]] to m (as the range kernels)."""
@@ -66,8 +76,9 @@ def _list_kernel(
     finish_rows(OUT, LAB, INV, i, ok, active, acc, MODE)
 
 
-def list_neighbours(nbr: Tensor, count: Tensor, rowf, colf, lab, mode: int, out=None,
-                    inv=None) -> Tensor:  # fmt: skip
+def list_neighbours(
+    nbr: Tensor, count: Tensor, rowf, colf, lab, mode: int, out=None, inv=None
+) -> Tensor:
     """(N,) int32 min flagged label (mode 1) of the rows whose list is complete; mode 2
     lowers ``out`` in place (hook). nbr (N, K) int32, count (N,) int32 of the count pass."""
     if mode not in (1, 2):
@@ -78,9 +89,19 @@ def list_neighbours(nbr: Tensor, count: Tensor, rowf, colf, lab, mode: int, out=
     if n == 0:
         return out
     _list_kernel[(triton.cdiv(n, LIST_BLOCK),)](
-        nbr, count, rowf, colf, lab, out, lab if inv is None else inv, n, k,
-        KP=max(2, triton.next_power_of_2(k)), MODE=mode, BLOCK=LIST_BLOCK,
-    )  # fmt: skip
+        nbr,
+        count,
+        rowf,
+        colf,
+        lab,
+        out,
+        lab if inv is None else inv,
+        n,
+        k,
+        KP=max(2, triton.next_power_of_2(k)),
+        MODE=mode,
+        BLOCK=LIST_BLOCK,
+    )
     return out
 
 
@@ -96,8 +117,16 @@ class NeighbourList:
     core_over: Tensor  # (N,) int8 core & overflow (the rounds' overflow rows)
 
     @classmethod
-    def build(cls, nbr: Tensor, count: Tensor, lo: Tensor, hi: Tensor, valid: Tensor,
-              core: Tensor, tiled: bool) -> NeighbourList:  # fmt: skip
+    def build(
+        cls,
+        nbr: Tensor,
+        count: Tensor,
+        lo: Tensor,
+        hi: Tensor,
+        valid: Tensor,
+        core: Tensor,
+        tiled: bool,
+    ) -> NeighbourList:
         """From the count pass: valid, core (N,) int8 sorted flags; no host sync."""
         over = (count > nbr.shape[1]).to(torch.int8)  # (N,)
         unions = None
@@ -111,8 +140,9 @@ class NeighbourList:
         rover = self.core_over if rowf is self.core else rowf * self.over  # (N,) int8
         if mode == 2:
             list_neighbours(self.nbr, self.count, rowf, colf, lab, 2, out, inv)
-            return neighbour_pass(st.xs, st.lo, st.hi, self.unions, rover, colf, lab, st.eps, 2,
-                                  out, inv)  # fmt: skip
+            return neighbour_pass(
+                st.xs, st.lo, st.hi, self.unions, rover, colf, lab, st.eps, 2, out, inv
+            )
         m = list_neighbours(self.nbr, self.count, rowf, colf, lab, 1)  # (N,)
         mo = neighbour_pass(st.xs, st.lo, st.hi, self.unions, rover, colf, lab, st.eps, 1)  # (N,)
         return torch.minimum(m, mo)

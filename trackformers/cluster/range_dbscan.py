@@ -199,8 +199,9 @@ class RangeState:
         when there is one, else by the state's range kernel."""
         if self.nlist is not None:
             return self.nlist.neighbours(self, rowf, colf, lab, mode, out, inv)
-        return neighbour_pass(self.xs, self.lo, self.hi, self.unions, rowf, colf, lab, self.eps,
-                              mode, out, inv)  # fmt: skip
+        return neighbour_pass(
+            self.xs, self.lo, self.hi, self.unions, rowf, colf, lab, self.eps, mode, out, inv
+        )
 
 
 def _round(st: RangeState, lab: Tensor) -> tuple[Tensor, Tensor]:
@@ -218,9 +219,18 @@ def _round(st: RangeState, lab: Tensor) -> tuple[Tensor, Tensor]:
     return out, flag
 
 
-def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds: int = 4,
-                  tiled: bool = False,
-                  list_capacity: int = LIST_CAPACITY) -> RangeState:  # fmt: skip
+def dbscan_ranges(
+    xs,
+    lo,
+    hi,
+    order,
+    valid,
+    eps: float,
+    min_samples: int,
+    rounds: int = 4,
+    tiled: bool = False,
+    list_capacity: int = LIST_CAPACITY,
+) -> RangeState:
     """DBSCAN of sorted points xs (N, d) whose candidates lie in ranges lo, hi (N, R).
 
     order (N,) sorted position -> input row; valid (N,) bool per INPUT row (False: padding,
@@ -233,8 +243,9 @@ def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds
     and ``number_labels``.
     """
     if isinstance(list_capacity, bool) or not isinstance(list_capacity, int) or list_capacity < 0:
-        raise ValueError(f"list_capacity must be an int >= 0 (0: no neighbour list), got "
-                         f"{list_capacity!r}")  # fmt: skip
+        raise ValueError(
+            f"list_capacity must be an int >= 0 (0: no neighbour list), got {list_capacity!r}"
+        )
     if tiled and xs.is_cuda and xs.dtype == torch.float64:
         # Triton 3.6 does not compile the tiled kernel's float64 tensor-core products on the
         # GPU ("fp64 don't support largeK MMA"); float64 inputs (references, tests) take the
@@ -291,9 +302,16 @@ def number_labels(st: RangeState) -> Tensor:
 
 
 # ---- entry points ----------------------------------------------------------------------------
-def start_grid(x, cu_seqlens, eps: float, min_samples: int, max_dims: int = 3, rounds: int = 4,
-               valid: Tensor | None = None,
-               list_capacity: int = LIST_CAPACITY) -> RangeState:  # fmt: skip
+def start_grid(
+    x,
+    cu_seqlens,
+    eps: float,
+    min_samples: int,
+    max_dims: int = 3,
+    rounds: int = 4,
+    valid: Tensor | None = None,
+    list_capacity: int = LIST_CAPACITY,
+) -> RangeState:
     """Exact DBSCAN of packed events x (N, d), no host sync; complete with ``complete``.
     list_capacity: see ``dbscan_ranges``."""
     n = x.shape[0]
@@ -306,16 +324,24 @@ def start_grid(x, cu_seqlens, eps: float, min_samples: int, max_dims: int = 3, r
     xf = torch.where(finite, xf, 0.0)  # keep the grid finite; the flag raises in complete
     order, lo, hi, overflow = grid_ranges(xf, seq, cu.numel() - 1, eps, max_dims)
     ok = torch.ones(n, dtype=torch.bool, device=x.device) if valid is None else valid
-    st = dbscan_ranges(xf[order], lo, hi, order, ok, eps, min_samples, rounds,
-                       list_capacity=list_capacity)  # fmt: skip
+    st = dbscan_ranges(
+        xf[order], lo, hi, order, ok, eps, min_samples, rounds, list_capacity=list_capacity
+    )
     st.nonfinite, st.overflow = ~finite, overflow
     return st
 
 
-def start_plan(x, plan, eps: float, min_samples: int, adjacency: int | None = None,
-               rounds: int = 4, valid: Tensor | None = None,
-               window: int | None = None,
-               list_capacity: int = LIST_CAPACITY) -> RangeState:  # fmt: skip
+def start_plan(
+    x,
+    plan,
+    eps: float,
+    min_samples: int,
+    adjacency: int | None = None,
+    rounds: int = 4,
+    valid: Tensor | None = None,
+    window: int | None = None,
+    list_capacity: int = LIST_CAPACITY,
+) -> RangeState:
     """DBSCAN on a plan's neighbourhoods (see ``plan_ranges``; tiled kernel), no host sync.
     list_capacity: see ``dbscan_ranges``."""
     n = x.shape[0]
@@ -325,8 +351,18 @@ def start_plan(x, plan, eps: float, min_samples: int, adjacency: int | None = No
     perm = plan.perm if plan.perm is not None else torch.arange(n, device=x.device)
     lo, hi = plan_ranges(plan, adjacency, window)
     ok = torch.ones(n, dtype=torch.bool, device=x.device) if valid is None else valid
-    st = dbscan_ranges(xf[perm], lo, hi, perm, ok, eps, min_samples, rounds, tiled=PLAN_TILED,
-                       list_capacity=list_capacity)  # fmt: skip
+    st = dbscan_ranges(
+        xf[perm],
+        lo,
+        hi,
+        perm,
+        ok,
+        eps,
+        min_samples,
+        rounds,
+        tiled=PLAN_TILED,
+        list_capacity=list_capacity,
+    )
     st.nonfinite, st.overflow = ~finite, torch.zeros_like(finite)
     return st
 

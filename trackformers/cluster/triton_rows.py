@@ -19,8 +19,9 @@ def load_rows(X, ROWF, i, n, D: tl.constexpr, BLOCK_D: tl.constexpr):
     ok = i < n
     dd = tl.arange(0, BLOCK_D)
     active = ok & (tl.load(ROWF + i, mask=ok, other=0) != 0)
-    xi = tl.load(X + i[:, None] * D + dd[None, :], mask=active[:, None] & (dd < D)[None, :],
-                 other=0.0)  # fmt: skip
+    xi = tl.load(
+        X + i[:, None] * D + dd[None, :], mask=active[:, None] & (dd < D)[None, :], other=0.0
+    )
     return ok, active, xi
 
 
