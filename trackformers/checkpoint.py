@@ -39,9 +39,22 @@ class CheckpointError(ValueError):
 
 def safe_globals() -> list:
     """Classes a trackformers checkpoint may hold beyond tensors and plain Python types."""
-    return [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, BooleanNode,
-            FloatNode, IntegerNode, StringNode, typing.Any, collections.defaultdict, dict, list,
-            int]  # fmt: skip
+    return [
+        DictConfig,
+        ListConfig,
+        ContainerMetadata,
+        Metadata,
+        AnyNode,
+        BooleanNode,
+        FloatNode,
+        IntegerNode,
+        StringNode,
+        typing.Any,
+        collections.defaultdict,
+        dict,
+        list,
+        int,
+    ]
 
 
 def register_safe_globals() -> None:

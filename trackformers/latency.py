@@ -58,8 +58,9 @@ def variant_args(name: str, eps: float) -> list[str]:
     return args
 
 
-def cluster_choice(name: str | None, overrides: Sequence[str] = (),
-                   as_json: str | None = None) -> dict | None:  # fmt: skip
+def cluster_choice(
+    name: str | None, overrides: Sequence[str] = (), as_json: str | None = None
+) -> dict | None:
     """Cluster settings from conf/cluster/<name>.yaml with ``key=value`` param overrides, or
     from a JSON string; None = the checkpoint's validation clustering."""
     if name is not None and as_json is not None:
@@ -108,29 +109,53 @@ def main(argv=None) -> dict:
         metavar="KEY=VALUE",
         help="cluster params overrides, e.g. eps=0.1 window=512 (YAML values)",
     )
-    ap.add_argument("--ffn-chunk", type=int, default=8192,
-                    help="predictor --compile: feed-forward rows at a time (0: all)")  # fmt: skip
-    ap.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="fp16",
-                    help="forward precision on CUDA (bf16 / fp16 autocast, fp32)")  # fmt: skip
-    ap.add_argument("--physics", action="store_true",
-                    help="predictor: also DM efficiency / fake rate of its tracks and of the "
-                         "staged float32 path on the same events")  # fmt: skip
+    ap.add_argument(
+        "--ffn-chunk",
+        type=int,
+        default=8192,
+        help="predictor --compile: feed-forward rows at a time (0: all)",
+    )
+    ap.add_argument(
+        "--precision",
+        choices=("bf16", "fp16", "fp32"),
+        default="fp16",
+        help="forward precision on CUDA (bf16 / fp16 autocast, fp32)",
+    )
+    ap.add_argument(
+        "--physics",
+        action="store_true",
+        help="predictor: also DM efficiency / fake rate of its tracks and of the "
+        "staged float32 path on the same events",
+    )
     ap.add_argument("--no-split", action="store_true", help="predictor: skip the stage split")
     ap.add_argument("--rounds", type=int, default=4, help="predictor: DBSCAN rounds in graph")
-    ap.add_argument("--no-prepare", action="store_true",
-                    help="predictor: capture buckets as events come")  # fmt: skip
+    ap.add_argument(
+        "--no-prepare", action="store_true", help="predictor: capture buckets as events come"
+    )
     args = ap.parse_args(argv)
     cfg, _ = load_checkpoint(args.ckpt)
     events = list(iter_eval_events(cfg, args.data, "all", args.events))
     cluster = cluster_choice(args.cluster, args.set, args.cluster_json)
     if args.mode == "predictor":
-        res = measure_predictor_latency(args.ckpt, events, args.device, args.repeat,
-                                        args.attention, cluster, args.compile, args.precision,
-                                        not args.no_split, args.rounds, args.physics,
-                                        not args.no_prepare, args.ffn_chunk)  # fmt: skip
+        res = measure_predictor_latency(
+            args.ckpt,
+            events,
+            args.device,
+            args.repeat,
+            args.attention,
+            cluster,
+            args.compile,
+            args.precision,
+            not args.no_split,
+            args.rounds,
+            args.physics,
+            not args.no_prepare,
+            args.ffn_chunk,
+        )
     else:
-        res = measure_latency(args.ckpt, events, args.device, args.repeat, args.attention,
-                              cluster, args.precision)  # fmt: skip
+        res = measure_latency(
+            args.ckpt, events, args.device, args.repeat, args.attention, cluster, args.precision
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))

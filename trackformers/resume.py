@@ -52,8 +52,10 @@ class LastCheckpoint(Checkpoint):
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 200):
         if int(every_n_train_steps) < 0:
-            raise ValueError(f"callbacks.last_checkpoint.every_n_train_steps must be >= 0, "
-                             f"got {every_n_train_steps}")  # fmt: skip
+            raise ValueError(
+                f"callbacks.last_checkpoint.every_n_train_steps must be >= 0, "
+                f"got {every_n_train_steps}"
+            )
         self.dirpath = str(dirpath)  # as ModelCheckpoint's, for code that inspects checkpoints
         self.monitor = None
         self.path = Path(dirpath) / "last.ckpt"

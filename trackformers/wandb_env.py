@@ -30,8 +30,14 @@ INIT_VARIABLES = {
     "WANDB_TAGS": "tags",
     "WANDB_RUN_ID": "id",
 }
-MODES = {"disabled": "disabled", "offline": "offline", "dryrun": "offline", "online": "online",
-         "run": "online", "shared": "shared"}  # fmt: skip
+MODES = {
+    "disabled": "disabled",
+    "offline": "offline",
+    "dryrun": "offline",
+    "online": "online",
+    "run": "online",
+    "shared": "shared",
+}
 _TRUE = ("1", "true", "yes", "on")
 
 
