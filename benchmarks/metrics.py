@@ -80,8 +80,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, ms in rows.items():
         cmd = "`OMP_NUM_THREADS=1 python benchmarks/metrics.py`"
-        print(f"| {name} | {args.hits} | {ms:.1f} | CPU {cpu} | numpy {np.__version__}, "
-              f"pandas {pd.__version__} | {datetime.date.today()} | {cmd} |")  # fmt: skip
+        print(
+            f"| {name} | {args.hits} | {ms:.1f} | CPU {cpu} | numpy {np.__version__}, "
+            f"pandas {pd.__version__} | {datetime.date.today()} | {cmd} |"
+        )
 
 
 if __name__ == "__main__":

@@ -132,9 +132,12 @@ def main() -> None:
     ap.add_argument("--legacy", action="store_true", help="simulation as before issue 16")
     ap.add_argument("--library", type=int, default=0, help="min-bias overlay library size")
     ap.add_argument(
-        "--detector", nargs="*", default=[], metavar="KEY=VALUE",
+        "--detector",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
         help="detector settings, e.g. conversions=true (values read as YAML)",
-    )  # fmt: skip
+    )
     args = ap.parse_args()
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     detector = {}
