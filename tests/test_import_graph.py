@@ -99,8 +99,7 @@ def module_imports(name: str, path: Path, mods: dict[str, Path]) -> list[tuple[s
                 parts = name.split(".")[: len(name.split(".")) - (0 if is_pkg else 1)]
                 parts = parts[: len(parts) - node.level + 1]
                 base = ".".join([*parts, base] if base else parts)
-            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base
-                     for a in node.names]  # fmt: skip
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
         else:
             continue
         for target in {_resolve(n, mods) for n in names} - {None, name}:
@@ -137,8 +136,12 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def local_imports(mods: dict[str, Path]) -> list[tuple[str, str, int]]:
     """(module, imported project module, line) of every function-local project import."""
-    return [(m, t, line) for m, p in sorted(mods.items())
-            for t, line, local in module_imports(m, p, mods) if local]  # fmt: skip
+    return [
+        (m, t, line)
+        for m, p in sorted(mods.items())
+        for t, line, local in module_imports(m, p, mods)
+        if local
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +157,11 @@ def test_no_import_cycle(mods):
 
 
 def test_no_function_local_project_imports(mods):
-    bad = [f"{m}:{line} imports {t}" for m, t, line in local_imports(mods)
-           if (m, t) not in HEAVY and m not in PENDING]  # fmt: skip
+    bad = [
+        f"{m}:{line} imports {t}"
+        for m, t, line in local_imports(mods)
+        if (m, t) not in HEAVY and m not in PENDING
+    ]
     assert not bad, (
         "project modules imported inside functions (import them at the top; a heavy optional "
         "dependency goes into HEAVY with its reason):\n" + "\n".join(bad)
