@@ -27,7 +27,7 @@ The Part-2 cluster mask (group_size 256, +-1 group) and a phi window of +-384 hi
 about the same number of keys per query (~768), so flex, windowed and fused compare
 like for like; dense SDPA attends all N^2 pairs.
 
-``--profile-plan`` (issue 5 point 4): where each backend's plan build spends its time,
+``--profile-plan``: where each backend's plan build spends its time,
 torch.profiler over repeated builds of one synthetic event, GPU kernels and host-side ops
 ranked by total time, in three passes: the plan as the backend builds it (static program
 replayed as a CUDA graph, then the host part: BlockMask, validation sync), the same program

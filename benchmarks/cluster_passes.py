@@ -4,7 +4,7 @@ For N hits of one synthetic event (``synthetic_batch``) with 32-d embedding-like
 vectors scattered around a unit centre per particle; ``--noise`` sets the eps-pairs per hit,
 printed) and each neighbourhood (the cluster plan of groups 128 +-1, a phi window +-512, and
 ``--grid``: the exact grid ranges), per list capacity K (0: every pass scans the ranges,
-``range_dbscan.dbscan_ranges``' old path; 16: the count pass fills the list, ``nbr_list``):
+``range_dbscan.dbscan_ranges`` without a list; 16: the count pass fills the list, ``nbr_list``):
 
 - count: the count pass kernel alone (with the table fill when K > 0),
 - round: one component round (hook + pointer jumps),

@@ -1,4 +1,4 @@
-"""Pixel/strip clusters (issue 16, point 5): cost per mu = 200 event and cells per hit per volume.
+"""Pixel/strip clusters: cost per mu = 200 event and cells per hit per volume.
 
 Pins itself to one CPU core, makes N ttbar mu = 200 events (pile-up from a min-bias library,
 generation not timed), and simulates each event's particles twice with the same seed: with

@@ -1,4 +1,4 @@
-"""Benchmark: per-event inference latency (issue 8), one driver with four variants.
+"""Benchmark: per-event inference latency, one driver with four variants.
 
     python benchmarks/latency.py synthetic --device cuda          # modes of one synthetic event
     python benchmarks/latency.py synthetic --device cpu --hits 3000 --backend dense \\

@@ -1,6 +1,6 @@
 """Benchmark: CPU time of the TrackML score and of all event metrics for a 100 k-hit event.
 
-Goal (issue 8): score of 100 k hits <= 50 ms on the CPU. The event mimics mu = 200 pixel+strip
+Goal: score of 100 k hits <= 50 ms on the CPU. The event mimics mu = 200 pixel+strip
 statistics: 10 k particles with 1–20 hits, 10 % noise hits, a prediction that keeps 90 % of
 hits on their particle and scatters the rest. Prints a markdown row for BENCHMARKS.md.
 

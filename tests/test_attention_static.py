@@ -23,7 +23,7 @@ from trackformers.attention.plans import (
 )
 from trackformers.attention.synthetic import synthetic_batch
 
-# ---- frozen old implementation ---------------------------------------------------------
+# ---- reference implementation (plain torch, host syncs allowed) ---------------------------------
 
 
 def old_event_index(cu, n):

@@ -76,7 +76,7 @@ def test_a_pickled_object_is_refused_and_never_runs(tmp_path):
     with pytest.raises(CheckpointError, match="evil.ckpt"):
         check_resume_path(str(evil), tmp_path)
     assert not marker.exists()
-    torch.load(evil, weights_only=False)  # what the old loading did: the code runs
+    torch.load(evil, weights_only=False)  # what an unsafe load does: the code runs
     assert marker.exists()
 
 

@@ -26,7 +26,7 @@ FRACTIONS = (0.2, 0.1)
 @pytest.fixture(scope="module")
 def ddp_data(tmp_path_factory):
     """Two files, one chunk each: all validation events in the first. Dealing whole chunks to
-    ranks round-robin (the old way) left rank 1 without validation events, and the run died
+    ranks round-robin would leave rank 1 without validation events, and the run would die
     in a mismatched collective."""
     d = tmp_path_factory.mktemp("ddp_data")
     ids = np.arange(400)

@@ -2,8 +2,8 @@
 without re-scanning the candidate ranges.
 
 The eps-graph of track embeddings is tiny (1.5-1.9 pairs per hit) next to the candidates a
-plan's ranges hold (hundreds per hit), yet every hook round and the border pass of
-``range_dbscan`` used to scan all candidates again. So the count pass (MODE 0 of
+plan's ranges hold (hundreds per hit), and every hook round and the border pass of
+``range_dbscan`` would otherwise scan all candidates again. So the count pass (MODE 0 of
 ``passes._neighbour_kernel`` / ``tiled_ranges._tile_kernel`` with ``LIST``) also
 stores each sorted row's neighbours within eps into a (N, K) int32 table ``nbr``: sorted
 positions j, the row itself INCLUDED (when it lies in its own ranges, as it does for grid

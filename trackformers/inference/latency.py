@@ -12,7 +12,7 @@ timed event passes is reported. Peak memory is ``torch.cuda.max_memory_allocated
 timed passes, weights included. The JSON written is what ``trackformers.results`` reads
 (``median_ms``, ``peak_gib``, ``device``).
 
-``measure_predictor_latency`` (``--mode predictor``): issue 8's per-event latency of the same
+``measure_predictor_latency`` (``--mode predictor``): the deployment latency of the same
 checkpoint on the same events, through ``Predictor`` (CUDA graph per hit-count bucket on a
 GPU, eager on CPU): timed from the event's features and coordinates on the device to its
 track list (labels and hits per track, read back to the host). Also reported: the fraction

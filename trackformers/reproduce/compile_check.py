@@ -1,4 +1,4 @@
-"""Compile check of issue 7: an experiment's model and loss on one synthetic event, eager and
+"""Compile check: an experiment's model and loss on one synthetic event, eager and
 with ``compile_encoder``: loss and per-parameter gradients compared under bf16 autocast, and a
 full training step (forward, backward, AdamW) timed both ways (the first minute of
 ``physics_run``, whose training then compiles only when the two agree).

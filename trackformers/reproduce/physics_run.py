@@ -1,4 +1,5 @@
-"""One GPU call of the physics results (issue 9) and the compile check of issue 7.
+"""One GPU call that produces a physics result row: simulate, compile check, train, export,
+evaluate, latency.
 
     python benchmarks/physics_run.py --out $OUT                       # the GPU run (defaults)
     python benchmarks/physics_run.py --out /tmp/rehearsal --tiny      # CPU rehearsal, minutes
@@ -440,7 +441,7 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
     # fit, not the final one that trackformers.train runs after it
     ckpt = last
 
-    # the shared export is what the table evaluates (issue 9, point 5)
+    # the shared export is what the table evaluates: the numbers belong to the file one shares
     export = export_checkpoint(ckpt, dtype=args.export_dtype)
     say(f"export {export} {export.stat().st_size / 2**20:.2f} MiB")
     cfg, _ = load_checkpoint(export)

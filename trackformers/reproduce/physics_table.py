@@ -1,4 +1,4 @@
-"""One table from several physics runs (issue 9: the results rows and the ablation).
+"""One table from several physics runs (the results rows and the ablation).
 
     python benchmarks/physics_table.py docs/results/<runs>/* [--out table.md]
 
@@ -7,7 +7,7 @@ Each run folder is what benchmarks/physics_run.py brought back (and docs/results
 ``metrics.json`` and ``eval_seed*/metrics.json`` (per-event counts), ``compile_check.json``
 (the measured step time) and ``train_config.yaml`` (the training's Hydra config). The
 errors are recomputed from the per-event counts (``trackformers.metrics.ratio_err``: the event
-spread, at least binomial), so rows made before that estimator read the same as new ones.
+spread, at least binomial), so every row carries the same error estimate whatever wrote it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The physics results table (issue 9) from evaluation directories:
+"""The physics results table from evaluation directories:
 
     python -m trackformers.results outputs/evaluate/<run> [more dirs ...] --markdown [--breakdowns]
         [--json rows.json] [--out table.md] [--links-relative-to DIR]
@@ -35,7 +35,7 @@ from trackformers.metrics import binomial_err, ratio_err
 
 TABLE_PT_MIN = 0.9  # GeV
 TABLE_ABS_ETA_MAX = 4.0
-# goals of issue 9: DM efficiency (and fake rate) by pile-up
+# the project's goals (README): DM efficiency (and fake rate) by pile-up
 GOAL_HIGH_PU = {"dm_efficiency": 0.986, "fake_rate": 0.008}  # mu = 200 (HEPTv2, TrackML pixel)
 GOAL_LOW_PU = {"dm_efficiency": 0.99}  # mu = 0, 20
 HIGH_PU = 100  # mean pile-up from which the mu = 200 goal applies
@@ -200,7 +200,7 @@ def load_row(eval_dir: str | Path) -> dict:
 
 
 def goal_status(row: Mapping) -> str:
-    """Goal check: "met" or "NOT met (...)" against issue 9's goal for the row's pile-up."""
+    """Goal check: "met" or "NOT met (...)" against the project's goal for the row's pile-up."""
     high = row["pileup"] >= HIGH_PU
     goal = GOAL_HIGH_PU if high else GOAL_LOW_PU
     short = []

@@ -1,4 +1,4 @@
-"""Validation plot of simulated events against expectations (issue 3, point 5).
+"""Validation plot of simulated events against expectations.
 
 :func:`validation_summary` computes the numbers; :func:`validation_plot` draws a 2 x 2 PNG:
 hits per particle (pT > 0.9 GeV and all) against the expected ~10-12, hits per volume
