@@ -24,24 +24,14 @@ ROOTS = {"trackformers": REPO / "trackformers", "trackformers.kernels": REPO / "
 HEAVY = {
     ("trackformers.metrics.event", "trackformers.sim.weights"): "the sim package's import "
     "loads numba and the detector (~0.6 s); only evaluate_event(weights='official') needs it",
+    ("trackformers.data.datamodule", "trackformers.data.streaming"): "a streamed dataset loads "
+    "the sim package (numba, detector, ~0.6 s); datasets read from files do not need it",
 }
-# modules of other work of issue 19 (data, models, sim, train) that still import project
-# modules inside functions; each is to be cleaned there and then removed from this list
+# modules of trackformers.models and trackformers.train that still import project modules
+# inside functions; each is to be cleaned and then removed from this list
 PENDING = {
-    "trackformers.data.acts",
-    "trackformers.data.cache",
-    "trackformers.data.convert",
-    "trackformers.data.datamodule",
-    "trackformers.data.features",
-    "trackformers.data.provenance",
-    "trackformers.data.reader",
-    "trackformers.data.signal",
-    "trackformers.data.streaming",
-    "trackformers.data.trackml",
-    "trackformers.data.trackml_cells",
     "trackformers.models.module",
     "trackformers.models.tuning",
-    "trackformers.sim.generators",
     "trackformers.train",
 }
 

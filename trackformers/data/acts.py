@@ -29,8 +29,9 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from trackformers.data.errors import DataError, RepairLog
+from trackformers.data.errors import DataError, RepairLog, log
 from trackformers.data.schema import unknown_origin
+from trackformers.sim.weights import trackml_weights
 
 HIT_ALIASES = {
     "event": ("event_id", "event_nr", "event_number"),
@@ -181,9 +182,6 @@ def iter_acts(
     A file-level problem (a missing branch) stops the import with ``on_error="raise"``; with
     ``"skip"`` every event is skipped and counted (``skipped_events``) and nothing is yielded.
     """
-    from trackformers.data.errors import log
-    from trackformers.sim.weights import trackml_weights
-
     hsrc, psrc = str(hits_path), str(particles_path)
     htree, ptree = _open(hits_path, "hits"), _open(particles_path, "particles")
     hnames, pnames = _resolve(htree, HIT_ALIASES, hsrc), _resolve(ptree, PART_ALIASES, psrc)

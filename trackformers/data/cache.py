@@ -23,9 +23,11 @@ import numpy as np
 from torch.utils.data import IterableDataset
 
 from trackformers.data.batch import PackedBatch
+from trackformers.data.dataset import SPLITS, _epoch_seed, split_of
 from trackformers.data.errors import RepairLog
 from trackformers.data.features import FeatureConfig
 from trackformers.data.packing import Featurized, featurize, token_budget_batches
+from trackformers.data.reader import TARGET_PART_FIELDS, ReadSpec, iter_chunks
 from trackformers.data.sharding import check_enough, deal_events, rank_world, worker_slot
 
 CACHE_VERSION = 2  # 2: hits of particles missing from the table are noise
@@ -58,8 +60,6 @@ def build_cache(
     on_error: str = "raise",
 ) -> Path:
     """Featurize ``files`` into a cache directory (reused when already complete)."""
-    from trackformers.data.reader import TARGET_PART_FIELDS, ReadSpec, iter_chunks
-
     files = [str(f) for f in files]
     out = Path(cache_dir) / cache_key(files, cfg)
     if (out / "manifest.json").is_file():
@@ -216,8 +216,6 @@ class CachedEventStream(IterableDataset):
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[PackedBatch]:
-        from trackformers.data.dataset import SPLITS, _epoch_seed, split_of
-
         data = CachedEvents(self.path)
         rng = None
         if self.shuffle:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,7 +31,12 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from trackformers.data.acts import iter_acts
 from trackformers.data.errors import DataError, RepairLog, check_on_error, log
+from trackformers.data.trackml import iter_trackml
+from trackformers.data.trackml_export import export_trackml
+from trackformers.signals import sigterm_unwinds
+from trackformers.sim.writer import check_writable, write_events
 
 SHARD_RE = re.compile(r"shard_\d{5}\.root$")
 
@@ -47,8 +53,6 @@ def write_shards(
     events: Iterable[dict], output: str | Path, metadata: dict, events_per_file: int = 100
 ) -> tuple[int, list[Path]]:
     """Write events as output/shard_NNNNN.root; returns (events written, files)."""
-    from trackformers.sim.writer import write_events
-
     if events_per_file < 1:
         raise ValueError(f"events_per_file must be >= 1, got {events_per_file}")
     out = Path(output)
@@ -127,8 +131,6 @@ def _write_reporting_repairs(
 ) -> tuple[int, list[Path]]:
     """write_shards into a temporary directory published only when every event is written;
     the importer's repairs are reported even when a bad event stops it."""
-    from trackformers.sim.writer import check_writable
-
     out = check_output(output, overwrite)
     tmp = check_writable(out.with_name(f".{out.name}.convert-{os.getpid()}") / "x").parent
     try:
@@ -165,8 +167,6 @@ def convert_trackml(
     Returns:
         Number of events written and the published shard paths.
     """
-    from trackformers.data.trackml import iter_trackml
-
     repairs = repairs if repairs is not None else RepairLog()
     meta = {"source": "trackml-csv", "input": str(Path(directory).resolve())}
     events = iter_trackml(directory, repairs, check_on_error(on_error))
@@ -184,8 +184,6 @@ def convert_acts(
 ) -> tuple[int, list[Path]]:
     """Convert ACTS ``hits.root`` + ``particles.root`` into ``output``; as :func:`convert_trackml`
     (every event of the particles file is kept, an event without hits too)."""
-    from trackformers.data.acts import iter_acts
-
     repairs = repairs if repairs is not None else RepairLog()
     meta = {
         "source": "acts-root",
@@ -198,8 +196,6 @@ def convert_acts(
 
 
 def _export_main(native: str, output: str) -> int:
-    from trackformers.data.trackml_export import export_trackml
-
     try:
         summary = export_trackml(native, output)
     except (OSError, ValueError) as err:  # DataError is a ValueError
@@ -233,9 +229,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.kind == "trackml-export":
         return _export_main(args.input, args.output)
-    import logging
-
-    from trackformers.signals import sigterm_unwinds
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     repairs = RepairLog()

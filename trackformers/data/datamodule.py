@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from trackformers.data.augment import AugmentConfig
 from trackformers.data.binning import fit_class_bins, num_classes
+from trackformers.data.cache import CachedEventStream, build_cache
 from trackformers.data.dataset import SPLITS, NativeEventStream
 from trackformers.data.features import FeatureConfig
 from trackformers.data.provenance import check_one_setting, check_resume, simulation_kind
@@ -201,8 +202,6 @@ class TrackDataModule(L.LightningDataModule):
         )
 
     def _setup_cache(self) -> None:
-        from trackformers.data.cache import CachedEventStream, build_cache
-
         path = build_cache(
             self.files, self.features, _resolve(self.cache_dir), self.chunk_bytes, self.on_error
         )
@@ -211,6 +210,7 @@ class TrackDataModule(L.LightningDataModule):
 
     def _setup_stream(self) -> None:
         """Datasets of freshly generated events (trackformers.sim.stream), no files."""
+        # the simulation package (numba kernels, detector) loads only for a streamed dataset
         from trackformers.data.streaming import default_settings, generated_datasets
 
         cfg = dict(self.stream_cfg)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trackformers.data.binning import joint_class
 from trackformers.data.chunk import EventChunk
 from trackformers.data.fastpath import PARAM_COLUMNS, gather_targets, track_parameters
 from trackformers.data.projections import project_part2
@@ -277,8 +278,6 @@ def hit_targets(chunk: EventChunk, cfg: FeatureConfig) -> dict[str, np.ndarray]:
         eta = table[:, PARAM_COLUMNS.index("eta")]  # (npart,)
         out["signal"] = signal_hits(row, table[:, 0], eta, cfg.signal)  # (N,) bool
     if cfg.class_bins is not None:
-        from trackformers.data.binning import joint_class
-
         safe = np.where(row >= 0, row, 0)  # (N,) gather index, masked below
         names = {n: PARAM_COLUMNS.index(n) for n in cfg.class_bins}
         part_cls = joint_class({k: table[:, j] for k, j in names.items()}, cfg.class_bins)

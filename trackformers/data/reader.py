@@ -38,6 +38,7 @@ from trackformers.data.schema import (
     PARTICLE_BRANCHES,
     TREE_NAME,
 )
+from trackformers.data.validate import validate_chunk
 
 DEFAULT_CHUNK_BYTES = 64 * 1024**2  # uncompressed bytes of the requested branches per chunk
 # hit branches needed by the default features, packing and truth
@@ -328,8 +329,6 @@ def iter_chunks(
     duplicate hit ids) with the file name, counts it and goes on with the next file;
     ``"raise"`` stops with the error. Repairs are reported once per file.
     """
-    from trackformers.data.validate import validate_chunk  # avoid an import cycle
-
     check_on_error(on_error)
     spec = spec or ReadSpec(**spec_kwargs)
     repairs = repairs if repairs is not None else RepairLog()

@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from trackformers.metrics.efficiency import Reconstructable
+
 OPTION = "data.features.signal"
 
 
@@ -71,8 +73,6 @@ def signal_hits(row: np.ndarray, pt: np.ndarray, eta: np.ndarray, cfg: SignalCon
     Returns:
         (N,) bool signal label; hit counts are over the hits given (the selected volumes).
     """
-    from trackformers.metrics.efficiency import Reconstructable
-
     row = np.asarray(row, dtype=np.int64)
     has = row >= 0  # (N,)
     nhits = np.bincount(row[has], minlength=len(pt))  # (npart,) hits per particle

@@ -16,6 +16,8 @@ from torch.utils.data import IterableDataset
 from trackformers.data.batch import PackedBatch
 from trackformers.data.features import FeatureConfig
 from trackformers.data.packing import pack_events
+from trackformers.sim.stream import SimulatedEventStream
+from trackformers.simulate import default_settings as simulate_defaults
 
 EVAL_OFFSET = 1 << 40  # validation/test event indices start here, far beyond training epochs
 
@@ -23,8 +25,6 @@ EVAL_OFFSET = 1 << 40  # validation/test event indices start here, far beyond tr
 def default_settings(process: str = "gun") -> dict:
     """conf/simulate.yaml with conf/simulate/process/<process>.yaml (and the default vertex
     group), as a plain dict: what ``python -m trackformers.simulate process=<process>`` uses."""
-    from trackformers.simulate import default_settings as simulate_defaults
-
     return simulate_defaults(process=process)
 
 
@@ -41,8 +41,6 @@ class GeneratedBatchStream(IterableDataset):
         fresh_each_epoch: bool = True,
         max_events_per_batch: int | None = None,
     ):
-        from trackformers.sim.stream import SimulatedEventStream
-
         self.events = SimulatedEventStream(settings, n_events, offset=offset)
         self.features = features
         self.max_tokens = int(max_tokens)

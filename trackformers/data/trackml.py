@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trackformers.data.errors import DataError, RepairLog
+from trackformers.data.errors import DataError, RepairLog, log
 from trackformers.data.schema import unknown_origin
 from trackformers.data.trackml_cells import cells_path, read_cells
+from trackformers.sim.weights import trackml_weights
 
 HIT_COLUMNS = ("hit_id", "x", "y", "z", "volume_id", "layer_id", "module_id")
 TRUTH_COLUMNS = ("hit_id", "particle_id", "tx", "ty", "tz", "tpx", "tpy", "tpz")
@@ -223,8 +224,6 @@ def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> d
     if "weight" in truth.columns:
         ev["hit_weight"] = f32("weight")
     else:
-        from trackformers.sim.weights import trackml_weights
-
         ev["hit_weight"] = trackml_weights(
             hit_pid, ev["hit_tz"], part_pid, ev["part_vz"], ev["part_px"], ev["part_py"]
         ).astype(np.float32)
@@ -246,8 +245,6 @@ def iter_trackml(
     directory: str | Path, repairs: RepairLog, on_error: str = "raise"
 ) -> Iterator[dict]:
     """Native event dicts of every event in a TrackML directory (one event in memory at a time)."""
-    from trackformers.data.errors import log
-
     src = str(directory)
     for event_id, prefix in find_events(directory):
         try:

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from trackformers.data.errors import DataError, RepairLog
+from trackformers.sim.clusters import cluster_summary, hit_cell_sizes
+from trackformers.sim.geometry import load_geometry
 
 CELL_COLUMNS = ("hit_id", "ch0", "ch1", "value")
 
@@ -32,8 +34,6 @@ def cells_path(prefix: str) -> str | None:
 
 @functools.lru_cache(maxsize=4)
 def _geometry(path: str | None):
-    from trackformers.sim.geometry import load_geometry
-
     return load_geometry(path)
 
 
@@ -58,8 +58,6 @@ def read_cells(
     Returns:
         ``cell_*`` and ``hit_ncells`` ... arrays keyed by schema names.
     """
-    from trackformers.sim.clusters import cluster_summary, hit_cell_sizes
-
     try:
         df = pd.read_csv(path)
     except Exception as err:
