@@ -13,7 +13,6 @@ the training set uses seed 1, the evaluation set seed 2 (events the model never 
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from trackformers.cli import argument_parser
 
 
 def _run(step: str, args: list[str], console: Console) -> None:
@@ -68,7 +69,15 @@ def _metrics_table(metrics: dict, n_events: int | None) -> Table:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """The command line (see the module docstring).
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        0 when every step succeeded.
+    """
+    parser = argument_parser("trackformers.demo", __doc__)
     parser.add_argument("--out", default="outputs/demo", help="run directory of the demo")
     parser.add_argument(
         "--data", default="data/demo", help="dataset directory (simulated if absent)"

@@ -14,7 +14,6 @@ one. What is measured and the JSON's keys: ``trackformers.inference.latency``.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from trackformers.checkpoint import load_checkpoint
+from trackformers.cli import argument_parser
 from trackformers.inference.events import iter_eval_events
 from trackformers.inference.latency import measure_latency, measure_predictor_latency
 from trackformers.io_atomic import write_text_atomic
@@ -86,16 +86,23 @@ def cluster_choice(
 
 def main(argv=None) -> dict:
     """The command line (see the module docstring); returns the JSON written."""
-    ap = argparse.ArgumentParser(prog="python -m trackformers.latency", description=__doc__)
-    ap.add_argument("ckpt")
+    ap = argument_parser("trackformers.latency", __doc__)
+    ap.add_argument("ckpt", help="checkpoint or export written by trackformers.train / export")
     ap.add_argument("data", help="files / directory / glob of events (all are used)")
     ap.add_argument("--out", required=True, help="latency.json to write")
-    ap.add_argument("--events", type=int, default=10)
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--attention", default=None)
+    ap.add_argument("--events", type=int, default=10, help="events timed (the first of data)")
+    ap.add_argument("--repeat", type=int, default=2, help="timed passes over the events")
+    ap.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when present)")
+    ap.add_argument(
+        "--attention", default=None, help="swap the attention backend (the mask is kept)"
+    )
     ap.add_argument("--cluster-json", default=None, help='e.g. {"method": "dbscan", ...}')
-    ap.add_argument("--mode", choices=("staged", "predictor"), default="staged")
+    ap.add_argument(
+        "--mode",
+        choices=("staged", "predictor"),
+        default="staged",
+        help="staged: each stage of the eager path; predictor: the Predictor (CUDA graphs)",
+    )
     ap.add_argument("--compile", action="store_true", help="predictor: compiled blocks")
     ap.add_argument(
         "--cluster",

@@ -20,7 +20,6 @@ refused (the error lists them) unless ``--overwrite`` is given, which replaces a
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
@@ -31,6 +30,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from trackformers.cli import HelpFormatter, argument_parser
 from trackformers.data.acts import iter_acts
 from trackformers.data.errors import DataError, RepairLog, check_on_error, log
 from trackformers.data.trackml import iter_trackml
@@ -206,30 +206,46 @@ def _export_main(native: str, output: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m trackformers.data.convert", description=__doc__.splitlines()[0]
-    )
-    sub = parser.add_subparsers(dest="kind", required=True)
-    t = sub.add_parser("trackml", help="TrackML CSV directory")
+    """The command line (see the module docstring).
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 1 when the input was refused.
+    """
+    parser = argument_parser("trackformers.data.convert", __doc__)
+    sub = parser.add_subparsers(dest="kind", required=True, help="what to convert")
+    t = sub.add_parser("trackml", help="TrackML CSV directory", formatter_class=HelpFormatter)
     t.add_argument("input", help="directory with event<N>-hits/truth/particles.csv")
     t.add_argument("output", help="output directory for shard_NNNNN.root")
-    a = sub.add_parser("acts", help="ACTS hits.root + particles.root")
-    a.add_argument("hits")
-    a.add_argument("particles")
-    a.add_argument("output")
+    a = sub.add_parser(
+        "acts", help="ACTS hits.root + particles.root", formatter_class=HelpFormatter
+    )
+    a.add_argument("hits", help="ACTS hits.root")
+    a.add_argument("particles", help="ACTS particles.root")
+    a.add_argument("output", help="output directory for shard_NNNNN.root")
     for p in (t, a):
-        p.add_argument("--events-per-file", type=int, default=100)
-        p.add_argument("--on-error", choices=("raise", "skip"), default="raise")
+        p.add_argument("--events-per-file", type=int, default=100, help="events per shard")
+        p.add_argument(
+            "--on-error",
+            choices=("raise", "skip"),
+            default="raise",
+            help="a bad event stops the conversion (raise) or is skipped and counted (skip)",
+        )
         p.add_argument(
             "--overwrite", action="store_true", help="replace an output directory of shards"
         )
-    x = sub.add_parser("trackml-export", help="native ROOT files -> TrackML CSV directory")
+    x = sub.add_parser(
+        "trackml-export",
+        help="native ROOT files -> TrackML CSV directory",
+        formatter_class=HelpFormatter,
+    )
     x.add_argument("input", help="native file, directory of *.root files or glob")
     x.add_argument("output", help="output directory for event<N>-hits/cells/particles/truth.csv")
     args = parser.parse_args(argv)
     if args.kind == "trackml-export":
         return _export_main(args.input, args.output)
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     repairs = RepairLog()
     opts = dict(on_error=args.on_error, repairs=repairs, overwrite=args.overwrite)

@@ -58,6 +58,7 @@ import torch
 
 from trackformers.bench import device_name
 from trackformers.checkpoint import load_checkpoint, load_checkpoint_file
+from trackformers.cli import argument_parser
 from trackformers.evaluate import run as evaluate
 from trackformers.inference.events import iter_eval_events
 from trackformers.inference.latency import measure_latency
@@ -72,12 +73,27 @@ LOG: list[str] = []
 
 
 def say(msg: str) -> None:
+    """Print a line stamped with the seconds since start and keep it for the log file.
+
+    Args:
+        msg: the message.
+    """
     line = f"[{time.monotonic() - T0:6.1f} s] {msg}"
     print(line, flush=True)
     LOG.append(line)
 
 
 def run_cmd(cmd: list[str], log_file: Path, timeout: float | None = None) -> int:
+    """Run a command in the repository, its output appended to a log file.
+
+    Args:
+        cmd: the command.
+        log_file: file that receives stdout and stderr.
+        timeout: seconds before the command is killed (None: no limit).
+
+    Returns:
+        The exit status.
+    """
     say("$ " + " ".join(cmd))
     with log_file.open("a") as f:
         proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
@@ -86,6 +102,19 @@ def run_cmd(cmd: list[str], log_file: Path, timeout: float | None = None) -> int
 
 
 def start_sim(args, n: int, seed: int, out: Path, workers: int, log_file: Path):
+    """Start ``python -m trackformers.simulate`` in the background.
+
+    Args:
+        args: the command line (process, pile-up, pixel files, vertex).
+        n: events to simulate.
+        seed: simulation seed.
+        out: output directory of the shards.
+        workers: simulation processes (one shard each).
+        log_file: file that receives the output.
+
+    Returns:
+        The running ``subprocess.Popen``.
+    """
     per = max(1, -(-n // workers))
     cmd = [
         sys.executable,
@@ -208,23 +237,46 @@ def choose_cluster(args, cfg: dict, ckpt: Path, work: Path) -> tuple[dict, list[
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
+    """The command line (see the module docstring).
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        0 when the row was made.
+    """
+    ap = argument_parser("trackformers.reproduce.physics_run", __doc__)
+    ap.add_argument("--out", required=True, help="folder that receives the result files")
     ap.add_argument("--budget", type=float, default=530.0, help="wall seconds for everything")
-    ap.add_argument("--experiment", default="ttbar_pu200_pixel")
-    ap.add_argument("--attention", nargs="+", default=["fused", "flex"])
-    ap.add_argument("--process", default="ttbar")
-    ap.add_argument("--pileup", type=int, default=200)
-    ap.add_argument("--pixel-files", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--experiment", default="ttbar_pu200_pixel", help="training experiment config")
+    ap.add_argument(
+        "--attention",
+        nargs="+",
+        default=["fused", "flex"],
+        help="backends to try in order (the first whose compile check runs trains)",
+    )
+    ap.add_argument("--process", default="ttbar", help="simulated process")
+    ap.add_argument("--pileup", type=int, default=200, help="mean pile-up of the simulation")
+    ap.add_argument(
+        "--pixel-files",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="simulate the pixel volumes (7, 8, 9) only",
+    )
     ap.add_argument(
         "--vertex",
         default=None,
         choices=("trackml", "hllhc"),
         help="beam spot of the simulation (default: simulate's, TrackML)",
     )
-    ap.add_argument("--n-train", type=int, default=600)
-    ap.add_argument("--n-eval", type=int, default=24)
-    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    ap.add_argument("--n-train", type=int, default=600, help="training events (seed 1)")
+    ap.add_argument("--n-eval", type=int, default=24, help="fresh events per evaluation seed")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) - 2),
+        help="simulation processes of the training set",
+    )
     ap.add_argument(
         "--check-hits",
         type=int,
@@ -239,16 +291,29 @@ def main(argv=None) -> int:
         help="events the check's hits are split into (small events pack "
         "many to a batch: 64 at mu = 0): its step is then a training step",
     )
-    ap.add_argument("--check-warmup", type=int, default=2)
-    ap.add_argument("--check-steps", type=int, default=8)
-    ap.add_argument("--loss-rtol", type=float, default=1e-2)
-    ap.add_argument("--grad-rtol", type=float, default=5e-2)
+    ap.add_argument("--check-warmup", type=int, default=2, help="untimed steps of the check")
+    ap.add_argument("--check-steps", type=int, default=8, help="timed steps of the check")
+    ap.add_argument(
+        "--loss-rtol", type=float, default=1e-2, help="eager vs compiled loss: relative tolerance"
+    )
+    ap.add_argument(
+        "--grad-rtol",
+        type=float,
+        default=5e-2,
+        help="eager vs compiled gradients: relative L2 tolerance of the worst parameter",
+    )
     ap.add_argument("--reserve", type=float, default=150.0, help="seconds kept for evaluation")
     ap.add_argument("--startup", type=float, default=60.0, help="training start-up allowance")
     ap.add_argument("--after-scan", type=float, default=75.0, help="seconds kept after the scan")
-    ap.add_argument("--eps", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.25])
-    ap.add_argument("--eps-events", type=int, default=6)
-    ap.add_argument("--latency-events", type=int, default=8)
+    ap.add_argument(
+        "--eps",
+        type=float,
+        nargs="+",
+        default=[0.05, 0.1, 0.15, 0.25],
+        help="DBSCAN radii scanned on the validation split",
+    )
+    ap.add_argument("--eps-events", type=int, default=6, help="validation events of the scan")
+    ap.add_argument("--latency-events", type=int, default=8, help="events of the latency")
     ap.add_argument("--model-override", nargs="*", default=[], help="Hydra overrides (model)")
     ap.add_argument("--train-override", nargs="*", default=[], help="extra training overrides")
     ap.add_argument("--tiny", action="store_true", help="CPU rehearsal sizes")

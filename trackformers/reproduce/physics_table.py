@@ -12,12 +12,12 @@ spread, at least binomial), so every row carries the same error estimate whateve
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import yaml
 
+from trackformers.cli import argument_parser
 from trackformers.metrics import ratio_err
 from trackformers.results.table import goal_status, reproduction
 
@@ -78,6 +78,14 @@ def _pm(row: dict, key: str) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
+    """The markdown table of physics_run rows, one line per run.
+
+    Args:
+        rows: rows of :func:`run_row`.
+
+    Returns:
+        The table.
+    """
     head = (
         "| run | µ | head | attention | events | DM eff % | perfect % | fake % | dup % | "
         "TrackML | training | step ms | latency ms | peak GiB | seed-3 check |"
@@ -104,7 +112,15 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """The command line (see the module docstring).
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The row of each run folder.
+    """
+    ap = argument_parser("trackformers.reproduce.physics_table", __doc__)
     ap.add_argument("folders", nargs="+", help="physics_run folders (rows.json, metrics.json...)")
     ap.add_argument("--out", default=None, help="write the markdown here")
     args = ap.parse_args(argv)

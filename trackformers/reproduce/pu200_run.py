@@ -32,7 +32,6 @@ attention, two CPU processes under DDP (gloo), a 30 s budget.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -44,6 +43,7 @@ import time
 from pathlib import Path
 
 from trackformers.checkpoint import load_checkpoint_file
+from trackformers.cli import argument_parser
 from trackformers.paths import REPO_ROOT
 from trackformers.reproduce.physics_run import LOG, _dhms, resumed_state, say, start_sim
 from trackformers.reproduce.recipe_sweep import TIME_COLUMNS, plot, read_curve
@@ -193,8 +193,16 @@ def write_curve(run_dir: Path, out: Path) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
+    """The command line (see the module docstring).
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status of the call.
+    """
+    ap = argument_parser("trackformers.reproduce.pu200_run", __doc__)
+    ap.add_argument("--out", required=True, help="folder that receives the result files")
     ap.add_argument("--devices", type=int, default=1, help="GPUs (DDP when > 1)")
     ap.add_argument("--accelerator", default="auto", help="trainer.accelerator (gpu, cpu)")
     ap.add_argument("--budget", type=float, default=300.0, help="training seconds of this call")
@@ -243,6 +251,18 @@ def main(argv=None) -> int:
 
 
 def run(args, tag: str, out: Path, work: Path, log_file: Path) -> int:
+    """One call: simulate what is missing, train on from the saved state, evaluate.
+
+    Args:
+        args: the command line.
+        tag: name of the data and work folders (``pu200`` or ``pu200_dry``).
+        out: folder that receives the result files.
+        work: folder of the training run and the evaluation.
+        log_file: file that receives the subprocesses' output.
+
+    Returns:
+        The exit status.
+    """
     train_data = REPO / "data" / f"{tag}_seed1_n{args.n_train}"
     eval_data = REPO / "data" / f"{tag}_seed2_n{args.n_eval}"
     simulate(

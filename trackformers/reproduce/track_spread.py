@@ -14,13 +14,13 @@ the same z0 barely moves them. Whatever joins a barrel track must undo the verte
 
 from __future__ import annotations
 
-import argparse
 import glob
 from pathlib import Path
 
 import numpy as np
 import uproot
 
+from trackformers.cli import argument_parser
 from trackformers.data.schema import BARREL_VOLUMES
 
 
@@ -79,10 +79,10 @@ def read_events(data: str, n: int) -> list[dict]:
 
 def main(argv=None) -> list[dict]:
     """The command line (see the module docstring); returns the spread of every event."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argument_parser("trackformers.reproduce.track_spread", __doc__)
     ap.add_argument("data", help="a folder of native .root files or one file")
-    ap.add_argument("--events", type=int, default=2)
-    ap.add_argument("--pt-min", type=float, default=0.9)
+    ap.add_argument("--events", type=int, default=2, help="the first events of data")
+    ap.add_argument("--pt-min", type=float, default=0.9, help="particles above this pT [GeV]")
     args = ap.parse_args(argv)
     out = []
     for ev in read_events(args.data, args.events):

@@ -19,7 +19,6 @@ errors from the spread between events (at least the binomial one;
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from trackformers.checkpoint import load_checkpoint_file
+from trackformers.cli import argument_parser
 from trackformers.io_atomic import write_text_atomic
 from trackformers.metrics import binomial_err, ratio_err
 
@@ -79,6 +79,15 @@ def model_size(state_dict: Mapping) -> int:
 
 
 def check_definition(metrics_file: Path, reco: Mapping) -> None:
+    """Refuse an evaluation whose reconstructable definition is not the table's.
+
+    Args:
+        metrics_file: the metrics.json (named in the error).
+        reco: its ``reconstructable`` settings.
+
+    Raises:
+        ValueError: pt_min or abs_eta_max missing or not the table's.
+    """
     pt, eta = reco.get("pt_min"), reco.get("abs_eta_max")
     if (
         pt is None
@@ -338,7 +347,15 @@ def markdown_breakdowns(row: Mapping) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(prog="python -m trackformers.results", description=__doc__)
+    """The command line (see the module docstring).
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The rows of the evaluation directories.
+    """
+    ap = argument_parser("trackformers.results", __doc__)
     ap.add_argument("eval_dirs", nargs="+", help="directories written by trackformers.evaluate")
     ap.add_argument("--markdown", action="store_true", help="print the markdown table")
     ap.add_argument("--breakdowns", action="store_true", help="also where efficiency is lost")
@@ -358,7 +375,3 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     if args.json:
         write_text_atomic(args.json, json.dumps(rows, indent=1, default=str))
     return rows
-
-
-if __name__ == "__main__":
-    main()
