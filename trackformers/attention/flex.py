@@ -43,6 +43,12 @@ def compiled_flex_attention(dynamic: bool | None = None):
     dynamic=None (default): the first bucketed length compiles static kernels, the second
     distinct length one dynamic-shape kernel reused for every later length; False: one
     static compile per length bucket.
+
+    Args:
+        dynamic: torch.compile's ``dynamic`` (None: automatic dynamic shapes).
+
+    Returns:
+        The compiled ``flex_attention``.
     """
     if dynamic not in _COMPILED:
         from torch.nn.attention.flex_attention import flex_attention

@@ -37,6 +37,17 @@ class _Permute(torch.autograd.Function):
 
 @register
 class FusedAttention(AttentionBackend):
+    """The project's Triton kernels (``trackformers.kernels``) on a cluster, window or full mask.
+
+    Args:
+        mask: ``cluster``, ``window`` or ``full``.
+        window: +-window sorted positions (window mask).
+        group_size: hits per group (cluster mask).
+        sector_size: hits per sector of the cluster plan's sort.
+        adjacency: groups attended on each side (cluster mask).
+        tune: autotune the kernels' launch configurations.
+    """
+
     name = "fused"
     capabilities = Capabilities(
         varlen=True,
@@ -61,6 +72,7 @@ class FusedAttention(AttentionBackend):
         self.group_size, self.sector_size, self.adjacency = group_size, sector_size, adjacency
 
     def plan(self, batch) -> AttentionPlan:
+        """The plan of ``batch`` for this backend's mask."""
         if self.mask == "full":
             return full_plan(batch)
         if self.mask == "window":

@@ -19,7 +19,12 @@ DISK_Z = np.array([600.0, 700.0, 820.0, 960.0, 1100.0, 1300.0, 1500.0])
 
 
 def synthetic_pixel_hits(n_hits: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Return coords (n_hits, 3) float32 in mm and particle ids (n_hits,) int64 (>= 1)."""
+    """Return coords (n_hits, 3) float32 in mm and particle ids (n_hits,) int64 (>= 1).
+
+    Args:
+        n_hits: hits to make (particles crossing pixel barrel layers and disks).
+        rng: random generator.
+    """
     if n_hits < 0:
         raise ValueError(f"n_hits must be >= 0, got {n_hits}")
     coords, pids, total, pid = [np.zeros((0, 3))], [np.zeros(0, np.int64)], 0, 0
@@ -73,6 +78,17 @@ def synthetic_batch(
     classification heads, drawn per particle (every hit of a particle carries the same):
     targets["params"] (N, num_params) float32, targets["class"] (N,) int64 and
     targets["valid"] (N,) bool (all True).
+
+    Args:
+        sizes: hits of each event.
+        num_features: input features per hit.
+        seed: random seed.
+        device: device of the tensors.
+        num_params: regression targets per hit (0: none).
+        num_classes: classes of the classification target (0: none).
+
+    Returns:
+        The batch (coords, particle ids and targets included).
     """
     if not sizes:
         raise ValueError("synthetic_batch needs at least one event size")
