@@ -48,6 +48,9 @@ def volume_cells(geo: Geometry) -> dict[int, tuple[float, float, float]]:
 
     The pitches are the resolutions times sqrt(12) (the geometry YAML's pitch_u / pitch_v).
     Simulation and import both take them from here, so their cluster summaries agree.
+
+    Args:
+        geo: the detector geometry.
     """
     out: dict[int, tuple[float, float, float]] = {}
     thick = geo.thickness if geo.thickness is not None else np.full(geo.n_surfaces, 0.15)
@@ -68,6 +71,10 @@ def hit_cell_sizes(
     """(pitch_u, pitch_v, thickness) float64 arrays (n,) of hits in volumes ``volume_id``.
 
     Raises ValueError naming a volume id the geometry does not know.
+
+    Args:
+        geo: the detector geometry.
+        volume_id: (n,) volume id of each hit.
     """
     table = volume_cells(geo)
     vols = np.asarray(volume_id)
@@ -313,6 +320,17 @@ def simulate_cells(
     Returns:
         (row, ch0, ch1, value): hit row (n,) index int64, channels int32, value float32 (MeV),
         sorted by row then (ch0, ch1); every hit has at least one cell.
+
+    Args:
+        geo: the detector geometry.
+        surf: (n,) surface index of each hit.
+        pos: (n, 3) true hit positions in mm.
+        mom: (n, 3) momenta at the hits in GeV.
+        module: (n,) module ids.
+        phi_c: (n,) module centre phi.
+        noise: (n,) bool, hits without a track.
+        seed: random seed of the event's deposits.
+        sizes: the hits' (pitch_u, pitch_v, thickness), None to look them up.
     """
     n = len(surf)
     if n == 0:
@@ -466,7 +484,22 @@ def event_clusters(
     hit_id: np.ndarray,
     seed: int,
 ) -> dict[str, np.ndarray]:
-    """Cluster summary and cell branches of one simulated event (hits in final order)."""
+    """Cluster summary and cell branches of one simulated event (hits in final order).
+
+    Args:
+        geo: the detector geometry.
+        surf: (n,) surface index of each hit.
+        pos: (n, 3) true hit positions in mm.
+        mom: (n, 3) momenta at the hits in GeV.
+        module: (n,) module ids.
+        phi_c: (n,) module centre phi.
+        noise: (n,) bool, hits without a track.
+        hit_id: (n,) hit ids (the cells' ``cell_hit_id``).
+        seed: random seed of the event's deposits.
+
+    Returns:
+        ``hit_ncells``, ``hit_charge``, ... and the ``cell_*`` branches, keyed by schema names.
+    """
     pu, pv, thick = sizes = hit_cell_sizes(geo, geo.volume_id[surf])
     row, c0, c1, val = simulate_cells(geo, surf, pos, mom, module, phi_c, noise, seed, sizes)
     out = cluster_summary(row, c0, c1, val, len(surf), pu, pv, thick)
