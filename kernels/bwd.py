@@ -118,6 +118,7 @@ def attention_bwd_dq_kernel(
     HAS_WRAP: tl.constexpr,
     FAST_EXP: tl.constexpr,
 ):
+    """dQ of one (query tile, head) program over the key ranges of its rows."""
     t = tl.program_id(0)
     h = tl.program_id(1)
     q_start, q_end, a_lo, f_lo, f_hi, a_hi = tile_bounds(TILES, t)
@@ -333,6 +334,7 @@ def attention_bwd_dkdv_kernel(
     FAST_EXP: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
 ):
+    """dK and dV of one (key tile, head) program over the queries that attend it."""
     t = tl.program_id(0)
     h = tl.program_id(1)
     k_start, k_end, a_lo, f_lo, f_hi, a_hi = tile_bounds(TILES, t)

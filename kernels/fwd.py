@@ -164,6 +164,7 @@ def attention_fwd_kernel(
     PIPE_QK: tl.constexpr = False,
     PROBE: tl.constexpr = 0,
 ):
+    """Output O and log-sum-exp of one (query tile, head) program over its key ranges."""
     t = tl.program_id(0)
     h = tl.program_id(1)
     q_start, q_end, a_lo, f_lo, f_hi, a_hi = tile_bounds(TILES, t)

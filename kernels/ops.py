@@ -71,6 +71,7 @@ DQ_CONFIGS = {
 
 
 def interpreting() -> bool:
+    """True under ``TRITON_INTERPRET=1`` (kernels run on the CPU interpreter)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -113,6 +114,7 @@ class FusedMeta:
 
     @property
     def bwd(self) -> BlockMeta:
+        """Tile metadata of the backward kernels (the forward's when their block sizes agree)."""
         if self._bwd is None:
             if self._bwd_block_m == self.fwd.block_m:
                 self._bwd = self.fwd
