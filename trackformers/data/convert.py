@@ -52,7 +52,14 @@ def _shards(events: Iterator[dict], size: int) -> Iterator[list[dict]]:
 def write_shards(
     events: Iterable[dict], output: str | Path, metadata: dict, events_per_file: int = 100
 ) -> tuple[int, list[Path]]:
-    """Write events as output/shard_NNNNN.root; returns (events written, files)."""
+    """Write events as output/shard_NNNNN.root; returns (events written, files).
+
+    Args:
+        events: native event dicts.
+        output: output directory.
+        metadata: provenance stored in each shard.
+        events_per_file: events per shard.
+    """
     if events_per_file < 1:
         raise ValueError(f"events_per_file must be >= 1, got {events_per_file}")
     out = Path(output)
@@ -183,7 +190,20 @@ def convert_acts(
     overwrite: bool = False,
 ) -> tuple[int, list[Path]]:
     """Convert ACTS ``hits.root`` + ``particles.root`` into ``output``; as :func:`convert_trackml`
-    (every event of the particles file is kept, an event without hits too)."""
+    (every event of the particles file is kept, an event without hits too).
+
+    Args:
+        hits: ACTS ``hits.root``.
+        particles: ACTS ``particles.root``.
+        output: output directory of the shards.
+        events_per_file: events per shard.
+        on_error: ``raise`` or ``skip`` bad events.
+        repairs: log of counted repairs (None: a new one).
+        overwrite: replace an output directory of shards.
+
+    Returns:
+        Number of events written and the published shard paths.
+    """
     repairs = repairs if repairs is not None else RepairLog()
     meta = {
         "source": "acts-root",

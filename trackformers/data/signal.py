@@ -46,7 +46,11 @@ class SignalConfig:
 
     @classmethod
     def from_value(cls, value) -> SignalConfig | None:
-        """None (no signal target), a SignalConfig, or a mapping of its fields."""
+        """None (no signal target), a SignalConfig, or a mapping of its fields.
+
+        Args:
+            value: the ``features.signal`` setting.
+        """
         if value is None or isinstance(value, SignalConfig):
             return value
         if not isinstance(value, Mapping):

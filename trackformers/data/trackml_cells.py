@@ -24,7 +24,11 @@ CELL_COLUMNS = ("hit_id", "ch0", "ch1", "value")
 
 
 def cells_path(prefix: str) -> str | None:
-    """Path of the event's cells file (``.csv`` or ``.csv.gz``), None when there is none."""
+    """Path of the event's cells file (``.csv`` or ``.csv.gz``), None when there is none.
+
+    Args:
+        prefix: path prefix of the event's files.
+    """
     for suffix in (".csv", ".csv.gz"):
         path = f"{prefix}-cells{suffix}"
         if Path(path).is_file():
