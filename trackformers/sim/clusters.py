@@ -317,10 +317,6 @@ def simulate_cells(
     ``mom`` (n, 3), in modules ``module`` centred at ``phi_c``; ``noise`` (n,) marks hits
     without a track. ``sizes``: the hits' (pitch_u, pitch_v, thickness) when already known.
 
-    Returns:
-        (row, ch0, ch1, value): hit row (n,) index int64, channels int32, value float32 (MeV),
-        sorted by row then (ch0, ch1); every hit has at least one cell.
-
     Args:
         geo: the detector geometry.
         surf: (n,) surface index of each hit.
@@ -331,6 +327,10 @@ def simulate_cells(
         noise: (n,) bool, hits without a track.
         seed: random seed of the event's deposits.
         sizes: the hits' (pitch_u, pitch_v, thickness), None to look them up.
+
+    Returns:
+        (row, ch0, ch1, value): hit row (n,) index int64, channels int32, value float32 (MeV),
+        sorted by row then (ch0, ch1); every hit has at least one cell.
     """
     n = len(surf)
     if n == 0:
