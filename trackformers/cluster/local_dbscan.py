@@ -33,7 +33,14 @@ from trackformers.data.batch import PackedBatch
 def plan_radius_graph(x: Tensor, plan: AttentionPlan, eps: float, max_elems: int = 1 << 24):
     """Pairs (i, j), i != j, allowed by the cluster plan with ||x_i - x_j|| <= eps, input rows.
 
-    x: (N, d) in input order. Returns src, dst (E,) int64, both directions present.
+    Args:
+        x: (N, d) points in input order.
+        plan: a cluster plan.
+        eps: radius.
+        max_elems: gathered coordinates per chunk.
+
+    Returns:
+        src, dst (E,) int64, both directions present.
     """
     if plan.kind != "cluster" or plan.group_ptr is None:
         raise ValueError(f"plan_radius_graph needs a cluster plan, got kind {plan.kind!r}")
@@ -105,6 +112,21 @@ def neighbourhood_plan(
     attention; "cluster": a Part-2 cluster plan (group_size, sector_size, adjacency, default
     1) from ``coords``. ``max_seqlen``: longest event (computed when None, one host sync);
     ``sync``: passed to the plan builder (False inside a CUDA-graph capture).
+
+    Args:
+        plan: the model's attention plan (neighbourhood ``model``).
+        coords: (N, 3) hit positions (``window`` and ``cluster``).
+        cu_seqlens: (B+1,) event boundaries.
+        neighbourhood: ``model``, ``window`` or ``cluster``.
+        window: +-window hits.
+        adjacency: groups on each side.
+        group_size: hits per group (``cluster``).
+        sector_size: hits per phi sector (``cluster``).
+        max_seqlen: longest event.
+        sync: passed to the plan builder.
+
+    Raises:
+        ValueError: an unknown neighbourhood, or a missing plan or coords.
     """
     if neighbourhood not in NEIGHBOURHOODS:
         raise ValueError(
@@ -143,7 +165,15 @@ def ranges_radius_graph(
 ) -> tuple[Tensor, Tensor]:
     """Pairs (i, j), i != j, of sorted rows with j in one of i's ranges lo, hi (N, R) and
     ||xs_i - xs_j|| <= eps (float differences). Rows in chunks of <= max_elems gathered
-    coordinates; one host sync for the longest range. Returns src, dst (E,) int64."""
+    coordinates; one host sync for the longest range. Returns src, dst (E,) int64.
+
+    Args:
+        xs: (N, d) sorted points.
+        lo: (N, R) range starts.
+        hi: (N, R) range ends.
+        eps: radius.
+        max_elems: gathered coordinates per chunk.
+    """
     n, d = xs.shape
     dev = xs.device
     if n == 0:
@@ -190,6 +220,17 @@ def dbscan_in_plan(
     ``adjacency`` / ``window``: override the plan's own (cluster / window plans).
     impl: "torch" (chunked gathers, any device), "triton" (sync-free tiled range kernel,
     CUDA), "auto" (triton on CUDA, else torch); same labels.
+
+    Args:
+        x: (N, d) points in input order.
+        plan: the plan whose mask restricts the candidates.
+        eps: neighbourhood radius.
+        min_samples: neighbours (the point included) of a core point.
+        max_elems: gathered coordinates per chunk (torch).
+        adjacency: overrides a cluster plan's.
+        impl: ``torch``, ``triton`` or ``auto``.
+        rounds: component rounds before the convergence check (triton).
+        window: overrides a window plan's.
     """
     n = plan.extra.get("n_rows")
     n = int(plan.cu_seqlens[-1]) if n is None else int(n)

@@ -80,7 +80,18 @@ def list_neighbours(
     nbr: Tensor, count: Tensor, rowf, colf, lab, mode: int, out=None, inv=None
 ) -> Tensor:
     """(N,) int32 min flagged label (mode 1) of the rows whose list is complete; mode 2
-    lowers ``out`` in place (hook). nbr (N, K) int32, count (N,) int32 of the count pass."""
+    lowers ``out`` in place (hook). nbr (N, K) int32, count (N,) int32 of the count pass.
+
+    Args:
+        nbr: (N, K) int32 neighbour table.
+        count: (N,) int32 neighbour counts.
+        rowf: (N,) row flags: the rows computed.
+        colf: (N,) column flags: the neighbours taken.
+        lab: (N,) int32 labels.
+        mode: 1 (minimum) or 2 (hook).
+        out: (N,) labels lowered in place (mode 2).
+        inv: (N,) root look-up of the hook (None: ``lab``).
+    """
     if mode not in (1, 2):
         raise ValueError(f"list passes take mode 1 or 2, got {mode}")
     n, k = nbr.shape
@@ -127,7 +138,20 @@ class NeighbourList:
         core: Tensor,
         tiled: bool,
     ) -> NeighbourList:
-        """From the count pass: valid, core (N,) int8 sorted flags; no host sync."""
+        """From the count pass: valid, core (N,) int8 sorted flags; no host sync.
+
+        Args:
+            nbr: (N, K) int32 table of the count pass.
+            count: (N,) int32 neighbour counts.
+            lo: (N, R) range starts.
+            hi: (N, R) range ends.
+            valid: (N,) int8 valid flags (sorted order).
+            core: (N,) int8 core flags.
+            tiled: the range kernel of the overflow rows is the tiled one.
+
+        Returns:
+            The neighbour list.
+        """
         over = (count > nbr.shape[1]).to(torch.int8)  # (N,)
         unions = None
         if tiled:
@@ -136,7 +160,20 @@ class NeighbourList:
 
     def neighbours(self, st, rowf, colf, lab, mode: int, out=None, inv=None) -> Tensor:
         """A MODE 1 / 2 pass of ``RangeState`` st: the list kernel for complete rows and the
-        range kernel for the overflow rows (see the module docstring)."""
+        range kernel for the overflow rows (see the module docstring).
+
+        Args:
+            st: the run's RangeState.
+            rowf: (N,) row flags.
+            colf: (N,) column flags.
+            lab: (N,) int32 labels.
+            mode: 1 (minimum) or 2 (hook).
+            out: (N,) labels lowered in place (mode 2).
+            inv: (N,) root look-up of the hook.
+
+        Returns:
+            (N,) int32 result of the pass.
+        """
         rover = self.core_over if rowf is self.core else rowf * self.over  # (N,) int8
         if mode == 2:
             list_neighbours(self.nbr, self.count, rowf, colf, lab, 2, out, inv)

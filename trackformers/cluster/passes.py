@@ -80,7 +80,21 @@ def row_neighbours(
 ):
     """(N,) int32: neighbour count (mode 0) or min flagged label (mode 1) per sorted row;
     mode 2 lowers ``out`` in place (hook, see the kernel). nbr (N, K) int32 (mode 0 only):
-    filled with each row's first K neighbours (see ``nbr_list``)."""
+    filled with each row's first K neighbours (see ``nbr_list``).
+
+    Args:
+        xs: (N, d) float32 sorted points.
+        lo: (N, R) range starts.
+        hi: (N, R) range ends.
+        rowf: (N,) row flags: the rows computed.
+        colf: (N,) column flags: the neighbours taken.
+        lab: (N,) int32 labels.
+        eps: radius.
+        mode: 0 (count), 1 (minimum) or 2 (hook).
+        out: (N,) output (mode 2: lowered in place).
+        inv: (N,) root look-up of the hook (None: ``lab``).
+        nbr: (N, K) neighbour table to fill (mode 0), or None.
+    """
     n, d = xs.shape
     if out is None:
         out = torch.empty(n, dtype=torch.int32, device=xs.device)
@@ -113,7 +127,25 @@ def neighbour_pass(
     xs, lo, hi, unions, rowf, colf, lab, eps: float, mode: int, out=None, inv=None, nbr=None
 ):
     """A neighbour pass by the per-row kernel (unions None) or the tiled one; nbr (N, K):
-    the count pass (mode 0) also fills the neighbour table."""
+    the count pass (mode 0) also fills the neighbour table.
+
+    Args:
+        xs: (N, d) float32 sorted points.
+        lo: (N, R) range starts.
+        hi: (N, R) range ends.
+        unions: ``tiled_ranges.block_unions`` of the rows, or None (per-row kernel).
+        rowf: (N,) row flags.
+        colf: (N,) column flags.
+        lab: (N,) int32 labels.
+        eps: radius.
+        mode: 0 (count), 1 (minimum) or 2 (hook).
+        out: (N,) output (mode 2: lowered in place).
+        inv: (N,) root look-up of the hook.
+        nbr: (N, K) neighbour table to fill (mode 0), or None.
+
+    Returns:
+        (N,) int32 result of the pass.
+    """
     if nbr is not None and mode != 0:
         raise ValueError(f"the neighbour table is filled by the count pass (mode 0), got {mode}")
     if unions is None:

@@ -115,7 +115,14 @@ def block_unions(lo: Tensor, hi: Tensor, active: Tensor, bm: int = BM) -> tuple[
     """ulo, uhi (ceil(N / bm), 3 R) int32: per block of bm sorted rows, per range r and side
     (0 before the row, 1 containing it, 2 after it), the smallest lo and largest hi over the
     block's ``active`` (N,) rows whose range r is non-empty and of that side; empty unions are
-    [0, 0). No host sync (capturable)."""
+    [0, 0). No host sync (capturable).
+
+    Args:
+        lo: (N, R) range starts.
+        hi: (N, R) range ends.
+        active: (N,) rows taken into the unions.
+        bm: rows per block.
+    """
     n, r = lo.shape
     nb = triton.cdiv(max(n, 1), bm)
     pad = nb * bm - n
@@ -147,7 +154,23 @@ def tile_neighbours(
     """(N,) int32 neighbour count (mode 0) / min flagged label (mode 1) per sorted row over
     the plan ranges lo, hi (N, R) int64; mode 2 lowers ``out`` in place (hook). xs (N, d)
     float32, contiguous; ulo, uhi from ``block_unions`` with the same BM. nbr (N, K) int32
-    (mode 0 only): filled with each row's first K neighbours (see ``nbr_list``)."""
+    (mode 0 only): filled with each row's first K neighbours (see ``nbr_list``).
+
+    Args:
+        xs: (N, d) float32 sorted points.
+        lo: (N, R) range starts.
+        hi: (N, R) range ends.
+        ulo: block union starts.
+        uhi: block union ends.
+        rowf: (N,) row flags.
+        colf: (N,) column flags.
+        lab: (N,) int32 labels.
+        eps: radius.
+        mode: 0 (count), 1 (minimum) or 2 (hook).
+        out: (N,) output (mode 2: lowered in place).
+        inv: (N,) root look-up of the hook (None: ``lab``).
+        nbr: (N, K) neighbour table to fill (mode 0), or None.
+    """
     n, d = xs.shape
     if out is None:
         out = torch.empty(n, dtype=torch.int32, device=xs.device)
