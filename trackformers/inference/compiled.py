@@ -44,7 +44,11 @@ def _post(
 
 
 def supported(model) -> bool:
-    """True when every encoder block is pre-norm LayerNorm + GELU feed-forward."""
+    """True when every encoder block is pre-norm LayerNorm + GELU feed-forward.
+
+    Args:
+        model: a TrackFormer.
+    """
     enc = getattr(model, "encoder", None)
     blocks = getattr(enc, "blocks", None)
     if not blocks or not hasattr(enc, "input_mlp"):

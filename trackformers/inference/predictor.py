@@ -64,7 +64,12 @@ class Tracks:
 
 def track_counts(labels: Tensor, num_ids: int = 0) -> tuple[Tensor, Tensor]:
     """counts (max(N, num_ids),) hits per track id and n_tracks () = ids with hits, for
-    labels (N,) with -1 = none (``num_ids``: an upper bound on the ids, e.g. argmax classes)."""
+    labels (N,) with -1 = none (``num_ids``: an upper bound on the ids, e.g. argmax classes).
+
+    Args:
+        labels: (N,) int64 track label per hit.
+        num_ids: upper bound on the ids (0: N).
+    """
     assigned = labels >= 0  # (N,)
     counts = torch.zeros(max(labels.numel(), num_ids), dtype=torch.long, device=labels.device)
     counts.scatter_add_(0, labels.clamp_min(0), assigned.long())
@@ -170,7 +175,18 @@ class Predictor:
         """Model and clustering of a training checkpoint (the clustering tuned on validation
         and stored in it, else the run's validation clustering, unless ``cluster`` is given;
         ``pred.cluster_settings["source"]`` says which), on ``device`` (default: CUDA when
-        available; an attention backend that does not run there falls back to dense)."""
+        available; an attention backend that does not run there falls back to dense).
+
+        Args:
+            path: checkpoint or export.
+            cluster: clustering settings (None: the checkpoint's).
+            device: the device (None: CUDA when available).
+            attention: swap the attention backend.
+            **kwargs: further :class:`Predictor` arguments.
+
+        Returns:
+            The predictor.
+        """
         loaded = load_model(path, device, attention)
         cfg = cluster_settings(loaded.config, cluster or {}, output_keys(loaded.model))
         pred = cls(loaded.model, cfg, **kwargs)
@@ -181,12 +197,23 @@ class Predictor:
 
     # ---- eager ---------------------------------------------------------------------------
     def predict_batch(self, batch: PackedBatch) -> Tensor:
-        """(N,) int64 track labels of a packed batch (unique across events), eager."""
+        """(N,) int64 track labels of a packed batch (unique across events), eager.
+
+        Args:
+            batch: packed events, on the device.
+        """
         out, plan = forward_batch(self.model, batch, amp=self.amp)
         return assign_tracks(out, batch.cu_seqlens, self.cfg, plan, batch.coords)
 
     def predict_event(self, event: Mapping) -> Tracks:
-        """Tracks of an in-memory event dict (schema names); features of the checkpoint."""
+        """Tracks of an in-memory event dict (schema names); features of the checkpoint.
+
+        Args:
+            event: the event dict.
+
+        Returns:
+            Its track list.
+        """
         fcfg = getattr(self, "features", None)
         if fcfg is None:
             raise ValueError("predict_event needs a Predictor built by from_checkpoint")
@@ -199,7 +226,11 @@ class Predictor:
         ``predict``) before timing anything, LARGEST BUCKET FIRST: all buckets share one graph
         memory pool, and a smaller bucket's capture reuses the blocks a larger one freed,
         where the other order grows the pool bucket by bucket. Returns the bucket sizes
-        captured (sorted); a no-op without CUDA graphs."""
+        captured (sorted); a no-op without CUDA graphs.
+
+        Args:
+            examples: (x, coords) of example events.
+        """
         if not self.use_graphs:
             return []
         by_size = {self._size(x.shape[0]): (x, coords) for x, coords in examples}
@@ -215,7 +246,15 @@ class Predictor:
         return (n // self.bucket + 1) * self.bucket  # > n: the padding event is never empty
 
     def predict(self, x: Tensor, coords: Tensor) -> Tracks:
-        """Tracks of ONE event: x (n, F) model features, coords (n, 3) mm, on the device."""
+        """Tracks of ONE event: x (n, F) model features, coords (n, 3) mm, on the device.
+
+        Args:
+            x: (n, F) features.
+            coords: (n, 3) hit positions in mm.
+
+        Returns:
+            The track list (labels, hits per track, track count).
+        """
         n = x.shape[0]
         if x.ndim != 2 or coords.shape != (n, 3):
             raise ValueError(
@@ -366,7 +405,11 @@ def _no_plan_graphs():
 
 def plan_capturable(model) -> bool:
     """Whether the model's plan builder has a sync-free path that it takes while a CUDA graph
-    is being captured (trackformers.attention.plans builders with a ``sync`` argument)."""
+    is being captured (trackformers.attention.plans builders with a ``sync`` argument).
+
+    Args:
+        model: a TrackFormer.
+    """
     backend = model.encoder.attention
     kind = getattr(backend, "mask", "cluster")
     builder = {"cluster": "cluster_plan", "window": "window_plan"}.get(kind, "full_plan")
