@@ -23,7 +23,16 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path | None = None, dtype: str = "bf16") -> Path:
-    """Write the weights-only export of ``ckpt``; default path ``<ckpt dir>/model_bf16.pt``."""
+    """Write the weights-only export of ``ckpt``; default path ``<ckpt dir>/model_bf16.pt``.
+
+    Args:
+        ckpt: checkpoint written by trackformers.train.
+        out: output file (None: ``model_<dtype>.pt`` beside ckpt).
+        dtype: ``bf16``, ``fp16`` or ``fp32``.
+
+    Returns:
+        The path written.
+    """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     ckpt = Path(ckpt)

@@ -41,6 +41,18 @@ def write_outputs(
 
     Every file is written under a temporary name and renamed (trackformers.io_atomic); an
     event the metrics refuse raises naming its file (from ``sources``: event_id -> file) and id.
+
+    Args:
+        out_dir: the evaluation directory.
+        stream: (event, labels) pairs (``inference.infer_stream``).
+        rec: the reconstructable definition.
+        rules: the matching rules.
+        state: the stream's state (clustering settings and a sample batch).
+        plots: also draw the plots.
+        sources: event_id -> file, for errors.
+
+    Returns:
+        The metrics.json dict.
     """
     per_event, parts, tracks, first = [], [], [], None
     for ev, lab in stream:
@@ -95,7 +107,13 @@ def write_outputs(
 
 
 def print_report(result: dict, out_dir: Path, wandb_dir: str | None) -> None:
-    """The metrics table and where the outputs went, on the console."""
+    """The metrics table and where the outputs went, on the console.
+
+    Args:
+        result: the metrics.json dict.
+        out_dir: the evaluation directory.
+        wandb_dir: the wandb run directory (None: not logged).
+    """
     t = Table(title=f"test metrics ({result['metrics']['n_events']} events)")
     t.add_column("metric")
     t.add_column("value", justify="right")

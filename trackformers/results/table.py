@@ -62,7 +62,12 @@ def _find_ckpt(metrics_file: Path, value) -> Path:
 
 def training_summary(ckpt: Path, stored: Mapping | None) -> dict:
     """summary.json of the training run that wrote ``ckpt`` (run/checkpoints/x.ckpt), or the
-    summary an exported checkpoint carries; {} when neither exists."""
+    summary an exported checkpoint carries; {} when neither exists.
+
+    Args:
+        ckpt: the evaluated checkpoint.
+        stored: the summary the checkpoint carries, if any.
+    """
     for d in (ckpt.parent.parent, ckpt.parent):
         f = d / "summary.json"
         if f.is_file():
@@ -71,7 +76,14 @@ def training_summary(ckpt: Path, stored: Mapping | None) -> dict:
 
 
 def model_size(state_dict: Mapping) -> int:
-    """Number of model parameters in a checkpoint's state_dict (``model.*`` entries)."""
+    """Number of model parameters in a checkpoint's state_dict (``model.*`` entries).
+
+    Args:
+        state_dict: the checkpoint's state_dict.
+
+    Raises:
+        ValueError: no ``model.*`` weights.
+    """
     n = sum(int(v.numel()) for k, v in state_dict.items() if k.startswith("model."))
     if n == 0:
         raise ValueError("checkpoint state_dict has no 'model.*' weights")
@@ -104,7 +116,14 @@ def check_definition(metrics_file: Path, reco: Mapping) -> None:
 def loss_reasons(particles: pd.DataFrame) -> dict:
     """Why reconstructable particles were missed (fractions of all reconstructable ones):
     no candidate track holds any of their hits ("unassigned"), the best candidate holds at
-    most half of their hits ("split"), or it holds more but is mostly other hits ("merged")."""
+    most half of their hits ("split"), or it holds more but is mostly other hits ("merged").
+
+    Args:
+        particles: the evaluation's particles.csv table.
+
+    Returns:
+        ``unassigned``, ``split``, ``merged`` -> fraction.
+    """
     reco = particles[particles["reconstructable"].astype(bool)]
     miss = reco[~reco["dm"].astype(bool)]
     n = max(len(reco), 1)
@@ -121,7 +140,15 @@ def loss_reasons(particles: pd.DataFrame) -> dict:
 
 
 def hit_count_breakdown(particles: pd.DataFrame, column: str = "nhits") -> list[dict]:
-    """DM efficiency by the particle's number of (evaluated) hits: 3, 4, 5, 6, >= 7."""
+    """DM efficiency by the particle's number of (evaluated) hits: 3, 4, 5, 6, >= 7.
+
+    Args:
+        particles: the evaluation's particles.csv table.
+        column: the hit-count column.
+
+    Returns:
+        One dict per bin: bin, n, rate, err.
+    """
     reco = particles[particles["reconstructable"].astype(bool)]
     rows = []
     for lo, hi in ((3, 4), (4, 5), (5, 6), (6, 7), (7, 10**9)):
@@ -135,7 +162,16 @@ def hit_count_breakdown(particles: pd.DataFrame, column: str = "nhits") -> list[
 
 
 def load_row(eval_dir: str | Path) -> dict:
-    """One table row (a flat dict) from an evaluation directory; see the module docstring."""
+    """One table row (a flat dict) from an evaluation directory; see the module docstring.
+
+    Args:
+        eval_dir: a directory written by trackformers.evaluate.
+
+    Raises:
+        FileNotFoundError: metrics.json or the evaluated checkpoint is missing.
+        KeyError: metrics.json lacks a field the table needs.
+        ValueError: invalid JSON, or the reconstructable definition is not the table's.
+    """
     eval_dir = Path(eval_dir)
     mfile = eval_dir / "metrics.json"
     m = _read_json(mfile)
@@ -209,7 +245,11 @@ def load_row(eval_dir: str | Path) -> dict:
 
 
 def goal_status(row: Mapping) -> str:
-    """Goal check: "met" or "NOT met (...)" against the project's goal for the row's pile-up."""
+    """Goal check: "met" or "NOT met (...)" against the project's goal for the row's pile-up.
+
+    Args:
+        row: a table row.
+    """
     high = row["pileup"] >= HIGH_PU
     goal = GOAL_HIGH_PU if high else GOAL_LOW_PU
     short = []
@@ -223,7 +263,17 @@ def goal_status(row: Mapping) -> str:
 def reproduction(table: dict, other: dict, seed: int, n_sigma: float = 3.0) -> str:
     """Whether the evaluation on another seed's events reproduces the table row: DM and
     perfect efficiency and fake rate each within ``n_sigma`` combined standard errors of the
-    two rows (``ratio_err``: the event-to-event spread, at least binomial)."""
+    two rows (``ratio_err``: the event-to-event spread, at least binomial).
+
+    Args:
+        table: the table row.
+        other: the row of the other seed's events.
+        seed: that seed.
+        n_sigma: tolerance in combined standard errors.
+
+    Returns:
+        A sentence with the verdict and the differences.
+    """
     parts, ok = [], True
     for key in ("dm_efficiency", "perfect_efficiency", "fake_rate"):
         a, b = table[key], other[key]
@@ -280,7 +330,12 @@ COLUMNS = (
 
 
 def markdown_table(rows: Sequence[Mapping], rel_to: Path | None = None) -> str:
-    """The results table in markdown, one line per row."""
+    """The results table in markdown, one line per row.
+
+    Args:
+        rows: rows of :func:`load_row`.
+        rel_to: make plot links relative to this directory.
+    """
     out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         size = _num(r["ckpt_mb"], ".1f")
@@ -317,7 +372,11 @@ def markdown_table(rows: Sequence[Mapping], rel_to: Path | None = None) -> str:
 
 
 def markdown_breakdowns(row: Mapping) -> str:
-    """Where the efficiency is lost: DM efficiency by pT, eta, region, hit count; miss reasons."""
+    """Where the efficiency is lost: DM efficiency by pT, eta, region, hit count; miss reasons.
+
+    Args:
+        row: a row of :func:`load_row` (with its breakdowns).
+    """
     lines = [f"DM efficiency of {row['experiment']} (µ = {row['pileup']:.0f}) by bin:", ""]
     for by, title in (
         ("pt", "pT [GeV]"),
