@@ -40,7 +40,11 @@ from trackformers.results.wandb_log import log_wandb
 
 
 def run(cfg: Mapping) -> dict:
-    """Evaluate per the evaluate config (see conf/evaluate.yaml); returns the metrics.json dict."""
+    """Evaluate per the evaluate config (see conf/evaluate.yaml); returns the metrics.json dict.
+
+    Args:
+        cfg: the resolved evaluate config.
+    """
     t0 = time.perf_counter()
     check_evaluate_config(cfg)
     ckpt = resolve_path(cfg["ckpt"])

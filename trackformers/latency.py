@@ -35,7 +35,15 @@ def variant_args(name: str, eps: float) -> list[str]:
     ``<hood>[-<precision>][-c][-k<rows>]``: hood ``exact`` (grid DBSCAN), ``plan`` (the
     model's plan neighbourhood) or ``win<W>`` (phi window +-W); precision fp16 (default) |
     bf16 | fp32; ``-c`` compiled blocks; ``-k<rows>`` their feed-forward over that many rows
-    at a time. E.g. ``plan-c-k16384``, ``plan-bf16-c``, ``win512-fp32``."""
+    at a time. E.g. ``plan-c-k16384``, ``plan-bf16-c``, ``win512-fp32``.
+
+    Args:
+        name: the variant name.
+        eps: DBSCAN radius of the variant's clustering.
+
+    Returns:
+        The command-line arguments.
+    """
     hood, *rest = name.split("-")
     if hood in HOODS:
         args = list(HOODS[hood])
@@ -62,7 +70,13 @@ def cluster_choice(
     name: str | None, overrides: Sequence[str] = (), as_json: str | None = None
 ) -> dict | None:
     """Cluster settings from conf/cluster/<name>.yaml with ``key=value`` param overrides, or
-    from a JSON string; None = the checkpoint's validation clustering."""
+    from a JSON string; None = the checkpoint's validation clustering.
+
+    Args:
+        name: conf/cluster name (None: the checkpoint's).
+        overrides: ``key=value`` params (YAML values).
+        as_json: JSON of the full settings (instead of ``name``).
+    """
     if name is not None and as_json is not None:
         raise ValueError("give --cluster or --cluster-json, not both")
     if as_json is not None:
@@ -85,7 +99,11 @@ def cluster_choice(
 
 
 def main(argv=None) -> dict:
-    """The command line (see the module docstring); returns the JSON written."""
+    """The command line (see the module docstring); returns the JSON written.
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+    """
     ap = argument_parser("trackformers.latency", __doc__)
     ap.add_argument("ckpt", help="checkpoint or export written by trackformers.train / export")
     ap.add_argument("data", help="files / directory / glob of events (all are used)")

@@ -184,5 +184,9 @@ class ResumableCSVLogger(CSVLogger):
 
     @rank_zero_only
     def drop_rows_after(self, step: int) -> None:
-        """Forget the rows of steps after ``step`` (a resume from that step logs them anew)."""
+        """Forget the rows of steps after ``step`` (a resume from that step logs them anew).
+
+        Args:
+            step: the resumed global step.
+        """
         self.experiment.drop_rows_after(step)
