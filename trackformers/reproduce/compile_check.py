@@ -22,7 +22,14 @@ from trackformers.paths import CONF_DIR
 
 
 def compose(overrides: list[str]):
-    """The training config of conf/train.yaml with Hydra ``overrides``."""
+    """The training config of conf/train.yaml with Hydra ``overrides``.
+
+    Args:
+        overrides: Hydra overrides.
+
+    Returns:
+        The composed DictConfig.
+    """
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hcompose("train", overrides=overrides)
 
@@ -48,7 +55,18 @@ def compile_check(
 
     ``args``: the experiment, model overrides and check sizes of ``physics_run``'s command
     line. ``before_timing()`` runs between the comparison and the timed steps (the simulation
-    is waited for there, so that the timing does not share the CPUs with it); ``say`` logs."""
+    is waited for there, so that the timing does not share the CPUs with it); ``say`` logs.
+
+    Args:
+        args: physics_run's parsed command line.
+        attention: the attention backend checked.
+        device: the device.
+        before_timing: called before the timed steps.
+        say: logger of progress lines.
+
+    Returns:
+        Losses, gradient differences, step times and the verdict (``equal_within_bf16``).
+    """
     cfg = compose([f"experiment={args.experiment}", f"attention={attention}", *args.model_override])
     torch.manual_seed(0)
     eager = instantiate(cfg.model).to(device)

@@ -142,13 +142,31 @@ def training_steps(seconds: float, step_s: float, startup: float, fixed: bool) -
     """max_steps that fill ``seconds`` at the measured step time (x 1.3: validations inside
     fit, data stalls). With a fixed training time (``--train-seconds``) the seconds are
     Lightning's max_time, which counts from the training start, so no start-up allowance comes
-    off them; otherwise they are wall-clock seconds that the start-up shares."""
+    off them; otherwise they are wall-clock seconds that the start-up shares.
+
+    Args:
+        seconds: the training budget.
+        step_s: measured seconds per step.
+        startup: start-up allowance in seconds.
+        fixed: ``seconds`` is a fixed training time.
+
+    Returns:
+        The step count, at least 10.
+    """
     usable = seconds if fixed else seconds - startup
     return max(10, int(usable / (1.3 * step_s)))
 
 
 def resumed_state(ckpt: Path) -> dict:
-    """Step, timed training seconds and warm-up steps of a checkpoint to resume from."""
+    """Step, timed training seconds and warm-up steps of a checkpoint to resume from.
+
+    Args:
+        ckpt: a full training checkpoint (with optimizer state).
+
+    Raises:
+        FileNotFoundError: no file at ``ckpt``.
+        ValueError: a weights-only export.
+    """
     if not ckpt.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
     state = load_checkpoint_file(ckpt)
@@ -174,13 +192,21 @@ def _dhms(seconds: float) -> str:
 
 # ---- choice of the clustering radius on the validation split ---------------------------------
 def left(args) -> float:
-    """Seconds left of the budget."""
+    """Seconds left of the budget.
+
+    Args:
+        args: the command line (``budget``).
+    """
     return args.budget - (time.monotonic() - T0)
 
 
 def run_clustering(cfg: dict) -> dict:
     """The run's own clustering (validation.cluster of its config) without the radius:
-    argmax for a classifier, DBSCAN on the embedding or the regressed parameters otherwise."""
+    argmax for a classifier, DBSCAN on the embedding or the regressed parameters otherwise.
+
+    Args:
+        cfg: the run config.
+    """
     val = (cfg.get("validation") or {}).get("cluster") or {}
     method, key = val.get("method", "dbscan"), val.get("output_key", "embedding")
     if method == "argmax":
@@ -195,7 +221,17 @@ def run_clustering(cfg: dict) -> dict:
 
 def choose_cluster(args, cfg: dict, ckpt: Path, work: Path) -> tuple[dict, list[dict]]:
     """The run's clustering; for DBSCAN the radius with the best DM efficiency at fake rate
-    <= 0.8 % on the validation split (else the best DM - fake)."""
+    <= 0.8 % on the validation split (else the best DM - fake).
+
+    Args:
+        args: the command line (radii, scan events, precision).
+        cfg: the run config.
+        ckpt: the evaluated checkpoint.
+        work: folder of the scan's evaluations.
+
+    Returns:
+        The chosen clustering and one row per radius scanned.
+    """
     base = run_clustering(cfg)
     if base["method"] == "argmax":
         return base, []
@@ -568,7 +604,14 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
 
 
 def collect(out: Path, work: Path, return_ckpt: bool = False, dtype: str = "fp32") -> None:
-    """(e) Whatever exists of the files that come back (also after a failure)."""
+    """(e) Whatever exists of the files that come back (also after a failure).
+
+    Args:
+        out: folder that receives the files.
+        work: the run's work folder.
+        return_ckpt: bring back last.ckpt instead of the export.
+        dtype: dtype of the export brought back.
+    """
     run_dir, eval_dir = work / "train", work / "eval"
     model = "last.ckpt" if return_ckpt else f"model_{dtype}.pt"
     for src, name in (

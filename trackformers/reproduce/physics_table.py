@@ -48,7 +48,11 @@ def _with_errors(row: dict, metrics: dict) -> dict:
 
 
 def run_row(folder: Path) -> dict:
-    """The table row of one run folder, plus training, head and reproduction columns."""
+    """The table row of one run folder, plus training, head and reproduction columns.
+
+    Args:
+        folder: a physics_run output folder.
+    """
     rows = _json(folder / "rows.json")
     if not rows:
         raise ValueError(f"{folder / 'rows.json'} holds no row")

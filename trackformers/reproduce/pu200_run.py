@@ -92,7 +92,13 @@ TUNING = [
 
 def simulate(args, data: dict[str, tuple[Path, int, int]], log_file: Path) -> None:
     """Simulate the sets of ``data`` (name -> (directory, events, seed)) that are not complete,
-    all at once on ``args.workers`` cores."""
+    all at once on ``args.workers`` cores.
+
+    Args:
+        args: the command line (``workers``, process settings).
+        data: name -> (directory, events, seed).
+        log_file: file that receives the simulation output.
+    """
     todo = {k: v for k, v in data.items() if not (v[0] / ".complete").is_file()}
     for name, (path, n, seed) in data.items():
         if name not in todo:
@@ -114,7 +120,12 @@ def simulate(args, data: dict[str, tuple[Path, int, int]], log_file: Path) -> No
 
 def find_resume(run_dir: Path, state: Path) -> Path | None:
     """The checkpoint to go on from: the run directory's, else the carried one (copied into the
-    run directory together with its metrics.csv, where the CSV logger appends)."""
+    run directory together with its metrics.csv, where the CSV logger appends).
+
+    Args:
+        run_dir: the training run directory.
+        state: folder of the carried last.ckpt and metrics.csv.
+    """
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         return last
@@ -129,7 +140,18 @@ def find_resume(run_dir: Path, state: Path) -> Path | None:
 
 
 def train_overrides(args, train_data: Path, run_dir: Path, max_time: float, resume: bool):
-    """The trackformers.train command line of this call."""
+    """The trackformers.train command line of this call.
+
+    Args:
+        args: the command line.
+        train_data: the training set.
+        run_dir: the training run directory.
+        max_time: Lightning's max_time in seconds.
+        resume: resume from the run directory's last.ckpt.
+
+    Returns:
+        The Hydra overrides.
+    """
     ddp = ["trainer=ddp", f"trainer.devices={args.devices}"] if args.devices > 1 else []
     return [
         *RECIPE,
@@ -156,7 +178,13 @@ def train_overrides(args, train_data: Path, run_dir: Path, max_time: float, resu
 def run_group(cmd: list[str], log_file: Path, timeout: float) -> int:
     """Run ``cmd`` in its own process group, output appended to ``log_file``; on timeout the
     whole group goes (the DDP ranks that Lightning started too), with SIGABRT first, on which
-    Python's faulthandler writes where each process was to the log. Returns the exit status."""
+    Python's faulthandler writes where each process was to the log. Returns the exit status.
+
+    Args:
+        cmd: the command.
+        log_file: file that receives the output.
+        timeout: seconds before the group is killed.
+    """
     say("$ " + " ".join(cmd))
     env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
     with log_file.open("a") as f:
@@ -179,7 +207,15 @@ def run_group(cmd: list[str], log_file: Path, timeout: float) -> int:
 
 
 def write_curve(run_dir: Path, out: Path) -> list[dict]:
-    """curve.json, curve.csv and curve.png (DM and fake vs GPU-minutes) of all validations."""
+    """curve.json, curve.csv and curve.png (DM and fake vs GPU-minutes) of all validations.
+
+    Args:
+        run_dir: the training run directory.
+        out: folder that receives the files.
+
+    Returns:
+        The curve rows.
+    """
     curve = read_curve(run_dir)
     (out / "curve.json").write_text(json.dumps(curve, indent=1))
     cols = ["step", *TIME_COLUMNS, "dm", "fake", "trackml"]

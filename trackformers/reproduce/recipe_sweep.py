@@ -35,7 +35,14 @@ REPO = REPO_ROOT
 
 
 def load_variants(path: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """``base`` overrides and the variants (name -> overrides) of a sweep file."""
+    """``base`` overrides and the variants (name -> overrides) of a sweep file.
+
+    Args:
+        path: the YAML file.
+
+    Raises:
+        SystemExit: a file that is not a mapping of variants, or holds none.
+    """
     spec = yaml.safe_load(path.read_text())
     if not isinstance(spec, dict) or not isinstance(spec.get("variants"), dict):
         raise SystemExit(f"{path}: expected a mapping with 'variants: {{name: [overrides]}}'")
@@ -82,7 +89,11 @@ def read_curve(run_dir: Path) -> list[dict]:
     """Validation rows of a run's CSV log: step, DM efficiency, fake rate, TrackML score and,
     when the run logged them (trackformers.resume.TrainClock), the training clock: wall
     seconds, device seconds (x GPUs), validation seconds. One row per step (the last logged:
-    a resumed run may have validated a step again)."""
+    a resumed run may have validated a step again).
+
+    Args:
+        run_dir: the run's output directory.
+    """
     path = run_dir / "csv" / "metrics.csv"
     if not path.is_file():
         return []
@@ -181,7 +192,13 @@ AXES = {"step": "optimizer steps", "gpu_min": "GPU-minutes (device seconds / 60)
 
 def plot(results: dict[str, dict], path: Path, x: str = "step") -> None:
     """DM efficiency and fake rate of each variant's validations against ``x``: "step" or
-    "gpu_min" (rows that carry the training clock)."""
+    "gpu_min" (rows that carry the training clock).
+
+    Args:
+        results: what ``run_all`` returns.
+        path: the PNG.
+        x: ``step`` or ``gpu_min``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -25,7 +25,13 @@ from trackformers.data.schema import BARREL_VOLUMES
 
 
 def spread(event: dict, pt_min: float = 0.9, abs_eta_max: float = 4.0) -> dict:
-    """{region: {particles, eta_range_median, eta_range_p90, phi_range_median, vz_abs_median}}."""
+    """{region: {particles, eta_range_median, eta_range_p90, phi_range_median, vz_abs_median}}.
+
+    Args:
+        event: a native event dict.
+        pt_min: particles above this pT in GeV.
+        abs_eta_max: particles below this abs(eta).
+    """
     x, y, z = (np.asarray(event[f"hit_{c}"], dtype=np.float64) for c in "xyz")
     pid, vol = np.asarray(event["hit_particle_id"]), np.asarray(event["hit_volume_id"])
     r = np.hypot(x, y)
@@ -61,7 +67,15 @@ def spread(event: dict, pt_min: float = 0.9, abs_eta_max: float = 4.0) -> dict:
 
 
 def read_events(data: str, n: int) -> list[dict]:
-    """The first ``n`` events of a native .root file or of a folder of them."""
+    """The first ``n`` events of a native .root file or of a folder of them.
+
+    Args:
+        data: a file or a folder of .root files.
+        n: number of events.
+
+    Raises:
+        FileNotFoundError: nothing to read at ``data``.
+    """
     if not Path(data).exists():
         raise FileNotFoundError(f"{data} does not exist")
     files = sorted(glob.glob(str(Path(data) / "*.root"))) if Path(data).is_dir() else [data]
@@ -78,7 +92,11 @@ def read_events(data: str, n: int) -> list[dict]:
 
 
 def main(argv=None) -> list[dict]:
-    """The command line (see the module docstring); returns the spread of every event."""
+    """The command line (see the module docstring); returns the spread of every event.
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+    """
     ap = argument_parser("trackformers.reproduce.track_spread", __doc__)
     ap.add_argument("data", help="a folder of native .root files or one file")
     ap.add_argument("--events", type=int, default=2, help="the first events of data")
