@@ -477,7 +477,11 @@ def attention_bwd_dkdv_kernel(
 
 def bwd_configs(block_m: int) -> list[triton.Config]:
     """Autotune space for both backward kernels (key: HEAD_DIM, HAS_WRAP and the dtypes):
-    key block, warps, stages, register cap (block_n = 64, 8 warps, atomics lost on the H200)."""
+    key block, warps, stages, register cap (block_n = 64, 8 warps, atomics lost on the H200).
+
+    Args:
+        block_m: rows per tile.
+    """
     space = [(32, 4, 3, None), (32, 4, 3, 128), (32, 4, 2, None)]
     return [
         triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s, maxnreg=r)

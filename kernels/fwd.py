@@ -304,7 +304,11 @@ def attention_fwd_kernel(
 def fwd_configs(block_m: int) -> list[triton.Config]:
     """Autotune space (key: HEAD_DIM, HAS_WRAP, FAST_EXP and the dtypes): key block, row sums
     on the tensor cores or not, warps, stages, register cap (the winners of the H200 sweep in
-    BENCHMARKS.md; 8 warps, block_n = 128 and 2 stages always lost)."""
+    BENCHMARKS.md; 8 warps, block_n = 128 and 2 stages always lost).
+
+    Args:
+        block_m: rows per tile.
+    """
     space = [
         (64, True, 4, 3, 128),
         (64, False, 4, 3, 128),

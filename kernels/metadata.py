@@ -261,6 +261,16 @@ def build_row_intervals(
 
     ``group_ptr`` (cluster, optional): group g is sorted rows [group_ptr[g], group_ptr[g+1])
     with g = group_id (as ``cluster_plan`` builds them); without it, binary searches.
+
+    Args:
+        kind: ``cluster``, ``window`` or ``full``.
+        cu_seqlens: (B+1,) event boundaries.
+        max_seqlen: longest event.
+        group_id: (N,) group of each sorted row (cluster).
+        adjacency: groups on each side (cluster).
+        window: +-window rows (window).
+        num_rows: N (None: from cu_seqlens, a sync).
+        group_ptr: (G+1,) group boundaries (cluster).
     """
     _check_kind(kind, window)
     cu = cu_seqlens.to(torch.int32).contiguous()
@@ -289,7 +299,13 @@ def build_row_intervals(
 
 
 def build_tiles(cu_seqlens: Tensor, rows: Tensor, block_m: int) -> Tensor:
-    """(T, 8) int32 tile metadata from existing per-row ranges: one launch, O(N + T·B)."""
+    """(T, 8) int32 tile metadata from existing per-row ranges: one launch, O(N + T·B).
+
+    Args:
+        cu_seqlens: (B+1,) event boundaries.
+        rows: (4, N) per-row ranges.
+        block_m: rows per tile.
+    """
     cu = cu_seqlens.to(torch.int32).contiguous()
     n = rows.shape[1]
     num_events = cu.numel() - 1
@@ -322,6 +338,12 @@ def build_block_meta(plan, num_rows: int, block_m: int, rows: Tensor | None = No
     Without ``rows``, ONE launch computes the per-row ranges and the tiles together; with
     ``rows`` (from a build for another block_m) only the tiles are built. num_rows is given
     by the caller (q.shape[0]) so that no device sync is needed.
+
+    Args:
+        plan: the attention plan.
+        num_rows: N.
+        block_m: rows per tile.
+        rows: (4, N) per-row ranges of an earlier build (None: computed here).
     """
     n = int(num_rows)
     if rows is not None:
