@@ -73,7 +73,11 @@ class DenseAttention(AttentionBackend):
         self.pad_efficiency = pad_efficiency
 
     def plan(self, batch) -> AttentionPlan:
-        """The full plan of ``batch`` (every hit attends its whole event)."""
+        """The full plan of ``batch`` (every hit attends its whole event).
+
+        Args:
+            batch: the PackedBatch.
+        """
         plan = full_plan(batch)
         _bounds(plan)
         return plan

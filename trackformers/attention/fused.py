@@ -72,7 +72,11 @@ class FusedAttention(AttentionBackend):
         self.group_size, self.sector_size, self.adjacency = group_size, sector_size, adjacency
 
     def plan(self, batch) -> AttentionPlan:
-        """The plan of ``batch`` for this backend's mask."""
+        """The plan of ``batch`` for this backend's mask.
+
+        Args:
+            batch: the PackedBatch (coords used by the cluster and window masks).
+        """
         if self.mask == "full":
             return full_plan(batch)
         if self.mask == "window":
