@@ -1,4 +1,4 @@
-"""House style that a linter does not check (ARCHITECTURE.md, README "Contributing").
+"""House style that a linter does not check (README, "Development").
 
 - The formatter is trusted: no ``fmt: skip`` / ``fmt: off`` in the repository's Python files
   (a table that must stay aligned is written one entry per line, which ruff keeps).
