@@ -193,7 +193,8 @@ class TrackDataModule(L.LightningDataModule):
 
     # ---- lifecycle ----------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        """Find the files, check their provenance, fit class bins and build the split datasets.
+        """Build the split datasets: find the files, check that they share one simulation
+        setting, fit the class bins (or set up the streamed datasets).
 
         Args:
             stage: Lightning stage (all splits are built whatever it is).
