@@ -27,7 +27,7 @@ The Part-2 cluster mask (group_size 256, +-1 group) and a phi window of +-384 hi
 about the same number of keys per query (~768), so flex, windowed and fused compare
 like for like; dense SDPA attends all N^2 pairs.
 
-``--profile-plan`` (issue 5 point 4): where each backend's plan build spends its time,
+``--profile-plan``: where each backend's plan build spends its time,
 torch.profiler over repeated builds of one synthetic event, GPU kernels and host-side ops
 ranked by total time, in three passes: the plan as the backend builds it (static program
 replayed as a CUDA graph, then the host part: BlockMask, validation sync), the same program
@@ -112,9 +112,11 @@ def plan_times(backend, batch, device: str) -> dict:
     launch time when the host is the slower side); plan_sync_ms: wall for the same batch
     with cu_seqlens created on the device, whose values the builder must read back (sync)."""
     unknown = dataclasses.replace(batch, cu_seqlens=batch.cu_seqlens.clone())
-    out = dict(plan_ms=wall_ms(lambda: backend.plan(batch), device),
-               plan_bench_ms=bench(lambda: backend.plan(batch), device),
-               plan_sync_ms=wall_ms(lambda: backend.plan(unknown), device))  # fmt: skip
+    out = dict(
+        plan_ms=wall_ms(lambda: backend.plan(batch), device),
+        plan_bench_ms=bench(lambda: backend.plan(batch), device),
+        plan_sync_ms=wall_ms(lambda: backend.plan(unknown), device),
+    )
     if device == "cuda":
         out["plan_gpu_ms"] = busy_gpu_ms(lambda: backend.plan(batch))
     return out
@@ -150,8 +152,9 @@ def run_one(name, kind, kw, batch, n, d, dtype, device, plan_only=False) -> dict
         return dict(backend=name, n=n, head_dim=d, **times, **parts)
     pairs = attended_pairs(plan)
     run_plan = presorted(plan)
-    q, k, v = (torch.randn(n, h, d, device=device, dtype=dtype, requires_grad=True)
-               for _ in range(3))  # fmt: skip
+    q, k, v = (
+        torch.randn(n, h, d, device=device, dtype=dtype, requires_grad=True) for _ in range(3)
+    )
     grad = torch.randn(n, h, d, device=device, dtype=dtype)
 
     def fwd():
@@ -173,13 +176,24 @@ def run_one(name, kind, kw, batch, n, d, dtype, device, plan_only=False) -> dict
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
     flops = 4.0 * pairs * d * h
     return dict(
-        backend=name, n=n, head_dim=d, heads=h, pairs=pairs, density=pairs / n**2,
-        **times, fwd_ms=fwd_ms, fwd_bwd_ms=fb_ms, first_call_ms=first_ms,
-        fwd_tflops=flops / fwd_ms / 1e9, fwd_bwd_tflops=3.5 * flops / fb_ms / 1e9,
-        plan_over_fwd=plan_ms / fwd_ms, plan_over_fwd_bwd=plan_ms / fb_ms,
+        backend=name,
+        n=n,
+        head_dim=d,
+        heads=h,
+        pairs=pairs,
+        density=pairs / n**2,
+        **times,
+        fwd_ms=fwd_ms,
+        fwd_bwd_ms=fb_ms,
+        first_call_ms=first_ms,
+        fwd_tflops=flops / fwd_ms / 1e9,
+        fwd_bwd_tflops=3.5 * flops / fb_ms / 1e9,
+        plan_over_fwd=plan_ms / fwd_ms,
+        plan_over_fwd_bwd=plan_ms / fb_ms,
         plan_over_6_layers=plan_ms / (6 * fb_ms),
-        peak_gib=peak, **parts,
-    )  # fmt: skip
+        peak_gib=peak,
+        **parts,
+    )
 
 
 def ranked(prof, reps: int, top: int) -> dict[str, list]:
@@ -195,8 +209,11 @@ def ranked(prof, reps: int, top: int) -> dict[str, list]:
             host.append((e.key[:90], round(e.self_cpu_time_total / reps, 2), e.count // reps))
     gpu.sort(key=lambda r: -r[1])
     host.sort(key=lambda r: -r[1])
-    return {"gpu_us_per_build": gpu[:top], "host_self_us_per_build": host[:top],
-            "gpu_total_us": round(sum(r[1] for r in gpu), 1)}  # fmt: skip
+    return {
+        "gpu_us_per_build": gpu[:top],
+        "host_self_us_per_build": host[:top],
+        "gpu_total_us": round(sum(r[1] for r in gpu), 1),
+    }
 
 
 def profile_plan(backend, batch, reps: int, top: int) -> dict:
@@ -228,9 +245,17 @@ def host_profile(backend, batch, reps: int, top: int) -> dict:
     torch.cuda.synchronize()
     stats = pstats.Stats(prof).stats  # (file, line, fn) -> (calls, ncalls, tottime, cumtime, _)
     rows = sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]
-    return {"host_ms_median": sorted(times)[len(times) // 2],
-            "self_us_per_build": [(f"{Path(k[0]).name}:{k[1]}:{k[2]}", round(v[2] / reps * 1e6, 1),
-                                   round(v[3] / reps * 1e6, 1)) for k, v in rows]}  # fmt: skip
+    return {
+        "host_ms_median": sorted(times)[len(times) // 2],
+        "self_us_per_build": [
+            (
+                f"{Path(k[0]).name}:{k[1]}:{k[2]}",
+                round(v[2] / reps * 1e6, 1),
+                round(v[3] / reps * 1e6, 1),
+            )
+            for k, v in rows
+        ],
+    }
 
 
 def profile_plans(args) -> list[dict]:
@@ -265,8 +290,9 @@ def main() -> None:
     ap.add_argument("--plan-only", action="store_true", help="time the plan build alone")
     ap.add_argument("--group-size", type=int, default=GROUP, help="cluster groups (flex, fused)")
     ap.add_argument("--window", type=int, default=WINDOW, help="phi window (windowed, fused)")
-    ap.add_argument("--profile-plan", action="store_true",
-                    help="profile the plan build of --backends (CUDA)")  # fmt: skip
+    ap.add_argument(
+        "--profile-plan", action="store_true", help="profile the plan build of --backends (CUDA)"
+    )
     ap.add_argument("--reps", type=int, default=20, help="--profile-plan: builds per profile")
     ap.add_argument("--top", type=int, default=25, help="--profile-plan: rows per ranking")
     args = ap.parse_args()
@@ -295,9 +321,15 @@ def main() -> None:
                     torch.cuda.empty_cache()
     env = environment(args.device)
     meta = dict(
-        device=env["device"], torch=env["torch"], triton=env["triton"] or "-", dtype=str(dtype),
-        group_size=GROUP, window=WINDOW, date=env["date"], commit=env["commit"],
-    )  # fmt: skip
+        device=env["device"],
+        torch=env["torch"],
+        triton=env["triton"] or "-",
+        dtype=str(dtype),
+        group_size=GROUP,
+        window=WINDOW,
+        date=env["date"],
+        commit=env["commit"],
+    )
     if args.json:
         args.json.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     print_table(meta, rows)
@@ -318,9 +350,11 @@ def print_table(meta: dict, rows: list[dict]) -> None:
             )
     if rows and "fwd_ms" not in rows[0]:
         return
-    print("| backend | N | D | density | plan ms (GPU / bench / wall) | fwd ms | fwd+bwd ms "
-          "| fwd TFLOP/s | fwd+bwd TFLOP/s | plan / fwd | plan / fwd+bwd "
-          "| plan / 6 layers fwd+bwd |")  # fmt: skip
+    print(
+        "| backend | N | D | density | plan ms (GPU / bench / wall) | fwd ms | fwd+bwd ms "
+        "| fwd TFLOP/s | fwd+bwd TFLOP/s | plan / fwd | plan / fwd+bwd "
+        "| plan / 6 layers fwd+bwd |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:

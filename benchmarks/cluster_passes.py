@@ -4,7 +4,7 @@ For N hits of one synthetic event (``synthetic_batch``) with 32-d embedding-like
 vectors scattered around a unit centre per particle; ``--noise`` sets the eps-pairs per hit,
 printed) and each neighbourhood (the cluster plan of groups 128 +-1, a phi window +-512, and
 ``--grid``: the exact grid ranges), per list capacity K (0: every pass scans the ranges,
-``range_dbscan.dbscan_ranges``' old path; 16: the count pass fills the list, ``nbr_list``):
+``range_dbscan.dbscan_ranges`` without a list; 16: the count pass fills the list, ``nbr_list``):
 
 - count: the count pass kernel alone (with the table fill when K > 0),
 - round: one component round (hook + pointer jumps),
@@ -132,18 +132,22 @@ def main(argv=None) -> dict:
 
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
-    result: dict = {**environment(dev),
-                    "plan_kernel": "tiled" if rd.PLAN_TILED else "rows",
-                    "args": vars(args), "runs": []}  # fmt: skip
+    result: dict = {
+        **environment(dev),
+        "plan_kernel": "tiled" if rd.PLAN_TILED else "rows",
+        "args": vars(args),
+        "runs": [],
+    }
     eps, ms, rounds = args.eps, args.min_samples, args.rounds
     for n in args.sizes:
         batch = synthetic_batch([n], seed=0, device=dev)
         x = embedding(batch.particle_id.cpu().numpy(), args.dim, args.noise).to(dev)  # (N, d)
         hoods = {
             f"cluster{args.group_size}+-{args.adjacency}": cluster_plan(
-                batch, group_size=args.group_size, sector_size=4096, adjacency=args.adjacency),
+                batch, group_size=args.group_size, sector_size=4096, adjacency=args.adjacency
+            ),
             f"window+-{args.window}": window_plan(batch, args.window),
-        }  # fmt: skip
+        }
         if args.grid:
             hoods["grid"] = None
         for name, plan in hoods.items():
@@ -157,9 +161,15 @@ def main(argv=None) -> dict:
                 got = passes(start, k, cuda)
                 if k == 0:
                     ref = got["labels"]
-                row = {"n": n, "neighbourhood": name, "capacity": k, "candidates_per_hit": cand,
-                       "clusters": int(got["labels"].max()) + 1,
-                       "same": bool(torch.equal(got["labels"], ref)), **got["row"]}  # fmt: skip
+                row = {
+                    "n": n,
+                    "neighbourhood": name,
+                    "capacity": k,
+                    "candidates_per_hit": cand,
+                    "clusters": int(got["labels"].max()) + 1,
+                    "same": bool(torch.equal(got["labels"], ref)),
+                    **got["row"],
+                }
                 result["runs"].append(row)
                 print(json.dumps(row), flush=True)
     print(json.dumps(result))

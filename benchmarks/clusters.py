@@ -1,4 +1,4 @@
-"""Pixel/strip clusters (issue 16, point 5): cost per mu = 200 event and cells per hit per volume.
+"""Pixel/strip clusters: cost per mu = 200 event and cells per hit per volume.
 
 Pins itself to one CPU core, makes N ttbar mu = 200 events (pile-up from a min-bias library,
 generation not timed), and simulates each event's particles twice with the same seed: with
@@ -48,9 +48,13 @@ def main() -> None:
     args = ap.parse_args()
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     factory = EventFactory(
-        {"process": {"name": "ttbar"}, "pileup": 200, "seed": 1,
-         "minbias_library": {"size": args.library}}
-    )  # fmt: skip
+        {
+            "process": {"name": "ttbar"},
+            "pileup": 200,
+            "seed": 1,
+            "minbias_library": {"size": args.library},
+        }
+    )
     on = DetectorSim(DetectorConfig(clusters=True), factory.detector.geometry)
     off = DetectorSim(DetectorConfig(clusters=False), factory.detector.geometry)
     factory.event(0)  # warm-up: Pythia, library
@@ -104,9 +108,11 @@ def main() -> None:
         if g.startswith("all pixel"):
             ax.axvline(n.mean(), color="C0", ls=":", label=f"ours: mean {n.mean():.2f}")
             ax.axvline(
-                TRACKML_PIXEL_MEAN, color="C3", ls="--",
+                TRACKML_PIXEL_MEAN,
+                color="C3",
+                ls="--",
                 label=f"TrackML pixel (traccc wiki):\nmean {TRACKML_PIXEL_MEAN:.2f}",
-            )  # fmt: skip
+            )
             ax.legend(fontsize=8)
     axes[0, 0].set_ylabel("fraction of hits")
     print(f"\nTrackML pixel mean cells per cluster {TRACKML_PIXEL_MEAN:.2f} ({TRACKML_SOURCE})")

@@ -26,8 +26,9 @@ from trackformers.inference import load_model
 from trackformers.inference.events import iter_eval_events
 
 
-def separation(emb: np.ndarray, pid: np.ndarray, vol: np.ndarray, pt: dict, pt_min: float,
-               k: int = 15) -> dict:  # fmt: skip
+def separation(
+    emb: np.ndarray, pid: np.ndarray, vol: np.ndarray, pt: dict, pt_min: float, k: int = 15
+) -> dict:
     dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(emb).kneighbors(emb)
     stats = {"barrel": [], "endcap": []}
     for p in np.unique(pid):
@@ -41,9 +42,11 @@ def separation(emb: np.ndarray, pid: np.ndarray, vol: np.ndarray, pt: dict, pt_m
         share = (~other[:, 1:]).sum(1) / min(k, len(hits) - 1)
         stats[region].append((spread, np.median(nearest), share.mean()))
     keys = ("spread", "nearest_other", "same_share")
-    return {r: {"particles": len(v), **dict(zip(keys, np.median(np.array(v), 0).tolist(),
-                                                strict=True))}
-            for r, v in stats.items() if v}  # fmt: skip
+    return {
+        r: {"particles": len(v), **dict(zip(keys, np.median(np.array(v), 0).tolist(), strict=True))}
+        for r, v in stats.items()
+        if v
+    }
 
 
 def main(argv=None) -> dict:
@@ -65,9 +68,11 @@ def main(argv=None) -> dict:
         res = separation(emb, batch.particle_id.numpy(), batch.volume_id.numpy(), pt, args.pt_min)
         out[int(ev["event_id"])] = res
         for region, r in res.items():
-            print(f"event {int(ev['event_id'])} {region}: {r['particles']} particles, spread "
-                  f"{r['spread']:.3f}, nearest other {r['nearest_other']:.3f}, same-particle "
-                  f"share of the 15-NN {r['same_share']:.2f}")  # fmt: skip
+            print(
+                f"event {int(ev['event_id'])} {region}: {r['particles']} particles, spread "
+                f"{r['spread']:.3f}, nearest other {r['nearest_other']:.3f}, same-particle "
+                f"share of the 15-NN {r['same_share']:.2f}"
+            )
     return out
 
 

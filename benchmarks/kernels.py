@@ -171,12 +171,24 @@ def run(args) -> list[dict]:
                 h = args.heads
                 q, k, v = (torch.randn(n, h, d, device=dev, dtype=dtype) for _ in range(3))
                 rows = build_row_intervals(
-                    sp.kind, sp.cu_seqlens, sp.max_seqlen, sp.group_id, sp.adjacency,
-                    sp.window, num_rows=n, group_ptr=sp.group_ptr,
-                )  # fmt: skip
+                    sp.kind,
+                    sp.cu_seqlens,
+                    sp.max_seqlen,
+                    sp.group_id,
+                    sp.adjacency,
+                    sp.window,
+                    num_rows=n,
+                    group_ptr=sp.group_ptr,
+                )
                 pairs = attended_pairs(rows)
-                row = {"mask": kind, "N": n, "D": d, "H": h, "pairs": pairs,
-                       "density": pairs / n / n}  # fmt: skip
+                row = {
+                    "mask": kind,
+                    "N": n,
+                    "D": d,
+                    "H": h,
+                    "pairs": pairs,
+                    "density": pairs / n / n,
+                }
                 log(f"== {kind} N={n} D={d} density={row['density']:.4f}")
                 row.update(check(q, k, v, sp, rows, d, log))
                 qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
@@ -211,8 +223,13 @@ def run(args) -> list[dict]:
                 row["fused_kernel_fwd_ms"] = bench(
                     lambda: ops.fused_attention(q, k, v, sp, meta=meta), cuda
                 )
-                backend = build("fused", mask=kind, window=WINDOW, group_size=GROUP_SIZE,
-                                sector_size=SECTOR_SIZE)  # fmt: skip
+                backend = build(
+                    "fused",
+                    mask=kind,
+                    window=WINDOW,
+                    group_size=GROUP_SIZE,
+                    sector_size=SECTOR_SIZE,
+                )
                 qi, ki, vi = (t.clone().requires_grad_() for t in (q, k, v))
 
                 def backend_fb():
@@ -299,8 +316,12 @@ def tuned_configs() -> dict:
     for key, kern in ops._TUNED.items():
         timings = getattr(kern, "configs_timings", None) or {}
         if timings:
-            out[f"{key}_timings"] = {str(c): [round(float(t), 4) for t in (ms if isinstance(
-                ms, (list, tuple)) else [ms])] for c, ms in timings.items()}  # fmt: skip
+            out[f"{key}_timings"] = {
+                str(c): [
+                    round(float(t), 4) for t in (ms if isinstance(ms, (list, tuple)) else [ms])
+                ]
+                for c, ms in timings.items()
+            }
         cfg = getattr(kern, "best_config", None)
         if cfg is not None:
             out[key] = (
@@ -318,8 +339,13 @@ def kernel_resources(kern, num_warps: int) -> dict:
     by_regs = 65536 // max(1, regs * 32 * num_warps)
     by_smem = (228 * 1024) // max(1, shared + 1024)  # 1 KB reserved per CTA
     ctas = max(0, min(by_regs, by_smem, 64 // num_warps, 32))
-    return {"regs": regs, "spills": int(kern.n_spills), "smem": shared, "ctas_per_sm": ctas,
-            "warps_per_sm": ctas * num_warps}  # fmt: skip
+    return {
+        "regs": regs,
+        "spills": int(kern.n_spills),
+        "smem": shared,
+        "ctas_per_sm": ctas,
+        "warps_per_sm": ctas * num_warps,
+    }
 
 
 # Forward variants at the largest N: (block_m, block_n, warps, stages, maxnreg) and flags.
@@ -384,14 +410,14 @@ def sweep(args, log) -> list[dict]:
         for kind in args.masks:
             t_start = time.perf_counter()  # the budget holds per mask
             sp = presorted(make_plan(kind, batch))
-            q, k, v, do = (torch.randn(n, args.heads, d, device=dev, dtype=dtype)
-                           for _ in range(4))  # fmt: skip
+            q, k, v, do = (torch.randn(n, args.heads, d, device=dev, dtype=dtype) for _ in range(4))
             if kind == "cluster":  # metadata: group_ptr path against the binary searches
                 for ptr in (True, False):
                     plan_m = sp if ptr else dataclasses.replace(sp, group_ptr=None)
                     ms = bench(lambda: ops.build_meta(plan_m, n, d), cuda)
-                    record({"sweep": "meta", "mask": kind, "N": n, "D": d, "group_ptr": ptr,
-                            "ms": ms})  # fmt: skip
+                    record(
+                        {"sweep": "meta", "mask": kind, "N": n, "D": d, "group_ptr": ptr, "ms": ms}
+                    )
             qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
 
             def fb():  # default configs, metadata built inside, fwd + bwd
@@ -399,8 +425,16 @@ def sweep(args, log) -> list[dict]:
                 return torch.autograd.grad(o, (qg, kg, vg), do)
 
             fwd_ms = bench(lambda: ops.fused_attention(q, k, v, sp, tune=False), cuda)
-            record({"sweep": "total", "mask": kind, "N": n, "D": d, "fwd_ms": fwd_ms,
-                    "fwdbwd_ms": bench(fb, cuda)})  # fmt: skip
+            record(
+                {
+                    "sweep": "total",
+                    "mask": kind,
+                    "N": n,
+                    "D": d,
+                    "fwd_ms": fwd_ms,
+                    "fwdbwd_ms": bench(fb, cuda),
+                }
+            )
             fwd0, bwd0, dq0 = ops.FWD_CONFIGS[d], ops.BWD_CONFIGS[d], ops.DQ_CONFIGS[d]
             for fv, flags in FWD_VARIANTS:
                 if over_budget():
@@ -410,8 +444,11 @@ def sweep(args, log) -> list[dict]:
                 row = {"sweep": "fwd", "mask": kind, "N": n, "D": d, "cfg": fv, "flags": flags}
                 try:
                     meta = ops.build_meta(sp, n, d)
-                    ms = bench(lambda: ops.fused_attention(q, k, v, sp, meta=meta, tune=False),
-                               cuda, args.sweep_rep_ms)  # fmt: skip
+                    ms = bench(
+                        lambda: ops.fused_attention(q, k, v, sp, meta=meta, tune=False),
+                        cuda,
+                        args.sweep_rep_ms,
+                    )
                     row.update(ms=ms, **kernel_resources(ops.LAST_KERNEL.get("fwd"), fv[2]))
                 except Exception as e:  # a variant that does not compile is a result too
                     row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
@@ -428,17 +465,33 @@ def sweep(args, log) -> list[dict]:
                 ops.BWD_CONFIGS[d] = ops.KernelConfig(*kv_cfg)
                 ops.DQ_CONFIGS[d] = ops.KernelConfig(*dq_cfg)
                 saved = _set_flags(flags)
-                row = {"sweep": "bwd", "mask": kind, "N": n, "D": d, "cfg": kv_cfg,
-                       "dq_cfg": dq_cfg, "flags": flags}  # fmt: skip
+                row = {
+                    "sweep": "bwd",
+                    "mask": kind,
+                    "N": n,
+                    "D": d,
+                    "cfg": kv_cfg,
+                    "dq_cfg": dq_cfg,
+                    "flags": flags,
+                }
                 try:
                     meta_b = ops.build_meta(sp, n, d).bwd  # stats o, lse are per row
                     ms = bench(
                         lambda: ops.attention_backward(
-                            do, q, k, v, o, lse, meta_b, d**-0.5, tune=False,
+                            do,
+                            q,
+                            k,
+                            v,
+                            o,
+                            lse,
+                            meta_b,
+                            d**-0.5,
+                            tune=False,
                             has_wrap=meta.has_wrap,
                         ),
-                        cuda, args.sweep_rep_ms,
-                    )  # fmt: skip
+                        cuda,
+                        args.sweep_rep_ms,
+                    )
                     row.update(ms=ms)
                     for name, c in (("dkdv", kv_cfg), ("dq", dq_cfg)):
                         res = kernel_resources(ops.LAST_KERNEL.get(name), c[2])
@@ -461,24 +514,27 @@ def profile_once(args) -> None:
     batch = synthetic_batch([n], seed=n, device=dev)
     for kind in args.masks:
         sp = presorted(make_plan(kind, batch))
-        q, k, v, do = (torch.randn(n, args.heads, d, device=dev, dtype=dtype)
-                       for _ in range(4))  # fmt: skip
+        q, k, v, do = (torch.randn(n, args.heads, d, device=dev, dtype=dtype) for _ in range(4))
         meta = ops.build_meta(sp, n, d)
         for _ in range(2):
-            o, lse = ops.attention_forward(q, k, v, meta.fwd, d**-0.5, tune=False,
-                                           has_wrap=meta.has_wrap)  # fmt: skip
-            ops.attention_backward(do, q, k, v, o, lse, meta.bwd, d**-0.5, tune=False,
-                                   has_wrap=meta.has_wrap)  # fmt: skip
+            o, lse = ops.attention_forward(
+                q, k, v, meta.fwd, d**-0.5, tune=False, has_wrap=meta.has_wrap
+            )
+            ops.attention_backward(
+                do, q, k, v, o, lse, meta.bwd, d**-0.5, tune=False, has_wrap=meta.has_wrap
+            )
             if cuda:
                 torch.cuda.synchronize()
         print(f"profiled {kind} N={n} D={d}", flush=True)
 
 
 def table(results) -> str:
-    lines = ["| mask | N | D | density | meta ms | fused fwd | fused f+b | flex fwd | flex f+b "
-             "| flex build | sdpa fwd | sdpa f+b | x flex fwd | x flex f+b | fused TF/s fwd "
-             "| frac sdpa fwd | frac sdpa f+b | fixed fwd | fixed f+b | before fwd | before f+b |",
-             "|" + "---|" * 21]  # fmt: skip
+    lines = [
+        "| mask | N | D | density | meta ms | fused fwd | fused f+b | flex fwd | flex f+b "
+        "| flex build | sdpa fwd | sdpa f+b | x flex fwd | x flex f+b | fused TF/s fwd "
+        "| frac sdpa fwd | frac sdpa f+b | fixed fwd | fixed f+b | before fwd | before f+b |",
+        "|" + "---|" * 21,
+    ]
     for r in results:
         if "sweep" in r:
             continue

@@ -1,4 +1,4 @@
-"""Benchmark: per-event inference latency (issue 8), one driver with four variants.
+"""Benchmark: per-event inference latency, one driver with four variants.
 
     python benchmarks/latency.py synthetic --device cuda          # modes of one synthetic event
     python benchmarks/latency.py synthetic --device cpu --hits 3000 --backend dense \\
@@ -156,8 +156,11 @@ def trained_like_outputs(pid: np.ndarray, head: str, embed_dim: int, rng) -> dic
 def build_model(v: Variant, device) -> TrackFormer:
     backend = build(v.backend, **v.backend_kwargs)
     enc = Encoder(3, v.d_model, v.n_heads, v.n_layers, attention=backend)
-    head = (RegressorHead(v.d_model, 4) if v.head == "regress"
-            else ContrastiveHead(v.d_model, v.embed_dim))  # fmt: skip
+    head = (
+        RegressorHead(v.d_model, 4)
+        if v.head == "regress"
+        else ContrastiveHead(v.d_model, v.embed_dim)
+    )
     return TrackFormer(enc, head).to(device).eval()
 
 
@@ -233,9 +236,14 @@ def run_eager(v: Variant, coords, pid, args, impl: str) -> dict:
         t4 = stamp(cuda)
         if cuda:
             torch.cuda.synchronize()
-        return {"plan+features": elapsed_ms(t0, t1), "model": elapsed_ms(t1, t2),
-                "clustering": elapsed_ms(t2, t3), "track list": elapsed_ms(t3, t4),
-                "total": elapsed_ms(t0, t4), "n_tracks": int(n_tracks)}  # fmt: skip
+        return {
+            "plan+features": elapsed_ms(t0, t1),
+            "model": elapsed_ms(t1, t2),
+            "clustering": elapsed_ms(t2, t3),
+            "track list": elapsed_ms(t3, t4),
+            "total": elapsed_ms(t0, t4),
+            "n_tracks": int(n_tracks),
+        }
 
     return measure(once, model, cuda, args)
 
@@ -248,8 +256,9 @@ def run_graph(v: Variant, coords, pid, args, compile: bool = False) -> dict:
     size = (n // args.bucket + 1) * args.bucket
     oracle = padded_oracle(pid, v, dev, size) if args.cluster_input == "oracle" else {}
     model.head = OracleHead(model.head, oracle)
-    pred = Predictor(model, v.cluster, bucket=args.bucket, rounds=args.rounds,
-                     amp=not args.fp32, compile=compile)  # fmt: skip
+    pred = Predictor(
+        model, v.cluster, bucket=args.bucket, rounds=args.rounds, amp=not args.fp32, compile=compile
+    )
     cu = torch.tensor([0, n], dtype=torch.int32, device=dev)
     batch = PackedBatch(x=coords / 1000.0, cu_seqlens=cu, max_seqlen=n, coords=coords)
 
@@ -263,8 +272,9 @@ def run_graph(v: Variant, coords, pid, args, compile: bool = False) -> dict:
     res = measure(once, model, True, args)
     res["plan in graph"] = bool(pred.plan_in_graph)
     split = predictor_split(pred, batch, args.warmup, args.repeat)
-    res.update({"plan+features": split["plan"], "model": split["model"],
-                "clustering": split["clustering"]})  # fmt: skip
+    res.update(
+        {"plan+features": split["plan"], "model": split["model"], "clustering": split["clustering"]}
+    )
     res["track list"] = 0.0  # inside the clustering graph (track_counts)
     return res
 
@@ -300,8 +310,11 @@ def agreement(coords, pid) -> dict:
     batch = PackedBatch(x=coords / 1000.0, cu_seqlens=cu, max_seqlen=n, coords=coords)
     plan = cluster_plan(batch, group_size=128, sector_size=4096, adjacency=1)
     exact = dbscan(x, cu, 0.05, 3).cpu().numpy()
-    out = {"variant": "agreement", "exact clusters": int(exact.max() + 1),
-           "particles": same_cluster(exact, pid)}  # fmt: skip
+    out = {
+        "variant": "agreement",
+        "exact clusters": int(exact.max() + 1),
+        "particles": same_cluster(exact, pid),
+    }
     print(
         f"exact DBSCAN: {exact.max() + 1} clusters, {(exact < 0).sum()} noise hits, "
         f"{100 * out['particles']:.2f} % of hits in a cluster = their particle's hits"
@@ -309,8 +322,10 @@ def agreement(coords, pid) -> dict:
     for adj in (1, 2, 3):
         lab = dbscan_in_plan(x, plan, 0.05, 3, adjacency=adj).cpu().numpy()
         same = same_cluster(lab, exact)
-        print(f"dbscan_plan adjacency {adj}: {lab.max() + 1} clusters, {(lab < 0).sum()} noise "
-              f"hits, same cluster as exact DBSCAN for {100 * same:.2f} % of hits")  # fmt: skip
+        print(
+            f"dbscan_plan adjacency {adj}: {lab.max() + 1} clusters, {(lab < 0).sum()} noise "
+            f"hits, same cluster as exact DBSCAN for {100 * same:.2f} % of hits"
+        )
         out[f"adjacency {adj}"] = {"clusters": int(lab.max() + 1), "same": same}
     return out
 
@@ -346,13 +361,16 @@ def synthetic(args) -> list[dict]:
                 results.append({"variant": v.name, "mode": mode, "error": repr(e)})
                 continue
             other = r["plan+features"] + r["track list"]
-            print(f"| {v.name} | {mode} | {r['n_params'] / 1e6:.2f} M | {r['model']:.2f} | "
-                  f"{r['clustering']:.2f} | {other:.2f} | {r['total']:.2f} | "
-                  f"{r['host wall']:.2f} | {r['peak_mem_gb']:.3f} | "
-                  f"{r.get('reserved_gb', float('nan')):.3f} | {r['n_tracks']} |",
-                  flush=True)  # fmt: skip
-            results.append({"variant": v.name, "mode": mode, "backend": v.backend, **r,
-                            "hits": args.hits})  # fmt: skip
+            print(
+                f"| {v.name} | {mode} | {r['n_params'] / 1e6:.2f} M | {r['model']:.2f} | "
+                f"{r['clustering']:.2f} | {other:.2f} | {r['total']:.2f} | "
+                f"{r['host wall']:.2f} | {r['peak_mem_gb']:.3f} | "
+                f"{r.get('reserved_gb', float('nan')):.3f} | {r['n_tracks']} |",
+                flush=True,
+            )
+            results.append(
+                {"variant": v.name, "mode": mode, "backend": v.backend, **r, "hits": args.hits}
+            )
     if args.agreement:
         results.append(agreement(coords, pid))
     if args.cpu_reference:
@@ -400,10 +418,12 @@ def profile_step(args) -> list[dict]:
     rows: list[dict] = []
     for s in (e for e in events if e.name in ("plan", "model", "clustering")):
         inside = [
-            e for e in events
-            if e.device_type.name == "CPU" and e.name == "cudaLaunchKernel"
+            e
+            for e in events
+            if e.device_type.name == "CPU"
+            and e.name == "cudaLaunchKernel"
             and s.time_range.start <= e.time_range.start <= s.time_range.end
-        ]  # fmt: skip
+        ]
         print(f"stage {s.name}: CPU {s.cpu_time_total / 1e3:.2f} ms, ~{len(inside)} launches")
         rows.append({"stage": s.name, "cpu_ms": s.cpu_time_total / 1e3, "launches": len(inside)})
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
@@ -417,12 +437,19 @@ def profile_step(args) -> list[dict]:
         print(f"rounds {r}: pending {bool(st.pending)}")
         rows.append({"rounds": r, "pending": bool(st.pending)})
     ref = dbscan(x, cu, 0.05, 3, impl="torch")
-    for impl, kwargs in (("torch", {}), ("triton", {"rounds": 2}), ("triton", {"rounds": 4}),
-                         ("triton", {"rounds": 6}), ("triton", {"max_dims": 4})):  # fmt: skip
+    for impl, kwargs in (
+        ("torch", {}),
+        ("triton", {"rounds": 2}),
+        ("triton", {"rounds": 4}),
+        ("triton", {"rounds": 6}),
+        ("triton", {"max_dims": 4}),
+    ):
         got = dbscan(x, cu, 0.05, 3, impl=impl, **kwargs)
         ms = cuda_ms(lambda impl=impl, kwargs=kwargs: dbscan(x, cu, 0.05, 3, impl=impl, **kwargs))
-        print(f"dbscan {impl} {kwargs}: {ms:.3f} ms (eager), equal to torch: "
-              f"{torch.equal(got, ref)}, clusters {int(got.max()) + 1}")  # fmt: skip
+        print(
+            f"dbscan {impl} {kwargs}: {ms:.3f} ms (eager), equal to torch: "
+            f"{torch.equal(got, ref)}, clusters {int(got.max()) + 1}"
+        )
         rows.append({"dbscan": impl, **kwargs, "ms": ms, "equal_to_torch": torch.equal(got, ref)})
     return rows
 
@@ -459,9 +486,15 @@ def neighbourhood(args) -> list[dict]:
         exact = dbscan_from_graph(src, dst, n, args.min_samples).cpu().numpy()
         t_exact = time.perf_counter() - t0
         keys = src * n + dst
-        row = {"event": k, "hits": n, "eps_pairs_per_hit": src.numel() / n,
-               "exact_clusters": int(exact.max()) + 1, "exact_noise": int((exact < 0).sum()),
-               "exact_s": t_exact, "neighbourhoods": {}}  # fmt: skip
+        row = {
+            "event": k,
+            "hits": n,
+            "eps_pairs_per_hit": src.numel() / n,
+            "exact_clusters": int(exact.max()) + 1,
+            "exact_noise": int((exact < 0).sum()),
+            "exact_s": t_exact,
+            "neighbourhoods": {},
+        }
         hoods = [("model", {"neighbourhood": "model"})]
         hoods += [(f"window {w}", {"neighbourhood": "window", "window": w}) for w in args.windows]
         for name, p in hoods:
@@ -471,8 +504,16 @@ def neighbourhood(args) -> list[dict]:
             s, d = ranges_radius_graph(x[perm], lo, hi, args.eps)
             inside = torch.isin(keys, perm[s] * n + perm[d])
             t1 = time.perf_counter()
-            lab = cluster_hits("dbscan_plan", x, b.cu_seqlens, plan=plan, coords=b.coords,
-                               eps=args.eps, min_samples=args.min_samples, **p)  # fmt: skip
+            lab = cluster_hits(
+                "dbscan_plan",
+                x,
+                b.cu_seqlens,
+                plan=plan,
+                coords=b.coords,
+                eps=args.eps,
+                min_samples=args.min_samples,
+                **p,
+            )
             lab = lab.cpu().numpy()
             row["neighbourhoods"][name] = {
                 "pair_coverage": float(inside.float().mean()) if keys.numel() else 1.0,
@@ -483,8 +524,10 @@ def neighbourhood(args) -> list[dict]:
             }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("| neighbourhood | candidates / hit | exact eps-pairs inside % | hits in the same "
-          "cluster as exact % | identical partition (events) |")  # fmt: skip
+    print(
+        "| neighbourhood | candidates / hit | exact eps-pairs inside % | hits in the same "
+        "cluster as exact % | identical partition (events) |"
+    )
     for name in rows[0]["neighbourhoods"]:
         r = [row["neighbourhoods"][name] for row in rows]
         print(
@@ -510,16 +553,20 @@ def real_row(name: str, r: dict) -> str:
     ph = r.get("physics") or {}
     dm = " | ".join(
         f"{100 * ph[k]['dm_efficiency']:.1f} ± {100 * ph[k]['dm_efficiency_err']:.1f} / "
-        f"{100 * ph[k]['fake_rate']:.1f}" if k in ph else "–"
+        f"{100 * ph[k]['fake_rate']:.1f}"
+        if k in ph
+        else "–"
         for k in ("predictor", "staged_fp32")
-    )  # fmt: skip
-    return (f"| {name} | {r['cluster']['method']} {hood} | {prec}"
-            f"{' compiled' if r.get('compile') else ''} | {r['median_ms']:.2f} / {r['p90_ms']:.2f}"
-            f" | {_f(st.get('model'), '.2f')} | {_f(st.get('clustering'), '.2f')} | "
-            f"{_f(st.get('other'), '.2f')} | {_f(r['peak_gib'], '.3f')} | "
-            f"{_f(r['reserved_gib'], '.3f')}"
-            f" | {r['same_partition_as_staged']:.2f} | {r['eager_completion_fraction']:.2f} | "
-            f"{r['staged_ms_median']:.1f} | {r['n_tracks_mean']:.0f} | {dm} |")  # fmt: skip
+    )
+    return (
+        f"| {name} | {r['cluster']['method']} {hood} | {prec}"
+        f"{' compiled' if r.get('compile') else ''} | {r['median_ms']:.2f} / {r['p90_ms']:.2f}"
+        f" | {_f(st.get('model'), '.2f')} | {_f(st.get('clustering'), '.2f')} | "
+        f"{_f(st.get('other'), '.2f')} | {_f(r['peak_gib'], '.3f')} | "
+        f"{_f(r['reserved_gib'], '.3f')}"
+        f" | {r['same_partition_as_staged']:.2f} | {r['eager_completion_fraction']:.2f} | "
+        f"{r['staged_ms_median']:.1f} | {r['n_tracks_mean']:.0f} | {dm} |"
+    )
 
 
 def smoke() -> str:
@@ -559,17 +606,23 @@ def real(args) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="latency_real_") as tmp:
         for name in args.variants:
             _real_variant(args, name, variants[name] + extra, env, t0, Path(tmp), rows)
-    print("| variant | clustering | precision | total ms (median / p90) | model | clustering | "
-          "other | peak GiB | reserved GiB | equal to staged | eager completion | staged ms | "
-          "tracks | DM % / fake % | staged fp32 DM % / fake % |")  # fmt: skip
+    print(
+        "| variant | clustering | precision | total ms (median / p90) | model | clustering | "
+        "other | peak GiB | reserved GiB | equal to staged | eager completion | staged ms | "
+        "tracks | DM % / fake % | staged fp32 DM % / fake % |"
+    )
     for r in rows[1:]:
-        print(real_row(r["variant"], r) if "median_ms" in r else f"| {r['variant']} | "
-              f"{r['result'][:200]} |")  # fmt: skip
+        print(
+            real_row(r["variant"], r)
+            if "median_ms" in r
+            else f"| {r['variant']} | {r['result'][:200]} |"
+        )
     return rows
 
 
-def _real_variant(args, name: str, extra: list[str], env: dict, t0: float, tmp: Path,
-                  rows: list[dict]) -> None:  # fmt: skip
+def _real_variant(
+    args, name: str, extra: list[str], env: dict, t0: float, tmp: Path, rows: list[dict]
+) -> None:
     """Run one ``real`` variant in its own process; its row is appended to ``rows``."""
     left = args.budget - (time.perf_counter() - t0)
     if left < args.need:
@@ -577,10 +630,26 @@ def _real_variant(args, name: str, extra: list[str], env: dict, t0: float, tmp: 
         rows.append({"variant": name, "result": "skipped (budget)"})
         return
     js = tmp / f"{name}.json"
-    cmd = [sys.executable, "-m", "trackformers.latency", args.ckpt, args.data, "--mode",
-           "predictor", "--events", str(args.events), "--repeat", str(args.repeat),
-           "--attention", args.attention, "--rounds", str(args.rounds), "--out", str(js),
-           *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "trackformers.latency",
+        args.ckpt,
+        args.data,
+        "--mode",
+        "predictor",
+        "--events",
+        str(args.events),
+        "--repeat",
+        str(args.repeat),
+        "--attention",
+        args.attention,
+        "--rounds",
+        str(args.rounds),
+        "--out",
+        str(js),
+        *extra,
+    ]
     t1 = time.perf_counter()
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=left, env=env)
@@ -617,14 +686,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--modes", default="graph-compiled,graph,eager,eager-torch")
     s.add_argument("--bucket", type=int, default=4096, help="graph sizes: multiples of this")
     s.add_argument("--rounds", type=int, default=4, help="DBSCAN component rounds in graph")
-    s.add_argument("--agreement", action="store_true",
-                   help="compare dbscan_plan with exact dbscan labels on the oracle")  # fmt: skip
+    s.add_argument(
+        "--agreement",
+        action="store_true",
+        help="compare dbscan_plan with exact dbscan labels on the oracle",
+    )
 
     p = sub.add_parser("profile", parents=[common], help="where the step's time goes (GPU)")
     p.add_argument("--hits", type=int, default=60_000)
 
-    n = sub.add_parser("neighbourhood", parents=[common],
-                       help="exact DBSCAN kept by neighbourhoods, real events")  # fmt: skip
+    n = sub.add_parser(
+        "neighbourhood", parents=[common], help="exact DBSCAN kept by neighbourhoods, real events"
+    )
     n.add_argument("ckpt")
     n.add_argument("data")
     n.add_argument("--events", type=int, default=2)
@@ -635,12 +708,17 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--device", default="auto")
     n.add_argument("--amp", action="store_true", help="bf16 autocast forward on CUDA")
 
-    r = sub.add_parser("real", parents=[common],
-                       help="Predictor latency of a checkpoint per clustering variant")  # fmt: skip
+    r = sub.add_parser(
+        "real", parents=[common], help="Predictor latency of a checkpoint per clustering variant"
+    )
     r.add_argument("ckpt")
     r.add_argument("data")
-    r.add_argument("--variants", nargs="+", default=["exact", "win512", "plan"],
-                   help="hood[-precision][-c][-k<rows>], e.g. plan-fp16-c")  # fmt: skip
+    r.add_argument(
+        "--variants",
+        nargs="+",
+        default=["exact", "win512", "plan"],
+        help="hood[-precision][-c][-k<rows>], e.g. plan-fp16-c",
+    )
     r.add_argument("--events", type=int, default=4)
     r.add_argument("--repeat", type=int, default=3)
     r.add_argument("--budget", type=float, default=330.0, help="seconds for all variants")
@@ -648,13 +726,20 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--attention", default="fused")
     r.add_argument("--rounds", type=int, default=6, help="DBSCAN component rounds in graph")
     r.add_argument("--eps", type=float, default=0.1, help="DBSCAN radius of every variant")
-    r.add_argument("--physics", action="store_true", help="DM / fake of each variant and of "
-                   "the staged fp32 path on the same events")  # fmt: skip
+    r.add_argument(
+        "--physics",
+        action="store_true",
+        help="DM / fake of each variant and of the staged fp32 path on the same events",
+    )
     return ap
 
 
-VARIANTS = {"synthetic": synthetic, "profile": profile_step, "neighbourhood": neighbourhood,
-            "real": real}  # fmt: skip
+VARIANTS = {
+    "synthetic": synthetic,
+    "profile": profile_step,
+    "neighbourhood": neighbourhood,
+    "real": real,
+}
 
 
 def main(argv=None) -> list[dict]:

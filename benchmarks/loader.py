@@ -6,7 +6,7 @@
 
 Writes pixel-sized events (mu = 200 pixel-only scale: 60 k hits, 10 k particles; positions on
 the pixel barrel layers, random truth) with the project's writer in three codecs (LZ4 level 1 =
-the writer default, ZSTD-1, ZLIB-1 = the old default), then times one loader process (= one
+the writer default, ZSTD-1, ZLIB-1 = uproot's default), then times one loader process (= one
 DataLoader worker) streaming every file into PackedBatches through NativeEventStream, for input
 features only and with the six track-parameter targets (5 passes per run: rates of the median
 pass by CPU time, and of the first pass); then the same through the preprocessed memory-mapped

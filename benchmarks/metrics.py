@@ -1,6 +1,6 @@
 """Benchmark: CPU time of the TrackML score and of all event metrics for a 100 k-hit event.
 
-Goal (issue 8): score of 100 k hits <= 50 ms on the CPU. The event mimics mu = 200 pixel+strip
+Goal: score of 100 k hits <= 50 ms on the CPU. The event mimics mu = 200 pixel+strip
 statistics: 10 k particles with 1–20 hits, 10 % noise hits, a prediction that keeps 90 % of
 hits on their particle and scatters the rest. Prints a markdown row for BENCHMARKS.md.
 
@@ -80,8 +80,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, ms in rows.items():
         cmd = "`OMP_NUM_THREADS=1 python benchmarks/metrics.py`"
-        print(f"| {name} | {args.hits} | {ms:.1f} | CPU {cpu} | numpy {np.__version__}, "
-              f"pandas {pd.__version__} | {datetime.date.today()} | {cmd} |")  # fmt: skip
+        print(
+            f"| {name} | {args.hits} | {ms:.1f} | CPU {cpu} | numpy {np.__version__}, "
+            f"pandas {pd.__version__} | {datetime.date.today()} | {cmd} |"
+        )
 
 
 if __name__ == "__main__":

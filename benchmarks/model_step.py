@@ -57,8 +57,9 @@ def run(name, kind, kw, batch, device, warmup, steps, loss="mse", d_model=256) -
     if device != "cuda" and kind != "dense":
         kw = dict(kw, impl="torch")
     torch.manual_seed(0)
-    enc = Encoder(batch.x.shape[1], d_model=d_model, n_heads=8, n_layers=6,
-                  attention=build(kind, **kw))  # fmt: skip
+    enc = Encoder(
+        batch.x.shape[1], d_model=d_model, n_heads=8, n_layers=6, attention=build(kind, **kw)
+    )
     if loss == "mse":
         model, loss_fn = TrackFormer(enc, RegressorHead(d_model, 4)), None
     else:
@@ -84,10 +85,16 @@ def run(name, kind, kw, batch, device, warmup, steps, loss="mse", d_model=256) -
         times.append((time.perf_counter() - t) * 1e3)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
     return dict(
-        backend=name, loss=loss, d_model=d_model, hits=batch.num_hits,
+        backend=name,
+        loss=loss,
+        d_model=d_model,
+        hits=batch.num_hits,
         step_ms=statistics.median(times),
-        step_ms_min=min(times), peak_gib=peak, warmup_s=warm_s, loss_value=float(value),
-    )  # fmt: skip
+        step_ms_min=min(times),
+        peak_gib=peak,
+        warmup_s=warm_s,
+        loss_value=float(value),
+    )
 
 
 def main() -> None:
@@ -109,8 +116,9 @@ def main() -> None:
         if kind == "fused" and args.device != "cuda":
             continue
         try:
-            row = run(name, kind, kw, batch, args.device, args.warmup, args.steps, args.loss,
-                      args.d_model)  # fmt: skip
+            row = run(
+                name, kind, kw, batch, args.device, args.warmup, args.steps, args.loss, args.d_model
+            )
         except Exception as err:  # report and continue with the other backends
             row = dict(backend=name, hits=batch.num_hits, error=f"{type(err).__name__}: {err}")
         rows.append(row)
@@ -118,8 +126,9 @@ def main() -> None:
         if args.device == "cuda":
             torch.cuda.empty_cache()
     meta = dict(
-        **environment(args.device), hits=batch.num_hits,
-    )  # fmt: skip
+        **environment(args.device),
+        hits=batch.num_hits,
+    )
     if args.json:
         args.json.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     print(f"\n{meta}\n| backend | hits | step ms (median) | peak GiB | warm-up s |")
@@ -128,8 +137,10 @@ def main() -> None:
         if "error" in r:
             print(f"| {r['backend']} | {r['hits']} | error: {r['error'][:100]} | | |")
         else:
-            print(f"| {r['backend']} | {r['hits']} | {r['step_ms']:.1f} | {r['peak_gib']:.2f} "
-                  f"| {r['warmup_s']:.1f} |")  # fmt: skip
+            print(
+                f"| {r['backend']} | {r['hits']} | {r['step_ms']:.1f} | {r['peak_gib']:.2f} "
+                f"| {r['warmup_s']:.1f} |"
+            )
 
 
 if __name__ == "__main__":

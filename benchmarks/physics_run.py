@@ -1,4 +1,5 @@
-"""One GPU call of the physics results (issue 9) and the compile check of issue 7.
+"""One GPU call that produces a physics result row: simulate, compile check, train, export,
+evaluate, latency.
 
     python benchmarks/physics_run.py --out $OUT                       # the GPU run (defaults)
     python benchmarks/physics_run.py --out /tmp/rehearsal --tiny      # CPU rehearsal, minutes

@@ -1,4 +1,4 @@
-"""One table from several physics runs (issue 9: the results rows and the ablation).
+"""One table from several physics runs (the results rows and the ablation).
 
     python benchmarks/physics_table.py docs/results/<runs>/* [--out table.md]
 

@@ -1,4 +1,4 @@
-"""Simulation speed (issues 3 and 16): seconds per mu = 200 ttbar event on one core.
+"""Simulation speed: seconds per mu = 200 ttbar event on one core.
 
 Pins itself to one CPU core, warms up (numba compile, Pythia initialisation and the min-bias
 library are not counted), then times N events and reports the median CPU time per event (the

@@ -1,12 +1,12 @@
-"""Soft particles and secondaries against TrackML (issue 16, points 2 and 3).
+"""Soft particles and secondaries against TrackML.
 
-Simulates our own tt-bar mu = 200 events (Pythia8, sigma_z 5.5 mm, all volumes) and compares
-with a real TrackML mu = 200 event, event 1000 of TrackML's public training sample, as measured
-by an earlier session of this project (numbers in REFERENCE below; the real event is not read
-here). Printed: mean hits per particle per pT bin (all particles, and particles with >= 1 hit),
-total particle hits, hits per particle, the largest hit count of one particle, the fraction of
-particles starting >= 1 mm from the beam line and the fraction of hits they leave, split by
-process, and the CPU time per event (generation + detector simulation) on one core.
+Simulates our own tt-bar mu = 200 events (Pythia8, sigma_z 5.5 mm, all volumes) and compares with a
+real TrackML mu = 200 event, event 1000 of TrackML's public training sample, whose numbers are in
+REFERENCE below (the real event is not read here). Printed: mean hits per particle per pT bin (all
+particles, and particles with >= 1 hit), total particle hits, hits per particle, the largest hit
+count of one particle, the fraction of particles starting >= 1 mm from the beam line and the
+fraction of hits they leave, split by process, and the CPU time per event (generation + detector
+simulation) on one core.
 
 Our events and the real one differ in particle content (our Pythia tune and generator cuts,
 pT >= 0.15 GeV at the generator, vs TrackML's), so totals are shown raw and per particle.
@@ -14,8 +14,9 @@ pT >= 0.15 GeV at the generator, vs TrackML's), so totals are shown raw and per 
     OMP_NUM_THREADS=1 python benchmarks/soft_particles.py [--events 8] [--legacy]
         [--detector conversions=true nuclear_per_species=false ...]
 
-``--legacy`` runs the simulation as before issue 16 (no loop protection, no secondaries, p_min
-0.01 GeV); ``--detector`` sets detector options (conf/simulate.yaml) to measure variants.
+``--legacy`` runs the simulation without the soft-particle physics (no loop protection, no
+secondaries, p_min 0.01 GeV); ``--detector`` sets detector options (conf/simulate.yaml) to measure
+variants.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from trackformers.data.schema import PROCESS_CONVERSION, PROCESS_GENERATOR, PROC
 from trackformers.sim.events import EventFactory
 
 PT_BINS = (0.0, 0.2, 0.3, 0.5, 0.9, 2.0, np.inf)
-# TrackML training sample, event 1000 (measured by an earlier session; issue 16): mean hits per
+# TrackML training sample, event 1000 (counted from its CSV files): mean hits per
 # particle per pT bin (from 0.5 GeV up only the overall mean, ~10.7, is known), totals
 REFERENCE = {
     "mean_hits": (3.3, 8.6, 9.6, 10.7, 10.7, 10.7),
@@ -129,12 +130,17 @@ def report(m: dict, label: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=3)
-    ap.add_argument("--legacy", action="store_true", help="simulation as before issue 16")
+    ap.add_argument(
+        "--legacy", action="store_true", help="no loop protection, no secondaries, p_min 0.01 GeV"
+    )
     ap.add_argument("--library", type=int, default=0, help="min-bias overlay library size")
     ap.add_argument(
-        "--detector", nargs="*", default=[], metavar="KEY=VALUE",
+        "--detector",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
         help="detector settings, e.g. conversions=true (values read as YAML)",
-    )  # fmt: skip
+    )
     args = ap.parse_args()
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     detector = {}

@@ -46,8 +46,14 @@ def loss_fn(impl: str, labels, cu, max_seqlen: int, tile_elems: int, precision: 
     valid = torch.ones_like(labels, dtype=torch.bool)
     pairs = SupConPairs(TAU)
     if impl == "tiled":
-        return lambda x: tiled_pair_loss(F.normalize(x.float(), dim=-1), labels, valid, pairs,
-                                         cu_seqlens=cu, tile_elems=tile_elems)  # fmt: skip
+        return lambda x: tiled_pair_loss(
+            F.normalize(x.float(), dim=-1),
+            labels,
+            valid,
+            pairs,
+            cu_seqlens=cu,
+            tile_elems=tile_elems,
+        )
 
     def fused(x):
         e = F.normalize(x.float(), dim=-1).to(x.dtype)  # (N, D) in the input dtype
@@ -129,12 +135,19 @@ def main(argv=None) -> list[dict]:
         supcon.BLOCK_M = supcon.BLOCK_N = 16
     meta = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "torch": torch.__version__, "triton": triton.__version__, "dim": args.dim,
-        "dtype": args.dtype, "tile_elems": args.tile_elems, "precision": args.precision,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "dim": args.dim,
+        "dtype": args.dtype,
+        "tile_elems": args.tile_elems,
+        "precision": args.precision,
         "f32_matmul": torch.get_float32_matmul_precision(),
-        "block_m": supcon.BLOCK_M, "block_n": supcon.BLOCK_N, "warps": supcon.NUM_WARPS,
-        "stages": supcon.NUM_STAGES, "date": time.strftime("%Y-%m-%d"),
-    }  # fmt: skip
+        "block_m": supcon.BLOCK_M,
+        "block_n": supcon.BLOCK_N,
+        "warps": supcon.NUM_WARPS,
+        "stages": supcon.NUM_STAGES,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     rows = []
     for n in args.sizes:
         for events in args.events:
@@ -144,8 +157,12 @@ def main(argv=None) -> list[dict]:
                 r = run_case(impl, emb, labels, cu, max_seqlen, args, reference)
                 if impl == "tiled":
                     reference = r
-                row = {"impl": impl, "n": n, "events": events,
-                       **{k: v for k, v in r.items() if k != "grad"}}  # fmt: skip
+                row = {
+                    "impl": impl,
+                    "n": n,
+                    "events": events,
+                    **{k: v for k, v in r.items() if k != "grad"},
+                }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     if args.json:

@@ -63,14 +63,22 @@ def run_backend(name: str, args) -> dict:
         for i in range(args.events)
     ]
     torch.manual_seed(0)
-    encoder = Encoder(3, d_model=args.d_model, n_heads=8, n_layers=args.layers,
-                      attention=build_attention(name, **kw))  # fmt: skip
+    encoder = Encoder(
+        3,
+        d_model=args.d_model,
+        n_heads=8,
+        n_layers=args.layers,
+        attention=build_attention(name, **kw),
+    )
     model = TrackFormer(encoder, ContrastiveHead(args.d_model, embed_dim=32))
     loss = CombinedLoss({"contrastive": SupConLoss(0.1, negatives=args.negatives)})
     module = TrackFormerModule(
-        model, loss, scheduler={"warmup_steps": 2, "total_steps": 1000},
-        validation={"enabled": False}, compile_encoder=args.compile,
-    )  # fmt: skip
+        model,
+        loss,
+        scheduler={"warmup_steps": 2, "total_steps": 1000},
+        validation={"enabled": False},
+        compile_encoder=args.compile,
+    )
     meter = ThroughputLog(skip_steps=args.warmup)
     gpu = torch.cuda.is_available()
     trainer = L.Trainer(
@@ -139,8 +147,11 @@ def main(argv=None) -> list[dict]:
 
 def _write(args, rows) -> None:
     with open(args.json, "w") as f:
-        json.dump({"device": device_name(), "torch": torch.__version__, "args": vars(args),
-                   "rows": rows}, f, indent=2)  # fmt: skip
+        json.dump(
+            {"device": device_name(), "torch": torch.__version__, "args": vars(args), "rows": rows},
+            f,
+            indent=2,
+        )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from trackformers.kernels.common import (
 @triton.jit(do_not_specialize=["NH", "N"])
 def bwd_preprocess_kernel(
     O, DO, STATS, DOS, DELTA, NH, H, N, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr
-):  # fmt: skip
+):
     """dO / l (stored in dO's dtype) and delta / l = rowsum(dO * O) / l, per (row, head)."""
     r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) flat (row, head) index
     rm = r < NH
@@ -46,10 +46,27 @@ def bwd_preprocess_kernel(
 
 @triton.jit
 def _dq_segment(
-    dq, q, do, lse, delta, K, V, start, end, lo1, hi1, lo2, hi2, stride_n, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr,
-):  # fmt: skip
+    dq,
+    q,
+    do,
+    lse,
+    delta,
+    K,
+    V,
+    start,
+    end,
+    lo1,
+    hi1,
+    lo2,
+    hi2,
+    stride_n,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    HAS_WRAP: tl.constexpr,
+    FAST_EXP: tl.constexpr,
+):
     offs_d = tl.arange(0, HEAD_DIM)
     offs_b = tl.arange(0, BLOCK_N)
     kv_ptr = (start + offs_b).to(tl.int64)[:, None] * stride_n + offs_d[None, :]
@@ -83,10 +100,25 @@ def _dq_segment(
 
 @triton.jit(do_not_specialize=["N"])
 def attention_bwd_dq_kernel(
-    Q, K, V, DO, DQ, LSE, DELTA, TILES, ROWS, N, H, sm_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr,
-):  # fmt: skip
+    Q,
+    K,
+    V,
+    DO,
+    DQ,
+    LSE,
+    DELTA,
+    TILES,
+    ROWS,
+    N,
+    H,
+    sm_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_WRAP: tl.constexpr,
+    FAST_EXP: tl.constexpr,
+):
+    """dQ of one (query tile, head) program over the key ranges of its rows."""
     t = tl.program_id(0)
     h = tl.program_id(1)
     q_start, q_end, a_lo, f_lo, f_hi, a_hi = tile_bounds(TILES, t)
@@ -114,27 +146,127 @@ def attention_bwd_dq_kernel(
     Kh = K + head
     Vh = V + head
     h_end, b_end = split_hull(a_lo, f_lo, f_hi, a_hi, BLOCK_N)
-    dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, a_lo, h_end, lo1, hi1, lo2, hi2, stride_n,
-                     qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP)  # fmt: skip
-    dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, h_end, b_end, lo1, hi1, lo2, hi2, stride_n,
-                     qk_scale, HEAD_DIM, BLOCK_N, False, HAS_WRAP, FAST_EXP)  # fmt: skip
-    dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, b_end, a_hi, lo1, hi1, lo2, hi2, stride_n,
-                     qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP)  # fmt: skip
+    dq = _dq_segment(
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        Kh,
+        Vh,
+        a_lo,
+        h_end,
+        lo1,
+        hi1,
+        lo2,
+        hi2,
+        stride_n,
+        qk_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        True,
+        HAS_WRAP,
+        FAST_EXP,
+    )
+    dq = _dq_segment(
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        Kh,
+        Vh,
+        h_end,
+        b_end,
+        lo1,
+        hi1,
+        lo2,
+        hi2,
+        stride_n,
+        qk_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        False,
+        HAS_WRAP,
+        FAST_EXP,
+    )
+    dq = _dq_segment(
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        Kh,
+        Vh,
+        b_end,
+        a_hi,
+        lo1,
+        hi1,
+        lo2,
+        hi2,
+        stride_n,
+        qk_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        True,
+        HAS_WRAP,
+        FAST_EXP,
+    )
     if HAS_WRAP:
         b_lo, b_hi = wrap_bounds(TILES, t)
-        dq = _dq_segment(dq, q, do, lse, delta, Kh, Vh, b_lo, b_hi, lo1, hi1, lo2, hi2,
-                         stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
-                         FAST_EXP)  # fmt: skip
+        dq = _dq_segment(
+            dq,
+            q,
+            do,
+            lse,
+            delta,
+            Kh,
+            Vh,
+            b_lo,
+            b_hi,
+            lo1,
+            hi1,
+            lo2,
+            hi2,
+            stride_n,
+            qk_scale,
+            HEAD_DIM,
+            BLOCK_N,
+            True,
+            HAS_WRAP,
+            FAST_EXP,
+        )
     dq = dq * sm_scale
     tl.store(DQ + head + row_off, dq.to(DQ.dtype.element_ty), mask=mvalid[:, None])
 
 
 @triton.jit
 def _dkdv_segment(
-    dk, dv, k, v, Q, DO, LSE, DELTA, DQA, start, end, lo1, hi1, lo2, hi2, stride_n, qk_scale,
-    sm_scale, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-):  # fmt: skip
+    dk,
+    dv,
+    k,
+    v,
+    Q,
+    DO,
+    LSE,
+    DELTA,
+    DQA,
+    start,
+    end,
+    lo1,
+    hi1,
+    lo2,
+    hi2,
+    stride_n,
+    qk_scale,
+    sm_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    HAS_WRAP: tl.constexpr,
+    FAST_EXP: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
+):
     offs_d = tl.arange(0, HEAD_DIM)
     offs_b = tl.arange(0, BLOCK_N)
     q_ptr = (start + offs_b).to(tl.int64)[:, None] * stride_n + offs_d[None, :]
@@ -181,10 +313,28 @@ def _dkdv_segment(
 
 @triton.jit(do_not_specialize=["N"])
 def attention_bwd_dkdv_kernel(
-    Q, K, V, DO, DK, DV, DQA, LSE, DELTA, TILES, ROWS, N, H, sm_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-):  # fmt: skip
+    Q,
+    K,
+    V,
+    DO,
+    DK,
+    DV,
+    DQA,
+    LSE,
+    DELTA,
+    TILES,
+    ROWS,
+    N,
+    H,
+    sm_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_WRAP: tl.constexpr,
+    FAST_EXP: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
+):
+    """dK and dV of one (key tile, head) program over the queries that attend it."""
     t = tl.program_id(0)
     h = tl.program_id(1)
     k_start, k_end, a_lo, f_lo, f_hi, a_hi = tile_bounds(TILES, t)
@@ -214,24 +364,112 @@ def attention_bwd_dkdv_kernel(
     DELTAh = DELTA + hN
     DQAh = DQA + head
     h_end, b_end = split_hull(a_lo, f_lo, f_hi, a_hi, BLOCK_N)
-    dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQAh,
-                           a_lo, h_end, lo1, hi1, lo2, hi2,
-                           stride_n, qk_scale, sm_scale,
-                           HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP, ATOMIC_DQ)  # fmt: skip
-    dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQAh,
-                           h_end, b_end, lo1, hi1, lo2, hi2,
-                           stride_n, qk_scale, sm_scale,
-                           HEAD_DIM, BLOCK_N, False, HAS_WRAP, FAST_EXP, ATOMIC_DQ)  # fmt: skip
-    dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQAh,
-                           b_end, a_hi, lo1, hi1, lo2, hi2,
-                           stride_n, qk_scale, sm_scale,
-                           HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP, ATOMIC_DQ)  # fmt: skip
+    dk, dv = _dkdv_segment(
+        dk,
+        dv,
+        k,
+        v,
+        Qh,
+        DOh,
+        LSEh,
+        DELTAh,
+        DQAh,
+        a_lo,
+        h_end,
+        lo1,
+        hi1,
+        lo2,
+        hi2,
+        stride_n,
+        qk_scale,
+        sm_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        True,
+        HAS_WRAP,
+        FAST_EXP,
+        ATOMIC_DQ,
+    )
+    dk, dv = _dkdv_segment(
+        dk,
+        dv,
+        k,
+        v,
+        Qh,
+        DOh,
+        LSEh,
+        DELTAh,
+        DQAh,
+        h_end,
+        b_end,
+        lo1,
+        hi1,
+        lo2,
+        hi2,
+        stride_n,
+        qk_scale,
+        sm_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        False,
+        HAS_WRAP,
+        FAST_EXP,
+        ATOMIC_DQ,
+    )
+    dk, dv = _dkdv_segment(
+        dk,
+        dv,
+        k,
+        v,
+        Qh,
+        DOh,
+        LSEh,
+        DELTAh,
+        DQAh,
+        b_end,
+        a_hi,
+        lo1,
+        hi1,
+        lo2,
+        hi2,
+        stride_n,
+        qk_scale,
+        sm_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        True,
+        HAS_WRAP,
+        FAST_EXP,
+        ATOMIC_DQ,
+    )
     if HAS_WRAP:
         b_lo, b_hi = wrap_bounds(TILES, t)
-        dk, dv = _dkdv_segment(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQAh,
-                               b_lo, b_hi, lo1, hi1, lo2, hi2, stride_n, qk_scale,
-                               sm_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP, FAST_EXP,
-                               ATOMIC_DQ)  # fmt: skip
+        dk, dv = _dkdv_segment(
+            dk,
+            dv,
+            k,
+            v,
+            Qh,
+            DOh,
+            LSEh,
+            DELTAh,
+            DQAh,
+            b_lo,
+            b_hi,
+            lo1,
+            hi1,
+            lo2,
+            hi2,
+            stride_n,
+            qk_scale,
+            sm_scale,
+            HEAD_DIM,
+            BLOCK_N,
+            True,
+            HAS_WRAP,
+            FAST_EXP,
+            ATOMIC_DQ,
+        )
     dk = dk * sm_scale
     tl.store(DK + head + row_off, dk.to(DK.dtype.element_ty), mask=mvalid[:, None])
     tl.store(DV + head + row_off, dv.to(DV.dtype.element_ty), mask=mvalid[:, None])
@@ -239,7 +477,13 @@ def attention_bwd_dkdv_kernel(
 
 def bwd_configs(block_m: int) -> list[triton.Config]:
     """Autotune space for both backward kernels (key: HEAD_DIM, HAS_WRAP and the dtypes):
-    key block, warps, stages, register cap (block_n = 64, 8 warps, atomics lost on the H200)."""
+    key block, warps, stages, register cap (block_n = 64, 8 warps, atomics lost on the H200).
+
+    Args:
+        block_m: rows per tile.
+    """
     space = [(32, 4, 3, None), (32, 4, 3, 128), (32, 4, 2, None)]
-    return [triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s, maxnreg=r)
-            for bn, w, s, r in space]  # fmt: skip
+    return [
+        triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s, maxnreg=r)
+        for bn, w, s, r in space
+    ]

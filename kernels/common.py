@@ -76,13 +76,21 @@ def exp2(x, DT: tl.constexpr, FAST_EXP: tl.constexpr):
     if FAST_EXP:
         if DT == tl.bfloat16:
             return tl.inline_asm_elementwise(
-                "ex2.approx.ftz.bf16x2 $0, $1;", "=r,r", [x.to(tl.bfloat16)],
-                dtype=tl.bfloat16, is_pure=True, pack=2,
-            )  # fmt: skip
+                "ex2.approx.ftz.bf16x2 $0, $1;",
+                "=r,r",
+                [x.to(tl.bfloat16)],
+                dtype=tl.bfloat16,
+                is_pure=True,
+                pack=2,
+            )
         else:
             return tl.inline_asm_elementwise(
-                "ex2.approx.f16x2 $0, $1;", "=r,r", [x.to(tl.float16)],
-                dtype=tl.float16, is_pure=True, pack=2,
-            )  # fmt: skip
+                "ex2.approx.f16x2 $0, $1;",
+                "=r,r",
+                [x.to(tl.float16)],
+                dtype=tl.float16,
+                is_pure=True,
+                pack=2,
+            )
     else:
         return tl.math.exp2(x).to(DT)

@@ -30,9 +30,18 @@ from trackformers.kernels.common import (
 
 @triton.jit
 def _fwd_update(
-    acc, m_i, l_i, qk, v, qk_scale, DT: tl.constexpr, BLOCK_N: tl.constexpr,
-    FAST_EXP: tl.constexpr, ROWSUM_MMA: tl.constexpr, PROBE: tl.constexpr,
-):  # fmt: skip
+    acc,
+    m_i,
+    l_i,
+    qk,
+    v,
+    qk_scale,
+    DT: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    FAST_EXP: tl.constexpr,
+    ROWSUM_MMA: tl.constexpr,
+    PROBE: tl.constexpr,
+):
     """Online-softmax update with the scores qk (BLOCK_M, BLOCK_N) of one key block."""
     if PROBE == 3:  # timing probe: no softmax at all (products and loads only)
         p = qk.to(DT)
@@ -56,11 +65,29 @@ def _fwd_update(
 
 @triton.jit
 def _fwd_segment(
-    acc, m_i, l_i, q, K, V, start, end, lo1, hi1, lo2, hi2, stride_n, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr, ROWSUM_MMA: tl.constexpr,
-    PIPE_QK: tl.constexpr, PROBE: tl.constexpr,
-):  # fmt: skip
+    acc,
+    m_i,
+    l_i,
+    q,
+    K,
+    V,
+    start,
+    end,
+    lo1,
+    hi1,
+    lo2,
+    hi2,
+    stride_n,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    HAS_WRAP: tl.constexpr,
+    FAST_EXP: tl.constexpr,
+    ROWSUM_MMA: tl.constexpr,
+    PIPE_QK: tl.constexpr,
+    PROBE: tl.constexpr,
+):
     """Keys [start, end) in blocks of BLOCK_N from start; MASKED applies the element mask
     (masked segments may end in a partial block; unmasked ones are whole blocks)."""
     offs_d = tl.arange(0, HEAD_DIM)
@@ -85,8 +112,9 @@ def _fwd_segment(
             v = tl.load(v_ptrs, mask=inb, other=0.0)  # (BLOCK_N, D)
             qk = tl.dot(q, tl.trans(k))  # (BLOCK_M, BLOCK_N)
             qk = tl.where(allowed(offs_n, lo1, w1, lo2, w2, HAS_WRAP), qk, float("-inf"))
-            acc, m_i, l_i = _fwd_update(acc, m_i, l_i, qk, v, qk_scale, DT, BLOCK_N, FAST_EXP,
-                                        ROWSUM_MMA, PROBE)  # fmt: skip
+            acc, m_i, l_i = _fwd_update(
+                acc, m_i, l_i, qk, v, qk_scale, DT, BLOCK_N, FAST_EXP, ROWSUM_MMA, PROBE
+            )
             k_ptrs += step
             v_ptrs += step
     elif PIPE_QK:  # the next block's QK product is issued before this block's softmax
@@ -97,8 +125,9 @@ def _fwd_segment(
             nxt = tl.minimum(i + 1, nb - 1)  # the last iteration recomputes its own block
             qk_next = tl.dot(q, tl.trans(tl.load(k_ptrs + nxt * step)))
             v = tl.load(v_ptrs)
-            acc, m_i, l_i = _fwd_update(acc, m_i, l_i, qk, v, qk_scale, DT, BLOCK_N, FAST_EXP,
-                                        ROWSUM_MMA, PROBE)  # fmt: skip
+            acc, m_i, l_i = _fwd_update(
+                acc, m_i, l_i, qk, v, qk_scale, DT, BLOCK_N, FAST_EXP, ROWSUM_MMA, PROBE
+            )
             qk = qk_next
             v_ptrs += step
     else:
@@ -106,8 +135,9 @@ def _fwd_segment(
             k = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
             qk = tl.dot(q, tl.trans(k))
-            acc, m_i, l_i = _fwd_update(acc, m_i, l_i, qk, v, qk_scale, DT, BLOCK_N, FAST_EXP,
-                                        ROWSUM_MMA, PROBE)  # fmt: skip
+            acc, m_i, l_i = _fwd_update(
+                acc, m_i, l_i, qk, v, qk_scale, DT, BLOCK_N, FAST_EXP, ROWSUM_MMA, PROBE
+            )
             k_ptrs += step
             v_ptrs += step
     return acc, m_i, l_i
@@ -115,11 +145,26 @@ def _fwd_segment(
 
 @triton.jit(do_not_specialize=["N"])
 def attention_fwd_kernel(
-    Q, K, V, O, LSE, TILES, ROWS, N, H, sm_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_WRAP: tl.constexpr, FAST_EXP: tl.constexpr, ROWSUM_MMA: tl.constexpr,
-    PIPE_QK: tl.constexpr = False, PROBE: tl.constexpr = 0,
-):  # fmt: skip
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    TILES,
+    ROWS,
+    N,
+    H,
+    sm_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_WRAP: tl.constexpr,
+    FAST_EXP: tl.constexpr,
+    ROWSUM_MMA: tl.constexpr,
+    PIPE_QK: tl.constexpr = False,
+    PROBE: tl.constexpr = 0,
+):
+    """Output O and log-sum-exp of one (query tile, head) program over its key ranges."""
     t = tl.program_id(0)
     h = tl.program_id(1)
     q_start, q_end, a_lo, f_lo, f_hi, a_hi = tile_bounds(TILES, t)
@@ -148,20 +193,104 @@ def attention_fwd_kernel(
     Kh = K + head
     Vh = V + head
     h_end, b_end = split_hull(a_lo, f_lo, f_hi, a_hi, BLOCK_N)
-    acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, a_lo, h_end, lo1, hi1, lo2, hi2,
-                                 stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
-                                 FAST_EXP, ROWSUM_MMA, False, PROBE)  # fmt: skip
-    acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, h_end, b_end, lo1, hi1, lo2, hi2,
-                                 stride_n, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_WRAP,
-                                 FAST_EXP, ROWSUM_MMA, PIPE_QK, PROBE)  # fmt: skip
-    acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, b_end, a_hi, lo1, hi1, lo2, hi2,
-                                 stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
-                                 FAST_EXP, ROWSUM_MMA, False, PROBE)  # fmt: skip
+    acc, m_i, l_i = _fwd_segment(
+        acc,
+        m_i,
+        l_i,
+        q,
+        Kh,
+        Vh,
+        a_lo,
+        h_end,
+        lo1,
+        hi1,
+        lo2,
+        hi2,
+        stride_n,
+        qk_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        True,
+        HAS_WRAP,
+        FAST_EXP,
+        ROWSUM_MMA,
+        False,
+        PROBE,
+    )
+    acc, m_i, l_i = _fwd_segment(
+        acc,
+        m_i,
+        l_i,
+        q,
+        Kh,
+        Vh,
+        h_end,
+        b_end,
+        lo1,
+        hi1,
+        lo2,
+        hi2,
+        stride_n,
+        qk_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        False,
+        HAS_WRAP,
+        FAST_EXP,
+        ROWSUM_MMA,
+        PIPE_QK,
+        PROBE,
+    )
+    acc, m_i, l_i = _fwd_segment(
+        acc,
+        m_i,
+        l_i,
+        q,
+        Kh,
+        Vh,
+        b_end,
+        a_hi,
+        lo1,
+        hi1,
+        lo2,
+        hi2,
+        stride_n,
+        qk_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        True,
+        HAS_WRAP,
+        FAST_EXP,
+        ROWSUM_MMA,
+        False,
+        PROBE,
+    )
     if HAS_WRAP:
         b_lo, b_hi = wrap_bounds(TILES, t)
-        acc, m_i, l_i = _fwd_segment(acc, m_i, l_i, q, Kh, Vh, b_lo, b_hi, lo1, hi1, lo2, hi2,
-                                     stride_n, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_WRAP,
-                                     FAST_EXP, ROWSUM_MMA, False, PROBE)  # fmt: skip
+        acc, m_i, l_i = _fwd_segment(
+            acc,
+            m_i,
+            l_i,
+            q,
+            Kh,
+            Vh,
+            b_lo,
+            b_hi,
+            lo1,
+            hi1,
+            lo2,
+            hi2,
+            stride_n,
+            qk_scale,
+            HEAD_DIM,
+            BLOCK_N,
+            True,
+            HAS_WRAP,
+            FAST_EXP,
+            ROWSUM_MMA,
+            False,
+            PROBE,
+        )
     if ROWSUM_MMA:
         l_i = tl.sum(l_i, 1) * 0.0625
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
@@ -175,8 +304,18 @@ def attention_fwd_kernel(
 def fwd_configs(block_m: int) -> list[triton.Config]:
     """Autotune space (key: HEAD_DIM, HAS_WRAP, FAST_EXP and the dtypes): key block, row sums
     on the tensor cores or not, warps, stages, register cap (the winners of the H200 sweep in
-    BENCHMARKS.md; 8 warps, block_n = 128 and 2 stages always lost)."""
-    space = [(64, True, 4, 3, 128), (64, False, 4, 3, 128), (32, True, 4, 3, None),
-             (64, True, 4, 3, None)]  # fmt: skip
-    return [triton.Config({"BLOCK_N": bn, "ROWSUM_MMA": rs}, num_warps=w, num_stages=s,
-                          maxnreg=r) for bn, rs, w, s, r in space]  # fmt: skip
+    BENCHMARKS.md; 8 warps, block_n = 128 and 2 stages always lost).
+
+    Args:
+        block_m: rows per tile.
+    """
+    space = [
+        (64, True, 4, 3, 128),
+        (64, False, 4, 3, 128),
+        (32, True, 4, 3, None),
+        (64, True, 4, 3, None),
+    ]
+    return [
+        triton.Config({"BLOCK_N": bn, "ROWSUM_MMA": rs}, num_warps=w, num_stages=s, maxnreg=r)
+        for bn, rs, w, s, r in space
+    ]

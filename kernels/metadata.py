@@ -161,8 +161,9 @@ def _tile_meta_kernel(
     r = q_start + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows of this tile (one event)
     rmask = r < q_end
     if COMPUTE_ROWS:
-        lo1, hi1, lo2, hi2 = _ranges(r, rmask, ev_start, ev_end, GID, PTR, ROW_STEPS, ADJ,
-                                     WINDOW, KIND)  # fmt: skip
+        lo1, hi1, lo2, hi2 = _ranges(
+            r, rmask, ev_start, ev_end, GID, PTR, ROW_STEPS, ADJ, WINDOW, KIND
+        )
         tl.store(ROWS + r, lo1, mask=rmask)
         tl.store(ROWS + N + r, hi1, mask=rmask)
         tl.store(ROWS + 2 * N + r, lo2, mask=rmask)
@@ -260,6 +261,16 @@ def build_row_intervals(
 
     ``group_ptr`` (cluster, optional): group g is sorted rows [group_ptr[g], group_ptr[g+1])
     with g = group_id (as ``cluster_plan`` builds them); without it, binary searches.
+
+    Args:
+        kind: ``cluster``, ``window`` or ``full``.
+        cu_seqlens: (B+1,) event boundaries.
+        max_seqlen: longest event.
+        group_id: (N,) group of each sorted row (cluster).
+        adjacency: groups on each side (cluster).
+        window: +-window rows (window).
+        num_rows: N (None: from cu_seqlens, a sync).
+        group_ptr: (G+1,) group boundaries (cluster).
     """
     _check_kind(kind, window)
     cu = cu_seqlens.to(torch.int32).contiguous()
@@ -271,14 +282,30 @@ def build_row_intervals(
     gid = _group_ids(kind, group_id, n, cu)
     code, ptr = _kind_and_ptr(kind, group_ptr, cu)
     _row_meta_kernel[(triton.cdiv(n, _ROW_BLOCK),)](
-        cu, gid, ptr, rows, n, num_events, _steps(num_events), _steps(max_seqlen),
-        int(adjacency), int(window or 0), KIND=code, BLOCK=_ROW_BLOCK,
-    )  # fmt: skip
+        cu,
+        gid,
+        ptr,
+        rows,
+        n,
+        num_events,
+        _steps(num_events),
+        _steps(max_seqlen),
+        int(adjacency),
+        int(window or 0),
+        KIND=code,
+        BLOCK=_ROW_BLOCK,
+    )
     return rows
 
 
 def build_tiles(cu_seqlens: Tensor, rows: Tensor, block_m: int) -> Tensor:
-    """(T, 8) int32 tile metadata from existing per-row ranges: one launch, O(N + T·B)."""
+    """(T, 8) int32 tile metadata from existing per-row ranges: one launch, O(N + T·B).
+
+    Args:
+        cu_seqlens: (B+1,) event boundaries.
+        rows: (4, N) per-row ranges.
+        block_m: rows per tile.
+    """
     cu = cu_seqlens.to(torch.int32).contiguous()
     n = rows.shape[1]
     num_events = cu.numel() - 1
@@ -288,9 +315,20 @@ def build_tiles(cu_seqlens: Tensor, rows: Tensor, block_m: int) -> Tensor:
     if n == 0:
         return tiles.zero_()
     _tile_meta_kernel[(tiles.shape[0],)](
-        cu, cu, cu, rows, tiles, n, num_events, 1, 0, 0, KIND=0, COMPUTE_ROWS=False,
+        cu,
+        cu,
+        cu,
+        rows,
+        tiles,
+        n,
+        num_events,
+        1,
+        0,
+        0,
+        KIND=0,
+        COMPUTE_ROWS=False,
         BLOCK_M=block_m,
-    )  # fmt: skip
+    )
     return tiles
 
 
@@ -300,6 +338,12 @@ def build_block_meta(plan, num_rows: int, block_m: int, rows: Tensor | None = No
     Without ``rows``, ONE launch computes the per-row ranges and the tiles together; with
     ``rows`` (from a build for another block_m) only the tiles are built. num_rows is given
     by the caller (q.shape[0]) so that no device sync is needed.
+
+    Args:
+        plan: the attention plan.
+        num_rows: N.
+        block_m: rows per tile.
+        rows: (4, N) per-row ranges of an earlier build (None: computed here).
     """
     n = int(num_rows)
     if rows is not None:
@@ -316,7 +360,18 @@ def build_block_meta(plan, num_rows: int, block_m: int, rows: Tensor | None = No
     gid = _group_ids(plan.kind, plan.group_id, n, cu)
     code, ptr = _kind_and_ptr(plan.kind, plan.group_ptr, cu)
     _tile_meta_kernel[(tiles.shape[0],)](
-        cu, gid, ptr, rows, tiles, n, num_events, _steps(plan.max_seqlen), int(plan.adjacency),
-        int(plan.window or 0), KIND=code, COMPUTE_ROWS=True, BLOCK_M=block_m,
-    )  # fmt: skip
+        cu,
+        gid,
+        ptr,
+        rows,
+        tiles,
+        n,
+        num_events,
+        _steps(plan.max_seqlen),
+        int(plan.adjacency),
+        int(plan.window or 0),
+        KIND=code,
+        COMPUTE_ROWS=True,
+        BLOCK_M=block_m,
+    )
     return BlockMeta(rows, tiles, block_m, n)

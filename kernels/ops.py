@@ -71,6 +71,7 @@ DQ_CONFIGS = {
 
 
 def interpreting() -> bool:
+    """True under ``TRITON_INTERPRET=1`` (kernels run on the CPU interpreter)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -113,6 +114,7 @@ class FusedMeta:
 
     @property
     def bwd(self) -> BlockMeta:
+        """Tile metadata of the backward kernels (the forward's when their block sizes agree)."""
         if self._bwd is None:
             if self._bwd_block_m == self.fwd.block_m:
                 self._bwd = self.fwd
@@ -124,7 +126,13 @@ class FusedMeta:
 
 
 def build_meta(plan, num_rows: int, head_dim: int) -> FusedMeta:
-    """Metadata of one plan for one head_dim: one launch (+ one in the first backward)."""
+    """Metadata of one plan for one head_dim: one launch (+ one in the first backward).
+
+    Args:
+        plan: the attention plan.
+        num_rows: N.
+        head_dim: D (selects the tile sizes).
+    """
     if head_dim not in FWD_CONFIGS:
         raise ValueError(f"fused attention supports head_dim {HEAD_DIMS}, got {head_dim}")
     return FusedMeta(plan, num_rows, head_dim)
@@ -164,6 +172,16 @@ def attention_forward(
     """o (N, H, D) in q's dtype and stats (2, H, N) float32: row max m (log2 units) and l.
 
     ``out`` = (o, lse) preallocated (tests poison them to prove every element is written).
+
+    Args:
+        q: (N, H, D) queries, sorted order.
+        k: (N, H, D) keys.
+        v: (N, H, D) values.
+        meta: tile metadata of the forward.
+        sm_scale: softmax scale.
+        tune: autotune the launch.
+        out: preallocated (o, stats).
+        has_wrap: the plan has wrap-around ranges (window).
     """
     n, h, d = q.shape
     if out is None:
@@ -176,8 +194,14 @@ def attention_forward(
     grid = (meta.tiles.shape[0], h)
     cfg = FWD_CONFIGS[d]
     args = (q, k, v, o, lse, meta.tiles, meta.rows, n, h, sm_scale)
-    flags = dict(HEAD_DIM=d, BLOCK_M=meta.block_m, HAS_WRAP=has_wrap, FAST_EXP=_fast_exp(q),
-                 PIPE_QK=PIPE_QK, PROBE=PROBE)  # fmt: skip
+    flags = dict(
+        HEAD_DIM=d,
+        BLOCK_M=meta.block_m,
+        HAS_WRAP=has_wrap,
+        FAST_EXP=_fast_exp(q),
+        PIPE_QK=PIPE_QK,
+        PROBE=PROBE,
+    )
     if tune and not interpreting():
         kern = _tuned("fwd", attention_fwd_kernel, meta.block_m, fwd_configs)
         LAST_KERNEL["fwd"] = kern[grid](*args, **flags)
@@ -189,11 +213,33 @@ def attention_forward(
 
 
 def attention_backward(
-    do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, meta: BlockMeta,
-    sm_scale: float, tune: bool = True, out: tuple[Tensor, Tensor, Tensor] | None = None,
+    do: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    lse: Tensor,
+    meta: BlockMeta,
+    sm_scale: float,
+    tune: bool = True,
+    out: tuple[Tensor, Tensor, Tensor] | None = None,
     has_wrap: bool = True,
-) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-    """dq, dk, dv (N, H, D) in q's dtype (``out``: preallocated, as for attention_forward)."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """dq, dk, dv (N, H, D) in q's dtype (``out``: preallocated, as for attention_forward).
+
+    Args:
+        do: (N, H, D) output gradient.
+        q: (N, H, D) queries.
+        k: (N, H, D) keys.
+        v: (N, H, D) values.
+        o: (N, H, D) forward output.
+        lse: (2, H, N) forward stats.
+        meta: tile metadata of the backward.
+        sm_scale: softmax scale.
+        tune: autotune the launches.
+        out: preallocated (dq, dk, dv).
+        has_wrap: the plan has wrap-around ranges (window).
+    """
     n, h, d = q.shape
     do = do.contiguous()
     if out is None:
@@ -263,7 +309,17 @@ def fused_attention(
     meta: FusedMeta | None = None,
     tune: bool = True,
 ) -> Tensor:
-    """Block-sparse attention of (N, H, D) q, k, v in the plan's sorted order -> (N, H, D)."""
+    """Block-sparse attention of (N, H, D) q, k, v in the plan's sorted order -> (N, H, D).
+
+    Args:
+        q: (N, H, D) queries.
+        k: (N, H, D) keys.
+        v: (N, H, D) values.
+        plan: the attention plan.
+        sm_scale: softmax scale (None: 1 / sqrt(D)).
+        meta: prebuilt metadata of the plan (None: built here).
+        tune: autotune the launches.
+    """
     _check(q, k, v)
     n, _, d = q.shape
     if sm_scale is None:

@@ -76,8 +76,18 @@ def _load_rows(E, offs, ok, D: tl.constexpr, DP: tl.constexpr, MASKED: tl.conste
 
 
 @triton.jit
-def _load_keys(offs_m, offs_n, ke, E, LAB, VAL, D: tl.constexpr, DP: tl.constexpr,
-               MASKED: tl.constexpr, HAS_INVALID: tl.constexpr):  # fmt: skip
+def _load_keys(
+    offs_m,
+    offs_n,
+    ke,
+    E,
+    LAB,
+    VAL,
+    D: tl.constexpr,
+    DP: tl.constexpr,
+    MASKED: tl.constexpr,
+    HAS_INVALID: tl.constexpr,
+):
     """Keys offs_n: rows (BN, DP), labels (BN,), in-event mask (BN,) and candidate mask
     (BM, BN) or (1, BN): valid keys, inside the event and j != i (the last two if MASKED)."""
     inb = offs_n < ke
@@ -99,10 +109,26 @@ def _load_keys(offs_m, offs_n, ke, E, LAB, VAL, D: tl.constexpr, DP: tl.constexp
 
 @triton.jit
 def _fwd_block(
-    m_i, l_i, ps, npos, q, lab_i, offs_m, j0, ke, E, LAB, VAL, scale2,
-    D: tl.constexpr, DP: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-    HAS_INVALID: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
+    m_i,
+    l_i,
+    ps,
+    npos,
+    q,
+    lab_i,
+    offs_m,
+    j0,
+    ke,
+    E,
+    LAB,
+    VAL,
+    scale2,
+    D: tl.constexpr,
+    DP: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    HAS_INVALID: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """Online log-sum-exp and positive sums of the rows with the keys [j0, j0 + BLOCK_N)."""
     offs_n = j0 + tl.arange(0, BLOCK_N)
     k, lab_j, inb, cand = _load_keys(offs_m, offs_n, ke, E, LAB, VAL, D, DP, MASKED, HAS_INVALID)
@@ -123,10 +149,20 @@ def _fwd_block(
 
 @triton.jit(do_not_specialize=["N"])
 def supcon_fwd_kernel(
-    E, LAB, VAL, CU, STATS, N, scale2,
-    D: tl.constexpr, DP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_INVALID: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
+    E,
+    LAB,
+    VAL,
+    CU,
+    STATS,
+    N,
+    scale2,
+    D: tl.constexpr,
+    DP: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_INVALID: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """One program per (row tile, event); STATS (3, N) float32 = lse, possum, npos."""
     ks = tl.load(CU + tl.program_id(1))
     ke = tl.load(CU + tl.program_id(1) + 1)
@@ -143,29 +179,102 @@ def supcon_fwd_kernel(
         d_end = tl.minimum(rs + BLOCK_M, ke)  # blocks [rs, d_end) hold the diagonal
         f_end = d_end + ((ke - d_end) // BLOCK_N) * BLOCK_N  # whole blocks after the tile
         for j0 in range(ks, rs, BLOCK_N):
-            m_i, l_i, ps, npos = _fwd_block(m_i, l_i, ps, npos, q, lab_i, offs_m, j0, ke, E, LAB,
-                                            VAL, scale2, D, DP, BLOCK_N, False, HAS_INVALID,
-                                            PRECISION)  # fmt: skip
+            m_i, l_i, ps, npos = _fwd_block(
+                m_i,
+                l_i,
+                ps,
+                npos,
+                q,
+                lab_i,
+                offs_m,
+                j0,
+                ke,
+                E,
+                LAB,
+                VAL,
+                scale2,
+                D,
+                DP,
+                BLOCK_N,
+                False,
+                HAS_INVALID,
+                PRECISION,
+            )
         for j0 in range(rs, d_end, BLOCK_N):
-            m_i, l_i, ps, npos = _fwd_block(m_i, l_i, ps, npos, q, lab_i, offs_m, j0, ke, E, LAB,
-                                            VAL, scale2, D, DP, BLOCK_N, True, HAS_INVALID,
-                                            PRECISION)  # fmt: skip
+            m_i, l_i, ps, npos = _fwd_block(
+                m_i,
+                l_i,
+                ps,
+                npos,
+                q,
+                lab_i,
+                offs_m,
+                j0,
+                ke,
+                E,
+                LAB,
+                VAL,
+                scale2,
+                D,
+                DP,
+                BLOCK_N,
+                True,
+                HAS_INVALID,
+                PRECISION,
+            )
         for j0 in range(d_end, f_end, BLOCK_N):
-            m_i, l_i, ps, npos = _fwd_block(m_i, l_i, ps, npos, q, lab_i, offs_m, j0, ke, E, LAB,
-                                            VAL, scale2, D, DP, BLOCK_N, False, HAS_INVALID,
-                                            PRECISION)  # fmt: skip
+            m_i, l_i, ps, npos = _fwd_block(
+                m_i,
+                l_i,
+                ps,
+                npos,
+                q,
+                lab_i,
+                offs_m,
+                j0,
+                ke,
+                E,
+                LAB,
+                VAL,
+                scale2,
+                D,
+                DP,
+                BLOCK_N,
+                False,
+                HAS_INVALID,
+                PRECISION,
+            )
         for j0 in range(f_end, ke, BLOCK_N):  # the event's last partial block
-            m_i, l_i, ps, npos = _fwd_block(m_i, l_i, ps, npos, q, lab_i, offs_m, j0, ke, E, LAB,
-                                            VAL, scale2, D, DP, BLOCK_N, True, HAS_INVALID,
-                                            PRECISION)  # fmt: skip
+            m_i, l_i, ps, npos = _fwd_block(
+                m_i,
+                l_i,
+                ps,
+                npos,
+                q,
+                lab_i,
+                offs_m,
+                j0,
+                ke,
+                E,
+                LAB,
+                VAL,
+                scale2,
+                D,
+                DP,
+                BLOCK_N,
+                True,
+                HAS_INVALID,
+                PRECISION,
+            )
         has = l_i > 0.0
         keep = lab_i != 0
         if HAS_INVALID:
             ok_i = tl.load(VAL + offs_m, mask=mrow, other=0) != 0
             has = has & ok_i
             keep = keep & ok_i
-        lse = tl.where(has, (m_i + tl.math.log2(tl.where(has, l_i, 1.0))) / 1.4426950408889634,
-                       float("-inf"))  # fmt: skip
+        lse = tl.where(
+            has, (m_i + tl.math.log2(tl.where(has, l_i, 1.0))) / 1.4426950408889634, float("-inf")
+        )
         tl.store(STATS + offs_m, lse, mask=mrow)
         tl.store(STATS + N + offs_m, tl.where(keep, ps, 0.0), mask=mrow)
         tl.store(STATS + 2 * N + offs_m, tl.where(keep, npos, 0.0), mask=mrow)
@@ -173,10 +282,29 @@ def supcon_fwd_kernel(
 
 @triton.jit
 def _bwd_block(
-    acc, q, lab_i, l2_i, a_i, b_i, ok_i, offs_m, j0, ke, E, LAB, VAL, ROW, N, scale2,
-    D: tl.constexpr, DP: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-    HAS_INVALID: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
+    acc,
+    q,
+    lab_i,
+    l2_i,
+    a_i,
+    b_i,
+    ok_i,
+    offs_m,
+    j0,
+    ke,
+    E,
+    LAB,
+    VAL,
+    ROW,
+    N,
+    scale2,
+    D: tl.constexpr,
+    DP: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    HAS_INVALID: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """acc += G[rows, keys] @ E[keys] for the keys [j0, j0 + BLOCK_N) (module docstring)."""
     offs_n = j0 + tl.arange(0, BLOCK_N)
     k, lab_j, inb, cand = _load_keys(offs_m, offs_n, ke, E, LAB, VAL, D, DP, MASKED, HAS_INVALID)
@@ -202,10 +330,21 @@ def _bwd_block(
 
 @triton.jit(do_not_specialize=["N"])
 def supcon_bwd_kernel(
-    E, LAB, VAL, CU, ROW, DE, N, scale2,
-    D: tl.constexpr, DP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_INVALID: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
+    E,
+    LAB,
+    VAL,
+    CU,
+    ROW,
+    DE,
+    N,
+    scale2,
+    D: tl.constexpr,
+    DP: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_INVALID: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """One program per (row tile, event); ROW (3, N) float32 = lse (log2 units, +inf without
     candidates), a, b; DE (N, D) float32 = dL/de of the program's rows."""
     ks = tl.load(CU + tl.program_id(1))
@@ -227,21 +366,105 @@ def supcon_bwd_kernel(
         d_end = tl.minimum(rs + BLOCK_M, ke)
         f_end = d_end + ((ke - d_end) // BLOCK_N) * BLOCK_N
         for j0 in range(ks, rs, BLOCK_N):
-            acc = _bwd_block(acc, q, lab_i, l2_i, a_i, b_i, ok_i, offs_m, j0, ke, E, LAB, VAL,
-                             ROW, N, scale2, D, DP, BLOCK_N, False, HAS_INVALID,
-                             PRECISION)  # fmt: skip
+            acc = _bwd_block(
+                acc,
+                q,
+                lab_i,
+                l2_i,
+                a_i,
+                b_i,
+                ok_i,
+                offs_m,
+                j0,
+                ke,
+                E,
+                LAB,
+                VAL,
+                ROW,
+                N,
+                scale2,
+                D,
+                DP,
+                BLOCK_N,
+                False,
+                HAS_INVALID,
+                PRECISION,
+            )
         for j0 in range(rs, d_end, BLOCK_N):
-            acc = _bwd_block(acc, q, lab_i, l2_i, a_i, b_i, ok_i, offs_m, j0, ke, E, LAB, VAL,
-                             ROW, N, scale2, D, DP, BLOCK_N, True, HAS_INVALID,
-                             PRECISION)  # fmt: skip
+            acc = _bwd_block(
+                acc,
+                q,
+                lab_i,
+                l2_i,
+                a_i,
+                b_i,
+                ok_i,
+                offs_m,
+                j0,
+                ke,
+                E,
+                LAB,
+                VAL,
+                ROW,
+                N,
+                scale2,
+                D,
+                DP,
+                BLOCK_N,
+                True,
+                HAS_INVALID,
+                PRECISION,
+            )
         for j0 in range(d_end, f_end, BLOCK_N):
-            acc = _bwd_block(acc, q, lab_i, l2_i, a_i, b_i, ok_i, offs_m, j0, ke, E, LAB, VAL,
-                             ROW, N, scale2, D, DP, BLOCK_N, False, HAS_INVALID,
-                             PRECISION)  # fmt: skip
+            acc = _bwd_block(
+                acc,
+                q,
+                lab_i,
+                l2_i,
+                a_i,
+                b_i,
+                ok_i,
+                offs_m,
+                j0,
+                ke,
+                E,
+                LAB,
+                VAL,
+                ROW,
+                N,
+                scale2,
+                D,
+                DP,
+                BLOCK_N,
+                False,
+                HAS_INVALID,
+                PRECISION,
+            )
         for j0 in range(f_end, ke, BLOCK_N):
-            acc = _bwd_block(acc, q, lab_i, l2_i, a_i, b_i, ok_i, offs_m, j0, ke, E, LAB, VAL,
-                             ROW, N, scale2, D, DP, BLOCK_N, True, HAS_INVALID,
-                             PRECISION)  # fmt: skip
+            acc = _bwd_block(
+                acc,
+                q,
+                lab_i,
+                l2_i,
+                a_i,
+                b_i,
+                ok_i,
+                offs_m,
+                j0,
+                ke,
+                E,
+                LAB,
+                VAL,
+                ROW,
+                N,
+                scale2,
+                D,
+                DP,
+                BLOCK_N,
+                True,
+                HAS_INVALID,
+                PRECISION,
+            )
         offs_d = tl.arange(0, DP)
         ptr = DE + offs_m.to(tl.int64)[:, None] * D + offs_d[None, :]
         tl.store(ptr, acc, mask=mrow[:, None] & (offs_d < D)[None, :])
@@ -264,6 +487,9 @@ def dense_labels(labels: Tensor) -> Tensor:
     Particle ids are 64-bit; int32 halves the kernels' per-pair label compare and the registers
     of the broadcast key labels (the int64 forward spilled at 64 x 64 tiles on sm_90). One sort,
     no device sync.
+
+    Args:
+        labels: (N,) integer labels (particle ids).
     """
     ordered, order = torch.sort(labels)  # (N,)
     new = torch.ones_like(ordered, dtype=torch.int32)
@@ -275,8 +501,9 @@ def dense_labels(labels: Tensor) -> Tensor:
 
 def _check(emb: Tensor, labels: Tensor, valid: Tensor | None, cu_seqlens: Tensor) -> None:
     if emb.ndim != 2 or not 1 <= emb.shape[1] <= MAX_DIM:
-        raise ValueError(f"supcon kernel: emb must be (N, D) with 1 <= D <= {MAX_DIM}, got "
-                         f"{tuple(emb.shape)}")  # fmt: skip
+        raise ValueError(
+            f"supcon kernel: emb must be (N, D) with 1 <= D <= {MAX_DIM}, got {tuple(emb.shape)}"
+        )
     if emb.dtype not in DTYPES:
         raise ValueError(f"supcon kernel: emb dtype must be one of {DTYPES}, got {emb.dtype}")
     n = emb.shape[0]
@@ -303,9 +530,16 @@ def _launch_args(emb, labels, valid, cu_seqlens, max_seqlen, temperature, precis
         raise ValueError(f"supcon kernel: BLOCK_M={BLOCK_M} must be a multiple of BLOCK_N")
     grid = (max(1, triton.cdiv(int(max_seqlen), BLOCK_M)), events)
     val = labels if valid is None else valid  # a placeholder pointer when all are valid
-    flags = dict(D=d, DP=max(16, triton.next_power_of_2(d)), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-                 HAS_INVALID=valid is not None, PRECISION=_precision(emb.dtype, precision),
-                 num_warps=NUM_WARPS, num_stages=NUM_STAGES)  # fmt: skip
+    flags = dict(
+        D=d,
+        DP=max(16, triton.next_power_of_2(d)),
+        BLOCK_M=BLOCK_M,
+        BLOCK_N=BLOCK_N,
+        HAS_INVALID=valid is not None,
+        PRECISION=_precision(emb.dtype, precision),
+        num_warps=NUM_WARPS,
+        num_stages=NUM_STAGES,
+    )
     return grid, val, n, LOG2E / float(temperature), flags
 
 
@@ -338,8 +572,9 @@ def supcon_forward(
     stats = stats if out is None else out
     if emb.shape[0] == 0:
         return stats
-    grid, val, n, scale2, flags = _launch_args(emb, labels, valid, cu_seqlens, max_seqlen,
-                                               temperature, precision)  # fmt: skip
+    grid, val, n, scale2, flags = _launch_args(
+        emb, labels, valid, cu_seqlens, max_seqlen, temperature, precision
+    )
     supcon_fwd_kernel[grid](emb, labels, val, cu_seqlens, stats, n, scale2, **flags)
     return stats
 
@@ -374,8 +609,9 @@ def supcon_backward(
         return grad
     lse2 = torch.where(lse > float("-inf"), lse * LOG2E, float("inf"))  # (N,) p = 0 when empty
     row = torch.stack([lse2, a.float(), b.float()]).contiguous()  # (3, N)
-    grid, val, n, scale2, flags = _launch_args(emb, labels, valid, cu_seqlens, max_seqlen,
-                                               temperature, precision)  # fmt: skip
+    grid, val, n, scale2, flags = _launch_args(
+        emb, labels, valid, cu_seqlens, max_seqlen, temperature, precision
+    )
     supcon_bwd_kernel[grid](emb, labels, val, cu_seqlens, row, grad, n, scale2, **flags)
     return grad
 
@@ -385,8 +621,7 @@ class SupConRowStats(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, emb, labels, valid, cu_seqlens, max_seqlen, temperature, precision):
-        stats = supcon_forward(emb, labels, valid, cu_seqlens, max_seqlen, temperature,
-                               precision)  # fmt: skip
+        stats = supcon_forward(emb, labels, valid, cu_seqlens, max_seqlen, temperature, precision)
         ctx.save_for_backward(emb, labels, valid, cu_seqlens, stats)
         ctx.args = (max_seqlen, temperature, precision)
         lse, possum, npos = stats.unbind(0)  # (N,) each
@@ -403,8 +638,9 @@ class SupConRowStats(torch.autograd.Function):
         d_possum = zero if d_possum is None else d_possum
         a = torch.where(lse > float("-inf"), d_lse / temperature, 0.0)  # (N,)
         b = torch.where(npos > 0, d_possum, 0.0)  # (N,) possum of rows without positives is 0
-        grad = supcon_backward(emb, labels, valid, cu_seqlens, max_seqlen, temperature, lse, a,
-                               b, precision)  # fmt: skip
+        grad = supcon_backward(
+            emb, labels, valid, cu_seqlens, max_seqlen, temperature, lse, a, b, precision
+        )
         return grad.to(emb.dtype), None, None, None, None, None, None
 
 
@@ -441,9 +677,14 @@ def supcon_loss(
         max_seqlen = int(cu.diff().max()) if cu.numel() > 1 else 0
     val = None if valid is None else valid.to(device=emb.device, dtype=torch.int8).contiguous()
     lse, possum, npos = SupConRowStats.apply(
-        emb.contiguous(), dense_labels(labels.to(emb.device)), val, cu,
-        int(max_seqlen), float(temperature), precision,
-    )  # fmt: skip
+        emb.contiguous(),
+        dense_labels(labels.to(emb.device)),
+        val,
+        cu,
+        int(max_seqlen),
+        float(temperature),
+        precision,
+    )
     anchor = npos > 0  # (N,)
     li = torch.where(anchor, lse - possum / (temperature * npos.clamp(min=1.0)), 0.0)  # (N,)
     return li.sum() / anchor.sum().clamp(min=1).to(li.dtype)

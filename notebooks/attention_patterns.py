@@ -55,14 +55,30 @@ for gs in (16, 32, 64, 128, 256):
         cov = viz.same_track_coverage(plan, pid)
         att = attended_pairs(plan) / full_pairs
         full = np.nanmean(cov == 1)
-        rows.append({"plan": "cluster", "size": gs, "adjacency": adj, "attended": att,
-                     "coverage": np.nanmean(cov), "fully_covered": full})  # fmt: skip
+        rows.append(
+            {
+                "plan": "cluster",
+                "size": gs,
+                "adjacency": adj,
+                "attended": att,
+                "coverage": np.nanmean(cov),
+                "fully_covered": full,
+            }
+        )
 for w in (16, 32, 64, 128, 256):
     plan = window_plan(batch, w)
     cov = viz.same_track_coverage(plan, pid)
     att = attended_pairs(plan) / full_pairs
-    rows.append({"plan": "window", "size": w, "adjacency": 0, "attended": att,
-                 "coverage": np.nanmean(cov), "fully_covered": np.nanmean(cov == 1)})  # fmt: skip
+    rows.append(
+        {
+            "plan": "window",
+            "size": w,
+            "adjacency": 0,
+            "attended": att,
+            "coverage": np.nanmean(cov),
+            "fully_covered": np.nanmean(cov == 1),
+        }
+    )
 study = pd.DataFrame(rows)
 display(study)
 

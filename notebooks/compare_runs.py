@@ -48,8 +48,15 @@ for d in EVAL_DIRS:
     }
 
 # %%
-keys = ["trackml_score", "dm_efficiency", "perfect_efficiency", "lhc_efficiency", "fake_rate",
-        "duplicate_rate", "n_events"]  # fmt: skip
+keys = [
+    "trackml_score",
+    "dm_efficiency",
+    "perfect_efficiency",
+    "lhc_efficiency",
+    "fake_rate",
+    "duplicate_rate",
+    "n_events",
+]
 table = pd.DataFrame({n: {k: r["metrics"][k] for k in keys} for n, r in runs.items()}).T
 table["cluster"] = [r["metrics"]["cluster"]["method"] for r in runs.values()]
 display(table)

@@ -41,13 +41,29 @@ DATA = os.environ.get("TRACKFORMERS_DATA", str(ROOT / "data/sample/ttbar_pu10_pi
 if CKPT:
     from trackformers.evaluate import run
 
-    run({"ckpt": CKPT, "data": DATA, "output_dir": str(EVAL_DIR), "wandb": {"enabled": False},
-         "cluster": {"method": "auto"}})  # fmt: skip
+    run(
+        {
+            "ckpt": CKPT,
+            "data": DATA,
+            "output_dir": str(EVAL_DIR),
+            "wandb": {"enabled": False},
+            "cluster": {"method": "auto"},
+        }
+    )
 metrics = json.loads((EVAL_DIR / "metrics.json").read_text())
 particles = pd.read_csv(EVAL_DIR / "particles.csv")
 tracks = pd.read_csv(EVAL_DIR / "tracks.csv")
-keys = ["trackml_score", "dm_efficiency", "perfect_efficiency", "lhc_efficiency", "fake_rate",
-        "duplicate_rate", "n_events", "n_reconstructable", "n_candidates"]  # fmt: skip
+keys = [
+    "trackml_score",
+    "dm_efficiency",
+    "perfect_efficiency",
+    "lhc_efficiency",
+    "fake_rate",
+    "duplicate_rate",
+    "n_events",
+    "n_reconstructable",
+    "n_candidates",
+]
 pd.Series({k: metrics[k] for k in keys}, name=metrics["ckpt"]).to_frame()
 
 # %% [markdown]

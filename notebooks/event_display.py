@@ -51,8 +51,15 @@ if CKPT:
     from trackformers.inference.stream import infer
 
     loaded = load_model(CKPT, "cpu", "dense")
-    evs, labels, used, _ = infer(loaded.model, [event], loaded.features, loaded.device, 10**6,
-                                 {"method": "auto"}, loaded.config)  # fmt: skip
+    evs, labels, used, _ = infer(
+        loaded.model,
+        [event],
+        loaded.features,
+        loaded.device,
+        10**6,
+        {"method": "auto"},
+        loaded.config,
+    )
     event, track_id, source = evs[0], labels[0], f"model {Path(CKPT).name}, {used['method']}"
 else:
     pid = event["hit_particle_id"].astype(np.int64)
@@ -60,8 +67,15 @@ else:
     row = np.clip(row, 0, len(event["part_particle_id"]) - 1)
     px, py, pz = (event[k].astype(np.float64)[row] for k in ("part_px", "part_py", "part_pz"))
     pt = np.hypot(px, py)
-    params = np.stack([np.arcsinh(pz / pt), np.sin(np.arctan2(py, px)), np.cos(np.arctan2(py, px)),
-                       event["part_q"][row] / pt], 1)  # fmt: skip
+    params = np.stack(
+        [
+            np.arcsinh(pz / pt),
+            np.sin(np.arctan2(py, px)),
+            np.cos(np.arctan2(py, px)),
+            event["part_q"][row] / pt,
+        ],
+        1,
+    )
     params += np.random.default_rng(0).normal(0, SIGMA, params.shape)
     params[pid == 0] = np.random.default_rng(1).uniform(-3, 3, ((pid == 0).sum(), 4))  # noise hits
     cu = torch.tensor([0, len(pid)], dtype=torch.int32)

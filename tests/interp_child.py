@@ -35,8 +35,9 @@ class Checks:
 def run_child(path: str, timeout: float = 300) -> dict:
     """The report printed (last stdout line, JSON) by ``python path`` under the interpreter."""
     env = {**os.environ, "TRITON_INTERPRET": "1", "WANDB_MODE": "disabled"}
-    res = subprocess.run([sys.executable, path], env=env, capture_output=True, text=True,
-                         timeout=timeout)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, path], env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 

@@ -42,14 +42,16 @@ def batch():
 def test_torch_path_forward_and_gradients(batch, name, kw):
     backend = build(name, impl="torch", **kw)
     plan = backend.plan(batch)
-    q, k, v = (torch.randn(batch.num_hits, 2, 8, dtype=torch.float64, requires_grad=True)
-               for _ in range(3))  # fmt: skip
+    q, k, v = (
+        torch.randn(batch.num_hits, 2, 8, dtype=torch.float64, requires_grad=True) for _ in range(3)
+    )
     out = backend(q, k, v, plan)
     ref = reference(q, k, v, input_mask(plan))
     torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-10)
     g = torch.randn_like(ref)
-    for a, b in zip(torch.autograd.grad(out, (q, k, v), g),
-                    torch.autograd.grad(ref, (q, k, v), g), strict=True):  # fmt: skip
+    for a, b in zip(
+        torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g), strict=True
+    ):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
 
 
@@ -119,24 +121,32 @@ def test_bad_arguments():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name,kw", [
-    ("flex", dict(group_size=64, sector_size=1024)),
-    ("flex", dict(mask="full")),
-    ("windowed", dict(window=100)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("flex", dict(group_size=64, sector_size=1024)),
+        ("flex", dict(mask="full")),
+        ("windowed", dict(window=100)),
+    ],
+)
 def test_compiled_flex_on_gpu(name, kw):
     batch = synthetic_batch([3000, 700, 5000], seed=3, device="cuda")
     backend = build(name, **kw)
     plan = backend.plan(batch)
     n = batch.num_hits
-    q, k, v = (torch.randn(n, 4, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-               for _ in range(3))  # fmt: skip
+    q, k, v = (
+        torch.randn(n, 4, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        for _ in range(3)
+    )
     out = backend(q, k, v, plan)
     ref = reference(q, k, v, input_mask(plan))
     assert (out.double() - ref).norm() / ref.norm() < 1e-2
     g = torch.randn_like(ref)
-    for a, b in zip(torch.autograd.grad(out.double(), (q, k, v), g),
-                    torch.autograd.grad(ref, (q, k, v), g), strict=True):  # fmt: skip
+    for a, b in zip(
+        torch.autograd.grad(out.double(), (q, k, v), g),
+        torch.autograd.grad(ref, (q, k, v), g),
+        strict=True,
+    ):
         assert (a.double() - b).norm() / b.norm() < 2e-2
 
 
@@ -174,10 +184,12 @@ def test_blockmask_query_side_equals_torch_transposition(batch, name, kw):
     lay = build_layout(backend.plan(batch), backend.block_size)
     ours = lay.block_mask()
     ref = BlockMask.from_kv_blocks(
-        lay.kv_num_blocks[None, None], lay.kv_indices[None, None],
-        lay.full_kv_num_blocks[None, None], lay.full_kv_indices[None, None],
+        lay.kv_num_blocks[None, None],
+        lay.kv_indices[None, None],
+        lay.full_kv_num_blocks[None, None],
+        lay.full_kv_indices[None, None],
         BLOCK_SIZE=lay.block,
-    )  # fmt: skip
+    )
     for field in ("q_num_blocks", "full_q_num_blocks"):
         assert torch.equal(getattr(ours, field), getattr(ref, field))
     for num, field in (("q_num_blocks", "q_indices"), ("full_q_num_blocks", "full_q_indices")):
@@ -191,10 +203,13 @@ def test_blockmask_query_side_equals_torch_transposition(batch, name, kw):
 
 @pytest.mark.parametrize(
     "name,kw",
-    [("dense", {}), ("dense", dict(pad_efficiency=2.0)),
-     ("flex", dict(impl="torch", block_size=16, group_size=8)),
-     ("windowed", dict(impl="torch", block_size=16, window=5))],
-)  # fmt: skip
+    [
+        ("dense", {}),
+        ("dense", dict(pad_efficiency=2.0)),
+        ("flex", dict(impl="torch", block_size=16, group_size=8)),
+        ("windowed", dict(impl="torch", block_size=16, window=5)),
+    ],
+)
 def test_empty_event_in_the_batch(name, kw):
     from trackformers.data.batch import PackedBatch
 

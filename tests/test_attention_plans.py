@@ -142,9 +142,18 @@ def test_compiled_plans_equal_eager_on_gpu(monkeypatch):
         out = []
         for plan in (cluster_plan(batch, 64, 1000), window_plan(batch, 50), full_plan(batch)):
             lay = build_layout(plan, 128)
-            out += [plan.perm, plan.inv_perm, plan.group_id, plan.group_ptr, lay.lo, lay.hi,
-                    lay.kv_num_blocks, lay.kv_indices, lay.full_kv_num_blocks,
-                    lay.full_kv_indices]  # fmt: skip
+            out += [
+                plan.perm,
+                plan.inv_perm,
+                plan.group_id,
+                plan.group_ptr,
+                lay.lo,
+                lay.hi,
+                lay.kv_num_blocks,
+                lay.kv_indices,
+                lay.full_kv_num_blocks,
+                lay.full_kv_indices,
+            ]
         return out
 
     monkeypatch.setattr(compiled, "DEVICES", ())

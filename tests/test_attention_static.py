@@ -23,7 +23,7 @@ from trackformers.attention.plans import (
 )
 from trackformers.attention.synthetic import synthetic_batch
 
-# ---- frozen old implementation ---------------------------------------------------------
+# ---- reference implementation (plain torch, host syncs allowed) ---------------------------------
 
 
 def old_event_index(cu, n):
@@ -225,12 +225,14 @@ def test_padded_program_equals_unpadded(sizes, seed, pad, extra_events):
 
 @pytest.mark.parametrize(
     "name,kw",
-    [("flex", dict(group_size=16, sector_size=100, block_size=32)),
-     ("flex", dict(group_size=8, sector_size=1000, adjacency=2, block_size=16)),
-     ("flex", dict(mask="full", block_size=32)),
-     ("windowed", dict(window=20, block_size=32)),
-     ("windowed", dict(window=200, block_size=16))],
-)  # fmt: skip
+    [
+        ("flex", dict(group_size=16, sector_size=100, block_size=32)),
+        ("flex", dict(group_size=8, sector_size=1000, adjacency=2, block_size=16)),
+        ("flex", dict(mask="full", block_size=32)),
+        ("windowed", dict(window=20, block_size=32)),
+        ("windowed", dict(window=200, block_size=16)),
+    ],
+)
 @pytest.mark.parametrize("sizes,seed", BATCHES[:4])
 def test_backend_layout_equals_old_layout(name, kw, sizes, seed):
     """The layout built inside the static program == old _layout_tensors on old ranges."""
@@ -266,11 +268,16 @@ def test_first_true_is_stable_argsort():
 
 
 def test_packed_outputs_are_aligned_views_cut_to_n():
-    t = {"perm": torch.arange(10), "group_id": torch.arange(7, dtype=torch.int32),
-         "lo0": torch.arange(9, dtype=torch.int32), "c": torch.arange(12).view(3, 4),
-         "blocks": torch.arange(33, dtype=torch.int32).view(1, 1, 3, 11),
-         "w16": torch.arange(16, dtype=torch.int32), "after": torch.arange(5),
-         "flags": torch.arange(6) % 2 == 0}  # fmt: skip
+    t = {
+        "perm": torch.arange(10),
+        "group_id": torch.arange(7, dtype=torch.int32),
+        "lo0": torch.arange(9, dtype=torch.int32),
+        "c": torch.arange(12).view(3, 4),
+        "blocks": torch.arange(33, dtype=torch.int32).view(1, 1, 3, 11),
+        "w16": torch.arange(16, dtype=torch.int32),
+        "after": torch.arange(5),
+        "flags": torch.arange(6) % 2 == 0,
+    }
     layout, buffers = compiled._pack(t)
     out = compiled._unpack(layout, buffers, 3, ("perm", "group_id"))
     assert out.keys() == t.keys()
@@ -314,13 +321,14 @@ def test_graph_buffers_reused_without_stale_data_or_aliasing(graph_emulation):
 @pytest.mark.parametrize("host_known", [True, False])
 @pytest.mark.parametrize(
     "cu,max_seqlen,match",
-    [([0, 10, 15], 10, "run from 0 to total_hits=20"),
-     ([0, 12, 8, 20], 20, "non-decreasing"),
-     ([0, 5, 20], 10, "max_seqlen=10 < longest event"),
-     ([3, 10, 20], 10, "run from 0")],
-)  # fmt: skip
-def test_bad_cu_seqlens_rejected(request, monkeypatch, emulate, host_known, cu, max_seqlen,
-                                 match):  # fmt: skip
+    [
+        ([0, 10, 15], 10, "run from 0 to total_hits=20"),
+        ([0, 12, 8, 20], 20, "non-decreasing"),
+        ([0, 5, 20], 10, "max_seqlen=10 < longest event"),
+        ([3, 10, 20], 10, "run from 0"),
+    ],
+)
+def test_bad_cu_seqlens_rejected(request, monkeypatch, emulate, host_known, cu, max_seqlen, match):
     """Rejected from the host copy before the program (host_known) or, for device
     cu_seqlens of unknown values, from the values the program saw (the one sync)."""
     if emulate:
@@ -330,9 +338,11 @@ def test_bad_cu_seqlens_rejected(request, monkeypatch, emulate, host_known, cu, 
     bad = synthetic_batch([10, 10])
     bad.cu_seqlens = torch.tensor(cu, dtype=torch.int32)
     bad.max_seqlen = max_seqlen
-    for make in (lambda: cluster_plan(bad, 4, 8),
-                 lambda: window_plan(bad, 2),
-                 lambda: build("flex", impl="torch", block_size=16).plan(bad)):  # fmt: skip
+    for make in (
+        lambda: cluster_plan(bad, 4, 8),
+        lambda: window_plan(bad, 2),
+        lambda: build("flex", impl="torch", block_size=16).plan(bad),
+    ):
         with pytest.raises(ValueError, match=match):
             make()
 
@@ -420,8 +430,12 @@ def test_cuda_graph_plans_equal_cpu_plans(monkeypatch, name, kw, variant):
     monkeypatch.setattr(compiled, "_GRAPHS", type(compiled._GRAPHS)())
     backend = build(name, **kw)
     block = backend.block_size
-    for sizes, seed in (([3000, 0, 17, 1, 5000], 9), ([2990, 5000, 0, 0, 1], 10), ([1], 11),
-                        ([0, 700], 12)):  # fmt: skip
+    for sizes, seed in (
+        ([3000, 0, 17, 1, 5000], 9),
+        ([2990, 5000, 0, 0, 1], 10),
+        ([1], 11),
+        ([0, 700], 12),
+    ):
         cpu = synthetic_batch(sizes, seed=seed)
         gpu = cpu.to("cuda")
         want = _plan_fields(build(name, impl="torch", **kw).plan(cpu), block)
@@ -538,16 +552,25 @@ def test_contiguous_layout_equals_difference_arrays(seed, block):
     batch = synthetic_batch(sizes.tolist(), seed=seed)
     n = batch.num_hits
     coords, stage = plans._stage(batch, plans.bucket_length(n, block))  # zero pad rows
-    for kind, kw in (("full", {}),
-                     *[("cluster", dict(max_sec=batch.max_seqlen // 40 + 2, group_size=gs,
-                                        sector_size=40, adjacency=adj))
-                       for gs, adj in ((5, 0), (7, 1), (16, 2), (3, 3))]):  # fmt: skip
+    for kind, kw in (
+        ("full", {}),
+        *[
+            (
+                "cluster",
+                dict(
+                    max_sec=batch.max_seqlen // 40 + 2, group_size=gs, sector_size=40, adjacency=adj
+                ),
+            )
+            for gs, adj in ((5, 0), (7, 1), (16, 2), (3, 3))
+        ],
+    ):
         t = plan_tensors(kind, coords, stage, **kw)
         ranges = [(t["lo0"], t["hi0"])]
         fast = blocksparse.layout_tensors(ranges, block, contiguous=True)
         slow = blocksparse.layout_tensors(ranges, block)
-        _equal_blocks([fast[k] for k in blocksparse.BLOCK_KEYS],
-                      [slow[k] for k in blocksparse.BLOCK_KEYS])  # fmt: skip
+        _equal_blocks(
+            [fast[k] for k in blocksparse.BLOCK_KEYS], [slow[k] for k in blocksparse.BLOCK_KEYS]
+        )
 
 
 def test_contiguous_layout_would_be_wrong_for_wrapping_windows():
@@ -597,8 +620,9 @@ def test_host_cu_seqlens_recorded_and_dropped_on_change():
         assert batch_mod._recorded(frozen) is None
 
 
-@pytest.mark.parametrize("num_segments,bits", [(4, 12), (8, 12), (9, 12), (128, 24), (129, 24),
-                                               (1 << 20, 24)])  # fmt: skip
+@pytest.mark.parametrize(
+    "num_segments,bits", [(4, 12), (8, 12), (9, 12), (128, 24), (129, 24), (1 << 20, 24)]
+)
 def test_sort_keys_of_every_width_give_the_lexicographic_order(num_segments, bits):
     """int16, int32 and int64 keys (chosen by segment count and value bits) all sort by
     (segment, quantised value), ties in input order; NaN sorts as the lowest value."""

@@ -47,8 +47,9 @@ def test_rotated_event_has_rotated_features_and_the_same_truth_grouping():
     for f in ("z", "r", "eta", "volume_id", "layer_id"):  # invariant under rotation
         np.testing.assert_allclose(rot.x[:, col[f]], ref.x[:, col[f]], atol=1e-5)
     assert np.array_equal(rot.particle_id, ref.particle_id)  # the same hits make the tracks
-    t = {k: (ref.targets["params"][:, j], rot.targets["params"][:, j])
-         for j, k in enumerate(TARGETS)}  # fmt: skip
+    t = {
+        k: (ref.targets["params"][:, j], rot.targets["params"][:, j]) for j, k in enumerate(TARGETS)
+    }
     ok = ref.targets["valid"]
     for k in ("eta", "q_over_pt", "pt", "z0", "d0"):  # helix shape: invariant
         np.testing.assert_allclose(t[k][1][ok], t[k][0][ok], rtol=1e-4, atol=1e-4)
@@ -67,8 +68,9 @@ def test_reflected_event_mirrors_z_truth_and_endcap_ids():
     np.testing.assert_array_equal(
         refl.coords[:, 2], np.where(hf, -ref.coords[:, 2], ref.coords[:, 2])
     )
-    np.testing.assert_allclose(refl.x[:, col["eta"]], np.where(hf, -1, 1) * ref.x[:, col["eta"]],
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        refl.x[:, col["eta"]], np.where(hf, -1, 1) * ref.x[:, col["eta"]], atol=1e-6
+    )
     vol, new_vol = ref_chunk.hits["hit_volume_id"], out.hits["hit_volume_id"]
     assert ((vol == 7) & hf).any() and ((vol == 9) & hf).any()
     assert (new_vol[(vol == 7) & hf] == 9).all() and (new_vol[(vol == 9) & hf] == 7).all()
@@ -107,8 +109,9 @@ def test_augmentation_is_deterministic_per_seed_epoch_and_event():
     assert augment_chunk(chunk, AugmentConfig(), 3, 0) is chunk
 
 
-@pytest.mark.parametrize("bad,match", [({"rotate": True}, "unknown key"),
-                                       ({"rotate_phi": "yes"}, "true or false")])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad,match", [({"rotate": True}, "unknown key"), ({"rotate_phi": "yes"}, "true or false")]
+)
 def test_augment_config_errors(bad, match):
     with pytest.raises(ValueError, match=match):
         AugmentConfig.from_dict(bad)
@@ -150,8 +153,9 @@ def test_rotated_event_gives_the_same_tracks_from_a_rotation_invariant_model():
     cfg = FeatureConfig(features=("r", "z", "eta"))
     torch.manual_seed(0)
     model = TrackFormer(Encoder(3, 16, 2, 1, attention=build("dense")), ContrastiveHead(16, 4))
-    pred = Predictor(model, {"method": "dbscan", "params": {"eps": 0.3, "min_samples": 2}},
-                     cuda_graphs=False)  # fmt: skip
+    pred = Predictor(
+        model, {"method": "dbscan", "params": {"eps": 0.3, "min_samples": 2}}, cuda_graphs=False
+    )
     a = pred.predict_batch(featurize(chunk, cfg).pack())
     b = pred.predict_batch(featurize(rotated, cfg).pack())
     assert (a >= 0).any() and torch.equal(a, b)

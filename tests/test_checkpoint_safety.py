@@ -67,21 +67,25 @@ def test_a_pickled_object_is_refused_and_never_runs(tmp_path):
     torch.save({"state_dict": {}, "trackformers": {"config": CFG}, "x": Payload(marker)}, evil)
     assert not marker.exists()
     for load in (load_checkpoint_file, load_checkpoint):
-        with pytest.raises(CheckpointError, match=rf"checkpoint {evil} holds a pickled object "
-                           "that is not on the allow-list"):  # fmt: skip
+        with pytest.raises(
+            CheckpointError,
+            match=rf"checkpoint {evil} holds a pickled object "
+            "that is not on the allow-list",
+        ):
             load(evil)
     with pytest.raises(CheckpointError, match="evil.ckpt"):
         check_resume_path(str(evil), tmp_path)
     assert not marker.exists()
-    torch.load(evil, weights_only=False)  # what the old loading did: the code runs
+    torch.load(evil, weights_only=False)  # what an unsafe load does: the code runs
     assert marker.exists()
 
 
 def test_omegaconf_hyper_parameters_are_allowed(tmp_path):
     path = tmp_path / "omega.ckpt"
     cfg = OmegaConf.create({"model": {"_target_": "x", "n": [1, 2]}, "lr": 1e-3})
-    torch.save({"state_dict": {"model.w": torch.zeros(1)}, "hyper_parameters": {"config": cfg}},
-               path)  # fmt: skip
+    torch.save(
+        {"state_dict": {"model.w": torch.zeros(1)}, "hyper_parameters": {"config": cfg}}, path
+    )
     run_cfg, state = load_checkpoint(path)
     assert run_cfg == {"model": {"_target_": "x", "n": [1, 2]}, "lr": 1e-3}
     assert list(state) == ["model.w"]
@@ -119,7 +123,13 @@ def test_train_refuses_a_bad_ckpt_path_before_any_work(tmp_path):
     bad = tmp_path / "broken.ckpt"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     with initialize_config_dir(config_dir=str(repo / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"ckpt_path={bad}", f"data.path={tmp_path / 'none'}",
-                                          f"paths.output_dir={tmp_path / 'run'}"])  # fmt: skip
+        cfg = compose(
+            "train",
+            overrides=[
+                f"ckpt_path={bad}",
+                f"data.path={tmp_path / 'none'}",
+                f"paths.output_dir={tmp_path / 'run'}",
+            ],
+        )
     with pytest.raises(CheckpointError, match=rf"checkpoint {bad} \(\d+ bytes\) cannot be read"):
         train(cfg)

@@ -94,9 +94,17 @@ def _child() -> dict:
         out = {}
         for ms in MIN_SAMPLES:
             ref = dbscan_cpu(x, cu, eps=0.3, min_samples=ms).tolist() + [-1] * PAD
-            out[ms] = _compare(lambda k, ms=ms: rd.start_grid(
-                torch.from_numpy(xp), torch.from_numpy(cup), 0.3, ms, valid=valid,
-                list_capacity=k), ref)  # fmt: skip
+            out[ms] = _compare(
+                lambda k, ms=ms: rd.start_grid(
+                    torch.from_numpy(xp),
+                    torch.from_numpy(cup),
+                    0.3,
+                    ms,
+                    valid=valid,
+                    list_capacity=k,
+                ),
+                ref,
+            )
         return out
 
     def plan():  # cluster plan and phi window (tiled kernel), float32, with a padding event
@@ -109,8 +117,12 @@ def _child() -> dict:
             allowed = _allowed(pl, coords, cup, n)
             for ms in MIN_SAMPLES:
                 ref = reference(x, allowed, 0.15, ms).tolist() + [-1] * PAD
-                out[f"{kind}{ms}"] = _compare(lambda k, ms=ms, pl=pl: rd.start_plan(
-                    xt, pl, 0.15, ms, valid=valid, list_capacity=k), ref)  # fmt: skip
+                out[f"{kind}{ms}"] = _compare(
+                    lambda k, ms=ms, pl=pl: rd.start_plan(
+                        xt, pl, 0.15, ms, valid=valid, list_capacity=k
+                    ),
+                    ref,
+                )
         return out
 
     def ties():  # lattice points (duplicates too), eps = the step: pairs exactly at eps
@@ -125,8 +137,9 @@ def _child() -> dict:
         allowed = _allowed(pl, coords, cu, len(x))
         xt = torch.from_numpy(x)
         ref = dbscan_cpu(x, cu, eps=1.0, min_samples=3).tolist()
-        grid = _compare(lambda k: rd.start_grid(xt, torch.from_numpy(cu), 1.0, 3,
-                                                list_capacity=k), ref)  # fmt: skip
+        grid = _compare(
+            lambda k: rd.start_grid(xt, torch.from_numpy(cu), 1.0, 3, list_capacity=k), ref
+        )
         ref = reference(x, allowed, 1.0, 3).tolist()
         window = _compare(lambda k: rd.start_plan(xt, pl, 1.0, 3, list_capacity=k), ref)
         return {"pairs_at_eps": at_eps, "grid": grid, "window": window}
@@ -179,8 +192,9 @@ def _child() -> dict:
             lab_before = st.lab.clone()
             lab = rd.complete(st, early).tolist()
             kept = bool(torch.equal(st.lab, lab_before))
-            res.append([bool(st.pending), int(early.max()) + 1, lab == ref, kept,
-                        int(st.nlist.over.sum())])  # fmt: skip
+            res.append(
+                [bool(st.pending), int(early.max()) + 1, lab == ref, kept, int(st.nlist.over.sum())]
+            )
         return res
 
     def no_sync_ops():  # no aten op that reads a device value on the host (CPU proxy)

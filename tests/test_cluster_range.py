@@ -54,8 +54,12 @@ def padded_step_vs_eager(model, batch, cfg) -> list:
     pred.plan_in_graph = True
     st, lab, out = pred._step(g)
     lab = rd.complete(st, lab)
-    return [lab[:n].tolist() == ref.tolist(), bool((lab[n:] == -1).all()), int(ref.max()) + 1,
-            sorted(out)]  # fmt: skip
+    return [
+        lab[:n].tolist() == ref.tolist(),
+        bool((lab[n:] == -1).all()),
+        int(ref.max()) + 1,
+        sorted(out),
+    ]
 
 
 def _child() -> dict:
@@ -71,8 +75,12 @@ def _child() -> dict:
 
     def grid_equals_sklearn():
         out = []
-        cases = [(2, 0.3, 4, 6, torch.float64), (3, 0.4, 3, 0, torch.float32),
-                 (8, 1.0, 5, 1, torch.float64), (5, 0.8, 2, 6, torch.float32)]  # fmt: skip
+        cases = [
+            (2, 0.3, 4, 6, torch.float64),
+            (3, 0.4, 3, 0, torch.float32),
+            (8, 1.0, 5, 1, torch.float64),
+            (5, 0.8, 2, 6, torch.float32),
+        ]
         for d, eps, ms, rounds, dtype in cases:
             x, cu = blobs(rng, [60, 0, 50, 1, 40], d, spread=0.25)
             ref = dbscan_cpu(x, cu, eps=eps, min_samples=ms)
@@ -142,8 +150,15 @@ def _child() -> dict:
         cfg = {"method": "dbscan", "input": "params", "params": {"eps": eps, "min_samples": 3}}
         return padded_step_vs_eager(model, batch, cfg)[:3]
 
-    for fn in (grid_equals_sklearn, border_point, plan_equals_torch, padding_is_inert,
-               pending_is_finished, nonfinite_raises, predictor_padded_step):  # fmt: skip
+    for fn in (
+        grid_equals_sklearn,
+        border_point,
+        plan_equals_torch,
+        padding_is_inert,
+        pending_is_finished,
+        nonfinite_raises,
+        predictor_padded_step,
+    ):
         check(fn.__name__, fn)
     return check.report
 

@@ -47,8 +47,12 @@ def wrap_events(sizes=SIZES, seed=0, d=6):
         pid_all.append(pid + base)
         base += n_part
     cu = np.r_[0, np.cumsum(sizes)].astype(np.int32)
-    return (np.concatenate(coords).astype(np.float32), np.concatenate(emb), cu,
-            np.concatenate(pid_all))  # fmt: skip
+    return (
+        np.concatenate(coords).astype(np.float32),
+        np.concatenate(emb),
+        cu,
+        np.concatenate(pid_all),
+    )
 
 
 def window_mask(coords: np.ndarray, cu: np.ndarray, w: int) -> np.ndarray:
@@ -79,8 +83,14 @@ def _cluster(coords, x, cu, params, impl, plan=None):
     from trackformers.cluster import cluster_hits
 
     p = {"eps": EPS, "min_samples": MS, "impl": impl, **params}
-    return cluster_hits("dbscan_plan", torch.from_numpy(x), torch.from_numpy(cu), plan=plan,
-                        coords=torch.from_numpy(coords), **p).numpy()  # fmt: skip
+    return cluster_hits(
+        "dbscan_plan",
+        torch.from_numpy(x),
+        torch.from_numpy(cu),
+        plan=plan,
+        coords=torch.from_numpy(coords),
+        **p,
+    ).numpy()
 
 
 def _cluster_plan(coords, cu):
@@ -108,8 +118,11 @@ def cases(impl: str, only: tuple[str, ...] | None = None) -> dict:
         if want(f"window{w}"):
             got = _cluster(coords, x, cu, {"neighbourhood": "window", "window": w}, impl)
             ref = reference(x, window_mask(coords, cu, w))
-            out[f"window{w}"] = [got.tolist() == ref.tolist(), int(ref.max()) + 1,
-                                 int((ref < 0).sum())]  # fmt: skip
+            out[f"window{w}"] = [
+                got.tolist() == ref.tolist(),
+                int(ref.max()) + 1,
+                int((ref < 0).sum()),
+            ]
     if want("model_cluster") or want("own_cluster"):
         plan = _cluster_plan(coords, cu)
         perm = plan.perm.numpy()
@@ -118,12 +131,13 @@ def cases(impl: str, only: tuple[str, ...] | None = None) -> dict:
         ref = reference(x, allowed)
         own = {"neighbourhood": "cluster", "group_size": 16, "sector_size": 64, "adjacency": 1}
         # the model's plan, and the same Part-2 plan built by the clustering from the coords
-        for name, p, pl in (("model_cluster", {"neighbourhood": "model"}, plan),
-                            ("own_cluster", own, None)):  # fmt: skip
+        for name, p, pl in (
+            ("model_cluster", {"neighbourhood": "model"}, plan),
+            ("own_cluster", own, None),
+        ):
             if want(name):
                 got = _cluster(coords, x, cu, p, impl, plan=pl)
-                out[name] = [got.tolist() == ref.tolist(), int(ref.max()) + 1,
-                             int((ref < 0).sum())]  # fmt: skip
+                out[name] = [got.tolist() == ref.tolist(), int(ref.max()) + 1, int((ref < 0).sum())]
     if want("whole_event"):
         got = _cluster(coords, x, cu, {"neighbourhood": "window", "window": 1000}, impl)
         ref, off = [], 0
@@ -133,8 +147,11 @@ def cases(impl: str, only: tuple[str, ...] | None = None) -> dict:
                 ref.append(np.where(lab >= 0, lab + off, -1))
                 off += int(lab.max()) + 1
         ref = np.concatenate(ref)
-        out["whole_event"] = [got.tolist() == ref.tolist(), int(ref.max()) + 1,
-                              int((ref < 0).sum())]  # fmt: skip
+        out["whole_event"] = [
+            got.tolist() == ref.tolist(),
+            int(ref.max()) + 1,
+            int((ref < 0).sum()),
+        ]
     return out
 
 
@@ -171,9 +188,11 @@ def _child() -> dict:
         model, batch, eps = padded_step_model()
         res = []
         for w in (8, 200):
-            cfg = {"method": "dbscan_plan", "input": "params",
-                   "params": {"eps": eps, "min_samples": 3, "neighbourhood": "window",
-                              "window": w}}  # fmt: skip
+            cfg = {
+                "method": "dbscan_plan",
+                "input": "params",
+                "params": {"eps": eps, "min_samples": 3, "neighbourhood": "window", "window": w},
+            }
             res.append(padded_step_vs_eager(model, batch, cfg))
         return res
 
@@ -230,11 +249,18 @@ def test_window_clustering_stays_in_events_and_needs_coords():
     lab = _cluster(coords, x, cu, {"neighbourhood": "window", "window": 100}, "torch")
     assert set(lab[:40][lab[:40] >= 0]).isdisjoint(lab[40:][lab[40:] >= 0])
     with pytest.raises(ValueError, match="needs hit coords"):
-        cluster_hits("dbscan_plan", torch.from_numpy(x), torch.from_numpy(cu), eps=0.1,
-                     neighbourhood="window", window=8)  # fmt: skip
+        cluster_hits(
+            "dbscan_plan",
+            torch.from_numpy(x),
+            torch.from_numpy(cu),
+            eps=0.1,
+            neighbourhood="window",
+            window=8,
+        )
     with pytest.raises(ValueError, match="neighbourhood must be one of"):
-        cluster_hits("dbscan_plan", torch.from_numpy(x), torch.from_numpy(cu), eps=0.1,
-                     neighbourhood="phi")  # fmt: skip
+        cluster_hits(
+            "dbscan_plan", torch.from_numpy(x), torch.from_numpy(cu), eps=0.1, neighbourhood="phi"
+        )
 
 
 if __name__ == "__main__":

@@ -63,9 +63,11 @@ def test_train_checks_before_data_and_model_setup(tmp_path):
     from trackformers.train import build, train
 
     cfg = compose_train(
-        f"data.path={tmp_path / 'missing'}", "model.encoder.n_heads=0", "logger=csv",
+        f"data.path={tmp_path / 'missing'}",
+        "model.encoder.n_heads=0",
+        "logger=csv",
         f"paths.output_dir={tmp_path / 'run'}",
-    )  # fmt: skip
+    )
     for entry in (train, build):
         with pytest.raises(ConfigError, match="model.encoder.n_heads = 0"):
             entry(cfg)

@@ -16,8 +16,19 @@ from trackformers.train import build
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-GROUPS = ("data", "model", "attention", "loss", "optim", "trainer", "logger", "callbacks",
-          "paths", "hydra", "experiment")  # fmt: skip
+GROUPS = (
+    "data",
+    "model",
+    "attention",
+    "loss",
+    "optim",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+    "hydra",
+    "experiment",
+)
 
 
 def compose_run(overrides, tmp_path):
@@ -107,10 +118,16 @@ def test_wandb_logger_is_offline_under_run_dir_and_csv_alongside(tmp_path):
 
 def test_slurm_launcher_config_composes_and_instantiates(tmp_path):
     cfg = compose_run(
-        ["experiment=demo", "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4",
-         "trainer.num_nodes=2", "hydra.sweep.dir=" + str(tmp_path)],
+        [
+            "experiment=demo",
+            "hydra/launcher=slurm",
+            "trainer=ddp",
+            "trainer.devices=4",
+            "trainer.num_nodes=2",
+            "hydra.sweep.dir=" + str(tmp_path),
+        ],
         tmp_path,
-    )  # fmt: skip
+    )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
@@ -135,20 +152,34 @@ def test_loss_groups_build_their_terms(tmp_path):
 
 @pytest.mark.parametrize(
     "model,loss",
-    [("contrastive", "contrastive"), ("contrastive", "contrastive_hinge"), ("contrastive", "hinge"),
-     ("enc_reg", "regression"), ("enc_cla", "classification"), ("joint", "joint")],
-)  # fmt: skip
+    [
+        ("contrastive", "contrastive"),
+        ("contrastive", "contrastive_hinge"),
+        ("contrastive", "hinge"),
+        ("enc_reg", "regression"),
+        ("enc_cla", "classification"),
+        ("joint", "joint"),
+    ],
+)
 def test_model_and_loss_groups_fit_together_on_real_batches(model, loss, tmp_path):
     from trackformers.data.synthetic import helix_events
     from trackformers.sim.writer import write_events
 
     write_events(tmp_path / "e.root", helix_events(12, seed=2, n_particles=6), {"test": True})
     cfg = compose_run(
-        ["experiment=demo_tiny", f"model={model}", f"loss={loss}", f"data.path={tmp_path}",
-         "data.class_bins.n_bins=2", "data.num_classes=8", "data.val_fraction=0.0",
-         "data.test_fraction=0.0", "logger=csv"],
+        [
+            "experiment=demo_tiny",
+            f"model={model}",
+            f"loss={loss}",
+            f"data.path={tmp_path}",
+            "data.class_bins.n_bins=2",
+            "data.num_classes=8",
+            "data.val_fraction=0.0",
+            "data.test_fraction=0.0",
+            "logger=csv",
+        ],
         tmp_path,
-    )  # fmt: skip
+    )
     datamodule, module, _ = build(cfg)
     datamodule.setup("fit")
     batch = next(iter(datamodule.datasets["train"]))

@@ -52,4 +52,4 @@ def test_resume_on_data_of_other_settings_is_refused(datasets):
     ):
         new.load_state_dict(state)
     new.load_state_dict(new.state_dict())  # same settings: fine
-    new.load_state_dict({})  # a checkpoint from before this check: nothing to compare
+    new.load_state_dict({})  # a checkpoint without saved settings: nothing to compare

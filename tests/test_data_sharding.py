@@ -87,9 +87,17 @@ def test_root_stream_shares(files, monkeypatch, world, chunk_bytes):
     for split, ids, shuffle in (("val", val, False), ("train", train, True)):
 
         def make(split=split, shuffle=shuffle):
-            return NativeEventStream(paths, FeatureConfig(), max_tokens=500, split=split,
-                                     val_fraction=FRACTIONS[0], test_fraction=FRACTIONS[1],
-                                     shuffle=shuffle, seed=1, chunk_bytes=chunk_bytes)  # fmt: skip
+            return NativeEventStream(
+                paths,
+                FeatureConfig(),
+                max_tokens=500,
+                split=split,
+                val_fraction=FRACTIONS[0],
+                test_fraction=FRACTIONS[1],
+                shuffle=shuffle,
+                seed=1,
+                chunk_bytes=chunk_bytes,
+            )
 
         shares = shares_of(make, dataset_mod, monkeypatch, world, epoch=2 if shuffle else None)
         check_shares(shares, ids)
@@ -102,9 +110,16 @@ def test_cache_stream_shares(files, monkeypatch, tmp_path, world):
     for split, ids, shuffle in (("val", val, False), ("train", train, True)):
 
         def make(split=split, shuffle=shuffle):
-            return CachedEventStream(path, max_tokens=500, split=split,
-                                     val_fraction=FRACTIONS[0], test_fraction=FRACTIONS[1],
-                                     shuffle=shuffle, seed=1, events_per_item=8)  # fmt: skip
+            return CachedEventStream(
+                path,
+                max_tokens=500,
+                split=split,
+                val_fraction=FRACTIONS[0],
+                test_fraction=FRACTIONS[1],
+                shuffle=shuffle,
+                seed=1,
+                events_per_item=8,
+            )
 
         check_shares(shares_of(make, cache_mod, monkeypatch, world, epoch=1), ids)
 
@@ -112,15 +127,24 @@ def test_cache_stream_shares(files, monkeypatch, tmp_path, world):
 def test_too_few_validation_events_for_the_ranks(files, monkeypatch):
     paths, val, _ = files
     monkeypatch.setattr(dataset_mod, "rank_world", lambda: (0, len(val) + 1))
-    ds = NativeEventStream(paths, FeatureConfig(), max_tokens=500, split="val",
-                           val_fraction=FRACTIONS[0], test_fraction=FRACTIONS[1])  # fmt: skip
+    ds = NativeEventStream(
+        paths,
+        FeatureConfig(),
+        max_tokens=500,
+        split="val",
+        val_fraction=FRACTIONS[0],
+        test_fraction=FRACTIONS[1],
+    )
     with pytest.raises(ValueError, match=f"val split has {len(val)} event"):
         list(ds)
 
 
 def test_simulated_stream_shares(monkeypatch):
-    settings = {"process": {"name": "gun", "n_particles": [2, 3], "pt": [1.0, 5.0],
-                            "eta": [-2.0, 2.0]}, "seed": 3, "pileup": 0}  # fmt: skip
+    settings = {
+        "process": {"name": "gun", "n_particles": [2, 3], "pt": [1.0, 5.0], "eta": [-2.0, 2.0]},
+        "seed": 3,
+        "pileup": 0,
+    }
     shares = []
     for rank in range(2):
         monkeypatch.setattr(stream_mod, "rank_world", lambda rank=rank: (rank, 2))
@@ -136,8 +160,9 @@ def test_batch_sampler_shares():
     for shuffle in (False, True):
         shares = []
         for rank in range(3):
-            s = TokenBudgetBatchSampler(lengths, 150, shuffle=shuffle, seed=4, num_replicas=3,
-                                        rank=rank)  # fmt: skip
+            s = TokenBudgetBatchSampler(
+                lengths, 150, shuffle=shuffle, seed=4, num_replicas=3, rank=rank
+            )
             s.set_epoch(2)
             batches = list(s)
             assert len(s) == len(batches)

@@ -21,14 +21,39 @@ from trackformers.sim.writer import write_events
 
 # the dtypes with which the TrackML library (trackml.dataset) reads each file
 TRACKML_DTYPES = {
-    "hits": {"hit_id": "i4", "x": "f4", "y": "f4", "z": "f4", "volume_id": "i4",
-             "layer_id": "i4", "module_id": "i4"},
+    "hits": {
+        "hit_id": "i4",
+        "x": "f4",
+        "y": "f4",
+        "z": "f4",
+        "volume_id": "i4",
+        "layer_id": "i4",
+        "module_id": "i4",
+    },
     "cells": {"hit_id": "i4", "ch0": "i4", "ch1": "i4", "value": "f4"},
-    "particles": {"particle_id": "i8", "vx": "f4", "vy": "f4", "vz": "f4", "px": "f4",
-                  "py": "f4", "pz": "f4", "q": "i4", "nhits": "i4"},
-    "truth": {"hit_id": "i4", "particle_id": "i8", "tx": "f4", "ty": "f4", "tz": "f4",
-              "tpx": "f4", "tpy": "f4", "tpz": "f4", "weight": "f4"},
-}  # fmt: skip
+    "particles": {
+        "particle_id": "i8",
+        "vx": "f4",
+        "vy": "f4",
+        "vz": "f4",
+        "px": "f4",
+        "py": "f4",
+        "pz": "f4",
+        "q": "i4",
+        "nhits": "i4",
+    },
+    "truth": {
+        "hit_id": "i4",
+        "particle_id": "i8",
+        "tx": "f4",
+        "ty": "f4",
+        "tz": "f4",
+        "tpx": "f4",
+        "tpy": "f4",
+        "tpz": "f4",
+        "weight": "f4",
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -129,13 +154,26 @@ def _write_small_event(d, cells: pd.DataFrame | None):
         }
     ).to_csv(f"{pre}-hits.csv", index=False)
     pd.DataFrame(
-        {"hit_id": [1, 2, 3], "particle_id": [5, 5, 0], **{c: 0.0 for c in
-         ("tx", "ty", "tz", "tpx", "tpy", "tpz")}, "weight": [0.5, 0.5, 0.0]}
-    ).to_csv(f"{pre}-truth.csv", index=False)  # fmt: skip
+        {
+            "hit_id": [1, 2, 3],
+            "particle_id": [5, 5, 0],
+            **{c: 0.0 for c in ("tx", "ty", "tz", "tpx", "tpy", "tpz")},
+            "weight": [0.5, 0.5, 0.0],
+        }
+    ).to_csv(f"{pre}-truth.csv", index=False)
     pd.DataFrame(
-        {"particle_id": [5], "vx": [0.0], "vy": [0.0], "vz": [0.0], "px": [1.0], "py": [0.0],
-         "pz": [0.0], "q": [1], "nhits": [2]}
-    ).to_csv(f"{pre}-particles.csv", index=False)  # fmt: skip
+        {
+            "particle_id": [5],
+            "vx": [0.0],
+            "vy": [0.0],
+            "vz": [0.0],
+            "px": [1.0],
+            "py": [0.0],
+            "pz": [0.0],
+            "q": [1],
+            "nhits": [2],
+        }
+    ).to_csv(f"{pre}-particles.csv", index=False)
     if cells is not None:
         cells.to_csv(f"{pre}-cells.csv", index=False)
     return str(pre)

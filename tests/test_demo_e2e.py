@@ -19,10 +19,23 @@ REPO = Path(__file__).resolve().parents[1]
 def test_demo_driver_runs_every_stage_and_reports_finite_metrics(tmp_path):
     out, data = tmp_path / "demo", tmp_path / "data"
     cmd = [
-        sys.executable, "-m", "trackformers.demo", "--out", str(out), "--data", str(data),
-        "--events", "40", "--eval-events", "6", "--experiment", "demo_tiny",
-        "data.val_fraction=0.2", "data.test_fraction=0.2", "validation.reconstructable.pt_min=0.5",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "trackformers.demo",
+        "--out",
+        str(out),
+        "--data",
+        str(data),
+        "--events",
+        "40",
+        "--eval-events",
+        "6",
+        "--experiment",
+        "demo_tiny",
+        "data.val_fraction=0.2",
+        "data.test_fraction=0.2",
+        "validation.reconstructable.pt_min=0.5",
+    ]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -51,6 +64,12 @@ def test_demo_driver_runs_every_stage_and_reports_finite_metrics(tmp_path):
         assert math.isfinite(metrics[key]) and 0.0 <= metrics[key] <= 1.0, (key, metrics[key])
     assert list((out / "eval" / "plots").glob("*.png"))
     assert metrics["n_events"] == 6
-    for needle in ("TrackML score", "DM efficiency", "fake rate", "seed 2", str(ckpt),
-                   "offline-run-"):  # fmt: skip
+    for needle in (
+        "TrackML score",
+        "DM efficiency",
+        "fake rate",
+        "seed 2",
+        str(ckpt),
+        "offline-run-",
+    ):
         assert needle in proc.stdout, needle

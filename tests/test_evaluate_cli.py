@@ -27,17 +27,35 @@ def run_config(head: dict, path: str) -> dict:
     return {
         "model": {
             "_target_": "trackformers.models.TrackFormer",
-            "encoder": {"_target_": "trackformers.models.encoder.Encoder", "in_features": 3,
-                        "d_model": 32, "n_heads": 4, "n_layers": 1,
-                        "attention": {"_target_": "trackformers.attention.dense.DenseAttention"}},
+            "encoder": {
+                "_target_": "trackformers.models.encoder.Encoder",
+                "in_features": 3,
+                "d_model": 32,
+                "n_heads": 4,
+                "n_layers": 1,
+                "attention": {"_target_": "trackformers.attention.dense.DenseAttention"},
+            },
             "head": {"d_model": 32, **head},
         },
-        "data": {"path": path, "features": {"features": ["x", "y", "z"]}, "max_tokens": 5000,
-                 "val_fraction": 0.3, "test_fraction": 0.3, "split_seed": 0},
-        "module": {"validation": {"cluster": {"method": "dbscan", "output_key": "embedding",
-                                              "params": {"eps": 0.3, "min_samples": 2}},
-                                  "reconstructable": {"pt_min": 0.5}}},
-    }  # fmt: skip
+        "data": {
+            "path": path,
+            "features": {"features": ["x", "y", "z"]},
+            "max_tokens": 5000,
+            "val_fraction": 0.3,
+            "test_fraction": 0.3,
+            "split_seed": 0,
+        },
+        "module": {
+            "validation": {
+                "cluster": {
+                    "method": "dbscan",
+                    "output_key": "embedding",
+                    "params": {"eps": 0.3, "min_samples": 2},
+                },
+                "reconstructable": {"pt_min": 0.5},
+            }
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +150,22 @@ def test_cli_with_hydra(tmp_path, dataset):
     out = tmp_path / "cli"
     env = {**os.environ, "WANDB_MODE": "disabled"}
     proc = subprocess.run(
-        [sys.executable, "-m", "trackformers.evaluate", f"ckpt={ckpt}", f"data={dataset}",
-         "cluster=dbscan", "cluster.params.eps=0.05", f"hydra.run.dir={out}"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "trackformers.evaluate",
+            f"ckpt={ckpt}",
+            f"data={dataset}",
+            "cluster=dbscan",
+            "cluster.params.eps=0.05",
+            f"hydra.run.dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert (
@@ -195,6 +225,9 @@ def test_precision_reaches_the_forward(tmp_path, dataset, monkeypatch):
         m = run({**opts, "precision": precision, "output_dir": str(tmp_path / precision)})
         assert seen and set(seen) == {precision}
         assert m["precision"] == (precision if torch.cuda.is_available() else "fp32")
-    with pytest.raises(ValueError, match=r"precision must be one of \['bf16', 'fp16', 'fp32'\], "
-                       "got 'fp8'"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"precision must be one of \['bf16', 'fp16', 'fp32'\], "
+        "got 'fp8'",
+    ):
         run({**opts, "precision": "fp8", "output_dir": str(tmp_path / "bad")})

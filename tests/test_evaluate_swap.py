@@ -4,13 +4,30 @@ import pytest
 
 from trackformers.inference.loader import swap_attention_kwargs
 
-FLEX = {"_target_": "trackformers.attention.flex.FlexAttention", "mask": "cluster",
-        "group_size": 64, "sector_size": 1024, "adjacency": 2, "block_size": 128,
-        "impl": "auto", "dynamic": None}  # fmt: skip
-WINDOWED = {"_target_": "trackformers.attention.flex.WindowedAttention", "window": 384,
-            "block_size": 128, "impl": "auto"}  # fmt: skip
-FUSED_WINDOW = {"_target_": "trackformers.attention.fused.FusedAttention", "mask": "window",
-                "window": 384, "group_size": 128, "sector_size": 4096, "adjacency": 1}  # fmt: skip
+FLEX = {
+    "_target_": "trackformers.attention.flex.FlexAttention",
+    "mask": "cluster",
+    "group_size": 64,
+    "sector_size": 1024,
+    "adjacency": 2,
+    "block_size": 128,
+    "impl": "auto",
+    "dynamic": None,
+}
+WINDOWED = {
+    "_target_": "trackformers.attention.flex.WindowedAttention",
+    "window": 384,
+    "block_size": 128,
+    "impl": "auto",
+}
+FUSED_WINDOW = {
+    "_target_": "trackformers.attention.fused.FusedAttention",
+    "mask": "window",
+    "window": 384,
+    "group_size": 128,
+    "sector_size": 4096,
+    "adjacency": 1,
+}
 
 
 def test_cluster_settings_carry_over_to_fused():

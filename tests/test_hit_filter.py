@@ -21,9 +21,14 @@ def _batch(pt, pid, cu, signal=None):
     targets = {"pt": torch.tensor(pt, dtype=torch.float32)}
     if signal is not None:
         targets["signal"] = torch.tensor(signal)
-    return PackedBatch(x=torch.zeros(n, 3), cu_seqlens=torch.tensor(cu, dtype=torch.int32),
-                       max_seqlen=max(np.diff(cu)), coords=torch.zeros(n, 3),
-                       particle_id=torch.tensor(pid), targets=targets)  # fmt: skip
+    return PackedBatch(
+        x=torch.zeros(n, 3),
+        cu_seqlens=torch.tensor(cu, dtype=torch.int32),
+        max_seqlen=max(np.diff(cu)),
+        coords=torch.zeros(n, 3),
+        particle_id=torch.tensor(pid),
+        targets=targets,
+    )
 
 
 def test_head_gives_one_logit_per_hit_and_trackformer_adds_it():
@@ -60,8 +65,16 @@ def test_loss_label_is_the_signal_target_when_present_else_derived_from_truth():
     assert weighted.item() > value.item()
 
 
-@pytest.mark.parametrize("kw", [{"pos_weight": 0.0}, {"pos_weight": -1.0}, {"min_hits": 0},
-                                {"pt_min": -1.0}, {"pt_min": math.nan}])  # fmt: skip
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"pos_weight": 0.0},
+        {"pos_weight": -1.0},
+        {"min_hits": 0},
+        {"pt_min": -1.0},
+        {"pt_min": math.nan},
+    ],
+)
 def test_loss_bad_values(kw):
     with pytest.raises(ValueError, match="hit_filter"):
         HitFilterLoss(**kw)
@@ -69,8 +82,9 @@ def test_loss_bad_values(kw):
 
 def test_negative_loss_weight_is_an_error():
     with pytest.raises(ValueError, match="finite and >= 0"):
-        CombinedLoss({"contrastive": SupConLoss(), "hit_filter": HitFilterLoss()},
-                     {"hit_filter": -1.0})  # fmt: skip
+        CombinedLoss(
+            {"contrastive": SupConLoss(), "hit_filter": HitFilterLoss()}, {"hit_filter": -1.0}
+        )
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.0, -0.2, 1.5, math.nan, "0.5", True])
@@ -80,8 +94,11 @@ def test_threshold_outside_open_unit_interval_is_an_error(bad):
     with pytest.raises(ValueError, match="filter_threshold"):
         ClusterConfig(filter_threshold=bad)
     with pytest.raises(ValueError, match="validation.cluster.filter_threshold"):
-        TrackFormerModule(torch.nn.Linear(1, 1), torch.nn.Identity(),
-                          validation={"cluster": {"filter_threshold": bad}})  # fmt: skip
+        TrackFormerModule(
+            torch.nn.Linear(1, 1),
+            torch.nn.Identity(),
+            validation={"cluster": {"filter_threshold": bad}},
+        )
 
 
 def test_filter_needs_the_models_filter_output():
@@ -91,8 +108,11 @@ def test_filter_needs_the_models_filter_output():
 
     enc = Encoder(in_features=3, d_model=16, n_heads=2, n_layers=1, attention=build("dense"))
     with pytest.raises(ValueError, match="needs a model with a hit filter"):
-        TrackFormerModule(TrackFormer(enc, ContrastiveHead(16, 8)), torch.nn.Identity(),
-                          validation={"cluster": {"filter_threshold": 0.5}})  # fmt: skip
+        TrackFormerModule(
+            TrackFormer(enc, ContrastiveHead(16, 8)),
+            torch.nn.Identity(),
+            validation={"cluster": {"filter_threshold": 0.5}},
+        )
 
 
 def test_clustering_of_kept_hits_equals_clustering_the_kept_subset():
@@ -104,8 +124,9 @@ def test_clustering_of_kept_hits_equals_clustering_the_kept_subset():
     assert torch.equal(keep, torch.sigmoid(logit) >= 0.5)
     rows, cuk = compact(keep, cu)
     assert cuk.tolist() == [0, int(keep[:25].sum()), int(keep[:25].sum()), int(keep.sum())]
-    labels = cluster_kept(lambda a, c: cluster_hits("dbscan", a, c, eps=0.3, min_samples=2),
-                          x, cu, keep)  # fmt: skip
+    labels = cluster_kept(
+        lambda a, c: cluster_hits("dbscan", a, c, eps=0.3, min_samples=2), x, cu, keep
+    )
     assert (labels[~keep] == -1).all()
     ref = cluster_hits("dbscan", x[rows], cuk, eps=0.3, min_samples=2)
     assert torch.equal(labels[rows], ref)
@@ -124,16 +145,20 @@ def test_filtered_hits_count_as_unassigned_in_the_metrics():
     denominators keep every hit and particle."""
     pid = np.array([1, 1, 1, 1, 2, 2, 2, 2, 0], dtype=np.uint64)
     event = {
-        "hit_particle_id": pid, "hit_weight": np.where(pid > 0, 1 / 8, 0.0),
+        "hit_particle_id": pid,
+        "hit_weight": np.where(pid > 0, 1 / 8, 0.0),
         "hit_volume_id": np.full(9, 8, dtype=np.int32),
         "part_particle_id": np.array([1, 2], dtype=np.uint64),
-        "part_px": np.array([2.0, 2.0]), "part_py": np.zeros(2), "part_pz": np.zeros(2),
-    }  # fmt: skip
+        "part_px": np.array([2.0, 2.0]),
+        "part_py": np.zeros(2),
+        "part_pz": np.zeros(2),
+    }
     x = torch.tensor([[0.0]] * 4 + [[5.0]] * 4 + [[9.0]])
     logit = torch.tensor([3.0, 3.0, 3.0, -3.0, -3.0, -3.0, -3.0, -3.0, -3.0])
     cfg = {"method": "dbscan", "params": {"eps": 0.1, "min_samples": 2}, "filter_threshold": 0.5}
-    labels = assign_tracks({"embedding": x, "filter_logit": logit},
-                           torch.tensor([0, 9], dtype=torch.int32), cfg).numpy()  # fmt: skip
+    labels = assign_tracks(
+        {"embedding": x, "filter_logit": logit}, torch.tensor([0, 9], dtype=torch.int32), cfg
+    ).numpy()
     assert (labels[3:] == -1).all() and len(set(labels[:3])) == 1
     m, parts = evaluate_event(event, labels)
     assert m["n_reconstructable"] == 2 and m["n_dm"] == 1 and m["dm_efficiency"] == 0.5
@@ -182,8 +207,12 @@ def test_cuda_graph_filter_equals_eager_compaction():
     values = torch.zeros(12288, 4, device="cuda")
     logits = torch.zeros(12288, device="cuda")
     model.head = _FixedFilterHead(model.head, values, logits)
-    cfg = {"method": "dbscan", "input": "params", "params": {"eps": 0.05, "min_samples": 3},
-           "filter_threshold": 0.5}  # fmt: skip
+    cfg = {
+        "method": "dbscan",
+        "input": "params",
+        "params": {"eps": 0.05, "min_samples": 3},
+        "filter_threshold": 0.5,
+    }
     pred = Predictor(model, cfg, bucket=4096)
     eager = Predictor(model, cfg, cuda_graphs=False)
     for i, n in enumerate([5000, 6100, 9000]):

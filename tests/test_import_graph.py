@@ -26,24 +26,14 @@ HEAVY = {
     "loads numba and the detector (~0.6 s); only evaluate_event(weights='official') needs it",
     ("trackformers.kernels.fa4", "trackformers.kernels.fa4_mask"): "the mask_mod imports "
     "cutlass (nvidia-cutlass-dsl, optional, ~190 MB compiler); only the FA4 JIT path needs it",
+    ("trackformers.data.datamodule", "trackformers.data.streaming"): "a streamed dataset loads "
+    "the sim package (numba, detector, ~0.6 s); datasets read from files do not need it",
 }
-# modules of other work of issue 19 (data, models, sim, train) that still import project
-# modules inside functions; each is to be cleaned there and then removed from this list
+# modules of trackformers.models and trackformers.train that still import project modules
+# inside functions; each is to be cleaned and then removed from this list
 PENDING = {
-    "trackformers.data.acts",
-    "trackformers.data.cache",
-    "trackformers.data.convert",
-    "trackformers.data.datamodule",
-    "trackformers.data.features",
-    "trackformers.data.provenance",
-    "trackformers.data.reader",
-    "trackformers.data.signal",
-    "trackformers.data.streaming",
-    "trackformers.data.trackml",
-    "trackformers.data.trackml_cells",
     "trackformers.models.module",
     "trackformers.models.tuning",
-    "trackformers.sim.generators",
     "trackformers.train",
 }
 
@@ -101,8 +91,7 @@ def module_imports(name: str, path: Path, mods: dict[str, Path]) -> list[tuple[s
                 parts = name.split(".")[: len(name.split(".")) - (0 if is_pkg else 1)]
                 parts = parts[: len(parts) - node.level + 1]
                 base = ".".join([*parts, base] if base else parts)
-            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base
-                     for a in node.names]  # fmt: skip
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
         else:
             continue
         for target in {_resolve(n, mods) for n in names} - {None, name}:
@@ -139,8 +128,12 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def local_imports(mods: dict[str, Path]) -> list[tuple[str, str, int]]:
     """(module, imported project module, line) of every function-local project import."""
-    return [(m, t, line) for m, p in sorted(mods.items())
-            for t, line, local in module_imports(m, p, mods) if local]  # fmt: skip
+    return [
+        (m, t, line)
+        for m, p in sorted(mods.items())
+        for t, line, local in module_imports(m, p, mods)
+        if local
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +149,11 @@ def test_no_import_cycle(mods):
 
 
 def test_no_function_local_project_imports(mods):
-    bad = [f"{m}:{line} imports {t}" for m, t, line in local_imports(mods)
-           if (m, t) not in HEAVY and m not in PENDING]  # fmt: skip
+    bad = [
+        f"{m}:{line} imports {t}"
+        for m, t, line in local_imports(mods)
+        if (m, t) not in HEAVY and m not in PENDING
+    ]
     assert not bad, (
         "project modules imported inside functions (import them at the top; a heavy optional "
         "dependency goes into HEAVY with its reason):\n" + "\n".join(bad)

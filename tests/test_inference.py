@@ -36,8 +36,9 @@ def track_like(pid: np.ndarray, rows: int, seed: int = 0) -> torch.Tensor:
 
 def small_model(attention="dense", **kw):
     torch.manual_seed(0)
-    return TrackFormer(Encoder(3, 32, 2, 2, attention=attention, attention_kwargs=kw),
-                       RegressorHead(32, 4))  # fmt: skip
+    return TrackFormer(
+        Encoder(3, 32, 2, 2, attention=attention, attention_kwargs=kw), RegressorHead(32, 4)
+    )
 
 
 CFG = {"method": "dbscan", "input": "params", "params": {"eps": 0.05, "min_samples": 3}}
@@ -111,8 +112,9 @@ def test_predictor_from_checkpoint(tmp_path):
 
     from trackformers.data.synthetic import helix_events
 
-    cfg = run_config({"_target_": "trackformers.models.heads.ContrastiveHead",
-                      "embed_dim": 8}, str(tmp_path))  # fmt: skip
+    cfg = run_config(
+        {"_target_": "trackformers.models.heads.ContrastiveHead", "embed_dim": 8}, str(tmp_path)
+    )
     pred = Predictor.from_checkpoint(make_ckpt(tmp_path, cfg), device="cpu")
     assert pred.cfg.method == "dbscan" and pred.cfg.input == "embedding"  # the run's validation
     event = helix_events(1, seed=1, n_particles=10)[0]
@@ -124,10 +126,16 @@ def test_predictor_from_checkpoint(tmp_path):
 
 # ---- GPU -------------------------------------------------------------------------------------
 @pytest.mark.gpu
-@pytest.mark.parametrize(("method", "compile", "amp"),
-                         [("dbscan", False, "bf16"), ("dbscan_plan", False, "bf16"),
-                          ("dbscan", True, "bf16"), ("window", False, "bf16"),
-                          ("dbscan_plan", True, "fp16")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("method", "compile", "amp"),
+    [
+        ("dbscan", False, "bf16"),
+        ("dbscan_plan", False, "bf16"),
+        ("dbscan", True, "bf16"),
+        ("window", False, "bf16"),
+        ("dbscan_plan", True, "fp16"),
+    ],
+)
 def test_cuda_graph_predict_equals_eager(method, compile, amp):
     sizes = [5000, 6100, 9000, 5000]  # two events in one bucket, one in another, a repeat
     model = small_model("fused", mask="cluster", group_size=64, sector_size=1024).cuda()
@@ -135,8 +143,11 @@ def test_cuda_graph_predict_equals_eager(method, compile, amp):
     model.head = FixedHead(model.head, values)
     cfg = {**CFG, "method": method}
     if method == "window":  # dbscan_plan in a phi window built inside the graph
-        cfg = {**CFG, "method": "dbscan_plan",
-               "params": {**CFG["params"], "neighbourhood": "window", "window": 256}}  # fmt: skip
+        cfg = {
+            **CFG,
+            "method": "dbscan_plan",
+            "params": {**CFG["params"], "neighbourhood": "window", "window": 256},
+        }
     chunk = 2048 if compile and amp == "fp16" else 0  # the feed-forward in row chunks
     pred = Predictor(model, cfg, bucket=4096, compile=compile, amp=amp, ffn_chunk=chunk)
     pred.keep_outputs = True  # the "hidden" output is compared below

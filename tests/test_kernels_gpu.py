@@ -87,9 +87,14 @@ def test_full_size_bf16_sampled_rows(kind):
     for t in (o, lse, dq, dk, dv):
         assert torch.isfinite(t).all()
     rows = build_row_intervals(
-        plan.kind, plan.cu_seqlens, plan.max_seqlen, plan.group_id, plan.adjacency, plan.window,
+        plan.kind,
+        plan.cu_seqlens,
+        plan.max_seqlen,
+        plan.group_id,
+        plan.adjacency,
+        plan.window,
         num_rows=n,
-    ).cpu()  # fmt: skip
+    ).cpu()
     idx = torch.randint(0, n, (48,)).tolist()
     for i in idx:
         lo1, hi1, lo2, hi2 = (int(x) for x in rows[:, i])
@@ -116,8 +121,14 @@ def test_no_recompile_when_n_changes():
     from trackformers.attention.synthetic import synthetic_batch
 
     def compiled():
-        fns = (attention_fwd_kernel, attention_bwd_dq_kernel, attention_bwd_dkdv_kernel,
-               bwd_preprocess_kernel, _row_meta_kernel, _tile_meta_kernel)  # fmt: skip
+        fns = (
+            attention_fwd_kernel,
+            attention_bwd_dq_kernel,
+            attention_bwd_dkdv_kernel,
+            bwd_preprocess_kernel,
+            _row_meta_kernel,
+            _tile_meta_kernel,
+        )
         return sum(len(c[0]) for f in fns for c in f.device_caches.values())
 
     def step(n):

@@ -76,9 +76,15 @@ def case_metadata(torch, gen):
         n = int(plan.cu_seqlens[-1])
         mask = dense_mask_reference(plan)  # (N, N)
         rows = build_row_intervals(
-            plan.kind, plan.cu_seqlens, plan.max_seqlen, plan.group_id, plan.adjacency,
-            plan.window, num_rows=n, group_ptr=plan.group_ptr,
-        ).long()  # fmt: skip
+            plan.kind,
+            plan.cu_seqlens,
+            plan.max_seqlen,
+            plan.group_id,
+            plan.adjacency,
+            plan.window,
+            num_rows=n,
+            group_ptr=plan.group_ptr,
+        ).long()
         j = torch.arange(n)[None, :]
         got = ((j >= rows[0, :, None]) & (j < rows[1, :, None])) | (
             (j >= rows[2, :, None]) & (j < rows[3, :, None])
@@ -168,8 +174,10 @@ def case_variants(torch, gen):
     ops.ROWSUM_MMA, ops.ATOMIC_DQ, ops.PIPE_QK = (not x for x in saved)
     try:
         plans = _plans(torch, gen, [37, 1, 23])  # full: bodies of 2 blocks (pipelined QK)
-        return {nm: _kernel_errors(torch, gen, plans[nm], 2, 32, torch.float32)
-                for nm in ("window11", "cluster1", "full")}  # fmt: skip
+        return {
+            nm: _kernel_errors(torch, gen, plans[nm], 2, 32, torch.float32)
+            for nm in ("window11", "cluster1", "full")
+        }
     finally:
         ops.ROWSUM_MMA, ops.ATOMIC_DQ, ops.PIPE_QK = saved
 
@@ -251,8 +259,17 @@ def test_interpreter_does_not_leak():
 
 def test_metadata_exact(interp):
     res = _case(interp, "metadata")
-    assert set(res) == {"full", "cluster1", "cluster2", "cluster0", "cluster1p", "cluster2p",
-                        "window3", "window11", "window20"}  # fmt: skip
+    assert set(res) == {
+        "full",
+        "cluster1",
+        "cluster2",
+        "cluster0",
+        "cluster1p",
+        "cluster2p",
+        "window3",
+        "window11",
+        "window20",
+    }
     for name, r in res.items():
         assert r == {"bad_rows": 0, "bad_tiles": 0}, (name, r)
 

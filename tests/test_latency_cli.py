@@ -35,12 +35,14 @@ def test_predictor_latency_with_window_clustering_cpu(tmp_path):
     from trackformers.data.synthetic import helix_events
     from trackformers.inference.latency import measure_predictor_latency
 
-    cfg = run_config({"_target_": "trackformers.models.heads.ContrastiveHead",
-                      "embed_dim": 8}, str(tmp_path))  # fmt: skip
+    cfg = run_config(
+        {"_target_": "trackformers.models.heads.ContrastiveHead", "embed_dim": 8}, str(tmp_path)
+    )
     events = helix_events(2, seed=1, n_particles=10)
     cluster = cluster_choice("dbscan_window", ["eps=0.3", "window=8"])
-    res = measure_predictor_latency(make_ckpt(tmp_path, cfg), events, "cpu", repeat=1,
-                                    cluster=cluster)  # fmt: skip
+    res = measure_predictor_latency(
+        make_ckpt(tmp_path, cfg), events, "cpu", repeat=1, cluster=cluster
+    )
     assert res["cluster"]["params"]["neighbourhood"] == "window"
     assert res["same_partition_as_staged"] == 1.0 and res["n_tracks_mean"] >= 1
     assert res["stages_median_ms"] is None and res["eager_completion_fraction"] == 0.0
@@ -56,8 +58,9 @@ def test_predictor_latency_physics_cpu(tmp_path):
     from trackformers.inference.settings import metric_rules
     from trackformers.metrics import evaluate_event
 
-    cfg = run_config({"_target_": "trackformers.models.heads.ContrastiveHead",
-                      "embed_dim": 8}, str(tmp_path))  # fmt: skip
+    cfg = run_config(
+        {"_target_": "trackformers.models.heads.ContrastiveHead", "embed_dim": 8}, str(tmp_path)
+    )
     events = helix_events(2, seed=2, n_particles=12)
     ckpt = make_ckpt(tmp_path, cfg)
     cluster = {"method": "dbscan", "params": {"eps": 0.3, "min_samples": 2}}

@@ -272,9 +272,17 @@ def test_loss_configs_train_on_real_batches(name, tmp_path):
 
     write_events(tmp_path / "e.root", helix_events(12, seed=2, n_particles=6), {"test": True})
     conf = Path(__file__).resolve().parents[1] / "conf"
-    overrides = ["experiment=demo_tiny", "model=contrastive", f"loss={name}", "logger=csv",
-                 f"data.path={tmp_path}", "data.val_fraction=0.0", "data.test_fraction=0.0",
-                 "data.class_bins.n_bins=2", "data.num_classes=8"]  # fmt: skip
+    overrides = [
+        "experiment=demo_tiny",
+        "model=contrastive",
+        f"loss={name}",
+        "logger=csv",
+        f"data.path={tmp_path}",
+        "data.val_fraction=0.0",
+        "data.test_fraction=0.0",
+        "data.class_bins.n_bins=2",
+        "data.num_classes=8",
+    ]
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
@@ -306,15 +314,24 @@ def test_topk_auto_layout_picks_masked_tiles_for_small_events():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "device",
-    ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="needs CUDA")])],
-)  # fmt: skip
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+            ],
+        ),
+    ],
+)
 @pytest.mark.parametrize("layout", ["gather", "masked"])
 def test_compiled_topk_tiles_match_dense_reference(device, layout):
     emb, labels, cu, signal = _event_batch([300, 200], n_particles=40, dim=16, seed=9)
     emb, labels, cu, signal = (t.to(device) for t in (emb.float(), labels, cu, signal))
-    loss = SupConLoss(0.1, negatives="topk", topk=32, anchors="signal", compile=True,
-                      topk_layout=layout)  # fmt: skip
+    loss = SupConLoss(
+        0.1, negatives="topk", topk=32, anchors="signal", compile=True, topk_layout=layout
+    )
     got, g_got = _loss_and_grad(loss, emb, _batch(emb, labels, cu, signal))
     valid = torch.ones_like(labels, dtype=torch.bool)
     ref, g_ref = _naive_and_grad(

@@ -169,8 +169,14 @@ def test_official_weights_option():
         idx = np.flatnonzero(pid == p)
         first[idx[: (len(idx) + 1) // 2 + 1]] = True  # majority half (> 50 %) stays
     tid = np.where(first, pid, -1)
-    w = trackml_weights(ev["hit_particle_id"], ev["hit_tz"], ev["part_particle_id"], ev["part_vz"],
-                        ev["part_px"], ev["part_py"])  # fmt: skip
+    w = trackml_weights(
+        ev["hit_particle_id"],
+        ev["hit_tz"],
+        ev["part_particle_id"],
+        ev["part_vz"],
+        ev["part_px"],
+        ev["part_py"],
+    )
     good = first & np.isin(
         pid, [p for p in np.unique(pid) if p and first[pid == p].sum() * 2 > (pid == p).sum()]
     )

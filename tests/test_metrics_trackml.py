@@ -11,8 +11,13 @@ def official_score(truth: pd.DataFrame, submission: pd.DataFrame) -> float:
     """Line-by-line port of trackml-library score._analyze_tracks + score_event."""
     particles_nhits = truth["particle_id"].value_counts(sort=False)
     total_weight = truth["weight"].sum()
-    event = pd.merge(truth[["hit_id", "particle_id", "weight"]], submission[["hit_id", "track_id"]],
-                     on=["hit_id"], how="left", validate="one_to_one")  # fmt: skip
+    event = pd.merge(
+        truth[["hit_id", "particle_id", "weight"]],
+        submission[["hit_id", "track_id"]],
+        on=["hit_id"],
+        how="left",
+        validate="one_to_one",
+    )
     event = event.drop("hit_id", axis=1).sort_values(by=["track_id", "particle_id"])
     tracks = []
     rec_track_id, rec_nhits = -1, 0
@@ -23,8 +28,9 @@ def official_score(truth: pd.DataFrame, submission: pd.DataFrame) -> float:
         if not first and rec_track_id != hit.track_id:
             if maj_nhits < cur_nhits:
                 maj_particle_id, maj_nhits, maj_weight = cur_particle_id, cur_nhits, cur_weight
-            tracks.append((rec_nhits, particles_nhits[maj_particle_id], maj_nhits,
-                           maj_weight / total_weight))  # fmt: skip
+            tracks.append(
+                (rec_nhits, particles_nhits[maj_particle_id], maj_nhits, maj_weight / total_weight)
+            )
         if first or rec_track_id != hit.track_id:
             first = False
             rec_track_id, rec_nhits = hit.track_id, 1

@@ -31,9 +31,11 @@ def small_encoder(**kw):
 
 def permuted(batch, perm):
     return PackedBatch(
-        x=batch.x[perm], cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen,
+        x=batch.x[perm],
+        cu_seqlens=batch.cu_seqlens,
+        max_seqlen=batch.max_seqlen,
         coords=batch.coords[perm],
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("ffn,norm", [("gelu", "layernorm"), ("swiglu", "rmsnorm")])
@@ -107,13 +109,24 @@ def test_joint_classifier_is_conditioned_on_regression():
 
 @pytest.mark.parametrize(
     "model,attention",
-    [("enc_cla", "dense"), ("enc_reg", "dense"), ("joint", "dense"), ("contrastive", "dense"),
-     ("joint", "flex"), ("contrastive", "windowed")],
-)  # fmt: skip
+    [
+        ("enc_cla", "dense"),
+        ("enc_reg", "dense"),
+        ("joint", "dense"),
+        ("contrastive", "dense"),
+        ("joint", "flex"),
+        ("contrastive", "windowed"),
+    ],
+)
 def test_hydra_model_configs_instantiate_and_train(model, attention):
-    overrides = [f"+model={model}", f"+attention={attention}", "model.encoder.d_model=32",
-                 "model.encoder.n_heads=4", "model.encoder.n_layers=2",
-                 "+data.num_features=5"]  # fmt: skip
+    overrides = [
+        f"+model={model}",
+        f"+attention={attention}",
+        "model.encoder.d_model=32",
+        "model.encoder.n_heads=4",
+        "model.encoder.n_layers=2",
+        "+data.num_features=5",
+    ]
     if attention != "dense":
         overrides.append("attention.block_size=16")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

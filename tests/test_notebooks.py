@@ -26,19 +26,29 @@ def tiny_run(tmp: Path, head: dict, name: str) -> tuple[Path, Path]:
     cfg = {
         "model": {
             "_target_": "trackformers.models.TrackFormer",
-            "encoder": {"_target_": "trackformers.models.encoder.Encoder", "in_features": 3,
-                        "d_model": 32, "n_heads": 4, "n_layers": 1,
-                        "attention": {"_target_": "trackformers.attention.dense.DenseAttention"}},
+            "encoder": {
+                "_target_": "trackformers.models.encoder.Encoder",
+                "in_features": 3,
+                "d_model": 32,
+                "n_heads": 4,
+                "n_layers": 1,
+                "attention": {"_target_": "trackformers.attention.dense.DenseAttention"},
+            },
             "head": {"d_model": 32, **head},
         },
         "data": {"path": str(RUN_DATA), "features": {"features": ["x", "y", "z"]}},
-    }  # fmt: skip
+    }
     torch.manual_seed(0)
     model = instantiate(cfg["model"])
     ckpt = tmp / name / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "trackformers": {"config": cfg}}, ckpt)  # fmt: skip
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "trackformers": {"config": cfg},
+        },
+        ckpt,
+    )
     out = tmp / name / "eval"
     opts = {"wandb": {"enabled": False}, "cluster": {"method": "auto"}, "plots": False}
     run({"ckpt": str(ckpt), "data": str(RUN_DATA), "output_dir": str(out), **opts})

@@ -84,15 +84,26 @@ def _ckpt(tmp_path, data_dir):
     cfg = {
         "model": {
             "_target_": "trackformers.models.TrackFormer",
-            "encoder": {"_target_": "trackformers.models.encoder.Encoder", "in_features": 3,
-                        "d_model": 16, "n_heads": 2, "n_layers": 1,
-                        "attention": {"_target_": "trackformers.attention.dense.DenseAttention"}},
-            "head": {"_target_": "trackformers.models.heads.ContrastiveHead", "d_model": 16,
-                     "embed_dim": 8},
+            "encoder": {
+                "_target_": "trackformers.models.encoder.Encoder",
+                "in_features": 3,
+                "d_model": 16,
+                "n_heads": 2,
+                "n_layers": 1,
+                "attention": {"_target_": "trackformers.attention.dense.DenseAttention"},
+            },
+            "head": {
+                "_target_": "trackformers.models.heads.ContrastiveHead",
+                "d_model": 16,
+                "embed_dim": 8,
+            },
         },
-        "data": {"path": str(data_dir), "features": {"features": ["x", "y", "z"]},
-                 "max_tokens": 5000},
-    }  # fmt: skip
+        "data": {
+            "path": str(data_dir),
+            "features": {"features": ["x", "y", "z"]},
+            "max_tokens": 5000,
+        },
+    }
     torch.manual_seed(0)
     model = instantiate(cfg["model"])
     path = tmp_path / "last.ckpt"
@@ -104,8 +115,14 @@ def _ckpt(tmp_path, data_dir):
 @pytest.mark.filterwarnings("ignore::trackformers.data.errors.DataRepairWarning")
 def test_evaluate_scores_an_orphan_file_as_the_clean_one(tmp_path, files):
     ckpt = _ckpt(tmp_path, files["noise"].parent)
-    opts = {"ckpt": str(ckpt), "wandb": {"enabled": False}, "plots": False, "split": "all",
-            "device": "cpu", "reconstructable": {"pt_min": 0.0}}  # fmt: skip
+    opts = {
+        "ckpt": str(ckpt),
+        "wandb": {"enabled": False},
+        "plots": False,
+        "split": "all",
+        "device": "cpu",
+        "reconstructable": {"pt_min": 0.0},
+    }
     got = run({**opts, "data_path": str(files["orphan"]), "output_dir": str(tmp_path / "a")})
     want = run({**opts, "data_path": str(files["noise"]), "output_dir": str(tmp_path / "b")})
     for key in ("trackml_score", "n_reconstructable", "n_dm", "n_candidates", "n_fake"):

@@ -28,8 +28,18 @@ def test_a_second_call_resumes_training_from_the_returned_checkpoint(tmp_path):
     step1 = json.loads((tmp_path / "call1" / "summary.json").read_text())["global_step"]
     assert step1 > 0
 
-    second = _run(tmp_path / "call2", "--resume", str(ckpt), "--precision", "fp32",
-                  "--eval-seeds", "2", "3", "--tag", "t2")  # fmt: skip
+    second = _run(
+        tmp_path / "call2",
+        "--resume",
+        str(ckpt),
+        "--precision",
+        "fp32",
+        "--eval-seeds",
+        "2",
+        "3",
+        "--tag",
+        "t2",
+    )
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert f'resuming {ckpt}: {{"step": {step1},' in second.stdout
     assert "precision=fp32" in second.stdout  # the evaluation's forward in float32
@@ -55,9 +65,15 @@ def test_resume_refuses_exports_and_paths_the_run_clears(tmp_path):
 
 
 def _row(dm, dm_err, perfect=0.5, fake=0.1, err=0.01, n=10):
-    return {"dm_efficiency": dm, "dm_efficiency_err": dm_err, "perfect_efficiency": perfect,
-            "perfect_efficiency_err": err, "fake_rate": fake, "fake_rate_err": err,
-            "n_events": n}  # fmt: skip
+    return {
+        "dm_efficiency": dm,
+        "dm_efficiency_err": dm_err,
+        "perfect_efficiency": perfect,
+        "perfect_efficiency_err": err,
+        "fake_rate": fake,
+        "fake_rate_err": err,
+        "n_events": n,
+    }
 
 
 def test_reproduction_pulls_use_both_binomial_errors():
@@ -74,10 +90,16 @@ def test_reproduction_pulls_use_both_binomial_errors():
 def test_run_clustering_follows_the_head():
     cla = {"validation": {"cluster": {"method": "argmax", "output_key": "logits", "params": None}}}
     assert physics_run.run_clustering(cla) == {"method": "argmax", "input": "logits", "params": {}}
-    reg = {"validation": {"cluster": {"method": "dbscan", "output_key": "params",
-                                      "params": {"eps": 0.05}}}}  # fmt: skip
+    reg = {
+        "validation": {
+            "cluster": {"method": "dbscan", "output_key": "params", "params": {"eps": 0.05}}
+        }
+    }
     assert physics_run.run_clustering(reg) == {
-        "method": "dbscan", "input": "params", "params": {"min_samples": 2}}  # fmt: skip
+        "method": "dbscan",
+        "input": "params",
+        "params": {"min_samples": 2},
+    }
     with pytest.raises(ValueError, match="hdbscan_cpu"):
         physics_run.run_clustering({"validation": {"cluster": {"method": "hdbscan_cpu"}}})
 
@@ -103,8 +125,12 @@ def test_physics_table_reads_the_committed_runs(tmp_path):
         m = json.loads((folder / "metrics.json").read_text())
         assert row["dm_efficiency"] == m["dm_efficiency"] and row["n_events"] == m["n_events"]
         assert row["dm_efficiency_err"] == ratio_err(m["per_event"], "n_dm", "n_reconstructable")
-    assert [r["head"] for r in rows] == ["contrastive", "contrastive", "EncCla (argmax)",
-                                         "contrastive"]  # fmt: skip
+    assert [r["head"] for r in rows] == [
+        "contrastive",
+        "contrastive",
+        "EncCla (argmax)",
+        "contrastive",
+    ]
     assert len(rows[0]["reproduction"]) == 1 and rows[1]["reproduction"] == []
     text = (tmp_path / "t.md").read_text()
     table_lines = [line for line in text.splitlines() if line.startswith("| ")]

@@ -26,8 +26,15 @@ def test_resume_prefers_the_run_directory_then_the_carried_state(tmp_path):
 
 
 def _args(**kw):
-    base = dict(devices=1, accelerator="gpu", max_steps=10000, val_every=500, n_train=1000,
-                val_events=32, override=["model.encoder.n_layers=4"])  # fmt: skip
+    base = dict(
+        devices=1,
+        accelerator="gpu",
+        max_steps=10000,
+        val_every=500,
+        n_train=1000,
+        val_events=32,
+        override=["model.encoder.n_layers=4"],
+    )
     return Namespace(**{**base, **kw})
 
 
@@ -62,17 +69,46 @@ def test_complete_sets_are_not_simulated_again(tmp_path, monkeypatch):
 
 def test_curve_in_gpu_minutes(tmp_path):
     (tmp_path / "run" / "csv").mkdir(parents=True)
-    cols = ["step", "time/train_s", "time/device_s", "time/val_s", "val/dm_efficiency",
-            "val/fake_rate", "val/trackml_score", "train/loss"]  # fmt: skip
+    cols = [
+        "step",
+        "time/train_s",
+        "time/device_s",
+        "time/val_s",
+        "val/dm_efficiency",
+        "val/fake_rate",
+        "val/trackml_score",
+        "train/loss",
+    ]
     rows = [
         {"step": 9, "train/loss": 3.0},
-        {"step": 9, "time/train_s": 60, "time/device_s": 240, "time/val_s": 5,
-         "val/dm_efficiency": 0.4, "val/fake_rate": 0.1, "val/trackml_score": 0.3},
-        {"step": 19, "time/train_s": 120, "time/device_s": 480, "time/val_s": 10,
-         "val/dm_efficiency": 0.5, "val/fake_rate": 0.08, "val/trackml_score": 0.4},
-        {"step": 19, "time/train_s": 125, "time/device_s": 500, "time/val_s": 12,  # redone
-         "val/dm_efficiency": 0.6, "val/fake_rate": 0.07, "val/trackml_score": 0.45},
-    ]  # fmt: skip
+        {
+            "step": 9,
+            "time/train_s": 60,
+            "time/device_s": 240,
+            "time/val_s": 5,
+            "val/dm_efficiency": 0.4,
+            "val/fake_rate": 0.1,
+            "val/trackml_score": 0.3,
+        },
+        {
+            "step": 19,
+            "time/train_s": 120,
+            "time/device_s": 480,
+            "time/val_s": 10,
+            "val/dm_efficiency": 0.5,
+            "val/fake_rate": 0.08,
+            "val/trackml_score": 0.4,
+        },
+        {
+            "step": 19,
+            "time/train_s": 125,
+            "time/device_s": 500,
+            "time/val_s": 12,  # redone
+            "val/dm_efficiency": 0.6,
+            "val/fake_rate": 0.07,
+            "val/trackml_score": 0.45,
+        },
+    ]
     with (tmp_path / "run" / "csv" / "metrics.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()

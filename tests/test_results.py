@@ -53,9 +53,16 @@ def tiny_run(tmp_path_factory):
     write_events(data / "e.root", helix_events(40, seed=5, n_particles=10), {"test": True})
     write_events(fresh / "e.root", helix_events(6, seed=9, first_id=1000, n_particles=10), {})
     run_dir = root / "run"
-    overrides = ["experiment=demo_tiny", f"data.path={data}", "data.val_fraction=0.2",
-                 "data.class_bins=null", "data.num_classes=null", "logger=csv",
-                 "trainer.max_steps=6", "+trainer.enable_progress_bar=false"]  # fmt: skip
+    overrides = [
+        "experiment=demo_tiny",
+        f"data.path={data}",
+        "data.val_fraction=0.2",
+        "data.class_bins=null",
+        "data.num_classes=null",
+        "logger=csv",
+        "trainer.max_steps=6",
+        "+trainer.enable_progress_bar=false",
+    ]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
@@ -66,23 +73,37 @@ def tiny_run(tmp_path_factory):
     train(cfg)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     eval_dir = root / "eval"
-    metrics = evaluate({"ckpt": str(ckpt), "output_dir": str(eval_dir), "data_path": str(fresh),
-                        "reconstructable": TABLE_RECO, **NO_WANDB})  # fmt: skip
+    metrics = evaluate(
+        {
+            "ckpt": str(ckpt),
+            "output_dir": str(eval_dir),
+            "data_path": str(fresh),
+            "reconstructable": TABLE_RECO,
+            **NO_WANDB,
+        }
+    )
     return {"root": root, "ckpt": ckpt, "eval": eval_dir, "metrics": metrics, "fresh": fresh}
 
 
 def test_row_holds_the_evaluation_the_model_and_the_training(tiny_run):
     row = load_row(tiny_run["eval"])
     m = json.loads((tiny_run["eval"] / "metrics.json").read_text())
-    for key in ("dm_efficiency", "perfect_efficiency", "fake_rate", "duplicate_rate",
-                "trackml_score", "n_events"):  # fmt: skip
+    for key in (
+        "dm_efficiency",
+        "perfect_efficiency",
+        "fake_rate",
+        "duplicate_rate",
+        "trackml_score",
+        "n_events",
+    ):
         assert row[key] == m[key] or (math.isnan(row[key]) and math.isnan(m[key])), key
     n = m["n_reconstructable"]
     assert n > 0 and row["n_reconstructable"] == n
     p = m["dm_efficiency"]
     assert row["dm_efficiency_err"] >= math.sqrt(p * (1 - p) / n) - 1e-12  # at least binomial
     assert row["dm_efficiency_err"] == pytest.approx(
-        ratio_err(m["per_event"], "n_dm", "n_reconstructable"))  # fmt: skip
+        ratio_err(m["per_event"], "n_dm", "n_reconstructable")
+    )
     _, state = load_checkpoint(tiny_run["ckpt"])
     model = build_model(*load_checkpoint(tiny_run["ckpt"]))
     assert row["params"] == sum(q.numel() for q in model.parameters())
@@ -156,23 +177,33 @@ def test_latency_and_export_enter_the_row(tiny_run, tmp_path):
     alone.parent.mkdir()
     shutil.copy(export, alone)
     saved = torch.load(alone, map_location="cpu", weights_only=False)
-    assert all(v.dtype == torch.bfloat16 for v in saved["state_dict"].values()
-               if v.is_floating_point())  # fmt: skip
+    assert all(
+        v.dtype == torch.bfloat16 for v in saved["state_dict"].values() if v.is_floating_point()
+    )
     full = build_model(*load_checkpoint(tiny_run["ckpt"]))
     half = build_model(*load_checkpoint(alone))
     for (k, a), (_, b) in zip(full.state_dict().items(), half.state_dict().items(), strict=True):
         torch.testing.assert_close(b, a.to(torch.bfloat16).float(), msg=k)
     out = tmp_path / "eval_export"
-    evaluate({"ckpt": str(alone), "output_dir": str(out), "data_path": str(tiny_run["fresh"]),
-              "reconstructable": TABLE_RECO, "plots": False, **NO_WANDB})  # fmt: skip
+    evaluate(
+        {
+            "ckpt": str(alone),
+            "output_dir": str(out),
+            "data_path": str(tiny_run["fresh"]),
+            "reconstructable": TABLE_RECO,
+            "plots": False,
+            **NO_WANDB,
+        }
+    )
     row = load_row(out)
     assert row["train_steps"] == 6 and row["train_device"].startswith("CPU")
 
 
 def test_cli_writes_markdown_and_json(tiny_run, tmp_path, capsys):
     md, js = tmp_path / "t.md", tmp_path / "rows.json"
-    rows = main([str(tiny_run["eval"]), "--markdown", "--breakdowns", "--out", str(md),
-                 "--json", str(js)])  # fmt: skip
+    rows = main(
+        [str(tiny_run["eval"]), "--markdown", "--breakdowns", "--out", str(md), "--json", str(js)]
+    )
     printed = capsys.readouterr().out
     assert md.read_text().strip() == printed.strip()
     assert printed.startswith("| experiment | µ |")
@@ -181,9 +212,16 @@ def test_cli_writes_markdown_and_json(tiny_run, tmp_path, capsys):
 
 def test_other_reconstructable_definitions_and_missing_files_are_refused(tiny_run, tmp_path):
     out = tmp_path / "eval"
-    evaluate({"ckpt": str(tiny_run["ckpt"]), "output_dir": str(out), "plots": False,
-              "data_path": str(tiny_run["fresh"]), "reconstructable": {"pt_min": 0.5},
-              **NO_WANDB})  # fmt: skip
+    evaluate(
+        {
+            "ckpt": str(tiny_run["ckpt"]),
+            "output_dir": str(out),
+            "plots": False,
+            "data_path": str(tiny_run["fresh"]),
+            "reconstructable": {"pt_min": 0.5},
+            **NO_WANDB,
+        }
+    )
     with pytest.raises(ValueError, match=r"metrics.json: reconstructable pt_min=0.5"):
         load_row(out)
     m = json.loads((tiny_run["eval"] / "metrics.json").read_text())
@@ -212,15 +250,22 @@ def test_goal_status_by_pileup():
 
 
 def test_loss_reasons_split_merged_unassigned():
-    p = pd.DataFrame({
-        "reconstructable": [True, True, True, True, False],
-        "dm": [True, False, False, False, False],
-        "best_track": [1, -1, 2, 3, -1],
-        "best_completeness": [1.0, 0.0, 0.4, 0.8, 0.0],
-    })  # fmt: skip
+    p = pd.DataFrame(
+        {
+            "reconstructable": [True, True, True, True, False],
+            "dm": [True, False, False, False, False],
+            "best_track": [1, -1, 2, 3, -1],
+            "best_completeness": [1.0, 0.0, 0.4, 0.8, 0.0],
+        }
+    )
     r = loss_reasons(p)
-    assert r == {"n_reconstructable": 4, "missed": 0.75, "unassigned": 0.25, "split": 0.25,
-                 "merged": 0.25}  # fmt: skip
+    assert r == {
+        "n_reconstructable": 4,
+        "missed": 0.75,
+        "unassigned": 0.25,
+        "split": 0.25,
+        "merged": 0.25,
+    }
 
 
 def test_training_summary_names_the_device(monkeypatch):
@@ -232,8 +277,9 @@ def test_training_summary_names_the_device(monkeypatch):
     assert _device_name(cpu) == f"CPU ({torch.get_num_threads()} threads) x 1"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: f"FakeGPU {d}")
-    gpu = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)),
-                          world_size=2)  # fmt: skip
+    gpu = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device("cuda", 0)), world_size=2
+    )
     assert _device_name(gpu) == "2x FakeGPU cuda:0"
 
 
@@ -245,12 +291,23 @@ def test_evaluate_cli_swaps_the_attention_backend(tiny_run, tmp_path):
     import sys
 
     out = tmp_path / "eval_flex"
-    args = [f"ckpt={tiny_run['ckpt']}", f"data={tiny_run['fresh']}", "attention=flex",
-            "+reconstructable.pt_min=0.9", "wandb.enabled=false", "plots=false",
-            f"hydra.run.dir={out}"]  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "trackformers.evaluate", *args],
-                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
-                          env={**os.environ, "WANDB_MODE": "disabled"}, timeout=300)  # fmt: skip
+    args = [
+        f"ckpt={tiny_run['ckpt']}",
+        f"data={tiny_run['fresh']}",
+        "attention=flex",
+        "+reconstructable.pt_min=0.9",
+        "wandb.enabled=false",
+        "plots=false",
+        f"hydra.run.dir={out}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "trackformers.evaluate", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_events"] == 6 and m["attention"] == "FlexAttention"  # trained with dense

@@ -41,14 +41,26 @@ def loader():
 
 
 def fit(run_dir, max_steps, ckpt_path=None, every=None):
-    ckpt = ModelCheckpoint(dirpath=run_dir / "ckpt", filename="{step}", save_top_k=-1,
-                           auto_insert_metric_name=False, every_n_train_steps=every,
-                           save_last=True)  # fmt: skip
+    ckpt = ModelCheckpoint(
+        dirpath=run_dir / "ckpt",
+        filename="{step}",
+        save_top_k=-1,
+        auto_insert_metric_name=False,
+        every_n_train_steps=every,
+        save_last=True,
+    )
     trainer = L.Trainer(
-        max_steps=max_steps, val_check_interval=2, logger=ResumableCSVLogger(run_dir, "csv", ""),
-        callbacks=[TrainClock(), ckpt], enable_progress_bar=False, enable_model_summary=False,
-        accelerator="cpu", num_sanity_val_steps=0, limit_val_batches=1, log_every_n_steps=1,
-    )  # fmt: skip
+        max_steps=max_steps,
+        val_check_interval=2,
+        logger=ResumableCSVLogger(run_dir, "csv", ""),
+        callbacks=[TrainClock(), ckpt],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+        log_every_n_steps=1,
+    )
     trainer.fit(Tiny(), loader(), loader(), ckpt_path=ckpt_path)
     return trainer
 
@@ -56,8 +68,16 @@ def fit(run_dir, max_steps, ckpt_path=None, every=None):
 def val_rows(run_dir):
     with (run_dir / "csv" / "metrics.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r.get("time/train_s")]
-    return [(int(r["step"]), float(r["time/train_s"]), float(r["time/device_s"]),
-             float(r["time/val_s"]), r.get("val/loss")) for r in rows]  # fmt: skip
+    return [
+        (
+            int(r["step"]),
+            float(r["time/train_s"]),
+            float(r["time/device_s"]),
+            float(r["time/val_s"]),
+            r.get("val/loss"),
+        )
+        for r in rows
+    ]
 
 
 def test_clock_and_csv_continue_across_a_resume(tmp_path):
@@ -164,10 +184,17 @@ def fit_recording(run_dir, max_steps, ckpt_path=None, stop=None):
     if stop is not None:
         callbacks.append(StopAt(5 if stop == "step" else 6, stop))  # validations: even steps
     trainer = L.Trainer(
-        max_steps=max_steps, max_epochs=-1, val_check_interval=2, logger=False,
-        callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
-        accelerator="cpu", num_sanity_val_steps=0, limit_val_batches=1,
-    )  # fmt: skip
+        max_steps=max_steps,
+        max_epochs=-1,
+        val_check_interval=2,
+        logger=False,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+    )
     train_loader = ResumableLoader(DataLoader(Indices(), batch_size=None), module)
     val_loader = DataLoader(Indices(), batch_size=None)
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)

@@ -78,9 +78,31 @@ def _smear_reference(self, surf, pos, phi_c, rng):
 
 
 def _hit_paths_reference(
-    kind, g_pos, g_lo, g_hi, g_overlap, g_z_overlap, g_nphi, g_nz, ring_edges, ring_nphi,
-    surf, x, y, z, mom, module, c, s, r, pu, pv, thick, noise, max_path_cells,
-):  # fmt: skip
+    kind,
+    g_pos,
+    g_lo,
+    g_hi,
+    g_overlap,
+    g_z_overlap,
+    g_nphi,
+    g_nz,
+    ring_edges,
+    ring_nphi,
+    surf,
+    x,
+    y,
+    z,
+    mom,
+    module,
+    c,
+    s,
+    r,
+    pu,
+    pv,
+    thick,
+    noise,
+    max_path_cells,
+):
     """Module frame, path and cell counts with (n, 3) axis arrays and np.einsum."""
     cyl = kind[surf] == CYLINDER
     zero, one = np.zeros_like(c), np.ones_like(c)
@@ -241,9 +263,15 @@ def test_nearest_first_search_equals_exhaustive_search_per_state(geo):
 def test_propagation_equals_exhaustive_search(geo, loop_fraction):
     p = _mixed_particles()
     kw = dict(
-        seed=4, p_min=0.05, loop_fraction=loop_fraction, conversions=True, nuclear=True,
-        nuclear_per_species=True, max_crossings=400, max_hits=200,
-    )  # fmt: skip
+        seed=4,
+        p_min=0.05,
+        loop_fraction=loop_fraction,
+        conversions=True,
+        nuclear=True,
+        nuclear_per_species=True,
+        max_crossings=400,
+        max_hits=200,
+    )
     args = (
         geo,
         np.stack([p["vx"], p["vy"], p["vz"]], axis=1),
@@ -339,11 +367,31 @@ def test_module_frame_smearing_and_binning_equal_their_references(geo):
     module, phi_c = geometry.module_ids(geo, surf, x, y, z, binning=bins)
     pu, pv, thick = clusters.hit_cell_sizes(geo, geo.volume_id[surf])
     args = (
-        geo.kind, geo.pos, geo.lo, geo.hi, geo.overlap, geo.z_overlaps(), geo.n_phi, geo.n_z,
-        geo.ring_edges, geo.ring_nphi, surf, x, y, z, mom, module.astype(np.int64), np.cos(phi_c),
-        np.sin(phi_c), np.hypot(x, y), pu, pv, thick, ev["hit_particle_id"] == 0,
+        geo.kind,
+        geo.pos,
+        geo.lo,
+        geo.hi,
+        geo.overlap,
+        geo.z_overlaps(),
+        geo.n_phi,
+        geo.n_z,
+        geo.ring_edges,
+        geo.ring_nphi,
+        surf,
+        x,
+        y,
+        z,
+        mom,
+        module.astype(np.int64),
+        np.cos(phi_c),
+        np.sin(phi_c),
+        np.hypot(x, y),
+        pu,
+        pv,
+        thick,
+        ev["hit_particle_id"] == 0,
         clusters.MAX_PATH_CELLS,
-    )  # fmt: skip
+    )
     for got, want in zip(clusters._hit_paths(*args), _hit_paths_reference(*args), strict=True):
         assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
     sim = DetectorSim(DetectorConfig(), geo)

@@ -1,4 +1,4 @@
-"""Realism of mu = 200 ttbar events against TrackML numbers (DESIGN.md, issue 3 point 5)."""
+"""Realism of mu = 200 ttbar events against TrackML numbers (DESIGN.md)."""
 
 import numpy as np
 import pytest
@@ -29,7 +29,7 @@ def test_particle_and_hit_counts(events):
     n_noise = np.mean([(e["hit_particle_id"] == 0).sum() for e in events])
     assert n_noise == pytest.approx(TRACKML_NOISE_FRACTION * n_hit, rel=0.03)  # default noise
     # TrackML event 1000: 12 263 particles, 3 695 (30.1 %) of them starting >= 1 mm from the
-    # beam line (decays, nuclear interactions), 103 305 particle hits; issue 16 asks for the
+    # beam line (decays, nuclear interactions), 103 305 particle hits; the goal is the
     # hits within 10 % and that share within a factor 1.5 (BENCHMARKS.md, "Soft particles and
     # secondaries against TrackML": these 4 events 12 277 particles, 28.8 %, 106 092 hits; with
     # photon conversions on, which TrackML's simulation lacked, 116 146 hits)
@@ -65,7 +65,7 @@ def events_without_interactions():
 
 
 def test_high_pt_particles_cross_ten_layers(events_without_interactions):
-    """Distinct layers of charged particles with pT > 0.9 GeV (issue 3 point 5).
+    """Distinct layers of charged particles with pT > 0.9 GeV.
 
     The TrackML geometry (DESIGN.md) bounds this: a straight line from the beam line crosses
     10 layers at abs(eta) < 0.6, 9.4-9.5 in the barrel/endcap transition (abs(eta) 1-1.5), up

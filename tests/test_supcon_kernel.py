@@ -39,10 +39,13 @@ def _batch(torch, emb, labels, cu, signal):
     from trackformers.data.batch import PackedBatch
 
     return PackedBatch(
-        x=emb.float(), cu_seqlens=cu, max_seqlen=int(cu.diff().max()),
-        coords=torch.zeros(emb.shape[0], 3, device=emb.device), particle_id=labels,
+        x=emb.float(),
+        cu_seqlens=cu,
+        max_seqlen=int(cu.diff().max()),
+        coords=torch.zeros(emb.shape[0], 3, device=emb.device),
+        particle_id=labels,
         targets={"signal": signal},
-    )  # fmt: skip
+    )
 
 
 def _rel(a, b) -> float:
@@ -109,11 +112,14 @@ def case_loss_modes(torch):
                 tiled, g_tiled = _module_loss(torch, emb, batch, torch.float32, **opts)
                 ref, g_ref = _naive_loss(torch, emb, labels, cu, signal, noise, anchors)
                 out[f"{tiles[0]}x{tiles[1]} {noise} {anchors}"] = {
-                    "loss_vs_f64": _rel(got, ref), "grad_vs_f64": _rel(g_got, g_ref),
-                    "loss_vs_tiled": _rel(got, tiled), "grad_vs_tiled": _rel(g_got, g_tiled),
-                    "loss": float(got), "grad_norm": float(g_got.norm()),
+                    "loss_vs_f64": _rel(got, ref),
+                    "grad_vs_f64": _rel(g_got, g_ref),
+                    "loss_vs_tiled": _rel(got, tiled),
+                    "grad_vs_tiled": _rel(g_got, g_tiled),
+                    "loss": float(got),
+                    "grad_norm": float(g_got.norm()),
                     "finite": bool(torch.isfinite(g_got).all()),
-                }  # fmt: skip
+                }
     return out
 
 
@@ -142,12 +148,14 @@ def case_row_stats(torch):
         (torch.where(empty, 0.0, k_lse) * w1.float() + k_pos * w2.float()).sum().backward()
         fin = ~empty
         out[name] = {
-            "lse": _rel(stats[0][fin], lse[fin]), "possum": _rel(stats[1], possum),
+            "lse": _rel(stats[0][fin], lse[fin]),
+            "possum": _rel(stats[1], possum),
             "npos_equal": bool(torch.equal(stats[2].double(), npos)),
             "empty_rows_equal": bool(torch.equal(torch.isneginf(stats[0]), empty)),
-            "n_empty": int(empty.sum()), "grad": _rel(xf.grad, x64.grad),
+            "n_empty": int(empty.sum()),
+            "grad": _rel(xf.grad, x64.grad),
             "grad_finite": bool(torch.isfinite(xf.grad).all()),
-        }  # fmt: skip
+        }
     return out
 
 
@@ -155,8 +163,12 @@ def case_dims_and_fp16(torch):
     """Embedding dims 16 / 24 (padded) / 64 in fp32 and fp16 inputs at D = 32."""
     _set_tiles(16, 16)
     out = {}
-    for dim, dtype in ((16, torch.float32), (24, torch.float32), (64, torch.float32),
-                       (32, torch.float16)):  # fmt: skip
+    for dim, dtype in (
+        (16, torch.float32),
+        (24, torch.float32),
+        (64, torch.float32),
+        (32, torch.float16),
+    ):
         emb, labels, cu, signal = _event_batch(torch, [37, 1, 40], dim=dim, seed=dim)
         valid = labels != 0
         x64 = torch.nn.functional.normalize(emb, dim=-1).to(dtype).double().requires_grad_(True)
@@ -170,9 +182,10 @@ def case_dims_and_fp16(torch):
         got = supcon_loss(xk, labels, cu, TAU, valid=valid)
         got.backward()
         out[f"d{dim}_{str(dtype).split('.')[-1]}"] = {
-            "loss": _rel(got, ref), "grad": _rel(xk.grad, x64.grad),
+            "loss": _rel(got, ref),
+            "grad": _rel(xk.grad, x64.grad),
             "grad_dtype": str(xk.grad.dtype),
-        }  # fmt: skip
+        }
     return out
 
 
@@ -185,8 +198,11 @@ def case_no_anchor(torch):
     cu = torch.tensor([0, 12, 30], dtype=torch.int32)
     loss = supcon_loss(x, torch.zeros(30, dtype=torch.long), cu, TAU)
     loss.backward()
-    return {"loss": float(loss), "grad_abs": float(x.grad.abs().sum()),
-            "finite": bool(torch.isfinite(x.grad).all())}  # fmt: skip
+    return {
+        "loss": float(loss),
+        "grad_abs": float(x.grad.abs().sum()),
+        "finite": bool(torch.isfinite(x.grad).all()),
+    }
 
 
 CASES = {
@@ -277,8 +293,9 @@ def test_triton_kernel_refuses_cpu_without_interpreter():
 
     emb, labels, cu, signal = _event_batch(torch, [10, 5])
     with pytest.raises(RuntimeError, match="kernel='triton' needs CUDA"):
-        SupConLoss(kernel="triton")({"embedding": emb.float()}, _batch(torch, emb, labels, cu,
-                                                                       signal))  # fmt: skip
+        SupConLoss(kernel="triton")(
+            {"embedding": emb.float()}, _batch(torch, emb, labels, cu, signal)
+        )
     with pytest.raises(RuntimeError, match="runs on CUDA"):
         supcon_loss(emb.float(), labels, cu, TAU)
 
@@ -301,8 +318,9 @@ def test_config_default_and_override():
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "loss",
-                                      "contrastive.yaml"))  # fmt: skip
+    cfg = OmegaConf.load(
+        os.path.join(os.path.dirname(__file__), "..", "conf", "loss", "contrastive.yaml")
+    )
     assert instantiate(cfg).terms["contrastive"].kernel == "tiled"
     cfg.terms.contrastive.kernel = "triton"
     assert instantiate(cfg).terms["contrastive"].kernel == "triton"
@@ -318,16 +336,18 @@ def _gpu_case(torch, dtype, noise, precision="auto"):
 
     from trackformers.losses import supcon_naive
 
-    emb, labels, cu, signal = _event_batch(torch, [2500, 1, 1595], n_particles=400,
-                                           noise_frac=0.1, seed=5, device="cuda")  # fmt: skip
+    emb, labels, cu, signal = _event_batch(
+        torch, [2500, 1, 1595], n_particles=400, noise_frac=0.1, seed=5, device="cuda"
+    )
     valid = labels != 0 if noise == "ignore" else torch.ones_like(labels, dtype=torch.bool)
     x = F.normalize(emb, dim=-1).to(dtype)
     x64 = x.double().requires_grad_(True)
     ref = supcon_naive(x64, labels, valid, cu, TAU)
     ref.backward()
     xk = x.clone().requires_grad_(True)
-    got = supcon_loss(xk, labels, cu, TAU, valid=valid if noise == "ignore" else None,
-                      precision=precision)  # fmt: skip
+    got = supcon_loss(
+        xk, labels, cu, TAU, valid=valid if noise == "ignore" else None, precision=precision
+    )
     got.backward()
     assert torch.isfinite(xk.grad).all()
     return _rel(got, ref), _rel(xk.grad, x64.grad)
@@ -358,8 +378,9 @@ def test_gpu_tf32_precision_flag():
 def test_gpu_loss_module_triton_equals_tiled(anchors):
     import torch
 
-    emb, labels, cu, signal = _event_batch(torch, [3000, 1, 1200], n_particles=500,
-                                           noise_frac=0.1, seed=6, device="cuda")  # fmt: skip
+    emb, labels, cu, signal = _event_batch(
+        torch, [3000, 1, 1200], n_particles=500, noise_frac=0.1, seed=6, device="cuda"
+    )
     batch = _batch(torch, emb, labels, cu, signal)
     opts = dict(noise="ignore", anchors=anchors)
     got, g_got = _module_loss(torch, emb, batch, torch.float32, kernel="triton", **opts)
@@ -377,8 +398,9 @@ def test_gpu_65k_hits_no_n2_memory(events):
 
     n = 65536
     lengths = [n // events] * events
-    emb, labels, cu, _ = _event_batch(torch, lengths, n_particles=n // (7 * events),
-                                      noise_frac=0.1, seed=7, device="cuda")  # fmt: skip
+    emb, labels, cu, _ = _event_batch(
+        torch, lengths, n_particles=n // (7 * events), noise_frac=0.1, seed=7, device="cuda"
+    )
     x = torch.nn.functional.normalize(emb.float(), dim=-1).bfloat16().requires_grad_(True)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()

@@ -19,14 +19,18 @@ def _event():
     y = np.concatenate([radii * np.sin(phi), re * np.sin(phi), [1.0, 2.0, 3.0], [5.0]])
     z = np.concatenate([zb, ze, [0.0, 0.0, 0.0], [1.0]])
     return {
-        "event_id": 7, "hit_x": x, "hit_y": y, "hit_z": z,
+        "event_id": 7,
+        "hit_x": x,
+        "hit_y": y,
+        "hit_z": z,
         "hit_particle_id": np.array([1] * 4 + [2] * 3 + [3] * 3 + [0]),
         "hit_volume_id": np.array([8] * 4 + [9] * 3 + [8] * 3 + [8]),
         "part_particle_id": np.array([1, 2, 3]),
-        "part_px": np.array([2.0, 2.0, 0.5]), "part_py": np.array([0.0, 0.0, 0.0]),
+        "part_px": np.array([2.0, 2.0, 0.5]),
+        "part_py": np.array([0.0, 0.0, 0.0]),
         "part_pz": np.array([2.0 * np.sinh(0.3), 2.0 * np.sinh(2.5), 0.0]),
         "part_vz": np.array([50.0, 50.0, 0.0]),
-    }  # fmt: skip
+    }
 
 
 def test_barrel_hit_eta_range_is_the_vertex_shift():
@@ -54,15 +58,22 @@ def test_reads_native_files_and_refuses_an_empty_folder(tmp_path):
     ev = _event()
     nh, npart = len(ev["hit_x"]), len(ev["part_particle_id"])
     full = ev | {
-        "pileup": 0, "hit_id": np.arange(1, nh + 1), "hit_layer_id": np.full(nh, 2),
-        "hit_module_id": np.arange(nh), "hit_weight": np.full(nh, 1.0 / nh),
+        "pileup": 0,
+        "hit_id": np.arange(1, nh + 1),
+        "hit_layer_id": np.full(nh, 2),
+        "hit_module_id": np.arange(nh),
+        "hit_weight": np.full(nh, 1.0 / nh),
         **{f"hit_t{c}": ev[f"hit_{c}"] for c in "xyz"},
         **{f"hit_tp{c}": np.ones(nh) for c in "xyz"},
-        "part_pdg_id": np.full(npart, 211), "part_vertex_id": np.zeros(npart, dtype=np.int64),
-        "part_vx": np.zeros(npart), "part_vy": np.zeros(npart), "part_q": np.ones(npart),
-        "part_nhits": np.array([4, 3, 3]), "part_parent_id": np.zeros(npart, np.uint64),
+        "part_pdg_id": np.full(npart, 211),
+        "part_vertex_id": np.zeros(npart, dtype=np.int64),
+        "part_vx": np.zeros(npart),
+        "part_vy": np.zeros(npart),
+        "part_q": np.ones(npart),
+        "part_nhits": np.array([4, 3, 3]),
+        "part_parent_id": np.zeros(npart, np.uint64),
         "part_process": np.zeros(npart, np.int32),
-    }  # fmt: skip
+    }
     write_events(tmp_path / "e.root", [full], {})
     (read,) = track_spread.main([str(tmp_path), "--events", "5"])
     # float32 on disk

@@ -26,7 +26,7 @@ FRACTIONS = (0.2, 0.1)
 @pytest.fixture(scope="module")
 def ddp_data(tmp_path_factory):
     """Two files, one chunk each: all validation events in the first. Dealing whole chunks to
-    ranks round-robin (the old way) left rank 1 without validation events, and the run died
+    ranks round-robin would leave rank 1 without validation events, and the run would die
     in a mismatched collective."""
     d = tmp_path_factory.mktemp("ddp_data")
     ids = np.arange(400)
@@ -45,19 +45,31 @@ GPU = ["trainer.accelerator=gpu", "trainer.precision=32-true"]  # NCCL; fp32: co
 
 def overrides(data, run_dir, log, *extra):
     return [
-        "experiment=demo_tiny", f"data.path={data}", f"data.val_fraction={FRACTIONS[0]}",
-        f"data.test_fraction={FRACTIONS[1]}", "data.class_bins=null", "data.num_classes=null",
-        "data.max_events_per_batch=1", f"hydra.run.dir={run_dir}", "trainer=ddp",
-        "trainer.devices=2", "+callbacks.batch_log._target_=trackformers.train.BatchOrderLog",
-        f"+callbacks.batch_log.path='{log}'", *extra,
-    ]  # fmt: skip
+        "experiment=demo_tiny",
+        f"data.path={data}",
+        f"data.val_fraction={FRACTIONS[0]}",
+        f"data.test_fraction={FRACTIONS[1]}",
+        "data.class_bins=null",
+        "data.num_classes=null",
+        "data.max_events_per_batch=1",
+        f"hydra.run.dir={run_dir}",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "+callbacks.batch_log._target_=trackformers.train.BatchOrderLog",
+        f"+callbacks.batch_log.path='{log}'",
+        *extra,
+    ]
 
 
 def launch(args, env):
     return subprocess.run(
         [sys.executable, "-m", "trackformers.train", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def batches(path):
@@ -78,18 +90,31 @@ def single_process_validation(data, ckpt, *extra):
     from trackformers.train import build
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "experiment=demo_tiny", f"data.path={data}", f"data.val_fraction={FRACTIONS[0]}",
-            f"data.test_fraction={FRACTIONS[1]}", "data.class_bins=null", "data.num_classes=null",
-            "data.max_events_per_batch=1", f"paths.root_dir={REPO}",
-            f"paths.output_dir={ckpt.parent}", "~logger", "callbacks.rich_progress_bar=null",
-            "trainer.accelerator=cpu", "trainer.devices=1", "+trainer.enable_progress_bar=false",
-            *extra,
-        ])  # fmt: skip
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=demo_tiny",
+                f"data.path={data}",
+                f"data.val_fraction={FRACTIONS[0]}",
+                f"data.test_fraction={FRACTIONS[1]}",
+                "data.class_bins=null",
+                "data.num_classes=null",
+                "data.max_events_per_batch=1",
+                f"paths.root_dir={REPO}",
+                f"paths.output_dir={ckpt.parent}",
+                "~logger",
+                "callbacks.rich_progress_bar=null",
+                "trainer.accelerator=cpu",
+                "trainer.devices=1",
+                "+trainer.enable_progress_bar=false",
+                *extra,
+            ],
+        )
     register_safe_globals()
     datamodule, module, trainer = build(cfg)
-    logged = trainer.validate(module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False,
-                              weights_only=True)  # fmt: skip
+    logged = trainer.validate(
+        module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False, weights_only=True
+    )
     return {**module.last_val_metrics, "loss": logged[0]["val/loss"]}
 
 
@@ -109,8 +134,9 @@ def check_ddp_run(ddp_data, tmp_path, device, backend, loss_rtol):
     run = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     # 17 training events per rank and epoch (one per batch): stop mid-epoch 0 at step 10
-    first = launch(overrides(data, run, tmp_path / "a{rank}.log", "trainer.max_steps=10",
-                             *device), env)  # fmt: skip
+    first = launch(
+        overrides(data, run, tmp_path / "a{rank}.log", "trainer.max_steps=10", *device), env
+    )
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-4000:]
     assert f"distributed_backend={backend}" in first.stdout + first.stderr
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # one wandb run, not one per rank
@@ -120,8 +146,12 @@ def check_ddp_run(ddp_data, tmp_path, device, backend, loss_rtol):
     clock = state["callbacks"]["TrainClock"]
     assert clock["device_s"] == pytest.approx(2 * clock["train_s"])  # two processes
 
-    second = launch(overrides(data, run, tmp_path / "b{rank}.log", "trainer.max_steps=24",
-                              "ckpt_path=last", *device), env)  # fmt: skip
+    second = launch(
+        overrides(
+            data, run, tmp_path / "b{rank}.log", "trainer.max_steps=24", "ckpt_path=last", *device
+        ),
+        env,
+    )
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-4000:]
     assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 24
 
@@ -145,8 +175,9 @@ def check_ddp_run(ddp_data, tmp_path, device, backend, loss_rtol):
     assert times == sorted(times) and times[1] > clock["train_s"]  # the clock went on
     val_s = [float(r["time/val_s"]) for r in rows]
     assert val_s == sorted(val_s) and val_s[-1] > 0
-    assert all(float(r["time/device_s"]) == pytest.approx(2 * float(r["time/train_s"]))
-               for r in rows)  # fmt: skip
+    assert all(
+        float(r["time/device_s"]) == pytest.approx(2 * float(r["time/train_s"])) for r in rows
+    )
 
     # the last DDP validation (final weights) against one process validating last.ckpt: the
     # loss is a mean over all 6 events, so a partial or doubled shard would change it

@@ -30,17 +30,27 @@ def test_cli_trains_bf16_on_gpu(tmp_path):
     write_events(data / "e.root", helix_events(60, seed=5, n_particles=10), {"test": True})
     run_dir = tmp_path / "run"
     args = [
-        "experiment=demo_tiny", f"data.path={data}", "data.val_fraction=0.2",
-        "data.class_bins=null", "data.num_classes=null", f"hydra.run.dir={run_dir}",
+        "experiment=demo_tiny",
+        f"data.path={data}",
+        "data.val_fraction=0.2",
+        "data.class_bins=null",
+        "data.num_classes=null",
+        f"hydra.run.dir={run_dir}",
         "logger=csv",
         "validation.reconstructable.pt_min=0.5",
-    ]  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "trackformers.train", *args], cwd=REPO,
-                          env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "trackformers.train", *args],
+        cwd=REPO,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
-                       weights_only=False)  # fmt: skip
+    state = torch.load(
+        run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
     assert state["trackformers"]["config"]["trainer"]["precision"] == "bf16-mixed"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["val/trackml_score"] == summary["val/trackml_score"]  # not NaN
@@ -63,11 +73,19 @@ def test_real_cuda_oom_names_event_size_and_settings():
     batch = synthetic_batch([n], seed=0)
     model = TrackFormer(Encoder(3, d_model=32, n_heads=4, n_layers=1), ContrastiveHead(32, 8))
     loss = CombinedLoss({"contrastive": SupConLoss(tile_elems=1 << 40, compile=False)})
-    module = TrackFormerModule(model, loss, validation={"enabled": False},
-                               scheduler={"total_steps": 10})  # fmt: skip
-    trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=1,
-                        logger=False, enable_checkpointing=False, limit_val_batches=0,
-                        enable_progress_bar=False)  # fmt: skip
+    module = TrackFormerModule(
+        model, loss, validation={"enabled": False}, scheduler={"total_steps": 10}
+    )
+    trainer = L.Trainer(
+        accelerator="gpu",
+        devices=1,
+        precision="bf16-mixed",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+    )
     with pytest.raises(EventTooLargeError) as info:
         trainer.fit(module, train_dataloaders=_Once(batch))
     msg = str(info.value)

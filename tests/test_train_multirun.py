@@ -21,13 +21,25 @@ def test_multirun_sweep_gives_one_run_per_job(tmp_path):
     write_events(data / "e.root", helix_events(30, seed=3, n_particles=8), {"test": True})
     sweep = tmp_path / "sweep"
     args = [
-        "-m", "experiment=demo_tiny", f"data.path={data}", "data.val_fraction=0.2",
-        "data.class_bins=null", "data.num_classes=null", "trainer.max_steps=3",
-        "optim.optimizer.lr=1e-3,3e-3", f"hydra.sweep.dir={sweep}",
-    ]  # fmt: skip
+        "-m",
+        "experiment=demo_tiny",
+        f"data.path={data}",
+        "data.val_fraction=0.2",
+        "data.class_bins=null",
+        "data.num_classes=null",
+        "trainer.max_steps=3",
+        "optim.optimizer.lr=1e-3,3e-3",
+        f"hydra.sweep.dir={sweep}",
+    ]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "trackformers.train", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "trackformers.train", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [j.name for j in jobs] == ["0", "1"]
@@ -54,14 +66,27 @@ def test_optuna_sweep_records_the_best_trial(tmp_path):
     write_events(data / "e.root", helix_events(30, seed=5, n_particles=8), {"test": True})
     sweep = tmp_path / "sweep"
     args = [
-        "experiment=demo_tiny", "hparams_search=optuna_lr", f"data.path={data}",
-        "data.val_fraction=0.2", "data.class_bins=null", "data.num_classes=null",
-        "trainer.max_steps=3", "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.sampler.n_startup_trials=2", "logger=csv", f"hydra.sweep.dir={sweep}",
-    ]  # fmt: skip
+        "experiment=demo_tiny",
+        "hparams_search=optuna_lr",
+        f"data.path={data}",
+        "data.val_fraction=0.2",
+        "data.class_bins=null",
+        "data.num_classes=null",
+        "trainer.max_steps=3",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+    ]
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "trackformers.train", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "trackformers.train", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert jobs == ["0", "1"]

@@ -28,13 +28,20 @@ def tiny_data(tmp_path_factory):
 
 def overrides(data_dir, run_dir, log_path, *extra):
     return [
-        "experiment=demo_tiny", f"data.path={data_dir}", "data.val_fraction=0.2",
-        "data.test_fraction=0.1", "data.class_bins=null", "data.num_classes=null",
-        f"hydra.run.dir={run_dir}", "logger=csv", f"trainer.max_steps={MAX_STEPS}",
+        "experiment=demo_tiny",
+        f"data.path={data_dir}",
+        "data.val_fraction=0.2",
+        "data.test_fraction=0.1",
+        "data.class_bins=null",
+        "data.num_classes=null",
+        f"hydra.run.dir={run_dir}",
+        "logger=csv",
+        f"trainer.max_steps={MAX_STEPS}",
         "callbacks.last_checkpoint.every_n_train_steps=4",
         "+callbacks.batch_log._target_=trackformers.train.BatchOrderLog",
-        f"+callbacks.batch_log.path={log_path}", *extra,
-    ]  # fmt: skip
+        f"+callbacks.batch_log.path={log_path}",
+        *extra,
+    ]
 
 
 def command(args):
@@ -57,8 +64,12 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_data, tmp_path
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     ref = subprocess.run(
         command(overrides(tiny_data, ref_dir, tmp_path / "ref.log")),
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ref.returncode == 0, ref.stderr[-4000:]
     ref_log = read_log(tmp_path / "ref.log")
     assert len(ref_log) == MAX_STEPS
@@ -66,9 +77,12 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_data, tmp_path
     # the same run, killed with SIGKILL right after the step-4 checkpoint is on disk
     killed_log = tmp_path / "killed.log"
     proc = subprocess.Popen(
-        command(overrides(tiny_data, run_dir, killed_log)), cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        command(overrides(tiny_data, run_dir, killed_log)),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -89,8 +103,12 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_data, tmp_path
 
     resumed = subprocess.run(
         command(overrides(tiny_data, run_dir, tmp_path / "resumed.log", "ckpt_path=last")),
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     resumed_log = read_log(tmp_path / "resumed.log")
     assert int(resumed_log[0][0]) == ckpt_step  # continues at the next step, not from 0

@@ -36,10 +36,16 @@ def tiny_data(tmp_path_factory):
 
 def tiny_overrides(data_dir, run_dir, *extra):
     return [
-        "experiment=demo_tiny", f"data.path={data_dir}", "data.val_fraction=0.2",
-        "data.test_fraction=0.1", "data.class_bins=null", "data.num_classes=null",
-        f"hydra.run.dir={run_dir}", "validation.reconstructable.pt_min=0.5", *extra,
-    ]  # fmt: skip
+        "experiment=demo_tiny",
+        f"data.path={data_dir}",
+        "data.val_fraction=0.2",
+        "data.test_fraction=0.1",
+        "data.class_bins=null",
+        "data.num_classes=null",
+        f"hydra.run.dir={run_dir}",
+        "validation.reconstructable.pt_min=0.5",
+        *extra,
+    ]
 
 
 def run_cli(args, env_extra=None, timeout=240):
@@ -82,8 +88,11 @@ def test_cli_trains_offline_and_the_run_dir_holds_the_run(tiny_data, tmp_path):
 
 def compose_tiny(data_dir, run_dir, *extra):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=tiny_overrides(data_dir, run_dir, "logger=csv", *extra),
-                      return_hydra_config=True)  # fmt: skip
+        cfg = compose(
+            "train",
+            overrides=tiny_overrides(data_dir, run_dir, "logger=csv", *extra),
+            return_hydra_config=True,
+        )
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)
         cfg.hydra.runtime.cwd = str(REPO)

@@ -21,17 +21,20 @@ from trackformers.train import train
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("kw,match", [
-    ({"eps": []}, "eps: the grid is empty"),
-    ({"eps": [0.1, 0.0]}, "eps values must be"),
-    ({"min_samples": [0]}, "min_samples values must be"),
-    ({"min_samples": [2.5]}, "min_samples values must be"),
-    ({"filter_threshold": [0.5, 1.0]}, r"\(0, 1\)"),
-    ({"filter_threshold": []}, "filter_threshold: the grid is empty"),
-    ({"criterion": "best"}, "criterion must be one of"),
-    ({"fake_max": 1.5}, "fake_max must lie in"),
-    ({"max_events": 0}, "max_events must be"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"eps": []}, "eps: the grid is empty"),
+        ({"eps": [0.1, 0.0]}, "eps values must be"),
+        ({"min_samples": [0]}, "min_samples values must be"),
+        ({"min_samples": [2.5]}, "min_samples values must be"),
+        ({"filter_threshold": [0.5, 1.0]}, r"\(0, 1\)"),
+        ({"filter_threshold": []}, "filter_threshold: the grid is empty"),
+        ({"criterion": "best"}, "criterion must be one of"),
+        ({"fake_max": 1.5}, "fake_max must lie in"),
+        ({"max_events": 0}, "max_events must be"),
+    ],
+)
 def test_bad_tuning_settings_are_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         TuneClustering(**kw)
@@ -53,10 +56,22 @@ def test_criterion_picks_max_dm_under_the_fake_cap_else_min_fake():
 
 
 def test_cluster_settings_prefer_the_tuned_clustering_and_say_so():
-    val = {"validation": {"cluster": {"method": "dbscan", "output_key": "embedding",
-                                      "params": {"eps": 0.3, "min_samples": 2}}}}  # fmt: skip
-    tuned = {"method": "dbscan", "input": "embedding", "params": {"eps": 0.07, "min_samples": 3},
-             "filter_threshold": 0.6, "criterion": "dm_at_fake"}  # fmt: skip
+    val = {
+        "validation": {
+            "cluster": {
+                "method": "dbscan",
+                "output_key": "embedding",
+                "params": {"eps": 0.3, "min_samples": 2},
+            }
+        }
+    }
+    tuned = {
+        "method": "dbscan",
+        "input": "embedding",
+        "params": {"eps": 0.07, "min_samples": 3},
+        "filter_threshold": 0.6,
+        "criterion": "dm_at_fake",
+    }
     outs = {"embedding": 0, "filter_logit": 0}
     s = cluster_settings({**val, "tuned_clustering": tuned}, {"method": "auto"}, outs)
     assert s["params"] == {"eps": 0.07, "min_samples": 3} and s["filter_threshold"] == 0.6
@@ -83,15 +98,26 @@ def trained_run(tmp_path_factory):
     write_events(data / "events.root", helix_events(40, seed=5, n_particles=10), {"test": True})
     run_dir = tmp_path_factory.mktemp("run")
     overrides = [
-        "experiment=demo_tiny", f"data.path={data}", "data.val_fraction=0.25",
-        "data.test_fraction=0.1", "data.class_bins=null", "data.num_classes=null",
-        f"hydra.run.dir={run_dir}", "validation.reconstructable.pt_min=0.5", "logger=csv",
-        "callbacks.rich_progress_bar=null", "model=contrastive_filter", "loss=contrastive_filter",
-        "loss.terms.hit_filter.pt_min=0.5", "validation.cluster.filter_threshold=0.5",
-        "data.augment.rotate_phi=true", "data.augment.reflect_z=true",
-        "callbacks.tune_clustering.eps=[0.1,0.3]", "callbacks.tune_clustering.min_samples=[2]",
+        "experiment=demo_tiny",
+        f"data.path={data}",
+        "data.val_fraction=0.25",
+        "data.test_fraction=0.1",
+        "data.class_bins=null",
+        "data.num_classes=null",
+        f"hydra.run.dir={run_dir}",
+        "validation.reconstructable.pt_min=0.5",
+        "logger=csv",
+        "callbacks.rich_progress_bar=null",
+        "model=contrastive_filter",
+        "loss=contrastive_filter",
+        "loss.terms.hit_filter.pt_min=0.5",
+        "validation.cluster.filter_threshold=0.5",
+        "data.augment.rotate_phi=true",
+        "data.augment.reflect_z=true",
+        "callbacks.tune_clustering.eps=[0.1,0.3]",
+        "callbacks.tune_clustering.min_samples=[2]",
         "callbacks.tune_clustering.filter_threshold=[null,0.5]",
-    ]  # fmt: skip
+    ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
@@ -126,8 +152,13 @@ def test_evaluate_and_predictor_use_it_unless_told_otherwise(trained_run, tmp_pa
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     cfg, _ = load_checkpoint(ckpt)
     tuned = cfg["tuned_clustering"]
-    opts = {"ckpt": str(ckpt), "wandb": {"enabled": False}, "plots": False,
-            "cluster": {"method": "auto"}, "output_dir": str(tmp_path / "a")}  # fmt: skip
+    opts = {
+        "ckpt": str(ckpt),
+        "wandb": {"enabled": False},
+        "plots": False,
+        "cluster": {"method": "auto"},
+        "output_dir": str(tmp_path / "a"),
+    }
     m = run(opts)
     assert m["cluster"]["source"].startswith("checkpoint")
     assert m["cluster"]["params"] == tuned["params"]

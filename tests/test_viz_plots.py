@@ -33,12 +33,19 @@ def toy_event(rng, n_part=30, hits_per=8, noise=20):
     pt = rng.uniform(0.5, 5, n_part)
     w = (pid > 0).astype(float)
     return {
-        "event_id": 1, "pileup": 0,
-        "hit_x": x, "hit_y": y, "hit_z": z, "hit_particle_id": pid.astype(np.uint64),
-        "hit_weight": w / w.sum(), "hit_volume_id": np.full(len(pid), 8),
+        "event_id": 1,
+        "pileup": 0,
+        "hit_x": x,
+        "hit_y": y,
+        "hit_z": z,
+        "hit_particle_id": pid.astype(np.uint64),
+        "hit_weight": w / w.sum(),
+        "hit_volume_id": np.full(len(pid), 8),
         "part_particle_id": np.arange(1, n_part + 1, dtype=np.uint64),
-        "part_px": pt * np.cos(phi), "part_py": pt * np.sin(phi), "part_pz": pt * np.sinh(eta),
-    }  # fmt: skip
+        "part_px": pt * np.cos(phi),
+        "part_py": pt * np.sin(phi),
+        "part_pz": pt * np.sinh(eta),
+    }
 
 
 def batch_of(events):

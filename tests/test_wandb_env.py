@@ -11,8 +11,14 @@ from trackformers.results.wandb_log import log_wandb
 from trackformers.wandb_env import env_init_kwargs, env_mode, wandb_logger_config
 
 REPO = Path(__file__).resolve().parents[1]
-LOGGER = {"_target_": "lightning.pytorch.loggers.WandbLogger", "project": "trackformers",
-          "name": "demo", "save_dir": "/runs/x", "offline": True, "log_model": False}  # fmt: skip
+LOGGER = {
+    "_target_": "lightning.pytorch.loggers.WandbLogger",
+    "project": "trackformers",
+    "name": "demo",
+    "save_dir": "/runs/x",
+    "offline": True,
+    "log_model": False,
+}
 
 
 def test_mode_from_the_environment():
@@ -30,8 +36,14 @@ def test_logger_config_takes_the_variables():
     plain = wandb_logger_config(LOGGER, {})
     assert plain["mode"] == "offline" and plain["offline"] is False  # Lightning leaves WANDB_MODE
     assert plain["save_dir"] == "/runs/x" and plain["project"] == "trackformers"
-    env = {"WANDB_MODE": "online", "WANDB_DIR": "/tmp/w", "WANDB_PROJECT": "p",
-           "WANDB_ENTITY": "team", "WANDB_RUN_GROUP": "g", "WANDB_TAGS": "a, b"}  # fmt: skip
+    env = {
+        "WANDB_MODE": "online",
+        "WANDB_DIR": "/tmp/w",
+        "WANDB_PROJECT": "p",
+        "WANDB_ENTITY": "team",
+        "WANDB_RUN_GROUP": "g",
+        "WANDB_TAGS": "a, b",
+    }
     got = wandb_logger_config(LOGGER, env)
     assert got["mode"] == "online" and got["save_dir"] == "/tmp/w" and got["project"] == "p"
     assert got["entity"] == "team" and got["group"] == "g" and got["tags"] == ["a", "b"]
@@ -50,9 +62,15 @@ def _loggers(tmp_path, monkeypatch, env):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=demo_tiny", f"data.path={tmp_path}",
-                                          f"hydra.run.dir={tmp_path / 'run'}"],
-                      return_hydra_config=True)  # fmt: skip
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=demo_tiny",
+                f"data.path={tmp_path}",
+                f"hydra.run.dir={tmp_path / 'run'}",
+            ],
+            return_hydra_config=True,
+        )
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path / "run")
     HydraConfig.instance().set_config(cfg)
@@ -97,12 +115,25 @@ def test_cli_training_with_wandb_disabled_writes_no_wandb_run(tmp_path):
 
     write_events(tmp_path / "events.root", helix_events(30, seed=5, n_particles=8), {})
     run_dir = tmp_path / "run"
-    args = ["experiment=demo_tiny", f"data.path={tmp_path}", "data.class_bins=null",
-            "data.num_classes=null", f"hydra.run.dir={run_dir}", "trainer.max_steps=2",
-            "data.val_fraction=0.3", "callbacks.last_checkpoint.every_n_train_steps=1"]  # fmt: skip
+    args = [
+        "experiment=demo_tiny",
+        f"data.path={tmp_path}",
+        "data.class_bins=null",
+        "data.num_classes=null",
+        f"hydra.run.dir={run_dir}",
+        "trainer.max_steps=2",
+        "data.val_fraction=0.3",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
+    ]
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "-m", "trackformers.train", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "trackformers.train", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "wandb run:     disabled" in proc.stdout
     assert not (run_dir / "wandb").exists() and not (REPO / "wandb").exists()

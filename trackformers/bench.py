@@ -31,7 +31,11 @@ from trackformers.paths import REPO_ROOT
 
 def device_name(device: str | torch.device | None = None) -> str:
     """The CUDA device's name (``torch.cuda.get_device_name``) or "CPU"; None: the device a
-    run would take (CUDA when available)."""
+    run would take (CUDA when available).
+
+    Args:
+        device: the device (None: CUDA when available).
+    """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
@@ -49,8 +53,13 @@ def _triton_version() -> str | None:
 def _commit() -> str | None:
     """``git describe --always --dirty`` of the repository (None outside a git checkout)."""
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=10)  # fmt: skip
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -60,7 +69,14 @@ def _commit() -> str | None:
 
 def environment(device: str | torch.device | None = None) -> dict:
     """Where and with what a number is measured: device name, library versions, CPU count,
-    date and the code's commit (``-dirty``: uncommitted changes)."""
+    date and the code's commit (``-dirty``: uncommitted changes).
+
+    Args:
+        device: the measured device (None: CUDA when available).
+
+    Returns:
+        ``device``, ``torch``, ``cuda``, ``triton``, ``python``, ``cpus``, ``date``, ``commit``.
+    """
     return {
         "device": device_name(device),
         "torch": torch.__version__,
@@ -74,14 +90,25 @@ def environment(device: str | torch.device | None = None) -> dict:
 
 
 def sync(device: str | torch.device) -> None:
-    """Wait for the device's queued work (a no-op off CUDA)."""
+    """Wait for the device's queued work (a no-op off CUDA).
+
+    Args:
+        device: the device.
+    """
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def stamp(cuda: bool):
     """A time stamp: a CUDA event recorded on the current stream (``cuda``), else the wall
-    clock; ``elapsed_ms`` of two stamps of one kind."""
+    clock; ``elapsed_ms`` of two stamps of one kind.
+
+    Args:
+        cuda: a CUDA event (True) or the wall clock.
+
+    Returns:
+        The event, or ``time.perf_counter()``.
+    """
     if cuda:
         ev = torch.cuda.Event(enable_timing=True)
         ev.record()
@@ -90,14 +117,25 @@ def stamp(cuda: bool):
 
 
 def elapsed_ms(a, b) -> float:
-    """Milliseconds between two ``stamp`` s (CUDA events: after a sync that reached ``b``)."""
+    """Milliseconds between two ``stamp`` s (CUDA events: after a sync that reached ``b``).
+
+    Args:
+        a: the first stamp.
+        b: the second stamp.
+    """
     if isinstance(a, torch.cuda.Event):
         return a.elapsed_time(b)
     return 1e3 * (b - a)
 
 
 def cuda_ms(fn: Callable[[], object], repeat: int = 20, warmup: int = 3) -> float:
-    """Median milliseconds between CUDA events around ``fn()`` (after ``warmup`` calls)."""
+    """Median milliseconds between CUDA events around ``fn()`` (after ``warmup`` calls).
+
+    Args:
+        fn: the timed call.
+        repeat: timed calls.
+        warmup: untimed calls first.
+    """
     for _ in range(warmup):
         fn()
     times = []
@@ -112,7 +150,13 @@ def cuda_ms(fn: Callable[[], object], repeat: int = 20, warmup: int = 3) -> floa
 
 def wall_ms(fn: Callable[[], object], device: str | torch.device, reps: int = 50) -> float:
     """Median wall milliseconds of ``fn()`` from an idle device to its end (synced both
-    sides), after one warm-up call."""
+    sides), after one warm-up call.
+
+    Args:
+        fn: the timed call.
+        device: the device synchronised around it.
+        reps: timed calls.
+    """
     fn()
     times = []
     for _ in range(reps):
@@ -126,7 +170,12 @@ def wall_ms(fn: Callable[[], object], device: str | torch.device, reps: int = 50
 
 def append_rows(path: str | os.PathLike, rows: Iterable[Mapping]) -> Path:
     """Append ``rows`` to the results file ``path`` as JSON lines (one object per line, made
-    with ``default=str`` for paths, dtypes and devices); returns the path."""
+    with ``default=str`` for paths, dtypes and devices); returns the path.
+
+    Args:
+        path: the results file (created with its folder).
+        rows: result rows.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
@@ -137,7 +186,14 @@ def append_rows(path: str | os.PathLike, rows: Iterable[Mapping]) -> Path:
 
 def read_rows(path: str | os.PathLike) -> list[dict]:
     """The rows of a results file written by ``append_rows``; a line that is not a JSON
-    object is refused naming the file and the line number."""
+    object is refused naming the file and the line number.
+
+    Args:
+        path: the results file.
+
+    Raises:
+        ValueError: a line that is not a JSON object.
+    """
     path = Path(path)
     rows = []
     for i, line in enumerate(path.read_text().splitlines(), 1):

@@ -39,9 +39,22 @@ class CheckpointError(ValueError):
 
 def safe_globals() -> list:
     """Classes a trackformers checkpoint may hold beyond tensors and plain Python types."""
-    return [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, BooleanNode,
-            FloatNode, IntegerNode, StringNode, typing.Any, collections.defaultdict, dict, list,
-            int]  # fmt: skip
+    return [
+        DictConfig,
+        ListConfig,
+        ContainerMetadata,
+        Metadata,
+        AnyNode,
+        BooleanNode,
+        FloatNode,
+        IntegerNode,
+        StringNode,
+        typing.Any,
+        collections.defaultdict,
+        dict,
+        list,
+        int,
+    ]
 
 
 def register_safe_globals() -> None:
@@ -108,6 +121,10 @@ def check_resume_path(ckpt_path, output_dir: str | os.PathLike) -> None:
     (Lightning resolves the name; a run without one starts fresh); any other Lightning name
     passes; a path must load by :func:`load_checkpoint_file` and hold a ``state_dict``.
 
+    Args:
+        ckpt_path: ``trainer.fit``'s ckpt_path (None, a Lightning name, or a path).
+        output_dir: the run's output directory.
+
     Raises:
         FileNotFoundError, CheckpointError: naming the path.
     """
@@ -137,6 +154,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     stored in the checkpoint (``models/tuning.py``) is added as ``"tuned_clustering"``.
     Loaded by :func:`load_checkpoint_file`: a checkpoint holding any other pickled object, or
     an empty / truncated / non-checkpoint file, is refused naming the path.
+
+    Args:
+        path: the checkpoint or export.
     """
     path = Path(path)
     ckpt = load_checkpoint_file(path)

@@ -138,8 +138,11 @@ def check_train_config(cfg) -> None:
             or len(vals) != 2
             or not all(isinstance(b, Real) and not isinstance(b, bool) and 0 <= b < 1 for b in vals)
         ):
-            c.bad("optim.optimizer.betas", vals if vals is not None else betas,
-                  "two numbers in [0, 1)")  # fmt: skip
+            c.bad(
+                "optim.optimizer.betas",
+                vals if vals is not None else betas,
+                "two numbers in [0, 1)",
+            )
     c.integer("optim.scheduler.warmup_steps", 0)
     c.integer("optim.scheduler.total_steps", 1, allow_none=True)
     c.number("optim.scheduler.min_lr_ratio", ge=0, le=1)
@@ -167,8 +170,11 @@ def check_evaluate_config(cfg) -> None:
     """
     c = _Checker(cfg, "evaluate")
     if not _get(cfg, "ckpt"):
-        c.bad("ckpt", _get(cfg, "ckpt") if _get(cfg, "ckpt") is not _MISSING else None,
-              "the path of a .ckpt written by trackformers.train")  # fmt: skip
+        c.bad(
+            "ckpt",
+            _get(cfg, "ckpt") if _get(cfg, "ckpt") is not _MISSING else None,
+            "the path of a .ckpt written by trackformers.train",
+        )
     c.integer("max_events", 1, allow_none=True)
     c.integer("max_tokens", 1, allow_none=True)
     c.choice("split", ("auto", "train", "val", "test", "all"))

@@ -13,7 +13,6 @@ the training set uses seed 1, the evaluation set seed 2 (events the model never 
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from trackformers.cli import argument_parser
 
 
 def _run(step: str, args: list[str], console: Console) -> None:
@@ -36,15 +37,21 @@ def _run(step: str, args: list[str], console: Console) -> None:
 
 
 METRICS = [  # key, label, what it means
-    ("dm_efficiency", "DM efficiency",
-     "reconstructable particles (pT > 0.9 GeV, |eta| < 4, >= 3 pixel hits) with a track holding "
-     "> 50 % of their hits and made > 50 % of them"),
+    (
+        "dm_efficiency",
+        "DM efficiency",
+        "reconstructable particles (pT > 0.9 GeV, |eta| < 4, >= 3 pixel hits) with a track holding "
+        "> 50 % of their hits and made > 50 % of them",
+    ),
     ("fake_rate", "fake rate", "tracks (>= 3 hits) whose hits are not > 50 % of one particle"),
-    ("perfect_efficiency", "perfect-match efficiency",
-     "reconstructable particles whose track is exactly their hits"),
+    (
+        "perfect_efficiency",
+        "perfect-match efficiency",
+        "reconstructable particles whose track is exactly their hits",
+    ),
     ("trackml_score", "TrackML score", "weighted share of hits correctly assigned (Kaggle metric)"),
     ("duplicate_rate", "duplicate rate", "share of matched tracks beyond the first per particle"),
-]  # fmt: skip
+]
 
 
 def _metrics_table(metrics: dict, n_events: int | None) -> Table:
@@ -62,7 +69,15 @@ def _metrics_table(metrics: dict, n_events: int | None) -> Table:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """The command line (see the module docstring).
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        0 when every step succeeded.
+    """
+    parser = argument_parser("trackformers.demo", __doc__)
     parser.add_argument("--out", default="outputs/demo", help="run directory of the demo")
     parser.add_argument(
         "--data", default="data/demo", help="dataset directory (simulated if absent)"
@@ -77,12 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
 
     # simulate skips shards that are already complete: a second demo goes straight to training
-    sim = ["process=ttbar", "pileup=0", "detector.keep_volumes=[7,8,9]", "workers=2",
-           "progress=false"]  # fmt: skip
+    sim = [
+        "process=ttbar",
+        "pileup=0",
+        "detector.keep_volumes=[7,8,9]",
+        "workers=2",
+        "progress=false",
+    ]
     _run("simulate", [*sim, f"n_events={args.events}", "seed=1", f"output={data}"], console)
     eval_data = data.with_name(data.name + "_eval")
-    _run("simulate", [*sim, f"n_events={args.eval_events}", "seed=2", f"output={eval_data}"],
-         console)  # fmt: skip
+    _run(
+        "simulate", [*sim, f"n_events={args.eval_events}", "seed=2", f"output={eval_data}"], console
+    )
     train_dir = out / "train"
     train_args = [
         f"experiment={args.experiment}",

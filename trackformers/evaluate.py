@@ -40,31 +40,48 @@ from trackformers.results.wandb_log import log_wandb
 
 
 def run(cfg: Mapping) -> dict:
-    """Evaluate per the evaluate config (see conf/evaluate.yaml); returns the metrics.json dict."""
+    """Evaluate per the evaluate config (see conf/evaluate.yaml); returns the metrics.json dict.
+
+    Args:
+        cfg: the resolved evaluate config.
+    """
     t0 = time.perf_counter()
     check_evaluate_config(cfg)
     ckpt = resolve_path(cfg["ckpt"])
     # an attention backend that does not run on the device (e.g. the fused Triton one on a
     # CPU-only machine) falls back to dense
-    loaded = load_model(ckpt, cfg.get("device", "auto"),
-                        cfg.get("attention_name") or cfg.get("attention"))  # fmt: skip
+    loaded = load_model(
+        ckpt, cfg.get("device", "auto"), cfg.get("attention_name") or cfg.get("attention")
+    )
     model, run_cfg, device = loaded.model, loaded.config, loaded.device
     data = data_spec(cfg.get("data_path", cfg.get("data")))
     sources: dict = {}
-    events = iter_eval_events(run_cfg, data, cfg.get("split", "auto"), cfg.get("max_events"),
-                              sources)  # fmt: skip
+    events = iter_eval_events(
+        run_cfg, data, cfg.get("split", "auto"), cfg.get("max_events"), sources
+    )
     max_tokens = int(cfg.get("max_tokens") or (run_cfg.get("data") or {}).get("max_tokens", 20_000))
     rec, rules = metric_rules(run_cfg, cfg)
     precision = str(cfg.get("precision", "fp16"))
     if precision not in AMP_DTYPES:
-        raise ValueError(f"evaluate: precision must be one of {sorted(AMP_DTYPES)}, got "
-                         f"{precision!r}")  # fmt: skip
+        raise ValueError(
+            f"evaluate: precision must be one of {sorted(AMP_DTYPES)}, got {precision!r}"
+        )
     state: dict = {}
-    stream = infer_stream(model, events, loaded.features, device, max_tokens,
-                          cfg.get("cluster") or {}, run_cfg, state, amp=precision)  # fmt: skip
+    stream = infer_stream(
+        model,
+        events,
+        loaded.features,
+        device,
+        max_tokens,
+        cfg.get("cluster") or {},
+        run_cfg,
+        state,
+        amp=precision,
+    )
     out_dir = Path(cfg.get("output_dir") or ".").resolve()
-    result = write_outputs(out_dir, stream, rec, rules, state, bool(cfg.get("plots", True)),
-                           sources)  # fmt: skip
+    result = write_outputs(
+        out_dir, stream, rec, rules, state, bool(cfg.get("plots", True)), sources
+    )
     used = state["cluster"]
     summary = {
         **result["metrics"],
@@ -94,8 +111,9 @@ def main() -> None:
     # of its options; here data= names the events to evaluate: pass it on as data_path=X.
     sys.argv = [("data_path=" + a[5:]) if a.startswith("data=") else a for a in sys.argv]
     # likewise conf/attention: ``attention=flex`` swaps the backend, passed on as attention_name
-    sys.argv = [("+attention_name=" + a[10:]) if a.startswith("attention=") else a
-                for a in sys.argv]  # fmt: skip
+    sys.argv = [
+        ("+attention_name=" + a[10:]) if a.startswith("attention=") else a for a in sys.argv
+    ]
 
     @hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
     def _main(cfg) -> None:

@@ -50,7 +50,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``.
+
+    Args:
+        path: the file.
+        text: its content.
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -58,7 +63,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_csv_atomic(path: str | os.PathLike, table, **kwargs) -> Path:
-    """``table.to_csv(path, index=False, **kwargs)`` atomically; returns ``path``."""
+    """``table.to_csv(path, index=False, **kwargs)`` atomically; returns ``path``.
+
+    Args:
+        path: the file.
+        table: a pandas DataFrame.
+        **kwargs: further ``to_csv`` arguments.
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, **{"index": False, **kwargs})

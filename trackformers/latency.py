@@ -14,7 +14,6 @@ one. What is measured and the JSON's keys: ``trackformers.inference.latency``.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from trackformers.checkpoint import load_checkpoint
+from trackformers.cli import argument_parser
 from trackformers.inference.events import iter_eval_events
 from trackformers.inference.latency import measure_latency, measure_predictor_latency
 from trackformers.io_atomic import write_text_atomic
@@ -35,7 +35,15 @@ def variant_args(name: str, eps: float) -> list[str]:
     ``<hood>[-<precision>][-c][-k<rows>]``: hood ``exact`` (grid DBSCAN), ``plan`` (the
     model's plan neighbourhood) or ``win<W>`` (phi window +-W); precision fp16 (default) |
     bf16 | fp32; ``-c`` compiled blocks; ``-k<rows>`` their feed-forward over that many rows
-    at a time. E.g. ``plan-c-k16384``, ``plan-bf16-c``, ``win512-fp32``."""
+    at a time. E.g. ``plan-c-k16384``, ``plan-bf16-c``, ``win512-fp32``.
+
+    Args:
+        name: the variant name.
+        eps: DBSCAN radius of the variant's clustering.
+
+    Returns:
+        The command-line arguments.
+    """
     hood, *rest = name.split("-")
     if hood in HOODS:
         args = list(HOODS[hood])
@@ -58,10 +66,17 @@ def variant_args(name: str, eps: float) -> list[str]:
     return args
 
 
-def cluster_choice(name: str | None, overrides: Sequence[str] = (),
-                   as_json: str | None = None) -> dict | None:  # fmt: skip
+def cluster_choice(
+    name: str | None, overrides: Sequence[str] = (), as_json: str | None = None
+) -> dict | None:
     """Cluster settings from conf/cluster/<name>.yaml with ``key=value`` param overrides, or
-    from a JSON string; None = the checkpoint's validation clustering."""
+    from a JSON string; None = the checkpoint's validation clustering.
+
+    Args:
+        name: conf/cluster name (None: the checkpoint's).
+        overrides: ``key=value`` params (YAML values).
+        as_json: JSON of the full settings (instead of ``name``).
+    """
     if name is not None and as_json is not None:
         raise ValueError("give --cluster or --cluster-json, not both")
     if as_json is not None:
@@ -84,17 +99,28 @@ def cluster_choice(name: str | None, overrides: Sequence[str] = (),
 
 
 def main(argv=None) -> dict:
-    """The command line (see the module docstring); returns the JSON written."""
-    ap = argparse.ArgumentParser(prog="python -m trackformers.latency", description=__doc__)
-    ap.add_argument("ckpt")
+    """The command line (see the module docstring); returns the JSON written.
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+    """
+    ap = argument_parser("trackformers.latency", __doc__)
+    ap.add_argument("ckpt", help="checkpoint or export written by trackformers.train / export")
     ap.add_argument("data", help="files / directory / glob of events (all are used)")
     ap.add_argument("--out", required=True, help="latency.json to write")
-    ap.add_argument("--events", type=int, default=10)
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--attention", default=None)
+    ap.add_argument("--events", type=int, default=10, help="events timed (the first of data)")
+    ap.add_argument("--repeat", type=int, default=2, help="timed passes over the events")
+    ap.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when present)")
+    ap.add_argument(
+        "--attention", default=None, help="swap the attention backend (the mask is kept)"
+    )
     ap.add_argument("--cluster-json", default=None, help='e.g. {"method": "dbscan", ...}')
-    ap.add_argument("--mode", choices=("staged", "predictor"), default="staged")
+    ap.add_argument(
+        "--mode",
+        choices=("staged", "predictor"),
+        default="staged",
+        help="staged: each stage of the eager path; predictor: the Predictor (CUDA graphs)",
+    )
     ap.add_argument("--compile", action="store_true", help="predictor: compiled blocks")
     ap.add_argument(
         "--cluster",
@@ -108,29 +134,53 @@ def main(argv=None) -> dict:
         metavar="KEY=VALUE",
         help="cluster params overrides, e.g. eps=0.1 window=512 (YAML values)",
     )
-    ap.add_argument("--ffn-chunk", type=int, default=8192,
-                    help="predictor --compile: feed-forward rows at a time (0: all)")  # fmt: skip
-    ap.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="fp16",
-                    help="forward precision on CUDA (bf16 / fp16 autocast, fp32)")  # fmt: skip
-    ap.add_argument("--physics", action="store_true",
-                    help="predictor: also DM efficiency / fake rate of its tracks and of the "
-                         "staged float32 path on the same events")  # fmt: skip
+    ap.add_argument(
+        "--ffn-chunk",
+        type=int,
+        default=8192,
+        help="predictor --compile: feed-forward rows at a time (0: all)",
+    )
+    ap.add_argument(
+        "--precision",
+        choices=("bf16", "fp16", "fp32"),
+        default="fp16",
+        help="forward precision on CUDA (bf16 / fp16 autocast, fp32)",
+    )
+    ap.add_argument(
+        "--physics",
+        action="store_true",
+        help="predictor: also DM efficiency / fake rate of its tracks and of the "
+        "staged float32 path on the same events",
+    )
     ap.add_argument("--no-split", action="store_true", help="predictor: skip the stage split")
     ap.add_argument("--rounds", type=int, default=4, help="predictor: DBSCAN rounds in graph")
-    ap.add_argument("--no-prepare", action="store_true",
-                    help="predictor: capture buckets as events come")  # fmt: skip
+    ap.add_argument(
+        "--no-prepare", action="store_true", help="predictor: capture buckets as events come"
+    )
     args = ap.parse_args(argv)
     cfg, _ = load_checkpoint(args.ckpt)
     events = list(iter_eval_events(cfg, args.data, "all", args.events))
     cluster = cluster_choice(args.cluster, args.set, args.cluster_json)
     if args.mode == "predictor":
-        res = measure_predictor_latency(args.ckpt, events, args.device, args.repeat,
-                                        args.attention, cluster, args.compile, args.precision,
-                                        not args.no_split, args.rounds, args.physics,
-                                        not args.no_prepare, args.ffn_chunk)  # fmt: skip
+        res = measure_predictor_latency(
+            args.ckpt,
+            events,
+            args.device,
+            args.repeat,
+            args.attention,
+            cluster,
+            args.compile,
+            args.precision,
+            not args.no_split,
+            args.rounds,
+            args.physics,
+            not args.no_prepare,
+            args.ffn_chunk,
+        )
     else:
-        res = measure_latency(args.ckpt, events, args.device, args.repeat, args.attention,
-                              cluster, args.precision)  # fmt: skip
+        res = measure_latency(
+            args.ckpt, events, args.device, args.repeat, args.attention, cluster, args.precision
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))

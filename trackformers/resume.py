@@ -52,8 +52,10 @@ class LastCheckpoint(Checkpoint):
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 200):
         if int(every_n_train_steps) < 0:
-            raise ValueError(f"callbacks.last_checkpoint.every_n_train_steps must be >= 0, "
-                             f"got {every_n_train_steps}")  # fmt: skip
+            raise ValueError(
+                f"callbacks.last_checkpoint.every_n_train_steps must be >= 0, "
+                f"got {every_n_train_steps}"
+            )
         self.dirpath = str(dirpath)  # as ModelCheckpoint's, for code that inspects checkpoints
         self.monitor = None
         self.path = Path(dirpath) / "last.ckpt"
@@ -182,5 +184,9 @@ class ResumableCSVLogger(CSVLogger):
 
     @rank_zero_only
     def drop_rows_after(self, step: int) -> None:
-        """Forget the rows of steps after ``step`` (a resume from that step logs them anew)."""
+        """Forget the rows of steps after ``step`` (a resume from that step logs them anew).
+
+        Args:
+            step: the resumed global step.
+        """
         self.experiment.drop_rows_after(step)

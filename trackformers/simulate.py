@@ -95,12 +95,20 @@ _NOT_CONTENT = ("n_events", "output", "workers", "progress", "shards", "hydra", 
 
 
 def content_settings(settings: dict) -> dict:
-    """The settings that determine shard content (not n_events, workers, output, ...)."""
+    """The settings that determine shard content (not n_events, workers, output, ...).
+
+    Args:
+        settings: the resolved simulate config.
+    """
     return {k: v for k, v in settings.items() if k not in _NOT_CONTENT}
 
 
 def settings_hash(settings: dict) -> str:
-    """Digest of :func:`content_settings`: shards with equal digests are interchangeable."""
+    """Digest of :func:`content_settings`: shards with equal digests are interchangeable.
+
+    Args:
+        settings: the resolved simulate config.
+    """
     blob = json.dumps(content_settings(settings), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -124,13 +132,28 @@ class Simulation:
             raise ValueError(f"n_events={n_events} but the particle tables hold {available} events")
 
     def shard_path(self, shard: int) -> Path:
+        """Path of shard number ``shard``.
+
+        Args:
+            shard: shard number.
+        """
         return self.output / f"shard_{shard:05d}.root"
 
     def shard_events(self, shard: int) -> range:
+        """Event indices of shard number ``shard``.
+
+        Args:
+            shard: shard number.
+        """
         per = int(self.settings["events_per_shard"])
         return range(shard * per, min((shard + 1) * per, int(self.settings["n_events"])))
 
     def metadata(self, shard: int) -> dict:
+        """Metadata stored in a shard: version, settings and their hash, event range, seed.
+
+        Args:
+            shard: shard number.
+        """
         return {
             "trackformers_version": __version__,
             "settings": content_settings(self.settings),
@@ -161,6 +184,9 @@ class Simulation:
 
         A shard that cannot be read (truncated, damaged) is logged and reported as missing,
         so it is simulated again; one made with other settings is an error.
+
+        Args:
+            shard: shard number.
         """
         path = self.shard_path(shard)
         if not path.exists():
@@ -186,7 +212,15 @@ class Simulation:
         return True
 
     def write_shard(self, shard: int, on_event=None) -> int:
-        """Write one shard; ``on_event()`` is called after each event (progress)."""
+        """Write one shard; ``on_event()`` is called after each event (progress).
+
+        Args:
+            shard: shard number.
+            on_event: progress callback, called after each event.
+
+        Returns:
+            The number of events written.
+        """
 
         def events():
             for i in self.shard_events(shard):
@@ -246,7 +280,11 @@ def _run_shard(shard: int) -> tuple[int, int]:
 
 
 def run(cfg) -> list[Path]:
-    """Simulate the dataset described by ``cfg`` (a dict or DictConfig); return shard paths."""
+    """Simulate the dataset described by ``cfg`` (a dict or DictConfig); return shard paths.
+
+    Args:
+        cfg: the simulate config.
+    """
     with sigterm_unwinds():  # kill cleans up the temporary shard as Ctrl-C does
         return _run(cfg)
 
@@ -295,6 +333,7 @@ def _run(cfg) -> list[Path]:
 
 
 def main() -> None:
+    """``python -m trackformers.simulate key=value ...`` (Hydra, conf/simulate.yaml)."""
     import hydra
 
     _register_simulate_groups()

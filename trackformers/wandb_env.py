@@ -30,14 +30,23 @@ INIT_VARIABLES = {
     "WANDB_TAGS": "tags",
     "WANDB_RUN_ID": "id",
 }
-MODES = {"disabled": "disabled", "offline": "offline", "dryrun": "offline", "online": "online",
-         "run": "online", "shared": "shared"}  # fmt: skip
+MODES = {
+    "disabled": "disabled",
+    "offline": "offline",
+    "dryrun": "offline",
+    "online": "online",
+    "run": "online",
+    "shared": "shared",
+}
 _TRUE = ("1", "true", "yes", "on")
 
 
 def env_mode(environ: Mapping[str, str] | None = None) -> str | None:
     """The wandb mode the environment asks for ("disabled", "offline", "online", "shared"),
     or None when neither WANDB_MODE nor WANDB_DISABLED is set.
+
+    Args:
+        environ: the environment (None: ``os.environ``).
 
     Raises:
         ValueError: WANDB_MODE holds an unknown value (named).
@@ -55,7 +64,11 @@ def env_mode(environ: Mapping[str, str] | None = None) -> str | None:
 
 def env_init_kwargs(environ: Mapping[str, str] | None = None) -> dict:
     """``wandb.init`` arguments given by the set WANDB_* variables (see the module docstring),
-    mode excluded."""
+    mode excluded.
+
+    Args:
+        environ: the environment (None: ``os.environ``).
+    """
     env = os.environ if environ is None else environ
     out: dict = {}
     for var, arg in INIT_VARIABLES.items():
@@ -73,6 +86,10 @@ def wandb_logger_config(cfg: Mapping, environ: Mapping[str, str] | None = None) 
 
     ``offline`` becomes wandb's ``mode`` argument (so Lightning does not overwrite
     WANDB_MODE); ``WANDB_DIR`` sets ``save_dir``; the other variables set their argument.
+
+    Args:
+        cfg: the logger config of the run.
+        environ: the environment (None: ``os.environ``).
     """
     mode = env_mode(environ)
     if mode == "disabled":
@@ -91,6 +108,10 @@ def wandb_logger_config(cfg: Mapping, environ: Mapping[str, str] | None = None) 
 
 
 def is_wandb_logger(cfg) -> bool:
-    """Whether a logger config instantiates Lightning's WandbLogger."""
+    """Whether a logger config instantiates Lightning's WandbLogger.
+
+    Args:
+        cfg: a logger config.
+    """
     target = str((cfg or {}).get("_target_", "")) if hasattr(cfg, "get") else ""
     return target.rsplit(".", 1)[-1] == "WandbLogger"

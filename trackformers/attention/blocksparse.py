@@ -20,12 +20,24 @@ from trackformers.attention.base import AttentionPlan
 from trackformers.attention.compiled import on_device
 from trackformers.attention.plans import bucket_length, plan_tensors, row_ranges
 
-__all__ = ["BlockLayout", "bucket_length", "build_layout", "layout_tensors", "BLOCK_KEYS",
-           "plan_layout_tensors", "layout_from_tensors", "blocksparse_attention"]  # fmt: skip
+__all__ = [
+    "BlockLayout",
+    "bucket_length",
+    "build_layout",
+    "layout_tensors",
+    "BLOCK_KEYS",
+    "plan_layout_tensors",
+    "layout_from_tensors",
+    "blocksparse_attention",
+]
 
 
 @dataclass
 class BlockLayout:
+    """Row ranges of a plan and the block-sparse layout derived from them (FlexAttention's
+    ``BlockMask`` inputs), for ``n`` real rows padded to ``n_pad``.
+    """
+
     n: int  # real rows
     n_pad: int  # padded rows, multiple of block
     block: int
@@ -34,27 +46,33 @@ class BlockLayout:
     #                full_kv_indices, int32, in the shapes BlockMask.from_kv_blocks takes
 
     @property
-    def lo(self) -> Tensor:  # (n_pad, R) int32 key range starts per sorted row
+    def lo(self) -> Tensor:
+        """(n_pad, R) int32 key range starts per sorted row."""
         return torch.stack([lo for lo, _ in self.ranges], 1)
 
     @property
-    def hi(self) -> Tensor:  # (n_pad, R) int32 key range ends
+    def hi(self) -> Tensor:
+        """(n_pad, R) int32 key range ends."""
         return torch.stack([hi for _, hi in self.ranges], 1)
 
     @property
-    def kv_num_blocks(self) -> Tensor:  # (QB,) partially attended key blocks per query block
+    def kv_num_blocks(self) -> Tensor:
+        """(QB,) partially attended key blocks per query block."""
         return self.blocks[0][0, 0]
 
     @property
-    def kv_indices(self) -> Tensor:  # (QB, KB) their indices first (the rest: unspecified)
+    def kv_indices(self) -> Tensor:
+        """(QB, KB) indices of the partially attended key blocks first (the rest: unspecified)."""
         return self.blocks[1][0, 0]
 
     @property
-    def full_kv_num_blocks(self) -> Tensor:  # (QB,) fully attended key blocks
+    def full_kv_num_blocks(self) -> Tensor:
+        """(QB,) fully attended key blocks."""
         return self.blocks[2][0, 0]
 
     @property
-    def full_kv_indices(self) -> Tensor:  # (QB, KB)
+    def full_kv_indices(self) -> Tensor:
+        """(QB, KB) indices of the fully attended key blocks first (the rest: unspecified)."""
         return self.blocks[3][0, 0]
 
     def mask_mod(self):
@@ -75,6 +93,9 @@ class BlockLayout:
         return mask_mod2
 
     def block_mask(self):
+        """FlexAttention ``BlockMask`` of this layout (block size ``block``, mask read from the
+        range tensors).
+        """
         from torch.nn.attention.flex_attention import BlockMask
 
         kw = dict(BLOCK_SIZE=self.block, mask_mod=self.mask_mod())
@@ -145,6 +166,14 @@ def layout_tensors(ranges: list, block: int, contiguous: bool = False) -> dict[s
     contiguous=True: one range per row whose union over every query block is contiguous
     (cluster, full plans; see _interval_layout), the same layout from per-block min/max
     instead of difference arrays.
+
+    Args:
+        ranges: per range, (lo, hi) (n_pad,) int32 key bounds of each sorted row.
+        block: block size (n_pad is a multiple of it).
+        contiguous: the ranges' union per query block is contiguous (faster path).
+
+    Returns:
+        ``kv_num_blocks``, ``kv_indices``, ``full_kv_num_blocks``, ``full_kv_indices``.
     """
     nb = ranges[0][0].shape[0] // block
     if contiguous and len(ranges) == 1:  # int32 arithmetic (int64 costs several instructions)
@@ -164,9 +193,12 @@ def layout_tensors(ranges: list, block: int, contiguous: bool = False) -> dict[s
         full = _count_blocks(qb, full_b0, full_b1, nb, nb) == block  # every row covers it
         kv_num, kv_idx = _first_true(touched & ~full)
         full_num, full_idx = _first_true(full)
-    return dict(kv_num_blocks=kv_num.view(1, 1, nb), kv_indices=kv_idx.view(1, 1, nb, nb),
-                full_kv_num_blocks=full_num.view(1, 1, nb),
-                full_kv_indices=full_idx.view(1, 1, nb, nb))  # fmt: skip
+    return dict(
+        kv_num_blocks=kv_num.view(1, 1, nb),
+        kv_indices=kv_idx.view(1, 1, nb, nb),
+        full_kv_num_blocks=full_num.view(1, 1, nb),
+        full_kv_indices=full_idx.view(1, 1, nb, nb),
+    )
 
 
 _layout_tensors = on_device(layout_tensors)
@@ -178,23 +210,53 @@ def _ranges_of(t: dict) -> list:
     return [(t[f"lo{r}"], t[f"hi{r}"]) for r in range(2) if f"lo{r}" in t]
 
 
-def plan_layout_tensors(kind: str, coords: Tensor, cu_stage: Tensor, block: int = 128,
-                        **statics) -> dict[str, Tensor]:  # fmt: skip
+def plan_layout_tensors(
+    kind: str, coords: Tensor, cu_stage: Tensor, block: int = 128, **statics
+) -> dict[str, Tensor]:
     """plans.plan_tensors and layout_tensors as ONE static, sync-free program (what the
-    flex/windowed backends capture as a CUDA graph); coords has n_pad rows."""
+    flex/windowed backends capture as a CUDA graph); coords has n_pad rows.
+
+    Args:
+        kind: plan kind (``cluster``, ``window``, ``full``).
+        coords: (n_pad, 3) hit coordinates, pad rows after the real ones.
+        cu_stage: (L,) int64 event boundaries then N repeated (``plans.stage_length``).
+        block: block size of the layout.
+        **statics: the plan's static parameters (``plans.plan_tensors``).
+
+    Returns:
+        The plan tensors and the layout tensors in one dict.
+    """
     t = plan_tensors(kind, coords, cu_stage, **statics)
     t.update(_layout_tensors(_ranges_of(t), block, kind in CONTIGUOUS_KINDS))
     return t
 
 
 def layout_from_tensors(t: dict[str, Tensor], n: int, block: int) -> BlockLayout:
-    """BlockLayout of the outputs of plan_layout_tensors (n real rows)."""
+    """BlockLayout of the outputs of plan_layout_tensors (n real rows).
+
+    Args:
+        t: output of :func:`plan_layout_tensors` (``lo0``, ``hi0``, ... and the block tensors).
+        n: real rows.
+        block: block size.
+
+    Returns:
+        The layout, its tensors shared with ``t``.
+    """
     return BlockLayout(n, t["lo0"].shape[0], block, _ranges_of(t), tuple(t[k] for k in BLOCK_KEYS))
 
 
 def build_layout(plan: AttentionPlan, block: int = 128, steps_per_octave: int = 8) -> BlockLayout:
     """Block layout of any plan from its row ranges (the backends build theirs together with
-    the plan, see plan_layout_tensors; this is the general path)."""
+    the plan, see plan_layout_tensors; this is the general path).
+
+    Args:
+        plan: any attention plan.
+        block: block size.
+        steps_per_octave: padding ladder of the row count (``plans.bucket_length``).
+
+    Returns:
+        The layout of the plan's sorted rows, padded to a bucketed length.
+    """
     lo, hi = row_ranges(plan)  # (N, R) int64, sorted order
     n, r = lo.shape
     n_pad = bucket_length(n, block, steps_per_octave)
@@ -208,7 +270,14 @@ def build_layout(plan: AttentionPlan, block: int = 128, steps_per_octave: int = 
 
 
 def attended_blocks(layout: BlockLayout) -> tuple[int, int]:
-    """(partial, full) numbers of (query block, key block) pairs visited."""
+    """(partial, full) numbers of (query block, key block) pairs visited.
+
+    Args:
+        layout: a block layout.
+
+    Returns:
+        (partially attended, fully attended) block pairs; a host sync.
+    """
     return int(layout.kv_num_blocks.sum()), int(layout.full_kv_num_blocks.sum())
 
 
@@ -216,6 +285,15 @@ def blocksparse_attention(q: Tensor, k: Tensor, v: Tensor, layout: BlockLayout) 
     """Reference block-sparse attention with autograd ops; q, k, v (n_pad, H, D) sorted+padded.
 
     Memory O(n_pad * max_blocks_per_row * block); exact masking from the row ranges.
+
+    Args:
+        q: (n_pad, H, D) queries in sorted, padded order.
+        k: (n_pad, H, D) keys.
+        v: (n_pad, H, D) values.
+        layout: the block layout of the plan.
+
+    Returns:
+        (n_pad, H, D) attention output.
     """
     n_pad, h, d = q.shape
     bs = layout.block

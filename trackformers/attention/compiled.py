@@ -33,7 +33,11 @@ _GRAPHS: OrderedDict = OrderedDict()
 
 
 def stream_capturing() -> bool:
-    """True while the current CUDA stream records a graph (False without CUDA)."""
+    """True while the current CUDA stream records a graph (False without CUDA).
+
+    Returns:
+        Whether a CUDA graph capture is in progress on the current stream.
+    """
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
@@ -47,6 +51,14 @@ def _first_tensor(args):
 
 
 def on_device(fn):
+    """Wrap a plan builder: compiled on CUDA, eager elsewhere (see the module docstring).
+
+    Args:
+        fn: the function; its first tensor argument decides the device.
+
+    Returns:
+        A callable with ``fn``'s signature; ``.eager`` is ``fn`` itself.
+    """
     compiled = None
 
     @functools.wraps(fn)
@@ -157,7 +169,15 @@ class CapturedGraph:
         self.replay_ms = min(times[1:])
 
     def run(self, n: int = 0, cut: tuple = ()) -> dict:
-        """Replay; fresh copies of the outputs, those named in cut cut to n entries."""
+        """Replay; fresh copies of the outputs, those named in cut cut to n entries.
+
+        Args:
+            n: entries kept of the outputs named in ``cut``.
+            cut: names of the outputs to cut to ``n`` entries (the rest are pads).
+
+        Returns:
+            Output name -> tensor (clones, never aliasing the graph's buffers).
+        """
         if self.graph is None:
             self._layout, self._buffers = _pack(self._fn(*self.inputs))
         else:
@@ -171,6 +191,14 @@ def captured(key, make_inputs, fn) -> CapturedGraph | None:
     Built on first use from make_inputs() and fn, once per entry of GRAPH_VARIANTS (compiled
     steps on / off, i.e. ENABLED); the variant whose replay is fastest is kept (both give
     identical results; which wins depends on the GPU and the program).
+
+    Args:
+        key: hashable key of the program (function, kind, device, shapes, statics).
+        make_inputs: () -> input tensors, called once to make the static buffers.
+        fn: the program, (*inputs) -> dict[str, Tensor].
+
+    Returns:
+        The captured graph, or None.
     """
     global ENABLED
     if key in _GRAPHS:

@@ -17,7 +17,14 @@ from trackformers.attention.plans import row_ranges
 
 
 def same_particle_pairs(particle_id: Tensor) -> tuple[Tensor, Tensor]:
-    """All ordered pairs (a, b), a != b, of hits (input rows) with the same particle id != 0."""
+    """All ordered pairs (a, b), a != b, of hits (input rows) with the same particle id != 0.
+
+    Args:
+        particle_id: (N,) particle id of each hit, 0 = noise.
+
+    Returns:
+        (a, b), each (P,) int64 row indices of the pairs.
+    """
     rows = torch.nonzero(particle_id != 0).squeeze(1)  # (M,)
     pid = particle_id[rows]
     order = torch.argsort(pid, stable=True)
@@ -40,7 +47,16 @@ def pair_recall(
 ) -> dict[str, float]:
     """Fraction of same-particle hit pairs the plan attends; ``particle_id`` (N,) in input
     order, 0 = noise (ignored); ``label`` (N,) int optional: recall per label of the query
-    hit, keys ``"all"`` and ``"label=<v>"``. Pairs of particles with one hit do not exist."""
+    hit, keys ``"all"`` and ``"label=<v>"``. Pairs of particles with one hit do not exist.
+
+    Args:
+        plan: the attention plan of one batch.
+        particle_id: (N,) particle id per hit, input order.
+        label: (N,) optional label of each hit (e.g. its volume).
+
+    Returns:
+        ``"all"`` and ``"label=<v>"`` -> fraction of pairs attended (nan without pairs).
+    """
     pid = particle_id.cpu().long()
     n = pid.numel()
     a, b = same_particle_pairs(pid)  # (pairs,), (pairs,) input rows

@@ -58,6 +58,13 @@ def _padded_full(q: Tensor, k: Tensor, v: Tensor, cu: list[int]) -> Tensor:
 
 @register
 class DenseAttention(AttentionBackend):
+    """Exact attention within each event through SDPA (see the module docstring).
+
+    Args:
+        pad_efficiency: full plans are padded into one SDPA call when the real work is at
+            least this share of the padded work; otherwise one call per event.
+    """
+
     name = "dense"
     capabilities = Capabilities(varlen=True, masks=("full", "cluster", "window"))
 
@@ -66,11 +73,17 @@ class DenseAttention(AttentionBackend):
         self.pad_efficiency = pad_efficiency
 
     def plan(self, batch) -> AttentionPlan:
+        """The full plan of ``batch`` (every hit attends its whole event).
+
+        Args:
+            batch: the PackedBatch.
+        """
         plan = full_plan(batch)
         _bounds(plan)
         return plan
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan) -> Tensor:
+        """(N, H, D) attention of q, k, v (N, H, D) under ``plan`` (full, cluster or window)."""
         cu = _bounds(plan)
         if q.shape[0] != cu[-1]:
             raise ValueError(f"q has {q.shape[0]} rows but the plan covers {cu[-1]} hits")

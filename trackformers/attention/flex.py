@@ -43,6 +43,12 @@ def compiled_flex_attention(dynamic: bool | None = None):
     dynamic=None (default): the first bucketed length compiles static kernels, the second
     distinct length one dynamic-shape kernel reused for every later length; False: one
     static compile per length bucket.
+
+    Args:
+        dynamic: torch.compile's ``dynamic`` (None: automatic dynamic shapes).
+
+    Returns:
+        The compiled ``flex_attention``.
     """
     if dynamic not in _COMPILED:
         from torch.nn.attention.flex_attention import flex_attention
@@ -98,9 +104,16 @@ class _FlexBase(AttentionBackend):
                 plan.extra[f"{key}_bm"] = lay.block_mask()
 
         n_pad = bucket_length(n, self.block_size, self.steps_per_octave)
-        return build_plan(kind, batch, params, p=n_pad, fn=plan_layout_tensors,
-                          fn_kwargs={"block": self.block_size}, sync=sync,
-                          before_sync=attach)[0]  # fmt: skip
+        return build_plan(
+            kind,
+            batch,
+            params,
+            p=n_pad,
+            fn=plan_layout_tensors,
+            fn_kwargs={"block": self.block_size},
+            sync=sync,
+            before_sync=attach,
+        )[0]
 
     def layout(self, plan: AttentionPlan, with_block_mask: bool = True) -> BlockLayout:
         key = f"layout_b{self.block_size}"
@@ -128,9 +141,11 @@ class _FlexBase(AttentionBackend):
             bm = plan.extra[f"layout_b{self.block_size}_bm"]
             fn = compiled_flex_attention(self.dynamic) if q.device.type == "cuda" else _eager_flex()
             out = fn(
-                q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
+                q.transpose(0, 1)[None],
+                k.transpose(0, 1)[None],
+                v.transpose(0, 1)[None],
                 block_mask=bm,
-            )[0].transpose(0, 1)  # fmt: skip
+            )[0].transpose(0, 1)
         else:
             out = blocksparse_attention(q, k, v, lay)  # (n_pad, H, D)
         out = out[:n]
@@ -176,17 +191,23 @@ class FlexAttention(_FlexBase):
     def _kind_params(self) -> tuple[str, dict]:
         if self.mask == "full":
             return "full", {}
-        return "cluster", dict(group_size=self.group_size, sector_size=self.sector_size,
-                               adjacency=int(self.adjacency), radius=BARREL_RADIUS_MM,
-                               endcap_z=ENDCAP_Z_MM)  # fmt: skip
+        return "cluster", dict(
+            group_size=self.group_size,
+            sector_size=self.sector_size,
+            adjacency=int(self.adjacency),
+            radius=BARREL_RADIUS_MM,
+            endcap_z=ENDCAP_Z_MM,
+        )
 
     def _make_plan(self, batch) -> AttentionPlan:
         if self.mask == "full":
             return full_plan(batch)
         return cluster_plan(
-            batch, group_size=self.group_size, sector_size=self.sector_size,
+            batch,
+            group_size=self.group_size,
+            sector_size=self.sector_size,
             adjacency=self.adjacency,
-        )  # fmt: skip
+        )
 
 
 @register

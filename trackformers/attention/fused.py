@@ -50,6 +50,17 @@ class _Permute(torch.autograd.Function):
 
 @register
 class FusedAttention(AttentionBackend):
+    """The project's Triton kernels (``trackformers.kernels``) on a cluster, window or full mask.
+
+    Args:
+        mask: ``cluster``, ``window`` or ``full``.
+        window: +-window sorted positions (window mask).
+        group_size: hits per group (cluster mask).
+        sector_size: hits per sector of the cluster plan's sort.
+        adjacency: groups attended on each side (cluster mask).
+        tune: autotune the kernels' launch configurations.
+    """
+
     name = "fused"
     capabilities = Capabilities(
         varlen=True,
@@ -96,14 +107,21 @@ class FusedAttention(AttentionBackend):
             log.info("fused attention: %s for %s D=%d (%s)", name, q.dtype, q.shape[2], why)
 
     def plan(self, batch) -> AttentionPlan:
+        """The plan of ``batch`` for this backend's mask.
+
+        Args:
+            batch: the PackedBatch (coords used by the cluster and window masks).
+        """
         if self.mask == "full":
             return full_plan(batch)
         if self.mask == "window":
             return window_plan(batch, self.window)
         return cluster_plan(
-            batch, group_size=self.group_size, sector_size=self.sector_size,
+            batch,
+            group_size=self.group_size,
+            sector_size=self.sector_size,
             adjacency=self.adjacency,
-        )  # fmt: skip
+        )
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan) -> Tensor:
         """q, k, v (N, H, D) in input order -> (N, H, D) in input order."""

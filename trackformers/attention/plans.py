@@ -75,7 +75,16 @@ GRAPHS = True  # replay the static plan build as CUDA graphs on CUDA (False: run
 
 @functools.lru_cache(maxsize=4096)  # called once per plan: keep the host path short
 def bucket_length(n: int, block: int, steps_per_octave: int = 8) -> int:
-    """Smallest length >= n on the ladder {k * 2^e / steps_per_octave}, a multiple of block."""
+    """Smallest length >= n on the ladder {k * 2^e / steps_per_octave}, a multiple of block.
+
+    Args:
+        n: rows.
+        block: the result is a multiple of it.
+        steps_per_octave: ladder steps per doubling (more: less padding, more shapes).
+
+    Returns:
+        The bucketed length.
+    """
     n = max(int(n), 1)
     step = max(block, 2 ** max(0, math.floor(math.log2(n)) - int(math.log2(steps_per_octave))))
     step = math.ceil(step / block) * block
@@ -83,7 +92,14 @@ def bucket_length(n: int, block: int, steps_per_octave: int = 8) -> int:
 
 
 def stage_length(num_events: int) -> int:
-    """Length L of cu_stage for B events: a power of two >= B + 2 (few shapes, one spare)."""
+    """Length L of cu_stage for B events: a power of two >= B + 2 (few shapes, one spare).
+
+    Args:
+        num_events: events of the batch (B).
+
+    Returns:
+        L.
+    """
     return max(4, 1 << (int(num_events) + 1).bit_length())
 
 
@@ -114,8 +130,9 @@ def _check_values(cu: list[int], n: int, max_seqlen: int) -> None:
     lengths = [b - a for a, b in zip(cu[:-1], cu[1:], strict=True)]
     if min(lengths) < 0:
         e = lengths.index(min(lengths))
-        raise ValueError(f"PackedBatch.cu_seqlens must be non-decreasing, got {cu[e:e + 2]} "
-                         f"at event {e}")  # fmt: skip
+        raise ValueError(
+            f"PackedBatch.cu_seqlens must be non-decreasing, got {cu[e : e + 2]} at event {e}"
+        )
     if max(lengths) > max_seqlen:
         raise ValueError(f"PackedBatch.max_seqlen={max_seqlen} < longest event ({max(lengths)})")
 
@@ -134,8 +151,16 @@ SECTOR_PHI_BITS = 12  # the cluster plan's sector cut needs phi ranks to 2 mrad 
 
 
 @on_device
-def _sort_key(segment: Tensor, value: Tensor, bound: float, scale: float, levels: int,
-              dtype: torch.dtype, num_segments: int, keep: Tensor | None = None):  # fmt: skip
+def _sort_key(
+    segment: Tensor,
+    value: Tensor,
+    bound: float,
+    scale: float,
+    levels: int,
+    dtype: torch.dtype,
+    num_segments: int,
+    keep: Tensor | None = None,
+):
     """segment * levels + floor((value + bound) * scale) clamped to [0, levels) as
     ``dtype``, scale = levels / (2 bound); NaN and inf count as -bound. bound and scale are
     powers of two, so every constant is exact in float32 and float64 alike (Triton types
@@ -147,8 +172,14 @@ def _sort_key(segment: Tensor, value: Tensor, bound: float, scale: float, levels
     return (segment.long().clamp(0, num_segments - 1) * levels + q).to(dtype)
 
 
-def _sort_within(segment: Tensor, value: Tensor, bound: float, num_segments: int,
-                 keep: Tensor | None = None, bits: int = SORT_VALUE_BITS) -> Tensor:  # fmt: skip
+def _sort_within(
+    segment: Tensor,
+    value: Tensor,
+    bound: float,
+    num_segments: int,
+    keep: Tensor | None = None,
+    bits: int = SORT_VALUE_BITS,
+) -> Tensor:
     """Permutation sorting by integer segment in [0, num_segments), then by value in
     [-bound, bound] quantised to 2^bits steps of [-2^k, 2^k] (2^k >= bound; with 24 bits
     4.8e-7 rad in phi, 0.12 um in s, about float32 precision; values in one step keep input
@@ -158,8 +189,9 @@ def _sort_within(segment: Tensor, value: Tensor, bound: float, num_segments: int
     dtype = torch.int16 if total <= 15 else torch.int32 if total <= 31 else torch.int64
     pow2 = 2.0 ** math.ceil(math.log2(bound))
     levels = 1 << bits
-    key = _sort_key(segment, value, pow2, levels / (2 * pow2), levels, dtype, int(num_segments),
-                    keep)  # fmt: skip
+    key = _sort_key(
+        segment, value, pow2, levels / (2 * pow2), levels, dtype, int(num_segments), keep
+    )
     return torch.sort(key, stable=True).indices
 
 
@@ -170,6 +202,11 @@ def surface_coordinates(
 
     Returns (phi, s), both (N,): phi = azimuth, s = unrolled longitudinal coordinate
     (z on the cylinder in [-Z, Z], +-(Z + R - r_plane) on the planes).
+
+    Args:
+        coords: (N, 3) hit positions in mm.
+        radius: barrel cylinder radius R in mm.
+        endcap_z: endcap plane position Z in mm.
     """
     x, y, z = coords[:, 0], coords[:, 1], coords[:, 2]
     r = torch.hypot(x, y).clamp_min(1e-6)  # (N,)
@@ -262,8 +299,19 @@ def _groups(perm: Tensor, segment: Tensor, n_real: Tensor, group_size: int, num_
 
 
 @on_device
-def _finish(kind, cu_ext, seq, n_real, cu_stage, num_groups, perm, group_id, group_ptr,
-            adjacency: int, window: int) -> dict[str, Tensor]:  # fmt: skip
+def _finish(
+    kind,
+    cu_ext,
+    seq,
+    n_real,
+    cu_stage,
+    num_groups,
+    perm,
+    group_id,
+    group_ptr,
+    adjacency: int,
+    window: int,
+) -> dict[str, Tensor]:
     """inv_perm, key ranges (R, P) int32 with pad rows [i, i+1) and info (integers only)."""
     p = seq.numel()
     rows = torch.arange(p, device=seq.device)
@@ -304,6 +352,21 @@ def plan_tensors(
     (max_seqlen // sector_size + 2). Floating-point steps (projection, sort keys) run eagerly
     so that every result is bit-identical to the eager builders; the integer steps are
     compiled on CUDA (``compiled.on_device``).
+
+    Args:
+        kind: ``cluster``, ``window`` or ``full``.
+        coords: (P, 3) hit positions, pad rows last.
+        cu_stage: (L,) int64 event boundaries, then N repeated.
+        max_sec: bound on the phi sectors of any event (cluster).
+        group_size: hits per group (cluster).
+        sector_size: hits per phi sector (cluster).
+        adjacency: groups attended on each side (cluster).
+        window: +-window sorted positions (window).
+        radius: barrel radius of the projection in mm.
+        endcap_z: endcap position of the projection in mm.
+
+    Returns:
+        The tensors listed above, by name.
     """
     if kind not in ("full", "cluster", "window"):
         raise ValueError(f"unknown plan kind {kind!r}; expected full, cluster or window")
@@ -323,8 +386,9 @@ def plan_tensors(
     elif kind == "window":
         phi = torch.atan2(coords[:, 1], coords[:, 0])  # (P,)
         perm = _sort_within(seq, phi, math.pi, cu_stage.numel())  # (P,)
-    out = _finish(kind, cu_ext, seq, n_real, cu_stage, num_groups, perm, gid, ptr, adjacency,
-                  window)  # fmt: skip
+    out = _finish(
+        kind, cu_ext, seq, n_real, cu_stage, num_groups, perm, gid, ptr, adjacency, window
+    )
     if kind == "cluster":
         out.update(group_id=gid, group_ptr=ptr, num_groups=num_groups)
     return out
@@ -342,9 +406,14 @@ def _statics(kind: str, batch, params: dict) -> dict:
     """Keyword arguments of plan_tensors that are plain numbers (part of the graph key)."""
     if kind == "cluster":
         ss = params["sector_size"]
-        return dict(max_sec=batch.max_seqlen // ss + 2, group_size=params["group_size"],
-                    sector_size=ss, adjacency=params["adjacency"], radius=params["radius"],
-                    endcap_z=params["endcap_z"])  # fmt: skip
+        return dict(
+            max_sec=batch.max_seqlen // ss + 2,
+            group_size=params["group_size"],
+            sector_size=ss,
+            adjacency=params["adjacency"],
+            radius=params["radius"],
+            endcap_z=params["endcap_z"],
+        )
     if kind == "window":
         return dict(window=params["window"])
     return {}
@@ -357,15 +426,35 @@ def _cut(t: dict, n: int) -> dict:
     return {k: v[:n] if k in ROW_KEYS else v for k, v in t.items()}
 
 
-def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn_kwargs=None,
-               sync: bool | None = None, before_sync=None,
-               ) -> tuple[AttentionPlan, dict[str, Tensor]]:  # fmt: skip
+def build_plan(
+    kind: str,
+    batch,
+    params: dict,
+    p: int | None = None,
+    fn=None,
+    fn_kwargs=None,
+    sync: bool | None = None,
+    before_sync=None,
+) -> tuple[AttentionPlan, dict[str, Tensor]]:
     """Plan of ``kind`` and every tensor of the static program, rows padded to ``p``.
 
     fn(kind, coords, cu_stage, **statics, **fn_kwargs) -> dict (default plan_tensors; the
     block-sparse backends add their layout). On CUDA with GRAPHS and sync it is replayed as a
     CUDA graph; sync=None means "sync unless the current stream is capturing".
     before_sync(plan, tensors) runs before the final sync (host work that overlaps the GPU).
+
+    Args:
+        kind: ``cluster``, ``window`` or ``full``.
+        batch: the PackedBatch (coords, cu_seqlens, max_seqlen).
+        params: the plan's parameters (group_size, sector_size, adjacency, window, ...).
+        p: padded row count (None: the batch's hits).
+        fn: the static program (None: :func:`plan_tensors`).
+        fn_kwargs: extra keyword arguments of ``fn``.
+        sync: read the group count on the host (None: unless capturing).
+        before_sync: host work run before that sync.
+
+    Returns:
+        The plan and the program's tensors.
     """
     _check_shapes(batch)
     coords, cu = batch.coords, batch.cu_seqlens
@@ -383,12 +472,20 @@ def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn
     kw = {**_statics(kind, batch, params), **(fn_kwargs or {})}
     if sync and GRAPHS and dev.type in compiled.GRAPH_DEVICES and not capturing:
         graph = compiled.captured(
-            (getattr(fn, "__qualname__", repr(fn)), kind, dev.index, p, stage_length(b),
-             tuple(sorted(kw.items()))),
-            lambda: (torch.zeros(p, 3, device=dev), torch.zeros(stage_length(b), dtype=torch.long,
-                                                                device=dev)),
+            (
+                getattr(fn, "__qualname__", repr(fn)),
+                kind,
+                dev.index,
+                p,
+                stage_length(b),
+                tuple(sorted(kw.items())),
+            ),
+            lambda: (
+                torch.zeros(p, 3, device=dev),
+                torch.zeros(stage_length(b), dtype=torch.long, device=dev),
+            ),
             lambda c, s: fn(kind, c, s, **kw),
-        )  # fmt: skip
+        )
         if graph is not None:
             c_buf, s_buf = graph.inputs
             c_buf[:n].copy_(coords)
@@ -434,7 +531,16 @@ def build_plan(kind: str, batch, params: dict, p: int | None = None, fn=None, fn
 def cluster_group_count(cu_seqlens: list[int], group_size: int, sector_size: int) -> int:
     """Number of groups of a cluster plan, from the event sizes alone (host ints, no sync):
     an event of n hits has max(1, round(n / sector_size)) phi sectors, sector k holding the
-    phi ranks r with r * n_sec // n == k, each cut into ceil(size / group_size) windows."""
+    phi ranks r with r * n_sec // n == k, each cut into ceil(size / group_size) windows.
+
+    Args:
+        cu_seqlens: event boundaries as host ints.
+        group_size: hits per group.
+        sector_size: hits per phi sector.
+
+    Returns:
+        The number of groups of the batch.
+    """
     return _group_count(tuple(cu_seqlens), int(group_size), int(sector_size))
 
 
@@ -452,7 +558,14 @@ def _group_count(cu_seqlens: tuple, group_size: int, sector_size: int) -> int:
 
 
 def full_plan(batch) -> AttentionPlan:
-    """Every hit attends every hit of its own event; input order kept (perm None)."""
+    """Every hit attends every hit of its own event; input order kept (perm None).
+
+    Args:
+        batch: the PackedBatch.
+
+    Returns:
+        The full plan.
+    """
     _check_batch(batch)
     return AttentionPlan(
         kind="full",
@@ -463,11 +576,19 @@ def full_plan(batch) -> AttentionPlan:
 
 
 def window_plan(batch, window: int, sync: bool | None = None) -> AttentionPlan:
-    """Hits sorted by phi within each event; +-window sorted positions with wrap-around."""
+    """Hits sorted by phi within each event; +-window sorted positions with wrap-around.
+
+    Args:
+        batch: the PackedBatch (coords used for phi).
+        window: +-window sorted positions.
+        sync: sync at the end of the build (None: unless a graph is being captured).
+
+    Returns:
+        The window plan.
+    """
     if window < 0:
         raise ValueError(f"window must be >= 0, got {window}")
-    return build_plan("window", batch, dict(window=int(window)), p=_plan_rows(batch),
-                      sync=sync)[0]  # fmt: skip
+    return build_plan("window", batch, dict(window=int(window)), p=_plan_rows(batch), sync=sync)[0]
 
 
 def cluster_plan(
@@ -479,14 +600,32 @@ def cluster_plan(
     endcap_z: float = ENDCAP_Z_MM,
     sync: bool | None = None,
 ) -> AttentionPlan:
-    """Part-2 geometric groups (see module docstring); a hit attends groups within +-adjacency."""
+    """Part-2 geometric groups (see module docstring); a hit attends groups within +-adjacency.
+
+    Args:
+        batch: the PackedBatch (coords used for the projection).
+        group_size: hits per group.
+        sector_size: hits per phi sector.
+        adjacency: groups attended on each side.
+        radius: barrel radius of the projection in mm.
+        endcap_z: endcap position of the projection in mm.
+        sync: read the group count on the host (None: unless a graph is being captured).
+
+    Returns:
+        The cluster plan.
+    """
     if group_size < 1 or sector_size < 1 or adjacency < 0:
         raise ValueError(
             f"cluster_plan needs group_size>=1, sector_size>=1, adjacency>=0; got "
             f"{group_size}, {sector_size}, {adjacency}"
         )
-    params = dict(group_size=group_size, sector_size=sector_size, adjacency=int(adjacency),
-                  radius=float(radius), endcap_z=float(endcap_z))  # fmt: skip
+    params = dict(
+        group_size=group_size,
+        sector_size=sector_size,
+        adjacency=int(adjacency),
+        radius=float(radius),
+        endcap_z=float(endcap_z),
+    )
     return build_plan("cluster", batch, params, p=_plan_rows(batch), sync=sync)[0]
 
 
@@ -497,7 +636,14 @@ def _plan_rows(batch) -> int:
 
 
 def presorted(plan: AttentionPlan) -> AttentionPlan:
-    """The same plan for tensors already in the plan's sorted order (perm = identity)."""
+    """The same plan for tensors already in the plan's sorted order (perm = identity).
+
+    Args:
+        plan: a plan.
+
+    Returns:
+        A copy with ``perm`` and ``inv_perm`` None.
+    """
     return dataclasses.replace(plan, perm=None, inv_perm=None, extra=plan.extra)
 
 
@@ -507,13 +653,23 @@ def row_ranges(plan: AttentionPlan) -> tuple[Tensor, Tensor]:
     Returns lo, hi of shape (N, R), int64, R = 1 (full, cluster) or 2 (window: main range
     clipped to the event, then the wrap-around part, empty when there is none);
     row i attends key j iff lo[i, r] <= j < hi[i, r] for some r. Empty ranges have lo == hi.
+
+    Args:
+        plan: any plan.
     """
     n = plan.extra.get("n_rows")
     n = int(plan.cu_seqlens[-1]) if n is None else n
     if plan.kind not in ("full", "cluster", "window"):
         raise ValueError(f"unknown plan kind {plan.kind!r}; expected full, cluster or window")
-    return _row_ranges(plan.kind, plan.cu_seqlens, n, plan.group_id, plan.group_ptr,
-                       plan.adjacency, plan.window or 0)  # fmt: skip
+    return _row_ranges(
+        plan.kind,
+        plan.cu_seqlens,
+        n,
+        plan.group_id,
+        plan.group_ptr,
+        plan.adjacency,
+        plan.window or 0,
+    )
 
 
 @on_device
@@ -527,6 +683,12 @@ def dense_mask_reference(plan: AttentionPlan) -> Tensor:
     """(N, N) bool mask in sorted order straight from the definitions in base.py.
 
     O(N^2): a reference for tests and small N only, never used by the backends.
+
+    Args:
+        plan: any plan.
+
+    Returns:
+        The mask; True where row i attends key j.
     """
     cu = plan.cu_seqlens.long()
     n = int(cu[-1])
@@ -547,13 +709,29 @@ def dense_mask_reference(plan: AttentionPlan) -> Tensor:
 
 
 def attended_pairs(plan: AttentionPlan) -> int:
-    """Number of (query, key) pairs the plan allows, in O(N) (for FLOP counts)."""
+    """Number of (query, key) pairs the plan allows, in O(N) (for FLOP counts).
+
+    Args:
+        plan: any plan.
+
+    Returns:
+        The pair count (a host sync).
+    """
     lo, hi = row_ranges(plan)
     return int((hi - lo).clamp_min(0).sum())
 
 
 def expected_density(n: int, group_size: int, adjacency: int) -> float:
-    """Approximate fraction of an n-hit event's pairs attended by a cluster plan."""
+    """Approximate fraction of an n-hit event's pairs attended by a cluster plan.
+
+    Args:
+        n: hits of the event.
+        group_size: hits per group.
+        adjacency: groups attended on each side.
+
+    Returns:
+        The attended fraction of the n^2 pairs, at most 1.
+    """
     return min(1.0, (2 * adjacency + 1) * group_size / max(n, 1)) if n else 0.0
 
 

@@ -19,7 +19,12 @@ DISK_Z = np.array([600.0, 700.0, 820.0, 960.0, 1100.0, 1300.0, 1500.0])
 
 
 def synthetic_pixel_hits(n_hits: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Return coords (n_hits, 3) float32 in mm and particle ids (n_hits,) int64 (>= 1)."""
+    """Return coords (n_hits, 3) float32 in mm and particle ids (n_hits,) int64 (>= 1).
+
+    Args:
+        n_hits: hits to make (particles crossing pixel barrel layers and disks).
+        rng: random generator.
+    """
     if n_hits < 0:
         raise ValueError(f"n_hits must be >= 0, got {n_hits}")
     coords, pids, total, pid = [np.zeros((0, 3))], [np.zeros(0, np.int64)], 0, 0
@@ -44,8 +49,10 @@ def synthetic_pixel_hits(n_hits: int, rng: np.random.Generator) -> tuple[np.ndar
         r_d = 2 * radius[:, None] * np.abs(np.sin(s_d / (2 * radius[:, None])))
         ok_d = (s_d > 0) & (r_d >= 31.0) & (r_d <= 176.0) & (s_d < np.pi * radius[:, None])
         phi_d = phi0[:, None] - q[:, None] * s_d / (2 * radius[:, None])
-        for r_, z_, p_, ok in ((np.broadcast_to(rr, s_b.shape), z_b, phi_b, ok_b),
-                               (r_d, zz, phi_d, ok_d)):  # fmt: skip
+        for r_, z_, p_, ok in (
+            (np.broadcast_to(rr, s_b.shape), z_b, phi_b, ok_b),
+            (r_d, zz, phi_d, ok_d),
+        ):
             idx = np.nonzero(ok)
             rv, zv, pv = r_[idx], z_[idx], p_[idx]
             coords.append(np.stack([rv * np.cos(pv), rv * np.sin(pv), zv], 1))
@@ -71,6 +78,17 @@ def synthetic_batch(
     classification heads, drawn per particle (every hit of a particle carries the same):
     targets["params"] (N, num_params) float32, targets["class"] (N,) int64 and
     targets["valid"] (N,) bool (all True).
+
+    Args:
+        sizes: hits of each event.
+        num_features: input features per hit.
+        seed: random seed.
+        device: device of the tensors.
+        num_params: regression targets per hit (0: none).
+        num_classes: classes of the classification target (0: none).
+
+    Returns:
+        The batch (coords, particle ids and targets included).
     """
     if not sizes:
         raise ValueError("synthetic_batch needs at least one event size")

@@ -14,6 +14,12 @@ def argmax_assign(
     logits: (N, C) class scores per hit; classes are track slots of an event, so event b's
     class c becomes label b * C + c. ``noise_class`` marks the "no track" class; hits whose
     softmax maximum is below ``min_prob`` are left unassigned.
+
+    Args:
+        logits: (N, C) class scores per hit.
+        cu_seqlens: (B+1,) event boundaries.
+        noise_class: the "no track" class (None: every class is a track slot).
+        min_prob: softmax maximum below which a hit stays unassigned.
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be (N, C), got shape {tuple(logits.shape)}")
@@ -25,9 +31,20 @@ def argmax_assign(
     return argmax_labels(logits, seq, noise_class, min_prob)
 
 
-def argmax_labels(logits: Tensor, seq: Tensor, noise_class: int | None = None,
-                  min_prob: float = 0.0) -> Tensor:  # fmt: skip
-    """``argmax_assign`` given the event index (N,) of every row: no checks, no host sync."""
+def argmax_labels(
+    logits: Tensor, seq: Tensor, noise_class: int | None = None, min_prob: float = 0.0
+) -> Tensor:
+    """``argmax_assign`` given the event index (N,) of every row: no checks, no host sync.
+
+    Args:
+        logits: (N, C) class scores per hit.
+        seq: (N,) event index of every hit.
+        noise_class: the "no track" class.
+        min_prob: softmax maximum below which a hit stays unassigned.
+
+    Returns:
+        (N,) int64 labels.
+    """
     c = logits.shape[1]
     prob, cls = torch.softmax(logits.float(), dim=-1).max(-1)  # (N,), (N,)
     label = seq * c + cls  # (N,)

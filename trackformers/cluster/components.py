@@ -17,7 +17,11 @@ def connected_components(
 ) -> Tensor:
     """(num_nodes,) int64 label = smallest node index in the node's component.
 
-    src, dst: (E,) int64 edge lists; edges are used in both directions.
+    Args:
+        src: (E,) int64 edge sources (edges are used in both directions).
+        dst: (E,) int64 edge targets.
+        num_nodes: number of nodes.
+        max_iter: bound on the label-propagation rounds.
     """
     if src.shape != dst.shape or src.dim() != 1:
         raise ValueError(

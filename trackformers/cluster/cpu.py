@@ -28,7 +28,15 @@ def _offset_labels(per_event: list[np.ndarray]) -> np.ndarray:
 
 
 def dbscan_cpu(x, cu_seqlens, eps: float, min_samples: int = 5, n_jobs: int | None = None):
-    """(N,) int64 sklearn DBSCAN labels per event, offset to be unique; -1 = noise."""
+    """(N,) int64 sklearn DBSCAN labels per event, offset to be unique; -1 = noise.
+
+    Args:
+        x: (N, d) points (tensor or array), packed events.
+        cu_seqlens: (B+1,) event boundaries.
+        eps: neighbourhood radius.
+        min_samples: neighbours (the point included) of a core point.
+        n_jobs: sklearn's worker count.
+    """
     from sklearn.cluster import DBSCAN  # imported here: GPU-only setups may lack sklearn
 
     labels = []
@@ -40,9 +48,22 @@ def dbscan_cpu(x, cu_seqlens, eps: float, min_samples: int = 5, n_jobs: int | No
     return _offset_labels(labels)
 
 
-def hdbscan_cpu(x, cu_seqlens, min_cluster_size: int = 5, min_samples: int | None = None,
-                cluster_selection_epsilon: float = 0.0):  # fmt: skip
-    """(N,) int64 sklearn HDBSCAN labels per event, offset to be unique; -1 = noise."""
+def hdbscan_cpu(
+    x,
+    cu_seqlens,
+    min_cluster_size: int = 5,
+    min_samples: int | None = None,
+    cluster_selection_epsilon: float = 0.0,
+):
+    """(N,) int64 sklearn HDBSCAN labels per event, offset to be unique; -1 = noise.
+
+    Args:
+        x: (N, d) points (tensor or array), packed events.
+        cu_seqlens: (B+1,) event boundaries.
+        min_cluster_size: sklearn's ``min_cluster_size``.
+        min_samples: sklearn's ``min_samples`` (None: min_cluster_size).
+        cluster_selection_epsilon: sklearn's ``cluster_selection_epsilon``.
+    """
     from sklearn.cluster import HDBSCAN
 
     labels = []

@@ -18,7 +18,12 @@ FILTER_KEY = "filter_logit"
 
 
 def check_threshold(threshold, where: str = "filter_threshold") -> float | None:
-    """The threshold as a float in (0, 1), or None (no filter); a clear error otherwise."""
+    """The threshold as a float in (0, 1), or None (no filter); a clear error otherwise.
+
+    Args:
+        threshold: the setting (None, or a number).
+        where: name of the setting in the error.
+    """
     if threshold is None:
         return None
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
@@ -30,7 +35,13 @@ def check_threshold(threshold, where: str = "filter_threshold") -> float | None:
 
 
 def kept_hits(outputs: Mapping[str, Tensor], threshold: float, key: str = FILTER_KEY) -> Tensor:
-    """(N,) bool: hits whose filter score sigmoid(outputs[key]) is >= threshold."""
+    """(N,) bool: hits whose filter score sigmoid(outputs[key]) is >= threshold.
+
+    Args:
+        outputs: the model outputs.
+        threshold: score threshold in (0, 1).
+        key: output holding the filter logits.
+    """
     if key not in outputs:
         raise KeyError(
             f"the clustering's filter_threshold={threshold} needs model output {key!r} (a "
@@ -45,16 +56,29 @@ def kept_hits(outputs: Mapping[str, Tensor], threshold: float, key: str = FILTER
 
 
 def compact(keep: Tensor, cu_seqlens: Tensor) -> tuple[Tensor, Tensor]:
-    """(rows (M,) of the kept hits in input order, their cu_seqlens (B+1,) int32)."""
+    """(rows (M,) of the kept hits in input order, their cu_seqlens (B+1,) int32).
+
+    Args:
+        keep: (N,) bool.
+        cu_seqlens: (B+1,) event boundaries.
+    """
     rows = torch.nonzero(keep).squeeze(1)  # (M,)
     csum = torch.zeros(keep.numel() + 1, dtype=torch.long, device=keep.device)
     csum[1:] = torch.cumsum(keep.long(), 0)
     return rows, csum[cu_seqlens.long().to(keep.device)].to(torch.int32)  # (B+1,)
 
 
-def cluster_kept(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, cu_seqlens: Tensor,
-                 keep: Tensor) -> Tensor:  # fmt: skip
-    """(N,) int64 labels of ``fn(x_kept, cu_kept)`` on the kept hits, -1 for the others."""
+def cluster_kept(
+    fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, cu_seqlens: Tensor, keep: Tensor
+) -> Tensor:
+    """(N,) int64 labels of ``fn(x_kept, cu_kept)`` on the kept hits, -1 for the others.
+
+    Args:
+        fn: clustering of packed points, (x, cu_seqlens) -> labels.
+        x: (N, d) clustering input.
+        cu_seqlens: (B+1,) event boundaries.
+        keep: (N,) bool hits to cluster.
+    """
     rows, cu = compact(keep.to(x.device), cu_seqlens.to(x.device))
     labels = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)  # (N,)
     if rows.numel():

@@ -50,7 +50,12 @@ def _seq_index(cu_seqlens: Tensor, n: int) -> Tensor:
 
 def grid_projection(x: Tensor, k: int) -> Tensor:
     """(N, min(k, d)) coordinates for the grid: x itself when d <= k, else its projection on
-    the top-k principal axes (orthonormal, so projected distances never exceed true ones)."""
+    the top-k principal axes (orthonormal, so projected distances never exceed true ones).
+
+    Args:
+        x: (N, d) points.
+        k: grid dimensions at most.
+    """
     n, d = x.shape
     if d <= k or n < 2:
         return x
@@ -88,8 +93,15 @@ def radius_graph(
 ) -> tuple[Tensor, Tensor]:
     """All ordered pairs (i, j), i != j, of one event with ||x_i - x_j|| <= eps.
 
-    x: (N, d) float; cu_seqlens: (B+1,) event boundaries. Returns src, dst (E,) int64 with
-    both directions present.
+    Args:
+        x: (N, d) points.
+        cu_seqlens: (B+1,) event boundaries.
+        eps: radius.
+        max_pairs: candidate pairs per chunk.
+        max_dims: grid dimensions at most.
+
+    Returns:
+        src, dst (E,) int64, both directions present.
     """
     n = x.shape[0]
     seq = _seq_index(cu_seqlens, n)
@@ -101,8 +113,10 @@ def radius_graph(
     skey = key[order]  # (N,) sorted keys
     xs = x[order]  # (N, d) points in key order
     # contiguous candidate ranges: all offsets in the first k-1 axes, last axis -1..+1
-    offsets = [sum(o * s for o, s in zip(off, strides[:-1], strict=True))
-               for off in itertools.product((-1, 0, 1), repeat=k - 1)]  # fmt: skip
+    offsets = [
+        sum(o * s for o, s in zip(off, strides[:-1], strict=True))
+        for off in itertools.product((-1, 0, 1), repeat=k - 1)
+    ]
     off = torch.tensor(offsets, device=x.device, dtype=torch.long)  # (R,)
     base = skey[:, None] + off[None, :]  # (N, R)
     start = torch.searchsorted(skey, base - strides[-1])  # (N, R) first candidate position
@@ -119,8 +133,11 @@ def radius_graph(
             "are crowded (an untrained or collapsed embedding?), so clustering is slow and "
             "near-quadratic; lower eps, or use method dbscan_plan to stay within attention "
             "neighbourhoods",
-            total, n, total / n, eps,
-        )  # fmt: skip
+            total,
+            n,
+            total / n,
+            eps,
+        )
     if total > max_pairs:
         cuts = torch.arange(max_pairs, total, max_pairs, device=x.device)
         bounds += torch.searchsorted(cum, cuts, right=True).tolist()
@@ -167,6 +184,16 @@ def dbscan(
 
     Labels of event b are offset by the number of clusters in events < b, so
     ``labels - labels[event].min()`` reproduces sklearn's numbering of event b.
+
+    Args:
+        x: (N, d) points, packed events.
+        cu_seqlens: (B+1,) event boundaries.
+        eps: neighbourhood radius.
+        min_samples: neighbours (the point included) of a core point.
+        max_pairs: candidate pairs per chunk (torch).
+        max_dims: grid dimensions at most.
+        impl: ``torch``, ``triton`` or ``auto``.
+        rounds: component rounds before the convergence check (triton).
     """
     if x.dim() != 2:
         raise ValueError(f"x must be (N, d), got shape {tuple(x.shape)}")
@@ -191,7 +218,11 @@ def dbscan(
 
 
 def uses_triton(x: Tensor) -> bool:
-    """The sync-free Triton path runs on CUDA tensors (on CPU only under TRITON_INTERPRET=1)."""
+    """The sync-free Triton path runs on CUDA tensors (on CPU only under TRITON_INTERPRET=1).
+
+    Args:
+        x: the points to cluster.
+    """
     return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -200,6 +231,12 @@ def dbscan_from_graph(src: Tensor, dst: Tensor, n: int, min_samples: int) -> Ten
 
     Core: >= min_samples neighbours incl. itself; clusters = components of the core graph,
     numbered by smallest core index; a border point joins its smallest-numbered core cluster.
+
+    Args:
+        src: (E,) int64 edge sources.
+        dst: (E,) int64 edge targets.
+        n: number of points.
+        min_samples: neighbours (the point included) of a core point.
     """
     ones = torch.ones_like(src)
     n_neigh = torch.ones(n, dtype=torch.long, device=src.device).scatter_add_(0, src, ones)  # (N,)

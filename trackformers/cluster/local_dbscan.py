@@ -33,7 +33,14 @@ from trackformers.data.batch import PackedBatch
 def plan_radius_graph(x: Tensor, plan: AttentionPlan, eps: float, max_elems: int = 1 << 24):
     """Pairs (i, j), i != j, allowed by the cluster plan with ||x_i - x_j|| <= eps, input rows.
 
-    x: (N, d) in input order. Returns src, dst (E,) int64, both directions present.
+    Args:
+        x: (N, d) points in input order.
+        plan: a cluster plan.
+        eps: radius.
+        max_elems: gathered coordinates per chunk.
+
+    Returns:
+        src, dst (E,) int64, both directions present.
     """
     if plan.kind != "cluster" or plan.group_ptr is None:
         raise ValueError(f"plan_radius_graph needs a cluster plan, got kind {plan.kind!r}")
@@ -85,11 +92,18 @@ def plan_radius_graph(x: Tensor, plan: AttentionPlan, eps: float, max_elems: int
 NEIGHBOURHOODS = ("model", "window", "cluster")
 
 
-def neighbourhood_plan(plan: AttentionPlan | None, coords: Tensor | None, cu_seqlens: Tensor,
-                       neighbourhood: str = "model", window: int | None = None,
-                       adjacency: int | None = None, group_size: int = 128,
-                       sector_size: int = 4096, max_seqlen: int | None = None,
-                       sync: bool | None = None) -> AttentionPlan:  # fmt: skip
+def neighbourhood_plan(
+    plan: AttentionPlan | None,
+    coords: Tensor | None,
+    cu_seqlens: Tensor,
+    neighbourhood: str = "model",
+    window: int | None = None,
+    adjacency: int | None = None,
+    group_size: int = 128,
+    sector_size: int = 4096,
+    max_seqlen: int | None = None,
+    sync: bool | None = None,
+) -> AttentionPlan:
     """The plan whose mask restricts the radius graph of ``dbscan_in_plan``.
 
     neighbourhood "model": ``plan`` (the model's own attention plan, any kind), with
@@ -98,14 +112,32 @@ def neighbourhood_plan(plan: AttentionPlan | None, coords: Tensor | None, cu_seq
     attention; "cluster": a Part-2 cluster plan (group_size, sector_size, adjacency, default
     1) from ``coords``. ``max_seqlen``: longest event (computed when None, one host sync);
     ``sync``: passed to the plan builder (False inside a CUDA-graph capture).
+
+    Args:
+        plan: the model's attention plan (neighbourhood ``model``).
+        coords: (N, 3) hit positions (``window`` and ``cluster``).
+        cu_seqlens: (B+1,) event boundaries.
+        neighbourhood: ``model``, ``window`` or ``cluster``.
+        window: +-window hits.
+        adjacency: groups on each side.
+        group_size: hits per group (``cluster``).
+        sector_size: hits per phi sector (``cluster``).
+        max_seqlen: longest event.
+        sync: passed to the plan builder.
+
+    Raises:
+        ValueError: an unknown neighbourhood, or a missing plan or coords.
     """
     if neighbourhood not in NEIGHBOURHOODS:
-        raise ValueError(f"dbscan_plan neighbourhood must be one of {NEIGHBOURHOODS}, got "
-                         f"{neighbourhood!r}")  # fmt: skip
+        raise ValueError(
+            f"dbscan_plan neighbourhood must be one of {NEIGHBOURHOODS}, got {neighbourhood!r}"
+        )
     if neighbourhood == "model":
         if plan is None:
-            raise ValueError("method 'dbscan_plan' with neighbourhood 'model' needs the batch's "
-                             "attention plan, got None")  # fmt: skip
+            raise ValueError(
+                "method 'dbscan_plan' with neighbourhood 'model' needs the batch's "
+                "attention plan, got None"
+            )
         changes: dict = {}
         if adjacency is not None and plan.kind == "cluster":
             changes["adjacency"] = int(adjacency)
@@ -114,12 +146,12 @@ def neighbourhood_plan(plan: AttentionPlan | None, coords: Tensor | None, cu_seq
         return dataclasses.replace(plan, **changes) if changes else plan
     if coords is None or coords.dim() != 2 or coords.shape[1] != 3:
         shape = None if coords is None else tuple(coords.shape)
-        raise ValueError(f"dbscan_plan neighbourhood {neighbourhood!r} needs hit coords (N, 3), "
-                         f"got {shape}")  # fmt: skip
+        raise ValueError(
+            f"dbscan_plan neighbourhood {neighbourhood!r} needs hit coords (N, 3), got {shape}"
+        )
     if max_seqlen is None:
         max_seqlen = int(cu_seqlens.diff().max()) if cu_seqlens.numel() > 1 else 0
-    batch = PackedBatch(x=coords, cu_seqlens=cu_seqlens, max_seqlen=int(max_seqlen),
-                        coords=coords)  # fmt: skip
+    batch = PackedBatch(x=coords, cu_seqlens=cu_seqlens, max_seqlen=int(max_seqlen), coords=coords)
     if neighbourhood == "window":
         if window is None or int(window) < 0:
             raise ValueError(f"dbscan_plan neighbourhood 'window' needs window >= 0, got {window}")
@@ -128,11 +160,20 @@ def neighbourhood_plan(plan: AttentionPlan | None, coords: Tensor | None, cu_seq
     return plans.cluster_plan(batch, group_size, sector_size, adj, sync=sync)
 
 
-def ranges_radius_graph(xs: Tensor, lo: Tensor, hi: Tensor, eps: float,
-                        max_elems: int = 1 << 24) -> tuple[Tensor, Tensor]:  # fmt: skip
+def ranges_radius_graph(
+    xs: Tensor, lo: Tensor, hi: Tensor, eps: float, max_elems: int = 1 << 24
+) -> tuple[Tensor, Tensor]:
     """Pairs (i, j), i != j, of sorted rows with j in one of i's ranges lo, hi (N, R) and
     ||xs_i - xs_j|| <= eps (float differences). Rows in chunks of <= max_elems gathered
-    coordinates; one host sync for the longest range. Returns src, dst (E,) int64."""
+    coordinates; one host sync for the longest range. Returns src, dst (E,) int64.
+
+    Args:
+        xs: (N, d) sorted points.
+        lo: (N, R) range starts.
+        hi: (N, R) range ends.
+        eps: radius.
+        max_elems: gathered coordinates per chunk.
+    """
     n, d = xs.shape
     dev = xs.device
     if n == 0:
@@ -159,9 +200,17 @@ def ranges_radius_graph(xs: Tensor, lo: Tensor, hi: Tensor, eps: float,
     return torch.cat(srcs), torch.cat(dsts)
 
 
-def dbscan_in_plan(x: Tensor, plan: AttentionPlan, eps: float, min_samples: int = 5,
-                   max_elems: int = 1 << 24, adjacency: int | None = None, impl: str = "auto",
-                   rounds: int = 4, window: int | None = None) -> Tensor:  # fmt: skip
+def dbscan_in_plan(
+    x: Tensor,
+    plan: AttentionPlan,
+    eps: float,
+    min_samples: int = 5,
+    max_elems: int = 1 << 24,
+    adjacency: int | None = None,
+    impl: str = "auto",
+    rounds: int = 4,
+    window: int | None = None,
+) -> Tensor:
     """(N,) int64 DBSCAN labels on the plan-restricted radius graph; -1 = noise.
 
     Any plan kind (``range_dbscan.plan_ranges``): candidates of a hit are the keys its mask
@@ -171,14 +220,26 @@ def dbscan_in_plan(x: Tensor, plan: AttentionPlan, eps: float, min_samples: int 
     ``adjacency`` / ``window``: override the plan's own (cluster / window plans).
     impl: "torch" (chunked gathers, any device), "triton" (sync-free tiled range kernel,
     CUDA), "auto" (triton on CUDA, else torch); same labels.
+
+    Args:
+        x: (N, d) points in input order.
+        plan: the plan whose mask restricts the candidates.
+        eps: neighbourhood radius.
+        min_samples: neighbours (the point included) of a core point.
+        max_elems: gathered coordinates per chunk (torch).
+        adjacency: overrides a cluster plan's.
+        impl: ``torch``, ``triton`` or ``auto``.
+        rounds: component rounds before the convergence check (triton).
+        window: overrides a window plan's.
     """
     n = plan.extra.get("n_rows")
     n = int(plan.cu_seqlens[-1]) if n is None else int(n)
     if x.dim() != 2 or x.shape[0] != n:
         raise ValueError(f"x must be (N, d) with N = {n}, got {tuple(x.shape)}")
     if eps <= 0 or min_samples < 1:
-        raise ValueError(f"need eps > 0 and min_samples >= 1, got eps={eps}, "
-                         f"min_samples={min_samples}")  # fmt: skip
+        raise ValueError(
+            f"need eps > 0 and min_samples >= 1, got eps={eps}, min_samples={min_samples}"
+        )
     if impl not in ("auto", "torch", "triton"):
         raise ValueError(f"dbscan_plan impl must be auto, torch or triton, got {impl!r}")
     if impl == "triton" or (impl == "auto" and uses_triton(x)):
@@ -188,6 +249,7 @@ def dbscan_in_plan(x: Tensor, plan: AttentionPlan, eps: float, min_samples: int 
         raise ValueError("dbscan input contains non-finite values")
     lo, hi = rd.plan_ranges(plan, adjacency, window)  # (N, R) sorted rows
     perm = plan.perm if plan.perm is not None else torch.arange(n, device=x.device)
-    src, dst = ranges_radius_graph(x[perm].float() if x.dtype != torch.float64 else x[perm],
-                                   lo, hi, eps, max_elems)  # fmt: skip
+    src, dst = ranges_radius_graph(
+        x[perm].float() if x.dtype != torch.float64 else x[perm], lo, hi, eps, max_elems
+    )
     return dbscan_from_graph(perm[src], perm[dst], n, min_samples)

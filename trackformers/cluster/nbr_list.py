@@ -2,8 +2,8 @@
 without re-scanning the candidate ranges.
 
 The eps-graph of track embeddings is tiny (1.5-1.9 pairs per hit) next to the candidates a
-plan's ranges hold (hundreds per hit), yet every hook round and the border pass of
-``range_dbscan`` used to scan all candidates again. So the count pass (MODE 0 of
+plan's ranges hold (hundreds per hit), and every hook round and the border pass of
+``range_dbscan`` would otherwise scan all candidates again. So the count pass (MODE 0 of
 ``passes._neighbour_kernel`` / ``tiled_ranges._tile_kernel`` with ``LIST``) also
 stores each sorted row's neighbours within eps into a (N, K) int32 table ``nbr``: sorted
 positions j, the row itself INCLUDED (when it lies in its own ranges, as it does for grid
@@ -47,9 +47,19 @@ LIST_BLOCK = 128  # rows per program of the list kernel
 
 @triton.jit
 def _list_kernel(
-    NBR, CNT, ROWF, COLF, LAB, OUT, INV, n, K,
-    KP: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr,
-):  # fmt: skip
+    NBR,
+    CNT,
+    ROWF,
+    COLF,
+    LAB,
+    OUT,
+    INV,
+    n,
+    K,
+    KP: tl.constexpr,
+    MODE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """Rows i with ROWF[i] != 0 and CNT[i] <= K, over the listed neighbours j = NBR[i, :CNT[i]]:
     MODE 1 stores m = min LAB[j] over COLF[j] != 0 at i ("no label" for other rows), MODE 2
     atomically lowers OUT at i and at i's root INV[LAB[i]] to m (as the range kernels)."""
@@ -66,10 +76,22 @@ def _list_kernel(
     finish_rows(OUT, LAB, INV, i, ok, active, acc, MODE)
 
 
-def list_neighbours(nbr: Tensor, count: Tensor, rowf, colf, lab, mode: int, out=None,
-                    inv=None) -> Tensor:  # fmt: skip
+def list_neighbours(
+    nbr: Tensor, count: Tensor, rowf, colf, lab, mode: int, out=None, inv=None
+) -> Tensor:
     """(N,) int32 min flagged label (mode 1) of the rows whose list is complete; mode 2
-    lowers ``out`` in place (hook). nbr (N, K) int32, count (N,) int32 of the count pass."""
+    lowers ``out`` in place (hook). nbr (N, K) int32, count (N,) int32 of the count pass.
+
+    Args:
+        nbr: (N, K) int32 neighbour table.
+        count: (N,) int32 neighbour counts.
+        rowf: (N,) row flags: the rows computed.
+        colf: (N,) column flags: the neighbours taken.
+        lab: (N,) int32 labels.
+        mode: 1 (minimum) or 2 (hook).
+        out: (N,) labels lowered in place (mode 2).
+        inv: (N,) root look-up of the hook (None: ``lab``).
+    """
     if mode not in (1, 2):
         raise ValueError(f"list passes take mode 1 or 2, got {mode}")
     n, k = nbr.shape
@@ -78,9 +100,19 @@ def list_neighbours(nbr: Tensor, count: Tensor, rowf, colf, lab, mode: int, out=
     if n == 0:
         return out
     _list_kernel[(triton.cdiv(n, LIST_BLOCK),)](
-        nbr, count, rowf, colf, lab, out, lab if inv is None else inv, n, k,
-        KP=max(2, triton.next_power_of_2(k)), MODE=mode, BLOCK=LIST_BLOCK,
-    )  # fmt: skip
+        nbr,
+        count,
+        rowf,
+        colf,
+        lab,
+        out,
+        lab if inv is None else inv,
+        n,
+        k,
+        KP=max(2, triton.next_power_of_2(k)),
+        MODE=mode,
+        BLOCK=LIST_BLOCK,
+    )
     return out
 
 
@@ -96,9 +128,30 @@ class NeighbourList:
     core_over: Tensor  # (N,) int8 core & overflow (the rounds' overflow rows)
 
     @classmethod
-    def build(cls, nbr: Tensor, count: Tensor, lo: Tensor, hi: Tensor, valid: Tensor,
-              core: Tensor, tiled: bool) -> NeighbourList:  # fmt: skip
-        """From the count pass: valid, core (N,) int8 sorted flags; no host sync."""
+    def build(
+        cls,
+        nbr: Tensor,
+        count: Tensor,
+        lo: Tensor,
+        hi: Tensor,
+        valid: Tensor,
+        core: Tensor,
+        tiled: bool,
+    ) -> NeighbourList:
+        """From the count pass: valid, core (N,) int8 sorted flags; no host sync.
+
+        Args:
+            nbr: (N, K) int32 table of the count pass.
+            count: (N,) int32 neighbour counts.
+            lo: (N, R) range starts.
+            hi: (N, R) range ends.
+            valid: (N,) int8 valid flags (sorted order).
+            core: (N,) int8 core flags.
+            tiled: the range kernel of the overflow rows is the tiled one.
+
+        Returns:
+            The neighbour list.
+        """
         over = (count > nbr.shape[1]).to(torch.int8)  # (N,)
         unions = None
         if tiled:
@@ -107,12 +160,26 @@ class NeighbourList:
 
     def neighbours(self, st, rowf, colf, lab, mode: int, out=None, inv=None) -> Tensor:
         """A MODE 1 / 2 pass of ``RangeState`` st: the list kernel for complete rows and the
-        range kernel for the overflow rows (see the module docstring)."""
+        range kernel for the overflow rows (see the module docstring).
+
+        Args:
+            st: the run's RangeState.
+            rowf: (N,) row flags.
+            colf: (N,) column flags.
+            lab: (N,) int32 labels.
+            mode: 1 (minimum) or 2 (hook).
+            out: (N,) labels lowered in place (mode 2).
+            inv: (N,) root look-up of the hook.
+
+        Returns:
+            (N,) int32 result of the pass.
+        """
         rover = self.core_over if rowf is self.core else rowf * self.over  # (N,) int8
         if mode == 2:
             list_neighbours(self.nbr, self.count, rowf, colf, lab, 2, out, inv)
-            return neighbour_pass(st.xs, st.lo, st.hi, self.unions, rover, colf, lab, st.eps, 2,
-                                  out, inv)  # fmt: skip
+            return neighbour_pass(
+                st.xs, st.lo, st.hi, self.unions, rover, colf, lab, st.eps, 2, out, inv
+            )
         m = list_neighbours(self.nbr, self.count, rowf, colf, lab, 1)  # (N,)
         mo = neighbour_pass(st.xs, st.lo, st.hi, self.unions, rover, colf, lab, st.eps, 1)  # (N,)
         return torch.minimum(m, mo)

@@ -23,10 +23,25 @@ BLOCK = 64  # rows per program of the per-row kernel
 
 @triton.jit
 def _neighbour_kernel(
-    X, LO, HI, ROWF, COLF, LAB, OUT, INV, NBR, n, R, K, eps2,
-    D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr,
+    X,
+    LO,
+    HI,
+    ROWF,
+    COLF,
+    LAB,
+    OUT,
+    INV,
+    NBR,
+    n,
+    R,
+    K,
+    eps2,
+    D: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    MODE: tl.constexpr,
+    BLOCK: tl.constexpr,
     LIST: tl.constexpr,
-):  # fmt: skip
+):
     """Per sorted row i with ROWF[i] != 0, over candidates j in its R ranges with
     ||X_i - X_j||^2 <= eps2: MODE 0 counts them, MODE 1 takes m = min LAB[j] over
     COLF[j] != 0, MODE 2 (hook) atomically lowers OUT at i and at i's root INV[LAB[i]] to m.
@@ -44,8 +59,9 @@ def _neighbour_kernel(
         for t in range(0, longest):
             m = t < length
             j = lo + t
-            xj = tl.load(X + j[:, None] * D + dd[None, :], mask=m[:, None] & dmask[None, :],
-                         other=0.0)  # fmt: skip
+            xj = tl.load(
+                X + j[:, None] * D + dd[None, :], mask=m[:, None] & dmask[None, :], other=0.0
+            )
             diff = xi - xj
             near = m & (tl.sum(diff * diff, 1) <= eps2)
             if MODE == 0:
@@ -59,29 +75,77 @@ def _neighbour_kernel(
     finish_rows(OUT, LAB, INV, i, ok, active, acc, MODE)
 
 
-def row_neighbours(xs, lo, hi, rowf, colf, lab, eps: float, mode: int, out=None, inv=None,
-                   nbr=None):  # fmt: skip
+def row_neighbours(
+    xs, lo, hi, rowf, colf, lab, eps: float, mode: int, out=None, inv=None, nbr=None
+):
     """(N,) int32: neighbour count (mode 0) or min flagged label (mode 1) per sorted row;
     mode 2 lowers ``out`` in place (hook, see the kernel). nbr (N, K) int32 (mode 0 only):
-    filled with each row's first K neighbours (see ``nbr_list``)."""
+    filled with each row's first K neighbours (see ``nbr_list``).
+
+    Args:
+        xs: (N, d) float32 sorted points.
+        lo: (N, R) range starts.
+        hi: (N, R) range ends.
+        rowf: (N,) row flags: the rows computed.
+        colf: (N,) column flags: the neighbours taken.
+        lab: (N,) int32 labels.
+        eps: radius.
+        mode: 0 (count), 1 (minimum) or 2 (hook).
+        out: (N,) output (mode 2: lowered in place).
+        inv: (N,) root look-up of the hook (None: ``lab``).
+        nbr: (N, K) neighbour table to fill (mode 0), or None.
+    """
     n, d = xs.shape
     if out is None:
         out = torch.empty(n, dtype=torch.int32, device=xs.device)
     if n == 0:
         return out
     _neighbour_kernel[(triton.cdiv(n, BLOCK),)](
-        xs, lo, hi, rowf, colf, lab, out, lab if inv is None else inv,
-        out if nbr is None else nbr, n, lo.shape[1], 0 if nbr is None else nbr.shape[1],
+        xs,
+        lo,
+        hi,
+        rowf,
+        colf,
+        lab,
+        out,
+        lab if inv is None else inv,
+        out if nbr is None else nbr,
+        n,
+        lo.shape[1],
+        0 if nbr is None else nbr.shape[1],
         float(eps) ** 2,
-        D=d, BLOCK_D=triton.next_power_of_2(d), MODE=mode, BLOCK=BLOCK, LIST=nbr is not None,
-    )  # fmt: skip
+        D=d,
+        BLOCK_D=triton.next_power_of_2(d),
+        MODE=mode,
+        BLOCK=BLOCK,
+        LIST=nbr is not None,
+    )
     return out
 
 
-def neighbour_pass(xs, lo, hi, unions, rowf, colf, lab, eps: float, mode: int, out=None,
-                   inv=None, nbr=None):  # fmt: skip
+def neighbour_pass(
+    xs, lo, hi, unions, rowf, colf, lab, eps: float, mode: int, out=None, inv=None, nbr=None
+):
     """A neighbour pass by the per-row kernel (unions None) or the tiled one; nbr (N, K):
-    the count pass (mode 0) also fills the neighbour table."""
+    the count pass (mode 0) also fills the neighbour table.
+
+    Args:
+        xs: (N, d) float32 sorted points.
+        lo: (N, R) range starts.
+        hi: (N, R) range ends.
+        unions: ``tiled_ranges.block_unions`` of the rows, or None (per-row kernel).
+        rowf: (N,) row flags.
+        colf: (N,) column flags.
+        lab: (N,) int32 labels.
+        eps: radius.
+        mode: 0 (count), 1 (minimum) or 2 (hook).
+        out: (N,) output (mode 2: lowered in place).
+        inv: (N,) root look-up of the hook.
+        nbr: (N, K) neighbour table to fill (mode 0), or None.
+
+    Returns:
+        (N,) int32 result of the pass.
+    """
     if nbr is not None and mode != 0:
         raise ValueError(f"the neighbour table is filled by the count pass (mode 0), got {mode}")
     if unions is None:

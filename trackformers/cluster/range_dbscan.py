@@ -78,7 +78,12 @@ def device_projection(x: Tensor, k: int) -> Tensor:
     """(N, min(k, d)) grid coordinates: x itself when d <= k, else x times an orthonormal
     (d, k) basis near the top-k principal axes, found on the device without a sync (subspace
     iteration with the 4th power of the covariance, Gram-Schmidt, float64). Any orthonormal
-    basis keeps every eps-pair within adjacent cells; a good one only speeds up the search."""
+    basis keeps every eps-pair within adjacent cells; a good one only speeds up the search.
+
+    Args:
+        x: (N, d) points.
+        k: grid dimensions at most.
+    """
     n, d = x.shape
     if d <= k:
         return x
@@ -120,6 +125,13 @@ def grid_ranges(x: Tensor, seq: Tensor, num_events: int, eps: float, max_dims: i
     Returns order (N,) sorted position -> input row, lo, hi (N, R) int64 ranges of sorted
     positions, and ``overflow`` (device bool): the cell keys did not fit into int64 (then the
     ranges are wrong and the caller must use the eager ``gpu_dbscan``).
+
+    Args:
+        x: (N, d) points, packed events.
+        seq: (N,) event index of each point.
+        num_events: B.
+        eps: radius (the grid cell size).
+        max_dims: grid dimensions at most.
     """
     p = device_projection(x, max_dims)  # (N, k)
     k = p.shape[1]
@@ -145,7 +157,13 @@ def plan_ranges(plan, adjacency: int | None = None, window: int | None = None):
     """lo, hi (N, R) int64 of sorted rows: the plan's own mask as ``row_ranges`` gives it
     (any kind: a cluster plan's groups within +-adjacency inside the event, R = 1; a phi
     window of +-window positions and its wrap-around part, R = 2; the whole event).
-    ``adjacency`` / ``window`` override a cluster / window plan's own setting."""
+    ``adjacency`` / ``window`` override a cluster / window plan's own setting.
+
+    Args:
+        plan: any attention plan.
+        adjacency: overrides a cluster plan's.
+        window: overrides a window plan's.
+    """
     changes: dict = {}
     if adjacency is not None:
         if plan.kind != "cluster":
@@ -196,11 +214,24 @@ class RangeState:
 
     def neighbours(self, rowf, colf, lab, mode: int, out=None, inv=None) -> Tensor:
         """One MODE 1 / 2 neighbour pass (see ``passes``): over the neighbour list
-        when there is one, else by the state's range kernel."""
+        when there is one, else by the state's range kernel.
+
+        Args:
+            rowf: (N,) row flags.
+            colf: (N,) column flags.
+            lab: (N,) int32 labels.
+            mode: 1 (minimum) or 2 (hook).
+            out: (N,) labels lowered in place (mode 2).
+            inv: (N,) root look-up of the hook.
+
+        Returns:
+            (N,) int32 result of the pass.
+        """
         if self.nlist is not None:
             return self.nlist.neighbours(self, rowf, colf, lab, mode, out, inv)
-        return neighbour_pass(self.xs, self.lo, self.hi, self.unions, rowf, colf, lab, self.eps,
-                              mode, out, inv)  # fmt: skip
+        return neighbour_pass(
+            self.xs, self.lo, self.hi, self.unions, rowf, colf, lab, self.eps, mode, out, inv
+        )
 
 
 def _round(st: RangeState, lab: Tensor) -> tuple[Tensor, Tensor]:
@@ -218,9 +249,18 @@ def _round(st: RangeState, lab: Tensor) -> tuple[Tensor, Tensor]:
     return out, flag
 
 
-def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds: int = 4,
-                  tiled: bool = False,
-                  list_capacity: int = LIST_CAPACITY) -> RangeState:  # fmt: skip
+def dbscan_ranges(
+    xs,
+    lo,
+    hi,
+    order,
+    valid,
+    eps: float,
+    min_samples: int,
+    rounds: int = 4,
+    tiled: bool = False,
+    list_capacity: int = LIST_CAPACITY,
+) -> RangeState:
     """DBSCAN of sorted points xs (N, d) whose candidates lie in ranges lo, hi (N, R).
 
     order (N,) sorted position -> input row; valid (N,) bool per INPUT row (False: padding,
@@ -231,10 +271,23 @@ def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds
     that list (``nbr_list``, same labels; memory N K int32); 0: every pass scans the ranges.
     Runs ``rounds`` component rounds with no host sync; returns the state for ``finish``
     and ``number_labels``.
+
+    Args:
+        xs: (N, d) sorted points.
+        lo: (N, R) range starts.
+        hi: (N, R) range ends.
+        order: (N,) sorted position -> input row.
+        valid: (N,) bool per input row.
+        eps: neighbourhood radius.
+        min_samples: neighbours (the point included) of a core point.
+        rounds: component rounds run here.
+        tiled: use the tiled kernel.
+        list_capacity: neighbour-list slots per row (0: no list).
     """
     if isinstance(list_capacity, bool) or not isinstance(list_capacity, int) or list_capacity < 0:
-        raise ValueError(f"list_capacity must be an int >= 0 (0: no neighbour list), got "
-                         f"{list_capacity!r}")  # fmt: skip
+        raise ValueError(
+            f"list_capacity must be an int >= 0 (0: no neighbour list), got {list_capacity!r}"
+        )
     if tiled and xs.is_cuda and xs.dtype == torch.float64:
         # Triton 3.6 does not compile the tiled kernel's float64 tensor-core products on the
         # GPU ("fp64 don't support largeK MMA"); float64 inputs (references, tests) take the
@@ -265,7 +318,12 @@ def dbscan_ranges(xs, lo, hi, order, valid, eps: float, min_samples: int, rounds
 
 
 def finish(st: RangeState, max_iter: int = 10_000) -> None:
-    """Run component rounds until the fixed point (host syncs; usually none are needed)."""
+    """Run component rounds until the fixed point (host syncs; usually none are needed).
+
+    Args:
+        st: the run's state (updated).
+        max_iter: bound on the rounds.
+    """
     for _ in range(max_iter):
         if not bool(st.pending):
             return
@@ -277,7 +335,11 @@ def finish(st: RangeState, max_iter: int = 10_000) -> None:
 def number_labels(st: RangeState) -> Tensor:
     """(N,) int64 input-order labels numbered by smallest root (sklearn's order), -1 = noise.
 
-    Border points (valid, not core) take the smallest root among their core neighbours."""
+    Border points (valid, not core) take the smallest root among their core neighbours.
+
+    Args:
+        st: the run's state.
+    """
     n = st.lab.numel()
     border = ((st.valid != 0) & ~st.core_b).to(torch.int8)  # (N,)
     m = st.neighbours(border, st.core, st.lab, 1)  # (N,)
@@ -291,11 +353,32 @@ def number_labels(st: RangeState) -> Tensor:
 
 
 # ---- entry points ----------------------------------------------------------------------------
-def start_grid(x, cu_seqlens, eps: float, min_samples: int, max_dims: int = 3, rounds: int = 4,
-               valid: Tensor | None = None,
-               list_capacity: int = LIST_CAPACITY) -> RangeState:  # fmt: skip
+def start_grid(
+    x,
+    cu_seqlens,
+    eps: float,
+    min_samples: int,
+    max_dims: int = 3,
+    rounds: int = 4,
+    valid: Tensor | None = None,
+    list_capacity: int = LIST_CAPACITY,
+) -> RangeState:
     """Exact DBSCAN of packed events x (N, d), no host sync; complete with ``complete``.
-    list_capacity: see ``dbscan_ranges``."""
+    list_capacity: see ``dbscan_ranges``.
+
+    Args:
+        x: (N, d) points.
+        cu_seqlens: (B+1,) event boundaries.
+        eps: neighbourhood radius.
+        min_samples: neighbours (the point included) of a core point.
+        max_dims: grid dimensions at most.
+        rounds: component rounds run here.
+        valid: (N,) bool rows to cluster (None: all).
+        list_capacity: neighbour-list slots per row.
+
+    Returns:
+        The run's state.
+    """
     n = x.shape[0]
     cu = cu_seqlens.long()
     seq = torch.repeat_interleave(
@@ -306,18 +389,41 @@ def start_grid(x, cu_seqlens, eps: float, min_samples: int, max_dims: int = 3, r
     xf = torch.where(finite, xf, 0.0)  # keep the grid finite; the flag raises in complete
     order, lo, hi, overflow = grid_ranges(xf, seq, cu.numel() - 1, eps, max_dims)
     ok = torch.ones(n, dtype=torch.bool, device=x.device) if valid is None else valid
-    st = dbscan_ranges(xf[order], lo, hi, order, ok, eps, min_samples, rounds,
-                       list_capacity=list_capacity)  # fmt: skip
+    st = dbscan_ranges(
+        xf[order], lo, hi, order, ok, eps, min_samples, rounds, list_capacity=list_capacity
+    )
     st.nonfinite, st.overflow = ~finite, overflow
     return st
 
 
-def start_plan(x, plan, eps: float, min_samples: int, adjacency: int | None = None,
-               rounds: int = 4, valid: Tensor | None = None,
-               window: int | None = None,
-               list_capacity: int = LIST_CAPACITY) -> RangeState:  # fmt: skip
+def start_plan(
+    x,
+    plan,
+    eps: float,
+    min_samples: int,
+    adjacency: int | None = None,
+    rounds: int = 4,
+    valid: Tensor | None = None,
+    window: int | None = None,
+    list_capacity: int = LIST_CAPACITY,
+) -> RangeState:
     """DBSCAN on a plan's neighbourhoods (see ``plan_ranges``; tiled kernel), no host sync.
-    list_capacity: see ``dbscan_ranges``."""
+    list_capacity: see ``dbscan_ranges``.
+
+    Args:
+        x: (N, d) points in input order.
+        plan: the attention plan.
+        eps: neighbourhood radius.
+        min_samples: neighbours (the point included) of a core point.
+        adjacency: overrides a cluster plan's.
+        rounds: component rounds run here.
+        valid: (N,) bool rows to cluster (None: all).
+        window: overrides a window plan's.
+        list_capacity: neighbour-list slots per row.
+
+    Returns:
+        The run's state.
+    """
     n = x.shape[0]
     xf = x if x.dtype == torch.float64 else x.float()
     finite = torch.isfinite(xf).all()
@@ -325,21 +431,45 @@ def start_plan(x, plan, eps: float, min_samples: int, adjacency: int | None = No
     perm = plan.perm if plan.perm is not None else torch.arange(n, device=x.device)
     lo, hi = plan_ranges(plan, adjacency, window)
     ok = torch.ones(n, dtype=torch.bool, device=x.device) if valid is None else valid
-    st = dbscan_ranges(xf[perm], lo, hi, perm, ok, eps, min_samples, rounds, tiled=PLAN_TILED,
-                       list_capacity=list_capacity)  # fmt: skip
+    st = dbscan_ranges(
+        xf[perm],
+        lo,
+        hi,
+        perm,
+        ok,
+        eps,
+        min_samples,
+        rounds,
+        tiled=PLAN_TILED,
+        list_capacity=list_capacity,
+    )
     st.nonfinite, st.overflow = ~finite, torch.zeros_like(finite)
     return st
 
 
 def flags(st: RangeState) -> Tensor:
-    """(3,) bool on the device: components pending, non-finite input, key overflow."""
+    """(3,) bool on the device: components pending, non-finite input, key overflow.
+
+    Args:
+        st: the run's state.
+    """
     return torch.stack([st.pending, st.nonfinite, st.overflow])
 
 
 def complete(st: RangeState, labels: Tensor | None = None, fallback=None) -> Tensor:
     """Final (N,) int64 labels: ``labels`` (from ``number_labels`` in the same run, e.g. a
     graph replay) when no flag is set, else the remaining rounds / the eager ``fallback()``
-    (one host sync to read the flags)."""
+    (one host sync to read the flags).
+
+    Args:
+        st: the run's state.
+        labels: labels numbered in the same run (None: number them here).
+        fallback: () -> labels, run when the keys overflowed.
+
+    Raises:
+        ValueError: non-finite input.
+        RuntimeError: the keys overflowed and there is no fallback.
+    """
     pending, nonfinite, overflow = flags(st).tolist()
     if nonfinite:
         raise ValueError("dbscan input contains non-finite values")

@@ -37,10 +37,30 @@ NO_LABEL = 2**31 - 1
 
 @triton.jit
 def _tile_kernel(
-    X, LO, HI, ULO, UHI, ROWF, COLF, LAB, OUT, INV, NBR, n, R, U, K, eps2,
-    D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr, BM: tl.constexpr,
-    BN: tl.constexpr, PREC: tl.constexpr, LIST: tl.constexpr,
-):  # fmt: skip
+    X,
+    LO,
+    HI,
+    ULO,
+    UHI,
+    ROWF,
+    COLF,
+    LAB,
+    OUT,
+    INV,
+    NBR,
+    n,
+    R,
+    U,
+    K,
+    eps2,
+    D: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    MODE: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    PREC: tl.constexpr,
+    LIST: tl.constexpr,
+):
     """Rows i of block b with ROWF[i] != 0, over keys j of the block's unions [ULO, UHI)
     that lie in i's range r of the union's side with ||X_i - X_j||^2 <= eps2: MODE 0 counts
     them, MODE 1 takes m = min LAB[j] over COLF[j] != 0, MODE 2 (hook) atomically lowers OUT
@@ -66,8 +86,9 @@ def _tile_kernel(
         for k0 in range(a, e, BN):
             j = k0 + tl.arange(0, BN)  # (BN,)
             jm = j < e
-            xj = tl.load(X + j[:, None] * D + dd[None, :], mask=jm[:, None] & dmask[None, :],
-                         other=0.0)  # fmt: skip
+            xj = tl.load(
+                X + j[:, None] * D + dd[None, :], mask=jm[:, None] & dmask[None, :], other=0.0
+            )
             sqj = tl.sum(xj * xj, 1)  # (BN,)
             dot = tl.dot(xi, tl.trans(xj), input_precision=PREC)  # (BM, BN)
             d2 = sqi[:, None] + sqj[None, :] - 2.0 * dot
@@ -94,7 +115,14 @@ def block_unions(lo: Tensor, hi: Tensor, active: Tensor, bm: int = BM) -> tuple[
     """ulo, uhi (ceil(N / bm), 3 R) int32: per block of bm sorted rows, per range r and side
     (0 before the row, 1 containing it, 2 after it), the smallest lo and largest hi over the
     block's ``active`` (N,) rows whose range r is non-empty and of that side; empty unions are
-    [0, 0). No host sync (capturable)."""
+    [0, 0). No host sync (capturable).
+
+    Args:
+        lo: (N, R) range starts.
+        hi: (N, R) range ends.
+        active: (N,) rows taken into the unions.
+        bm: rows per block.
+    """
     n, r = lo.shape
     nb = triton.cdiv(max(n, 1), bm)
     pad = nb * bm - n
@@ -120,22 +148,57 @@ def _precision(x: Tensor) -> str:
     return "tf32x3" if x.device.type == "cuda" and x.dtype == torch.float32 else "ieee"
 
 
-def tile_neighbours(xs, lo, hi, ulo, uhi, rowf, colf, lab, eps: float, mode: int, out=None,
-                    inv=None, nbr=None) -> Tensor:  # fmt: skip
+def tile_neighbours(
+    xs, lo, hi, ulo, uhi, rowf, colf, lab, eps: float, mode: int, out=None, inv=None, nbr=None
+) -> Tensor:
     """(N,) int32 neighbour count (mode 0) / min flagged label (mode 1) per sorted row over
     the plan ranges lo, hi (N, R) int64; mode 2 lowers ``out`` in place (hook). xs (N, d)
     float32, contiguous; ulo, uhi from ``block_unions`` with the same BM. nbr (N, K) int32
-    (mode 0 only): filled with each row's first K neighbours (see ``nbr_list``)."""
+    (mode 0 only): filled with each row's first K neighbours (see ``nbr_list``).
+
+    Args:
+        xs: (N, d) float32 sorted points.
+        lo: (N, R) range starts.
+        hi: (N, R) range ends.
+        ulo: block union starts.
+        uhi: block union ends.
+        rowf: (N,) row flags.
+        colf: (N,) column flags.
+        lab: (N,) int32 labels.
+        eps: radius.
+        mode: 0 (count), 1 (minimum) or 2 (hook).
+        out: (N,) output (mode 2: lowered in place).
+        inv: (N,) root look-up of the hook (None: ``lab``).
+        nbr: (N, K) neighbour table to fill (mode 0), or None.
+    """
     n, d = xs.shape
     if out is None:
         out = torch.empty(n, dtype=torch.int32, device=xs.device)
     if n == 0:
         return out
     _tile_kernel[(triton.cdiv(n, BM),)](
-        xs, lo, hi, ulo, uhi, rowf, colf, lab, out, lab if inv is None else inv,
-        out if nbr is None else nbr, n, lo.shape[1], ulo.shape[1],
-        0 if nbr is None else nbr.shape[1], float(eps) ** 2,
-        D=d, BLOCK_D=max(16, triton.next_power_of_2(d)), MODE=mode, BM=BM, BN=BN,
-        PREC=_precision(xs), LIST=nbr is not None,
-    )  # fmt: skip
+        xs,
+        lo,
+        hi,
+        ulo,
+        uhi,
+        rowf,
+        colf,
+        lab,
+        out,
+        lab if inv is None else inv,
+        out if nbr is None else nbr,
+        n,
+        lo.shape[1],
+        ulo.shape[1],
+        0 if nbr is None else nbr.shape[1],
+        float(eps) ** 2,
+        D=d,
+        BLOCK_D=max(16, triton.next_power_of_2(d)),
+        MODE=mode,
+        BM=BM,
+        BN=BN,
+        PREC=_precision(xs),
+        LIST=nbr is not None,
+    )
     return out

@@ -29,8 +29,9 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from trackformers.data.errors import DataError, RepairLog
+from trackformers.data.errors import DataError, RepairLog, log
 from trackformers.data.schema import unknown_origin
+from trackformers.sim.weights import trackml_weights
 
 HIT_ALIASES = {
     "event": ("event_id", "event_nr", "event_number"),
@@ -69,7 +70,11 @@ OPTIONAL = {"nhits", "pdg", "module"}
 
 
 def pack_barcode(components) -> np.ndarray:
-    """uint64 ACTS barcode value from its five components (vp, vs, particle, gen, sub)."""
+    """uint64 ACTS barcode value from its five components (vp, vs, particle, gen, sub).
+
+    Args:
+        components: the five component arrays, in that order.
+    """
     out = np.zeros(len(components[0]), dtype=np.uint64)
     for comp, bits in zip(components, BARCODE_BITS, strict=True):
         c = np.asarray(comp).astype(np.uint64)
@@ -180,10 +185,16 @@ def iter_acts(
 
     A file-level problem (a missing branch) stops the import with ``on_error="raise"``; with
     ``"skip"`` every event is skipped and counted (``skipped_events``) and nothing is yielded.
-    """
-    from trackformers.data.errors import log
-    from trackformers.sim.weights import trackml_weights
 
+    Args:
+        hits_path: ACTS ``hits.root``.
+        particles_path: ACTS ``particles.root``.
+        repairs: log of counted repairs and skipped events.
+        on_error: ``raise`` or ``skip``.
+
+    Yields:
+        Native event dicts (schema names and dtypes).
+    """
     hsrc, psrc = str(hits_path), str(particles_path)
     htree, ptree = _open(hits_path, "hits"), _open(particles_path, "particles")
     hnames, pnames = _resolve(htree, HIT_ALIASES, hsrc), _resolve(ptree, PART_ALIASES, psrc)

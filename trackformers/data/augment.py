@@ -25,9 +25,12 @@ from trackformers.data.chunk import EventChunk, segment_ids
 # endcap volume -> (volume on the other side of z = 0, disks per side), TrackML geometry
 ENDCAP_MIRROR = {7: (9, 7), 9: (7, 7), 12: (14, 6), 14: (12, 6), 16: (18, 6), 18: (16, 6)}
 ROTATED_PAIRS = (
-    ("hit_x", "hit_y"), ("hit_tx", "hit_ty"), ("hit_tpx", "hit_tpy"),
-    ("part_px", "part_py"), ("part_vx", "part_vy"),
-)  # fmt: skip
+    ("hit_x", "hit_y"),
+    ("hit_tx", "hit_ty"),
+    ("hit_tpx", "hit_tpy"),
+    ("part_px", "part_py"),
+    ("part_vx", "part_vy"),
+)
 REFLECTED = ("hit_z", "hit_tz", "hit_tpz", "part_pz", "part_vz")
 
 
@@ -41,12 +44,24 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping | None) -> AugmentConfig:
+        """The config of ``data.augment`` (None: no augmentation).
+
+        Args:
+            d: mapping with keys ``rotate_phi`` and ``reflect_z``.
+
+        Returns:
+            The config.
+
+        Raises:
+            ValueError: an unknown key or a value that is not a bool.
+        """
         d = dict(d or {})
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"data.augment has unknown key(s) {sorted(unknown)}; known: "
-                             f"{sorted(known)}")  # fmt: skip
+            raise ValueError(
+                f"data.augment has unknown key(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
         for k, v in d.items():
             if not isinstance(v, bool):
                 raise ValueError(f"data.augment.{k} must be true or false, got {v!r}")
@@ -54,11 +69,22 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
+        """True when at least one transform is on."""
         return self.rotate_phi or self.reflect_z
 
 
 def event_transforms(event_ids: np.ndarray, cfg: AugmentConfig, seed: int, epoch: int):
-    """(angle (n,) float64 radians, flip (n,) bool) of each event, deterministic per event."""
+    """(angle (n,) float64 radians, flip (n,) bool) of each event, deterministic per event.
+
+    Args:
+        event_ids: (n,) event ids.
+        cfg: which transforms are on.
+        seed: run seed.
+        epoch: training epoch (a new transform each epoch).
+
+    Returns:
+        The angles (0 when rotation is off) and the flips (False when reflection is off).
+    """
     n = len(event_ids)
     angle, flip = np.zeros(n), np.zeros(n, dtype=bool)
     for i, eid in enumerate(np.asarray(event_ids).astype(np.uint64)):
@@ -70,7 +96,16 @@ def event_transforms(event_ids: np.ndarray, cfg: AugmentConfig, seed: int, epoch
 
 
 def transform_chunk(chunk: EventChunk, angle: np.ndarray, flip: np.ndarray) -> EventChunk:
-    """The chunk with event i rotated by angle[i] about z, then reflected in z if flip[i]."""
+    """The chunk with event i rotated by angle[i] about z, then reflected in z if flip[i].
+
+    Args:
+        chunk: the events.
+        angle: (n,) rotation angle of each event in radians.
+        flip: (n,) bool, reflect the event in z.
+
+    Returns:
+        A new chunk; positions, momenta and vertices transformed, the rest shared.
+    """
     hit_ev = segment_ids(chunk.hit_offsets)  # (N,) event of each hit
     part_ev = segment_ids(chunk.part_offsets) if chunk.part_offsets is not None else None
     hits, parts = dict(chunk.hits), dict(chunk.parts)
@@ -101,14 +136,28 @@ def transform_chunk(chunk: EventChunk, angle: np.ndarray, flip: np.ndarray) -> E
         if new_layer is not None:
             hits["hit_layer_id"] = new_layer
     return EventChunk(
-        event=chunk.event, hit_offsets=chunk.hit_offsets, hits=hits,
-        part_offsets=chunk.part_offsets, parts=parts, source=chunk.source,
+        event=chunk.event,
+        hit_offsets=chunk.hit_offsets,
+        hits=hits,
+        part_offsets=chunk.part_offsets,
+        parts=parts,
+        source=chunk.source,
         hit_part_row=chunk.hit_part_row,
-    )  # fmt: skip
+    )
 
 
 def augment_chunk(chunk: EventChunk, cfg: AugmentConfig, seed: int, epoch: int) -> EventChunk:
-    """Every event of the chunk rotated / reflected as ``cfg`` says (see the module doc)."""
+    """Every event of the chunk rotated / reflected as ``cfg`` says (see the module doc).
+
+    Args:
+        chunk: the events.
+        cfg: which transforms are on.
+        seed: run seed.
+        epoch: training epoch.
+
+    Returns:
+        The transformed chunk (``chunk`` itself when no transform is on).
+    """
     if not cfg.enabled or chunk.num_events == 0:
         return chunk
     angle, flip = event_transforms(chunk.event_ids, cfg, seed, epoch)

@@ -28,6 +28,9 @@ def host_cu_seqlens(cu_seqlens: Tensor) -> list[int] | None:
     from the host (its values were recorded then) and it was not modified in place since
     (tensor version unchanged). Anything else returns None (the caller syncs), inference
     tensors (made under torch.inference_mode, no version counter) included.
+
+    Args:
+        cu_seqlens: (B+1,) event boundaries.
     """
     return cu_seqlens.tolist() if cu_seqlens.device.type == "cpu" else _recorded(cu_seqlens)
 
@@ -59,10 +62,12 @@ class PackedBatch:
 
     @property
     def num_events(self) -> int:
+        """Number of events packed in the batch."""
         return self.cu_seqlens.numel() - 1
 
     @property
     def num_hits(self) -> int:
+        """Number of hits (rows) of all events."""
         return self.x.shape[0]
 
     def seq_index(self) -> Tensor:
@@ -84,10 +89,20 @@ class PackedBatch:
         return PackedBatch(**out)
 
     def to(self, device, non_blocking: bool = False) -> PackedBatch:
+        """The batch with every tensor moved to ``device``.
+
+        Args:
+            device: target device.
+            non_blocking: asynchronous copies (from pinned memory).
+
+        Returns:
+            A new PackedBatch; its event boundaries stay known on the host (no sync to read them).
+        """
         out = self._map(lambda t: t.to(device, non_blocking=non_blocking))
         if self.cu_seqlens.device.type == "cpu" and out.cu_seqlens.device.type != "cpu":
             _remember_host_cu(out.cu_seqlens, self.cu_seqlens.tolist())  # no sync later
         return out
 
     def pin_memory(self) -> PackedBatch:
+        """The batch with every tensor in pinned host memory (DataLoader ``pin_memory``)."""
         return self._map(lambda t: t.pin_memory())

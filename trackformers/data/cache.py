@@ -23,9 +23,11 @@ import numpy as np
 from torch.utils.data import IterableDataset
 
 from trackformers.data.batch import PackedBatch
+from trackformers.data.dataset import SPLITS, _epoch_seed, split_of
 from trackformers.data.errors import RepairLog
 from trackformers.data.features import FeatureConfig
 from trackformers.data.packing import Featurized, featurize, token_budget_batches
+from trackformers.data.reader import TARGET_PART_FIELDS, ReadSpec, iter_chunks
 from trackformers.data.sharding import check_enough, deal_events, rank_world, worker_slot
 
 CACHE_VERSION = 2  # 2: hits of particles missing from the table are noise
@@ -40,6 +42,15 @@ def _config_dict(cfg: FeatureConfig) -> dict:
 
 
 def cache_key(files: Sequence[str | Path], cfg: FeatureConfig) -> str:
+    """Key of the cache of ``files`` featurized with ``cfg``.
+
+    Args:
+        files: the source files (path, size and modification time enter the key).
+        cfg: the feature configuration.
+
+    Returns:
+        16 hex digits; a changed file or config gives another key.
+    """
     h = hashlib.sha256()
     h.update(
         json.dumps({"v": CACHE_VERSION, "features": _config_dict(cfg)}, sort_keys=True).encode()
@@ -57,9 +68,18 @@ def build_cache(
     chunk_bytes: int = 64 * 1024**2,
     on_error: str = "raise",
 ) -> Path:
-    """Featurize ``files`` into a cache directory (reused when already complete)."""
-    from trackformers.data.reader import TARGET_PART_FIELDS, ReadSpec, iter_chunks
+    """Featurize ``files`` into a cache directory (reused when already complete).
 
+    Args:
+        files: native ROOT files.
+        cfg: the feature configuration.
+        cache_dir: folder that holds the caches (one sub-folder per :func:`cache_key`).
+        chunk_bytes: uncompressed bytes read per chunk.
+        on_error: ``raise`` or ``skip`` bad files.
+
+    Returns:
+        The cache folder.
+    """
     files = [str(f) for f in files]
     out = Path(cache_dir) / cache_key(files, cfg)
     if (out / "manifest.json").is_file():
@@ -160,10 +180,16 @@ class CachedEvents:
 
     @property
     def num_events(self) -> int:
+        """Number of events in the cache."""
         return len(self.event_id)
 
     def featurized(self, start: int, stop: int) -> Featurized:
-        """Events [start, stop) as a Featurized (memory-map views, no copy yet)."""
+        """Events [start, stop) as a Featurized (memory-map views, no copy yet).
+
+        Args:
+            start: first event.
+            stop: end of the range.
+        """
         a, b = int(self.hit_offsets[start]), int(self.hit_offsets[stop])
         col = lambda n: self.columns[n][a:b] if n in self.columns else None
         return Featurized(
@@ -213,11 +239,14 @@ class CachedEventStream(IterableDataset):
         self._passes = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Set the epoch that seeds the next pass's shuffle.
+
+        Args:
+            epoch: the epoch.
+        """
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[PackedBatch]:
-        from trackformers.data.dataset import SPLITS, _epoch_seed, split_of
-
         data = CachedEvents(self.path)
         rng = None
         if self.shuffle:

@@ -26,13 +26,25 @@ _HIT_KEYS = {**HIT_BRANCHES, **CLUSTER_BRANCHES}
 
 
 def counts_to_offsets(counts: np.ndarray) -> np.ndarray:
+    """Offsets [0, c0, c0 + c1, ...] of consecutive segments.
+
+    Args:
+        counts: (n,) rows per segment.
+
+    Returns:
+        (n + 1,) int64 offsets.
+    """
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     return offsets
 
 
 def segment_ids(offsets: np.ndarray) -> np.ndarray:
-    """(total,) int64 index of the segment (event) that owns each flat row."""
+    """(total,) int64 index of the segment (event) that owns each flat row.
+
+    Args:
+        offsets: (n + 1,) segment offsets.
+    """
     return np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
 
 
@@ -50,25 +62,37 @@ class EventChunk:
 
     @property
     def num_events(self) -> int:
+        """Number of events in the chunk."""
         return len(self.hit_offsets) - 1
 
     @property
     def num_hits(self) -> int:
+        """Number of hits of all events."""
         return int(self.hit_offsets[-1])
 
     @property
     def hit_counts(self) -> np.ndarray:
+        """(num_events,) hits per event."""
         return np.diff(self.hit_offsets)
 
     @property
     def event_ids(self) -> np.ndarray:
+        """(num_events,) event id of each event."""
         return self.event["event_id"]
 
     def hit_event_index(self) -> np.ndarray:
+        """(num_hits,) int64 index of the event of each hit."""
         return segment_ids(self.hit_offsets)
 
     def select_hits(self, keep: np.ndarray) -> EventChunk:
-        """Keep hits where ``keep`` (total_hits,) bool is true; events and particles stay."""
+        """Keep hits where ``keep`` (total_hits,) bool is true; events and particles stay.
+
+        Args:
+            keep: (total_hits,) bool.
+
+        Returns:
+            The chunk with the kept hits (itself when all are kept).
+        """
         if keep.all():
             return self
         kept_per_event = np.bincount(segment_ids(self.hit_offsets)[keep], minlength=self.num_events)
@@ -83,7 +107,14 @@ class EventChunk:
         )
 
     def select_events(self, keep: np.ndarray) -> EventChunk:
-        """Keep events where ``keep`` (n,) bool is true (or an index array, in that order)."""
+        """Keep events where ``keep`` (n,) bool is true (or an index array, in that order).
+
+        Args:
+            keep: (n,) bool mask or an index array.
+
+        Returns:
+            The chunk with the kept events, their hits and particles.
+        """
         idx = np.flatnonzero(keep) if keep.dtype == bool else np.asarray(keep, dtype=np.int64)
         if len(idx) == self.num_events and (idx == np.arange(self.num_events)).all():
             return self
@@ -128,7 +159,15 @@ class EventChunk:
 
     @classmethod
     def from_events(cls, events: Sequence[dict], source: str = "<memory>") -> EventChunk:
-        """Concatenate per-event dicts (schema names; missing optional fields are left out)."""
+        """Concatenate per-event dicts (schema names; missing optional fields are left out).
+
+        Args:
+            events: per-event dicts.
+            source: name reported in errors and repairs.
+
+        Returns:
+            One chunk holding every event.
+        """
         if len(events) == 0:
             raise ValueError("from_events needs at least one event")
         first = events[0]
@@ -160,7 +199,14 @@ class EventChunk:
 
 
 def concat_chunks(chunks: Sequence[EventChunk]) -> EventChunk:
-    """Concatenate chunks that carry the same fields."""
+    """Concatenate chunks that carry the same fields.
+
+    Args:
+        chunks: chunks with the same fields.
+
+    Returns:
+        One chunk, events in order.
+    """
     if len(chunks) == 1:
         return chunks[0]
     out = EventChunk(

@@ -20,9 +20,9 @@ refused (the error lists them) unless ``--overwrite`` is given, which replaces a
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,7 +30,13 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from trackformers.cli import HelpFormatter, argument_parser
+from trackformers.data.acts import iter_acts
 from trackformers.data.errors import DataError, RepairLog, check_on_error, log
+from trackformers.data.trackml import iter_trackml
+from trackformers.data.trackml_export import export_trackml
+from trackformers.signals import sigterm_unwinds
+from trackformers.sim.writer import check_writable, write_events
 
 SHARD_RE = re.compile(r"shard_\d{5}\.root$")
 
@@ -46,9 +52,14 @@ def _shards(events: Iterator[dict], size: int) -> Iterator[list[dict]]:
 def write_shards(
     events: Iterable[dict], output: str | Path, metadata: dict, events_per_file: int = 100
 ) -> tuple[int, list[Path]]:
-    """Write events as output/shard_NNNNN.root; returns (events written, files)."""
-    from trackformers.sim.writer import write_events
+    """Write events as output/shard_NNNNN.root; returns (events written, files).
 
+    Args:
+        events: native event dicts.
+        output: output directory.
+        metadata: provenance stored in each shard.
+        events_per_file: events per shard.
+    """
     if events_per_file < 1:
         raise ValueError(f"events_per_file must be >= 1, got {events_per_file}")
     out = Path(output)
@@ -127,8 +138,6 @@ def _write_reporting_repairs(
 ) -> tuple[int, list[Path]]:
     """write_shards into a temporary directory published only when every event is written;
     the importer's repairs are reported even when a bad event stops it."""
-    from trackformers.sim.writer import check_writable
-
     out = check_output(output, overwrite)
     tmp = check_writable(out.with_name(f".{out.name}.convert-{os.getpid()}") / "x").parent
     try:
@@ -165,8 +174,6 @@ def convert_trackml(
     Returns:
         Number of events written and the published shard paths.
     """
-    from trackformers.data.trackml import iter_trackml
-
     repairs = repairs if repairs is not None else RepairLog()
     meta = {"source": "trackml-csv", "input": str(Path(directory).resolve())}
     events = iter_trackml(directory, repairs, check_on_error(on_error))
@@ -183,9 +190,20 @@ def convert_acts(
     overwrite: bool = False,
 ) -> tuple[int, list[Path]]:
     """Convert ACTS ``hits.root`` + ``particles.root`` into ``output``; as :func:`convert_trackml`
-    (every event of the particles file is kept, an event without hits too)."""
-    from trackformers.data.acts import iter_acts
+    (every event of the particles file is kept, an event without hits too).
 
+    Args:
+        hits: ACTS ``hits.root``.
+        particles: ACTS ``particles.root``.
+        output: output directory of the shards.
+        events_per_file: events per shard.
+        on_error: ``raise`` or ``skip`` bad events.
+        repairs: log of counted repairs (None: a new one).
+        overwrite: replace an output directory of shards.
+
+    Returns:
+        Number of events written and the published shard paths.
+    """
     repairs = repairs if repairs is not None else RepairLog()
     meta = {
         "source": "acts-root",
@@ -198,8 +216,6 @@ def convert_acts(
 
 
 def _export_main(native: str, output: str) -> int:
-    from trackformers.data.trackml_export import export_trackml
-
     try:
         summary = export_trackml(native, output)
     except (OSError, ValueError) as err:  # DataError is a ValueError
@@ -210,33 +226,46 @@ def _export_main(native: str, output: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m trackformers.data.convert", description=__doc__.splitlines()[0]
-    )
-    sub = parser.add_subparsers(dest="kind", required=True)
-    t = sub.add_parser("trackml", help="TrackML CSV directory")
+    """The command line (see the module docstring).
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 1 when the input was refused.
+    """
+    parser = argument_parser("trackformers.data.convert", __doc__)
+    sub = parser.add_subparsers(dest="kind", required=True, help="what to convert")
+    t = sub.add_parser("trackml", help="TrackML CSV directory", formatter_class=HelpFormatter)
     t.add_argument("input", help="directory with event<N>-hits/truth/particles.csv")
     t.add_argument("output", help="output directory for shard_NNNNN.root")
-    a = sub.add_parser("acts", help="ACTS hits.root + particles.root")
-    a.add_argument("hits")
-    a.add_argument("particles")
-    a.add_argument("output")
+    a = sub.add_parser(
+        "acts", help="ACTS hits.root + particles.root", formatter_class=HelpFormatter
+    )
+    a.add_argument("hits", help="ACTS hits.root")
+    a.add_argument("particles", help="ACTS particles.root")
+    a.add_argument("output", help="output directory for shard_NNNNN.root")
     for p in (t, a):
-        p.add_argument("--events-per-file", type=int, default=100)
-        p.add_argument("--on-error", choices=("raise", "skip"), default="raise")
+        p.add_argument("--events-per-file", type=int, default=100, help="events per shard")
+        p.add_argument(
+            "--on-error",
+            choices=("raise", "skip"),
+            default="raise",
+            help="a bad event stops the conversion (raise) or is skipped and counted (skip)",
+        )
         p.add_argument(
             "--overwrite", action="store_true", help="replace an output directory of shards"
         )
-    x = sub.add_parser("trackml-export", help="native ROOT files -> TrackML CSV directory")
+    x = sub.add_parser(
+        "trackml-export",
+        help="native ROOT files -> TrackML CSV directory",
+        formatter_class=HelpFormatter,
+    )
     x.add_argument("input", help="native file, directory of *.root files or glob")
     x.add_argument("output", help="output directory for event<N>-hits/cells/particles/truth.csv")
     args = parser.parse_args(argv)
     if args.kind == "trackml-export":
         return _export_main(args.input, args.output)
-    import logging
-
-    from trackformers.signals import sigterm_unwinds
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     repairs = RepairLog()
     opts = dict(on_error=args.on_error, repairs=repairs, overwrite=args.overwrite)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from trackformers.data.augment import AugmentConfig
 from trackformers.data.binning import fit_class_bins, num_classes
+from trackformers.data.cache import CachedEventStream, build_cache
 from trackformers.data.dataset import SPLITS, NativeEventStream
 from trackformers.data.features import FeatureConfig
 from trackformers.data.provenance import check_one_setting, check_resume, simulation_kind
@@ -46,6 +47,32 @@ def _resolve(path: str | os.PathLike) -> Path:
 
 
 class TrackDataModule(L.LightningDataModule):
+    """Train / val / test loaders of PackedBatches (see the module docstring).
+
+    Args:
+        path: native ROOT file(s) or directories (relative to the launch directory).
+        source: ``native`` (files) or ``stream`` (events simulated on the fly, ``stream``).
+        features: input features and targets (``FeatureConfig`` or its dict).
+        max_tokens: hits per batch (token budget).
+        max_events_per_batch: cap on the events of one batch (None: none).
+        val_fraction: share of events (by event id) in the validation split.
+        test_fraction: share of events in the test split.
+        split_seed: seed of the split by event id.
+        seed: seed of the training shuffle.
+        num_workers: DataLoader worker processes.
+        pin_memory: pinned host memory (None: when CUDA is available).
+        persistent_workers: keep workers between epochs.
+        chunk_bytes: uncompressed bytes read per chunk.
+        on_error: ``raise`` or ``skip`` bad input (``trackformers.data.errors``).
+        stream: settings of a streamed dataset (``source=stream``).
+        class_bins: ``{"n_bins": {...}}`` fitted in setup, or edges used as given.
+        num_features: restated model input size, checked against the features.
+        num_params: restated regression target count, checked.
+        num_classes: restated class count, checked.
+        cache_dir: featurize once into a memory-mapped cache there (None: no cache).
+        augment: random phi rotation / z reflection of training events.
+    """
+
     def __init__(
         self,
         path: str | Sequence[str] = "data/demo",
@@ -145,23 +172,33 @@ class TrackDataModule(L.LightningDataModule):
     # ---- properties used to build models ------------------------------------------------
     @property
     def num_features(self) -> int:
+        """Input features per hit (the model's ``in_features``)."""
         return self.features.num_features
 
     @property
     def target_names(self) -> tuple[str, ...]:
+        """Names of the regression targets."""
         return self.features.targets
 
     @property
     def num_params(self) -> int:
+        """Number of regression targets."""
         return len(self.features.targets)
 
     @property
     def num_classes(self) -> int | None:
+        """Number of joint parameter classes (None without class bins)."""
         bins = self.features.class_bins
         return None if bins is None else num_classes(bins)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        """Build the split datasets: find the files, check that they share one simulation
+        setting, fit the class bins (or set up the streamed datasets).
+
+        Args:
+            stage: Lightning stage (all splits are built whatever it is).
+        """
         if self.datasets:
             return
         if self.source == "stream":
@@ -201,8 +238,6 @@ class TrackDataModule(L.LightningDataModule):
         )
 
     def _setup_cache(self) -> None:
-        from trackformers.data.cache import CachedEventStream, build_cache
-
         path = build_cache(
             self.files, self.features, _resolve(self.cache_dir), self.chunk_bytes, self.on_error
         )
@@ -211,6 +246,7 @@ class TrackDataModule(L.LightningDataModule):
 
     def _setup_stream(self) -> None:
         """Datasets of freshly generated events (trackformers.sim.stream), no files."""
+        # the simulation package (numba kernels, detector) loads only for a streamed dataset
         from trackformers.data.streaming import default_settings, generated_datasets
 
         cfg = dict(self.stream_cfg)
@@ -296,13 +332,17 @@ class TrackDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Loader of the training split (shuffled, augmented when configured)."""
         return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
+        """Loader of the validation split (file order)."""
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
+        """Loader of the test split (file order)."""
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
+        """Loader of the test split (prediction runs on it)."""
         return self._loader("test")

@@ -48,6 +48,12 @@ def split_of(
 
     Depends only on the event id, never on file layout or reading order, so an event is in
     exactly one split whatever the files, chunking or workers.
+
+    Args:
+        event_id: (n,) event ids.
+        val_fraction: share of events in validation.
+        test_fraction: share of events in test.
+        seed: seed of the split.
     """
     if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
         raise ValueError(f"bad split fractions val={val_fraction} test={test_fraction}")
@@ -114,7 +120,11 @@ class NativeEventStream(IterableDataset):
         self.epoch: int | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Fix the shuffling seed to (seed, epoch) instead of the per-pass default."""
+        """Fix the shuffling seed to (seed, epoch) instead of the per-pass default.
+
+        Args:
+            epoch: the epoch.
+        """
         self.epoch = int(epoch)
 
     def plan(self) -> list[tuple[str, int, int]]:
@@ -248,6 +258,7 @@ class EventListDataset(Dataset):
 
     @property
     def lengths(self) -> np.ndarray:
+        """(n_events,) int64 hits per event."""
         return np.array([len(e["hit_x"]) for e in self.events], dtype=np.int64)
 
 

@@ -57,7 +57,15 @@ class RepairLog:
     def add(
         self, source: str, kind: str, n: int = 1, note: str | None = None, key: object = None
     ) -> None:
-        """Count ``n`` repairs; with ``key``, count it only the first time for this source."""
+        """Count ``n`` repairs; with ``key``, count it only the first time for this source.
+
+        Args:
+            source: file the repair was made in.
+            kind: repair kind (e.g. ``nonfinite_hits``).
+            n: repairs made.
+            note: text attached to the report.
+            key: identity of the repair, counted once per source.
+        """
         if n <= 0:
             return
         if key is not None:
@@ -69,13 +77,23 @@ class RepairLog:
             self.note(source, kind, note)
 
     def note(self, source: str, kind: str, text: str) -> None:
-        """Attach ``text`` (once) to the report of (source, kind)."""
+        """Attach ``text`` (once) to the report of (source, kind).
+
+        Args:
+            source: file the repairs were made in.
+            kind: repair kind.
+            text: the note.
+        """
         lst = self.notes.setdefault((source, kind), [])
         if text not in lst:
             lst.append(text)
 
     def flush(self, source: str | None = None) -> None:
-        """Warn once per (source, kind) with the count accumulated since the last flush."""
+        """Warn once per (source, kind) with the count accumulated since the last flush.
+
+        Args:
+            source: report this file only (None: every file).
+        """
         for (src, kind), n in sorted(self.counts.items()):
             if source is not None and src != source:
                 continue
@@ -91,12 +109,27 @@ class RepairLog:
             self.notes.pop(key, None)
 
     def total(self, kind: str) -> int:
-        """All repairs of ``kind`` so far, flushed or not."""
+        """All repairs of ``kind`` so far, flushed or not.
+
+        Args:
+            kind: repair kind.
+        """
         pending = sum(n for (_, k), n in self.counts.items() if k == kind)
         return self.reported[kind] + pending
 
 
 def check_on_error(on_error: str) -> str:
+    """Validate an ``on_error`` policy.
+
+    Args:
+        on_error: ``raise`` or ``skip``.
+
+    Returns:
+        ``on_error`` unchanged.
+
+    Raises:
+        ValueError: any other value.
+    """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     return on_error

@@ -70,7 +70,14 @@ def join_particle_rows(
     hit_pid: np.ndarray, hit_offsets: np.ndarray, part_pid: np.ndarray, part_offsets: np.ndarray
 ) -> np.ndarray:
     """(N,) int64 flat particle row of each hit's particle within its event; -1 for id 0 (noise)
-    and ids missing from the event's particle table. Duplicate particle ids: first row wins."""
+    and ids missing from the event's particle table. Duplicate particle ids: first row wins.
+
+    Args:
+        hit_pid: (N,) particle id of each hit.
+        hit_offsets: (n + 1,) hit offsets of the events.
+        part_pid: (P,) particle ids of the tables.
+        part_offsets: (n + 1,) particle offsets of the events.
+    """
     out = np.empty(len(hit_pid), dtype=np.int64)  # (N,)
     _join(
         np.ascontiguousarray(hit_pid).view(np.uint64)
@@ -129,12 +136,36 @@ def track_parameters(
     px, py, pz, vx, vy, vz, q, bz: float, mm_per_gev_per_t: float, columns=PARAM_COLUMNS
 ) -> np.ndarray:
     """(npart, 9) float64 parameters in PARAM_COLUMNS order (see features.perigee); columns
-    not in ``columns`` may be left NaN (pt, sin/cos phi and q/pt are always filled)."""
+    not in ``columns`` may be left NaN (pt, sin/cos phi and q/pt are always filled).
+
+    Args:
+        px: (npart,) momentum x in GeV.
+        py: (npart,) momentum y.
+        pz: (npart,) momentum z.
+        vx: (npart,) production vertex x in mm.
+        vy: (npart,) vertex y.
+        vz: (npart,) vertex z.
+        q: (npart,) charge.
+        bz: solenoid field in T.
+        mm_per_gev_per_t: curvature constant (mm per GeV per T).
+        columns: the parameters wanted.
+    """
     f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)
     want = np.array([c in columns for c in PARAM_COLUMNS], dtype=np.bool_)
     out = np.empty((len(px), len(PARAM_COLUMNS)), dtype=np.float64)  # (npart, 9)
-    _params(f64(px), f64(py), f64(pz), f64(vx), f64(vy), f64(vz), f64(q), float(bz),
-            float(mm_per_gev_per_t), want, out)  # fmt: skip
+    _params(
+        f64(px),
+        f64(py),
+        f64(pz),
+        f64(vx),
+        f64(vy),
+        f64(vz),
+        f64(q),
+        float(bz),
+        float(mm_per_gev_per_t),
+        want,
+        out,
+    )
     return out
 
 
@@ -155,7 +186,14 @@ def gather_targets(
     row: np.ndarray, table: np.ndarray, pt: np.ndarray, pt_min: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-hit (N, P) float32 rows of ``table`` (npart, P) float32, NaN where not valid;
-    valid (N,) bool = has a particle with pt >= pt_min; hit pt (N,) float32, NaN without one."""
+    valid (N,) bool = has a particle with pt >= pt_min; hit pt (N,) float32, NaN without one.
+
+    Args:
+        row: (N,) particle row of each hit, -1 for none.
+        table: (npart, P) float32 particle parameters.
+        pt: (npart,) particle pT in GeV.
+        pt_min: hits of particles below it are not valid.
+    """
     n = len(row)
     out = np.empty((n, table.shape[1]), dtype=np.float32)  # (N, P)
     valid = np.empty(n, dtype=np.bool_)  # (N,)

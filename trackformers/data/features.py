@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trackformers.data.binning import joint_class
 from trackformers.data.chunk import EventChunk
 from trackformers.data.fastpath import PARAM_COLUMNS, gather_targets, track_parameters
 from trackformers.data.projections import project_part2
@@ -113,6 +114,14 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> FeatureConfig:
+        """The config of ``data.features`` (None: the defaults); lists become tuples.
+
+        Args:
+            d: the mapping from the data config.
+
+        Returns:
+            The validated config.
+        """
         d = dict(d or {})
         for key in ("features", "targets"):
             if key in d and d[key] is not None:
@@ -125,13 +134,16 @@ class FeatureConfig:
 
     @property
     def num_features(self) -> int:
+        """Number of input features per hit."""
         return len(self.features)
 
     @property
     def needs_particles(self) -> bool:
+        """True when targets, classes or signal labels need the particle table."""
         return bool(self.targets) or self.class_bins is not None or self.signal is not None
 
     def hit_fields(self) -> tuple[str, ...]:
+        """Native hit branches these features read."""
         fields = ["hit_id", "hit_x", "hit_y", "hit_z", "hit_particle_id", "hit_weight"]
         fields.append("hit_volume_id")
         if "layer_id" in self.features:
@@ -141,7 +153,15 @@ class FeatureConfig:
 
 
 def select_hits(chunk: EventChunk, cfg: FeatureConfig) -> EventChunk:
-    """Apply the volume and noise selections; drop (and log the count of) emptied events."""
+    """Apply the volume and noise selections; drop (and log the count of) emptied events.
+
+    Args:
+        chunk: validated events.
+        cfg: the feature configuration (volumes, noise).
+
+    Returns:
+        The selected chunk.
+    """
     keep = None
     if cfg.volumes is not None:
         keep = np.isin(chunk.hits["hit_volume_id"], np.asarray(cfg.volumes, dtype=np.int32))
@@ -161,7 +181,12 @@ def select_hits(chunk: EventChunk, cfg: FeatureConfig) -> EventChunk:
 
 
 def hit_features(hits: dict[str, np.ndarray], cfg: FeatureConfig) -> np.ndarray:
-    """(total_hits, F) float32 scaled features in the order of ``cfg.features``."""
+    """(total_hits, F) float32 scaled features in the order of ``cfg.features``.
+
+    Args:
+        hits: hit branches of a chunk.
+        cfg: the feature configuration.
+    """
     x, y, z = hits["hit_x"], hits["hit_y"], hits["hit_z"]
     n = len(x)
     out = np.empty((n, len(cfg.features)), dtype=np.float32)
@@ -209,7 +234,15 @@ def particle_parameters(parts: dict[str, np.ndarray], bz: float = B_FIELD_T) -> 
     """Track parameters per particle (float64 arrays): see the module docstring.
 
     One compiled pass per particle (trackformers.data.fastpath); :func:`perigee` is the
-    numpy statement of the same d0/z0 formulas."""
+    numpy statement of the same d0/z0 formulas.
+
+    Args:
+        parts: particle branches (``part_*``).
+        bz: solenoid field in T.
+
+    Returns:
+        parameter name -> (npart,) float64.
+    """
     table = particle_table(parts, bz)  # (npart, 9)
     return {name: table[:, j] for j, name in enumerate(PARAM_COLUMNS)}
 
@@ -218,7 +251,13 @@ def particle_table(
     parts: dict[str, np.ndarray], bz: float = B_FIELD_T, columns: Sequence[str] = PARAM_COLUMNS
 ) -> np.ndarray:
     """(npart, 9) float64 track parameters, columns in fastpath.PARAM_COLUMNS order; only
-    ``columns`` (and the cheap pt, sin/cos phi, q/pt) are guaranteed to be computed."""
+    ``columns`` (and the cheap pt, sin/cos phi, q/pt) are guaranteed to be computed.
+
+    Args:
+        parts: particle branches (``part_*``).
+        bz: solenoid field in T.
+        columns: the parameters wanted.
+    """
     keys = ("part_px", "part_py", "part_pz", "part_vx", "part_vy", "part_vz", "part_q")
     return track_parameters(*(parts[k] for k in keys), bz, MM_PER_GEV_PER_T, tuple(columns))
 
@@ -229,6 +268,20 @@ def perigee(vx, vy, vz, ux, uy, cot_theta, q, pt, bz):
     d0 = (u x P)_z at the point P of closest transverse approach to the z axis, u the
     momentum direction there (ATLAS sign convention); z0 the helix z at P. Neutral or
     straight tracks (q = 0 or bz = 0) use the straight line.
+
+    Args:
+        vx: production vertex x in mm.
+        vy: vertex y.
+        vz: vertex z.
+        ux: transverse direction x (unit).
+        uy: transverse direction y.
+        cot_theta: pz / pt.
+        q: charge.
+        pt: transverse momentum in GeV.
+        bz: solenoid field in T.
+
+    Returns:
+        (d0, z0) in mm.
     """
     curved = (q != 0) & (bz != 0)
     radius = np.where(curved, pt * MM_PER_GEV_PER_T / max(abs(bz), 1e-12), np.inf)
@@ -261,7 +314,12 @@ def perigee(vx, vy, vz, ux, uy, cot_theta, q, pt, bz):
 def hit_targets(chunk: EventChunk, cfg: FeatureConfig) -> dict[str, np.ndarray]:
     """Per-hit targets: ``params`` (N, P) float32 in cfg.targets order, ``valid`` (N,) bool,
     ``pt`` (N,) float32, ``class`` (N,) int64 (-1 invalid) when cfg.class_bins is set, and
-    ``signal`` (N,) bool when cfg.signal is set."""
+    ``signal`` (N,) bool when cfg.signal is set.
+
+    Args:
+        chunk: selected events with their particles.
+        cfg: the feature configuration.
+    """
     if chunk.part_offsets is None or "part_particle_id" not in chunk.parts:
         raise ValueError(f"{chunk.source}: targets need the particle branches (part_*)")
     row = cached_particle_row(chunk)  # (N,) -1 for noise / no truth
@@ -277,8 +335,6 @@ def hit_targets(chunk: EventChunk, cfg: FeatureConfig) -> dict[str, np.ndarray]:
         eta = table[:, PARAM_COLUMNS.index("eta")]  # (npart,)
         out["signal"] = signal_hits(row, table[:, 0], eta, cfg.signal)  # (N,) bool
     if cfg.class_bins is not None:
-        from trackformers.data.binning import joint_class
-
         safe = np.where(row >= 0, row, 0)  # (N,) gather index, masked below
         names = {n: PARAM_COLUMNS.index(n) for n in cfg.class_bins}
         part_cls = joint_class({k: table[:, j] for k, j in names.items()}, cfg.class_bins)

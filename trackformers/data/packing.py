@@ -41,14 +41,20 @@ class Featurized:
 
     @property
     def num_events(self) -> int:
+        """Number of events."""
         return len(self.hit_offsets) - 1
 
     @property
     def lengths(self) -> np.ndarray:
+        """(num_events,) hits per event."""
         return np.diff(self.hit_offsets)
 
     def pack(self, events: np.ndarray | Sequence[int] | None = None) -> PackedBatch:
-        """PackedBatch of the given events (indices into this chunk, in that order)."""
+        """PackedBatch of the given events (indices into this chunk, in that order).
+
+        Args:
+            events: event indices (None: all, in order).
+        """
         if events is None:
             idx = np.arange(self.num_events)
         else:
@@ -91,7 +97,15 @@ def _as_int64(a: np.ndarray) -> np.ndarray:
 
 
 def featurize(chunk: EventChunk, cfg: FeatureConfig) -> Featurized:
-    """Selection, features and (when configured) targets of a validated chunk."""
+    """Selection, features and (when configured) targets of a validated chunk.
+
+    Args:
+        chunk: validated events.
+        cfg: the feature configuration.
+
+    Returns:
+        Features, targets and hit ids of the selected hits, per event.
+    """
     chunk = select_hits(chunk, cfg)
     h = chunk.hits
     coords = np.stack([h["hit_x"], h["hit_y"], h["hit_z"]], axis=1).astype(np.float32, copy=False)
@@ -116,6 +130,14 @@ def pack_events(
     """Pack in-memory events (per-event dicts keyed by schema names) into one PackedBatch.
 
     With ``validate`` the events get the reader's checks and counted repairs first.
+
+    Args:
+        events: per-event dicts or a chunk.
+        cfg: the feature configuration (None: the defaults).
+        validate: apply the reader's checks and repairs.
+
+    Returns:
+        One PackedBatch of every event.
     """
     cfg = cfg or FeatureConfig()
     chunk = events if isinstance(events, EventChunk) else EventChunk.from_events(list(events))
@@ -135,6 +157,15 @@ def token_budget_batches(
     """Greedy batches of event indices (in ``order``) with at most ``max_tokens`` hits each.
 
     An event longer than ``max_tokens`` forms a batch of its own (never split, never dropped).
+
+    Args:
+        lengths: (n,) hits per event.
+        max_tokens: hit budget per batch.
+        order: event order (None: 0..n-1).
+        max_events: events per batch at most (None: no limit).
+
+    Returns:
+        Index arrays, one per batch.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
@@ -189,6 +220,11 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Set the epoch that seeds the next pass's shuffle.
+
+        Args:
+            epoch: the epoch.
+        """
         self.epoch = int(epoch)
 
     def _batches(self) -> list[np.ndarray]:
@@ -216,7 +252,14 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 def pad_packed(
     values: Tensor, cu_seqlens: Tensor, max_seqlen: int | None = None, pad_value: float = 0.0
 ) -> tuple[Tensor, Tensor]:
-    """Packed (N, ...) -> padded (B, L, ...) and mask (B, L) bool (True = real hit)."""
+    """Packed (N, ...) -> padded (B, L, ...) and mask (B, L) bool (True = real hit).
+
+    Args:
+        values: (N, ...) packed values.
+        cu_seqlens: (B+1,) event boundaries.
+        max_seqlen: L (None: the longest event).
+        pad_value: value of the padding.
+    """
     lengths = cu_seqlens.diff().long()  # (B,)
     B = lengths.numel()
     L = int(max_seqlen) if max_seqlen is not None else int(lengths.max().item()) if B else 0
@@ -228,5 +271,10 @@ def pad_packed(
 
 
 def unpad(padded: Tensor, mask: Tensor) -> Tensor:
-    """Padded (B, L, ...) and its mask (B, L) -> packed (N, ...) in event order."""
+    """Padded (B, L, ...) and its mask (B, L) -> packed (N, ...) in event order.
+
+    Args:
+        padded: (B, L, ...) values.
+        mask: (B, L) bool, True on real hits.
+    """
     return padded[mask]

@@ -27,6 +27,14 @@ def project_part2(
 
     Barrel (region 0): u = R * phi (mm), v = z on the cylinder. Endcap (region +1 / -1 for
     z > 0 / z < 0): u, v = x, y on the plane. Hits on the axis (r = 0) go to the endcaps.
+
+    Args:
+        x: (N,) hit positions in mm.
+        y: (N,)
+        z: (N,)
+        vertex_z: vertex z in mm, scalar or (K,) candidates.
+        radius: barrel cylinder radius in mm.
+        endcap_z: endcap plane position in mm.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)

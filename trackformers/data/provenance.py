@@ -16,6 +16,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from trackformers.data.reader import read_metadata
+from trackformers.simulate import content_settings
+
 SAME_KIND_KEYS = ("seed",)  # settings that may differ inside one dataset
 
 
@@ -32,8 +35,6 @@ def check_one_setting(files: Sequence[str | os.PathLike]) -> dict | None:
         ValueError: two files were simulated with different settings; the message names both
             files and the settings that differ.
     """
-    from trackformers.data.reader import read_metadata
-
     first: tuple[dict, str, Path] | None = None
     for f in files:
         path = Path(f)
@@ -65,8 +66,6 @@ def simulation_kind(settings: dict) -> dict:
     Returns:
         A plain dict without the seed and without run-only keys (n_events, output, ...).
     """
-    from trackformers.simulate import content_settings
-
     plain = json.loads(json.dumps(settings))
     return {k: v for k, v in content_settings(plain).items() if k not in SAME_KIND_KEYS}
 

@@ -38,6 +38,7 @@ from trackformers.data.schema import (
     PARTICLE_BRANCHES,
     TREE_NAME,
 )
+from trackformers.data.validate import validate_chunk
 
 DEFAULT_CHUNK_BYTES = 64 * 1024**2  # uncompressed bytes of the requested branches per chunk
 # hit branches needed by the default features, packing and truth
@@ -69,7 +70,18 @@ LOCAL_HANDLER = uproot.source.file.MultithreadedFileSource
 
 
 def list_files(spec: PathSpec, pattern: str = "*.root") -> list[Path]:
-    """Files named by ``spec``: a file, a directory (its ``pattern`` files), a glob, or a list."""
+    """Files named by ``spec``: a file, a directory (its ``pattern`` files), a glob, or a list.
+
+    Args:
+        spec: path, directory, glob or a list of them.
+        pattern: file pattern inside directories.
+
+    Returns:
+        The files, sorted within each entry.
+
+    Raises:
+        FileNotFoundError: an entry that matches no file.
+    """
     if isinstance(spec, (str, os.PathLike)):
         spec = [spec]
     out: list[Path] = []
@@ -91,7 +103,11 @@ def list_files(spec: PathSpec, pattern: str = "*.root") -> list[Path]:
 
 
 def open_tree(path: str | os.PathLike):
-    """Open ``path`` and return its ``events`` tree; errors name the file."""
+    """Open ``path`` and return its ``events`` tree; errors name the file.
+
+    Args:
+        path: a native ROOT file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"native event file not found: {path}")
@@ -122,7 +138,11 @@ def open_tree(path: str | os.PathLike):
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """Provenance JSON stored as TObjString ``metadata`` ({} when a file has none)."""
+    """Provenance JSON stored as TObjString ``metadata`` ({} when a file has none).
+
+    Args:
+        path: a native ROOT file.
+    """
     with uproot.open(path) as f:
         if METADATA_KEY not in f.keys(cycle=False):
             return {}
@@ -133,7 +153,13 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 
 def check_branches(tree, wanted: Iterable[str], source: str) -> None:
-    """Raise DataError naming the file and every missing branch (with close matches)."""
+    """Raise DataError naming the file and every missing branch (with close matches).
+
+    Args:
+        tree: the events tree.
+        wanted: branch names.
+        source: file name for the error.
+    """
     have = set(tree.keys(recursive=False))
     missing = [b for b in wanted if b not in have]
     if missing:
@@ -149,7 +175,13 @@ def check_branches(tree, wanted: Iterable[str], source: str) -> None:
 
 def check_complete(tree, branches: Iterable[str], source: str) -> None:
     """DataError naming the file if a basket of ``branches`` lies beyond the end of the file
-    (a truncated copy or an interrupted write), found from the TTree metadata alone."""
+    (a truncated copy or an interrupted write), found from the TTree metadata alone.
+
+    Args:
+        tree: the events tree.
+        branches: branch names.
+        source: file name for the error.
+    """
     size = os.path.getsize(source)
     for name in branches:
         br = tree[name]
@@ -172,6 +204,12 @@ def coerce_dtype(name: str, arr: np.ndarray, source: str, repairs: RepairLog | N
     Allowed (and counted as a repair): float width changes, integer width/sign changes whose
     values fit, integers stored as floats for float fields. Refused: floats for integer fields,
     non-numeric data, negative values for unsigned fields.
+
+    Args:
+        name: schema branch name.
+        arr: the values read.
+        source: file name for errors and repairs.
+        repairs: log of counted conversions (None: not counted).
     """
     want = KNOWN_BRANCHES[name]
     have = arr.dtype
@@ -219,7 +257,18 @@ def read_chunk(
     event_fields: Sequence[str] = EVENT_FIELDS,
     repairs: RepairLog | None = None,
 ) -> EventChunk:
-    """Read entries [entry_start, entry_stop) of the requested branches into an EventChunk."""
+    """Read entries [entry_start, entry_stop) of the requested branches into an EventChunk.
+
+    Args:
+        tree: the events tree.
+        source: file name for errors and repairs.
+        hit_fields: hit branches to read.
+        part_fields: particle branches to read.
+        entry_start: first entry.
+        entry_stop: end of the range (None: the end of the tree).
+        event_fields: event-level branches to read.
+        repairs: log of counted dtype conversions.
+    """
     branches = [*event_fields, *hit_fields, *part_fields]
     try:
         arrays = tree.arrays(
@@ -267,7 +316,13 @@ def _group(arrays, fields, source, repairs):
 
 
 def entry_ranges(tree, branches: Sequence[str], chunk_bytes: int) -> list[tuple[int, int]]:
-    """Entry ranges whose requested branches take about ``chunk_bytes`` uncompressed each."""
+    """Entry ranges whose requested branches take about ``chunk_bytes`` uncompressed each.
+
+    Args:
+        tree: the events tree.
+        branches: the branches read.
+        chunk_bytes: uncompressed bytes per range.
+    """
     n = int(tree.num_entries)
     if n == 0:
         return []
@@ -295,11 +350,18 @@ class ReadSpec:
 
     @property
     def branches(self) -> list[str]:
+        """Every branch to read: event, hit and particle fields."""
         return [*self.event_fields, *self.hit_fields, *self.part_fields]
 
 
 def file_chunks(path, spec: ReadSpec, repairs: RepairLog | None = None) -> Iterator[EventChunk]:
-    """Chunks of one file (unvalidated), each about ``spec.chunk_bytes`` uncompressed."""
+    """Chunks of one file (unvalidated), each about ``spec.chunk_bytes`` uncompressed.
+
+    Args:
+        path: a native ROOT file.
+        spec: what to read.
+        repairs: log of counted repairs.
+    """
     source = str(path)
     tree = open_tree(path)
     try:
@@ -327,9 +389,15 @@ def iter_chunks(
     ``on_error="skip"`` logs a file-level error (missing, corrupt, wrong branches or dtypes,
     duplicate hit ids) with the file name, counts it and goes on with the next file;
     ``"raise"`` stops with the error. Repairs are reported once per file.
-    """
-    from trackformers.data.validate import validate_chunk  # avoid an import cycle
 
+    Args:
+        paths: files, directories or globs.
+        spec: what to read (None: ``ReadSpec(**spec_kwargs)``).
+        validate: apply the checks and counted repairs (``validate.validate_chunk``).
+        on_error: ``raise`` or ``skip``.
+        repairs: log of counted repairs (None: a new one).
+        **spec_kwargs: fields of ReadSpec.
+    """
     check_on_error(on_error)
     spec = spec or ReadSpec(**spec_kwargs)
     repairs = repairs if repairs is not None else RepairLog()
@@ -351,7 +419,13 @@ def iter_chunks(
 
 
 def iter_events(paths: PathSpec, spec: ReadSpec | None = None, **kwargs) -> Iterator[dict]:
-    """Per-event dicts (schema names) of every file; all hit and particle branches by default."""
+    """Per-event dicts (schema names) of every file; all hit and particle branches by default.
+
+    Args:
+        paths: files, directories or globs.
+        spec: what to read (None: all hit and particle branches).
+        **kwargs: passed on to :func:`iter_chunks`.
+    """
     if spec is None and not {"hit_fields", "part_fields"} & kwargs.keys():
         spec = ReadSpec(
             hit_fields=tuple(HIT_BRANCHES),
@@ -363,11 +437,22 @@ def iter_events(paths: PathSpec, spec: ReadSpec | None = None, **kwargs) -> Iter
 
 
 def read_events(paths: PathSpec, **kwargs) -> list[dict]:
-    """All events of ``paths`` as a list of per-event dicts (small datasets only)."""
+    """All events of ``paths`` as a list of per-event dicts (small datasets only).
+
+    Args:
+        paths: files, directories or globs.
+        **kwargs: passed on to :func:`iter_events`.
+    """
     return list(iter_events(paths, **kwargs))
 
 
 def iter_awkward(paths: PathSpec, spec: ReadSpec | None = None, **kwargs) -> Iterator[ak.Array]:
-    """Awkward record arrays (one entry per event, schema field names), chunk by chunk."""
+    """Awkward record arrays (one entry per event, schema field names), chunk by chunk.
+
+    Args:
+        paths: files, directories or globs.
+        spec: what to read.
+        **kwargs: passed on to :func:`iter_chunks`.
+    """
     for chunk in iter_chunks(paths, spec, **kwargs):
         yield chunk.to_awkward()

@@ -92,7 +92,11 @@ BARREL_VOLUMES = (8, 13, 17)
 
 
 def unknown_origin(n: int) -> dict[str, np.ndarray]:
-    """part_parent_id / part_process of ``n`` imported particles whose origin is not known."""
+    """part_parent_id / part_process of ``n`` imported particles whose origin is not known.
+
+    Args:
+        n: number of particles.
+    """
     return {
         "part_parent_id": np.zeros(n, PARTICLE_BRANCHES["part_parent_id"]),
         "part_process": np.full(n, PROCESS_UNKNOWN, PARTICLE_BRANCHES["part_process"]),

@@ -35,7 +35,13 @@ def worker_slot() -> tuple[int, int]:
 
 def run_bounds(total: int, rank: int, world: int) -> tuple[int, int]:
     """[lo, hi): rank's run of ``total`` events cut into ``world`` runs of sizes that differ
-    by at most one."""
+    by at most one.
+
+    Args:
+        total: events to share.
+        rank: this rank.
+        world: number of ranks.
+    """
     if not 0 <= rank < world:
         raise ValueError(f"rank must lie in [0, {world}), got {rank}")
     return rank * total // world, (rank + 1) * total // world
@@ -67,7 +73,13 @@ def deal_events(members: Sequence[np.ndarray], rank: int, world: int) -> list[tu
 
 def check_enough(total: int, world: int, split: str | None) -> None:
     """Under DDP every rank needs at least one event of the split: raise (on every rank alike,
-    since all see the same total) when the split has fewer events than ranks."""
+    since all see the same total) when the split has fewer events than ranks.
+
+    Args:
+        total: events of the split.
+        world: number of ranks.
+        split: split name for the error.
+    """
     if world > 1 and total < world:
         raise ValueError(
             f"the {split or 'data'} split has {total} event(s), fewer than the {world} DDP "

@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from trackformers.metrics.efficiency import Reconstructable
+
 OPTION = "data.features.signal"
 
 
@@ -44,7 +46,11 @@ class SignalConfig:
 
     @classmethod
     def from_value(cls, value) -> SignalConfig | None:
-        """None (no signal target), a SignalConfig, or a mapping of its fields."""
+        """None (no signal target), a SignalConfig, or a mapping of its fields.
+
+        Args:
+            value: the ``features.signal`` setting.
+        """
         if value is None or isinstance(value, SignalConfig):
             return value
         if not isinstance(value, Mapping):
@@ -71,8 +77,6 @@ def signal_hits(row: np.ndarray, pt: np.ndarray, eta: np.ndarray, cfg: SignalCon
     Returns:
         (N,) bool signal label; hit counts are over the hits given (the selected volumes).
     """
-    from trackformers.metrics.efficiency import Reconstructable
-
     row = np.asarray(row, dtype=np.int64)
     has = row >= 0  # (N,)
     nhits = np.bincount(row[has], minlength=len(pt))  # (npart,) hits per particle

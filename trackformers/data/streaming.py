@@ -16,15 +16,19 @@ from torch.utils.data import IterableDataset
 from trackformers.data.batch import PackedBatch
 from trackformers.data.features import FeatureConfig
 from trackformers.data.packing import pack_events
+from trackformers.sim.stream import SimulatedEventStream
+from trackformers.simulate import default_settings as simulate_defaults
 
 EVAL_OFFSET = 1 << 40  # validation/test event indices start here, far beyond training epochs
 
 
 def default_settings(process: str = "gun") -> dict:
     """conf/simulate.yaml with conf/simulate/process/<process>.yaml (and the default vertex
-    group), as a plain dict: what ``python -m trackformers.simulate process=<process>`` uses."""
-    from trackformers.simulate import default_settings as simulate_defaults
+    group), as a plain dict: what ``python -m trackformers.simulate process=<process>`` uses.
 
+    Args:
+        process: process config name.
+    """
     return simulate_defaults(process=process)
 
 
@@ -41,8 +45,6 @@ class GeneratedBatchStream(IterableDataset):
         fresh_each_epoch: bool = True,
         max_events_per_batch: int | None = None,
     ):
-        from trackformers.sim.stream import SimulatedEventStream
-
         self.events = SimulatedEventStream(settings, n_events, offset=offset)
         self.features = features
         self.max_tokens = int(max_tokens)
@@ -50,6 +52,11 @@ class GeneratedBatchStream(IterableDataset):
         self.max_events_per_batch = max_events_per_batch
 
     def set_epoch(self, epoch: int) -> None:
+        """Set the epoch: fresh events every epoch when ``fresh_each_epoch``.
+
+        Args:
+            epoch: the epoch.
+        """
         if self.fresh_each_epoch:
             self.events.set_epoch(epoch)
 
@@ -79,7 +86,17 @@ def generated_datasets(
     n_test: int,
     max_events_per_batch: int | None = None,
 ) -> dict:
-    """{"train", "val", "test"} GeneratedBatchStreams over disjoint event indices."""
+    """{"train", "val", "test"} GeneratedBatchStreams over disjoint event indices.
+
+    Args:
+        settings: simulate settings (None: :func:`default_settings`).
+        features: the feature configuration.
+        max_tokens: hits per batch.
+        n_train: training events per epoch.
+        n_val: validation events.
+        n_test: test events.
+        max_events_per_batch: events per batch at most.
+    """
     settings = settings if settings is not None else default_settings()
     kw = dict(features=features, max_tokens=max_tokens, max_events_per_batch=max_events_per_batch)
     return {

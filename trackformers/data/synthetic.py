@@ -28,7 +28,19 @@ BARREL_LAYERS = (  # (volume, layer, radius mm, half length mm)
 
 def helix_crossings(vx, vy, vz, px, py, pz, q, radius, bz=B_FIELD_T):
     """First crossing (x, y, z, arc) of one particle's helix with the cylinder r = radius;
-    None if it never gets there."""
+    None if it never gets there.
+
+    Args:
+        vx: production vertex x in mm.
+        vy: vertex y.
+        vz: vertex z.
+        px: momentum x in GeV.
+        py: momentum y.
+        pz: momentum z.
+        q: charge.
+        radius: cylinder radius in mm.
+        bz: solenoid field in T.
+    """
     pt = np.hypot(px, py)
     ux, uy = px / pt, py / pt
     s = np.sign(q * bz)
@@ -61,7 +73,18 @@ def helix_event(
     d0_sigma: float = 0.05,
     z_sigma: float = 30.0,
 ) -> dict:
-    """One schema-complete event (dict keyed by schema names)."""
+    """One schema-complete event (dict keyed by schema names).
+
+    Args:
+        rng: random generator.
+        event_id: the event's id.
+        n_particles: particles of the event.
+        noise_fraction: noise hits per particle hit.
+        pt_range: (min, max) pT in GeV.
+        eta_max: abs(eta) bound.
+        d0_sigma: transverse vertex spread in mm.
+        z_sigma: longitudinal vertex spread in mm.
+    """
     pt = rng.uniform(*pt_range, n_particles)
     phi = rng.uniform(-np.pi, np.pi, n_particles)
     eta = rng.uniform(-eta_max, eta_max, n_particles)
@@ -126,5 +149,16 @@ def helix_event(
 
 
 def helix_events(n_events: int, seed: int = 0, first_id: int = 0, **kwargs) -> list[dict]:
+    """Synthetic helix events (:func:`helix_event`) with consecutive event ids.
+
+    Args:
+        n_events: number of events.
+        seed: random seed of all of them.
+        first_id: event id of the first.
+        **kwargs: passed on to :func:`helix_event`.
+
+    Returns:
+        Schema-complete event dicts.
+    """
     rng = np.random.default_rng(seed)
     return [helix_event(rng, first_id + i, **kwargs) for i in range(n_events)]

@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trackformers.data.errors import DataError, RepairLog
+from trackformers.data.errors import DataError, RepairLog, log
 from trackformers.data.schema import unknown_origin
 from trackformers.data.trackml_cells import cells_path, read_cells
+from trackformers.sim.weights import trackml_weights
 
 HIT_COLUMNS = ("hit_id", "x", "y", "z", "volume_id", "layer_id", "module_id")
 TRUTH_COLUMNS = ("hit_id", "particle_id", "tx", "ty", "tz", "tpx", "tpy", "tpz")
@@ -60,7 +61,11 @@ VERTEX_SHIFT = 52  # ACTS barcode: primary vertex in the top 12 bits
 
 
 def find_events(directory: str | Path) -> list[tuple[int, str]]:
-    """(event id, file prefix) of every ``event<N>-hits.csv[.gz]`` in ``directory``, sorted."""
+    """(event id, file prefix) of every ``event<N>-hits.csv[.gz]`` in ``directory``, sorted.
+
+    Args:
+        directory: a TrackML directory.
+    """
     d = Path(directory)
     if not d.is_dir():
         raise FileNotFoundError(f"TrackML directory not found: {d}")
@@ -154,7 +159,14 @@ def _drop_nonfinite(df: pd.DataFrame, cols, path: str, repairs: RepairLog, src: 
 
 
 def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> dict:
-    """One TrackML event as a native event dict (schema names and dtypes)."""
+    """One TrackML event as a native event dict (schema names and dtypes).
+
+    Args:
+        prefix: path prefix of the event's files (``.../event000001000``).
+        event_id: the event's id.
+        repairs: log of counted repairs.
+        source: name in errors and repairs.
+    """
     hits, hpath = _read(prefix, "hits", HIT_COLUMNS)
     truth, tpath = _read(prefix, "truth", TRUTH_COLUMNS)
     parts, ppath = _read(prefix, "particles", PARTICLE_COLUMNS)
@@ -223,8 +235,6 @@ def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> d
     if "weight" in truth.columns:
         ev["hit_weight"] = f32("weight")
     else:
-        from trackformers.sim.weights import trackml_weights
-
         ev["hit_weight"] = trackml_weights(
             hit_pid, ev["hit_tz"], part_pid, ev["part_vz"], ev["part_px"], ev["part_py"]
         ).astype(np.float32)
@@ -237,7 +247,11 @@ def read_event(prefix: str, event_id: int, repairs: RepairLog, source: str) -> d
 
 
 def vertex_ids(particle_id: np.ndarray) -> np.ndarray:
-    """0-based primary-vertex index from ACTS/TrackML barcodes (top 12 bits, 1-based)."""
+    """0-based primary-vertex index from ACTS/TrackML barcodes (top 12 bits, 1-based).
+
+    Args:
+        particle_id: TrackML particle ids.
+    """
     v = (np.asarray(particle_id, dtype=np.uint64) >> np.uint64(VERTEX_SHIFT)).astype(np.int64)
     return np.maximum(v - 1, 0).astype(np.int32)
 
@@ -245,9 +259,13 @@ def vertex_ids(particle_id: np.ndarray) -> np.ndarray:
 def iter_trackml(
     directory: str | Path, repairs: RepairLog, on_error: str = "raise"
 ) -> Iterator[dict]:
-    """Native event dicts of every event in a TrackML directory (one event in memory at a time)."""
-    from trackformers.data.errors import log
+    """Native event dicts of every event in a TrackML directory (one event in memory at a time).
 
+    Args:
+        directory: a TrackML directory.
+        repairs: log of counted repairs and skipped events.
+        on_error: ``raise`` or ``skip`` a bad event.
+    """
     src = str(directory)
     for event_id, prefix in find_events(directory):
         try:

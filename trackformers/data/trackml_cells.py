@@ -17,12 +17,18 @@ import numpy as np
 import pandas as pd
 
 from trackformers.data.errors import DataError, RepairLog
+from trackformers.sim.clusters import cluster_summary, hit_cell_sizes
+from trackformers.sim.geometry import load_geometry
 
 CELL_COLUMNS = ("hit_id", "ch0", "ch1", "value")
 
 
 def cells_path(prefix: str) -> str | None:
-    """Path of the event's cells file (``.csv`` or ``.csv.gz``), None when there is none."""
+    """Path of the event's cells file (``.csv`` or ``.csv.gz``), None when there is none.
+
+    Args:
+        prefix: path prefix of the event's files.
+    """
     for suffix in (".csv", ".csv.gz"):
         path = f"{prefix}-cells{suffix}"
         if Path(path).is_file():
@@ -32,8 +38,6 @@ def cells_path(prefix: str) -> str | None:
 
 @functools.lru_cache(maxsize=4)
 def _geometry(path: str | None):
-    from trackformers.sim.geometry import load_geometry
-
     return load_geometry(path)
 
 
@@ -58,8 +62,6 @@ def read_cells(
     Returns:
         ``cell_*`` and ``hit_ncells`` ... arrays keyed by schema names.
     """
-    from trackformers.sim.clusters import cluster_summary, hit_cell_sizes
-
     try:
         df = pd.read_csv(path)
     except Exception as err:

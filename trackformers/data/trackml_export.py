@@ -52,6 +52,10 @@ MAX_TRACKML_ID = np.uint64(2**63 - 1)  # TrackML readers hold particle ids as in
 def iter_native_events(paths: PathSpec, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[dict]:
     """Every event of native files with every branch they hold (optional ones included).
 
+    Args:
+        paths: native files, directories or globs.
+        chunk_bytes: uncompressed bytes read per chunk.
+
     Yields:
         dict keyed by schema names: scalars for event branches, numpy arrays (schema dtypes)
         for hit, particle, cluster and cell branches.
@@ -104,7 +108,15 @@ def _hit_ids(ev: dict) -> tuple[np.ndarray, bool]:
 
 
 def event_frames(ev: dict, source: str = "<event>") -> dict[str, pd.DataFrame]:
-    """The TrackML tables of one native event (``cells`` only when it holds cells)."""
+    """The TrackML tables of one native event (``cells`` only when it holds cells).
+
+    Args:
+        ev: a native event dict.
+        source: name in errors.
+
+    Returns:
+        ``hits``, ``particles``, ``truth`` (and ``cells``) DataFrames.
+    """
     eid = ev["event_id"]
     for key in ("hit_particle_id", "part_particle_id"):
         big = ev[key] > MAX_TRACKML_ID
@@ -172,8 +184,13 @@ def event_frames(ev: dict, source: str = "<event>") -> dict[str, pd.DataFrame]:
 def export_trackml(native: PathSpec, output: str | os.PathLike) -> dict:
     """Write every event of ``native`` as TrackML CSV files into ``output``.
 
+    Args:
+        native: native files, directories or globs.
+        output: output directory.
+
     Returns:
         {"events": n, "files": n_files, "renumbered_events": n, "output": dir}.
+
     Raises:
         DataError: two events share an event id, or a particle id does not fit int64.
     """

@@ -26,6 +26,18 @@ from trackformers.data.fastpath import join_particle_rows
 
 
 def validate_chunk(chunk: EventChunk, repairs: RepairLog) -> EventChunk:
+    """Check a chunk and apply the counted repairs of the module docstring.
+
+    Args:
+        chunk: the chunk as read.
+        repairs: log that counts each repair per source file.
+
+    Returns:
+        The repaired chunk (the same object when nothing needed repair).
+
+    Raises:
+        DataError: duplicate hit or particle ids within an event.
+    """
     src = chunk.source
     floats = [k for k, v in chunk.hits.items() if v.dtype.kind == "f"]
     if floats:
@@ -57,7 +69,12 @@ def validate_chunk(chunk: EventChunk, repairs: RepairLog) -> EventChunk:
 def orphans_to_noise(chunk: EventChunk, repairs: RepairLog) -> EventChunk:
     """The chunk with hits whose particle id is missing from their event's particle table
     turned into noise (particle id 0, weight 0); the count goes to the repair log with the
-    first ids and events."""
+    first ids and events.
+
+    Args:
+        chunk: the events.
+        repairs: log of counted repairs.
+    """
     orphan = ~hits_with_truth(chunk)  # (total_hits,)
     n = int(orphan.sum())
     if not n:
@@ -98,7 +115,14 @@ def _drop_nonfinite_particles(chunk: EventChunk, repairs: RepairLog) -> EventChu
 
 
 def check_unique(ids: np.ndarray, offsets: np.ndarray, chunk: EventChunk, what: str) -> None:
-    """DataError if some event holds the same id twice. O(N) when ids increase per event."""
+    """DataError if some event holds the same id twice. O(N) when ids increase per event.
+
+    Args:
+        ids: flat ids of all events.
+        offsets: (n + 1,) offsets of the events in ``ids``.
+        chunk: the chunk (source and event ids for the error).
+        what: name of the ids in the error.
+    """
     if len(ids) < 2:
         return
     d = np.diff(ids.astype(np.int64, copy=False)) if ids.dtype.kind in "iu" else np.diff(ids)
@@ -122,7 +146,11 @@ def check_unique(ids: np.ndarray, offsets: np.ndarray, chunk: EventChunk, what: 
 
 
 def hits_with_truth(chunk: EventChunk) -> np.ndarray:
-    """(total_hits,) bool: noise (id 0) or a particle id present in the event's table."""
+    """(total_hits,) bool: noise (id 0) or a particle id present in the event's table.
+
+    Args:
+        chunk: the events.
+    """
     row = cached_particle_row(chunk)
     return (chunk.hits["hit_particle_id"] == 0) | (row >= 0)
 
@@ -131,7 +159,11 @@ def particle_row(chunk: EventChunk) -> np.ndarray:
     """(total_hits,) int64 flat particle row of each hit's particle, -1 if absent or noise.
 
     A hash join per event (trackformers.data.fastpath); duplicate particle ids (refused by
-    validation) match their first row."""
+    validation) match their first row.
+
+    Args:
+        chunk: the events.
+    """
     return join_particle_rows(
         chunk.hits["hit_particle_id"],
         chunk.hit_offsets,
@@ -141,7 +173,11 @@ def particle_row(chunk: EventChunk) -> np.ndarray:
 
 
 def cached_particle_row(chunk: EventChunk) -> np.ndarray:
-    """particle_row(chunk), computed once per chunk (select_hits keeps it in step)."""
+    """particle_row(chunk), computed once per chunk (select_hits keeps it in step).
+
+    Args:
+        chunk: the events.
+    """
     if chunk.hit_part_row is None:
         chunk.hit_part_row = particle_row(chunk)
     return chunk.hit_part_row

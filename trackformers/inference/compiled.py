@@ -28,21 +28,28 @@ def _pre(x: Tensor, ln_w, ln_b, w, b, eps: float, heads: int):
     return q.contiguous(), k.contiguous(), v.contiguous()
 
 
-def _post(x: Tensor, o: Tensor, w_o, b_o, ln_w, ln_b, eps: float, w_in, b_in, w_out, b_out,
-          chunk: int = 0):  # fmt: skip
+def _post(
+    x: Tensor, o: Tensor, w_o, b_o, ln_w, ln_b, eps: float, w_in, b_in, w_out, b_out, chunk: int = 0
+):
     x = x + F.linear(o, w_o, b_o)  # (N, d)
     h = F.layer_norm(x, (x.shape[1],), ln_w, ln_b, eps)
     if not chunk or chunk >= x.shape[0]:
         return x + F.linear(F.gelu(F.linear(h, w_in, b_in)), w_out, b_out)  # (N, d)
     # rows in chunks: the (rows, ffn) hidden activations exist for one chunk at a time
-    parts = [xc + F.linear(F.gelu(F.linear(hc, w_in, b_in)), w_out, b_out)
-             for xc, hc in zip(x.split(chunk), h.split(chunk), strict=True)]  # fmt: skip
+    parts = [
+        xc + F.linear(F.gelu(F.linear(hc, w_in, b_in)), w_out, b_out)
+        for xc, hc in zip(x.split(chunk), h.split(chunk), strict=True)
+    ]
     return torch.cat(parts)  # (N, d)
 
 
 def supported(model) -> bool:
     """True when every encoder block is pre-norm LayerNorm + GELU feed-forward and attention
-    goes through the backend (no learned (eta, phi) bias, ``Encoder.geo_bias``)."""
+    goes through the backend (no learned (eta, phi) bias, ``Encoder.geo_bias``).
+
+    Args:
+        model: a TrackFormer.
+    """
     enc = getattr(model, "encoder", None)
     blocks = getattr(enc, "blocks", None)
     if not blocks or not hasattr(enc, "input_mlp") or getattr(enc, "geo_bias", False):
@@ -84,14 +91,31 @@ class CompiledForward:
             layer_plan = presorted(plan)
         for blk in enc.blocks:
             att = blk.attn
-            q, k, v = self.pre(h, blk.norm1.weight, blk.norm1.bias, att.qkv.weight,
-                               att.qkv.bias, blk.norm1.eps, att.n_heads)  # fmt: skip
+            q, k, v = self.pre(
+                h,
+                blk.norm1.weight,
+                blk.norm1.bias,
+                att.qkv.weight,
+                att.qkv.bias,
+                blk.norm1.eps,
+                att.n_heads,
+            )
             o = att.backend(q, k, v, layer_plan)  # (N, H, Dh)
             ffn = blk.ffn
-            h = self.post(h, o.reshape(h.shape[0], -1), att.out.weight, att.out.bias,
-                          blk.norm2.weight, blk.norm2.bias, blk.norm2.eps, ffn.w_in.weight,
-                          ffn.w_in.bias, ffn.w_out.weight, ffn.w_out.bias,
-                          self.ffn_chunk)  # fmt: skip
+            h = self.post(
+                h,
+                o.reshape(h.shape[0], -1),
+                att.out.weight,
+                att.out.bias,
+                blk.norm2.weight,
+                blk.norm2.bias,
+                blk.norm2.eps,
+                ffn.w_in.weight,
+                ffn.w_in.bias,
+                ffn.w_out.weight,
+                ffn.w_out.bias,
+                self.ffn_chunk,
+            )
         h = enc.final_norm(h)
         if plan.inv_perm is not None:
             h = h[plan.inv_perm]  # (N, d) input order

@@ -23,6 +23,17 @@ def iter_eval_events(
     """Full events (all schema fields) of the evaluation set, streamed file chunk by chunk.
 
     ``sources`` (optional) receives event_id -> file of every event served, for messages.
+
+    Args:
+        cfg: the run config (data section: files, splits, sources).
+        data: files, directory or glob (None: the run's own ``data.path``).
+        split: ``train``, ``val``, ``test``, ``all`` or ``auto`` (test of the run's data, all of
+            other data).
+        max_events: stop after this many events (None: all).
+        sources: filled with event_id -> file.
+
+    Yields:
+        Event dicts with every schema field.
     """
     dcfg = cfg.get("data") or {}
     spec = data if data is not None else dcfg.get("path")
@@ -60,7 +71,14 @@ def _events_of(path: Path, sources: dict | None) -> Iterator[dict]:
 
 
 def data_spec(value):
-    """data= value: files / a directory / a glob, or the name of a conf/data/<name>.yaml."""
+    """data= value: files / a directory / a glob, or the name of a conf/data/<name>.yaml.
+
+    Args:
+        value: the ``data=`` value.
+
+    Returns:
+        The named data config's ``path``, else ``value`` itself.
+    """
     if isinstance(value, str) and re.fullmatch(r"\w+", value) and not resolve_path(value).exists():
         named = CONF_DIR / "data" / f"{value}.yaml"
         if named.is_file():
@@ -70,14 +88,26 @@ def data_spec(value):
 
 def resolve_path(p) -> Path:
     """``p`` as a path; a relative one under a Hydra run is taken from the directory the
-    command was started in (Hydra changes into the run directory)."""
+    command was started in (Hydra changes into the run directory).
+
+    Args:
+        p: a path.
+    """
     if HydraConfig.initialized() and not Path(p).is_absolute():
         return Path(HydraConfig.get().runtime.cwd) / p
     return Path(p)
 
 
 def restrict(event: dict, hit_id: np.ndarray) -> dict:
-    """The event with only the hits the model saw (by hit_id, in the model's order)."""
+    """The event with only the hits the model saw (by hit_id, in the model's order).
+
+    Args:
+        event: the full event.
+        hit_id: (n,) hit ids the model saw, in its order.
+
+    Returns:
+        The event dict with the hit arrays restricted and reordered.
+    """
     ids = np.asarray(event["hit_id"]).astype(np.int64)
     order = np.argsort(ids)
     pos = order[np.searchsorted(ids[order], hit_id)]

@@ -20,7 +20,17 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 def amp_precision(amp: bool | str) -> str:
     """The forward precision named by ``amp``: True = "bf16" (autocast), False = "fp32", or one
-    of ``AMP_DTYPES`` ("fp16": float16 autocast, 3 more mantissa bits than bf16)."""
+    of ``AMP_DTYPES`` ("fp16": float16 autocast, 3 more mantissa bits than bf16).
+
+    Args:
+        amp: True, False or a name of ``AMP_DTYPES``.
+
+    Returns:
+        ``bf16``, ``fp16`` or ``fp32``.
+
+    Raises:
+        ValueError: an unknown name.
+    """
     if isinstance(amp, bool):
         return "bf16" if amp else "fp32"
     if amp not in AMP_DTYPES:
@@ -29,7 +39,16 @@ def amp_precision(amp: bool | str) -> str:
 
 
 def autocast(device: torch.device, amp: bool | str, cache: bool = True):
-    """The autocast context of precision ``amp`` on ``device`` (a no-op off CUDA or in fp32)."""
+    """The autocast context of precision ``amp`` on ``device`` (a no-op off CUDA or in fp32).
+
+    Args:
+        device: the model's device.
+        amp: the precision (see :func:`amp_precision`).
+        cache: autocast's weight cache (off inside CUDA-graph captures).
+
+    Returns:
+        A context manager.
+    """
     dtype = AMP_DTYPES[amp_precision(amp)]
     if device.type != "cuda" or dtype is None:
         return contextlib.nullcontext()
@@ -37,12 +56,30 @@ def autocast(device: torch.device, amp: bool | str, cache: bool = True):
 
 
 @torch.no_grad()
-def forward_batch(model, batch: PackedBatch, plan: AttentionPlan | None = None,
-                  amp: bool | str = "fp16", cache: bool = True, forward=None):  # fmt: skip
+def forward_batch(
+    model,
+    batch: PackedBatch,
+    plan: AttentionPlan | None = None,
+    amp: bool | str = "fp16",
+    cache: bool = True,
+    forward=None,
+):
     """(float32 outputs, plan) of the model on a packed batch; on CUDA with autocast in the
     precision ``amp`` names (``amp_precision``; fp16 by default), float32 on the CPU.
 
-    ``forward(batch, plan)``: another forward of the same model (e.g. ``CompiledForward``)."""
+    ``forward(batch, plan)``: another forward of the same model (e.g. ``CompiledForward``).
+
+    Args:
+        model: the TrackFormer.
+        batch: the packed batch, on the model's device.
+        plan: the attention plan (None: the model builds it).
+        amp: the precision (see :func:`amp_precision`).
+        cache: autocast's weight cache.
+        forward: the forward to call (None: the model's own).
+
+    Returns:
+        Output name -> float32 tensor, and the plan used.
+    """
     if plan is None:
         plan = model.encoder.build_plan(batch)
     with autocast(batch.x.device, amp, cache):

@@ -12,7 +12,7 @@ timed event passes is reported. Peak memory is ``torch.cuda.max_memory_allocated
 timed passes, weights included. The JSON written is what ``trackformers.results`` reads
 (``median_ms``, ``peak_gib``, ``device``).
 
-``measure_predictor_latency`` (``--mode predictor``): issue 8's per-event latency of the same
+``measure_predictor_latency`` (``--mode predictor``): the deployment latency of the same
 checkpoint on the same events, through ``Predictor`` (CUDA graph per hit-count bucket on a
 GPU, eager on CPU): timed from the event's features and coordinates on the device to its
 track list (labels and hits per track, read back to the host). Also reported: the fraction
@@ -53,10 +53,23 @@ STAGES = ("prep", "plan", "model", "cluster")
 
 
 @torch.no_grad()
-def time_event(model, event: dict, fcfg, device: torch.device, cluster: Mapping,
-               amp: bool | str = "fp16") -> dict:  # fmt: skip
+def time_event(
+    model, event: dict, fcfg, device: torch.device, cluster: Mapping, amp: bool | str = "fp16"
+) -> dict:
     """Stage times (ms) of one event's inference; returns them, the track labels and the
-    model's hit ids (amp: the forward precision, ``amp_precision``)."""
+    model's hit ids (amp: the forward precision, ``amp_precision``).
+
+    Args:
+        model: the TrackFormer on ``device``.
+        event: the event dict.
+        fcfg: the feature config.
+        device: the device.
+        cluster: clustering settings.
+        amp: the forward precision.
+
+    Returns:
+        stage -> ms, plus ``labels`` and ``hit_id``.
+    """
     t = [time.perf_counter()]
     batch = pack_events([event], fcfg).to(device)
     sync(device)
@@ -86,7 +99,14 @@ def _checked(events: Sequence, repeat: int, device, caller: str) -> torch.device
 
 def capture_graph(fn):
     """(graph, outputs) of ``fn`` captured in a CUDA graph, after one warm-up call on a side
-    stream (allocator and autotuning settle outside the capture)."""
+    stream (allocator and autotuning settle outside the capture).
+
+    Args:
+        fn: () -> outputs, capturable (no host sync).
+
+    Returns:
+        The ``torch.cuda.CUDAGraph`` and the outputs it writes on replay.
+    """
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
@@ -109,7 +129,20 @@ def measure_latency(
 ) -> dict:
     """Latency summary of ``ckpt`` over ``events`` (see the module docstring); amp: the
     forward's precision (``amp_precision``). An attention backend that does not run on the
-    device is refused (no fallback: the latency of another backend is not this one's)."""
+    device is refused (no fallback: the latency of another backend is not this one's).
+
+    Args:
+        ckpt: checkpoint or export.
+        events: event dicts.
+        device: ``cuda``, ``cpu`` or ``auto``.
+        repeat: timed passes over the events.
+        attention: swap the attention backend (None: the trained one).
+        cluster: clustering settings (None: the checkpoint's).
+        amp: the forward precision.
+
+    Returns:
+        The JSON of ``python -m trackformers.latency`` (median / p90 ms, stages, peak memory, ...).
+    """
     device = _checked(events, repeat, device, "measure_latency")
     loaded = load_model(ckpt, device, attention, fallback=None)
     model, cfg, fcfg = loaded.model, loaded.config, loaded.features
@@ -159,7 +192,17 @@ def predictor_split(pred, b, warmup: int = 2, repeat: int = 5) -> dict[str, floa
     """Median ms of the Predictor's step for event ``b`` (its bucket graph captured) as three
     CUDA graphs replayed back to back: plan (+ features), model, clustering (+ track counts;
     a clustering neighbourhood plan is built inside it). CUDA only; captures new graphs, so
-    call it after reading memory."""
+    call it after reading memory.
+
+    Args:
+        pred: a Predictor with CUDA graphs.
+        b: the bucket (padded hit count) of the event.
+        warmup: untimed replays.
+        repeat: timed replays.
+
+    Returns:
+        ``plan``, ``model``, ``clustering`` -> median ms.
+    """
     size = (b.num_hits // pred.bucket + 1) * pred.bucket
     g = pred._graphs[size]
     g.fill(b.x, b.coords)
@@ -204,23 +247,44 @@ def memory_breakdown() -> list[dict]:
     rows: dict[tuple, dict] = {}
     for seg in torch.cuda.memory_snapshot():
         key = (tuple(seg.get("segment_pool_id", (0, 0))), int(seg.get("stream", 0)))
-        r = rows.setdefault(key, {"pool": list(key[0]), "stream": key[1], "segments": 0,
-                                  "reserved_mib": 0.0, "allocated_mib": 0.0})  # fmt: skip
+        r = rows.setdefault(
+            key,
+            {
+                "pool": list(key[0]),
+                "stream": key[1],
+                "segments": 0,
+                "reserved_mib": 0.0,
+                "allocated_mib": 0.0,
+            },
+        )
         r["segments"] += 1
         r["reserved_mib"] += seg["total_size"] / 2**20
         r["allocated_mib"] += seg["allocated_size"] / 2**20
     return sorted(rows.values(), key=lambda r: -r["reserved_mib"])
 
 
-def path_physics(events: Sequence[dict], labels: Sequence[np.ndarray],
-                 hit_ids: Sequence[np.ndarray], run_cfg: Mapping) -> dict:  # fmt: skip
+def path_physics(
+    events: Sequence[dict],
+    labels: Sequence[np.ndarray],
+    hit_ids: Sequence[np.ndarray],
+    run_cfg: Mapping,
+) -> dict:
     """Physics of one inference path's track labels on ``events`` (each restricted to the
     model's hits ``hit_ids``), with the run's reconstructable / matching rules: the pooled
     metrics of ``metrics.aggregate`` plus event-level errors of DM efficiency and fake rate,
-    and the per-event counts (for paired comparisons between paths on the same events)."""
+    and the per-event counts (for paired comparisons between paths on the same events).
+
+    Args:
+        events: full event dicts.
+        labels: track labels per event, over the model's hits.
+        hit_ids: hit ids the model saw per event.
+        run_cfg: the run config (reconstructable and matching rules).
+    """
     rec, rules = metric_rules(run_cfg)
-    per = [evaluate_event(restrict(ev, hid), lab, rec, rules)[0]
-           for ev, lab, hid in zip(events, labels, hit_ids, strict=True)]  # fmt: skip
+    per = [
+        evaluate_event(restrict(ev, hid), lab, rec, rules)[0]
+        for ev, lab, hid in zip(events, labels, hit_ids, strict=True)
+    ]
     out = aggregate(per)
     out["dm_efficiency_err"] = ratio_err(per, "n_dm", "n_reconstructable")
     out["fake_rate_err"] = ratio_err(per, "n_fake", "n_candidates")
@@ -249,7 +313,16 @@ def predictor_timeline(pred, inputs: Sequence, repeat: int = 3) -> dict[str, dic
     marks): median host ms (wall clock between the marks) and GPU ms (CUDA events between
     them) over the events x repeat, plus "read back" (labels and counts to the host, as a
     user's track list would be). A GPU step much shorter than its host step means the GPU
-    waited for the host there. CUDA graphs only; call after warm-up."""
+    waited for the host there. CUDA graphs only; call after warm-up.
+
+    Args:
+        pred: a warmed-up Predictor with CUDA graphs.
+        inputs: (x, coords) per event, on the device.
+        repeat: passes over the events.
+
+    Returns:
+        step -> {"host_ms", "gpu_ms"}.
+    """
     rows: dict[str, dict[str, list]] = {}
     for _ in range(repeat):
         for b in inputs:
@@ -287,19 +360,43 @@ def measure_predictor_latency(
 ) -> dict:
     """Latency of ``Predictor`` (see the module docstring), same JSON keys as staged.
 
-    amp: the forward's precision (``amp_precision``: "fp16" autocast by default,
-    True / "bf16", False / "fp32"). split: also time plan / model / clustering as separate graphs
-    (CUDA graphs only), after memory is read. physics: also the physics of the Predictor's
-    tracks (the timed ones) and of the staged path in float32 on the same events
-    (``path_physics``), so the fast path's cost in efficiency is measured, not assumed.
-    prepare: capture every bucket's graph up front, largest first (``Predictor.prepare``);
-    False: in the order the events come. ffn_chunk: ``Predictor``'s (with ``compile``).
     The events wait in pinned host memory; each is copied to the device before its timed
-    run (the timing starts from hits on the device), so device memory holds one event."""
+    run (the timing starts from hits on the device), so device memory holds one event.
+
+    Args:
+        ckpt: checkpoint or export.
+        events: event dicts.
+        device: ``cuda``, ``cpu`` or ``auto``.
+        repeat: timed passes over the events.
+        attention: swap the attention backend.
+        cluster: clustering settings (None: the checkpoint's).
+        compile: compiled encoder blocks.
+        amp: the forward precision (``amp_precision``: "fp16" autocast by default,
+            True / "bf16", False / "fp32").
+        split: also time plan / model / clustering as separate graphs (CUDA graphs only),
+            after memory is read.
+        rounds: DBSCAN component rounds inside the graph.
+        physics: also the physics of the Predictor's tracks (the timed ones) and of the
+            staged path in float32 on the same events (``path_physics``), so the fast path's
+            cost in efficiency is measured, not assumed.
+        prepare: capture every bucket's graph up front, largest first
+            (``Predictor.prepare``); False: in the order the events come.
+        ffn_chunk: feed-forward rows at a time of ``Predictor`` (with ``compile``).
+
+    Returns:
+        The JSON of ``python -m trackformers.latency --mode predictor``.
+    """
     device = _checked(events, repeat, device, "measure_predictor_latency")
-    pred = Predictor.from_checkpoint(ckpt, cluster=cluster, device=device, attention=attention,
-                                     compile=compile, amp=amp, rounds=rounds,
-                                     ffn_chunk=ffn_chunk)  # fmt: skip
+    pred = Predictor.from_checkpoint(
+        ckpt,
+        cluster=cluster,
+        device=device,
+        attention=attention,
+        compile=compile,
+        amp=amp,
+        rounds=rounds,
+        ffn_chunk=ffn_chunk,
+    )
     used = pred.cluster_settings
     host = [pack_events([ev], pred.features) for ev in events]
     if device.type == "cuda":

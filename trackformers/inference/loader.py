@@ -44,7 +44,11 @@ class LoadedModel:
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``device`` as a torch device; "auto" or None: CUDA when available, else the CPU."""
+    """``device`` as a torch device; "auto" or None: CUDA when available, else the CPU.
+
+    Args:
+        device: ``auto``, None, or a device name or object.
+    """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -53,7 +57,15 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 def swap_attention_kwargs(trained: Mapping, name: str) -> dict:
     """Settings of the trained attention config that backend ``name`` also takes, so that a
     swap keeps the mask the model was trained with (group size, adjacency, window, ...); a
-    windowed (phi-window) run swapped to a backend with masks gets ``mask="window"``."""
+    windowed (phi-window) run swapped to a backend with masks gets ``mask="window"``.
+
+    Args:
+        trained: the trained attention config.
+        name: the backend swapped to.
+
+    Returns:
+        Constructor arguments of ``name``.
+    """
     backends = available()
     if name not in backends:
         raise KeyError(f"unknown attention backend {name!r}; registered: {sorted(backends)}")
@@ -66,13 +78,28 @@ def swap_attention_kwargs(trained: Mapping, name: str) -> dict:
 
 
 def build_model(cfg: dict, state_dict: Mapping, attention: str | None = None) -> torch.nn.Module:
-    """The run's model with trained weights; ``attention`` swaps the backend ("dense", ...)."""
+    """The run's model with trained weights; ``attention`` swaps the backend ("dense", ...).
+
+    Args:
+        cfg: the run config.
+        state_dict: the checkpoint's ``model.*`` weights.
+        attention: backend swapped to (None: the trained one).
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        ValueError: weights missing or not fitting the model.
+    """
     mcfg = OmegaConf.create({"model": cfg["model"], "data": cfg.get("data", {})})
     if attention is not None:
         old = mcfg.model.encoder.get("attention")
         old = OmegaConf.to_container(old, resolve=True) if old is not None else {}
-        akw = {"_target_": "trackformers.attention.build", "name": attention,
-               **swap_attention_kwargs(old, attention)}  # fmt: skip
+        akw = {
+            "_target_": "trackformers.attention.build",
+            "name": attention,
+            **swap_attention_kwargs(old, attention),
+        }
         mcfg.model.encoder.attention = OmegaConf.create(akw)
     model = instantiate(mcfg.model)
     weights = {k[len("model.") :]: v for k, v in state_dict.items() if k.startswith("model.")}
@@ -89,7 +116,12 @@ def build_model(cfg: dict, state_dict: Mapping, attention: str | None = None) ->
 
 
 def runs_on(model: torch.nn.Module, device: torch.device) -> bool:
-    """Whether the model's attention backend runs on ``device`` (its declared capabilities)."""
+    """Whether the model's attention backend runs on ``device`` (its declared capabilities).
+
+    Args:
+        model: a TrackFormer.
+        device: the device.
+    """
     backend = getattr(getattr(model, "encoder", None), "attention", None)
     caps = getattr(backend, "capabilities", None)
     return caps is None or device.type in caps.devices
@@ -97,7 +129,11 @@ def runs_on(model: torch.nn.Module, device: torch.device) -> bool:
 
 def feature_config(cfg: dict) -> FeatureConfig:
     """The input features of the run config's data section, without training targets and
-    truth labels (inference needs the inputs only)."""
+    truth labels (inference needs the inputs only).
+
+    Args:
+        cfg: the run config.
+    """
     f = dict((cfg.get("data") or {}).get("features") or {})
     f["targets"] = ()
     f.pop("class_bins", None)
@@ -110,7 +146,11 @@ def output_keys(model: torch.nn.Module) -> list[str]:
     """Names of the outputs of ``model(batch)`` (a TrackFormer: "hidden", the head's, the hit
     filter's), found without a forward on the model's device: the head runs on a CPU copy of
     one zero row. (A matmul on the device's stream would give it a cuBLAS workspace, 32 MiB
-    on Hopper, that the CUDA-graph path of ``Predictor`` never uses.)"""
+    on Hopper, that the CUDA-graph path of ``Predictor`` never uses.)
+
+    Args:
+        model: a TrackFormer.
+    """
     head = copy.deepcopy(model.head).cpu()
     keys = ["hidden", *head(torch.zeros(1, model.encoder.d_model))]
     if getattr(model, "hit_filter", None) is not None:

@@ -64,7 +64,12 @@ class Tracks:
 
 def track_counts(labels: Tensor, num_ids: int = 0) -> tuple[Tensor, Tensor]:
     """counts (max(N, num_ids),) hits per track id and n_tracks () = ids with hits, for
-    labels (N,) with -1 = none (``num_ids``: an upper bound on the ids, e.g. argmax classes)."""
+    labels (N,) with -1 = none (``num_ids``: an upper bound on the ids, e.g. argmax classes).
+
+    Args:
+        labels: (N,) int64 track label per hit.
+        num_ids: upper bound on the ids (0: N).
+    """
     assigned = labels >= 0  # (N,)
     counts = torch.zeros(max(labels.numel(), num_ids), dtype=torch.long, device=labels.device)
     counts.scatter_add_(0, labels.clamp_min(0), assigned.long())
@@ -120,9 +125,17 @@ class Predictor:
             H200) 0.36 GiB reserved at 8192 rows, 0.38 at 16384 (0.27 ms faster), 0.43 at 0.
     """
 
-    def __init__(self, model, cluster: ClusterConfig | Mapping, cuda_graphs: bool = True,
-                 bucket: int = 4096, rounds: int = 4, amp: bool | str = "fp16",
-                 compile: bool = False, ffn_chunk: int = 8192):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        cluster: ClusterConfig | Mapping,
+        cuda_graphs: bool = True,
+        bucket: int = 4096,
+        rounds: int = 4,
+        amp: bool | str = "fp16",
+        compile: bool = False,
+        ffn_chunk: int = 8192,
+    ):
         self.model = model.eval()
         self.cfg = (
             cluster if isinstance(cluster, ClusterConfig) else ClusterConfig.from_dict(cluster)
@@ -151,12 +164,29 @@ class Predictor:
             self._forward = CompiledForward(self.model, ffn_chunk=ffn_chunk)
 
     @classmethod
-    def from_checkpoint(cls, path, cluster: Mapping | None = None, device=None,
-                        attention: str | None = None, **kwargs) -> Predictor:  # fmt: skip
+    def from_checkpoint(
+        cls,
+        path,
+        cluster: Mapping | None = None,
+        device=None,
+        attention: str | None = None,
+        **kwargs,
+    ) -> Predictor:
         """Model and clustering of a training checkpoint (the clustering tuned on validation
         and stored in it, else the run's validation clustering, unless ``cluster`` is given;
         ``pred.cluster_settings["source"]`` says which), on ``device`` (default: CUDA when
-        available; an attention backend that does not run there falls back to dense)."""
+        available; an attention backend that does not run there falls back to dense).
+
+        Args:
+            path: checkpoint or export.
+            cluster: clustering settings (None: the checkpoint's).
+            device: the device (None: CUDA when available).
+            attention: swap the attention backend.
+            **kwargs: further :class:`Predictor` arguments.
+
+        Returns:
+            The predictor.
+        """
         loaded = load_model(path, device, attention)
         cfg = cluster_settings(loaded.config, cluster or {}, output_keys(loaded.model))
         pred = cls(loaded.model, cfg, **kwargs)
@@ -167,12 +197,23 @@ class Predictor:
 
     # ---- eager ---------------------------------------------------------------------------
     def predict_batch(self, batch: PackedBatch) -> Tensor:
-        """(N,) int64 track labels of a packed batch (unique across events), eager."""
+        """(N,) int64 track labels of a packed batch (unique across events), eager.
+
+        Args:
+            batch: packed events, on the device.
+        """
         out, plan = forward_batch(self.model, batch, amp=self.amp)
         return assign_tracks(out, batch.cu_seqlens, self.cfg, plan, batch.coords)
 
     def predict_event(self, event: Mapping) -> Tracks:
-        """Tracks of an in-memory event dict (schema names); features of the checkpoint."""
+        """Tracks of an in-memory event dict (schema names); features of the checkpoint.
+
+        Args:
+            event: the event dict.
+
+        Returns:
+            Its track list.
+        """
         fcfg = getattr(self, "features", None)
         if fcfg is None:
             raise ValueError("predict_event needs a Predictor built by from_checkpoint")
@@ -185,7 +226,11 @@ class Predictor:
         ``predict``) before timing anything, LARGEST BUCKET FIRST: all buckets share one graph
         memory pool, and a smaller bucket's capture reuses the blocks a larger one freed,
         where the other order grows the pool bucket by bucket. Returns the bucket sizes
-        captured (sorted); a no-op without CUDA graphs."""
+        captured (sorted); a no-op without CUDA graphs.
+
+        Args:
+            examples: (x, coords) of example events.
+        """
         if not self.use_graphs:
             return []
         by_size = {self._size(x.shape[0]): (x, coords) for x, coords in examples}
@@ -201,11 +246,20 @@ class Predictor:
         return (n // self.bucket + 1) * self.bucket  # > n: the padding event is never empty
 
     def predict(self, x: Tensor, coords: Tensor) -> Tracks:
-        """Tracks of ONE event: x (n, F) model features, coords (n, 3) mm, on the device."""
+        """Tracks of ONE event: x (n, F) model features, coords (n, 3) mm, on the device.
+
+        Args:
+            x: (n, F) features.
+            coords: (n, 3) hit positions in mm.
+
+        Returns:
+            The track list (labels, hits per track, track count).
+        """
         n = x.shape[0]
         if x.ndim != 2 or coords.shape != (n, 3):
-            raise ValueError(f"need x (n, F) and coords (n, 3), got {tuple(x.shape)}, "
-                             f"{tuple(coords.shape)}")  # fmt: skip
+            raise ValueError(
+                f"need x (n, F) and coords (n, 3), got {tuple(x.shape)}, {tuple(coords.shape)}"
+            )
         if not self.use_graphs:
             cu = torch.tensor([0, n], dtype=torch.int32, device=x.device)
             batch = PackedBatch(x=x, cu_seqlens=cu, max_seqlen=n, coords=coords)
@@ -259,8 +313,9 @@ class Predictor:
             keep = (name, FILTER_KEY) if self.cfg.filter_threshold is not None else (name,)
             out = {k: out[k] for k in keep if k in out}
         valid = torch.arange(g.size, device=self.device) < g.cu[1]  # (B,) the real event
-        state, labels = start_assign(out, g.cu, self.cfg, plan, valid, self.rounds, g.coords,
-                                     g.size)  # fmt: skip
+        state, labels = start_assign(
+            out, g.cu, self.cfg, plan, valid, self.rounds, g.coords, g.size
+        )
         # track counts in the graph too (padding rows are never clustered: label -1)
         g.counts, g.n_tracks = track_counts(labels, self._num_ids(out))
         return state, labels, out
@@ -276,12 +331,16 @@ class Predictor:
     def _static_plan(self, g: _EventGraph) -> None:
         plan = self.model.encoder.build_plan(g.batch())
         g.plan = AttentionPlan(
-            kind=plan.kind, cu_seqlens=g.cu, max_seqlen=g.size,
+            kind=plan.kind,
+            cu_seqlens=g.cu,
+            max_seqlen=g.size,
             perm=None if plan.perm is None else plan.perm.clone(),
             inv_perm=None if plan.inv_perm is None else plan.inv_perm.clone(),
             group_id=None if plan.group_id is None else plan.group_id.clone(),
-            adjacency=plan.adjacency, window=plan.window, extra={"n_rows": g.size},
-        )  # fmt: skip
+            adjacency=plan.adjacency,
+            window=plan.window,
+            extra={"n_rows": g.size},
+        )
 
     def _capture(self, g: _EventGraph) -> None:
         if self.plan_in_graph is None:
@@ -346,7 +405,11 @@ def _no_plan_graphs():
 
 def plan_capturable(model) -> bool:
     """Whether the model's plan builder has a sync-free path that it takes while a CUDA graph
-    is being captured (trackformers.attention.plans builders with a ``sync`` argument)."""
+    is being captured (trackformers.attention.plans builders with a ``sync`` argument).
+
+    Args:
+        model: a TrackFormer.
+    """
     backend = model.encoder.attention
     kind = getattr(backend, "mask", "cluster")
     builder = {"cluster": "cluster_plan", "window": "window_plan"}.get(kind, "full_plan")

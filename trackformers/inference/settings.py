@@ -12,7 +12,11 @@ from trackformers.metrics import MatchingRules, Reconstructable
 
 def validation_config(cfg: Mapping) -> dict:
     """The validation section of a run config (``module.validation``, or ``validation`` of
-    older runs); {} when there is none."""
+    older runs); {} when there is none.
+
+    Args:
+        cfg: a run config.
+    """
     return dict((cfg.get("module") or {}).get("validation") or cfg.get("validation") or {})
 
 
@@ -24,6 +28,14 @@ def cluster_settings(cfg: dict, cluster: Mapping, outputs: Mapping) -> dict:
     ("run validation config"), else a default chosen by the output names ("default").
     Under auto, non-empty ``params`` and a ``filter_threshold`` given by the user override
     the chosen ones (source gets "+ overrides").
+
+    Args:
+        cfg: the run config.
+        cluster: the requested clustering (``method: auto`` to choose).
+        outputs: the model's output names.
+
+    Returns:
+        Method, input, params, filter_threshold and source.
     """
     cluster = dict(cluster or {})
     if cluster.get("method", "auto") != "auto":
@@ -47,11 +59,19 @@ def cluster_settings(cfg: dict, cluster: Mapping, outputs: Mapping) -> dict:
     elif val and val.get("output_key", "embedding") in outputs:
         chosen = stored(val, "output_key", "run validation config")
     elif "embedding" in outputs:
-        chosen = {"method": "dbscan", "input": "embedding", "source": "default",
-                  "params": {"eps": 0.2, "min_samples": 2}}  # fmt: skip
+        chosen = {
+            "method": "dbscan",
+            "input": "embedding",
+            "source": "default",
+            "params": {"eps": 0.2, "min_samples": 2},
+        }
     elif "params" in outputs:
-        chosen = {"method": "dbscan", "input": "params", "source": "default",
-                  "params": {"eps": 0.05, "min_samples": 2}}  # fmt: skip
+        chosen = {
+            "method": "dbscan",
+            "input": "params",
+            "source": "default",
+            "params": {"eps": 0.05, "min_samples": 2},
+        }
     else:
         chosen = {"method": "argmax", "input": "logits", "params": {}, "source": "default"}
     overrides = {}
@@ -66,7 +86,15 @@ def cluster_settings(cfg: dict, cluster: Mapping, outputs: Mapping) -> dict:
 
 def metric_rules(run_cfg: Mapping, cfg: Mapping | None = None):
     """(Reconstructable, MatchingRules) of a run's validation settings, overridden by the
-    evaluate config's ``reconstructable`` / ``matching``."""
+    evaluate config's ``reconstructable`` / ``matching``.
+
+    Args:
+        run_cfg: the run config.
+        cfg: the evaluate config (None: no overrides).
+
+    Returns:
+        The reconstructable definition and the matching rules.
+    """
     cfg = cfg or {}
     val = validation_config(run_cfg)
     rec = Reconstructable(

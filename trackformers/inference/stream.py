@@ -18,15 +18,34 @@ from trackformers.inference.loader import output_keys
 from trackformers.inference.settings import cluster_settings
 
 
-def infer_stream(model, events: Iterable[dict], fcfg, device, max_tokens: int, cluster: Mapping,
-                 cfg: dict, state: dict,
-                 amp: bool | str = "fp16") -> Iterator[tuple[dict, np.ndarray]]:  # fmt: skip
+def infer_stream(
+    model,
+    events: Iterable[dict],
+    fcfg,
+    device,
+    max_tokens: int,
+    cluster: Mapping,
+    cfg: dict,
+    state: dict,
+    amp: bool | str = "fp16",
+) -> Iterator[tuple[dict, np.ndarray]]:
     """(event restricted to the model's hits, track labels) per event, batched by max_tokens.
 
     ``state`` receives "cluster" (the settings used: ``cluster_settings`` of the run config,
     ``cluster`` and the model's output names) and "sample" (first batch and plan, CPU);
     ``amp``: the forward's precision on CUDA (``amp_precision``: "fp16" autocast by default,
     True / "bf16", False / "fp32").
+
+    Args:
+        model: the TrackFormer on ``device``.
+        events: full event dicts.
+        fcfg: the feature config.
+        device: the device.
+        max_tokens: hits per batch.
+        cluster: clustering settings.
+        cfg: the run config.
+        state: receives the settings used and a sample.
+        amp: the forward precision.
     """
     state.setdefault("cluster", cluster_settings(cfg, cluster, output_keys(model)))
     buf, n = [], 0
@@ -41,7 +60,17 @@ def infer_stream(model, events: Iterable[dict], fcfg, device, max_tokens: int, c
 
 
 def infer(model, events: list[dict], fcfg, device, max_tokens: int, cluster: Mapping, cfg: dict):
-    """List version of ``infer_stream``: (events, labels, cluster settings, sample)."""
+    """List version of ``infer_stream``: (events, labels, cluster settings, sample).
+
+    Args:
+        model: the TrackFormer on ``device``.
+        events: full event dicts.
+        fcfg: the feature config.
+        device: the device.
+        max_tokens: hits per batch.
+        cluster: clustering settings.
+        cfg: the run config.
+    """
     state: dict = {}
     pairs = list(infer_stream(model, events, fcfg, device, max_tokens, cluster, cfg, state))
     return [p[0] for p in pairs], [p[1] for p in pairs], state["cluster"], state["sample"]

@@ -24,6 +24,13 @@ def binned_rate(
     ``by`` in ``CATEGORICAL`` is grouped by value; otherwise by ``bins`` (default
     ``DEFAULT_BINS[by]``), left-closed. Returns columns bin (label), lo, hi, n, k, rate, err
     (binomial standard error), one row per bin, empty bins included with rate nan.
+
+    Args:
+        table: per-particle (or per-track) table.
+        by: column to bin.
+        flag: bool column counted.
+        bins: bin edges (None: ``DEFAULT_BINS[by]``).
+        where: bool column that selects the rows (None: all rows).
     """
     for col in (by, flag) + ((where,) if where else ()):
         if col not in table.columns:
@@ -49,12 +56,22 @@ def binned_rate(
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(n > 0, k / n, np.nan)
         err = np.sqrt(rate * (1 - rate) / n)
-    return pd.DataFrame({"bin": labels, "lo": lo, "hi": hi, "n": n, "k": k.astype(int),
-                         "rate": rate, "err": err})  # fmt: skip
+    return pd.DataFrame(
+        {"bin": labels, "lo": lo, "hi": hi, "n": n, "k": k.astype(int), "rate": rate, "err": err}
+    )
 
 
 def efficiency_breakdowns(particles: pd.DataFrame, flag: str = "dm", bins=None) -> dict:
-    """Efficiency tables by pt, eta, pileup and region (barrel/endcap) for one match flag."""
+    """Efficiency tables by pt, eta, pileup and region (barrel/endcap) for one match flag.
+
+    Args:
+        particles: per-particle table of ``evaluate_event`` (all events).
+        flag: match flag (``dm``, ``perfect``, ``lhc``).
+        bins: by -> edges overriding ``DEFAULT_BINS``.
+
+    Returns:
+        by -> table of :func:`binned_rate`.
+    """
     bins = bins or {}
     return {
         by: binned_rate(particles, by, flag, bins.get(by))
@@ -63,5 +80,13 @@ def efficiency_breakdowns(particles: pd.DataFrame, flag: str = "dm", bins=None) 
 
 
 def fake_rate_vs_eta(tracks: pd.DataFrame, bins: np.ndarray | None = None) -> pd.DataFrame:
-    """Fake rate of candidate tracks per bin of mean hit eta (tracks from ``track_table``)."""
+    """Fake rate of candidate tracks per bin of mean hit eta (tracks from ``track_table``).
+
+    Args:
+        tracks: per-track table.
+        bins: eta edges (None: ``DEFAULT_BINS["eta"]``).
+
+    Returns:
+        The table of :func:`binned_rate`.
+    """
     return binned_rate(tracks, "eta", "fake", bins, where="candidate")

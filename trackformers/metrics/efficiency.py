@@ -33,11 +33,19 @@ class Reconstructable:
     pixel_only: bool = False  # count only pixel-detector hits toward min_hits
 
     def select(self, pt: np.ndarray, eta: np.ndarray, nhits: np.ndarray, npix: np.ndarray):
-        """(P,) bool mask of reconstructable particles."""
+        """(P,) bool mask of reconstructable particles.
+
+        Args:
+            pt: (P,) transverse momenta in GeV.
+            eta: (P,) pseudorapidities.
+            nhits: (P,) hits of each particle.
+            npix: (P,) pixel hits of each particle.
+        """
         hits = npix if self.pixel_only else nhits
         return (pt > self.pt_min) & (np.abs(eta) < self.abs_eta_max) & (hits >= self.min_hits)
 
     def to_dict(self) -> dict:
+        """The thresholds as a plain dict (stored in metrics.json)."""
         return asdict(self)
 
 
@@ -51,6 +59,7 @@ class MatchingRules:
     lhc_purity: float = 0.75
 
     def to_dict(self) -> dict:
+        """The thresholds as a plain dict (stored in metrics.json)."""
         return asdict(self)
 
 
@@ -61,6 +70,11 @@ def particle_matches(match: TrackMatch, particle_id: np.ndarray, rules: Matching
     matching the particle), best_track (track with most of its hits among candidates, -1 if
     none; smallest label on ties), best_nhits, best_purity (hits of the particle over hits
     of that track).
+
+    Args:
+        match: the event's contingency.
+        particle_id: (P,) the particles asked about.
+        rules: matching thresholds.
     """
     particle_id = np.asarray(particle_id)
     n = len(particle_id)
@@ -112,23 +126,44 @@ def particle_matches(match: TrackMatch, particle_id: np.ndarray, rules: Matching
 
 
 def track_flags(match: TrackMatch, rules: MatchingRules) -> dict:
-    """Per-track flags (T,): candidate, matched (purity > 0.5, non-noise majority), fake."""
+    """Per-track flags (T,): candidate, matched (purity > 0.5, non-noise majority), fake.
+
+    Args:
+        match: the event's contingency.
+        rules: matching thresholds (candidates have >= ``min_cluster_hits`` hits).
+
+    Returns:
+        name -> (T,) bool.
+    """
     cand = match.track_nhits >= rules.min_cluster_hits
     matched = cand & (match.purity > rules.majority) & (match.major_particle_id != 0)
     return {"candidate": cand, "matched": matched, "fake": cand & ~matched}
 
 
 def fake_rate(match: TrackMatch, rules: MatchingRules | None = None) -> float:
+    """Unmatched candidates over all candidates (nan when there are no candidates).
+
+    Args:
+        match: the event's contingency.
+        rules: matching thresholds (None: the defaults).
+    """
     rules = rules or MatchingRules()
-    """Unmatched candidates over all candidates (nan when there are no candidates)."""
     f = track_flags(match, rules)
     n = f["candidate"].sum()
     return float(f["fake"].sum() / n) if n else float("nan")
 
 
 def duplicate_rate(match: TrackMatch, rules: MatchingRules | None = None) -> float:
+    """(matched candidates − distinct matched particles) / matched candidates.
+
+    Args:
+        match: the event's contingency.
+        rules: matching thresholds (None: the defaults).
+
+    Returns:
+        The rate (nan without matched candidates).
+    """
     rules = rules or MatchingRules()
-    """(matched candidates − distinct matched particles) / matched candidates."""
     f = track_flags(match, rules)
     n = f["matched"].sum()
     if not n:
@@ -137,7 +172,12 @@ def duplicate_rate(match: TrackMatch, rules: MatchingRules | None = None) -> flo
 
 
 def ratio(num: np.ndarray, den: np.ndarray) -> float:
-    """sum(num & den) / sum(den) as float, nan on an empty denominator."""
+    """sum(num & den) / sum(den) as float, nan on an empty denominator.
+
+    Args:
+        num: bool numerator flags.
+        den: bool denominator flags.
+    """
     d = int(np.sum(den))
     return float(np.sum(num & den) / d) if d else float("nan")
 

@@ -30,7 +30,14 @@ COUNT_KEYS += ("n_matched_tracks", "n_matched_particles")
 
 
 def particle_kinematics(event: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """pt [GeV], eta, phi of the particles of ``part_*``."""
+    """pt [GeV], eta, phi of the particles of ``part_*``.
+
+    Args:
+        event: event dict with ``part_px``, ``part_py``, ``part_pz``.
+
+    Returns:
+        ``pt``, ``eta``, ``phi`` arrays (P,).
+    """
     px, py, pz = (np.asarray(event[k], dtype=np.float64) for k in ("part_px", "part_py", "part_pz"))
     pt = np.hypot(px, py)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -61,6 +68,16 @@ def evaluate_event(
 
     weights: "truth" uses ``hit_weight``; "official" recomputes the TrackML weights by the
     official rule from the truth (trackformers.sim.weights; needs hit_tz and part_vz).
+
+    Args:
+        event: event dict (hits and particles, schema names).
+        track_id: (nhit,) track label per hit.
+        reconstructable: efficiency denominator definition (None: the defaults).
+        rules: matching thresholds (None: the defaults).
+        weights: ``truth`` or ``official``.
+
+    Returns:
+        Counts and scores of the event, and one row per particle (kinematics, match flags).
     """
     reconstructable = reconstructable or Reconstructable()
     rules = rules or MatchingRules()
@@ -151,7 +168,11 @@ def evaluate_event(
 
 
 def official_weights(event: Mapping[str, np.ndarray]) -> np.ndarray:
-    """(nhit,) TrackML hit weights by the official rule (pT and hit-order terms, sum 1)."""
+    """(nhit,) TrackML hit weights by the official rule (pT and hit-order terms, sum 1).
+
+    Args:
+        event: event dict with the hit and particle truth.
+    """
     from trackformers.sim.weights import trackml_weights
 
     need = ("hit_particle_id", "hit_tz", "part_particle_id", "part_vz", "part_px", "part_py")
@@ -162,7 +183,14 @@ def official_weights(event: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def rates(counts: Mapping[str, float]) -> dict[str, float]:
-    """Efficiencies and rates from summed counts (nan on empty denominators)."""
+    """Efficiencies and rates from summed counts (nan on empty denominators).
+
+    Args:
+        counts: summed ``n_*`` counts of events.
+
+    Returns:
+        name -> rate.
+    """
 
     def div(a, b):
         return float(counts[a] / counts[b]) if counts[b] else math.nan
@@ -182,7 +210,17 @@ def rates(counts: Mapping[str, float]) -> dict[str, float]:
 
 
 def aggregate(per_event: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """Dataset metrics: TrackML score averaged over events (official), rates from summed counts."""
+    """Dataset metrics: TrackML score averaged over events (official), rates from summed counts.
+
+    Args:
+        per_event: metrics dicts of :func:`evaluate_event`.
+
+    Returns:
+        ``n_events``, summed counts, mean TrackML score and the rates.
+
+    Raises:
+        ValueError: no events.
+    """
     per_event = list(per_event)
     if not per_event:
         raise ValueError("aggregate() got no events")
@@ -195,7 +233,16 @@ def aggregate(per_event: Iterable[Mapping[str, float]]) -> dict[str, float]:
 
 
 def track_table(event: Mapping[str, np.ndarray], track_id: np.ndarray, rules=None):
-    """Per-track table: size, majority particle, purity, completeness, flags, mean eta of hits."""
+    """Per-track table: size, majority particle, purity, completeness, flags, mean eta of hits.
+
+    Args:
+        event: event dict.
+        track_id: (nhit,) track label per hit.
+        rules: matching thresholds (None: the defaults).
+
+    Returns:
+        A DataFrame, one row per track.
+    """
     rules = rules or MatchingRules()
     track_id = np.asarray(track_id)
     _check_event(event, track_id)

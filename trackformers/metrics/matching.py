@@ -57,11 +57,15 @@ def match_tracks(
 ) -> TrackMatch:
     """Build the track/particle contingency of one event.
 
-    track_id: (N,) integer label per hit; hits labelled ``unassigned`` (default -1, the
-        DBSCAN noise label) belong to no track. ``None`` treats every label as a track,
-        exactly as the official TrackML library does.
-    particle_id: (N,) truth particle per hit, 0 = noise.
-    weight: (N,) TrackML hit weights (ones when None).
+    Args:
+        track_id: (N,) integer label per hit.
+        particle_id: (N,) truth particle per hit, 0 = noise.
+        weight: (N,) TrackML hit weights (ones when None).
+        unassigned: label of hits in no track (default -1, the DBSCAN noise label); None
+            treats every label as a track, exactly as the official TrackML library does.
+
+    Returns:
+        The contingency (tracks, particles, shared hits and weights).
     """
     track_id = np.asarray(track_id)
     particle_id = np.asarray(particle_id)
@@ -88,9 +92,18 @@ def match_tracks(
     if len(pair_key) == 0:
         empty_i = np.zeros(0, dtype=np.int64)
         return TrackMatch(
-            tids, empty_i, pids[:0], empty_i, np.zeros(0), empty_i, pids, p_nhits,
-            empty_i, empty_i, empty_i,
-        )  # fmt: skip
+            tids,
+            empty_i,
+            pids[:0],
+            empty_i,
+            np.zeros(0),
+            empty_i,
+            pids,
+            p_nhits,
+            empty_i,
+            empty_i,
+            empty_i,
+        )
     starts = np.flatnonzero(np.r_[True, pair_t[1:] != pair_t[:-1]])  # (T,) first pair per track
     max_n = np.maximum.reduceat(pair_n, starts)  # (T,)
     is_max = pair_n == np.repeat(max_n, np.diff(np.r_[starts, len(pair_key)]))

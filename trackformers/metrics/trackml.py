@@ -15,7 +15,11 @@ from trackformers.metrics.matching import TrackMatch, match_tracks
 
 
 def good_tracks(match: TrackMatch) -> np.ndarray:
-    """(T,) bool: the double-majority condition of the TrackML score (no size cut)."""
+    """(T,) bool: the double-majority condition of the TrackML score (no size cut).
+
+    Args:
+        match: the event's contingency.
+    """
     return (match.purity > 0.5) & (match.completeness > 0.5)
 
 
@@ -29,6 +33,15 @@ def trackml_score(
 
     Hits with ``track_id == unassigned`` (default -1) are in no track; with ``None`` every
     label is a track, as in the official library. The total weight includes every hit.
+
+    Args:
+        track_id: track label per hit.
+        particle_id: truth particle per hit, 0 = noise.
+        weight: TrackML weight per hit.
+        unassigned: label of hits in no track (None: every label is a track).
+
+    Returns:
+        The score in [0, 1].
     """
     weight = np.asarray(weight, dtype=np.float64)
     if not np.all(np.isfinite(weight)) or np.any(weight < 0):
@@ -42,7 +55,15 @@ def trackml_score(
 
 
 def analyze_tracks(truth: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFrame:
-    """Per-track table with the columns of the official ``_analyze_tracks``."""
+    """Per-track table with the columns of the official ``_analyze_tracks``.
+
+    Args:
+        truth: hit_id, particle_id, weight.
+        submission: hit_id, track_id.
+
+    Returns:
+        One row per track.
+    """
     pid, tid, w = _merge(truth, submission)
     m = match_tracks(tid, pid, w, unassigned=None)
     return pd.DataFrame(
@@ -62,6 +83,13 @@ def score_event(truth: pd.DataFrame, submission: pd.DataFrame) -> float:
 
     Every truth hit must appear exactly once in the submission; every label (also negative)
     is a track, as in the official library.
+
+    Args:
+        truth: hit_id, particle_id, weight.
+        submission: hit_id, track_id.
+
+    Returns:
+        The score.
     """
     pid, tid, w = _merge(truth, submission)
     return trackml_score(tid, pid, w, unassigned=None)

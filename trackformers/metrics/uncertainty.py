@@ -9,7 +9,12 @@ import numpy as np
 
 
 def binomial_err(k: float, n: float) -> float:
-    """Binomial standard error of the rate k / n (nan for n = 0)."""
+    """Binomial standard error of the rate k / n (nan for n = 0).
+
+    Args:
+        k: successes.
+        n: trials.
+    """
     if not n:
         return math.nan
     p = k / n
@@ -23,7 +28,16 @@ def ratio_err(per_event: Sequence[Mapping], k_key: str, n_key: str) -> float:
 
     Particles of one event are not independent (the event's pile-up, its jets, the clustering
     of its crowded regions move them together), so the binomial error alone understates the
-    spread between two sets of events; the event-level one takes that in."""
+    spread between two sets of events; the event-level one takes that in.
+
+    Args:
+        per_event: per-event dicts.
+        k_key: key of the numerator count.
+        n_key: key of the denominator count.
+
+    Returns:
+        The standard error (nan when sum(n) = 0).
+    """
     k = np.array([float(e[k_key]) for e in per_event])
     n = np.array([float(e[n_key]) for e in per_event])
     total = n.sum()

@@ -1,4 +1,4 @@
-"""Compile check of issue 7: an experiment's model and loss on one synthetic event, eager and
+"""Compile check: an experiment's model and loss on one synthetic event, eager and
 with ``compile_encoder``: loss and per-parameter gradients compared under bf16 autocast, and a
 full training step (forward, backward, AdamW) timed both ways (the first minute of
 ``physics_run``, whose training then compiles only when the two agree).
@@ -22,7 +22,14 @@ from trackformers.paths import CONF_DIR
 
 
 def compose(overrides: list[str]):
-    """The training config of conf/train.yaml with Hydra ``overrides``."""
+    """The training config of conf/train.yaml with Hydra ``overrides``.
+
+    Args:
+        overrides: Hydra overrides.
+
+    Returns:
+        The composed DictConfig.
+    """
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hcompose("train", overrides=overrides)
 
@@ -37,13 +44,29 @@ def _train_step(model, loss_fn, batch, opt, device) -> float:
     return float(total.detach())
 
 
-def compile_check(args, attention: str, device: torch.device, before_timing=None,
-                  say: Callable[[str], None] = print) -> dict:  # fmt: skip
+def compile_check(
+    args,
+    attention: str,
+    device: torch.device,
+    before_timing=None,
+    say: Callable[[str], None] = print,
+) -> dict:
     """Eager vs compile_encoder on one synthetic event: loss, gradients, step time.
 
     ``args``: the experiment, model overrides and check sizes of ``physics_run``'s command
     line. ``before_timing()`` runs between the comparison and the timed steps (the simulation
-    is waited for there, so that the timing does not share the CPUs with it); ``say`` logs."""
+    is waited for there, so that the timing does not share the CPUs with it); ``say`` logs.
+
+    Args:
+        args: physics_run's parsed command line.
+        attention: the attention backend checked.
+        device: the device.
+        before_timing: called before the timed steps.
+        say: logger of progress lines.
+
+    Returns:
+        Losses, gradient differences, step times and the verdict (``equal_within_bf16``).
+    """
     cfg = compose([f"experiment={args.experiment}", f"attention={attention}", *args.model_override])
     torch.manual_seed(0)
     eager = instantiate(cfg.model).to(device)
@@ -52,11 +75,14 @@ def compile_check(args, attention: str, device: torch.device, before_timing=None
     loss_fn = instantiate(cfg.loss).to(device)
     # default: about one training batch (token budget, at most a mu = 200 pixel event)
     hits = args.check_hits or min(60_000, int(cfg.data.max_tokens))
-    heads = {"num_params": int(cfg.data.get("num_params") or 0),  # the head's targets
-             "num_classes": int(cfg.data.get("num_classes") or 0)}  # fmt: skip
+    heads = {
+        "num_params": int(cfg.data.get("num_params") or 0),  # the head's targets
+        "num_classes": int(cfg.data.get("num_classes") or 0),
+    }
     sizes = [hits // args.check_events] * args.check_events  # packed like a training batch
-    batch = synthetic_batch(sizes, num_features=int(cfg.data.num_features), seed=0,
-                            device=device, **heads)  # fmt: skip
+    batch = synthetic_batch(
+        sizes, num_features=int(cfg.data.num_features), seed=0, device=device, **heads
+    )
     res = {"attention": attention, "hits": hits, "events": len(sizes), "compiled": names}
 
     def loss_and_grads(model):
@@ -65,8 +91,11 @@ def compile_check(args, attention: str, device: torch.device, before_timing=None
             out = model(batch)
         total, _ = loss_fn(out, batch)
         total.backward()
-        grads = {k: p.grad.detach().float().clone() for k, p in model.named_parameters()
-                 if p.grad is not None}  # fmt: skip
+        grads = {
+            k: p.grad.detach().float().clone()
+            for k, p in model.named_parameters()
+            if p.grad is not None
+        }
         return float(total.detach()), grads
 
     t = time.perf_counter()
@@ -80,14 +109,20 @@ def compile_check(args, attention: str, device: torch.device, before_timing=None
     if set(ge) != set(gc):
         raise RuntimeError(f"gradients of different parameters: {set(ge) ^ set(gc)}")
     rel = {k: float((gc[k] - ge[k]).norm() / ge[k].norm().clamp_min(1e-30)) for k in ge}
-    cos = {k: float(torch.nn.functional.cosine_similarity(gc[k].flatten(), ge[k].flatten(), 0))
-           for k in ge}  # fmt: skip
+    cos = {
+        k: float(torch.nn.functional.cosine_similarity(gc[k].flatten(), ge[k].flatten(), 0))
+        for k in ge
+    }
     worst = max(rel, key=rel.get)
     res.update(
-        loss_eager=le, loss_compiled=lc, loss_rel_diff=abs(lc - le) / max(abs(le), 1e-30),
-        grad_max_rel_diff=rel[worst], grad_worst_param=worst, grad_min_cosine=min(cos.values()),
+        loss_eager=le,
+        loss_compiled=lc,
+        loss_rel_diff=abs(lc - le) / max(abs(le), 1e-30),
+        grad_max_rel_diff=rel[worst],
+        grad_worst_param=worst,
+        grad_min_cosine=min(cos.values()),
         n_params_with_grad=len(ge),
-    )  # fmt: skip
+    )
     res["equal_within_bf16"] = bool(
         res["loss_rel_diff"] <= args.loss_rtol
         and res["grad_max_rel_diff"] <= args.grad_rtol

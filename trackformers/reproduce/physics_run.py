@@ -1,4 +1,5 @@
-"""One GPU call of the physics results (issue 9) and the compile check of issue 7.
+"""One GPU call that produces a physics result row: simulate, compile check, train, export,
+evaluate, latency.
 
     python benchmarks/physics_run.py --out $OUT                       # the GPU run (defaults)
     python benchmarks/physics_run.py --out /tmp/rehearsal --tiny      # CPU rehearsal, minutes
@@ -57,6 +58,7 @@ import torch
 
 from trackformers.bench import device_name
 from trackformers.checkpoint import load_checkpoint, load_checkpoint_file
+from trackformers.cli import argument_parser
 from trackformers.evaluate import run as evaluate
 from trackformers.inference.events import iter_eval_events
 from trackformers.inference.latency import measure_latency
@@ -71,12 +73,27 @@ LOG: list[str] = []
 
 
 def say(msg: str) -> None:
+    """Print a line stamped with the seconds since start and keep it for the log file.
+
+    Args:
+        msg: the message.
+    """
     line = f"[{time.monotonic() - T0:6.1f} s] {msg}"
     print(line, flush=True)
     LOG.append(line)
 
 
 def run_cmd(cmd: list[str], log_file: Path, timeout: float | None = None) -> int:
+    """Run a command in the repository, its output appended to a log file.
+
+    Args:
+        cmd: the command.
+        log_file: file that receives stdout and stderr.
+        timeout: seconds before the command is killed (None: no limit).
+
+    Returns:
+        The exit status.
+    """
     say("$ " + " ".join(cmd))
     with log_file.open("a") as f:
         proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
@@ -85,10 +102,33 @@ def run_cmd(cmd: list[str], log_file: Path, timeout: float | None = None) -> int
 
 
 def start_sim(args, n: int, seed: int, out: Path, workers: int, log_file: Path):
+    """Start ``python -m trackformers.simulate`` in the background.
+
+    Args:
+        args: the command line (process, pile-up, pixel files, vertex).
+        n: events to simulate.
+        seed: simulation seed.
+        out: output directory of the shards.
+        workers: simulation processes (one shard each).
+        log_file: file that receives the output.
+
+    Returns:
+        The running ``subprocess.Popen``.
+    """
     per = max(1, -(-n // workers))
-    cmd = [sys.executable, "-m", "trackformers.simulate", f"process={args.process}",
-           f"pileup={args.pileup}", f"n_events={n}", f"seed={seed}", f"workers={workers}",
-           f"events_per_shard={per}", f"output={out}", "progress=false"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "trackformers.simulate",
+        f"process={args.process}",
+        f"pileup={args.pileup}",
+        f"n_events={n}",
+        f"seed={seed}",
+        f"workers={workers}",
+        f"events_per_shard={per}",
+        f"output={out}",
+        "progress=false",
+    ]
     if args.pixel_files:
         cmd.append("detector.keep_volumes=[7,8,9]")
     if args.vertex:
@@ -102,19 +142,39 @@ def training_steps(seconds: float, step_s: float, startup: float, fixed: bool) -
     """max_steps that fill ``seconds`` at the measured step time (x 1.3: validations inside
     fit, data stalls). With a fixed training time (``--train-seconds``) the seconds are
     Lightning's max_time, which counts from the training start, so no start-up allowance comes
-    off them; otherwise they are wall-clock seconds that the start-up shares."""
+    off them; otherwise they are wall-clock seconds that the start-up shares.
+
+    Args:
+        seconds: the training budget.
+        step_s: measured seconds per step.
+        startup: start-up allowance in seconds.
+        fixed: ``seconds`` is a fixed training time.
+
+    Returns:
+        The step count, at least 10.
+    """
     usable = seconds if fixed else seconds - startup
     return max(10, int(usable / (1.3 * step_s)))
 
 
 def resumed_state(ckpt: Path) -> dict:
-    """Step, timed training seconds and warm-up steps of a checkpoint to resume from."""
+    """Step, timed training seconds and warm-up steps of a checkpoint to resume from.
+
+    Args:
+        ckpt: a full training checkpoint (with optimizer state).
+
+    Raises:
+        FileNotFoundError: no file at ``ckpt``.
+        ValueError: a weights-only export.
+    """
     if not ckpt.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
     state = load_checkpoint_file(ckpt)
     if "optimizer_states" not in state:
-        raise ValueError(f"--resume: {ckpt} has no optimizer state (a weights-only export?); "
-                         "resume from the last.ckpt that --return-ckpt brings back")  # fmt: skip
+        raise ValueError(
+            f"--resume: {ckpt} has no optimizer state (a weights-only export?); "
+            "resume from the last.ckpt that --return-ckpt brings back"
+        )
     elapsed = 0.0
     for key, cb in state.get("callbacks", {}).items():
         if "Timer" in key:
@@ -132,26 +192,46 @@ def _dhms(seconds: float) -> str:
 
 # ---- choice of the clustering radius on the validation split ---------------------------------
 def left(args) -> float:
-    """Seconds left of the budget."""
+    """Seconds left of the budget.
+
+    Args:
+        args: the command line (``budget``).
+    """
     return args.budget - (time.monotonic() - T0)
 
 
 def run_clustering(cfg: dict) -> dict:
     """The run's own clustering (validation.cluster of its config) without the radius:
-    argmax for a classifier, DBSCAN on the embedding or the regressed parameters otherwise."""
+    argmax for a classifier, DBSCAN on the embedding or the regressed parameters otherwise.
+
+    Args:
+        cfg: the run config.
+    """
     val = (cfg.get("validation") or {}).get("cluster") or {}
     method, key = val.get("method", "dbscan"), val.get("output_key", "embedding")
     if method == "argmax":
         return {"method": "argmax", "input": key or "logits", "params": {}}
     if method not in ("dbscan", "dbscan_cpu"):
-        raise ValueError(f"validation.cluster.method {method!r}: physics_run scans the DBSCAN "
-                         "radius, so it takes dbscan or argmax runs")  # fmt: skip
+        raise ValueError(
+            f"validation.cluster.method {method!r}: physics_run scans the DBSCAN "
+            "radius, so it takes dbscan or argmax runs"
+        )
     return {"method": "dbscan", "input": key, "params": {"min_samples": 2}}
 
 
 def choose_cluster(args, cfg: dict, ckpt: Path, work: Path) -> tuple[dict, list[dict]]:
     """The run's clustering; for DBSCAN the radius with the best DM efficiency at fake rate
-    <= 0.8 % on the validation split (else the best DM - fake)."""
+    <= 0.8 % on the validation split (else the best DM - fake).
+
+    Args:
+        args: the command line (radii, scan events, precision).
+        cfg: the run config.
+        ckpt: the evaluated checkpoint.
+        work: folder of the scan's evaluations.
+
+    Returns:
+        The chosen clustering and one row per radius scanned.
+    """
     base = run_clustering(cfg)
     if base["method"] == "argmax":
         return base, []
@@ -161,12 +241,27 @@ def choose_cluster(args, cfg: dict, ckpt: Path, work: Path) -> tuple[dict, list[
             say(f"eps scan stopped at eps={eps}: {left(args):.0f} s left")
             break
         cluster = {**base, "params": {**base["params"], "eps": eps}}
-        m = evaluate({"ckpt": str(ckpt), "split": "val", "max_events": args.eps_events,
-                      "cluster": cluster, "wandb": {"enabled": False}, "plots": False,
-                      "precision": args.precision,
-                      "output_dir": str(work / f"eps_{eps}")})  # fmt: skip
-        scan.append({"eps": eps, "dm_efficiency": m["dm_efficiency"], "fake_rate": m["fake_rate"],
-                     "trackml_score": m["trackml_score"], "n_events": m["n_events"]})  # fmt: skip
+        m = evaluate(
+            {
+                "ckpt": str(ckpt),
+                "split": "val",
+                "max_events": args.eps_events,
+                "cluster": cluster,
+                "wandb": {"enabled": False},
+                "plots": False,
+                "precision": args.precision,
+                "output_dir": str(work / f"eps_{eps}"),
+            }
+        )
+        scan.append(
+            {
+                "eps": eps,
+                "dm_efficiency": m["dm_efficiency"],
+                "fake_rate": m["fake_rate"],
+                "trackml_score": m["trackml_score"],
+                "n_events": m["n_events"],
+            }
+        )
         say(f"val eps={eps}: {scan[-1]}")
     ok = [s for s in scan if s["fake_rate"] <= 0.008]
     best = (
@@ -178,79 +273,154 @@ def choose_cluster(args, cfg: dict, ckpt: Path, work: Path) -> tuple[dict, list[
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
+    """The command line (see the module docstring).
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        0 when the row was made.
+    """
+    ap = argument_parser("trackformers.reproduce.physics_run", __doc__)
+    ap.add_argument("--out", required=True, help="folder that receives the result files")
     ap.add_argument("--budget", type=float, default=530.0, help="wall seconds for everything")
-    ap.add_argument("--experiment", default="ttbar_pu200_pixel")
-    ap.add_argument("--attention", nargs="+", default=["fused", "flex"])
-    ap.add_argument("--process", default="ttbar")
-    ap.add_argument("--pileup", type=int, default=200)
-    ap.add_argument("--pixel-files", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--experiment", default="ttbar_pu200_pixel", help="training experiment config")
+    ap.add_argument(
+        "--attention",
+        nargs="+",
+        default=["fused", "flex"],
+        help="backends to try in order (the first whose compile check runs trains)",
+    )
+    ap.add_argument("--process", default="ttbar", help="simulated process")
+    ap.add_argument("--pileup", type=int, default=200, help="mean pile-up of the simulation")
+    ap.add_argument(
+        "--pixel-files",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="simulate the pixel volumes (7, 8, 9) only",
+    )
     ap.add_argument(
         "--vertex",
         default=None,
         choices=("trackml", "hllhc"),
         help="beam spot of the simulation (default: simulate's, TrackML)",
     )
-    ap.add_argument("--n-train", type=int, default=600)
-    ap.add_argument("--n-eval", type=int, default=24)
-    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
-    ap.add_argument("--check-hits", type=int, default=None,
-                    help="hits of the compile check's event, whose step time sizes max_steps "
-                    "(default: min(60000, data.max_tokens), about one batch)")  # fmt: skip
-    ap.add_argument("--check-events", type=int, default=1,
-                    help="events the check's hits are split into (small events pack "
-                    "many to a batch: 64 at mu = 0): its step is then a training step")  # fmt: skip
-    ap.add_argument("--check-warmup", type=int, default=2)
-    ap.add_argument("--check-steps", type=int, default=8)
-    ap.add_argument("--loss-rtol", type=float, default=1e-2)
-    ap.add_argument("--grad-rtol", type=float, default=5e-2)
+    ap.add_argument("--n-train", type=int, default=600, help="training events (seed 1)")
+    ap.add_argument("--n-eval", type=int, default=24, help="fresh events per evaluation seed")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) - 2),
+        help="simulation processes of the training set",
+    )
+    ap.add_argument(
+        "--check-hits",
+        type=int,
+        default=None,
+        help="hits of the compile check's event, whose step time sizes max_steps "
+        "(default: min(60000, data.max_tokens), about one batch)",
+    )
+    ap.add_argument(
+        "--check-events",
+        type=int,
+        default=1,
+        help="events the check's hits are split into (small events pack "
+        "many to a batch: 64 at mu = 0): its step is then a training step",
+    )
+    ap.add_argument("--check-warmup", type=int, default=2, help="untimed steps of the check")
+    ap.add_argument("--check-steps", type=int, default=8, help="timed steps of the check")
+    ap.add_argument(
+        "--loss-rtol", type=float, default=1e-2, help="eager vs compiled loss: relative tolerance"
+    )
+    ap.add_argument(
+        "--grad-rtol",
+        type=float,
+        default=5e-2,
+        help="eager vs compiled gradients: relative L2 tolerance of the worst parameter",
+    )
     ap.add_argument("--reserve", type=float, default=150.0, help="seconds kept for evaluation")
     ap.add_argument("--startup", type=float, default=60.0, help="training start-up allowance")
     ap.add_argument("--after-scan", type=float, default=75.0, help="seconds kept after the scan")
-    ap.add_argument("--eps", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.25])
-    ap.add_argument("--eps-events", type=int, default=6)
-    ap.add_argument("--latency-events", type=int, default=8)
+    ap.add_argument(
+        "--eps",
+        type=float,
+        nargs="+",
+        default=[0.05, 0.1, 0.15, 0.25],
+        help="DBSCAN radii scanned on the validation split",
+    )
+    ap.add_argument("--eps-events", type=int, default=6, help="validation events of the scan")
+    ap.add_argument("--latency-events", type=int, default=8, help="events of the latency")
     ap.add_argument("--model-override", nargs="*", default=[], help="Hydra overrides (model)")
     ap.add_argument("--train-override", nargs="*", default=[], help="extra training overrides")
     ap.add_argument("--tiny", action="store_true", help="CPU rehearsal sizes")
-    ap.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="fp16",
-                    help="forward of the eps scan, the evaluation and the latency")  # fmt: skip
+    ap.add_argument(
+        "--precision",
+        choices=("bf16", "fp16", "fp32"),
+        default="fp16",
+        help="forward of the eps scan, the evaluation and the latency",
+    )
     ap.add_argument("--resume", default=None, help="last.ckpt of an earlier call to go on from")
-    ap.add_argument("--return-ckpt", action="store_true", help="bring back last.ckpt (for "
-                    "--resume) instead of the export")  # fmt: skip
-    ap.add_argument("--tag", default="", help="suffix of this run's work and data folders, so "
-                    "that runs on several GPUs of one machine do not collide")  # fmt: skip
-    ap.add_argument("--train-seconds", type=float, default=None,
-                    help="fixed training time (equal budget across an ablation); default: what "
-                    "the budget leaves")  # fmt: skip
-    ap.add_argument("--eval-seeds", type=int, nargs="+", default=[2],
-                    help="fresh evaluation sets; the first makes the table row, the others "
-                    "check that it reproduces")  # fmt: skip
-    ap.add_argument("--export-dtype", choices=("bf16", "fp16", "fp32"), default="fp32",
-                    help="weights of the shared export, which is what gets evaluated")  # fmt: skip
+    ap.add_argument(
+        "--return-ckpt",
+        action="store_true",
+        help="bring back last.ckpt (for --resume) instead of the export",
+    )
+    ap.add_argument(
+        "--tag",
+        default="",
+        help="suffix of this run's work and data folders, so "
+        "that runs on several GPUs of one machine do not collide",
+    )
+    ap.add_argument(
+        "--train-seconds",
+        type=float,
+        default=None,
+        help="fixed training time (equal budget across an ablation); default: what "
+        "the budget leaves",
+    )
+    ap.add_argument(
+        "--eval-seeds",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="fresh evaluation sets; the first makes the table row, the others "
+        "check that it reproduces",
+    )
+    ap.add_argument(
+        "--export-dtype",
+        choices=("bf16", "fp16", "fp32"),
+        default="fp32",
+        help="weights of the shared export, which is what gets evaluated",
+    )
     args = ap.parse_args(argv)
     if args.tag and not args.tag.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"--tag must be letters, digits, '_' or '-', got {args.tag!r}")
     if args.check_events < 1:
         raise ValueError(f"--check-events must be >= 1, got {args.check_events}")
     if len(set(args.eval_seeds)) != len(args.eval_seeds) or 1 in args.eval_seeds:
-        raise ValueError(f"--eval-seeds must be distinct and not the training seed 1: "
-                         f"{args.eval_seeds}")  # fmt: skip
+        raise ValueError(
+            f"--eval-seeds must be distinct and not the training seed 1: {args.eval_seeds}"
+        )
     if args.tiny:
         args.pileup, args.n_train, args.n_eval, args.check_hits = 0, 40, 6, 400
         args.experiment, args.attention = "ttbar_pu0", ["dense"]
         args.check_warmup, args.check_steps, args.eps, args.eps_events = 1, 2, [0.1, 0.25], 3
         args.latency_events, args.reserve, args.startup = 3, 60.0, 20.0
-        args.model_override = ["model.encoder.d_model=32", "model.encoder.n_layers=1",
-                               "model.encoder.n_heads=4", *args.model_override]  # fmt: skip
+        args.model_override = [
+            "model.encoder.d_model=32",
+            "model.encoder.n_layers=1",
+            "model.encoder.n_heads=4",
+            *args.model_override,
+        ]
         args.train_override = ["data.num_workers=0", "data.max_tokens=3000", *args.train_override]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = REPO / "outputs" / ("physics_" + args.tag if args.tag else "physics")
     if args.resume and Path(args.resume).resolve().is_relative_to(work.resolve()):
-        raise ValueError(f"--resume {args.resume} lies in {work}, which this run clears first; "
-                         "copy it elsewhere (e.g. .resume/)")  # fmt: skip
+        raise ValueError(
+            f"--resume {args.resume} lies in {work}, which this run clears first; "
+            "copy it elsewhere (e.g. .resume/)"
+        )
     args.resume_state = resumed_state(Path(args.resume)) if args.resume else None  # checked now
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -258,8 +428,10 @@ def main(argv=None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ["PYTHONUNBUFFERED"] = "1"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    say(f"device {device} {device_name(device) if device.type == 'cuda' else ''}, "
-        f"torch {torch.__version__}, {os.cpu_count()} CPUs, args {vars(args)}")  # fmt: skip
+    say(
+        f"device {device} {device_name(device) if device.type == 'cuda' else ''}, "
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, args {vars(args)}"
+    )
     try:
         return _main(args, out, work, log_file, device)
     finally:
@@ -274,8 +446,9 @@ def main(argv=None) -> int:
 def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> int:
     tag = f"_{args.tag}" if args.tag else ""
     train_data = REPO / "data" / f"physics_pu{args.pileup}{tag}"
-    eval_sets = {s: REPO / "data" / f"physics_pu{args.pileup}_eval{s}{tag}"
-                 for s in args.eval_seeds}  # fmt: skip
+    eval_sets = {
+        s: REPO / "data" / f"physics_pu{args.pileup}_eval{s}{tag}" for s in args.eval_seeds
+    }
     for d in (train_data, *eval_sets.values()):
         shutil.rmtree(d, ignore_errors=True)
     n_eval_workers = max(1, min(4, args.n_eval // 4))
@@ -319,8 +492,10 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
     budget = args.budget - (time.monotonic() - T0) - args.reserve
     if args.train_seconds is not None:  # equal budget across the runs of an ablation
         if args.train_seconds > budget:
-            say(f"WARNING: --train-seconds {args.train_seconds:.0f} exceeds the {budget:.0f} s "
-                "the budget leaves; the evaluation may not finish")  # fmt: skip
+            say(
+                f"WARNING: --train-seconds {args.train_seconds:.0f} exceeds the {budget:.0f} s "
+                "the budget leaves; the evaluation may not finish"
+            )
         budget = args.train_seconds
     steps = training_steps(budget, step_s, args.startup, fixed=args.train_seconds is not None)
     if args.tiny:
@@ -335,17 +510,27 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
         max_time = before["elapsed_s"] + budget
         resume = [f"ckpt_path={Path(args.resume).resolve()}"]
     overrides = [
-        f"experiment={args.experiment}", f"attention={attention}", f"compile={use_compile}",
-        f"data.path={train_data}", "logger=csv", f"hydra.run.dir={run_dir}",
-        f"trainer.max_steps={total}", f'+trainer.max_time="{_dhms(max_time)}"',
-        f"trainer.val_check_interval={val_every}", "+trainer.limit_val_batches=8",
+        f"experiment={args.experiment}",
+        f"attention={attention}",
+        f"compile={use_compile}",
+        f"data.path={train_data}",
+        "logger=csv",
+        f"hydra.run.dir={run_dir}",
+        f"trainer.max_steps={total}",
+        f'+trainer.max_time="{_dhms(max_time)}"',
+        f"trainer.val_check_interval={val_every}",
+        "+trainer.limit_val_batches=8",
         f"optim.scheduler.warmup_steps={warmup}",
-        "callbacks.rich_progress_bar=null", "trainer.log_every_n_steps=25",
-        *resume, *args.model_override, *args.train_override,
-    ]  # fmt: skip
+        "callbacks.rich_progress_bar=null",
+        "trainer.log_every_n_steps=25",
+        *resume,
+        *args.model_override,
+        *args.train_override,
+    ]
     say(f"training: {budget:.0f} s budget, step {step_s:.3f} s -> {steps} steps (to {total})")
-    rc = run_cmd([sys.executable, "-m", "trackformers.train", *overrides], log_file,
-                 timeout=budget + 120)  # fmt: skip
+    rc = run_cmd(
+        [sys.executable, "-m", "trackformers.train", *overrides], log_file, timeout=budget + 120
+    )
     last = run_dir / "checkpoints" / "last.ckpt"
     if rc != 0 and not last.is_file():
         raise RuntimeError(f"training failed with exit code {rc}; see the log")
@@ -357,7 +542,7 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
     # fit, not the final one that trackformers.train runs after it
     ckpt = last
 
-    # the shared export is what the table evaluates (issue 9, point 5)
+    # the shared export is what the table evaluates: the numbers belong to the file one shares
     export = export_checkpoint(ckpt, dtype=args.export_dtype)
     say(f"export {export} {export.stat().st_size / 2**20:.2f} MiB")
     cfg, _ = load_checkpoint(export)
@@ -368,24 +553,44 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
     eval_dirs = []
     for i, (seed, data) in enumerate(eval_sets.items()):
         eval_dir = work / ("eval" if i == 0 else f"eval_seed{seed}")
-        cmd = [sys.executable, "-m", "trackformers.evaluate", f"ckpt={export}", f"data={data}",
-               f"cluster={cluster['method']}", f"cluster.input={cluster['input']}",
-               *[f"cluster.params.{k}={v}" for k, v in cluster["params"].items()],
-               "wandb.enabled=false", f"precision={args.precision}", f"plots={i == 0}",
-               f"hydra.run.dir={eval_dir}"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "trackformers.evaluate",
+            f"ckpt={export}",
+            f"data={data}",
+            f"cluster={cluster['method']}",
+            f"cluster.input={cluster['input']}",
+            *[f"cluster.params.{k}={v}" for k, v in cluster["params"].items()],
+            "wandb.enabled=false",
+            f"precision={args.precision}",
+            f"plots={i == 0}",
+            f"hydra.run.dir={eval_dir}",
+        ]
         rc = run_cmd(cmd, log_file, timeout=max(30.0, left(args) - 25))
         if rc != 0:
             raise RuntimeError(f"evaluation on seed {seed} failed with exit code {rc}; see the log")
         eval_dirs.append(eval_dir)
 
-    events = list(iter_eval_events(cfg, str(eval_sets[args.eval_seeds[0]]), "all",
-                                   args.latency_events))  # fmt: skip
+    events = list(
+        iter_eval_events(cfg, str(eval_sets[args.eval_seeds[0]]), "all", args.latency_events)
+    )
     lat = measure_latency(export, events, device, repeat=2, cluster=cluster, amp=args.precision)
     (eval_dirs[0] / "latency.json").write_text(json.dumps(lat, indent=1))
     say(f"latency: {json.dumps(lat)}")
-    rows = results([*map(str, eval_dirs), "--markdown", "--breakdowns", "--json",
-                    str(out / "rows.json"), "--out", str(out / "results.md"),
-                    "--links-relative-to", str(work)])  # fmt: skip
+    rows = results(
+        [
+            *map(str, eval_dirs),
+            "--markdown",
+            "--breakdowns",
+            "--json",
+            str(out / "rows.json"),
+            "--out",
+            str(out / "results.md"),
+            "--links-relative-to",
+            str(work),
+        ]
+    )
     if len(rows) > 1:
         pairs = zip(rows[1:], args.eval_seeds[1:], strict=True)
         lines = [reproduction(rows[0], r, s) for r, s in pairs]
@@ -399,23 +604,37 @@ def _main(args, out: Path, work: Path, log_file: Path, device: torch.device) -> 
 
 
 def collect(out: Path, work: Path, return_ckpt: bool = False, dtype: str = "fp32") -> None:
-    """(e) Whatever exists of the files that come back (also after a failure)."""
+    """(e) Whatever exists of the files that come back (also after a failure).
+
+    Args:
+        out: folder that receives the files.
+        work: the run's work folder.
+        return_ckpt: bring back last.ckpt instead of the export.
+        dtype: dtype of the export brought back.
+    """
     run_dir, eval_dir = work / "train", work / "eval"
     model = "last.ckpt" if return_ckpt else f"model_{dtype}.pt"
-    for src, name in ((run_dir / "summary.json", "summary.json"),
-                      (eval_dir / "metrics.json", "metrics.json"),
-                      (run_dir / "checkpoints" / model, model)):  # fmt: skip
+    for src, name in (
+        (run_dir / "summary.json", "summary.json"),
+        (eval_dir / "metrics.json", "metrics.json"),
+        (run_dir / "checkpoints" / model, model),
+    ):
         if src.is_file():
             shutil.copy(src, out / name)
     with tarfile.open(out / "plots.tar.gz", "w:gz") as tar:
-        for src, arc in ((eval_dir / "plots", "eval/plots"),
-                         (eval_dir / "breakdowns", "eval/breakdowns"),
-                         (eval_dir / "latency.json", "eval/latency.json"),
-                         (work / "eps_scan.json", "eval/eps_scan.json"),
-                         (run_dir / "csv", "train/csv"), (run_dir / "plots", "train/plots"),
-                         (run_dir / ".hydra", "train/hydra"),
-                         *((d / "metrics.json", f"{d.name}/metrics.json")
-                           for d in sorted(work.glob("eval_seed*")))):  # fmt: skip
+        for src, arc in (
+            (eval_dir / "plots", "eval/plots"),
+            (eval_dir / "breakdowns", "eval/breakdowns"),
+            (eval_dir / "latency.json", "eval/latency.json"),
+            (work / "eps_scan.json", "eval/eps_scan.json"),
+            (run_dir / "csv", "train/csv"),
+            (run_dir / "plots", "train/plots"),
+            (run_dir / ".hydra", "train/hydra"),
+            *(
+                (d / "metrics.json", f"{d.name}/metrics.json")
+                for d in sorted(work.glob("eval_seed*"))
+            ),
+        ):
             if src.exists():
                 tar.add(src, arcname=arc)
     say(f"files in {out}: {sorted(p.name for p in out.iterdir())}")

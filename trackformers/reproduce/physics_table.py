@@ -1,4 +1,4 @@
-"""One table from several physics runs (issue 9: the results rows and the ablation).
+"""One table from several physics runs (the results rows and the ablation).
 
     python benchmarks/physics_table.py docs/results/<runs>/* [--out table.md]
 
@@ -7,25 +7,31 @@ Each run folder is what benchmarks/physics_run.py brought back (and docs/results
 ``metrics.json`` and ``eval_seed*/metrics.json`` (per-event counts), ``compile_check.json``
 (the measured step time) and ``train_config.yaml`` (the training's Hydra config). The
 errors are recomputed from the per-event counts (``trackformers.metrics.ratio_err``: the event
-spread, at least binomial), so rows made before that estimator read the same as new ones.
+spread, at least binomial), so every row carries the same error estimate whatever wrote it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import yaml
 
+from trackformers.cli import argument_parser
 from trackformers.metrics import ratio_err
 from trackformers.results.table import goal_status, reproduction
 
-HEADS = {"ContrastiveHead": "contrastive", "ClassifierHead": "EncCla (argmax)",
-         "RegressorHead": "EncReg (DBSCAN on params)", "JointHead": "joint (argmax)"}  # fmt: skip
-COUNTS = {"dm_efficiency": ("n_dm", "n_reconstructable"),
-          "perfect_efficiency": ("n_perfect", "n_reconstructable"),
-          "fake_rate": ("n_fake", "n_candidates")}  # fmt: skip
+HEADS = {
+    "ContrastiveHead": "contrastive",
+    "ClassifierHead": "EncCla (argmax)",
+    "RegressorHead": "EncReg (DBSCAN on params)",
+    "JointHead": "joint (argmax)",
+}
+COUNTS = {
+    "dm_efficiency": ("n_dm", "n_reconstructable"),
+    "perfect_efficiency": ("n_perfect", "n_reconstructable"),
+    "fake_rate": ("n_fake", "n_candidates"),
+}
 
 
 def _json(path: Path):
@@ -42,15 +48,20 @@ def _with_errors(row: dict, metrics: dict) -> dict:
 
 
 def run_row(folder: Path) -> dict:
-    """The table row of one run folder, plus training, head and reproduction columns."""
+    """The table row of one run folder, plus training, head and reproduction columns.
+
+    Args:
+        folder: a physics_run output folder.
+    """
     rows = _json(folder / "rows.json")
     if not rows:
         raise ValueError(f"{folder / 'rows.json'} holds no row")
     row = _with_errors(rows[0], _json(folder / "metrics.json"))
     others = sorted(folder.glob("eval_seed*/metrics.json"))
     if len(others) != len(rows) - 1:
-        raise ValueError(f"{folder}: {len(rows) - 1} further rows but {len(others)} "
-                         "eval_seed*/metrics.json")  # fmt: skip
+        raise ValueError(
+            f"{folder}: {len(rows) - 1} further rows but {len(others)} eval_seed*/metrics.json"
+        )
     row["reproduction"] = [
         reproduction(row, _with_errors(r, _json(f)), int(f.parent.name.removeprefix("eval_seed")))
         for r, f in zip(rows[1:], others, strict=True)
@@ -71,12 +82,27 @@ def _pm(row: dict, key: str) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| run | µ | head | attention | events | DM eff % | perfect % | fake % | dup % | "
-            "TrackML | training | step ms | latency ms | peak GiB | seed-3 check |")  # fmt: skip
+    """The markdown table of physics_run rows, one line per run.
+
+    Args:
+        rows: rows of :func:`run_row`.
+
+    Returns:
+        The table.
+    """
+    head = (
+        "| run | µ | head | attention | events | DM eff % | perfect % | fake % | dup % | "
+        "TrackML | training | step ms | latency ms | peak GiB | seed-3 check |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        repro = "; ".join(("ok" if "reproduces" in s and "NOT" not in s else "FAILS")
-                          for s in r["reproduction"]) or "–"  # fmt: skip
+        repro = (
+            "; ".join(
+                ("ok" if "reproduces" in s and "NOT" not in s else "FAILS")
+                for s in r["reproduction"]
+            )
+            or "–"
+        )
         lat = f"{r['latency_ms']:.1f}" if r.get("latency_ms") is not None else "–"
         peak = f"{r['peak_gib']:.2f}" if r.get("peak_gib") is not None else "–"
         lines.append(
@@ -90,7 +116,15 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """The command line (see the module docstring).
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The row of each run folder.
+    """
+    ap = argument_parser("trackformers.reproduce.physics_table", __doc__)
     ap.add_argument("folders", nargs="+", help="physics_run folders (rows.json, metrics.json...)")
     ap.add_argument("--out", default=None, help="write the markdown here")
     args = ap.parse_args(argv)

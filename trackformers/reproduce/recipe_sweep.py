@@ -18,7 +18,6 @@ benchmarks/pu200_run.py plots them against GPU-minutes).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -29,13 +28,21 @@ from pathlib import Path
 
 import yaml
 
+from trackformers.cli import argument_parser
 from trackformers.paths import REPO_ROOT
 
 REPO = REPO_ROOT
 
 
 def load_variants(path: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """``base`` overrides and the variants (name -> overrides) of a sweep file."""
+    """``base`` overrides and the variants (name -> overrides) of a sweep file.
+
+    Args:
+        path: the YAML file.
+
+    Raises:
+        SystemExit: a file that is not a mapping of variants, or holds none.
+    """
     spec = yaml.safe_load(path.read_text())
     if not isinstance(spec, dict) or not isinstance(spec.get("variants"), dict):
         raise SystemExit(f"{path}: expected a mapping with 'variants: {{name: [overrides]}}'")
@@ -47,6 +54,17 @@ def load_variants(path: Path) -> tuple[list[str], dict[str, list[str]]]:
 
 
 def train_command(name: str, overrides: list[str], args, run_dir: Path) -> list[str]:
+    """The ``python -m trackformers.train`` command of one variant.
+
+    Args:
+        name: variant name (the run's ``name``).
+        overrides: its Hydra overrides.
+        args: the command line (data, steps, validation interval).
+        run_dir: the run's output directory.
+
+    Returns:
+        The command as a list.
+    """
     return [
         sys.executable,
         "-m",
@@ -71,7 +89,11 @@ def read_curve(run_dir: Path) -> list[dict]:
     """Validation rows of a run's CSV log: step, DM efficiency, fake rate, TrackML score and,
     when the run logged them (trackformers.resume.TrainClock), the training clock: wall
     seconds, device seconds (x GPUs), validation seconds. One row per step (the last logged:
-    a resumed run may have validated a step again)."""
+    a resumed run may have validated a step again).
+
+    Args:
+        run_dir: the run's output directory.
+    """
     path = run_dir / "csv" / "metrics.csv"
     if not path.is_file():
         return []
@@ -91,6 +113,16 @@ def read_curve(run_dir: Path) -> list[dict]:
 
 
 def run_all(args, base: list[str], variants: dict[str, list[str]]) -> dict[str, dict]:
+    """Train every variant, ``args.parallel`` at a time, and read their curves.
+
+    Args:
+        args: the command line.
+        base: overrides of every variant.
+        variants: name -> its own overrides.
+
+    Returns:
+        name -> overrides, exit status, wall seconds and validation curve.
+    """
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
@@ -129,6 +161,14 @@ def run_all(args, base: list[str], variants: dict[str, list[str]]) -> dict[str, 
 
 
 def summary_markdown(results: dict[str, dict]) -> str:
+    """Markdown table of the last and best validation point of each variant.
+
+    Args:
+        results: what :func:`run_all` returns.
+
+    Returns:
+        The table.
+    """
     lines = [
         "| variant | rc | wall s | steps | DM % (last) | fake % (last) | best DM % (step) |",
         "|---|---|---|---|---|---|---|",
@@ -152,7 +192,13 @@ AXES = {"step": "optimizer steps", "gpu_min": "GPU-minutes (device seconds / 60)
 
 def plot(results: dict[str, dict], path: Path, x: str = "step") -> None:
     """DM efficiency and fake rate of each variant's validations against ``x``: "step" or
-    "gpu_min" (rows that carry the training clock)."""
+    "gpu_min" (rows that carry the training clock).
+
+    Args:
+        results: what ``run_all`` returns.
+        path: the PNG.
+        x: ``step`` or ``gpu_min``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,13 +222,21 @@ def plot(results: dict[str, dict], path: Path, x: str = "step") -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """The command line (see the module docstring).
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        0 when every variant's training exited cleanly, else 1.
+    """
+    p = argument_parser("trackformers.reproduce.recipe_sweep", __doc__)
     p.add_argument("variants", type=Path, help="YAML: base: [...], variants: {name: [...]}")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder of the runs and the curves")
     p.add_argument("--data", required=True, help="training dataset (validation split inside)")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--val-every", type=int, default=250)
-    p.add_argument("--parallel", type=int, default=1)
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps of each variant")
+    p.add_argument("--val-every", type=int, default=250, help="steps between validations")
+    p.add_argument("--parallel", type=int, default=1, help="variants trained at a time")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: default)")
     p.add_argument("--only", nargs="*", help="run only these variants")
     p.add_argument(

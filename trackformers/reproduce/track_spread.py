@@ -14,18 +14,24 @@ the same z0 barely moves them. Whatever joins a barrel track must undo the verte
 
 from __future__ import annotations
 
-import argparse
 import glob
 from pathlib import Path
 
 import numpy as np
 import uproot
 
+from trackformers.cli import argument_parser
 from trackformers.data.schema import BARREL_VOLUMES
 
 
 def spread(event: dict, pt_min: float = 0.9, abs_eta_max: float = 4.0) -> dict:
-    """{region: {particles, eta_range_median, eta_range_p90, phi_range_median, vz_abs_median}}."""
+    """{region: {particles, eta_range_median, eta_range_p90, phi_range_median, vz_abs_median}}.
+
+    Args:
+        event: a native event dict.
+        pt_min: particles above this pT in GeV.
+        abs_eta_max: particles below this abs(eta).
+    """
     x, y, z = (np.asarray(event[f"hit_{c}"], dtype=np.float64) for c in "xyz")
     pid, vol = np.asarray(event["hit_particle_id"]), np.asarray(event["hit_volume_id"])
     r = np.hypot(x, y)
@@ -50,15 +56,26 @@ def spread(event: dict, pt_min: float = 0.9, abs_eta_max: float = 4.0) -> dict:
         if not v:
             continue
         a = np.array(v)
-        out[region] = {"particles": len(v), "eta_range_median": float(np.median(a[:, 0])),
-                       "eta_range_p90": float(np.percentile(a[:, 0], 90)),
-                       "phi_range_median": float(np.median(a[:, 1])),
-                       "vz_abs_median": float(np.median(a[:, 2]))}  # fmt: skip
+        out[region] = {
+            "particles": len(v),
+            "eta_range_median": float(np.median(a[:, 0])),
+            "eta_range_p90": float(np.percentile(a[:, 0], 90)),
+            "phi_range_median": float(np.median(a[:, 1])),
+            "vz_abs_median": float(np.median(a[:, 2])),
+        }
     return out
 
 
 def read_events(data: str, n: int) -> list[dict]:
-    """The first ``n`` events of a native .root file or of a folder of them."""
+    """The first ``n`` events of a native .root file or of a folder of them.
+
+    Args:
+        data: a file or a folder of .root files.
+        n: number of events.
+
+    Raises:
+        FileNotFoundError: nothing to read at ``data``.
+    """
     if not Path(data).exists():
         raise FileNotFoundError(f"{data} does not exist")
     files = sorted(glob.glob(str(Path(data) / "*.root"))) if Path(data).is_dir() else [data]
@@ -75,21 +92,27 @@ def read_events(data: str, n: int) -> list[dict]:
 
 
 def main(argv=None) -> list[dict]:
-    """The command line (see the module docstring); returns the spread of every event."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """The command line (see the module docstring); returns the spread of every event.
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+    """
+    ap = argument_parser("trackformers.reproduce.track_spread", __doc__)
     ap.add_argument("data", help="a folder of native .root files or one file")
-    ap.add_argument("--events", type=int, default=2)
-    ap.add_argument("--pt-min", type=float, default=0.9)
+    ap.add_argument("--events", type=int, default=2, help="the first events of data")
+    ap.add_argument("--pt-min", type=float, default=0.9, help="particles above this pT [GeV]")
     args = ap.parse_args(argv)
     out = []
     for ev in read_events(args.data, args.events):
         res = spread(ev, args.pt_min)
         out.append(res)
         for region, s in res.items():
-            print(f"event {int(ev['event_id'])} {region}: {s['particles']} particles, hit-eta "
-                  f"range median {s['eta_range_median']:.3f} (p90 {s['eta_range_p90']:.3f}), "
-                  f"phi range median {s['phi_range_median']:.4f}, median |vz| "
-                  f"{s['vz_abs_median']:.1f} mm")  # fmt: skip
+            print(
+                f"event {int(ev['event_id'])} {region}: {s['particles']} particles, hit-eta "
+                f"range median {s['eta_range_median']:.3f} (p90 {s['eta_range_p90']:.3f}), "
+                f"phi range median {s['phi_range_median']:.4f}, median |vz| "
+                f"{s['vz_abs_median']:.1f} mm"
+            )
     return out
 
 

@@ -10,20 +10,29 @@ training run's ``summary.json`` (training time, steps, device) travels inside it
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 
 from trackformers.checkpoint import load_checkpoint
+from trackformers.cli import argument_parser
 from trackformers.results.table import training_summary
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path | None = None, dtype: str = "bf16") -> Path:
-    """Write the weights-only export of ``ckpt``; default path ``<ckpt dir>/model_bf16.pt``."""
+    """Write the weights-only export of ``ckpt``; default path ``<ckpt dir>/model_bf16.pt``.
+
+    Args:
+        ckpt: checkpoint written by trackformers.train.
+        out: output file (None: ``model_<dtype>.pt`` beside ckpt).
+        dtype: ``bf16``, ``fp16`` or ``fp32``.
+
+    Returns:
+        The path written.
+    """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     ckpt = Path(ckpt)
@@ -53,15 +62,21 @@ def export_checkpoint(ckpt: str | Path, out: str | Path | None = None, dtype: st
 
 
 def main(argv=None) -> Path:
-    ap = argparse.ArgumentParser(prog="python -m trackformers.export", description=__doc__)
+    """The command line (see the module docstring).
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The path of the export.
+    """
+    ap = argument_parser("trackformers.export", __doc__)
     ap.add_argument("ckpt", help="a checkpoint written by trackformers.train")
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    ap.add_argument(
+        "--out", default=None, help="file to write (default: model_<dtype>.pt beside ckpt)"
+    )
+    ap.add_argument("--dtype", default="bf16", choices=sorted(DTYPES), help="weights' dtype")
     args = ap.parse_args(argv)
     out = export_checkpoint(args.ckpt, args.out, args.dtype)
     print(f"{out} ({out.stat().st_size / 2**20:.2f} MiB)")
     return out
-
-
-if __name__ == "__main__":
-    main()

@@ -18,16 +18,41 @@ from trackformers import viz
 from trackformers.io_atomic import write_csv_atomic
 from trackformers.metrics import aggregate, efficiency_breakdowns, evaluate_event, track_table
 
-SCORE_KEYS = ("trackml_score", "dm_efficiency", "perfect_efficiency", "lhc_efficiency",
-              "fake_rate", "duplicate_rate")  # fmt: skip
+SCORE_KEYS = (
+    "trackml_score",
+    "dm_efficiency",
+    "perfect_efficiency",
+    "lhc_efficiency",
+    "fake_rate",
+    "duplicate_rate",
+)
 
 
-def write_outputs(out_dir: Path, stream, rec, rules, state: dict, plots: bool = True,
-                  sources: Mapping | None = None) -> dict:  # fmt: skip
+def write_outputs(
+    out_dir: Path,
+    stream,
+    rec,
+    rules,
+    state: dict,
+    plots: bool = True,
+    sources: Mapping | None = None,
+) -> dict:
     """Consume (event, labels) pairs: metrics, tables, breakdowns and plots under out_dir.
 
     Every file is written under a temporary name and renamed (trackformers.io_atomic); an
     event the metrics refuse raises naming its file (from ``sources``: event_id -> file) and id.
+
+    Args:
+        out_dir: the evaluation directory.
+        stream: (event, labels) pairs (``inference.infer_stream``).
+        rec: the reconstructable definition.
+        rules: the matching rules.
+        state: the stream's state (clustering settings and a sample batch).
+        plots: also draw the plots.
+        sources: event_id -> file, for errors.
+
+    Returns:
+        The metrics.json dict.
     """
     per_event, parts, tracks, first = [], [], [], None
     for ev, lab in stream:
@@ -82,7 +107,13 @@ def write_outputs(out_dir: Path, stream, rec, rules, state: dict, plots: bool = 
 
 
 def print_report(result: dict, out_dir: Path, wandb_dir: str | None) -> None:
-    """The metrics table and where the outputs went, on the console."""
+    """The metrics table and where the outputs went, on the console.
+
+    Args:
+        result: the metrics.json dict.
+        out_dir: the evaluation directory.
+        wandb_dir: the wandb run directory (None: not logged).
+    """
     t = Table(title=f"test metrics ({result['metrics']['n_events']} events)")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -93,8 +124,10 @@ def print_report(result: dict, out_dir: Path, wandb_dir: str | None) -> None:
     c.print(t)
     cl = result.get("cluster")
     if cl:
-        c.print(f"clustering: {cl.get('method')} {cl.get('params')} filter_threshold="
-                f"{cl.get('filter_threshold')} (from {cl.get('source')})")  # fmt: skip
+        c.print(
+            f"clustering: {cl.get('method')} {cl.get('params')} filter_threshold="
+            f"{cl.get('filter_threshold')} (from {cl.get('source')})"
+        )
     c.print(f"metrics:   {out_dir / 'metrics.json'}")
     c.print(f"particles: {result['files']['particles']}")
     c.print(f"plots:     {out_dir / 'plots'} ({len(result['plots'])} files)")

@@ -1,4 +1,4 @@
-"""The physics results table (issue 9) from evaluation directories:
+"""The physics results table from evaluation directories:
 
     python -m trackformers.results outputs/evaluate/<run> [more dirs ...] --markdown [--breakdowns]
         [--json rows.json] [--out table.md] [--links-relative-to DIR]
@@ -19,7 +19,6 @@ errors from the spread between events (at least the binomial one;
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -30,12 +29,13 @@ import numpy as np
 import pandas as pd
 
 from trackformers.checkpoint import load_checkpoint_file
+from trackformers.cli import argument_parser
 from trackformers.io_atomic import write_text_atomic
 from trackformers.metrics import binomial_err, ratio_err
 
 TABLE_PT_MIN = 0.9  # GeV
 TABLE_ABS_ETA_MAX = 4.0
-# goals of issue 9: DM efficiency (and fake rate) by pile-up
+# the project's goals (README): DM efficiency (and fake rate) by pile-up
 GOAL_HIGH_PU = {"dm_efficiency": 0.986, "fake_rate": 0.008}  # mu = 200 (HEPTv2, TrackML pixel)
 GOAL_LOW_PU = {"dm_efficiency": 0.99}  # mu = 0, 20
 HIGH_PU = 100  # mean pile-up from which the mu = 200 goal applies
@@ -62,7 +62,12 @@ def _find_ckpt(metrics_file: Path, value) -> Path:
 
 def training_summary(ckpt: Path, stored: Mapping | None) -> dict:
     """summary.json of the training run that wrote ``ckpt`` (run/checkpoints/x.ckpt), or the
-    summary an exported checkpoint carries; {} when neither exists."""
+    summary an exported checkpoint carries; {} when neither exists.
+
+    Args:
+        ckpt: the evaluated checkpoint.
+        stored: the summary the checkpoint carries, if any.
+    """
     for d in (ckpt.parent.parent, ckpt.parent):
         f = d / "summary.json"
         if f.is_file():
@@ -71,7 +76,14 @@ def training_summary(ckpt: Path, stored: Mapping | None) -> dict:
 
 
 def model_size(state_dict: Mapping) -> int:
-    """Number of model parameters in a checkpoint's state_dict (``model.*`` entries)."""
+    """Number of model parameters in a checkpoint's state_dict (``model.*`` entries).
+
+    Args:
+        state_dict: the checkpoint's state_dict.
+
+    Raises:
+        ValueError: no ``model.*`` weights.
+    """
     n = sum(int(v.numel()) for k, v in state_dict.items() if k.startswith("model."))
     if n == 0:
         raise ValueError("checkpoint state_dict has no 'model.*' weights")
@@ -79,6 +91,15 @@ def model_size(state_dict: Mapping) -> int:
 
 
 def check_definition(metrics_file: Path, reco: Mapping) -> None:
+    """Refuse an evaluation whose reconstructable definition is not the table's.
+
+    Args:
+        metrics_file: the metrics.json (named in the error).
+        reco: its ``reconstructable`` settings.
+
+    Raises:
+        ValueError: pt_min or abs_eta_max missing or not the table's.
+    """
     pt, eta = reco.get("pt_min"), reco.get("abs_eta_max")
     if (
         pt is None
@@ -95,7 +116,14 @@ def check_definition(metrics_file: Path, reco: Mapping) -> None:
 def loss_reasons(particles: pd.DataFrame) -> dict:
     """Why reconstructable particles were missed (fractions of all reconstructable ones):
     no candidate track holds any of their hits ("unassigned"), the best candidate holds at
-    most half of their hits ("split"), or it holds more but is mostly other hits ("merged")."""
+    most half of their hits ("split"), or it holds more but is mostly other hits ("merged").
+
+    Args:
+        particles: the evaluation's particles.csv table.
+
+    Returns:
+        ``unassigned``, ``split``, ``merged`` -> fraction.
+    """
     reco = particles[particles["reconstructable"].astype(bool)]
     miss = reco[~reco["dm"].astype(bool)]
     n = max(len(reco), 1)
@@ -112,25 +140,51 @@ def loss_reasons(particles: pd.DataFrame) -> dict:
 
 
 def hit_count_breakdown(particles: pd.DataFrame, column: str = "nhits") -> list[dict]:
-    """DM efficiency by the particle's number of (evaluated) hits: 3, 4, 5, 6, >= 7."""
+    """DM efficiency by the particle's number of (evaluated) hits: 3, 4, 5, 6, >= 7.
+
+    Args:
+        particles: the evaluation's particles.csv table.
+        column: the hit-count column.
+
+    Returns:
+        One dict per bin: bin, n, rate, err.
+    """
     reco = particles[particles["reconstructable"].astype(bool)]
     rows = []
     for lo, hi in ((3, 4), (4, 5), (5, 6), (6, 7), (7, 10**9)):
         sel = reco[(reco[column] >= lo) & (reco[column] < hi)]
         k, n = int(sel["dm"].sum()), len(sel)
         label = f"{lo}" if hi == lo + 1 else f">={lo}"
-        rows.append({"bin": label, "n": n, "rate": k / n if n else math.nan,
-                     "err": binomial_err(k, n)})  # fmt: skip
+        rows.append(
+            {"bin": label, "n": n, "rate": k / n if n else math.nan, "err": binomial_err(k, n)}
+        )
     return rows
 
 
 def load_row(eval_dir: str | Path) -> dict:
-    """One table row (a flat dict) from an evaluation directory; see the module docstring."""
+    """One table row (a flat dict) from an evaluation directory; see the module docstring.
+
+    Args:
+        eval_dir: a directory written by trackformers.evaluate.
+
+    Raises:
+        FileNotFoundError: metrics.json or the evaluated checkpoint is missing.
+        KeyError: metrics.json lacks a field the table needs.
+        ValueError: invalid JSON, or the reconstructable definition is not the table's.
+    """
     eval_dir = Path(eval_dir)
     mfile = eval_dir / "metrics.json"
     m = _read_json(mfile)
-    for key in ("reconstructable", "n_reconstructable", "n_dm", "n_perfect", "n_candidates",
-                "n_fake", "ckpt", "per_event"):  # fmt: skip
+    for key in (
+        "reconstructable",
+        "n_reconstructable",
+        "n_dm",
+        "n_perfect",
+        "n_candidates",
+        "n_fake",
+        "ckpt",
+        "per_event",
+    ):
         if key not in m:
             raise KeyError(f"{mfile} lacks field {key!r} (not written by trackformers.evaluate?)")
     check_definition(mfile, m["reconstructable"])
@@ -174,8 +228,13 @@ def load_row(eval_dir: str | Path) -> dict:
     }
     lat_file = eval_dir / "latency.json"
     lat = _read_json(lat_file) if lat_file.is_file() else {}
-    row.update({"latency_ms": lat.get("median_ms"), "peak_gib": lat.get("peak_gib"),
-                "latency_device": lat.get("device")})  # fmt: skip
+    row.update(
+        {
+            "latency_ms": lat.get("median_ms"),
+            "peak_gib": lat.get("peak_gib"),
+            "latency_device": lat.get("device"),
+        }
+    )
     pfile = eval_dir / "particles.csv"
     if pfile.is_file():
         particles = pd.read_csv(pfile)
@@ -186,7 +245,11 @@ def load_row(eval_dir: str | Path) -> dict:
 
 
 def goal_status(row: Mapping) -> str:
-    """Goal check: "met" or "NOT met (...)" against issue 9's goal for the row's pile-up."""
+    """Goal check: "met" or "NOT met (...)" against the project's goal for the row's pile-up.
+
+    Args:
+        row: a table row.
+    """
     high = row["pileup"] >= HIGH_PU
     goal = GOAL_HIGH_PU if high else GOAL_LOW_PU
     short = []
@@ -200,7 +263,17 @@ def goal_status(row: Mapping) -> str:
 def reproduction(table: dict, other: dict, seed: int, n_sigma: float = 3.0) -> str:
     """Whether the evaluation on another seed's events reproduces the table row: DM and
     perfect efficiency and fake rate each within ``n_sigma`` combined standard errors of the
-    two rows (``ratio_err``: the event-to-event spread, at least binomial)."""
+    two rows (``ratio_err``: the event-to-event spread, at least binomial).
+
+    Args:
+        table: the table row.
+        other: the row of the other seed's events.
+        seed: that seed.
+        n_sigma: tolerance in combined standard errors.
+
+    Returns:
+        A sentence with the verdict and the differences.
+    """
     parts, ok = [], True
     for key in ("dm_efficiency", "perfect_efficiency", "fake_rate"):
         a, b = table[key], other[key]
@@ -209,8 +282,10 @@ def reproduction(table: dict, other: dict, seed: int, n_sigma: float = 3.0) -> s
         ok &= abs(pull) <= n_sigma
         parts.append(f"{key} {100 * a:.2f} vs {100 * b:.2f} % ({pull:+.1f} sigma)")
     verdict = "reproduces" if ok else "does NOT reproduce"
-    return (f"fresh events of seed {seed} ({other['n_events']} events): {verdict} the table "
-            f"within {n_sigma:g} sigma: " + "; ".join(parts))  # fmt: skip
+    return (
+        f"fresh events of seed {seed} ({other['n_events']} events): {verdict} the table "
+        f"within {n_sigma:g} sigma: " + "; ".join(parts)
+    )
 
 
 # ---- formatting ------------------------------------------------------------------------------
@@ -234,13 +309,33 @@ def _link(path, rel_to: Path | None, text: str) -> str:
     return f"[{text}]({target})"
 
 
-COLUMNS = ("experiment", "µ", "events", "DM eff %", "perfect eff %", "fake %", "duplicate %",
-           "TrackML score", "latency ms/event", "peak GiB", "params", "ckpt MB (export MB)",
-           "training", "device", "plots", "goal")  # fmt: skip
+COLUMNS = (
+    "experiment",
+    "µ",
+    "events",
+    "DM eff %",
+    "perfect eff %",
+    "fake %",
+    "duplicate %",
+    "TrackML score",
+    "latency ms/event",
+    "peak GiB",
+    "params",
+    "ckpt MB (export MB)",
+    "training",
+    "device",
+    "plots",
+    "goal",
+)
 
 
 def markdown_table(rows: Sequence[Mapping], rel_to: Path | None = None) -> str:
-    """The results table in markdown, one line per row."""
+    """The results table in markdown, one line per row.
+
+    Args:
+        rows: rows of :func:`load_row`.
+        rel_to: make plot links relative to this directory.
+    """
     out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         size = _num(r["ckpt_mb"], ".1f")
@@ -277,10 +372,18 @@ def markdown_table(rows: Sequence[Mapping], rel_to: Path | None = None) -> str:
 
 
 def markdown_breakdowns(row: Mapping) -> str:
-    """Where the efficiency is lost: DM efficiency by pT, eta, region, hit count; miss reasons."""
+    """Where the efficiency is lost: DM efficiency by pT, eta, region, hit count; miss reasons.
+
+    Args:
+        row: a row of :func:`load_row` (with its breakdowns).
+    """
     lines = [f"DM efficiency of {row['experiment']} (µ = {row['pileup']:.0f}) by bin:", ""]
-    for by, title in (("pt", "pT [GeV]"), ("eta", "η"), ("region", "region"),
-                      ("nhits", "hits of the particle")):  # fmt: skip
+    for by, title in (
+        ("pt", "pT [GeV]"),
+        ("eta", "η"),
+        ("region", "region"),
+        ("nhits", "hits of the particle"),
+    ):
         tab = row["breakdowns"].get(by)
         if not tab:
             continue
@@ -303,7 +406,15 @@ def markdown_breakdowns(row: Mapping) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(prog="python -m trackformers.results", description=__doc__)
+    """The command line (see the module docstring).
+
+    Args:
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The rows of the evaluation directories.
+    """
+    ap = argument_parser("trackformers.results", __doc__)
     ap.add_argument("eval_dirs", nargs="+", help="directories written by trackformers.evaluate")
     ap.add_argument("--markdown", action="store_true", help="print the markdown table")
     ap.add_argument("--breakdowns", action="store_true", help="also where efficiency is lost")
@@ -323,7 +434,3 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     if args.json:
         write_text_atomic(args.json, json.dumps(rows, indent=1, default=str))
     return rows
-
-
-if __name__ == "__main__":
-    main()

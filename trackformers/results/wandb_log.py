@@ -14,7 +14,11 @@ from trackformers.wandb_env import env_init_kwargs, env_mode
 
 
 def find_wandb_run(ckpt: Path) -> tuple[Path, str] | None:
-    """(wandb dir, run id) of the training run that wrote ``ckpt``, if found nearby."""
+    """(wandb dir, run id) of the training run that wrote ``ckpt``, if found nearby.
+
+    Args:
+        ckpt: the evaluated checkpoint.
+    """
     for parent in list(ckpt.resolve().parents)[:3]:
         runs = sorted((parent / "wandb").glob("offline-run-*"))
         if runs:
@@ -27,7 +31,14 @@ def find_wandb_run(ckpt: Path) -> tuple[Path, str] | None:
 def log_wandb(wcfg: Mapping, ckpt: Path, out_dir: Path, result: dict) -> str | None:
     """Log metrics, plots and particles to the training run's wandb run (resumed by id) or a
     new one; the standard WANDB_* variables win over ``wcfg`` (trackformers.wandb_env).
-    Returns the run's directory, None when disabled."""
+    Returns the run's directory, None when disabled.
+
+    Args:
+        wcfg: the evaluate config's wandb section.
+        ckpt: the evaluated checkpoint.
+        out_dir: the evaluation directory.
+        result: the metrics.json dict.
+    """
     mode = env_mode() or wcfg.get("mode", "offline")
     if not wcfg.get("enabled", True) or mode == "disabled":
         return None

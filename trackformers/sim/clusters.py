@@ -48,6 +48,9 @@ def volume_cells(geo: Geometry) -> dict[int, tuple[float, float, float]]:
 
     The pitches are the resolutions times sqrt(12) (the geometry YAML's pitch_u / pitch_v).
     Simulation and import both take them from here, so their cluster summaries agree.
+
+    Args:
+        geo: the detector geometry.
     """
     out: dict[int, tuple[float, float, float]] = {}
     thick = geo.thickness if geo.thickness is not None else np.full(geo.n_surfaces, 0.15)
@@ -68,6 +71,10 @@ def hit_cell_sizes(
     """(pitch_u, pitch_v, thickness) float64 arrays (n,) of hits in volumes ``volume_id``.
 
     Raises ValueError naming a volume id the geometry does not know.
+
+    Args:
+        geo: the detector geometry.
+        volume_id: (n,) volume id of each hit.
     """
     table = volume_cells(geo)
     vols = np.asarray(volume_id)
@@ -82,10 +89,31 @@ def hit_cell_sizes(
 
 @numba.njit(cache=True)
 def _hit_paths(
-    kind, g_pos, g_lo, g_hi, g_overlap, g_z_overlap, g_nphi, g_nz, ring_edges, ring_nphi,
-    surf, x, y, z, mom, module, cos_c, sin_c, r, pitch_u, pitch_v, thick, noise,
+    kind,
+    g_pos,
+    g_lo,
+    g_hi,
+    g_overlap,
+    g_z_overlap,
+    g_nphi,
+    g_nz,
+    ring_edges,
+    ring_nphi,
+    surf,
+    x,
+    y,
+    z,
+    mom,
+    module,
+    cos_c,
+    sin_c,
+    r,
+    pitch_u,
+    pitch_v,
+    thick,
+    noise,
     max_path_cells,
-):  # fmt: skip
+):
     """Each hit in the frame of its module: local position (u, v) from the module corner, the
     projected path (du, dv) through the sensor and its 3-D length, the module size in cells
     (n_u, n_v), and whether the hit has no track (noise flag or zero momentum).
@@ -169,9 +197,25 @@ def _landau_factor(width):
 
 @numba.njit(cache=True)
 def _deposit(
-    u0, v0, du, dv, length, pitch_u, pitch_v, n_u, n_v, noise, energy, seed,
-    threshold, diffusion, landau_width, noise_two, sub_per_cell, max_sub,
-):  # fmt: skip
+    u0,
+    v0,
+    du,
+    dv,
+    length,
+    pitch_u,
+    pitch_v,
+    n_u,
+    n_v,
+    noise,
+    energy,
+    seed,
+    threshold,
+    diffusion,
+    landau_width,
+    noise_two,
+    sub_per_cell,
+    max_sub,
+):
     """Cells of every hit: (hit row, ch0, ch1, value) flat, sorted by hit then (ch0, ch1)."""
     np.random.seed(seed)
     n = u0.shape[0]
@@ -273,6 +317,17 @@ def simulate_cells(
     ``mom`` (n, 3), in modules ``module`` centred at ``phi_c``; ``noise`` (n,) marks hits
     without a track. ``sizes``: the hits' (pitch_u, pitch_v, thickness) when already known.
 
+    Args:
+        geo: the detector geometry.
+        surf: (n,) surface index of each hit.
+        pos: (n, 3) true hit positions in mm.
+        mom: (n, 3) momenta at the hits in GeV.
+        module: (n,) module ids.
+        phi_c: (n,) module centre phi.
+        noise: (n,) bool, hits without a track.
+        seed: random seed of the event's deposits.
+        sizes: the hits' (pitch_u, pitch_v, thickness), None to look them up.
+
     Returns:
         (row, ch0, ch1, value): hit row (n,) index int64, channels int32, value float32 (MeV),
         sorted by row then (ch0, ch1); every hit has at least one cell.
@@ -284,17 +339,51 @@ def simulate_cells(
     pu, pv, thick = sizes if sizes is not None else hit_cell_sizes(geo, geo.volume_id[surf])
     x, y, z = (np.ascontiguousarray(pos[:, k], np.float64) for k in range(3))
     u, v, du, dv, length, n_u, n_v, is_noise = _hit_paths(
-        geo.kind, geo.pos, geo.lo, geo.hi, geo.overlap, geo.z_overlaps(), geo.n_phi, geo.n_z,
-        geo.ring_edges, geo.ring_nphi, np.asarray(surf, np.int64), x, y, z,
-        np.ascontiguousarray(mom, np.float64), np.asarray(module, np.int64),
-        np.cos(phi_c), np.sin(phi_c), np.hypot(x, y), pu, pv, thick,
-        np.asarray(noise, np.bool_), MAX_PATH_CELLS,
-    )  # fmt: skip
+        geo.kind,
+        geo.pos,
+        geo.lo,
+        geo.hi,
+        geo.overlap,
+        geo.z_overlaps(),
+        geo.n_phi,
+        geo.n_z,
+        geo.ring_edges,
+        geo.ring_nphi,
+        np.asarray(surf, np.int64),
+        x,
+        y,
+        z,
+        np.ascontiguousarray(mom, np.float64),
+        np.asarray(module, np.int64),
+        np.cos(phi_c),
+        np.sin(phi_c),
+        np.hypot(x, y),
+        pu,
+        pv,
+        thick,
+        np.asarray(noise, np.bool_),
+        MAX_PATH_CELLS,
+    )
     row, c0, c1, val = _deposit(
-        u, v, du, dv, length, pu, pv, n_u, n_v, is_noise, thick * DEDX_MPV,
-        int(seed) % (2**32), THRESHOLD, DIFFUSION, LANDAU_WIDTH, NOISE_TWO_CELLS,
-        SUBSTEPS_PER_CELL, MAX_SUBSTEPS,
-    )  # fmt: skip
+        u,
+        v,
+        du,
+        dv,
+        length,
+        pu,
+        pv,
+        n_u,
+        n_v,
+        is_noise,
+        thick * DEDX_MPV,
+        int(seed) % (2**32),
+        THRESHOLD,
+        DIFFUSION,
+        LANDAU_WIDTH,
+        NOISE_TWO_CELLS,
+        SUBSTEPS_PER_CELL,
+        MAX_SUBSTEPS,
+    )
     return row, c0, c1, val.astype(np.float32)
 
 
@@ -361,9 +450,12 @@ def cluster_summary(
             f"cluster_summary: cell hit rows must lie in [0, {n_hits}), got {row[0]}..{row[-1]}"
         )
     ncells, charge, size_u, size_v = _cell_sums(
-        row, np.asarray(ch0, np.int64), np.asarray(ch1, np.int64),
-        np.asarray(value, np.float64), int(n_hits),
-    )  # fmt: skip
+        row,
+        np.asarray(ch0, np.int64),
+        np.asarray(ch1, np.int64),
+        np.asarray(value, np.float64),
+        int(n_hits),
+    )
     has = ncells > 0
     l_u = size_u * np.asarray(pitch_u, np.float64)
     l_v = size_v * np.asarray(pitch_v, np.float64)
@@ -392,7 +484,22 @@ def event_clusters(
     hit_id: np.ndarray,
     seed: int,
 ) -> dict[str, np.ndarray]:
-    """Cluster summary and cell branches of one simulated event (hits in final order)."""
+    """Cluster summary and cell branches of one simulated event (hits in final order).
+
+    Args:
+        geo: the detector geometry.
+        surf: (n,) surface index of each hit.
+        pos: (n, 3) true hit positions in mm.
+        mom: (n, 3) momenta at the hits in GeV.
+        module: (n,) module ids.
+        phi_c: (n,) module centre phi.
+        noise: (n,) bool, hits without a track.
+        hit_id: (n,) hit ids (the cells' ``cell_hit_id``).
+        seed: random seed of the event's deposits.
+
+    Returns:
+        ``hit_ncells``, ``hit_charge``, ... and the ``cell_*`` branches, keyed by schema names.
+    """
     pu, pv, thick = sizes = hit_cell_sizes(geo, geo.volume_id[surf])
     row, c0, c1, val = simulate_cells(geo, surf, pos, mom, module, phi_c, noise, seed, sizes)
     out = cluster_summary(row, c0, c1, val, len(surf), pu, pv, thick)

@@ -81,6 +81,7 @@ class DetectorConfig:
     clusters: bool = True  # cells per hit and their summary (trackformers.sim.clusters)
 
     def check(self) -> None:
+        """Raise ValueError naming the first ``detector.*`` setting out of range."""
         if not 0.0 <= self.efficiency <= 1.0:
             raise ValueError(f"detector.efficiency must be in [0, 1], got {self.efficiency}")
         if self.noise_fraction < 0:
@@ -128,12 +129,25 @@ def _smear_in_module_frame(pos, surf, gu, gv, sin_c, cos_c, kind, g_pos, g_lo, g
 
 def hit_order(vol: np.ndarray, lay: np.ndarray, module: np.ndarray) -> np.ndarray:
     """Permutation sorting hits by (volume, layer, module), stable: np.lexsort((module, lay,
-    vol)) as one argsort of a packed int64 key (TrackML's hit order)."""
+    vol)) as one argsort of a packed int64 key (TrackML's hit order).
+
+    Args:
+        vol: (n,) volume ids.
+        lay: (n,) layer ids.
+        module: (n,) module ids.
+
+    Returns:
+        (n,) int64 permutation.
+    """
     vol, lay, module = (np.asarray(a, np.int64) for a in (vol, lay, module))
     if len(vol) and (
-        vol.min() < 0 or vol.max() >= 2**23 or lay.min() < 0 or lay.max() >= 2**8
-        or module.min() < 0 or module.max() >= 2**32
-    ):  # fmt: skip
+        vol.min() < 0
+        or vol.max() >= 2**23
+        or lay.min() < 0
+        or lay.max() >= 2**8
+        or module.min() < 0
+        or module.max() >= 2**32
+    ):
         raise ValueError(
             f"hit ids outside the sort key's range: volume {vol.min()}..{vol.max()}, "
             f"layer {lay.min()}..{lay.max()}, module {module.min()}..{module.max()}"
@@ -142,12 +156,21 @@ def hit_order(vol: np.ndarray, lay: np.ndarray, module: np.ndarray) -> np.ndarra
 
 
 def empty_particles() -> dict[str, np.ndarray]:
+    """A particle table without particles (every key of ``PARTICLE_TABLE_KEYS``)."""
     return {
         k: np.zeros(0, np.uint64 if k == "particle_id" else np.float64) for k in PARTICLE_TABLE_KEYS
     }
 
 
 def concat_particles(tables: list[dict]) -> dict[str, np.ndarray]:
+    """Concatenate particle tables.
+
+    Args:
+        tables: particle tables with the keys of ``PARTICLE_TABLE_KEYS``.
+
+    Returns:
+        One table (empty when ``tables`` is).
+    """
     if not tables:
         return empty_particles()
     return {k: np.concatenate([t[k] for t in tables]) for k in PARTICLE_TABLE_KEYS}
@@ -170,6 +193,7 @@ class DetectorSim:
                 )
 
     def provenance(self) -> dict:
+        """Detector settings and geometry source, stored with the simulated files."""
         return {"detector": asdict(self.config), "geometry": self.geometry.source}
 
     def _noise(self, n_true: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -185,12 +209,30 @@ class DetectorSim:
         gu = rng.standard_normal(len(surf)) * geo.sigma_u[surf]
         gv = rng.standard_normal(len(surf)) * geo.sigma_v[surf]
         return _smear_in_module_frame(
-            np.ascontiguousarray(pos, np.float64), np.asarray(surf, np.int64), gu, gv,
-            np.sin(phi_c), np.cos(phi_c), geo.kind, geo.pos, geo.lo, geo.hi,
-        )  # fmt: skip
+            np.ascontiguousarray(pos, np.float64),
+            np.asarray(surf, np.int64),
+            gu,
+            gv,
+            np.sin(phi_c),
+            np.cos(phi_c),
+            geo.kind,
+            geo.pos,
+            geo.lo,
+            geo.hi,
+        )
 
     def simulate(self, particles: dict, *, event_id: int, pileup: int, seed: int) -> dict:
-        """Propagate and digitise ``particles``; return a schema event dict."""
+        """Propagate and digitise ``particles``; return a schema event dict.
+
+        Args:
+            particles: particle table (``PARTICLE_TABLE_KEYS``).
+            event_id: the event's id.
+            pileup: pile-up vertices of the event.
+            seed: random seed of the detector response.
+
+        Returns:
+            The event dict, hits in TrackML order.
+        """
         cfg, geo = self.config, self.geometry
         rng = np.random.default_rng([seed, 7])
         cross, particles = transport(
@@ -229,9 +271,15 @@ class DetectorSim:
         mod_c, phi_c_c = module_ids(geo, c_surf, cx, cy, cz, binning=bins)
         p = c_pos[dup]
         mod_d, phi_c_d = module_ids(
-            geo, c_surf[dup], cx[dup], cy[dup], cz[dup], shift_phi, binning=bins.take(dup),
+            geo,
+            c_surf[dup],
+            cx[dup],
+            cy[dup],
+            cz[dup],
+            shift_phi,
+            binning=bins.take(dup),
             shift_z=shift_z,
-        )  # fmt: skip
+        )
         part_idx = np.concatenate([c_part, c_part[dup]])  # (n_true,)
         n_true = len(part_idx)
         noise_surf, noise_pos = self._noise(n_true, rng)
@@ -308,10 +356,17 @@ class DetectorSim:
         if cfg.clusters:
             ev.update(
                 event_clusters(
-                    geo, surf, tpos, tmom, module, phi_c, pid == 0, ev["hit_id"],
+                    geo,
+                    surf,
+                    tpos,
+                    tmom,
+                    module,
+                    phi_c,
+                    pid == 0,
+                    ev["hit_id"],
                     seed=int(rng.integers(2**32)),
                 )
-            )  # fmt: skip
+            )
         return {
             k: (np.asarray(v, dtype=schema.KNOWN_BRANCHES[k]) if k in schema.KNOWN_BRANCHES else v)
             for k, v in ev.items()

@@ -46,10 +46,18 @@ class EventFactory:
         self.generator = build_generator(process, pileup, seed=self.seed)
 
     def provenance(self) -> dict:
+        """Generator and detector settings, stored with the simulated files."""
         return {**self.generator.provenance(), **self.detector.provenance()}
 
     def event(self, index: int) -> dict:
-        """Event ``index``: depends only on (seed, index, settings)."""
+        """Event ``index``: depends only on (seed, index, settings).
+
+        Args:
+            index: event index.
+
+        Returns:
+            The schema event dict.
+        """
         rng = np.random.default_rng([self.seed, int(index)])
         particles, n_pu = self.generator.event(rng, int(index))
         return self.detector.simulate(

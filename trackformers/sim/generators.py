@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 from trackformers.sim.beamspot import vertex_widths
 from trackformers.sim.gun import GunConfig, ParticleGun
+from trackformers.sim.particle_table import ParticleTableSource
+from trackformers.sim.pythia import PythiaSource
 
 PHYSICS_PROCESSES = ("ttbar", "tth", "minbias")
 PROCESSES = ("gun", *PHYSICS_PROCESSES, "particles")
@@ -66,9 +68,5 @@ def build_generator(process: Mapping, pileup: Mapping | None = None, seed: int =
     if name == "particles":
         if mu > 0:
             raise ValueError("process 'particles' re-simulates given tables; pileup must be 0")
-        from trackformers.sim.particle_table import ParticleTableSource
-
         return ParticleTableSource(**process)
-    from trackformers.sim.pythia import PythiaSource
-
     return PythiaSource(name, pileup=pileup, seed=seed, **process)

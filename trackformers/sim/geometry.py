@@ -66,6 +66,7 @@ class Geometry:
 
     @property
     def n_surfaces(self) -> int:
+        """Number of surfaces (layers and disks)."""
         return len(self.kind)
 
     def area(self) -> np.ndarray:
@@ -133,13 +134,30 @@ def _check_overlaps(rows: list[dict]) -> None:
 def _passive_surface() -> dict:
     """Surface fields of a non-sensitive surface (beam pipe, world boundary): no modules, no ids."""
     return dict(
-        sensitive=False, volume_id=0, layer_id=0, su=0.0, sv=0.0, n_phi=0, n_z=0,
-        rings=[], ring_nphi=[],
-    )  # fmt: skip
+        sensitive=False,
+        volume_id=0,
+        layer_id=0,
+        su=0.0,
+        sv=0.0,
+        n_phi=0,
+        n_z=0,
+        rings=[],
+        ring_nphi=[],
+    )
 
 
 def geometry_from_dict(spec: dict) -> Geometry:
-    """Check a geometry description (the YAML content) and flatten it into surfaces."""
+    """Check a geometry description (the YAML content) and flatten it into surfaces.
+
+    Args:
+        spec: the parsed YAML.
+
+    Returns:
+        The geometry.
+
+    Raises:
+        GeometryError: a missing or inconsistent field, named.
+    """
     rows: list[dict] = []
     bp = _need(spec, "beam_pipe", "geometry")
     rows.append(
@@ -316,7 +334,14 @@ def geometry_from_dict(spec: dict) -> Geometry:
 
 
 def load_field_map(path: str | os.PathLike) -> dict:
-    """Read an (r, z) map of Bz from an .npz with arrays r (nr,), z (nz,), bz (nr, nz)."""
+    """Read an (r, z) map of Bz from an .npz with arrays r (nr,), z (nz,), bz (nr, nz).
+
+    Args:
+        path: the .npz file.
+
+    Returns:
+        ``r``, ``z`` and ``bz`` float64 arrays.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"field map {path} does not exist")
@@ -339,7 +364,14 @@ def load_field_map(path: str | os.PathLike) -> dict:
 
 
 def load_geometry(path: str | os.PathLike | None = None) -> Geometry:
-    """Load and check a geometry YAML (default: the TrackML detector)."""
+    """Load and check a geometry YAML (default: the TrackML detector).
+
+    Args:
+        path: YAML file (None: the packaged TrackML geometry).
+
+    Returns:
+        The geometry.
+    """
     path = Path(path) if path else DEFAULT_GEOMETRY
     if not path.is_file():
         raise FileNotFoundError(f"geometry file {path} does not exist")
@@ -366,13 +398,28 @@ class PhiBinning(NamedTuple):
     offset: np.ndarray  # (n,) module-id offset of the point's z row or ring
 
     def take(self, index: np.ndarray) -> PhiBinning:
-        """The binning of the points ``index``."""
+        """The binning of the points ``index``.
+
+        Args:
+            index: indices or mask of the points kept.
+        """
         return PhiBinning(*(a[index] for a in self))
 
 
 def phi_binning(geo: Geometry, surface, x, y, z) -> PhiBinning:
     """Module grid position of points (x, y, z) on surfaces ``surface``; shared by
-    :func:`module_ids` and :func:`overlap_side` so a caller needing both bins once."""
+    :func:`module_ids` and :func:`overlap_side` so a caller needing both bins once.
+
+    Args:
+        geo: the detector geometry.
+        surface: (n,) surface index of each point.
+        x: (n,) positions in mm.
+        y: (n,)
+        z: (n,)
+
+    Returns:
+        The points' binning.
+    """
     phi = np.arctan2(y, x)  # (n,)
     is_disk = geo.kind[surface] == DISK
     # barrel: (z bin, phi bin)
@@ -411,6 +458,19 @@ def module_ids(
     ``shift`` selects the phi-neighbour (+1 / -1) instead of the module under the point, and
     ``shift_z`` the neighbour along z of a barrel module (+1 / -1, its module row; 0 on disks);
     ``binning``: the points' :func:`phi_binning` when already known.
+
+    Args:
+        geo: the detector geometry.
+        surface: (n,) surface index of each point.
+        x: (n,) positions in mm.
+        y: (n,)
+        z: (n,)
+        shift: phi-neighbour offset, per point or for all.
+        binning: precomputed binning of the points.
+        shift_z: z-neighbour offset (barrel), per point or for all.
+
+    Returns:
+        (n,) int64 module ids and (n,) float64 module centre phi.
     """
     n, iphi, _, offset = binning if binning is not None else phi_binning(geo, surface, x, y, z)
     iphi = (iphi + shift) % n
@@ -436,6 +496,17 @@ def overlap_side(
     p = w (1 - overlap) apart, so each band is overlap / (1 - overlap) / 2 of a bin wide on
     either side of a bin edge: a fraction overlap / (1 - overlap) = (w - p) / p of the
     crossings falls on two modules.
+
+    Args:
+        geo: the detector geometry.
+        surface: (n,) surface index of each point.
+        x: (n,) positions in mm.
+        y: (n,)
+        z: (n,)
+        binning: precomputed binning of the points.
+
+    Returns:
+        (n,) int side.
     """
     frac = (binning if binning is not None else phi_binning(geo, surface, x, y, z)).frac
     ov = geo.overlap[surface]
@@ -446,7 +517,16 @@ def overlap_side(
 def z_overlap_side(geo: Geometry, surface: np.ndarray, z: np.ndarray) -> np.ndarray:
     """-1 / +1 where a point on a barrel layer lies within ``z_overlap`` / 2 of the edge it
     shares with the previous / next module along z (neighbouring modules overlap by
-    ``z_overlap``, the end rows only on their inner side), else 0; 0 on disks."""
+    ``z_overlap``, the end rows only on their inner side), else 0; 0 on disks.
+
+    Args:
+        geo: the detector geometry.
+        surface: (n,) surface index of each point.
+        z: (n,) z positions in mm.
+
+    Returns:
+        (n,) int side.
+    """
     z_ov = geo.z_overlaps()[surface]
     barrel = (geo.kind[surface] == CYLINDER) & (z_ov > 0)
     n_z = np.maximum(geo.n_z[surface], 1)

@@ -21,6 +21,8 @@ GUN_SPECIES = {
 
 @dataclass
 class GunConfig:
+    """Particle-gun settings (``process=gun``): ranges sampled uniformly per particle."""
+
     n_particles: tuple[int, int] = (10, 10)  # inclusive range, uniform
     pt: tuple[float, float] = (1.0, 10.0)  # GeV
     pt_spectrum: str = "uniform"  # "uniform" or "log"
@@ -33,6 +35,7 @@ class GunConfig:
     sigma_z: float = BEAMSPOTS[DEFAULT_BEAMSPOT]["sigma_z"]
 
     def check(self) -> None:
+        """Raise ValueError naming the first ``gun.*`` setting out of range."""
         lo, hi = self.n_particles
         if lo < 0 or hi < lo:
             raise ValueError(f"gun.n_particles must be a range 0 <= min <= max, got {lo}, {hi}")
@@ -58,9 +61,19 @@ class ParticleGun:
         self.config = config
 
     def provenance(self) -> dict:
+        """Gun settings, stored with the simulated files."""
         return {"gun": asdict(self.config)}
 
     def event(self, rng: np.random.Generator, index: int = 0) -> tuple[dict, int]:
+        """Particles of one gun event, all from the origin.
+
+        Args:
+            rng: random generator of the event.
+            index: event index (unused: the gun depends on ``rng`` only).
+
+        Returns:
+            The particle table and the number of pile-up vertices (0).
+        """
         c = self.config
         n = int(rng.integers(c.n_particles[0], c.n_particles[1] + 1))
         if c.pt_spectrum == "log":

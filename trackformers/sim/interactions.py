@@ -26,7 +26,7 @@ ACTS Fatras (arXiv:1904.06778; the ACTS docs say so), whose 2018 material engine
 physics for neutral particles" (acts-fatras, ``MaterialInteractionEngine``) and whose physics
 list had ionisation, bremsstrahlung, scattering and a parametrised nuclear interaction but no
 conversion; ACTS added photon conversions to Fatras only in 2021 (acts-project/acts#189,
-tracking issue #159 of 2020, PR #597). With them on, a mu = 200 event lists ~2 300 conversion
+acts#159 of 2020, PR #597). With them on, a mu = 200 event lists ~2 300 conversion
 electrons starting >= 1 mm out and 11 000 more particle hits than TrackML's events can hold
 (BENCHMARKS.md, "Soft particles and secondaries against TrackML").
 Each secondary keeps its parent's vertex_id, starts at the interaction point, and gets an id of
@@ -88,6 +88,10 @@ def conversion_products(mom: np.ndarray, rng: np.random.Generator) -> dict[str, 
     """e- and e+ of photons of momenta ``mom`` (n, 3): rows 2k (e-) and 2k + 1 (e+) of photon k.
 
     Returns ``parent`` (photon index), momenta ``p`` (2n, 3), ``pdg``, ``q``, ``mass``.
+
+    Args:
+        mom: (n, 3) photon momenta in GeV.
+        rng: random generator.
     """
     n = len(mom)
     e_gamma = np.linalg.norm(mom, axis=1)  # (n,)
@@ -113,6 +117,10 @@ def nuclear_products(mom: np.ndarray, rng: np.random.Generator) -> dict[str, np.
     """Charged products of inelastic nuclear interactions of hadrons of momenta ``mom`` (n, 3).
 
     Returns ``parent`` (index into mom), momenta ``p`` (m, 3), ``pdg``, ``q``, ``mass``.
+
+    Args:
+        mom: (n, 3) hadron momenta in GeV.
+        rng: random generator.
     """
     n = len(mom)
     p_in = np.linalg.norm(mom, axis=1)  # (n,)

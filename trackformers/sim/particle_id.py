@@ -20,7 +20,16 @@ MAX_GENERATION = 255
 def encode_particle_id(
     vertex_id: np.ndarray, index: np.ndarray, generation: np.ndarray | int = 0
 ) -> np.ndarray:
-    """Particle id from vertex id, 0-based index within (vertex, generation), and generation."""
+    """Particle id from vertex id, 0-based index within (vertex, generation), and generation.
+
+    Args:
+        vertex_id: vertex of each particle (0 = hard scatter).
+        index: index within (vertex, generation).
+        generation: 0 for generator particles, g for g-th generation secondaries.
+
+    Returns:
+        uint64 particle ids.
+    """
     v = np.asarray(vertex_id, dtype=np.uint64)
     idx = np.asarray(index, dtype=np.int64)
     g = np.asarray(generation, dtype=np.int64)
@@ -33,11 +42,25 @@ def encode_particle_id(
 
 
 def decode_vertex_id(particle_id: np.ndarray) -> np.ndarray:
-    """Vertex id (0 = hard scatter) of encoded particle ids."""
+    """Vertex id (0 = hard scatter) of encoded particle ids.
+
+    Args:
+        particle_id: encoded particle ids.
+
+    Returns:
+        The vertex ids.
+    """
     return (np.asarray(particle_id, dtype=np.uint64) >> VERTEX_SHIFT).astype(np.int64)
 
 
 def decode_generation(particle_id: np.ndarray) -> np.ndarray:
-    """Generation (0 = generator particle, g > 0 = g-th generation secondary) of encoded ids."""
+    """Generation (0 = generator particle, g > 0 = g-th generation secondary) of encoded ids.
+
+    Args:
+        particle_id: encoded particle ids.
+
+    Returns:
+        The generations.
+    """
     pid = np.asarray(particle_id, dtype=np.uint64)
     return ((pid >> GENERATION_SHIFT) & np.uint64(0xFF)).astype(np.int64)

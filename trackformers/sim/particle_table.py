@@ -33,7 +33,17 @@ class ParticleTableError(ValueError):
 
 
 def read_particles_csv(path: str | Path) -> dict[str, np.ndarray]:
-    """Read and check one TrackML particles.csv; return a particle table (see detector.py)."""
+    """Read and check one TrackML particles.csv; return a particle table (see detector.py).
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        The particle table.
+
+    Raises:
+        ParticleTableError: an unreadable file, a missing column or a bad value, named.
+    """
     path = Path(path)
     try:
         df = pd.read_csv(path)
@@ -103,12 +113,26 @@ class ParticleTableSource:
 
     @property
     def n_available(self) -> int:
+        """Number of events the tables hold."""
         return len(self.files)
 
     def provenance(self) -> dict:
+        """Path and files of the tables, stored with the simulated files."""
         return {"particles": {"path": str(self.path), "files": [f.name for f in self.files]}}
 
     def event(self, rng: np.random.Generator, index: int) -> tuple[dict, int]:
+        """Particles of event ``index`` as read from its table.
+
+        Args:
+            rng: unused (the table is the event).
+            index: event index, one table per event.
+
+        Returns:
+            A copy of the table and its pile-up vertex count.
+
+        Raises:
+            IndexError: the tables hold fewer events.
+        """
         if index >= len(self.tables):
             raise IndexError(f"event {index} requested but {self.path} holds {len(self.tables)}")
         t = self.tables[index]

@@ -65,7 +65,14 @@ CONVERSION, NUCLEAR = 1, 2
 
 def species_of(pdg: np.ndarray) -> np.ndarray:
     """Species code per pdg id: electron, photon, nucleon, pion, kaon, other hadron
-    (abs(pdg) >= 100) or other (muons, ...)."""
+    (abs(pdg) >= 100) or other (muons, ...).
+
+    Args:
+        pdg: PDG ids.
+
+    Returns:
+        int8 species codes (``ELECTRON``, ``PHOTON``, ``NUCLEON``, ...), same shape.
+    """
     a = np.abs(np.asarray(pdg, np.int64))
     out = np.full(a.shape, OTHER, np.int8)
     out[a == 11] = ELECTRON
@@ -80,14 +87,29 @@ def species_of(pdg: np.ndarray) -> np.ndarray:
 @numba.njit(cache=True)
 def pair_production_fraction(e):
     """Pair-production cross section at photon energy ``e`` (GeV) over its high-energy limit
-    (Tsai's, as fitted by ATLAS Fatras; clipped to [0, 1])."""
+    (Tsai's, as fitted by ATLAS Fatras; clipped to [0, 1]).
+
+    Args:
+        e: photon energy in GeV.
+
+    Returns:
+        The fraction in [0, 1].
+    """
     return min(max(1.0 - (TSAI_A + TSAI_B * max(e, 1e-3) ** TSAI_C), 0.0), 1.0)
 
 
 @numba.njit(cache=True)
 def absorption_scale(species, p):
     """Nuclear absorption length of a hadron of momentum ``p`` (GeV) in units of lambda_I
-    (the Fatras per-species parametrisation; 1 for other hadrons)."""
+    (the Fatras per-species parametrisation; 1 for other hadrons).
+
+    Args:
+        species: species code of the hadron.
+        p: momentum in GeV.
+
+    Returns:
+        The absorption length in units of lambda_I.
+    """
     scale = 1.0
     if species == PION or species == KAON:
         scale = 1.0 / (1.0 + math.exp(-0.5 * ((p - RESONANCE_P) / RESONANCE_WIDTH) ** 2))

@@ -93,6 +93,14 @@ def make_pythia(process: str, e_cm: float = 14000.0, extra: list[str] | None = N
     The multiparton-interaction tables (about 10 s for soft QCD) are computed once per settings
     and Pythia version, stored under :func:`pythia_cache_dir`, and always read back from there,
     so every process (and every machine) starts from identical tables.
+
+    Args:
+        process: ``ttbar``, ``tth`` or ``minbias``.
+        e_cm: centre-of-mass energy in GeV.
+        extra: further Pythia settings (``"Key = value"`` strings).
+
+    Returns:
+        The initialised generator.
     """
     from importlib.metadata import version
 
@@ -142,7 +150,17 @@ TRACKED_NEUTRAL = (22, 130, 2112)
 
 
 def batch_to_tables(batch, charges: _Charges, eta_max: float, pt_min: float) -> list[dict]:
-    """Charged final-state particles and photons, neutrons, K0L of each event, at vertex 0."""
+    """Charged final-state particles and photons, neutrons, K0L of each event, at vertex 0.
+
+    Args:
+        batch: one ``pythia8mc`` batch of events.
+        charges: pdg id -> charge look-up.
+        eta_max: particles with larger abs(eta) are dropped.
+        pt_min: particles with lower pT (GeV) are dropped.
+
+    Returns:
+        One particle table per event.
+    """
     prt = batch.prt
     fs = prt[prt.status > 0]
     counts = ak.to_numpy(ak.num(fs))
@@ -182,7 +200,18 @@ def batch_to_tables(batch, charges: _Charges, eta_max: float, pt_min: float) -> 
 def place(
     table: dict, vertex_id: int, vertex: np.ndarray, phi: float = 0.0, mirror: bool = False
 ) -> dict:
-    """Copy of ``table`` rotated by ``phi``, optionally mirrored in z, moved to ``vertex``."""
+    """Copy of ``table`` rotated by ``phi``, optionally mirrored in z, moved to ``vertex``.
+
+    Args:
+        table: particle table at vertex 0.
+        vertex_id: the vertex id given to the copy.
+        vertex: (3,) vertex position in mm.
+        phi: rotation about the beam axis in radians.
+        mirror: mirror in z.
+
+    Returns:
+        The moved copy.
+    """
     c, s = np.cos(phi), np.sin(phi)
     zs = -1.0 if mirror else 1.0
     n = len(table["px"])
@@ -232,6 +261,7 @@ class PythiaSource:
         self._library: list[dict] | None = None
 
     def provenance(self) -> dict:
+        """Process, pile-up and Pythia settings and version, stored with the simulated files."""
         from importlib.metadata import version
 
         import pythia8mc  # noqa: F401  (version below)
@@ -287,6 +317,15 @@ class PythiaSource:
         return rng.normal(0.0, [self.sigma_xy, self.sigma_xy, self.sigma_z])
 
     def event(self, rng: np.random.Generator, index: int = 0) -> tuple[dict, int]:
+        """Particles of one event: the hard process and Poisson(mu) pile-up vertices.
+
+        Args:
+            rng: random generator of the event (vertex positions, pile-up count and picks).
+            index: event index.
+
+        Returns:
+            The particle table and the number of pile-up vertices placed.
+        """
         n_pu = int(rng.poisson(self.mu)) if self.mu > 0 else 0
         hard = self._generate("hard", 1, int(rng.integers(2**62)))
         tables = [place(hard[0], 0, self._vertex(rng))] if hard else []

@@ -54,7 +54,11 @@ class SimulatedEventStream(torch.utils.data.IterableDataset):
         return {**self.__dict__, "_factory": None}
 
     def set_epoch(self, epoch: int) -> None:
-        """Use fresh events in every epoch (call before iterating, e.g. from a callback)."""
+        """Use fresh events in every epoch (call before iterating, e.g. from a callback).
+
+        Args:
+            epoch: the epoch; it enters the events' seed.
+        """
         self.epoch = int(epoch)
 
     def _run(self) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Validation plot of simulated events against expectations (issue 3, point 5).
+"""Validation plot of simulated events against expectations.
 
 :func:`validation_summary` computes the numbers; :func:`validation_plot` draws a 2 x 2 PNG:
 hits per particle (pT > 0.9 GeV and all) against the expected ~10-12, hits per volume
@@ -65,7 +65,12 @@ def _ideal_counts(geo: Geometry, ev: dict) -> np.ndarray:
 
 
 def validation_summary(events: list[dict], geometry: Geometry | None = None) -> dict:
-    """Per-event means and the arrays the plot shows."""
+    """Per-event means and the arrays the plot shows.
+
+    Args:
+        events: simulated event dicts.
+        geometry: their geometry (None: the TrackML one).
+    """
     geo = geometry or load_geometry()
     n_vol = int(geo.volume_id.max()) + 1
     per_vol, ideal_vol, hpp_all, hpp_hi, pulls_u, pulls_v, rz = [], [], [], [], [], [], []
@@ -117,7 +122,13 @@ def validation_summary(events: list[dict], geometry: Geometry | None = None) -> 
 def validation_plot(
     events: list[dict], path: str | os.PathLike, geometry: Geometry | None = None
 ) -> dict:
-    """Write the validation PNG to ``path``; return :func:`validation_summary` (public keys)."""
+    """Write the validation PNG to ``path``; return :func:`validation_summary` (public keys).
+
+    Args:
+        events: simulated event dicts.
+        path: PNG to write.
+        geometry: their geometry (None: the TrackML one).
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -32,7 +32,14 @@ ORDER_MATRIX = _order_matrix()  # (21, 20) indexed by (nhits, rank)
 
 
 def pt_weight(pt: np.ndarray) -> np.ndarray:
-    """The pT term: 0.2 up to 0.5 GeV, linear to 1 at 3 GeV; 0 below 0.05 GeV."""
+    """The pT term: 0.2 up to 0.5 GeV, linear to 1 at 3 GeV; 0 below 0.05 GeV.
+
+    Args:
+        pt: transverse momenta in GeV.
+
+    Returns:
+        The weights, same shape.
+    """
     return np.interp(pt, [0.05, 0.5, 3.0], [0.2, 0.2, 1.0], left=0.0, right=1.0)
 
 
@@ -85,6 +92,18 @@ def trackml_weights(
     Hits whose particle id is 0 or absent from ``part_particle_id`` are noise (weight 0).
     ``hit_particle_index``: the row of each hit's particle in the ``part_*`` arrays (-1 for
     noise) when the caller knows it (the simulation); it replaces the id look-up.
+
+    Args:
+        hit_particle_id: (N,) particle id of each hit, 0 = noise.
+        hit_tz: (N,) true z of each hit in mm (its distance to the vertex orders the hits).
+        part_particle_id: (P,) particle ids of the table.
+        part_vz: (P,) production vertex z in mm.
+        part_px: (P,) momentum x in GeV.
+        part_py: (P,) momentum y in GeV.
+        hit_particle_index: (N,) table row of each hit's particle, -1 for noise, if known.
+
+    Returns:
+        (N,) float64 weights.
     """
     hit_pid = np.asarray(hit_particle_id, dtype=np.uint64)
     n = len(hit_pid)

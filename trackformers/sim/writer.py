@@ -39,7 +39,12 @@ class EventFormatError(ValueError):
 
 
 def validate_event(event: dict, index: int | None = None) -> None:
-    """Raise :class:`EventFormatError` naming the event and field if ``event`` breaks the schema."""
+    """Raise :class:`EventFormatError` naming the event and field if ``event`` breaks the schema.
+
+    Args:
+        event: the event dict.
+        index: its position in the stream (named in the error).
+    """
     where = f"event #{index}" if index is not None else "event"
     if not isinstance(event, dict):
         raise EventFormatError(f"{where}: expected a dict, got {type(event).__name__}")
@@ -71,7 +76,11 @@ def validate_event(event: dict, index: int | None = None) -> None:
 
 
 def optional_groups(event: dict) -> tuple[str, ...]:
-    """Names of the optional branches (schema.OPTIONAL_BRANCHES) an event carries."""
+    """Names of the optional branches (schema.OPTIONAL_BRANCHES) an event carries.
+
+    Args:
+        event: the event dict.
+    """
     return tuple(k for k in schema.OPTIONAL_BRANCHES if k in event)
 
 
@@ -186,7 +195,14 @@ def _frozen_clock(when: _dt.datetime):
 
 def compression_codec(spec=DEFAULT_COMPRESSION):
     """uproot compression from ``"codec"`` or ``"codec:level"`` (zlib, lz4, zstd, lzma), ``"none"``
-    or an uproot compression object (returned as is); ``None`` means the default."""
+    or an uproot compression object (returned as is); ``None`` means the default.
+
+    Args:
+        spec: the codec description.
+
+    Returns:
+        An uproot compression object, or None for no compression.
+    """
     if spec is None:
         spec = DEFAULT_COMPRESSION
     if isinstance(spec, uproot.compression.Compression):
@@ -208,7 +224,14 @@ def compression_codec(spec=DEFAULT_COMPRESSION):
 
 
 def check_writable(path: str | os.PathLike) -> Path:
-    """Create the parent directory of ``path`` and fail early with a clear error if unwritable."""
+    """Create the parent directory of ``path`` and fail early with a clear error if unwritable.
+
+    Args:
+        path: the file to be written.
+
+    Returns:
+        ``path`` as a Path.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +263,15 @@ def write_events(
     is ``"lz4:1"`` (default), ``"zstd:1"``, ``"zlib:1"``, ... or ``"none"``
     (see :func:`compression_codec`). A failed write (disk full, file too large) raises the
     ``OSError`` with ``path`` as its file name (the temporary file is removed).
+
+    Args:
+        path: the output file.
+        events: event dicts (schema).
+        metadata: provenance stored in the file.
+        basket_events: events per basket.
+        basket_hits: hits per basket.
+        reproducible: fixed timestamps and UUID.
+        compression: codec (see :func:`compression_codec`).
     """
     codec = compression_codec(compression)
     path = check_writable(path)
@@ -280,6 +312,10 @@ def write_events(
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """Return the provenance dictionary stored in a native file."""
+    """Return the provenance dictionary stored in a native file.
+
+    Args:
+        path: a native file.
+    """
     with uproot.open(path) as f:
         return json.loads(str(f[schema.METADATA_KEY]))

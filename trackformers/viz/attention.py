@@ -21,7 +21,12 @@ def _sorted_view(plan: AttentionPlan, n: int) -> np.ndarray:
 
 def same_track_coverage(plan: AttentionPlan, particle_id) -> np.ndarray:
     """(N,) per hit in input order: fraction of the other hits of its particle inside its
-    attention range; nan for noise hits and particles with a single hit."""
+    attention range; nan for noise hits and particles with a single hit.
+
+    Args:
+        plan: the attention plan.
+        particle_id: (N,) particle id per hit, input order.
+    """
     pid = np.asarray(particle_id.cpu() if isinstance(particle_id, torch.Tensor) else particle_id)
     pid = pid.astype(np.int64)
     n = len(pid)
@@ -47,7 +52,13 @@ def same_track_coverage(plan: AttentionPlan, particle_id) -> np.ndarray:
 
 
 def mask_density(plan: AttentionPlan, event: int = 0, bins: int = 128) -> np.ndarray:
-    """(bins, bins) fraction of allowed (query, key) pairs, sorted order, one event."""
+    """(bins, bins) fraction of allowed (query, key) pairs, sorted order, one event.
+
+    Args:
+        plan: the attention plan.
+        event: the event of the batch.
+        bins: pixels per side.
+    """
     cu = plan.cu_seqlens.cpu().numpy().astype(np.int64)
     a, b = cu[event], cu[event + 1]
     m = b - a
@@ -75,7 +86,18 @@ def plot_attention(
     coords, plan: AttentionPlan, particle_id, event: int = 0, max_hits: int = 20_000
 ):
     """Three panels for one event: hits on the projection surface coloured by attention group
-    (or by sorted position), the mask density in sorted order, and the same-track coverage."""
+    (or by sorted position), the mask density in sorted order, and the same-track coverage.
+
+    Args:
+        coords: (N, 3) hit positions in mm.
+        plan: the attention plan of the batch.
+        particle_id: (N,) particle id per hit.
+        event: the event of the batch.
+        max_hits: hits drawn at most.
+
+    Returns:
+        The figure.
+    """
     coords_t = torch.as_tensor(np.asarray(coords), dtype=torch.float32)
     n = coords_t.shape[0]
     cu = plan.cu_seqlens.cpu().numpy().astype(np.int64)

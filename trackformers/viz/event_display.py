@@ -20,6 +20,16 @@ def event_display(
 
     Noise hits (particle 0) and unassigned hits (track -1) are grey. Large events are
     subsampled to ``max_hits`` hits for drawing (the sample is the same in every panel).
+
+    Args:
+        event: the event dict.
+        track_id: (nhit,) predicted track per hit.
+        max_hits: hits drawn at most (None: all).
+        seed: seed of the subsample.
+        title: figure title.
+
+    Returns:
+        The figure.
     """
     x, y, z = (np.asarray(event[k], dtype=np.float64) for k in ("hit_x", "hit_y", "hit_z"))
     pid = np.asarray(event["hit_particle_id"]).astype(np.int64)

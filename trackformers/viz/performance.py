@@ -27,7 +27,18 @@ def plot_efficiency(
     ax=None,
 ):
     """Efficiency vs ``by`` ("pt" or "eta") for each flag; ``runs`` maps a name to a particle
-    table (or is one table). Returns the figure."""
+    table (or is one table). Returns the figure.
+
+    Args:
+        runs: name -> particle table, or one table.
+        by: ``pt`` or ``eta``.
+        flags: match flags drawn.
+        bins: bin edges (None: the defaults).
+        ax: axes to draw on (None: a new figure).
+
+    Returns:
+        The figure.
+    """
     runs = {"": runs} if isinstance(runs, pd.DataFrame) else dict(runs)
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.5, 4))
     for name, table in runs.items():
@@ -45,7 +56,16 @@ def plot_efficiency(
 
 
 def plot_fake_rate(runs: Mapping[str, pd.DataFrame] | pd.DataFrame, bins=None, ax=None):
-    """Fake rate of candidate tracks vs mean hit eta; ``runs`` maps names to track tables."""
+    """Fake rate of candidate tracks vs mean hit eta; ``runs`` maps names to track tables.
+
+    Args:
+        runs: name -> track table, or one table.
+        bins: eta edges (None: the default).
+        ax: axes to draw on (None: a new figure).
+
+    Returns:
+        The figure.
+    """
     runs = {"": runs} if isinstance(runs, pd.DataFrame) else dict(runs)
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.5, 4))
     for name, tracks in runs.items():
@@ -61,7 +81,17 @@ def plot_fake_rate(runs: Mapping[str, pd.DataFrame] | pd.DataFrame, bins=None, a
 
 
 def plot_breakdown_bars(particles: pd.DataFrame, by: str, flag: str = "dm", ax=None):
-    """Bar chart of efficiency per category (``region`` or ``pileup``)."""
+    """Bar chart of efficiency per category (``region`` or ``pileup``).
+
+    Args:
+        particles: the particle table.
+        by: ``region`` or ``pileup``.
+        flag: match flag.
+        ax: axes to draw on (None: a new figure).
+
+    Returns:
+        The figure.
+    """
     tab = binned_rate(particles, by, flag)
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4, 3.5))
     ax.bar([str(b) for b in tab["bin"]], tab["rate"], yerr=tab["err"], color="tab:blue", alpha=0.8)

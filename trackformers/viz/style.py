@@ -24,6 +24,10 @@ def label_colours(labels: np.ndarray, noise: int | None = None) -> np.ndarray:
 
     Colours depend only on the label value (hashed), so the same track has the same colour in
     every panel; prediction and truth colours are unrelated.
+
+    Args:
+        labels: (N,) integer labels.
+        noise: the label drawn grey (None: none).
     """
     labels = np.asarray(labels).astype(np.int64)
     h = (labels.astype(np.uint64) * np.uint64(2654435761)) % np.uint64(4096)
@@ -37,7 +41,12 @@ def label_colours(labels: np.ndarray, noise: int | None = None) -> np.ndarray:
 
 def save(fig, path) -> str:
     """Save a figure atomically (temporary name, then renamed; parent directories created) and
-    close it; returns the path."""
+    close it; returns the path.
+
+    Args:
+        fig: a matplotlib figure.
+        path: the image file.
+    """
     path = Path(path)
     try:
         with atomic_path(path) as tmp:
