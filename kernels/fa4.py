@@ -36,7 +36,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-
 from trackformers.kernels.fa4_meta import FA4_BLOCK, FA4Layout, block_sparse_layout, max_blocks
 from trackformers.kernels.metadata import build_row_intervals
 
@@ -48,15 +47,32 @@ MIN_ROWS = FA4_BLOCK + 1  # FA4 compiles a separate kernel for a single query bl
 
 
 def dtype_name(dtype: torch.dtype) -> str:
+    """The short name of an FA4 dtype in kernel names ("bf16", "fp16").
+
+    Args:
+        dtype: torch.bfloat16 or torch.float16 (KeyError otherwise).
+    """
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def build_layout(plan, num_rows: int, check: bool = False) -> FA4Layout:
-    """Per-row ranges (one launch) and the block lists (one launch) of a sorted-order plan."""
+    """Per-row ranges (one launch) and the block lists (one launch) of a sorted-order plan.
+
+    Args:
+        plan: the attention plan, in sorted order.
+        num_rows: N, the rows of the packed batch.
+        check: sync once to raise a ValueError when a block list overflows its bound.
+    """
     rows = build_row_intervals(
-        plan.kind, plan.cu_seqlens, plan.max_seqlen, plan.group_id, plan.adjacency,
-        plan.window, num_rows=num_rows, group_ptr=plan.group_ptr,
-    )  # fmt: skip
+        plan.kind,
+        plan.cu_seqlens,
+        plan.max_seqlen,
+        plan.group_id,
+        plan.adjacency,
+        plan.window,
+        num_rows=num_rows,
+        group_ptr=plan.group_ptr,
+    )
     return block_sparse_layout(rows, num_rows, max_blocks(plan, num_rows), check=check)
 
 
@@ -75,40 +91,69 @@ class JitRunner:
     def __init__(self):
         from flash_attn.cute import interface
         from flash_attn.cute.block_sparsity import BlockSparseTensorsTorch
-
         from trackformers.kernels.fa4_mask import ranges_mask_mod
 
         self._fa, self._bst, self._mask = interface, BlockSparseTensorsTorch, ranges_mask_mod
 
     def _sparse(self, lay: FA4Layout):
-        return self._bst(lay.mask_cnt, lay.mask_idx, lay.full_cnt, lay.full_idx,
-                         block_size=(lay.block_m, lay.block_n))  # fmt: skip
+        return self._bst(
+            lay.mask_cnt,
+            lay.mask_idx,
+            lay.full_cnt,
+            lay.full_idx,
+            block_size=(lay.block_m, lay.block_n),
+        )
 
     def forward(self, q, k, v, lay: FA4Layout, scale: float, out=None) -> tuple[Tensor, Tensor]:
         """q, k, v (1, N, H, D) -> out (1, N, H, D), lse (1, H, N) float32 (``out``: both
         preallocated, e.g. NaN-poisoned by tests)."""
         o, lse = out if out is not None else (None, None)
         o, lse, *_ = self._fa._flash_attn_fwd(
-            q, k, v, softmax_scale=scale, mask_mod=self._mask, aux_tensors=[lay.aux],
-            block_sparse_tensors=self._sparse(lay), return_lse=True, out=o, lse=lse,
-        )  # fmt: skip
+            q,
+            k,
+            v,
+            softmax_scale=scale,
+            mask_mod=self._mask,
+            aux_tensors=[lay.aux],
+            block_sparse_tensors=self._sparse(lay),
+            return_lse=True,
+            out=o,
+            lse=lse,
+        )
         return o, lse
 
     def backward(self, q, k, v, out, dout, lse, lay: FA4Layout, scale: float, grads=None):
         """dq, dk, dv (1, N, H, D) (``grads``: preallocated)."""
         dq, dk, dv = grads if grads is not None else (None, None, None)
         dq, dk, dv = self._fa._flash_attn_bwd(
-            q, k, v, out, dout, lse, scale, mask_mod=self._mask, aux_tensors=[lay.aux],
-            block_sparse_tensors=self._sparse(lay), dq=dq, dk=dk, dv=dv,
-        )  # fmt: skip
+            q,
+            k,
+            v,
+            out,
+            dout,
+            lse,
+            scale,
+            mask_mod=self._mask,
+            aux_tensors=[lay.aux],
+            block_sparse_tensors=self._sparse(lay),
+            dq=dq,
+            dk=dk,
+            dv=dv,
+        )
         return dq, dk, dv
 
     def compiled(self) -> int:
         """Kernels FA4 compiled so far in this process (its four compile caches)."""
         fa = self._fa
-        return sum(len(f.compile_cache.cache) for f in (
-            fa._flash_attn_fwd, fa._bwd_preprocess, fa._flash_attn_bwd,
-            fa._bwd_postprocess_convert))  # fmt: skip
+        return sum(
+            len(f.compile_cache.cache)
+            for f in (
+                fa._flash_attn_fwd,
+                fa._bwd_preprocess,
+                fa._flash_attn_bwd,
+                fa._bwd_postprocess_convert,
+            )
+        )
 
 
 class PrebuiltRunner:
@@ -123,20 +168,30 @@ class PrebuiltRunner:
             raise FileNotFoundError(f"{ENV_KERNELS}={root}: no manifest.json there")
         self.manifest = json.loads(path.read_text())
         if self.manifest.get("flash_attn_4") != FA4_VERSION:
-            raise ValueError(f"{path}: kernels of flash-attn-4 {self.manifest.get('flash_attn_4')}"
-                             f", the calls here follow {FA4_VERSION}")  # fmt: skip
+            raise ValueError(
+                f"{path}: kernels of flash-attn-4 {self.manifest.get('flash_attn_4')}"
+                f", the calls here follow {FA4_VERSION}"
+            )
         import tvm_ffi
 
         runtime = self.root / "libcute_dsl_runtime.so"
         if not runtime.is_file():
             raise FileNotFoundError(f"{runtime} missing (unpack it: data_local/fa4/README)")
         # the kernels' host code resolves _cuda*/TVMFFI* symbols in these: load them global
-        self._libs = [ctypes.CDLL(str(runtime), mode=ctypes.RTLD_GLOBAL),
-                      ctypes.CDLL(tvm_ffi.libinfo.find_libtvm_ffi(), mode=ctypes.RTLD_GLOBAL)]
+        self._libs = [
+            ctypes.CDLL(str(runtime), mode=ctypes.RTLD_GLOBAL),
+            ctypes.CDLL(tvm_ffi.libinfo.find_libtvm_ffi(), mode=ctypes.RTLD_GLOBAL),
+        ]
         self._tvm = tvm_ffi
         self._fns: dict[str, object] = {}
 
     def has(self, dtype: torch.dtype, head_dim: int) -> bool:
+        """Whether the folder holds the kernels of this (dtype, head_dim).
+
+        Args:
+            dtype: torch.bfloat16 or torch.float16.
+            head_dim: D.
+        """
         return f"{dtype_name(dtype)}_d{head_dim}" in self.manifest["variants"]
 
     def _fn(self, dtype, d: int, kind: str):
@@ -148,8 +203,9 @@ class PrebuiltRunner:
 
     @staticmethod
     def _sparse(lay: FA4Layout, h: int) -> tuple:
-        cnt, idx, fcnt, fidx = (_broadcast_heads(t, h) for t in (lay.mask_cnt, lay.mask_idx,
-                                                                  lay.full_cnt, lay.full_idx))
+        cnt, idx, fcnt, fidx = (
+            _broadcast_heads(t, h) for t in (lay.mask_cnt, lay.mask_idx, lay.full_cnt, lay.full_idx)
+        )
         return (cnt, idx, fcnt, fidx, None, None, None, None)
 
     def compiled(self) -> int:
@@ -160,14 +216,35 @@ class PrebuiltRunner:
         _, n, h, d = q.shape
         fn, _ = self._fn(q.dtype, d, "fwd")
         if out is None:
-            out = (torch.empty_like(q), torch.empty((1, h, n), dtype=torch.float32,
-                                                    device=q.device))  # fmt: skip
+            out = (
+                torch.empty_like(q),
+                torch.empty((1, h, n), dtype=torch.float32, device=q.device),
+            )
         out, lse = out
         # _flash_attn_fwd (sm90): q k v out lse scale, cu_seqlens_q/k, seqused_q/k,
         # page_table, window left/right, learnable_sink, block-sparse tuple, AuxData,
         # cu_total_m_blocks, cu_total_splits_m_blocks, tensormap_workspace
-        fn(q, k, v, out, lse, float(scale), None, None, None, None, None, None, None, None,
-           self._sparse(lay, h), ([lay.aux], None), None, None, None)  # fmt: skip
+        fn(
+            q,
+            k,
+            v,
+            out,
+            lse,
+            float(scale),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            self._sparse(lay, h),
+            ([lay.aux], None),
+            None,
+            None,
+            None,
+        )
         return out, lse
 
     def backward(self, q, k, v, out, dout, lse, lay: FA4Layout, scale: float, grads=None):
@@ -186,12 +263,35 @@ class PrebuiltRunner:
             grads = (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v))
         dq, dk, dv = grads
         # preprocess: dpsum = rowsum(o * do), lse * log2(e), dq_accum = 0
-        pre(out, dout, dpsum, lse, lse_log2, dq_accum, None, None, None, None, None, 1.0, None,
-            None)  # fmt: skip
+        pre(
+            out, dout, dpsum, lse, lse_log2, dq_accum, None, None, None, None, None, 1.0, None, None
+        )
         # main: dk, dv and dq_accum (block lists indexed by key block: symmetric masks)
-        main(q, k, v, dout, lse_log2, dpsum, dq_accum, dk, dv, float(scale), None, None, None,
-             None, None, None, None, None, None, ([lay.aux], None), self._sparse(lay, h), None,
-             None)  # fmt: skip
+        main(
+            q,
+            k,
+            v,
+            dout,
+            lse_log2,
+            dpsum,
+            dq_accum,
+            dk,
+            dv,
+            float(scale),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            ([lay.aux], None),
+            self._sparse(lay, h),
+            None,
+            None,
+        )
         post(dq_accum, dq, float(scale), None, None, None, None)  # dq_accum -> dq
         return dq, dk, dv
 
@@ -211,7 +311,16 @@ def _runner(kind: str, root: str | None):
 
 
 def choose(device: torch.device, dtype: torch.dtype, head_dim: int, num_rows: int):
-    """(runner, reason): the FA4 runner for this call, or (None, why not)."""
+    """(runner, reason): the FA4 runner for this call, or (None, why not).
+
+    A prebuilt folder named by ``$TRACKFORMERS_FA4_KERNELS`` wins over the JIT path.
+
+    Args:
+        device: the device of q, k, v (FA4 needs a Hopper GPU).
+        dtype: their dtype (bf16 or fp16).
+        head_dim: D (one of ``HEAD_DIMS``).
+        num_rows: N (more than one query block, ``MIN_ROWS``).
+    """
     if device.type != "cuda":
         return None, f"FA4 needs a CUDA device (got {device.type})"
     cap = torch.cuda.get_device_capability(device)
@@ -248,18 +357,38 @@ class FA4AttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         q4, k4, v4, out, lse = ctx.saved_tensors
-        dq, dk, dv = ctx.runner.backward(q4, k4, v4, out, do.contiguous()[None], lse, ctx.lay,
-                                         ctx.scale)  # fmt: skip
+        dq, dk, dv = ctx.runner.backward(
+            q4, k4, v4, out, do.contiguous()[None], lse, ctx.lay, ctx.scale
+        )
         return dq[0], dk[0], dv[0], None, None, None
 
 
-def fa4_attention(q: Tensor, k: Tensor, v: Tensor, plan, runner, layout: FA4Layout | None = None,
-                  sm_scale: float | None = None) -> Tensor:  # fmt: skip
-    """Block-sparse attention of (N, H, D) q, k, v in the plan's sorted order (FA4 kernels);
-    the layout (two launches) is built unless given."""
+def fa4_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    plan,
+    runner,
+    layout: FA4Layout | None = None,
+    sm_scale: float | None = None,
+) -> Tensor:
+    """Block-sparse attention of (N, H, D) q, k, v in the plan's sorted order (FA4 kernels)
+    -> (N, H, D).
+
+    Args:
+        q: (N, H, D) queries, bf16 or fp16.
+        k: (N, H, D) keys.
+        v: (N, H, D) values.
+        plan: the attention plan, in sorted order.
+        runner: the runner ``choose`` returned.
+        layout: the plan's block lists (None: built here, two launches).
+        sm_scale: softmax scale (None: 1 / sqrt(D)).
+    """
     if q.ndim != 3 or q.shape != k.shape or q.shape != v.shape:
-        raise ValueError(f"FA4 attention needs q, k, v of one shape (N, H, D); got "
-                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")  # fmt: skip
+        raise ValueError(
+            f"FA4 attention needs q, k, v of one shape (N, H, D); got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
     if q.dtype not in DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
         raise ValueError(f"FA4 attention needs q, k, v in one of {DTYPES}; got {q.dtype}")
     n, _, d = q.shape

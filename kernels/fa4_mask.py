@@ -20,7 +20,16 @@ from flash_attn.cute import utils
 
 @cute.jit
 def ranges_mask_mod(batch, head, q_idx, kv_idx, seqlen_info, aux_tensors):
-    """True where key kv_idx is in one of query q_idx's two ranges (TensorSSA of shape (1,))."""
+    """True where key kv_idx is in one of query q_idx's two ranges (TensorSSA of shape (1,)).
+
+    Args:
+        batch: batch index (always 0: the events are one packed sequence).
+        head: head index (the ranges are shared by the heads).
+        q_idx: query row, sorted order.
+        kv_idx: key row, sorted order.
+        seqlen_info: FA4's sequence lengths (unused: the ranges never leave an event).
+        aux_tensors: ``[FA4Layout.aux]``, the (M * 128, 4) int32 ranges of each row.
+    """
     ranges = aux_tensors[0]
     q = q_idx[0]
     lo1 = utils.scalar_to_ssa(ranges[q, 0], cutlass.Int32)

@@ -62,6 +62,7 @@ class FA4Layout:
 
     @property
     def max_blocks(self) -> int:
+        """K, the length of the block lists (the bound they were built with)."""
         return self.mask_idx.shape[-1]
 
 
@@ -72,6 +73,12 @@ def max_blocks(plan, num_rows: int, block_m: int = FA4_BLOCK, block_n: int = FA4
     n <= 2W + 1 hits is attended whole), cluster (2 adj + 1) * group_size (groups hold at
     most group_size hits, as ``cluster_plan`` builds them), else the longest event. The two
     wrap pieces of a window hold at most W keys each. Capped by the number of key blocks.
+
+    Args:
+        plan: the attention plan (its kind, max_seqlen, window, adjacency, group size).
+        num_rows: N.
+        block_m: query rows per block.
+        block_n: key rows per block.
     """
     n = int(num_rows)
     nb = max(1, -(-n // block_n))
@@ -109,10 +116,21 @@ def _blocks(lo: Tensor, hi: Tensor, bn: int) -> tuple[Tensor, Tensor]:
 
 
 def block_sparse_layout_reference(
-    rows: Tensor, num_rows: int, max_blocks: int, block_m: int = FA4_BLOCK,
+    rows: Tensor,
+    num_rows: int,
+    max_blocks: int,
+    block_m: int = FA4_BLOCK,
     block_n: int = FA4_BLOCK,
-) -> FA4Layout:  # fmt: skip
-    """The layout in torch (any device; a reference for the Triton build and CPU tests)."""
+) -> FA4Layout:
+    """The layout in torch (any device; a reference for the Triton build and CPU tests).
+
+    Args:
+        rows: (4, N) int32/int64 per-row ranges lo1, hi1, lo2, hi2 (``build_row_intervals``).
+        num_rows: N.
+        max_blocks: K, the list length (``max_blocks``); a longer list raises a ValueError.
+        block_m: query rows per block (a power of two >= 16).
+        block_n: key rows per block (a power of two >= 16).
+    """
     n = int(num_rows)
     _check_rows(rows, n, block_m, block_n)
     k_max = int(max_blocks)
@@ -141,8 +159,11 @@ def block_sparse_layout_reference(
     c_lo, c_hi = hull(cls_b, lo2, cls_b, hi2)
     f_lo = torch.where(valid, lo1, -1).amax(1)
     f_hi = torch.where(valid, hi1, big).amin(1)
-    pieces = [_blocks(a_lo, a_hi, block_n), _blocks(h_lo, h_hi, block_n),
-              _blocks(c_lo, c_hi, block_n)]  # fmt: skip
+    pieces = [
+        _blocks(a_lo, a_hi, block_n),
+        _blocks(h_lo, h_hi, block_n),
+        _blocks(c_lo, c_hi, block_n),
+    ]
     s = torch.stack([p[0] for p in pieces], 1)  # (M, 3)
     e = torch.stack([p[1] for p in pieces], 1)
     order = torch.argsort(s, dim=1, stable=True)
@@ -168,8 +189,10 @@ def block_sparse_layout_reference(
     cnt = lens.sum(1)
     fcnt = torch.where(no_full, 0, fb - fa)
     if bool((cnt > k_max).any()) or bool((fcnt > k_max).any()):
-        raise ValueError(f"FA4 layout: a query block visits more than max_blocks={k_max} key "
-                         f"blocks ({int(cnt.max())} partial, {int(fcnt.max())} full)")  # fmt: skip
+        raise ValueError(
+            f"FA4 layout: a query block visits more than max_blocks={k_max} key "
+            f"blocks ({int(cnt.max())} partial, {int(fcnt.max())} full)"
+        )
     t = torch.arange(k_max, device=rows.device)[None, :]  # (1, K)
     starts = torch.cumsum(lens, 1) - lens  # (M, 6) first list position of each piece
     idx = torch.zeros(m, k_max, dtype=torch.long, device=rows.device)
@@ -281,23 +304,41 @@ def _layout_kernel(
     for t0 in range(0, K, CHUNK):
         t = t0 + tl.arange(0, CHUNK)
         idx = tl.where(
-            t < c1, p0s + t,
-            tl.where(t < c2, p1s + t - c1,
-            tl.where(t < c3, p2s + t - c2,
-            tl.where(t < c4, p3s + t - c3,
-            tl.where(t < c5, p4s + t - c4, p5s + t - c5))))
-        )  # fmt: skip
+            t < c1,
+            p0s + t,
+            tl.where(
+                t < c2,
+                p1s + t - c1,
+                tl.where(
+                    t < c3,
+                    p2s + t - c2,
+                    tl.where(t < c4, p3s + t - c3, tl.where(t < c5, p4s + t - c4, p5s + t - c5)),
+                ),
+            ),
+        )
         idx = tl.where(t < cnt, idx, 0)
         tl.store(IDX + b * K + t, idx, mask=t < K)
         tl.store(FIDX + b * K + t, tl.where(t < fcnt, fa + t, 0), mask=t < K)
 
 
 def block_sparse_layout(
-    rows: Tensor, num_rows: int, max_blocks: int, block_m: int = FA4_BLOCK,
-    block_n: int = FA4_BLOCK, check: bool = False,
-) -> FA4Layout:  # fmt: skip
-    """The layout in ONE Triton launch (no device sync unless ``check``: then a list longer
-    than max_blocks raises a ValueError)."""
+    rows: Tensor,
+    num_rows: int,
+    max_blocks: int,
+    block_m: int = FA4_BLOCK,
+    block_n: int = FA4_BLOCK,
+    check: bool = False,
+) -> FA4Layout:
+    """The layout in ONE Triton launch (no device sync unless ``check``).
+
+    Args:
+        rows: (4, N) int32/int64 per-row ranges lo1, hi1, lo2, hi2 (``build_row_intervals``).
+        num_rows: N.
+        max_blocks: K, the list length (``max_blocks``).
+        block_m: query rows per block (a power of two >= 16).
+        block_n: key rows per block (a power of two >= 16).
+        check: sync once and raise a ValueError when a list is longer than K.
+    """
     n = int(num_rows)
     _check_rows(rows, n, block_m, block_n)
     if n == 0:
@@ -309,24 +350,42 @@ def block_sparse_layout(
     idx, fidx = (torch.empty(m, k_max, dtype=torch.int32, device=dev) for _ in range(2))
     aux = torch.empty(m * block_m, 4, dtype=torch.int32, device=dev)
     _layout_kernel[(m,)](
-        rows.to(torch.int32).contiguous(), cnt, idx, fcnt, fidx, aux, over, n, k_max,
-        BM=block_m, BN=block_n, CHUNK=_CHUNK,
-    )  # fmt: skip
+        rows.to(torch.int32).contiguous(),
+        cnt,
+        idx,
+        fcnt,
+        fidx,
+        aux,
+        over,
+        n,
+        k_max,
+        BM=block_m,
+        BN=block_n,
+        CHUNK=_CHUNK,
+    )
     if check and bool(over.any()):
-        raise ValueError(f"FA4 layout: a query block visits more than max_blocks={k_max} key "
-                         f"blocks ({int(cnt.max())} partial, {int(fcnt.max())} full)")  # fmt: skip
+        raise ValueError(
+            f"FA4 layout: a query block visits more than max_blocks={k_max} key "
+            f"blocks ({int(cnt.max())} partial, {int(fcnt.max())} full)"
+        )
     as4 = lambda x: x[None, None]  # noqa: E731
     return FA4Layout(n, block_m, block_n, as4(cnt), as4(idx), as4(fcnt), as4(fidx), aux)
 
 
 def expand_mask(layout: FA4Layout) -> Tensor:
     """(N, N) bool mask that the layout makes the kernel apply: full blocks attended whole,
-    partial blocks through the per-row ranges in ``aux``. O(N^2): tests only."""
+    partial blocks through the per-row ranges in ``aux``. O(N^2): tests only.
+
+    Args:
+        layout: the block lists of one plan.
+    """
     n, bm, bn = layout.num_rows, layout.block_m, layout.block_n
     m = layout.mask_cnt.shape[-1]
     visit = torch.zeros(m, -(-n // bn), dtype=torch.int8)
-    for cnt, idx, code in ((layout.mask_cnt, layout.mask_idx, 1),
-                           (layout.full_cnt, layout.full_idx, 2)):  # fmt: skip
+    for cnt, idx, code in (
+        (layout.mask_cnt, layout.mask_idx, 1),
+        (layout.full_cnt, layout.full_idx, 2),
+    ):
         c, ix = cnt[0, 0].cpu().long(), idx[0, 0].cpu().long()
         for qb in range(m):
             lst = ix[qb, : int(c[qb])]
@@ -342,11 +401,21 @@ def expand_mask(layout: FA4Layout) -> Tensor:
 
 
 def visited_pairs(layout: FA4Layout) -> int:
-    """(query, key) pairs the kernel computes (whole blocks, pad rows and keys included)."""
+    """(query, key) pairs the kernel computes (whole blocks, pad rows and keys included).
+
+    Args:
+        layout: the block lists of one plan.
+    """
     blocks = int(layout.mask_cnt.sum()) + int(layout.full_cnt.sum())
     return blocks * layout.block_m * layout.block_n
 
 
-__all__ = ["FA4_BLOCK", "FA4Layout", "max_blocks", "block_sparse_layout",
-           "block_sparse_layout_reference", "expand_mask", "visited_pairs"]  # fmt: skip
-
+__all__ = [
+    "FA4_BLOCK",
+    "FA4Layout",
+    "max_blocks",
+    "block_sparse_layout",
+    "block_sparse_layout_reference",
+    "expand_mask",
+    "visited_pairs",
+]
