@@ -1,4 +1,4 @@
-"""FA4 (Hopper) vs Triton fused vs FlexAttention vs dense SDPA on identical masks (issue 21).
+"""FA4 (Hopper) vs Triton fused vs FlexAttention vs dense SDPA on identical masks.
 
 GPU, bf16, H = 8, one event of N synthetic pixel hits in the plan's sorted order; cluster
 (group 384, +-1) and window (W = 512) masks, N = 65536 and 32768, D = 32 then 64 (the time
@@ -32,12 +32,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from trackformers.kernels import fa4, ops
+from trackformers.kernels.metadata import build_row_intervals
 
 from trackformers.attention.plans import presorted
 from trackformers.attention.synthetic import synthetic_batch
 from trackformers.bench import environment
-from trackformers.kernels import fa4, ops
-from trackformers.kernels.metadata import build_row_intervals
 
 
 def _bench_kernels():
@@ -93,9 +93,14 @@ def check_fa4(runner, q, k, v, rows, sp, log) -> dict:
     err = float((o[0][idx].double() - ref).norm() / ref.norm())
     fused = ops.fused_attention(q, k, v, sp)
     vs = float((o[0].float() - fused.float()).norm() / fused.float().norm())
-    res = {"fa4_written_finite": finite, "fa4_rel_err_vs_f64": err, "fa4_vs_fused_rel_err": vs,
-           "fa4_visited_blocks": int(lay.mask_cnt.sum() + lay.full_cnt.sum()),
-           "fa4_partial_blocks": int(lay.mask_cnt.sum()), "fa4_max_blocks": lay.max_blocks}
+    res = {
+        "fa4_written_finite": finite,
+        "fa4_rel_err_vs_f64": err,
+        "fa4_vs_fused_rel_err": vs,
+        "fa4_visited_blocks": int(lay.mask_cnt.sum() + lay.full_cnt.sum()),
+        "fa4_partial_blocks": int(lay.mask_cnt.sum()),
+        "fa4_max_blocks": lay.max_blocks,
+    }
     log(f"    check: {res}")
     return res
 
@@ -118,12 +123,25 @@ def run(args, log) -> list[dict]:
                     continue
                 sp = presorted(bk.make_plan(kind, batch))
                 q, k, v, do = (torch.randn(n, h, d, device="cuda", dtype=dtype) for _ in range(4))
-                rows = build_row_intervals(sp.kind, sp.cu_seqlens, sp.max_seqlen, sp.group_id,
-                                           sp.adjacency, sp.window, num_rows=n,
-                                           group_ptr=sp.group_ptr)  # fmt: skip
+                rows = build_row_intervals(
+                    sp.kind,
+                    sp.cu_seqlens,
+                    sp.max_seqlen,
+                    sp.group_id,
+                    sp.adjacency,
+                    sp.window,
+                    num_rows=n,
+                    group_ptr=sp.group_ptr,
+                )
                 pairs = bk.attended_pairs(rows)
-                row = {"mask": kind, "N": n, "D": d, "H": h, "pairs": pairs,
-                       "density": pairs / n / n}  # fmt: skip
+                row = {
+                    "mask": kind,
+                    "N": n,
+                    "D": d,
+                    "H": h,
+                    "pairs": pairs,
+                    "density": pairs / n / n,
+                }
                 log(f"== {kind} N={n} D={d} density={row['density']:.4f}")
                 runner, why = fa4.choose(q.device, dtype, d, n)
                 row["fa4_runner"] = why
@@ -131,20 +149,42 @@ def run(args, log) -> list[dict]:
                     row.update(check_fa4(runner, q, k, v, rows, sp, log))
                     row["meta_ms"] = bench(lambda: fa4.build_layout(sp, n))
                     lay = fa4.build_layout(sp, n)
-                    _timed(row, "fa4", lambda a, b, c: fa4.fa4_attention(a, b, c, sp, runner),
-                           q, k, v, do, log)  # fmt: skip
-                    _timed(row, "fa4_kernel",
-                           lambda a, b, c: fa4.fa4_attention(a, b, c, sp, runner, layout=lay),
-                           q, k, v, do, log)  # fmt: skip
-                _timed(row, "fused", lambda a, b, c: ops.fused_attention(a, b, c, sp),
-                       q, k, v, do, log)  # fmt: skip
+                    _timed(
+                        row,
+                        "fa4",
+                        lambda a, b, c: fa4.fa4_attention(a, b, c, sp, runner),
+                        q,
+                        k,
+                        v,
+                        do,
+                        log,
+                    )
+                    _timed(
+                        row,
+                        "fa4_kernel",
+                        lambda a, b, c: fa4.fa4_attention(a, b, c, sp, runner, layout=lay),
+                        q,
+                        k,
+                        v,
+                        do,
+                        log,
+                    )
+                _timed(
+                    row, "fused", lambda a, b, c: ops.fused_attention(a, b, c, sp), q, k, v, do, log
+                )
                 bm = bk.flex_block_mask(rows, n)
                 tr = lambda t: t.transpose(0, 1)[None]  # noqa: E731  (N, H, D) -> (1, H, N, D)
                 qt, kt, vt, dot = (tr(t).contiguous() for t in (q, k, v, do))
-                _timed(row, "flex", lambda a, b, c: flex(a, b, c, block_mask=bm), qt, kt, vt,
-                       dot, log)  # fmt: skip
-                flash = lambda a, b, c: flex(a, b, c, block_mask=bm,  # noqa: E731
-                                             kernel_options={"BACKEND": "FLASH"})
+                _timed(
+                    row, "flex", lambda a, b, c: flex(a, b, c, block_mask=bm), qt, kt, vt, dot, log
+                )
+                flash = lambda a, b, c: flex(
+                    a,
+                    b,
+                    c,
+                    block_mask=bm,
+                    kernel_options={"BACKEND": "FLASH"},
+                )
                 _timed(row, "flex_flash", flash, qt, kt, vt, dot, log)
                 _timed(row, "sdpa", F.scaled_dot_product_attention, qt, kt, vt, dot, log)
                 for a, b in (("fa4", "flex"), ("fa4", "fused"), ("fused", "flex")):

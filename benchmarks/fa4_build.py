@@ -46,16 +46,19 @@ def build(out: Path, dtypes, head_dims, n: int, h: int) -> dict:
     from flash_attn.cute import interface
     from flash_attn.cute.config import BwdConfig, FwdConfig
     from torch._subclasses.fake_tensor import FakeTensorMode
-
     from trackformers.kernels.fa4 import FA4_VERSION, JitRunner, dtype_name
     from trackformers.kernels.fa4_meta import FA4_BLOCK, FA4Layout
 
     out.mkdir(parents=True, exist_ok=True)
     runner = JitRunner()
     caches = _caches(interface)
-    manifest = {"flash_attn_4": FA4_VERSION, "cutlass_dsl": cutlass.__version__,
-                "cuda_toolkit": f"{CUDA_VERSION.major}.{CUDA_VERSION.minor}",
-                "arch": os.environ["CUTE_DSL_ARCH"], "variants": {}}  # fmt: skip
+    manifest = {
+        "flash_attn_4": FA4_VERSION,
+        "cutlass_dsl": cutlass.__version__,
+        "cuda_toolkit": f"{CUDA_VERSION.major}.{CUDA_VERSION.minor}",
+        "arch": os.environ["CUTE_DSL_ARCH"],
+        "variants": {},
+    }
     m = -(-n // FA4_BLOCK)
     for dtype in dtypes:
         for d in head_dims:
@@ -63,13 +66,20 @@ def build(out: Path, dtypes, head_dims, n: int, h: int) -> dict:
             before = {k: set(c.cache) for k, c in caches.items()}
             t0 = time.time()
             with FakeTensorMode():
-                q, k, v, do = (torch.empty(1, n, h, d, dtype=dtype, device="cuda")
-                               for _ in range(4))  # fmt: skip
+                q, k, v, do = (
+                    torch.empty(1, n, h, d, dtype=dtype, device="cuda") for _ in range(4)
+                )
                 i32 = dict(dtype=torch.int32, device="cuda")
-                lay = FA4Layout(n, FA4_BLOCK, FA4_BLOCK, torch.empty(1, 1, m, **i32),
-                                torch.empty(1, 1, m, 24, **i32), torch.empty(1, 1, m, **i32),
-                                torch.empty(1, 1, m, 24, **i32),
-                                torch.empty(m * FA4_BLOCK, 4, **i32))  # fmt: skip
+                lay = FA4Layout(
+                    n,
+                    FA4_BLOCK,
+                    FA4_BLOCK,
+                    torch.empty(1, 1, m, **i32),
+                    torch.empty(1, 1, m, 24, **i32),
+                    torch.empty(1, 1, m, **i32),
+                    torch.empty(1, 1, m, 24, **i32),
+                    torch.empty(m * FA4_BLOCK, 4, **i32),
+                )
                 o, lse = runner.forward(q, k, v, lay, d**-0.5)
                 runner.backward(q, k, v, o, do, lse, lay, d**-0.5)
             entry = {"compile_s": round(time.time() - t0, 1)}
@@ -81,8 +91,9 @@ def build(out: Path, dtypes, head_dims, n: int, h: int) -> dict:
                 name = f"{kind}_{tag}"
                 obj = out / f"{name}.o"
                 cache.cache[key].export_to_c(object_file_path=str(obj), function_name="func")
-                subprocess.run(["cc", "-shared", "-o", str(out / f"{name}.so"), str(obj)],
-                               check=True)  # fmt: skip
+                subprocess.run(
+                    ["cc", "-shared", "-o", str(out / f"{name}.so"), str(obj)], check=True
+                )
                 obj.unlink()
                 entry[kind] = name
                 for part in key if isinstance(key, tuple) else ():
@@ -95,8 +106,10 @@ def build(out: Path, dtypes, head_dims, n: int, h: int) -> dict:
                         entry["bwd_tile_m"], entry["bwd_tile_n"] = part.tile_m, part.tile_n
                         entry["hdim_multiple_of"] = 64 if part.dKV_swapAB else 32
             if entry.get("bwd_tile_n") != FA4_BLOCK or FA4_BLOCK % entry["bwd_tile_m"]:
-                raise RuntimeError(f"{tag}: backward tiles {entry.get('bwd_config')} do not fit "
-                                   f"the {FA4_BLOCK}-row block lists")  # fmt: skip
+                raise RuntimeError(
+                    f"{tag}: backward tiles {entry.get('bwd_config')} do not fit "
+                    f"the {FA4_BLOCK}-row block lists"
+                )
             manifest["variants"][tag] = entry
             print(tag, json.dumps(entry), flush=True)
     rt = _runtime_library()
@@ -108,8 +121,11 @@ def build(out: Path, dtypes, head_dims, n: int, h: int) -> dict:
 def _runtime_library() -> str:
     import cutlass.cute as cute
 
-    libs = [p for p in cute.runtime.find_runtime_libraries(enable_tvm_ffi=False)
-            if p.endswith("libcute_dsl_runtime.so")]  # fmt: skip
+    libs = [
+        p
+        for p in cute.runtime.find_runtime_libraries(enable_tvm_ffi=False)
+        if p.endswith("libcute_dsl_runtime.so")
+    ]
     if not libs:
         raise RuntimeError("libcute_dsl_runtime.so not found in the cutlass install")
     return libs[0]

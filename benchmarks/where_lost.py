@@ -64,8 +64,18 @@ def particle_rows(event: dict, emb: np.ndarray, parts: pd.DataFrame) -> list[dic
         d_phi = (phi[hard] - phi[k] + np.pi) % (2 * np.pi) - np.pi
         dr = np.hypot(eta[hard] - eta[k], d_phi)
         dr = dr[dr > 0]
-        rows.append(dict(pt=pt[k], eta=eta[k], nh=len(h), vr=vr[k], dm=bool(dm), diam=diam,
-                         near=near, dr=dr.min() if len(dr) else 9.0))  # fmt: skip
+        rows.append(
+            dict(
+                pt=pt[k],
+                eta=eta[k],
+                nh=len(h),
+                vr=vr[k],
+                dm=bool(dm),
+                diam=diam,
+                near=near,
+                dr=dr.min() if len(dr) else 9.0,
+            )
+        )
     return rows
 
 
@@ -117,17 +127,21 @@ def main() -> None:
         g = df.groupby(pd.cut(df[col], bins), observed=True).dm.agg(["mean", "size"])
         print(g.round(3).T.to_string(), end="\n\n")
     missed = ~df.dm
-    print(f"diam < eps {(df.diam < args.eps).mean():.3f}, "
-          f"near > eps {(df.near > args.eps).mean():.3f}; "
-          f"missed {missed.sum()}: split (diam >= eps) {(missed & (df.diam >= args.eps)).sum()}, "
-          f"merged (near <= eps) {(missed & (df.near <= args.eps)).sum()}")  # fmt: skip
+    print(
+        f"diam < eps {(df.diam < args.eps).mean():.3f}, "
+        f"near > eps {(df.near > args.eps).mean():.3f}; "
+        f"missed {missed.sum()}: split (diam >= eps) {(missed & (df.diam >= args.eps)).sum()}, "
+        f"merged (near <= eps) {(missed & (df.near <= args.eps)).sum()}"
+    )
     fk = pd.DataFrame(fakes)
     if len(fk):
-        print(f"\n{len(fk)} fake tracks: mean {fk.nhits.mean():.1f} hits, "
-              f"{fk.particles.mean():.1f} particles; hit shares noise {fk.noise.mean():.2f}, "
-              f"signal {fk.signal.mean():.2f}, other {fk.other.mean():.2f}; "
-              f"mostly noise {(fk.noise > 0.5).mean():.2f}, "
-              f"without signal hits {(fk.signal == 0).mean():.2f}")  # fmt: skip
+        print(
+            f"\n{len(fk)} fake tracks: mean {fk.nhits.mean():.1f} hits, "
+            f"{fk.particles.mean():.1f} particles; hit shares noise {fk.noise.mean():.2f}, "
+            f"signal {fk.signal.mean():.2f}, other {fk.other.mean():.2f}; "
+            f"mostly noise {(fk.noise > 0.5).mean():.2f}, "
+            f"without signal hits {(fk.signal == 0).mean():.2f}"
+        )
     if args.csv:
         df.to_csv(args.csv, index=False)
 
