@@ -89,8 +89,15 @@ def test_full_size_bf16_sampled_rows(kind):
     o, lse, (dq, dk, dv) = _poisoned(runner, q, k, v, do, plan)
     for t in (o, lse, dq, dk, dv):
         assert torch.isfinite(t).all()
-    rows = build_row_intervals(plan.kind, plan.cu_seqlens, plan.max_seqlen, plan.group_id,
-                               plan.adjacency, plan.window, num_rows=n).cpu()  # fmt: skip
+    rows = build_row_intervals(
+        plan.kind,
+        plan.cu_seqlens,
+        plan.max_seqlen,
+        plan.group_id,
+        plan.adjacency,
+        plan.window,
+        num_rows=n,
+    ).cpu()
     for i in torch.randint(0, n, (48,)).tolist():
         lo1, hi1, lo2, hi2 = (int(x) for x in rows[:, i])
         keys = torch.cat([torch.arange(lo1, hi1), torch.arange(lo2, hi2)]).cuda()
@@ -105,10 +112,11 @@ def test_full_size_bf16_sampled_rows(kind):
 def test_no_recompile_when_n_changes_and_matches_triton():
     """Four different N (multi-event, not multiples of 128): no new kernel after the first;
     FA4 and the Triton kernels agree (autograd through both)."""
-    from trackformers.attention.plans import presorted, window_plan
-    from trackformers.attention.synthetic import synthetic_batch
     from trackformers.kernels import ops
     from trackformers.kernels.fa4 import fa4_attention
+
+    from trackformers.attention.plans import presorted, window_plan
+    from trackformers.attention.synthetic import synthetic_batch
 
     runner = _runner(torch.bfloat16, 32)
 

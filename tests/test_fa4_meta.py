@@ -47,13 +47,14 @@ def _rows(plan, n):
 
 @pytest.mark.parametrize("sizes", SIZES)
 def test_layout_expands_to_the_dense_mask(sizes):
-    from trackformers.attention.plans import dense_mask_reference
     from trackformers.kernels.fa4_meta import (
         block_sparse_layout_reference,
         expand_mask,
         max_blocks,
         visited_pairs,
     )
+
+    from trackformers.attention.plans import dense_mask_reference
 
     n = sum(sizes)
     for name, plan in _cases(sizes).items():
@@ -70,14 +71,18 @@ def test_layout_expands_to_the_dense_mask(sizes):
                     lst = idx[0, 0, qb, : int(cnt[0, 0, qb])]  # highest block it visits)
                     assert bool((lst[1:] > lst[:-1]).all()), (name, bs, qb)
             if n % bs:  # the tail key block is never full
-                assert not bool((lay.full_idx[0, 0] == n // bs).logical_and(
-                    torch.arange(lay.max_blocks)[None] < lay.full_cnt[0, 0, :, None]).any())
+                assert not bool(
+                    (lay.full_idx[0, 0] == n // bs)
+                    .logical_and(torch.arange(lay.max_blocks)[None] < lay.full_cnt[0, 0, :, None])
+                    .any()
+                )
 
 
 def test_bound_is_o_of_n_for_window_and_cluster():
     """K stays fixed while N grows: the lists are O(N) memory."""
-    from trackformers.attention.base import AttentionPlan
     from trackformers.kernels.fa4_meta import max_blocks
+
+    from trackformers.attention.base import AttentionPlan
 
     cu = torch.tensor([0, 65536], dtype=torch.int32)
     win = AttentionPlan("window", cu, 65536, window=512)
@@ -121,9 +126,16 @@ def _triton_vs_reference():
         for name, p in _cases(sizes).items():
             if name == "full":
                 continue
-            rows = build_row_intervals(p.kind, p.cu_seqlens, p.max_seqlen, p.group_id,
-                                       p.adjacency, p.window, num_rows=n,
-                                       group_ptr=p.group_ptr)  # fmt: skip
+            rows = build_row_intervals(
+                p.kind,
+                p.cu_seqlens,
+                p.max_seqlen,
+                p.group_id,
+                p.adjacency,
+                p.window,
+                num_rows=n,
+                group_ptr=p.group_ptr,
+            )
             same_rows = torch.equal(rows.long(), _rows(p, n))
             for bs in (16, 128):
                 k = max_blocks(p, n, bs, bs)
@@ -131,9 +143,9 @@ def _triton_vs_reference():
                 t = block_sparse_layout(rows, n, k, bs, bs, check=True)
                 fields = ("mask_cnt", "mask_idx", "full_cnt", "full_idx", "aux")
                 out[f"{len(sizes)}/{name}/{bs}"] = same_rows and all(
-                    torch.equal(getattr(a, f), getattr(t, f)) for f in fields)  # fmt: skip
-    rows = build_row_intervals("full", torch.tensor([0, 300], dtype=torch.int32), 300,
-                               num_rows=300)  # fmt: skip
+                    torch.equal(getattr(a, f), getattr(t, f)) for f in fields
+                )
+    rows = build_row_intervals("full", torch.tensor([0, 300], dtype=torch.int32), 300, num_rows=300)
     try:
         block_sparse_layout(rows, 300, 1, 16, 16, check=True)
         out["overflow_raises"] = False
