@@ -50,13 +50,8 @@ HOOKS = {
 
 # files of work in progress (models, losses, clustering pipeline, training entry point)
 PENDING_FORMATTER = {
-    "benchmarks/where_lost.py",
     "trackformers/cluster/methods.py",
     "trackformers/cluster/pipeline.py",
-    "trackformers/losses/contrastive.py",
-    "trackformers/losses/hit_filter.py",
-    "trackformers/losses/pair_module.py",
-    "trackformers/losses/pairwise_core.py",
     "trackformers/models/encoder.py",
     "trackformers/models/module.py",
     "trackformers/models/posenc.py",
@@ -65,14 +60,6 @@ PENDING_FORMATTER = {
 }
 PENDING_DOCSTRINGS = {
     "trackformers/cluster/pipeline.py",
-    "trackformers/losses/base.py",
-    "trackformers/losses/classification.py",
-    "trackformers/losses/combined.py",
-    "trackformers/losses/contrastive.py",
-    "trackformers/losses/hinge.py",
-    "trackformers/losses/pair_module.py",
-    "trackformers/losses/pairwise_core.py",
-    "trackformers/losses/regression.py",
     "trackformers/models/encoder.py",
     "trackformers/models/heads.py",
     "trackformers/models/module.py",
@@ -82,15 +69,6 @@ PENDING_DOCSTRINGS = {
 PENDING_ARGS = {
     "trackformers/cluster/methods.py",
     "trackformers/cluster/pipeline.py",
-    "trackformers/losses/base.py",
-    "trackformers/losses/contrastive.py",
-    "trackformers/losses/hinge.py",
-    "trackformers/losses/hit_filter.py",
-    "trackformers/losses/mining.py",
-    "trackformers/losses/neighbours.py",
-    "trackformers/losses/pair_module.py",
-    "trackformers/losses/pairwise_core.py",
-    "trackformers/losses/regression.py",
     "trackformers/models/encoder.py",
     "trackformers/models/heads.py",
     "trackformers/models/module.py",

@@ -20,6 +20,16 @@ from trackformers.losses.base import check_noise_mode, get_output, get_target, z
 
 
 class BinnedCrossEntropyLoss(nn.Module):
+    """Cross-entropy of the per-hit logits against the hit's parameter-bin class.
+
+    Args:
+        output_key: model output of (N, C) logits.
+        target_key: ``batch.targets`` entry of (N,) int64 classes (-1: no valid particle).
+        class_weights: C weights of the classes (None: all 1).
+        noise: "ignore" (class -1 hits left out) or "class" (noise hits train the last logit).
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+    """
+
     name = "classification"
 
     def __init__(

@@ -19,6 +19,13 @@ from torch import Tensor, nn
 
 
 class CombinedLoss(nn.Module):
+    """Weighted sum of named loss terms; returns (total, {name: detached value}).
+
+    Args:
+        terms: name -> loss module (``loss(outputs, batch) -> scalar``).
+        weights: name -> weight >= 0 (missing: 1; 0: the term is not computed).
+    """
+
     def __init__(self, terms: Mapping[str, nn.Module], weights: Mapping[str, float] | None = None):
         super().__init__()
         if not terms:

@@ -45,6 +45,11 @@ class SupConPairs:
         self.tau = float(temperature)
 
     def empty_stats(self, emb: Tensor) -> Tensor:
+        """The statistics of no tile: sum of anchor losses, number of anchors.
+
+        Args:
+            emb: (N, D) embedding (device and dtype of the zeros).
+        """
         return emb.new_zeros(2)
 
     def _tile(self, dots, cand, pos):
@@ -55,15 +60,39 @@ class SupConPairs:
         return logits, lse, npos, anchor
 
     def tile_stats(self, dots, row_sq, key_sq, cand, pos) -> Tensor:
+        """The statistics of one tile (sum of anchor losses, number of anchors).
+
+        Args:
+            dots: (c, m) dot products of the tile's anchors and keys.
+            row_sq: (c, 1) squared norms of the anchors (unused).
+            key_sq: (1, m) or (c, m) squared norms of the keys (unused).
+            cand: (c, m) bool, candidate pairs.
+            pos: (c, m) bool, positive pairs (same particle).
+        """
         logits, lse, npos, anchor = self._tile(dots, cand, pos)
         pos_mean = torch.where(pos, logits, 0.0).sum(1) / npos.clamp(min=1)
         li = torch.where(anchor, lse - pos_mean, 0.0)
         return torch.stack([li.sum(), anchor.sum().to(li.dtype)])
 
     def finalize(self, stats: Tensor) -> Tensor:
+        """The loss from the statistics summed over the tiles.
+
+        Args:
+            stats: the sum of ``tile_stats`` over every tile.
+        """
         return stats[0] / stats[1].clamp(min=1.0)
 
     def tile_grad(self, dots, row_sq, key_sq, cand, pos, d_stats):
+        """(dL / d dots, None) of one tile.
+
+        Args:
+            dots: (c, m) dot products of the tile's anchors and keys.
+            row_sq: (c, 1) squared norms of the anchors (unused).
+            key_sq: (1, m) or (c, m) squared norms of the keys (unused).
+            cand: (c, m) bool, candidate pairs.
+            pos: (c, m) bool, positive pairs (same particle).
+            d_stats: dL / d stats, the gradient of ``finalize``.
+        """
         logits, lse, npos, anchor = self._tile(dots, cand, pos)
         soft = torch.exp(logits - lse[:, None])  # (c, n) softmax over candidates
         g = soft - pos.to(soft.dtype) / npos.clamp(min=1)[:, None]
@@ -79,6 +108,11 @@ class HardInfoNCEPairs:
         self.tau = float(temperature)
 
     def empty_stats(self, emb: Tensor) -> Tensor:
+        """The statistics of no tile: sum of anchor losses, number of anchors.
+
+        Args:
+            emb: (N, D) embedding (device and dtype of the zeros).
+        """
         return emb.new_zeros(2)
 
     def _tile(self, dots, cand, pos):
@@ -90,6 +124,15 @@ class HardInfoNCEPairs:
         return logits, neg, neg_lse, gap, npos, npos > 0
 
     def tile_stats(self, dots, row_sq, key_sq, cand, pos) -> Tensor:
+        """The statistics of one tile (sum of anchor losses, number of anchors).
+
+        Args:
+            dots: (c, m) dot products of the tile's anchors and keys.
+            row_sq: (c, 1) squared norms of the anchors (unused).
+            key_sq: (1, m) or (c, m) squared norms of the keys (unused).
+            cand: (c, m) bool, candidate pairs.
+            pos: (c, m) bool, positive pairs (same particle).
+        """
         _, _, _, gap, npos, anchor = self._tile(dots, cand, pos)
         # -log(e^a / (e^a + e^b)) = softplus(b - a)
         li = torch.where(pos, F.softplus(gap), 0.0).sum(1) / npos.clamp(min=1)  # (c,)
@@ -97,9 +140,24 @@ class HardInfoNCEPairs:
         return torch.stack([li.sum(), anchor.sum().to(li.dtype)])
 
     def finalize(self, stats: Tensor) -> Tensor:
+        """The loss from the statistics summed over the tiles.
+
+        Args:
+            stats: the sum of ``tile_stats`` over every tile.
+        """
         return stats[0] / stats[1].clamp(min=1.0)
 
     def tile_grad(self, dots, row_sq, key_sq, cand, pos, d_stats):
+        """(dL / d dots, None) of one tile.
+
+        Args:
+            dots: (c, m) dot products of the tile's anchors and keys.
+            row_sq: (c, 1) squared norms of the anchors (unused).
+            key_sq: (1, m) or (c, m) squared norms of the keys (unused).
+            cand: (c, m) bool, candidate pairs.
+            pos: (c, m) bool, positive pairs (same particle).
+            d_stats: dL / d stats, the gradient of ``finalize``.
+        """
         logits, neg, neg_lse, gap, npos, anchor = self._tile(dots, cand, pos)
         share = torch.where(pos, torch.sigmoid(gap), 0.0) / npos.clamp(min=1)[:, None]  # (c, m)
         soft = torch.where(neg, torch.exp(logits - neg_lse[:, None]), 0.0)  # (c, m) over negs
@@ -119,7 +177,15 @@ def hard_infonce_naive(
 ) -> Tensor:
     """Reference of ``negatives="topk"`` with (n, n) matrices per event (tests only).
 
-    anchor_mask (N,) bool limits anchors and positives (``anchors="signal"``)."""
+    Args:
+        emb: (N, D) embedding.
+        labels: (N,) int64 particle ids (0 = noise).
+        valid: (N,) bool, hits that take part.
+        cu_seqlens: (B + 1,) event offsets.
+        temperature: tau > 0.
+        k: hard negatives per anchor.
+        anchor_mask: (N,) bool, limits anchors and positives (``anchors="signal"``).
+    """
     total, count = emb.new_zeros(()), 0
     bounds = cu_seqlens.tolist()
     for s, e in zip(bounds[:-1], bounds[1:], strict=True):
@@ -155,8 +221,17 @@ def supcon_naive(
     pair_mask: Tensor | None = None,
     anchor_mask: Tensor | None = None,
 ) -> Tensor:
-    """Reference with (n, n) matrices per event (tests only); pair_mask (N, N) limits pairs,
-    anchor_mask (N,) bool limits anchors and positives (``anchors="signal"``)."""
+    """Reference with (n, n) matrices per event (tests only).
+
+    Args:
+        emb: (N, D) embedding.
+        labels: (N,) int64 particle ids (0 = noise).
+        valid: (N,) bool, hits that take part.
+        cu_seqlens: (B + 1,) event offsets.
+        temperature: tau > 0.
+        pair_mask: (N, N) bool, limits the pairs (e.g. to the phi window).
+        anchor_mask: (N,) bool, limits anchors and positives (``anchors="signal"``).
+    """
     total, count = emb.new_zeros(()), 0
     bounds = cu_seqlens.tolist()
     for s, e in zip(bounds[:-1], bounds[1:], strict=True):
@@ -240,9 +315,18 @@ class SupConLoss(PairEmbeddingLoss):
             raise ValueError(f"loss 'contrastive': temperature must be > 0, got {temperature!r}")
         pairs = HardInfoNCEPairs(temperature) if negatives == "topk" else SupConPairs(temperature)
         super().__init__(
-            pairs, output_key, negatives, window, noise, tile_elems, compile, normalize=normalize,
-            anchors=anchors, topk=topk, topk_layout=topk_layout,
-        )  # fmt: skip
+            pairs,
+            output_key,
+            negatives,
+            window,
+            noise,
+            tile_elems,
+            compile,
+            normalize=normalize,
+            anchors=anchors,
+            topk=topk,
+            topk_layout=topk_layout,
+        )
 
     def _event_loss(self, emb: Tensor, labels: Tensor, valid: Tensor, batch) -> Tensor:
         if self.kernel == "tiled":
@@ -253,6 +337,10 @@ class SupConLoss(PairEmbeddingLoss):
                 "use kernel: tiled on CPU"
             )
         return supcon_loss(
-            emb, labels, batch.cu_seqlens, self.pairs.tau,
-            valid=None if self.noise == "negative" else valid, max_seqlen=batch.max_seqlen,
-        )  # fmt: skip
+            emb,
+            labels,
+            batch.cu_seqlens,
+            self.pairs.tau,
+            valid=None if self.noise == "negative" else valid,
+            max_seqlen=batch.max_seqlen,
+        )

@@ -29,6 +29,11 @@ class HingePairs:
         self.margin, self.pos_weight, self.neg_weight = float(margin), pos_weight, neg_weight
 
     def empty_stats(self, emb: Tensor) -> Tensor:
+        """The statistics of no tile: (sum pos q, n pos, sum neg hinge, n neg).
+
+        Args:
+            emb: (N, D) embedding (device and dtype of the zeros).
+        """
         return emb.new_zeros(4)
 
     def _tile(self, dots, row_sq, key_sq, cand, pos):
@@ -39,6 +44,15 @@ class HingePairs:
         return raw, q, r, neg
 
     def tile_stats(self, dots, row_sq, key_sq, cand, pos) -> Tensor:
+        """The statistics of one tile: (sum pos q, n pos, sum neg hinge, n neg).
+
+        Args:
+            dots: (c, m) dot products of the tile's anchors and keys.
+            row_sq: (c, 1) squared norms of the anchors.
+            key_sq: (1, m) or (c, m) squared norms of the keys.
+            cand: (c, m) bool, candidate pairs.
+            pos: (c, m) bool, positive pairs (same particle).
+        """
         _, q, r, neg = self._tile(dots, row_sq, key_sq, cand, pos)
         hinge = torch.relu(self.margin - r) ** 2
         return torch.stack(
@@ -51,11 +65,26 @@ class HingePairs:
         )
 
     def finalize(self, stats: Tensor) -> Tensor:
+        """The loss from the statistics summed over the tiles.
+
+        Args:
+            stats: the sum of ``tile_stats`` over every tile.
+        """
         return self.pos_weight * stats[0] / stats[1].clamp(min=1.0) + self.neg_weight * stats[
             2
         ] / stats[3].clamp(min=1.0)
 
     def tile_grad(self, dots, row_sq, key_sq, cand, pos, d_stats):
+        """(dL / d dots, dL / d squared norms per pair) of one tile.
+
+        Args:
+            dots: (c, m) dot products of the tile's anchors and keys.
+            row_sq: (c, 1) squared norms of the anchors.
+            key_sq: (1, m) or (c, m) squared norms of the keys.
+            cand: (c, m) bool, candidate pairs.
+            pos: (c, m) bool, positive pairs (same particle).
+            d_stats: dL / d stats, the gradient of ``finalize``.
+        """
         raw, q, r, neg = self._tile(dots, row_sq, key_sq, cand, pos)
         g_q = torch.where(pos, d_stats[0], 0.0)
         g_q = g_q + torch.where(neg, -d_stats[2] * torch.relu(self.margin - r) / r, 0.0)
@@ -73,7 +102,18 @@ def hinge_naive(
     neg_weight: float = 1.0,
     pair_mask: Tensor | None = None,
 ) -> Tensor:
-    """Reference with (n, n) matrices per event (tests only); pair_mask (N, N) limits pairs."""
+    """Reference with (n, n) matrices per event (tests only).
+
+    Args:
+        emb: (N, D) embedding.
+        labels: (N,) int64 particle ids (0 = noise).
+        valid: (N,) bool, hits that take part.
+        cu_seqlens: (B + 1,) event offsets.
+        margin: distance beyond which negative pairs cost nothing.
+        pos_weight: weight of the positive-pair mean.
+        neg_weight: weight of the negative-pair mean.
+        pair_mask: (N, N) bool, limits the pairs (e.g. to the phi window).
+    """
     sums = emb.new_zeros(4)
     bounds = cu_seqlens.tolist()
     for s, e in zip(bounds[:-1], bounds[1:], strict=True):
@@ -91,6 +131,21 @@ def hinge_naive(
 
 
 class PairwiseHingeLoss(PairEmbeddingLoss):
+    """Pairwise hinge loss of the hit embedding (see the module docstring).
+
+    Args:
+        margin: distance beyond which negative pairs cost nothing.
+        output_key: model output holding the (N, D) embedding.
+        negatives: "event" (all other hits, tiled) or "window" (phi window of ``window`` hits
+            each side).
+        window: hits each side of the phi window, >= 1.
+        noise: "negative" (noise in negative pairs) or "ignore" (left out).
+        pos_weight: weight w_pos of the positive-pair mean.
+        neg_weight: weight w_neg of the negative-pair mean.
+        tile_elems: elements of one pair tile: the loss memory bound, >= 1.
+        compile: torch.compile the tile math (None = on CUDA).
+    """
+
     name = "hinge"
 
     def __init__(

@@ -52,7 +52,11 @@ class HitFilterLoss(nn.Module):
         self.pos_weight = None if pos_weight is None else float(pos_weight)
 
     def labels(self, batch) -> Tensor:
-        """(total_hits,) bool filter label of every hit (see the module docstring)."""
+        """(total_hits,) bool filter label of every hit (see the module docstring).
+
+        Args:
+            batch: the packed batch (``targets[target_key]``, else particle ids and pT).
+        """
         if self.target_key in batch.targets:
             return batch.targets[self.target_key].bool()
         if "pt" not in batch.targets:
@@ -65,8 +69,9 @@ class HitFilterLoss(nn.Module):
     def forward(self, outputs: dict[str, Tensor], batch) -> Tensor:
         logit = get_output(outputs, self.output_key, self.name).float()  # (N,)
         if logit.dim() != 1:
-            raise ValueError(f"loss hit_filter: {self.output_key!r} must be (N,), got "
-                             f"{tuple(logit.shape)}")  # fmt: skip
+            raise ValueError(
+                f"loss hit_filter: {self.output_key!r} must be (N,), got {tuple(logit.shape)}"
+            )
         target = self.labels(batch).to(logit.device, torch.float32)  # (N,)
         pw = None
         if self.pos_weight is not None:
@@ -76,15 +81,22 @@ class HitFilterLoss(nn.Module):
 
 def derived_signal(batch, pt_min: float, min_hits: int) -> Tensor:
     """(total_hits,) bool: hit of a particle with pT >= pt_min and >= min_hits hits in its
-    event, from ``batch.particle_id`` and ``batch.targets["pt"]`` (NaN for noise)."""
+    event, from ``batch.particle_id`` and ``batch.targets["pt"]`` (NaN for noise).
+
+    Args:
+        batch: the packed batch, with particle ids and ``targets["pt"]``.
+        pt_min: GeV, the pT threshold.
+        min_hits: the particle's minimum number of hits in the event.
+    """
     pid = particle_labels(batch, "hit_filter")  # (N,)
     pt = batch.targets["pt"].float()  # (N,)
     cu = batch.cu_seqlens.long()
     n = pid.numel()
     event = torch.repeat_interleave(
         torch.arange(cu.numel() - 1, device=pid.device), cu.diff(), output_size=n
-    )  # fmt: skip  (N,)
-    _, inv, counts = torch.unique(torch.stack([event, pid]), dim=1, return_inverse=True,
-                                  return_counts=True)  # fmt: skip
+    )  # (N,)
+    _, inv, counts = torch.unique(
+        torch.stack([event, pid]), dim=1, return_inverse=True, return_counts=True
+    )
     nhits = counts[inv]  # (N,) hits of the hit's particle in its event
     return (pid != 0) & (torch.nan_to_num(pt, nan=-1.0) >= pt_min) & (nhits >= min_hits)

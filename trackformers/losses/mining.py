@@ -20,7 +20,12 @@ from torch import Tensor
 
 
 def event_index(cu_seqlens: Tensor, device: torch.device) -> Tensor:
-    """(N,) int64 event of each hit."""
+    """(N,) int64 event of each hit.
+
+    Args:
+        cu_seqlens: (B + 1,) event boundaries.
+        device: the device of the result.
+    """
     lengths = cu_seqlens.diff().long().to(device)
     return torch.repeat_interleave(torch.arange(lengths.numel(), device=device), lengths)
 

@@ -12,7 +12,12 @@ from torch import Tensor
 
 
 def phi_sort(coords: Tensor, cu_seqlens: Tensor) -> Tensor:
-    """(N,) int64 permutation sorting hits by phi inside each event (events stay in order)."""
+    """(N,) int64 permutation sorting hits by phi inside each event (events stay in order).
+
+    Args:
+        coords: (N, >= 2) hit coordinates, x and y first.
+        cu_seqlens: (B + 1,) event boundaries.
+    """
     lengths = cu_seqlens.diff().long()
     seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=coords.device), lengths)
     phi = torch.atan2(coords[:, 1].double(), coords[:, 0].double())  # (N,) in [-pi, pi]
@@ -25,8 +30,12 @@ def window_neighbours(
 ) -> Tensor:
     """(N, 2W) int64 input-row indices of each hit's window neighbours, -1 padded.
 
-    ``perm`` (sorted position -> input row) is taken from an attention plan when given,
-    otherwise computed from ``coords`` by phi.
+    Args:
+        cu_seqlens: (B + 1,) event boundaries.
+        window: W >= 1, neighbours each side in phi order.
+        coords: (N, >= 2) hit coordinates, x and y first (used when ``perm`` is None).
+        perm: (N,) sorted position -> input row, from an attention plan (None: sorted by
+            phi from ``coords``).
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")

@@ -30,7 +30,14 @@ GATHER_COST = 4  # a gathered pair costs about this many dense-tile pairs (CPU a
 
 
 def check_int(value, name: str, loss_name: str, minimum: int = 1) -> int:
-    """``value`` as an int >= minimum, else a ValueError naming the loss option and value."""
+    """``value`` as an int >= minimum, else a ValueError naming the loss option and value.
+
+    Args:
+        value: the configured value.
+        name: the option, for the error message.
+        loss_name: the loss, for the error message.
+        minimum: the smallest value allowed.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(
             f"loss {loss_name!r}: {name} must be an integer >= {minimum}, got {value!r}"
@@ -39,6 +46,26 @@ def check_int(value, name: str, loss_name: str, minimum: int = 1) -> int:
 
 
 class PairEmbeddingLoss(nn.Module):
+    """Base of the pairwise embedding losses: the pairs of a batch, handed to the tile engine.
+
+    Subclasses set ``name``, the modes they accept and the PairLoss (``pairs``) they compute.
+
+    Args:
+        pairs: the PairLoss of :mod:`trackformers.losses.pairwise_core` (statistics, finalize
+            and gradient of one tile).
+        output_key: model output holding the (N, D) embedding.
+        negatives: one of ``negative_modes``: "event", "window" or "topk".
+        window: hits each side of the phi window, >= 1.
+        noise: "negative" (noise hits stay candidates) or "ignore" (left out).
+        tile_elems: elements of one pair tile / search block: the memory bound, >= 1.
+        compile: torch.compile the tile math (None = on CUDA).
+        normalize: L2-normalise the embedding first.
+        anchors: one of ``anchor_modes``: "all" or "signal".
+        topk: hard negatives per anchor with ``negatives="topk"``, >= 1.
+        topk_layout: "gather" (k keys per hit), "masked" (event tiles masked by the table) or
+            "auto" (the cheaper of the two for the batch).
+    """
+
     name: str
     negative_modes: tuple[str, ...] = ("event", "window")
     anchor_modes: tuple[str, ...] = ("all",)
@@ -98,8 +125,9 @@ class PairEmbeddingLoss(nn.Module):
             anchors = (pos >= 0).any(1)  # (N,)
             if not bool(anchors.any()):
                 return zero_loss(emb)
-            neg = hard_negatives(emb.detach(), labels, valid, anchors, cu, self.topk,
-                                 self.tile_elems)  # (N, K), no grad  # fmt: skip
+            neg = hard_negatives(
+                emb.detach(), labels, valid, anchors, cu, self.topk, self.tile_elems
+            )  # (N, K), no grad
             table = torch.cat([pos, neg], dim=1)  # (N, P + K)
             pairs_of = dict(neighbours=table)
             if self._masked(cu, table):
@@ -107,16 +135,26 @@ class PairEmbeddingLoss(nn.Module):
         else:
             return self._event_loss(emb, labels, valid, batch)
         return tiled_pair_loss(
-            emb, labels, valid, self.pairs, tile_elems=self.tile_elems, compile=self.compile,
+            emb,
+            labels,
+            valid,
+            self.pairs,
+            tile_elems=self.tile_elems,
+            compile=self.compile,
             **pairs_of,
-        )  # fmt: skip
+        )
 
     def _event_loss(self, emb: Tensor, labels: Tensor, valid: Tensor, batch) -> Tensor:
         """All same-event pairs (``negatives="event"``), tiled; subclasses may fuse it."""
         return tiled_pair_loss(
-            emb, labels, valid, self.pairs, cu_seqlens=batch.cu_seqlens,
-            tile_elems=self.tile_elems, compile=self.compile,
-        )  # fmt: skip
+            emb,
+            labels,
+            valid,
+            self.pairs,
+            cu_seqlens=batch.cu_seqlens,
+            tile_elems=self.tile_elems,
+            compile=self.compile,
+        )
 
     def _masked(self, cu_seqlens: Tensor, table: Tensor) -> bool:
         """Masked event tiles (O(sum n^2)) when cheaper than gathering (O(N (P + K)))."""

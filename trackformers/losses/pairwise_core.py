@@ -47,6 +47,7 @@ class EventLayout:
         )  # (N,) event of each hit
 
     def tiles(self):
+        """Yield the tiles (s, e, r0, r1): anchors [r0, r1) against the keys [s, e)."""
         for s, e in self.groups:
             n = e - s
             c = max(1, min(n, self.tile_elems // n))
@@ -54,14 +55,43 @@ class EventLayout:
                 yield (s, e, r0, min(r0 + c, e))
 
     def inputs(self, emb: Tensor, labels: Tensor, valid: Tensor, tile) -> tuple:
+        """The ``math`` inputs of one tile.
+
+        Args:
+            emb: (N, D) embedding.
+            labels: (N,) int64 particle ids (0 = noise).
+            valid: (N,) bool, hits that take part.
+            tile: one tile of ``tiles()``.
+        """
         s, e, r0, r1 = tile
         seq = self.seq.to(emb.device)
-        return (emb[r0:r1], emb[s:e], labels[r0:r1], labels[s:e], seq[r0:r1], seq[s:e],
-                valid[r0:r1], valid[s:e], r0 - s)  # fmt: skip
+        return (
+            emb[r0:r1],
+            emb[s:e],
+            labels[r0:r1],
+            labels[s:e],
+            seq[r0:r1],
+            seq[s:e],
+            valid[r0:r1],
+            valid[s:e],
+            r0 - s,
+        )
 
     @staticmethod
     def math(rows, keys, lab_r, lab_k, seq_r, seq_k, val_r, val_k, offset: int):
-        """Dot products, squared norms, candidate and positive masks of one tile."""
+        """Dot products, squared norms, candidate and positive masks of one tile.
+
+        Args:
+            rows: (c, D) embedding of the anchors.
+            keys: (n, D) embedding of the keys.
+            lab_r: (c,) particle ids of the anchors.
+            lab_k: (n,) particle ids of the keys.
+            seq_r: (c,) event of each anchor.
+            seq_k: (n,) event of each key.
+            val_r: (c,) bool, anchors that take part.
+            val_k: (n,) bool, keys that take part.
+            offset: position of the first anchor among the keys (its self pair is left out).
+        """
         dots = rows @ keys.T  # (c, n)
         row_sq = (rows * rows).sum(-1, keepdim=True)  # (c, 1)
         key_sq = (keys * keys).sum(-1)[None, :]  # (1, n)
@@ -73,6 +103,16 @@ class EventLayout:
         return dots, row_sq, key_sq, cand, pos
 
     def accumulate(self, grad: Tensor, emb: Tensor, tile, g_dot: Tensor, g_sq: Tensor | None):
+        """Add one tile's gradient w.r.t. the embedding into ``grad``.
+
+        Args:
+            grad: (N, D) gradient, updated in place.
+            emb: (N, D) embedding.
+            tile: one tile of ``tiles()``.
+            g_dot: dL / d dots of the tile.
+            g_sq: dL / d squared norms, per pair (the row's and the key's norm each get it);
+                None when the loss reads dot products only.
+        """
         s, e, r0, r1 = tile
         rows, keys = emb[r0:r1], emb[s:e]
         grad[r0:r1] += g_dot @ keys  # (c, D)
@@ -90,6 +130,14 @@ class MaskedEventLayout(EventLayout):
         self.nbr = neighbours
 
     def inputs(self, emb: Tensor, labels: Tensor, valid: Tensor, tile) -> tuple:
+        """The ``math`` inputs of one tile, the (c, n) mask of the table's pairs last.
+
+        Args:
+            emb: (N, D) embedding.
+            labels: (N,) int64 particle ids (0 = noise).
+            valid: (N,) bool, hits that take part.
+            tile: one tile of ``tiles()``.
+        """
         s, e, r0, r1 = tile
         nbr = self.nbr[r0:r1]  # (c, k) global rows inside [s, e), -1 = none
         n = e - s
@@ -100,6 +148,20 @@ class MaskedEventLayout(EventLayout):
 
     @staticmethod
     def math(rows, keys, lab_r, lab_k, seq_r, seq_k, val_r, val_k, offset: int, allowed):
+        """``EventLayout.math`` with the candidate and positive pairs limited to the table's.
+
+        Args:
+            rows: (c, D) embedding of the anchors.
+            keys: (n, D) embedding of the keys.
+            lab_r: (c,) particle ids of the anchors.
+            lab_k: (n,) particle ids of the keys.
+            seq_r: (c,) event of each anchor.
+            seq_k: (n,) event of each key.
+            val_r: (c,) bool, anchors that take part.
+            val_k: (n,) bool, keys that take part.
+            offset: position of the first anchor among the keys.
+            allowed: (c, n) bool, the pairs of the neighbour table.
+        """
         dots, row_sq, key_sq, cand, pos = EventLayout.math(
             rows, keys, lab_r, lab_k, seq_r, seq_k, val_r, val_k, offset
         )
@@ -115,18 +177,45 @@ class NeighbourLayout:
         self.n, self.c = n, max(1, int(tile_elems) // max(1, k * dim))
 
     def tiles(self):
+        """Yield the tiles (r0, r1): anchors [r0, r1) against their k neighbours."""
         for r0 in range(0, self.n, self.c):
             yield (r0, min(r0 + self.c, self.n))
 
     def inputs(self, emb: Tensor, labels: Tensor, valid: Tensor, tile) -> tuple:
+        """The ``math`` inputs of one tile.
+
+        Args:
+            emb: (N, D) embedding.
+            labels: (N,) int64 particle ids (0 = noise).
+            valid: (N,) bool, hits that take part.
+            tile: one tile of ``tiles()``.
+        """
         r0, r1 = tile
         nbr = self.nbr[r0:r1]  # (c, k)
         idx = nbr.clamp(min=0)
-        return (emb[r0:r1], emb[idx], labels[r0:r1], labels[idx], nbr >= 0,
-                valid[r0:r1], valid[idx])  # fmt: skip
+        return (
+            emb[r0:r1],
+            emb[idx],
+            labels[r0:r1],
+            labels[idx],
+            nbr >= 0,
+            valid[r0:r1],
+            valid[idx],
+        )
 
     @staticmethod
     def math(rows, keys, lab_r, lab_k, has, val_r, val_k):
+        """Dot products, squared norms, candidate and positive masks of one tile.
+
+        Args:
+            rows: (c, D) embedding of the anchors.
+            keys: (c, k, D) embedding of each anchor's neighbours.
+            lab_r: (c,) particle ids of the anchors.
+            lab_k: (c, k) particle ids of the neighbours.
+            has: (c, k) bool, table entries that are neighbours (not -1 padding).
+            val_r: (c,) bool, anchors that take part.
+            val_k: (c, k) bool, neighbours that take part.
+        """
         dots = torch.einsum("cd,ckd->ck", rows, keys)  # (c, k)
         row_sq = (rows * rows).sum(-1, keepdim=True)  # (c, 1)
         key_sq = (keys * keys).sum(-1)  # (c, k)
@@ -135,6 +224,16 @@ class NeighbourLayout:
         return dots, row_sq, key_sq, cand, pos
 
     def accumulate(self, grad: Tensor, emb: Tensor, tile, g_dot: Tensor, g_sq: Tensor | None):
+        """Add one tile's gradient w.r.t. the embedding into ``grad``.
+
+        Args:
+            grad: (N, D) gradient, updated in place.
+            emb: (N, D) embedding.
+            tile: one tile of ``tiles()``.
+            g_dot: dL / d dots of the tile.
+            g_sq: dL / d squared norms, per pair (the row's and the key's norm each get it);
+                None when the loss reads dot products only.
+        """
         r0, r1 = tile
         idx = self.nbr[r0:r1].clamp(min=0)  # (c, k); padded entries carry zero gradient
         rows, keys = emb[r0:r1], emb[idx]
@@ -158,7 +257,11 @@ _COMPILED: dict[str, object] = {}
 
 
 def tile_functions(compiled: bool):
-    """(stats, grad) tile functions; compiled ones fuse the mask and softmax passes."""
+    """(stats, grad) tile functions; compiled ones fuse the mask and softmax passes.
+
+    Args:
+        compiled: the torch.compile'd pair (compiled once per process, dynamic shapes).
+    """
     if not compiled:
         return _tile_stats, _tile_grad
     if not _COMPILED:
@@ -212,11 +315,18 @@ def tiled_pair_loss(
 ) -> Tensor:
     """Loss over all same-event pairs (``cu_seqlens``) or over a neighbour table.
 
-    emb (N, D) float32, labels (N,) int64 particle id (0 = noise), valid (N,) bool: hits that
-    take part at all (e.g. noise excluded). Memory per tile ~ ``tile_elems`` elements.
     ``neighbours`` alone gathers each hit's k keys (O(N k)); with ``cu_seqlens`` too, the
     table (same-event rows only) masks event tiles instead (O(sum n_event^2), for small events).
-    ``compile``: torch.compile the tile math (None = on CUDA only).
+
+    Args:
+        emb: (N, D) embedding (half precision is computed in float32).
+        labels: (N,) int64 particle ids (0 = noise).
+        valid: (N,) bool, hits that take part at all (e.g. noise excluded).
+        pair_loss: the PairLoss (statistics, finalize, gradient of a tile).
+        cu_seqlens: (B + 1,) event offsets: all same-event pairs.
+        neighbours: (N, k) int64 neighbour table, -1 = none.
+        tile_elems: elements of one tile: the memory bound.
+        compile: torch.compile the tile math (None = on CUDA only).
     """
     if cu_seqlens is None and neighbours is None:
         raise ValueError("give cu_seqlens (all pairs), neighbours (N, k) or both (masked)")

@@ -19,7 +19,13 @@ from trackformers.losses.base import check_noise_mode, get_output, get_target, z
 
 
 def valid_hits(batch, n: int, device) -> Tensor:
-    """(N,) bool hits that carry targets: targets["valid"], else non-noise, else all."""
+    """(N,) bool hits that carry targets: targets["valid"], else non-noise, else all.
+
+    Args:
+        batch: the packed batch.
+        n: N, the number of hits (for the all-valid case).
+        device: the device of the all-valid mask.
+    """
     if "valid" in batch.targets:
         return batch.targets["valid"].bool()
     if batch.particle_id is not None:
@@ -30,9 +36,17 @@ def valid_hits(batch, n: int, device) -> Tensor:
 class ParameterRegressionLoss(nn.Module):
     """MSE or Huber loss, mean over valid hits, weighted sum over parameter columns.
 
-    columns: names of the target columns (the data config's ``targets``), used for the
-    per-column ``weights`` ({name: w}, default 1) and ``scales`` (targets and predictions
-    are divided by them so parameters of different size weigh alike).
+    Args:
+        columns: names of the target columns (the data config's ``targets``); None: the
+            columns are unnamed (no weights or scales by name).
+        weights: {column: weight} of the per-column losses (default 1).
+        scales: {column: scale}: targets and predictions are divided by it, so parameters
+            of different size weigh alike (default 1).
+        output_key: model output of (N, P) predictions.
+        target_key: ``batch.targets`` entry of (N, P) targets.
+        kind: "mse" or "huber".
+        huber_delta: the Huber loss's delta.
+        noise: "ignore" (noise hits carry no targets).
     """
 
     name = "regression"
@@ -66,6 +80,7 @@ class ParameterRegressionLoss(nn.Module):
 
     @property
     def n_outputs(self) -> int | None:
+        """Output columns the head must give (None: not known from the config)."""
         return None if self.columns is None else len(self.columns)
 
     def _column_vectors(self, p: int, device) -> tuple[Tensor, Tensor]:
@@ -75,7 +90,12 @@ class ParameterRegressionLoss(nn.Module):
         return w, s  # (P,), (P,)
 
     def per_column(self, outputs: dict[str, Tensor], batch) -> Tensor:
-        """(P,) loss of each column, mean over valid hits."""
+        """(P,) loss of each column, mean over valid hits.
+
+        Args:
+            outputs: the model's output dict.
+            batch: the packed batch.
+        """
         pred = get_output(outputs, self.output_key, self.name).float()  # (N, P)
         target = get_target(batch, self.target_key, self.name).float()  # (N, P)
         if target.ndim == 1:
