@@ -50,8 +50,6 @@ HOOKS = {
 
 # files of work in progress (models, losses, clustering pipeline, training entry point)
 PENDING_FORMATTER = {
-    "trackformers/cluster/methods.py",
-    "trackformers/cluster/pipeline.py",
     "trackformers/models/encoder.py",
     "trackformers/models/module.py",
     "trackformers/models/posenc.py",
@@ -59,7 +57,6 @@ PENDING_FORMATTER = {
     "trackformers/train.py",
 }
 PENDING_DOCSTRINGS = {
-    "trackformers/cluster/pipeline.py",
     "trackformers/models/encoder.py",
     "trackformers/models/heads.py",
     "trackformers/models/module.py",
@@ -67,8 +64,6 @@ PENDING_DOCSTRINGS = {
 }
 
 PENDING_ARGS = {
-    "trackformers/cluster/methods.py",
-    "trackformers/cluster/pipeline.py",
     "trackformers/models/encoder.py",
     "trackformers/models/heads.py",
     "trackformers/models/module.py",

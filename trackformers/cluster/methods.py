@@ -93,23 +93,34 @@ def _on_host(fn) -> Callable[..., Tensor]:
 
 # ---- start (CUDA-graph step) ----------------------------------------------------------------
 def _start_dbscan(x, cu_seqlens, valid, rounds, plan, coords, max_seqlen, **params):
-    st = rd.start_grid(x, cu_seqlens, params["eps"], params.get("min_samples", 5),
-                       params.get("max_dims", 3), rounds, valid=valid)  # fmt: skip
+    st = rd.start_grid(
+        x,
+        cu_seqlens,
+        params["eps"],
+        params.get("min_samples", 5),
+        params.get("max_dims", 3),
+        rounds,
+        valid=valid,
+    )
     return st, rd.number_labels(st)
 
 
 def _start_dbscan_plan(x, cu_seqlens, valid, rounds, plan, coords, max_seqlen, **params):
     nb = {k: params[k] for k in NEIGHBOURHOOD_KEYS if k in params}
     nplan = neighbourhood_plan(plan, coords, cu_seqlens, **nb, max_seqlen=max_seqlen, sync=False)
-    st = rd.start_plan(x, nplan, params["eps"], params.get("min_samples", 5), None, rounds,
-                       valid=valid)  # fmt: skip
+    st = rd.start_plan(
+        x, nplan, params["eps"], params.get("min_samples", 5), None, rounds, valid=valid
+    )
     return st, rd.number_labels(st)
 
 
 def _start_argmax(x, cu_seqlens, valid, rounds, plan, coords, max_seqlen, **params):
     n = x.shape[0]
-    seq = torch.repeat_interleave(torch.arange(cu_seqlens.numel() - 1, device=x.device),
-                                  cu_seqlens.diff().long(), output_size=n)  # fmt: skip
+    seq = torch.repeat_interleave(
+        torch.arange(cu_seqlens.numel() - 1, device=x.device),
+        cu_seqlens.diff().long(),
+        output_size=n,
+    )
     lab = argmax_labels(x, seq, params.get("noise_class"), params.get("min_prob", 0.0))
     return None, torch.where(valid, lab, -1)
 
@@ -117,34 +128,55 @@ def _start_argmax(x, cu_seqlens, valid, rounds, plan, coords, max_seqlen, **para
 METHODS: dict[str, ClusterMethod] = {
     m.name: m
     for m in (
-        ClusterMethod("dbscan", _run_dbscan, ("cuda", "cpu"), "points", radius=True,
-                      start=_start_dbscan),
-        ClusterMethod("dbscan_plan", _run_dbscan_plan, ("cuda", "cpu"), "points",
-                      needs_plan=True, radius=True, start=_start_dbscan_plan),
+        ClusterMethod(
+            "dbscan", _run_dbscan, ("cuda", "cpu"), "points", radius=True, start=_start_dbscan
+        ),
+        ClusterMethod(
+            "dbscan_plan",
+            _run_dbscan_plan,
+            ("cuda", "cpu"),
+            "points",
+            needs_plan=True,
+            radius=True,
+            start=_start_dbscan_plan,
+        ),
         ClusterMethod("dbscan_cpu", _on_host(dbscan_cpu), ("cpu",), "points", radius=True),
         ClusterMethod("hdbscan_cpu", _on_host(hdbscan_cpu), ("cpu",), "points"),
-        ClusterMethod("argmax", _run_argmax, ("cuda", "cpu"), "logits", class_ids=True,
-                      start=_start_argmax),
+        ClusterMethod(
+            "argmax", _run_argmax, ("cuda", "cpu"), "logits", class_ids=True, start=_start_argmax
+        ),
     )
-}  # fmt: skip
+}
 
 
 def method(name: str) -> ClusterMethod:
-    """The row of ``METHODS`` named ``name``; a ValueError naming the choices otherwise."""
+    """The row of ``METHODS`` named ``name``; a ValueError naming the choices otherwise.
+
+    Args:
+        name: a clustering method (a key of ``METHODS``).
+    """
     spec = METHODS.get(name)
     if spec is None:
         raise ValueError(f"unknown clustering method {name!r}; choose one of {tuple(METHODS)}")
     return spec
 
 
-def cluster_hits(name: str, output: Tensor, cu_seqlens: Tensor, plan=None, coords=None,
-                 **params) -> Tensor:  # fmt: skip
+def cluster_hits(
+    name: str, output: Tensor, cu_seqlens: Tensor, plan=None, coords=None, **params
+) -> Tensor:
     """(N,) int64 track labels (unique across events, -1 = none) by the method ``name``.
 
-    output (N, d) the clustering input; ``plan`` the batch's attention plan and ``coords``
-    (N, 3) its hit positions, for methods with ``needs_plan`` (dbscan_plan: params
-    ``neighbourhood`` "model" / "window" / "cluster", see ``local_dbscan``); ``params``
-    the method's keyword arguments (eps, min_samples, ...). See the module docstring.
+    An input on a device the method does not compute on is copied to its first device; the
+    labels come back on the input's device. See the module docstring for the methods.
+
+    Args:
+        name: a clustering method (a key of ``METHODS``).
+        output: (N, d) the clustering input.
+        cu_seqlens: (B + 1,) event boundaries.
+        plan: the batch's attention plan, for methods with ``needs_plan``.
+        coords: (N, 3) hit positions, for methods with ``needs_plan`` (dbscan_plan: params
+            ``neighbourhood`` "model" / "window" / "cluster", see ``local_dbscan``).
+        **params: the method's keyword arguments (eps, min_samples, ...).
     """
     spec = method(name)
     where = output.device

@@ -32,6 +32,12 @@ AUTO_ORDER = ("embedding", "params", "logits")
 
 @dataclass
 class ClusterConfig:
+    """The clustering settings of conf/cluster/*.yaml (fields: see the module docstring).
+
+    A filter threshold is checked to lie in (0, 1) and refused for methods whose
+    neighbourhoods come from the unfiltered batch (``needs_plan``).
+    """
+
     method: str = "dbscan"
     input: str = "auto"
     scale: list[float] | None = None
@@ -50,6 +56,11 @@ class ClusterConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping | None) -> ClusterConfig:
+        """The config of a mapping (a cluster config file); an unknown key is a ValueError.
+
+        Args:
+            d: the cluster config (None: every field at its default).
+        """
         d = dict(d or {})
         unknown = set(d) - {"method", "input", "scale", "params", "filter_threshold", "source"}
         if unknown:
@@ -58,7 +69,12 @@ class ClusterConfig:
 
 
 def clustering_input(outputs: Mapping[str, Tensor], cfg: ClusterConfig) -> tuple[str, Tensor]:
-    """The (name, tensor (N, d)) the method runs on, scaled per column if configured."""
+    """The (name, tensor (N, d)) the method runs on, scaled per column if configured.
+
+    Args:
+        outputs: the model's output dict.
+        cfg: the clustering settings (``input``, ``scale``, ``method``).
+    """
     if cfg.input == "auto":
         spec = METHODS.get(cfg.method)
         if spec is not None and spec.input == "logits":
@@ -93,9 +109,16 @@ def assign_tracks(
 ) -> Tensor:
     """(N,) int64 track label per hit (unique across events, -1 = no track).
 
-    ``plan``: the batch's attention plan and ``coords`` (N, 3) its hit positions, used by
-    method "dbscan_plan" (neighbourhood "model" / "window" and "cluster"). With
-    ``cfg.filter_threshold`` only the hits the hit filter keeps are clustered.
+    With ``cfg.filter_threshold`` only the hits the hit filter keeps are clustered.
+
+    Args:
+        outputs: the model's output dict.
+        cu_seqlens: (B + 1,) event boundaries.
+        cfg: the clustering settings, or their mapping (a cluster config file).
+        plan: the batch's attention plan, used by method "dbscan_plan" (neighbourhood
+            "model").
+        coords: (N, 3) hit positions, used by method "dbscan_plan" (neighbourhood "window"
+            and "cluster").
     """
     cfg = cfg if isinstance(cfg, ClusterConfig) else ClusterConfig.from_dict(cfg)
     _, x = clustering_input(outputs, cfg)
@@ -103,21 +126,37 @@ def assign_tracks(
     coords = None if coords is None else coords.to(x.device)
     if cfg.filter_threshold is not None:
         keep = kept_hits(outputs, cfg.filter_threshold)  # (N,)
-        return cluster_kept(lambda xk, cuk: cluster_hits(cfg.method, xk, cuk, **cfg.params),
-                            x.detach(), cu, keep)  # fmt: skip
+        return cluster_kept(
+            lambda xk, cuk: cluster_hits(cfg.method, xk, cuk, **cfg.params), x.detach(), cu, keep
+        )
     return cluster_hits(cfg.method, x.detach(), cu, plan=plan, coords=coords, **cfg.params)
 
 
-def start_assign(outputs: Mapping[str, Tensor], cu_seqlens: Tensor, cfg: ClusterConfig, plan,
-                 valid: Tensor, rounds: int, coords: Tensor | None = None,
-                 max_seqlen: int | None = None) -> tuple[rd.RangeState | None, Tensor]:  # fmt: skip
+def start_assign(
+    outputs: Mapping[str, Tensor],
+    cu_seqlens: Tensor,
+    cfg: ClusterConfig,
+    plan,
+    valid: Tensor,
+    rounds: int,
+    coords: Tensor | None = None,
+    max_seqlen: int | None = None,
+) -> tuple[rd.RangeState | None, Tensor]:
     """``assign_tracks`` without any host sync, for a CUDA-graph step: (state, labels (N,)).
 
-    valid (N,) bool: rows to cluster (False: padding, never clustered, label -1); with
-    ``cfg.filter_threshold`` the filtered hits are left out too. rounds: DBSCAN component
-    rounds before the convergence check. coords (N, 3) and max_seqlen: for neighbourhoods
-    built from the hits. ``finish_assign(state, labels)`` after the replay gives the exact
-    labels (state None: the labels are final). Only methods with a ``start`` capture.
+    ``finish_assign(state, labels)`` after the replay gives the exact labels (state None:
+    the labels are final). Only methods with a ``start`` capture.
+
+    Args:
+        outputs: the model's output dict.
+        cu_seqlens: (B + 1,) event boundaries.
+        cfg: the clustering settings.
+        plan: the batch's attention plan.
+        valid: (N,) bool rows to cluster (False: padding, never clustered, label -1); with
+            ``cfg.filter_threshold`` the filtered hits are left out too.
+        rounds: DBSCAN component rounds before the convergence check.
+        coords: (N, 3) hit positions, for neighbourhoods built from the hits.
+        max_seqlen: the longest event, for neighbourhoods built from the hits.
     """
     _, x = clustering_input(outputs, cfg)
     if cfg.filter_threshold is not None:  # rejected hits are never clustered (label -1)
@@ -130,12 +169,22 @@ def start_assign(outputs: Mapping[str, Tensor], cu_seqlens: Tensor, cfg: Cluster
 
 def finish_assign(state: rd.RangeState | None, labels: Tensor) -> Tensor:
     """Exact labels of a ``start_assign`` (one host sync to read the clustering's flags: DBSCAN
-    rounds unfinished, non-finite input, grid key overflow; completed eagerly if any)."""
+    rounds unfinished, non-finite input, grid key overflow; completed eagerly if any).
+
+    Args:
+        state: the state ``start_assign`` returned (None: the labels are final).
+        labels: (N,) the labels ``start_assign`` returned (after the graph replay).
+    """
     return labels if state is None else rd.complete(state, labels)
 
 
 def split_events(labels: Tensor | np.ndarray, cu_seqlens) -> list[np.ndarray]:
-    """Per-event numpy label arrays from packed labels."""
+    """Per-event numpy label arrays from packed labels.
+
+    Args:
+        labels: (N,) packed labels.
+        cu_seqlens: (B + 1,) event boundaries (tensor or array).
+    """
     lab = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
     cu = cu_seqlens.cpu().numpy() if isinstance(cu_seqlens, Tensor) else np.asarray(cu_seqlens)
     return [lab[a:b] for a, b in zip(cu[:-1], cu[1:], strict=True)]
@@ -144,8 +193,12 @@ def split_events(labels: Tensor | np.ndarray, cu_seqlens) -> list[np.ndarray]:
 def track_list(labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Hits grouped by track, on the labels' device.
 
-    Returns hit_index (M,) hits of all tracks, track after track (unassigned left out),
-    track_ptr (T+1,) boundaries into hit_index, track_label (T,) the label of each track.
+    Args:
+        labels: (N,) int64 track labels, -1 = no track.
+
+    Returns:
+        hit_index (M,) hits of all tracks, track after track (unassigned left out),
+        track_ptr (T+1,) boundaries into hit_index, track_label (T,) the label of each track.
     """
     assigned = torch.nonzero(labels >= 0).squeeze(1)  # (M,)
     order = assigned[torch.argsort(labels[assigned], stable=True)]  # (M,)
