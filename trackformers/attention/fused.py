@@ -91,7 +91,11 @@ class FusedAttention(AttentionBackend):
         self._logged: set = set()
 
     def select(self, q: Tensor):
-        """(FA4 runner or None for Triton, reason) for q (N, H, D), per ``impl``."""
+        """(FA4 runner or None for Triton, reason) for q (N, H, D), per ``impl``.
+
+        Args:
+            q: (N, H, D) queries (their device, dtype, head_dim and N decide).
+        """
         if self.impl == "triton":
             return None, "impl='triton'"
         runner, why = fa4.choose(q.device, q.dtype, q.shape[2], q.shape[0])
