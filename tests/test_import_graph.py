@@ -32,8 +32,6 @@ HEAVY = {
 # modules of trackformers.models and trackformers.train that still import project modules
 # inside functions; each is to be cleaned and then removed from this list
 PENDING = {
-    "trackformers.models.module",
-    "trackformers.models.tuning",
     "trackformers.train",
 }
 

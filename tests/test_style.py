@@ -50,24 +50,13 @@ HOOKS = {
 
 # files of work in progress (models, losses, clustering pipeline, training entry point)
 PENDING_FORMATTER = {
-    "trackformers/models/encoder.py",
-    "trackformers/models/module.py",
-    "trackformers/models/posenc.py",
-    "trackformers/models/tuning.py",
     "trackformers/train.py",
 }
 PENDING_DOCSTRINGS = {
-    "trackformers/models/encoder.py",
-    "trackformers/models/heads.py",
-    "trackformers/models/module.py",
     "trackformers/train.py",
 }
 
 PENDING_ARGS = {
-    "trackformers/models/encoder.py",
-    "trackformers/models/heads.py",
-    "trackformers/models/module.py",
-    "trackformers/models/tuning.py",
     "trackformers/train.py",
 }
 

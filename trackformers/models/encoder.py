@@ -22,6 +22,12 @@ from trackformers.models.posenc import FeatureEncoding
 
 
 def make_norm(kind: str, d: int) -> nn.Module:
+    """The normalisation layer of a block; a ValueError names the choices otherwise.
+
+    Args:
+        kind: "layernorm" or "rmsnorm".
+        d: normalised width (d_model).
+    """
     if kind == "layernorm":
         return nn.LayerNorm(d)
     if kind == "rmsnorm":
@@ -144,8 +150,12 @@ class Encoder(nn.Module):
         geo_bias: dict | None = None,
     ):
         super().__init__()
-        for key, value in (("in_features", in_features), ("d_model", d_model),
-                           ("n_heads", n_heads), ("n_layers", n_layers)):  # fmt: skip
+        for key, value in (
+            ("in_features", in_features),
+            ("d_model", d_model),
+            ("n_heads", n_heads),
+            ("n_layers", n_layers),
+        ):
             if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
                 raise ValueError(f"model.encoder.{key} = {value!r}: must be an integer >= 1")
         if isinstance(attention, str):
@@ -212,4 +222,9 @@ class Encoder(nn.Module):
 
     @torch.no_grad()
     def build_plan(self, batch) -> AttentionPlan:
+        """The attention plan of ``batch`` (built once per batch, reused by every layer).
+
+        Args:
+            batch: the PackedBatch.
+        """
         return self.attention.plan(batch)

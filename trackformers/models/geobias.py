@@ -19,14 +19,22 @@ from torch import Tensor, nn
 
 
 def eta_phi(coords: Tensor) -> Tensor:
-    """(N, 3) hit x, y, z [mm] -> (N, 2) pseudorapidity and azimuth seen from the origin."""
+    """(N, 3) hit x, y, z [mm] -> (N, 2) pseudorapidity and azimuth seen from the origin.
+
+    Args:
+        coords: (N, 3) hit positions x, y, z [mm].
+    """
     x, y, z = coords.float().unbind(-1)
     r = torch.hypot(x, y).clamp_min(1e-6)
     return torch.stack([torch.asinh(z / r), torch.atan2(y, x)], dim=-1)
 
 
 def delta_r2(etaphi: Tensor) -> Tensor:
-    """(n, 2) eta, phi of one event -> (n, n) squared distance, phi wrapped to [-pi, pi)."""
+    """(n, 2) eta, phi of one event -> (n, n) squared distance, phi wrapped to [-pi, pi).
+
+    Args:
+        etaphi: (n, 2) eta and phi of the hits of one event (``eta_phi``).
+    """
     d_eta = etaphi[:, None, 0] - etaphi[None, :, 0]
     d_phi = torch.remainder(etaphi[:, None, 1] - etaphi[None, :, 1] + math.pi, 2 * math.pi)
     return d_eta.square() + (d_phi - math.pi).square()  # (n, n)
@@ -57,7 +65,14 @@ class GeoBias(nn.Module):
 
 
 def biased_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
-    """q, k, v (n, H, D) of one event, bias (H, n, n) -> (n, H, D) exact attention."""
+    """q, k, v (n, H, D) of one event, bias (H, n, n) -> (n, H, D) exact attention.
+
+    Args:
+        q: (n, H, D) queries of one event.
+        k: (n, H, D) keys.
+        v: (n, H, D) values.
+        bias: (H, n, n) additive attention bias (``GeoBias``).
+    """
     out = F.scaled_dot_product_attention(
         q.transpose(0, 1)[None],
         k.transpose(0, 1)[None],

@@ -18,6 +18,14 @@ from torch import Tensor, nn
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0) -> nn.Sequential:
+    """Two-layer perceptron Linear -> GELU -> Dropout -> Linear, the body of every head.
+
+    Args:
+        d_in: input width.
+        d_hidden: hidden width.
+        d_out: output width.
+        dropout: dropout probability after the activation.
+    """
     return nn.Sequential(
         nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_out)
     )

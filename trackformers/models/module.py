@@ -23,6 +23,7 @@ from trackformers.cluster import cluster_hits
 from trackformers.cluster.filtering import check_threshold, cluster_kept, kept_hits
 from trackformers.metrics.efficiency import MatchingRules, Reconstructable
 from trackformers.metrics.event import COUNT_KEYS, evaluate_event, rates
+from trackformers.models import TrackFormer
 
 OOM_ADVICE = (
     "lower data.max_tokens (hits per packed batch; an event larger than it still goes alone), "
@@ -33,15 +34,22 @@ OOM_ADVICE = (
 
 
 class NonFiniteLossError(FloatingPointError):
-    pass
+    """A training loss was NaN or infinite (the message names the step, events and terms)."""
 
 
 class EventTooLargeError(RuntimeError):
-    pass
+    """CUDA ran out of memory on a batch (the message names its events and what to lower)."""
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """LR multiplier: linear warm-up over ``warmup`` steps, cosine decay to ``min_ratio``."""
+    """LR multiplier: linear warm-up over ``warmup`` steps, cosine decay to ``min_ratio``.
+
+    Args:
+        step: the optimizer step (0-based).
+        warmup: warm-up steps (0: none).
+        total: the step at which the decay reaches ``min_ratio`` (and stays).
+        min_ratio: the final multiplier.
+    """
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -54,7 +62,13 @@ def compile_encoder(encoder: nn.Module) -> list[str]:
     The input MLP and every block's qkv/out projections and feed-forward are compiled; the
     attention backend is left as it is (its per-event, data-dependent control flow breaks
     whole-graph capture; the flex backend compiles its own kernel). State-dict keys do not
-    change. Returns the names of the compiled submodules.
+    change.
+
+    Args:
+        encoder: an ``Encoder`` (input_mlp and blocks); a ValueError if it has neither.
+
+    Returns:
+        The names of the compiled submodules.
     """
     names = []
     targets = {"input_mlp": getattr(encoder, "input_mlp", None)}
@@ -78,6 +92,10 @@ def batch_events(batch, target_names: Sequence[str] = ()) -> list[dict[str, np.n
     Particle kinematics come from the per-hit targets: ``pt`` and, when among the target
     columns, ``eta`` and ``sin_phi``/``cos_phi`` (particles without them get eta = 0, phi = 0:
     only pt and eta enter the reconstructable selection).
+
+    Args:
+        batch: the PackedBatch, with truth (particle ids, ``targets["pt"]``).
+        target_names: the data's target columns (names of ``targets["params"]``).
     """
     if batch.particle_id is None:
         raise ValueError("validation metrics need batch.particle_id (truth)")
@@ -131,16 +149,19 @@ def batch_events(batch, target_names: Sequence[str] = ()) -> list[dict[str, np.n
 
 
 class TrackFormerModule(L.LightningModule):
-    """Args:
-    model: nn.Module, ``model(batch) -> dict`` of per-hit outputs (trackformers.models).
-    loss: ``loss(outputs, batch) -> (total, {term: value})`` (trackformers.losses.CombinedLoss).
-    optim: {lr, weight_decay, betas, eps}.
-    scheduler: {warmup_steps, total_steps (null = trainer.max_steps), min_lr_ratio}.
-    validation: {enabled, cluster: {method, output_key, params}, reconstructable: {...},
-        matching: {...}, keep_particles} — the tracking metrics of each validation epoch.
-    compile_encoder: torch.compile the encoder in place (dynamic shapes).
-    target_names: the data's target columns (to rebuild particle kinematics for metrics).
-    config: the full resolved run config, stored in every checkpoint.
+    """Training and validation of a TrackFormer model (see the module docstring).
+
+    Args:
+        model: nn.Module, ``model(batch) -> dict`` of per-hit outputs (trackformers.models).
+        loss: ``loss(outputs, batch) -> (total, {term: value})``
+            (trackformers.losses.CombinedLoss).
+        optim: {lr, weight_decay, betas, eps}.
+        scheduler: {warmup_steps, total_steps (null = trainer.max_steps), min_lr_ratio}.
+        validation: {enabled, cluster: {method, output_key, params}, reconstructable: {...},
+            matching: {...}, keep_particles} — the tracking metrics of each validation epoch.
+        compile_encoder: torch.compile the encoder in place (dynamic shapes).
+        target_names: the data's target columns (to rebuild particle kinematics for metrics).
+        config: the full resolved run config, stored in every checkpoint.
     """
 
     def __init__(
@@ -171,8 +192,6 @@ class TrackFormerModule(L.LightningModule):
         self.cluster_filter = check_threshold(
             cl.get("filter_threshold"), "validation.cluster.filter_threshold"
         )
-        from trackformers.models import TrackFormer
-
         if (
             self.cluster_filter is not None
             and isinstance(model, TrackFormer)
@@ -329,19 +348,35 @@ class TrackFormerModule(L.LightningModule):
             if self.keep_particles:
                 self._val_particles.append(particles)
 
-    def cluster(self, out: Mapping[str, Tensor], cu_seqlens: Tensor, params: Mapping | None = None,
-                filter_threshold: float | None | str = "config") -> Tensor:  # fmt: skip
-        """(N,) int64 track labels of the model outputs by the validation clustering
-        (``params`` default to the configured ones; ``filter_threshold``: a value, None = no
-        filter, "config" = the configured one)."""
+    def cluster(
+        self,
+        out: Mapping[str, Tensor],
+        cu_seqlens: Tensor,
+        params: Mapping | None = None,
+        filter_threshold: float | None | str = "config",
+    ) -> Tensor:
+        """(N,) int64 track labels of the model outputs by the validation clustering.
+
+        Args:
+            out: the model's output dict (its ``cluster_key`` entry is clustered, its
+                filter logit read when a filter threshold applies).
+            cu_seqlens: (B + 1,) event boundaries.
+            params: the method's keyword arguments (None: the configured ones).
+            filter_threshold: a value in (0, 1), None = no filter, "config" = the
+                configured one.
+        """
         params = dict(self.cluster_params if params is None else params)
         thr = self.cluster_filter if filter_threshold == "config" else filter_threshold
         x = out[self.cluster_key].detach()  # (N, d)
         if thr is None:
             return cluster_hits(self.cluster_method, x, cu_seqlens, **params)
         keep = kept_hits(out, thr)  # (N,) hits the filter keeps
-        return cluster_kept(lambda xk, cuk: cluster_hits(self.cluster_method, xk, cuk, **params),
-                            x, cu_seqlens, keep)  # fmt: skip
+        return cluster_kept(
+            lambda xk, cuk: cluster_hits(self.cluster_method, xk, cuk, **params),
+            x,
+            cu_seqlens,
+            keep,
+        )
 
     def on_validation_epoch_end(self) -> None:
         if not self.val_enabled or not self._val_sums:

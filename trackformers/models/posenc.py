@@ -31,8 +31,13 @@ class FeatureEncoding(nn.Module):
         alpha: highest angular frequency, in units of the scaled feature (> 0).
     """
 
-    def __init__(self, feature_names: Sequence[str], fields: Sequence[str],
-                 dim_per_feature: int = 16, alpha: float = 1000.0):  # fmt: skip
+    def __init__(
+        self,
+        feature_names: Sequence[str],
+        fields: Sequence[str],
+        dim_per_feature: int = 16,
+        alpha: float = 1000.0,
+    ):
         super().__init__()
         names = list(feature_names)
         fields = list(fields)
@@ -43,8 +48,12 @@ class FeatureEncoding(nn.Module):
             raise ValueError(
                 f"model.encoder.posenc.fields {missing} are not input features {names}"
             )
-        if (isinstance(dim_per_feature, bool) or not isinstance(dim_per_feature, Integral)
-                or dim_per_feature < 2 or dim_per_feature % 2):  # fmt: skip
+        if (
+            isinstance(dim_per_feature, bool)
+            or not isinstance(dim_per_feature, Integral)
+            or dim_per_feature < 2
+            or dim_per_feature % 2
+        ):
             raise ValueError(
                 f"model.encoder.posenc.dim_per_feature = {dim_per_feature!r}: must be an even "
                 "integer >= 2"
@@ -53,8 +62,9 @@ class FeatureEncoding(nn.Module):
             raise ValueError(f"model.encoder.posenc.alpha = {alpha!r}: must be a number > 0")
         n = dim_per_feature // 2
         steps = torch.arange(n, dtype=torch.float32) / max(n - 1, 1)
-        self.register_buffer("columns", torch.tensor([names.index(f) for f in fields]),
-                             persistent=False)  # fmt: skip
+        self.register_buffer(
+            "columns", torch.tensor([names.index(f) for f in fields]), persistent=False
+        )
         self.register_buffer("omega", float(alpha) * 100.0 ** (-steps), persistent=False)
         self.out_features = len(fields) * dim_per_feature
 

@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import Callback
 
 from trackformers.cluster.filtering import FILTER_KEY, check_threshold
 from trackformers.metrics.event import COUNT_KEYS, evaluate_event, rates
+from trackformers.models.module import batch_events
 
 log = logging.getLogger("trackformers.train")
 CRITERIA = ("dm_at_fake", "trackml_score")
@@ -69,25 +70,32 @@ class TuneClustering(Callback):
         max_events: use at most this many validation events (null = all; >= 1).
     """
 
-    def __init__(self, enabled: bool = True,
-                 eps: Sequence[float] = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2),
-                 min_samples: Sequence[int] = (2, 4),
-                 filter_threshold: Sequence[float | None] = (None, 0.3, 0.5, 0.7),
-                 criterion: str = "dm_at_fake", fake_max: float = 0.03,
-                 max_events: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        enabled: bool = True,
+        eps: Sequence[float] = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2),
+        min_samples: Sequence[int] = (2, 4),
+        filter_threshold: Sequence[float | None] = (None, 0.3, 0.5, 0.7),
+        criterion: str = "dm_at_fake",
+        fake_max: float = 0.03,
+        max_events: int | None = None,
+    ):
         self.enabled = bool(enabled)
         self.eps = _grid(eps, "eps", _eps)
         self.min_samples = _grid(min_samples, "min_samples", _min_samples)
         self.thresholds = _grid(filter_threshold, "filter_threshold", check_threshold)  # None ok
         if criterion not in CRITERIA:
-            raise ValueError(f"callbacks.tune_clustering.criterion must be one of {CRITERIA}, "
-                             f"got {criterion!r}")  # fmt: skip
+            raise ValueError(
+                f"callbacks.tune_clustering.criterion must be one of {CRITERIA}, got {criterion!r}"
+            )
         if not (isinstance(fake_max, (int, float)) and 0.0 <= fake_max <= 1.0):
-            raise ValueError(f"callbacks.tune_clustering.fake_max must lie in [0, 1], got "
-                             f"{fake_max!r}")  # fmt: skip
+            raise ValueError(
+                f"callbacks.tune_clustering.fake_max must lie in [0, 1], got {fake_max!r}"
+            )
         if max_events is not None and (isinstance(max_events, bool) or int(max_events) < 1):
-            raise ValueError(f"callbacks.tune_clustering.max_events must be >= 1 or null, got "
-                             f"{max_events!r}")  # fmt: skip
+            raise ValueError(
+                f"callbacks.tune_clustering.max_events must be >= 1 or null, got {max_events!r}"
+            )
         self.criterion, self.fake_max = criterion, float(fake_max)
         self.max_events = None if max_events is None else int(max_events)
         self.result: dict | None = None
@@ -107,20 +115,29 @@ class TuneClustering(Callback):
         m = self.result["metrics"]
         log.info(
             "tune_clustering: eps=%s min_samples=%s filter_threshold=%s -> val DM %.4f fake "
-            "%.4f score %.4f (%d events, %s)", self.result["params"]["eps"],
-            self.result["params"]["min_samples"], self.result["filter_threshold"],
-            m["dm_efficiency"], m["fake_rate"], m["trackml_score"], self.result["n_events"],
+            "%.4f score %.4f (%d events, %s)",
+            self.result["params"]["eps"],
+            self.result["params"]["min_samples"],
+            self.result["filter_threshold"],
+            m["dm_efficiency"],
+            m["fake_rate"],
+            m["trackml_score"],
+            self.result["n_events"],
             self.criterion,
-        )  # fmt: skip
+        )
 
 
 @torch.no_grad()
 def collect_outputs(module, loader, max_events: int | None = None) -> list[dict]:
     """Per validation batch: the clustering input, the filter logit (or None), cu_seqlens
     (kept on the module's device, where the grid's clusterings run) and the per-event truth
-    dicts of ``batch_events``."""
-    from trackformers.models.module import batch_events
+    dicts of ``batch_events``.
 
+    Args:
+        module: the ``TrackFormerModule`` (run in eval mode, its mode restored after).
+        loader: the validation batches.
+        max_events: stop after the batch that reaches this many events (None: all).
+    """
     was_training = module.training
     module.eval()
     stored, n = [], 0
@@ -128,12 +145,14 @@ def collect_outputs(module, loader, max_events: int | None = None) -> list[dict]
         for batch in loader:
             batch = batch.to(module.device)
             out = module.model(batch)
-            stored.append({
-                "x": out[module.cluster_key].detach().float(),
-                "filter": out[FILTER_KEY].detach().float() if FILTER_KEY in out else None,
-                "cu": batch.cu_seqlens,
-                "events": batch_events(batch, module.target_names),
-            })  # fmt: skip
+            stored.append(
+                {
+                    "x": out[module.cluster_key].detach().float(),
+                    "filter": out[FILTER_KEY].detach().float() if FILTER_KEY in out else None,
+                    "cu": batch.cu_seqlens,
+                    "events": batch_events(batch, module.target_names),
+                }
+            )
             n += batch.num_events
             if max_events is not None and n >= max_events:
                 break
@@ -143,7 +162,14 @@ def collect_outputs(module, loader, max_events: int | None = None) -> list[dict]
 
 
 def score_point(module, stored: list[dict], params: dict, threshold: float | None) -> dict:
-    """Validation metrics (DM efficiency, fake rate, TrackML score...) of one grid point."""
+    """Validation metrics (DM efficiency, fake rate, TrackML score...) of one grid point.
+
+    Args:
+        module: the ``TrackFormerModule`` (its clustering and metric definitions).
+        stored: the batches of ``collect_outputs``.
+        params: the clustering method's keyword arguments (eps, min_samples, ...).
+        threshold: the hit-filter threshold (None: no filter).
+    """
     sums = dict.fromkeys(COUNT_KEYS, 0.0)
     scores = []
     for b in stored:
@@ -153,8 +179,9 @@ def score_point(module, stored: list[dict], params: dict, threshold: float | Non
         labels = module.cluster(out, b["cu"], params, threshold).cpu().numpy()  # (N,)
         cu = b["cu"].tolist()
         for i, ev in enumerate(b["events"]):
-            m, _ = evaluate_event(ev, labels[cu[i] : cu[i + 1]], module.reconstructable,
-                                  module.matching)  # fmt: skip
+            m, _ = evaluate_event(
+                ev, labels[cu[i] : cu[i + 1]], module.reconstructable, module.matching
+            )
             for k in COUNT_KEYS:
                 sums[k] += m[k]
             if not math.isnan(m["trackml_score"]):
@@ -182,12 +209,28 @@ def _key(metrics: dict, criterion: str, fake_max: float) -> tuple:
 
 
 def best_point(rows: list, criterion: str, fake_max: float):
-    """The (params, threshold, metrics) row of ``rows`` that ``criterion`` prefers."""
+    """The (params, threshold, metrics) row of ``rows`` that ``criterion`` prefers.
+
+    Args:
+        rows: (params, threshold, metrics) of every grid point.
+        criterion: one of ``CRITERIA`` (see the module docstring).
+        fake_max: the fake-rate cap of ``dm_at_fake``.
+    """
     return max(rows, key=lambda r: _key(r[2], criterion, fake_max))
 
 
 def tune_clustering(module, loader, tuner: TuneClustering) -> dict:
-    """The best grid point of ``tuner``'s grid on the events of ``loader`` (see module doc)."""
+    """The best grid point of ``tuner``'s grid on the events of ``loader`` (see module doc).
+
+    Args:
+        module: the trained ``TrackFormerModule``.
+        loader: the validation batches.
+        tuner: the callback holding the grid, criterion, fake-rate cap and event limit.
+
+    Returns:
+        The result in plain python types: method, input, params, filter_threshold,
+        criterion, fake_max, cap_met, metrics, n_events and every grid point's metrics.
+    """
     stored = collect_outputs(module, loader, tuner.max_events)
     if not stored:
         raise ValueError("tune_clustering: the validation split has no events")
@@ -220,5 +263,5 @@ def tune_clustering(module, loader, tuner: TuneClustering) -> dict:
                 "trackml_score": float(m["trackml_score"]),
             }
             for p, t, m in rows
-        ],  # fmt: skip
+        ],
     }
