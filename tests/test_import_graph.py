@@ -1,6 +1,6 @@
 """The package's import graph (ARCHITECTURE.md): no import cycle among trackformers modules,
 and no import of a project module inside a function, where it hides a cycle and an import
-cost, except for the explicit allow-lists below.
+cost, except for the explicit allow-list ``HEAVY`` below.
 
 The graph is read from the source with ``ast`` (nothing is imported): an edge a -> b for every
 ``import`` / ``from ... import`` in module a that names module b (``from pkg import sub``
@@ -28,11 +28,6 @@ HEAVY = {
     "cutlass (nvidia-cutlass-dsl, optional, ~190 MB compiler); only the FA4 JIT path needs it",
     ("trackformers.data.datamodule", "trackformers.data.streaming"): "a streamed dataset loads "
     "the sim package (numba, detector, ~0.6 s); datasets read from files do not need it",
-}
-# modules of trackformers.models and trackformers.train that still import project modules
-# inside functions; each is to be cleaned and then removed from this list
-PENDING = {
-    "trackformers.train",
 }
 
 
@@ -147,23 +142,17 @@ def test_no_import_cycle(mods):
 
 
 def test_no_function_local_project_imports(mods):
-    bad = [
-        f"{m}:{line} imports {t}"
-        for m, t, line in local_imports(mods)
-        if (m, t) not in HEAVY and m not in PENDING
-    ]
+    bad = [f"{m}:{line} imports {t}" for m, t, line in local_imports(mods) if (m, t) not in HEAVY]
     assert not bad, (
         "project modules imported inside functions (import them at the top; a heavy optional "
         "dependency goes into HEAVY with its reason):\n" + "\n".join(bad)
     )
 
 
-def test_allow_lists_name_imports_that_still_exist(mods):
-    found = local_imports(mods)
-    pairs = {(m, t) for m, t, _ in found}
+def test_allow_list_names_imports_that_still_exist(mods):
+    pairs = {(m, t) for m, t, _ in local_imports(mods)}
     stale = [f"HEAVY {k}" for k in HEAVY if k not in pairs]
-    stale += [f"PENDING {m}" for m in sorted(PENDING) if m not in {m for m, _ in pairs}]
-    assert not stale, "allow-list entries without a local import any more, remove them: " + (
+    assert not stale, "HEAVY entries without a local import any more, remove them: " + (
         ", ".join(stale)
     )
 

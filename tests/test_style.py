@@ -9,9 +9,6 @@
   a Google ``Args:`` section. Public: no leading underscore, defined at module or class
   level. Overrides of framework hooks (``forward``, Lightning's ``on_*`` / ``*_step`` /
   ``*_dataloader``, ``state_dict``...) are documented by their framework and exempt.
-
-The files in the PENDING sets are owned by work in progress and are cleaned there; an entry
-that no longer violates its rule fails the test, so the lists only shrink.
 """
 
 from __future__ import annotations
@@ -46,18 +43,6 @@ HOOKS = {
     "test_dataloader",
     "predict_dataloader",
     "experiment",
-}
-
-# files of work in progress (models, losses, clustering pipeline, training entry point)
-PENDING_FORMATTER = {
-    "trackformers/train.py",
-}
-PENDING_DOCSTRINGS = {
-    "trackformers/train.py",
-}
-
-PENDING_ARGS = {
-    "trackformers/train.py",
 }
 
 
@@ -160,41 +145,33 @@ def missing_args(path: Path) -> list[str]:
     return bad
 
 
-def _check(dirs, rule, pending: set[str]) -> tuple[list[str], list[str]]:
-    """(violations outside ``pending``, pending entries that no longer violate)."""
-    bad, clean = [], []
+def _check(dirs, rule) -> list[str]:
+    """``file:violation`` of every file under ``dirs``."""
+    bad = []
     for path in python_files(dirs):
         rel = path.relative_to(REPO).as_posix()
-        found = rule(path)
-        if rel in pending:
-            if not found:
-                clean.append(rel)
-        else:
-            bad += [f"{rel}:{f}" for f in found]
-    return bad, clean
+        bad += [f"{rel}:{f}" for f in rule(path)]
+    return bad
 
 
 def test_the_formatter_is_trusted():
-    bad, clean = _check(PYTHON_DIRS, formatter_off, PENDING_FORMATTER)
+    bad = _check(PYTHON_DIRS, formatter_off)
     assert not bad, "formatter switched off (restructure instead):\n" + "\n".join(bad)
-    assert not clean, f"remove from PENDING_FORMATTER: {clean}"
 
 
 def test_docstrings_and_comments_do_not_cite_issues():
-    bad, _ = _check(PROSE_DIRS, issue_references, set())
+    bad = _check(PROSE_DIRS, issue_references)
     assert not bad, "say what and why instead of the issue:\n" + "\n".join(bad)
 
 
 def test_public_functions_and_classes_have_docstrings():
-    bad, clean = _check(DOC_DIRS, undocumented, PENDING_DOCSTRINGS)
+    bad = _check(DOC_DIRS, undocumented)
     assert not bad, "public definitions without a docstring:\n" + "\n".join(bad)
-    assert not clean, f"remove from PENDING_DOCSTRINGS: {clean}"
 
 
 def test_public_functions_document_their_arguments():
-    bad, clean = _check(DOC_DIRS, missing_args, PENDING_ARGS)
+    bad = _check(DOC_DIRS, missing_args)
     assert not bad, "docstrings without an Args: section (Google style):\n" + "\n".join(bad)
-    assert not clean, f"remove from PENDING_ARGS: {clean}"
 
 
 def test_the_rules_catch_planted_violations(tmp_path):

@@ -30,6 +30,8 @@ from trackformers.config_checks import check_train_config
 from trackformers.io_atomic import atomic_path, write_text_atomic
 from trackformers.models.module import ResumableLoader, TrackFormerModule
 from trackformers.resume import LastCheckpoint, TrainClock
+from trackformers.viz.performance import plot_efficiency
+from trackformers.viz.style import save
 from trackformers.wandb_env import is_wandb_logger, wandb_logger_config
 
 log = logging.getLogger("trackformers.train")
@@ -109,6 +111,9 @@ def build(cfg: DictConfig):
 
     The config is checked first (trackformers.config_checks); the standard WANDB_* variables
     apply to the wandb logger (trackformers.wandb_env: WANDB_MODE=disabled leaves it out).
+
+    Args:
+        cfg: the composed training config (conf/train.yaml).
     """
     check_train_config(cfg)
     datamodule = instantiate(cfg.data)
@@ -161,11 +166,22 @@ def _device_name(trainer) -> str:
 
 @rank_zero_only
 def write_summary(cfg: DictConfig, module: TrackFormerModule, trainer, seconds: float) -> dict:
-    """summary.json, efficiency plots and the wandb summary table of this run."""
+    """summary.json, efficiency plots and the wandb summary table of this run.
+
+    Args:
+        cfg: the run's config (its output directory, name).
+        module: the trained module (last validation metrics and particles).
+        trainer: the Lightning trainer after ``fit`` (steps, checkpoints, loggers).
+        seconds: wall-clock seconds of ``fit``.
+
+    Returns:
+        The summary written to summary.json.
+    """
     out = Path(cfg.paths.output_dir)
     ckpt_dir = out / "checkpoints"
-    best = next((c.best_model_path for c in trainer.checkpoint_callbacks
-                 if getattr(c, "monitor", None)), "")  # fmt: skip
+    best = next(
+        (c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), ""
+    )
     summary = {
         "name": cfg.name,
         "global_step": int(trainer.global_step),
@@ -183,9 +199,6 @@ def write_summary(cfg: DictConfig, module: TrackFormerModule, trainer, seconds: 
     plots = {}
     particles = module.last_val_particles
     if particles is not None and len(particles) and particles["reconstructable"].any():
-        from trackformers.viz.performance import plot_efficiency
-        from trackformers.viz.style import save
-
         reco = particles[particles["reconstructable"]]
         for by in ("pt", "eta"):
             plots[f"val/efficiency_{by}"] = save(
@@ -212,6 +225,11 @@ def save_final_checkpoint(trainer, module: TrackFormerModule, path: Path) -> Non
     training clock (which has counted the validation Lightning runs at a stop) and the
     clustering tuned in ``on_fit_end`` are put into it. Otherwise (the epoch ended) the
     trainer's state is saved.
+
+    Args:
+        trainer: the Lightning trainer after ``fit``.
+        module: the trained module (its tuned clustering).
+        path: the run's checkpoints/last.ckpt.
     """
     inside = [cb for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)]
     if not any(cb.path == path and cb.saved_step == trainer.global_step for cb in inside):
@@ -234,6 +252,10 @@ def train(cfg: DictConfig) -> float:
 
     The config and the checkpoint to resume from are checked before any data or model is set
     up; the resume loads the checkpoint with ``weights_only=True`` (trackformers.checkpoint).
+
+    Args:
+        cfg: the composed training config (conf/train.yaml); ``ckpt_path`` a checkpoint to
+            resume from, "last" for the run directory's own, or null.
     """
     check_train_config(cfg)
     ckpt_path = cfg.ckpt_path
@@ -277,6 +299,11 @@ def train(cfg: DictConfig) -> float:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    """The command line: Hydra composes conf/train.yaml with the overrides, ``train`` runs it.
+
+    Args:
+        cfg: the config Hydra composed.
+    """
     return train(cfg)
 
 
