@@ -54,6 +54,10 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
+# settings whose values belong to one backend (flex impl "flex"/"torch", fused "triton"/"fa4")
+BACKEND_OWN = ("impl",)
+
+
 def swap_attention_kwargs(trained: Mapping, name: str) -> dict:
     """Settings of the trained attention config that backend ``name`` also takes, so that a
     swap keeps the mask the model was trained with (group size, adjacency, window, ...); a
@@ -71,6 +75,9 @@ def swap_attention_kwargs(trained: Mapping, name: str) -> dict:
         raise KeyError(f"unknown attention backend {name!r}; registered: {sorted(backends)}")
     params = inspect.signature(backends[name].__init__).parameters
     kept = {k: v for k, v in trained.items() if k in params and k not in ("self", "name")}
+    if trained.get("name") != name:  # an implementation choice names the trained backend's own
+        for k in BACKEND_OWN:
+            kept.pop(k, None)
     target = str(trained.get("_target_", "")) + str(trained.get("name", ""))
     if "mask" in params and "mask" not in kept and "window" in target.lower():
         kept["mask"] = "window"
