@@ -6,7 +6,8 @@ lists (:mod:`trackformers.kernels.fa4`). ``impl="auto"`` picks FA4 where
 ``kernels.fa4.choose`` allows it (sm90, bf16/fp16, head_dim 32/64/128, ``flash_attn.cute``
 installed or ``$TRACKFORMERS_FA4_KERNELS`` naming prebuilt kernels) and Triton otherwise;
 ``last_impl`` / ``impl_reason`` say which it picked and why, and the choice is logged once
-per kind of call.
+per kind of call. conf/attention/fused.yaml sets ``impl="triton"``: on an H100 the FA4 kernels
+were measured slower than the Triton ones on both masks (BENCHMARKS.md).
 
 ``plan(batch)`` builds the configured mask's plan (full, cluster or window, from
 :mod:`trackformers.attention.plans`); ``forward`` gathers q, k, v into the plan's sorted
