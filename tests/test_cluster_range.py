@@ -24,6 +24,15 @@ def blobs(rng, sizes, d, n_centres=12, spread=0.3):
     return np.concatenate(xs), np.r_[0, np.cumsum(sizes)].astype(np.int32)
 
 
+def same_partition(a, b) -> bool:
+    """Whether labels a and b group the rows alike (-1 = no cluster in both)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if not np.array_equal(a < 0, b < 0):
+        return False
+    pairs = {(int(x), int(y)) for x, y in zip(a[a >= 0], b[b >= 0], strict=True)}
+    return len(pairs) == len({x for x, _ in pairs}) == len({y for _, y in pairs})
+
+
 # ---- child process (TRITON_INTERPRET=1) ------------------------------------------------------
 def padded_step_model():
     """(model, batch, eps): an untrained 1-layer regressor, one 90-hit event and a DBSCAN radius
@@ -123,6 +132,29 @@ def _child() -> dict:
         lab = rd.complete(st, rd.number_labels(st)).numpy()
         return [lab[:80].tolist() == ref.tolist(), bool((lab[80:] == -1).all())]
 
+    def filtered_rows_are_absent():
+        # rows a hit filter drops (valid False inside an event) neither count towards a
+        # neighbour's core size nor join a cluster: the labels of DBSCAN over the kept rows
+        # alone (what eager clustering of a filtered event computes), for both kernels
+        x, cu = blobs(rng, [150, 110], 3, spread=0.25)
+        keep = rng.random(len(x)) < 0.5
+        ref = np.full(len(x), -1)
+        cu_k = np.r_[0, np.cumsum([keep[a:b].sum() for a, b in zip(cu[:-1], cu[1:], strict=True)])]
+        ref[keep] = dbscan_cpu(x[keep], cu_k.astype(np.int32), eps=0.4, min_samples=4)
+        valid = torch.from_numpy(keep)
+        st = rd.start_grid(torch.from_numpy(x), torch.from_numpy(cu), 0.4, 4, valid=valid)
+        grid = rd.complete(st, rd.number_labels(st)).numpy()
+        batch = synthetic_batch([150, 110], seed=3)  # a plan over the same row count
+        plan = cluster_plan(batch, group_size=1024, sector_size=4096, adjacency=1)
+        st = rd.start_plan(torch.from_numpy(x), plan, 0.4, 4, valid=valid)
+        tiled = rd.complete(st, rd.number_labels(st)).numpy()
+        return [
+            grid.tolist() == ref.tolist(),
+            same_partition(tiled, ref),
+            int(ref.max()) + 1,
+            int((ref[keep] == -1).sum()),
+        ]
+
     def pending_is_finished():
         # one long chain: one round cannot label it, complete() finishes the rounds
         x = np.arange(200, dtype=np.float64)[:, None] * 0.1
@@ -155,6 +187,7 @@ def _child() -> dict:
         border_point,
         plan_equals_torch,
         padding_is_inert,
+        filtered_rows_are_absent,
         pending_is_finished,
         nonfinite_raises,
         predictor_padded_step,
@@ -185,6 +218,11 @@ def test_plan_dbscan_equals_torch(report):
 
 def test_padding_is_inert(report):
     assert ok(report["padding_is_inert"]) == [True, True]
+
+
+def test_filtered_rows_are_absent(report):
+    grid_same, tiled_same, n_clusters, noise = ok(report["filtered_rows_are_absent"])
+    assert grid_same and tiled_same and n_clusters > 5 and noise > 0
 
 
 def test_unfinished_rounds_are_completed(report):

@@ -62,8 +62,8 @@ def _tile_kernel(
     LIST: tl.constexpr,
 ):
     """Rows i of block b with ROWF[i] != 0, over keys j of the block's unions [ULO, UHI)
-    that lie in i's range r of the union's side with ||X_i - X_j||^2 <= eps2: MODE 0 counts
-    them, MODE 1 takes m = min LAB[j] over COLF[j] != 0, MODE 2 (hook) atomically lowers OUT
+    that lie in i's range r of the union's side with ||X_i - X_j||^2 <= eps2 and COLF[j] != 0:
+    MODE 0 counts them, MODE 1 takes m = min LAB[j], MODE 2 (hook) atomically lowers OUT
     at i and at i's root INV[LAB[i]] to m (as ``passes._neighbour_kernel``).
     LIST (MODE 0): also store the first K such j (i itself included) in NBR (N, K), slot =
     the row's count before the tile plus the running count within the tile."""
@@ -95,7 +95,9 @@ def _tile_kernel(
             d2 = tl.where(i[:, None] == j[None, :], 0.0, d2)
             inr = (j[None, :] >= lo[:, None]) & (j[None, :] < hi[:, None])
             near = mine[:, None] & jm[None, :] & inr & (d2 <= eps2)  # (BM, BN)
-            if MODE == 0:
+            if MODE == 0:  # only flagged columns count (hits a filter dropped do not)
+                fj = tl.load(COLF + j, mask=jm, other=0)
+                near = near & (fj != 0)[None, :]
                 hits = near.to(tl.int32)  # (BM, BN)
                 per_row = tl.sum(hits, 1)  # (BM,)
                 if LIST:
