@@ -80,3 +80,7 @@ def main(argv=None) -> Path:
     out = export_checkpoint(args.ckpt, args.out, args.dtype)
     print(f"{out} ({out.stat().st_size / 2**20:.2f} MiB)")
     return out
+
+
+if __name__ == "__main__":
+    raise SystemExit("the command is python -m trackformers.export (see --help)")

@@ -434,3 +434,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     if args.json:
         write_text_atomic(args.json, json.dumps(rows, indent=1, default=str))
     return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit("the command is python -m trackformers.results (see --help)")
