@@ -139,3 +139,18 @@ def test_the_help_check_catches_an_option_without_help(monkeypatch, capsys, tmp_
     monkeypatch.syspath_prepend(str(tmp_path))
     out, parsers = _run_help("planted_tool", monkeypatch, capsys)
     assert help_problems("planted_tool", out, parsers) == ["option --m has no help text"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("trackformers.results.table", "trackformers.results"),
+        ("trackformers.results.export", "trackformers.export"),
+    ],
+)
+def test_old_module_forms_name_the_new_command(old, new):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", old], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and f"python -m {new} " in run.stderr
