@@ -43,7 +43,8 @@ def _neighbour_kernel(
     LIST: tl.constexpr,
 ):
     """Per sorted row i with ROWF[i] != 0, over candidates j in its R ranges with
-    ||X_i - X_j||^2 <= eps2 and COLF[j] != 0: MODE 0 counts them, MODE 1 takes m = min LAB[j], MODE 2 (hook) atomically lowers OUT at i and at i's root INV[LAB[i]] to m.
+    ||X_i - X_j||^2 <= eps2 and COLF[j] != 0: MODE 0 counts them, MODE 1 takes m = min
+    LAB[j], MODE 2 (hook) atomically lowers OUT at i and at i's root INV[LAB[i]] to m.
     LIST (MODE 0): also store the first K such j (i itself included) in NBR (N, K)."""
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok, active, xi = load_rows(X, ROWF, i, n, D, BLOCK_D)
