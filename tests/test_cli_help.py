@@ -54,7 +54,15 @@ def _entry_points() -> set[str]:
             continue
         for node in ast.parse(path.read_text()).body:
             test = getattr(node, "test", None)
-            if isinstance(node, ast.If) and "__main__" in ast.unparse(test):
+            retired = all(  # raise SystemExit("the command is ..."): a retired form
+                isinstance(b, ast.Raise)
+                and isinstance(b.exc, ast.Call)
+                and all(
+                    isinstance(a, ast.Constant) and isinstance(a.value, str) for a in b.exc.args
+                )
+                for b in getattr(node, "body", [])
+            )
+            if isinstance(node, ast.If) and "__main__" in ast.unparse(test) and not retired:
                 found.add(_module_name(path))
     return found
 
