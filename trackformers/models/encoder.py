@@ -84,19 +84,15 @@ class SelfAttention(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.geo = GeoBias(n_heads, **geo_bias) if geo_bias else None
 
-    def forward(self, x: Tensor, plan: AttentionPlan, d2: list[Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, plan: AttentionPlan, spans: list | None = None) -> Tensor:
         n, d = x.shape
         qkv = self.qkv(x).view(n, 3, self.n_heads, d // self.n_heads)  # (N, 3, H, Dh)
         q, k, v = qkv.unbind(1)  # (N, H, Dh) each
         if self.geo is None:
             o = self.backend(q, k, v, plan)  # (N, H, Dh)
-        else:  # d2: per event (n, n) squared (eta, phi) distances
-            cu = plan.cu_seqlens.tolist()
+        else:  # spans: per event (start, end, (n, n) squared (eta, phi) distances)
             o = torch.cat(
-                [
-                    biased_attention(q[a:b], k[a:b], v[a:b], self.geo(dd))
-                    for a, b, dd in zip(cu[:-1], cu[1:], d2, strict=True)
-                ]
+                [biased_attention(q[a:b], k[a:b], v[a:b], self.geo(dd)) for a, b, dd in spans]
             )
         return self.drop(self.out(o.reshape(n, d)))  # (N, d_model)
 
@@ -112,8 +108,8 @@ class EncoderBlock(nn.Module):
         self.ffn = FeedForward(d_model, ffn_mult, ffn, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, plan: AttentionPlan, d2: list[Tensor] | None = None) -> Tensor:
-        x = x + self.attn(self.norm1(x), plan, d2)  # (N, d_model)
+    def forward(self, x: Tensor, plan: AttentionPlan, spans: list | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), plan, spans)  # (N, d_model)
         return x + self.drop(self.ffn(self.norm2(x)))  # (N, d_model)
 
 
@@ -208,15 +204,15 @@ class Encoder(nn.Module):
             layer_plan = presorted(plan)
         else:
             layer_plan = plan
-        d2 = None
+        spans = None  # event boundaries read once on the host, the distances built once
         if self.geo_bias:
             if plan.perm is not None:
                 raise ValueError("model.encoder.geo_bias needs a full attention plan")
             ep = eta_phi(batch.coords)  # (N, 2)
             cu = plan.cu_seqlens.tolist()
-            d2 = [delta_r2(ep[a:b]) for a, b in zip(cu[:-1], cu[1:], strict=True)]
+            spans = [(a, b, delta_r2(ep[a:b])) for a, b in zip(cu[:-1], cu[1:], strict=True)]
         for block in self.blocks:
-            h = block(h, layer_plan, d2)  # (N, d_model)
+            h = block(h, layer_plan, spans)  # (N, d_model)
         h = self.final_norm(h)
         return h if plan.inv_perm is None else h[plan.inv_perm]
 
