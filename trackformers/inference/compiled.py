@@ -52,7 +52,7 @@ def supported(model) -> bool:
     """
     enc = getattr(model, "encoder", None)
     blocks = getattr(enc, "blocks", None)
-    if not blocks or not hasattr(enc, "input_mlp") or getattr(enc, "geo_bias", False):
+    if not blocks or not hasattr(enc, "embed") or getattr(enc, "geo_bias", False):
         return False
     return all(
         isinstance(b.norm1, torch.nn.LayerNorm)
@@ -81,10 +81,7 @@ class CompiledForward:
 
     def __call__(self, batch, plan) -> dict[str, Tensor]:
         enc = self.model.encoder
-        x = batch.x
-        if getattr(enc, "posenc", None) is not None:
-            x = torch.cat([x, enc.posenc(x)], dim=1)  # (N, F + encoded)
-        h = enc.input_mlp(x)  # (N, d)
+        h = enc.embed(batch.x)  # (N, d)
         layer_plan = plan
         if plan.perm is not None:
             h = h[plan.perm]  # (N, d) plan order for all layers

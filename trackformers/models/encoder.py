@@ -196,9 +196,7 @@ class Encoder(nn.Module):
             )
         if plan is None:
             plan = self.attention.plan(batch)
-        if self.posenc is not None:
-            x = torch.cat([x, self.posenc(x)], dim=1)  # (N, F + encoded)
-        h = self.input_mlp(x)  # (N, d_model)
+        h = self.embed(x)  # (N, d_model)
         if plan.perm is not None:
             h = h[plan.perm]  # (N, d_model) in plan order, permuted once for all layers
             layer_plan = presorted(plan)
@@ -215,6 +213,19 @@ class Encoder(nn.Module):
             h = block(h, layer_plan, spans)  # (N, d_model)
         h = self.final_norm(h)
         return h if plan.inv_perm is None else h[plan.inv_perm]
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Input features -> first hidden state (the encoding appended, then the input MLP).
+
+        Args:
+            x: (N, F) hit features.
+
+        Returns:
+            (N, d_model) hidden states.
+        """
+        if self.posenc is not None:
+            x = torch.cat([x, self.posenc(x)], dim=1)  # (N, F + encoded)
+        return self.input_mlp(x)  # (N, d_model)
 
     @torch.no_grad()
     def build_plan(self, batch) -> AttentionPlan:
