@@ -25,7 +25,7 @@ python3 -m trackformers.simulate process=ttbar pileup=0 n_events=$events detecto
 echo "simulated $events events in $(( $(date +%s) - t0 )) s"
 run=outputs/sweep
 timeout "$budget" python3 benchmarks/recipe_sweep.py "$variants" --out $run --data data/sweep_pu0 \
-  --steps "$steps" --val-every 250 --parallel 8 --threads 2 > $OUT/sweep.log 2>&1
+  --steps "$steps" --val-every "${VAL_EVERY:-250}" --parallel 8 --threads 2 > $OUT/sweep.log 2>&1
 echo "sweep rc $?"
 python3 benchmarks/recipe_sweep.py "$variants" --out $run --data data/sweep_pu0 --collect
 cp $run/curves.json $run/curves.md $run/curves.png $OUT/ 2>/dev/null

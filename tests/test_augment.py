@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from trackformers.data.augment import AugmentConfig, augment_chunk, transform_chunk
+from trackformers.data.augment import (
+    AugmentConfig,
+    augment_chunk,
+    event_transforms,
+    transform_chunk,
+)
 from trackformers.data.chunk import EventChunk
 from trackformers.data.datamodule import TrackDataModule
 from trackformers.data.features import FeatureConfig
@@ -109,8 +114,49 @@ def test_augmentation_is_deterministic_per_seed_epoch_and_event():
     assert augment_chunk(chunk, AugmentConfig(), 3, 0) is chunk
 
 
+def test_crop_keeps_one_wedge_per_event_with_its_particles():
+    chunk = _chunk(4)
+    width = np.pi / 2
+    out = augment_chunk(chunk, AugmentConfig(crop_phi=width), seed=3, epoch=0)
+    assert out.num_events == chunk.num_events and out.num_hits < chunk.num_hits
+    _, _, start = event_transforms(chunk.event_ids, AugmentConfig(crop_phi=width), 3, 0)
+    for i in range(chunk.num_events):
+        a, b = chunk.hit_offsets[i], chunk.hit_offsets[i + 1]
+        x, y = chunk.hits["hit_x"][a:b], chunk.hits["hit_y"][a:b]
+        inside = np.mod(np.arctan2(y, x) - start[i], 2 * np.pi) < width
+        c, d = out.hit_offsets[i], out.hit_offsets[i + 1]
+        assert d - c == inside.sum()  # exactly the wedge's hits, in their order
+        np.testing.assert_array_equal(out.hits["hit_x"][c:d], x[inside])
+        np.testing.assert_array_equal(
+            out.hits["hit_particle_id"][c:d], chunk.hits["hit_particle_id"][a:b][inside]
+        )
+    assert out.parts is chunk.parts
+    again = augment_chunk(chunk, AugmentConfig(crop_phi=width), seed=3, epoch=0)
+    np.testing.assert_array_equal(again.hits["hit_x"], out.hits["hit_x"])
+    other = augment_chunk(chunk, AugmentConfig(crop_phi=width), seed=3, epoch=1)
+    assert not np.array_equal(other.hit_offsets, out.hit_offsets)
+
+
+def test_crop_draws_leave_rotation_and_reflection_unchanged():
+    """Adding the crop keeps each event's angle and flip (the same random stream order)."""
+    ids = np.arange(20)
+    a0, f0, _ = event_transforms(ids, AugmentConfig(rotate_phi=True, reflect_z=True), 5, 2)
+    cfg = AugmentConfig(rotate_phi=True, reflect_z=True, crop_phi=1.0)
+    a1, f1, _ = event_transforms(ids, cfg, 5, 2)
+    np.testing.assert_array_equal(a0, a1)
+    np.testing.assert_array_equal(f0, f1)
+
+
 @pytest.mark.parametrize(
-    "bad,match", [({"rotate": True}, "unknown key"), ({"rotate_phi": "yes"}, "true or false")]
+    "bad,match",
+    [
+        ({"rotate": True}, "unknown key"),
+        ({"rotate_phi": "yes"}, "true or false"),
+        ({"crop_phi": 0.0}, "crop_phi must be a wedge width"),
+        ({"crop_phi": 7.0}, "crop_phi must be a wedge width"),
+        ({"crop_phi": True}, "crop_phi must be a wedge width"),
+        ({"crop_phi": "pi"}, "crop_phi must be a wedge width"),
+    ],
 )
 def test_augment_config_errors(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -43,6 +43,7 @@ def test_shipped_configs_pass(experiment):
         ("model.encoder.dropout=1.5", "model.encoder.dropout = 1.5: must be a finite number >= 0"),
         ("trainer.max_steps=0", "trainer.max_steps = 0: must be an integer >= 1 or -1"),
         ("optim.optimizer.betas=[0.9]", "optim.optimizer.betas = \\[0.9\\]: must be two numbers"),
+        ("optim.scheduler.time_budget=1", "optim.scheduler.time_budget = 1: must be true or false"),
     ],
 )
 def test_train_refuses_nonsense_naming_key_and_value(override, message):

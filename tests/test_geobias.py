@@ -7,7 +7,7 @@ import torch
 
 from trackformers.attention.synthetic import synthetic_batch
 from trackformers.models import Encoder
-from trackformers.models.geobias import GeoBias, biased_attention, delta_r2, eta_phi
+from trackformers.models.geobias import GeoBias, delta_r2, eta_phi, geo_columns
 
 
 def test_eta_phi_of_known_points():
@@ -23,34 +23,65 @@ def test_delta_r2_wraps_phi():
     ep = torch.tensor([[0.0, math.pi - 0.01], [0.03, -math.pi + 0.01], [0.0, 0.0]])
     d2 = delta_r2(ep)
     assert d2.shape == (3, 3)
-    torch.testing.assert_close(d2[0, 1], torch.tensor(0.03**2 + 0.02**2))
+    torch.testing.assert_close(d2[0, 1], torch.tensor(0.03**2 + 0.02**2), rtol=1e-4, atol=0)
     torch.testing.assert_close(d2, d2.T)
-    assert torch.all(d2.diagonal() == 0)
-    torch.testing.assert_close(d2[0, 2], torch.tensor((math.pi - 0.01) ** 2))
+    torch.testing.assert_close(d2.diagonal(), torch.zeros(3))
+    torch.testing.assert_close(d2[0, 2], torch.tensor(2 - 2 * math.cos(math.pi - 0.01)))
 
 
-def test_bias_widths_are_log_spaced_and_learnable():
+def test_columns_give_minus_dr2_up_to_a_row_constant():
+    torch.manual_seed(1)
+    coords = torch.randn(40, 3) * torch.tensor([300.0, 300.0, 900.0])
+    qc, kc = geo_columns(coords)
+    assert qc.shape == kc.shape == (40, 4)
+    eta = eta_phi(coords)[:, 0]
+    scores = qc @ kc.T - (eta.square() + 2)[:, None]  # (n, n)
+    torch.testing.assert_close(scores, -delta_r2(eta_phi(coords)), atol=2e-5, rtol=0)
+
+
+def test_bias_widths_are_log_spaced():
     g = GeoBias(4, r_min=0.01, r_max=1.0)
     radii = (-0.5 * g.log_w).exp()
     torch.testing.assert_close(radii, torch.tensor([0.01, 0.01 ** (2 / 3), 0.1 ** (2 / 3), 1.0]))
-    d2 = torch.tensor([[0.0, 0.01**2], [0.01**2, 0.0]])
-    bias = g(d2)
-    assert bias.shape == (4, 2, 2)
-    assert bias[0, 0, 1].item() == pytest.approx(-1.0, rel=1e-5)  # dR = r_min: -1
-    bias.sum().backward()
+
+
+def _reference(q, k, v, log_w, coords):
+    """Scores q.k / sqrt(D) - w_h dR^2 with the (H, n, n) bias built explicitly."""
+    bias = -log_w.exp()[:, None, None] * delta_r2(eta_phi(coords))[None]  # (H, n, n)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=bias
+    )
+    return out.transpose(0, 1)  # (n, H, D)
+
+
+def test_widened_heads_equal_the_explicit_bias_and_train_the_widths():
+    torch.manual_seed(0)
+    n, h, d = 50, 3, 8
+    coords = torch.randn(n, 3) * torch.tensor([200.0, 200.0, 600.0])
+    coords[:10] = coords[10:20] * 1.001  # close pairs: the sharp head matters
+    q, k, v = torch.randn(3, n, h, d).unbind(0)
+    g = GeoBias(h, r_min=0.02, r_max=1.0)
+    qg, kg, vg = g(q, k, v, geo_columns(coords))
+    assert qg.shape == kg.shape == vg.shape == (n, h, d + 4) and qg.dtype == torch.float32
+    out = torch.nn.functional.scaled_dot_product_attention(
+        qg.transpose(0, 1), kg.transpose(0, 1), vg.transpose(0, 1)
+    ).transpose(0, 1)[..., :d]
+    want = _reference(q, k, v, g.log_w.detach(), coords)  # float32 cancellation: ~1e-7 w eta^2
+    torch.testing.assert_close(out, want, atol=2e-3, rtol=0)
+    out.square().sum().backward()
     assert g.log_w.grad is not None and torch.all(g.log_w.grad != 0)
 
 
-def test_zero_bias_is_plain_attention_and_strong_bias_is_local():
+def test_sharp_widths_make_each_hit_see_only_itself():
     torch.manual_seed(0)
-    q, k, v = torch.randn(3, 6, 2, 8).unbind(0)  # (n, H, D) each
-    plain = torch.nn.functional.scaled_dot_product_attention(
-        q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
-    ).transpose(0, 1)
-    torch.testing.assert_close(biased_attention(q, k, v, torch.zeros(2, 6, 6)), plain)
-    far = torch.full((6, 6), 1e4).fill_diagonal_(0.0)  # every other hit far away
-    local = biased_attention(q, k, v, -far.expand(2, 6, 6))
-    torch.testing.assert_close(local, v, atol=1e-5, rtol=0)  # each hit sees only itself
+    coords = torch.tensor([[100.0 * (i + 1), 37.0 * i, 50.0 * i] for i in range(6)])
+    q, k, v = torch.randn(3, 6, 2, 8).unbind(0)
+    g = GeoBias(2, r_min=1e-4, r_max=1e-4)
+    qg, kg, vg = g(q, k, v, geo_columns(coords))
+    out = torch.nn.functional.scaled_dot_product_attention(
+        qg.transpose(0, 1), kg.transpose(0, 1), vg.transpose(0, 1)
+    ).transpose(0, 1)[..., :8]
+    torch.testing.assert_close(out, v, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("kw", [dict(r_min=0.0), dict(r_min=0.5, r_max=0.1), dict(r_max=math.inf)])

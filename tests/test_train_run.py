@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,6 +20,8 @@ from trackformers.models.module import (
     EventTooLargeError,
     NonFiniteLossError,
     ResumableLoader,
+    budget_step,
+    time_budget_fraction,
     warmup_cosine,
 )
 from trackformers.sim.writer import write_events
@@ -143,6 +146,46 @@ def test_warmup_cosine_schedule():
     assert warmup_cosine(55, 10, 100, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
     assert warmup_cosine(100, 10, 100, 0.1) == pytest.approx(0.1)
     assert warmup_cosine(500, 10, 100, 0.1) == pytest.approx(0.1)
+
+
+def test_budget_step_follows_the_budget_spent_most():
+    assert budget_step(5, 10, 100, 0.9) == 5  # warm-up is by steps
+    assert budget_step(40, 10, 100, 0.0) == 40  # no time budget
+    assert budget_step(40, 10, 100, 0.5) == pytest.approx(55.0)  # half the time, 1/3 the steps
+    assert budget_step(80, 10, 100, 0.5) == 80  # steps ahead of time
+    assert budget_step(20, 10, 100, 1.7) == pytest.approx(100.0)  # past the limit: fully decayed
+
+
+def test_time_budget_fraction_reads_lightnings_timer():
+    from lightning.pytorch.callbacks import Timer
+
+    class Clock(Timer):
+        def time_elapsed(self, stage="train"):
+            return 450.0
+
+    assert time_budget_fraction(SimpleNamespace(callbacks=[])) == 0.0
+    trainer = SimpleNamespace(callbacks=[Clock(duration="00:00:30:00")])
+    assert time_budget_fraction(trainer) == pytest.approx(0.25)
+
+
+def test_a_time_limited_fit_ends_annealed(tiny_data, tmp_path):
+    """A run stopped by max_time long before max_steps has its learning rate decayed by then."""
+    cfg = compose_tiny(
+        tiny_data,
+        tmp_path,
+        "trainer.max_steps=1000000",
+        "+trainer.max_time=00:00:00:05",
+        "optim.scheduler.warmup_steps=0",
+        "optim.scheduler.min_lr_ratio=0.1",
+        "trainer.val_check_interval=1000000",
+        "callbacks.rich_progress_bar=null",
+        "callbacks.tune_clustering.enabled=false",
+    )
+    datamodule, module, trainer = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    assert 0 < trainer.global_step < 100000
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert lr == pytest.approx(0.1 * cfg.optim.optimizer.lr, rel=0.05)  # at the floor by then
 
 
 class _Epochs(torch.utils.data.IterableDataset):

@@ -67,6 +67,12 @@ class _Checker:
             need = "a finite number " + " and ".join(f"{o} {b}" for o, b in ops if b is not None)
             self.bad(key, v, need.strip() + (" or null" if allow_none else ""))
 
+    def boolean(self, key: str) -> None:
+        """true or false (not 0 / 1 or a string)."""
+        v = _get(self.cfg, key)
+        if v is not _MISSING and not isinstance(v, bool):
+            self.bad(key, v, "true or false")
+
     def choice(self, key: str, options) -> None:
         v = _get(self.cfg, key)
         if v is not _MISSING and v not in options:
@@ -146,6 +152,7 @@ def check_train_config(cfg) -> None:
     c.integer("optim.scheduler.warmup_steps", 0)
     c.integer("optim.scheduler.total_steps", 1, allow_none=True)
     c.number("optim.scheduler.min_lr_ratio", ge=0, le=1)
+    c.boolean("optim.scheduler.time_budget")
     c.integer("trainer.max_steps", 1, also=(-1,))
     c.integer("trainer.max_epochs", 1, allow_none=True, also=(-1,))
     c.integer("trainer.accumulate_grad_batches", 1)

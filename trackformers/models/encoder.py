@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from trackformers.attention import build as build_attention
 from trackformers.attention.base import AttentionBackend, AttentionPlan
 from trackformers.attention.plans import presorted
-from trackformers.models.geobias import GeoBias, biased_attention, delta_r2, eta_phi
+from trackformers.models.geobias import GeoBias, geo_columns
 from trackformers.models.posenc import FeatureEncoding
 
 
@@ -63,8 +63,9 @@ class FeedForward(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention through ``backend``, or exact per-event attention with a
-    learned (eta, phi) locality bias when ``geo_bias`` is given (``GeoBias`` arguments)."""
+    """Multi-head self-attention through ``backend``, with a learned (eta, phi) locality bias
+    when ``geo_bias`` is given (``GeoBias`` arguments: the heads widened by its columns, the
+    attention in float32)."""
 
     def __init__(
         self,
@@ -84,16 +85,17 @@ class SelfAttention(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.geo = GeoBias(n_heads, **geo_bias) if geo_bias else None
 
-    def forward(self, x: Tensor, plan: AttentionPlan, spans: list | None = None) -> Tensor:
+    def forward(self, x: Tensor, plan: AttentionPlan, geo_cols: tuple | None = None) -> Tensor:
         n, d = x.shape
-        qkv = self.qkv(x).view(n, 3, self.n_heads, d // self.n_heads)  # (N, 3, H, Dh)
+        dh = d // self.n_heads
+        qkv = self.qkv(x).view(n, 3, self.n_heads, dh)  # (N, 3, H, Dh)
         q, k, v = qkv.unbind(1)  # (N, H, Dh) each
         if self.geo is None:
             o = self.backend(q, k, v, plan)  # (N, H, Dh)
-        else:  # spans: per event (start, end, (n, n) squared (eta, phi) distances)
-            o = torch.cat(
-                [biased_attention(q[a:b], k[a:b], v[a:b], self.geo(dd)) for a, b, dd in spans]
-            )
+        else:  # geo_cols: (N, 4) query and key columns of the hits (geo_columns)
+            q, k, v = self.geo(q, k, v, geo_cols)  # (N, H, Dh + 4) float32
+            with torch.autocast(x.device.type, enabled=False):
+                o = self.backend(q, k, v, plan)[..., :dh]  # (N, H, Dh)
         return self.drop(self.out(o.reshape(n, d)))  # (N, d_model)
 
 
@@ -108,8 +110,8 @@ class EncoderBlock(nn.Module):
         self.ffn = FeedForward(d_model, ffn_mult, ffn, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, plan: AttentionPlan, spans: list | None = None) -> Tensor:
-        x = x + self.attn(self.norm1(x), plan, spans)  # (N, d_model)
+    def forward(self, x: Tensor, plan: AttentionPlan, geo_cols: tuple | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), plan, geo_cols)  # (N, d_model)
         return x + self.drop(self.ffn(self.norm2(x)))  # (N, d_model)
 
 
@@ -125,8 +127,8 @@ class Encoder(nn.Module):
         feature_names: names of the input columns (``data.features.features``); needed by
             ``posenc``.
         geo_bias: optional learned (eta, phi) locality bias of every attention layer
-            (``GeoBias`` keyword arguments r_min, r_max; null = none). Exact per-event
-            attention with the bias replaces the backend: needs full plans (dense attention).
+            (``GeoBias`` keyword arguments r_min, r_max; null = none). Its float32 widened
+            heads run through the dense backend.
     """
 
     def __init__(
@@ -176,7 +178,8 @@ class Encoder(nn.Module):
         )
         if geo_bias and attention.name != "dense":
             raise ValueError(
-                f"model.encoder.geo_bias needs attention=dense (exact per-event attention), "
+                f"model.encoder.geo_bias needs attention=dense (float32 heads of width "
+                f"d_model / n_heads + 4), "
                 f"got attention {attention.name!r}"
             )
         self.geo_bias = bool(geo_bias)
@@ -202,15 +205,13 @@ class Encoder(nn.Module):
             layer_plan = presorted(plan)
         else:
             layer_plan = plan
-        spans = None  # event boundaries read once on the host, the distances built once
+        geo_cols = None  # the bias's query/key columns, built once for all layers
         if self.geo_bias:
+            geo_cols = geo_columns(batch.coords)  # (N, 4) each
             if plan.perm is not None:
-                raise ValueError("model.encoder.geo_bias needs a full attention plan")
-            ep = eta_phi(batch.coords)  # (N, 2)
-            cu = plan.cu_seqlens.tolist()
-            spans = [(a, b, delta_r2(ep[a:b])) for a, b in zip(cu[:-1], cu[1:], strict=True)]
+                geo_cols = tuple(c[plan.perm] for c in geo_cols)
         for block in self.blocks:
-            h = block(h, layer_plan, spans)  # (N, d_model)
+            h = block(h, layer_plan, geo_cols)  # (N, d_model)
         h = self.final_norm(h)
         return h if plan.inv_perm is None else h[plan.inv_perm]
 

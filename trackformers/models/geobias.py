@@ -5,8 +5,19 @@ lie within dR ~ 0.01 of each other. Plain dot-product attention over the whole e
 hit's partners only as sharply as its learned queries resolve positions. This bias, one
 learned width per head and layer (initialised log-spaced between ``r_min`` and ``r_max``),
 lets each head restrict itself to a neighbourhood of a chosen size, as HEPT's RBF kernel over
-coordinates does, while keeping exact attention over the event. Dense per event: O(n^2)
-memory per event, so it suits events of up to a few thousand hits (mu = 0 / 20 pixel).
+coordinates does, while keeping exact attention over the event.
+
+The distance is ``dR^2 = d_eta^2 + |u_i - u_j|^2`` with ``u = (cos phi, sin phi)``: the chord
+form of ``d_phi^2`` (equal for small angles, periodic by construction). It expands into dot
+products, so the bias is carried by four extra query/key columns instead of an (H, n, n)
+tensor::
+
+    -w dR^2 = w (2 eta_i eta_j + 2 u_i . u_j - eta_j^2) - w (eta_i^2 + 2)
+
+and the last term, constant along a query's row, drops out of the softmax. Any attention
+kernel then computes the biased attention in O(n) memory (the CPU and GPU flash kernels
+included). The extra columns hold products of size ``w * eta^2``: the attention runs in
+float32, where the cancellation costs ~1e-7 relative (bfloat16 would lose the bias).
 """
 
 from __future__ import annotations
@@ -16,6 +27,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+EXTRA = 4  # query/key columns that carry the bias
 
 
 def eta_phi(coords: Tensor) -> Tensor:
@@ -30,18 +43,38 @@ def eta_phi(coords: Tensor) -> Tensor:
 
 
 def delta_r2(etaphi: Tensor) -> Tensor:
-    """(n, 2) eta, phi of one event -> (n, n) squared distance, phi wrapped to [-pi, pi).
+    """(n, 2) eta, phi of one event -> (n, n) squared distance ``d_eta^2 + 2 - 2 cos d_phi``.
+
+    The reference form of the distance the extra columns encode (tests, plots).
 
     Args:
         etaphi: (n, 2) eta and phi of the hits of one event (``eta_phi``).
     """
     d_eta = etaphi[:, None, 0] - etaphi[None, :, 0]
-    d_phi = torch.remainder(etaphi[:, None, 1] - etaphi[None, :, 1] + math.pi, 2 * math.pi)
-    return d_eta.square() + (d_phi - math.pi).square()  # (n, n)
+    d_phi = etaphi[:, None, 1] - etaphi[None, :, 1]
+    return d_eta.square() + 2.0 - 2.0 * torch.cos(d_phi)  # (n, n)
+
+
+def geo_columns(coords: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-hit query and key columns whose dot product is ``-dR^2`` up to a per-query constant.
+
+    Args:
+        coords: (N, 3) hit positions x, y, z [mm].
+
+    Returns:
+        (N, 4) query columns ``(2 eta, 2 cos phi, 2 sin phi, -1)`` and (N, 4) key columns
+        ``(eta, cos phi, sin phi, eta^2)``, float32.
+    """
+    eta, phi = eta_phi(coords).unbind(-1)  # (N,) each
+    c, s = torch.cos(phi), torch.sin(phi)
+    q = torch.stack([2 * eta, 2 * c, 2 * s, -torch.ones_like(eta)], dim=-1)  # (N, 4)
+    k = torch.stack([eta, c, s, eta.square()], dim=-1)  # (N, 4)
+    return q, k
 
 
 class GeoBias(nn.Module):
-    """Per-head bias ``-w_h * dR^2`` with learned widths, ``w_h = 1 / r_h^2``.
+    """Per-head bias ``-w_h * dR^2`` with learned widths, ``w_h = 1 / r_h^2``, applied by
+    widening the heads' queries and keys (see the module docstring).
 
     Args:
         n_heads: attention heads of the layer.
@@ -59,24 +92,23 @@ class GeoBias(nn.Module):
         radii = torch.logspace(math.log10(r_min), math.log10(r_max), n_heads)
         self.log_w = nn.Parameter(-2.0 * radii.log())  # (H,) log(1 / r^2)
 
-    def forward(self, d2: Tensor) -> Tensor:
-        """(n, n) squared distances -> (H, n, n) additive attention bias."""
-        return -self.log_w.exp()[:, None, None] * d2[None].to(self.log_w.dtype)
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, cols: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Widen (N, H, D) queries, keys and values to (N, H, D + 4), float32, so that
+        attention at the default scale ``1 / sqrt(D + 4)`` gives the scores
+        ``q . k / sqrt(D) - w_h dR^2`` (values padded with zeros: drop the last 4 outputs).
 
-
-def biased_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
-    """q, k, v (n, H, D) of one event, bias (H, n, n) -> (n, H, D) exact attention.
-
-    Args:
-        q: (n, H, D) queries of one event.
-        k: (n, H, D) keys.
-        v: (n, H, D) values.
-        bias: (H, n, n) additive attention bias (``GeoBias``).
-    """
-    out = F.scaled_dot_product_attention(
-        q.transpose(0, 1)[None],
-        k.transpose(0, 1)[None],
-        v.transpose(0, 1)[None],
-        attn_mask=bias[None].to(q.dtype),
-    )  # (1, H, n, D)
-    return out[0].transpose(0, 1)
+        Args:
+            q: (N, H, D) queries.
+            k: (N, H, D) keys.
+            v: (N, H, D) values.
+            cols: (query, key) columns of the hits, (N, 4) each (``geo_columns``).
+        """
+        n, h, d = q.shape
+        qc, kc = cols
+        w = self.log_w.float().exp()  # (H,)
+        qe = qc[:, None, :] * (w * math.sqrt(d + EXTRA))[None, :, None]  # (N, H, 4)
+        q = torch.cat([q.float() * math.sqrt((d + EXTRA) / d), qe], dim=-1)  # (N, H, D + 4)
+        k = torch.cat([k.float(), kc[:, None, :].expand(n, h, EXTRA)], dim=-1)
+        return q, k, F.pad(v.float(), (0, EXTRA))

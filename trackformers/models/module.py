@@ -17,6 +17,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor, nn
 
 from trackformers.cluster import cluster_hits
@@ -54,6 +55,39 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def budget_step(step: int, warmup: int, total: int, time_fraction: float) -> float:
+    """The step the cosine decay is at when a wall-clock budget may end training first.
+
+    After warm-up the decay follows whichever budget is spent the most: ``step`` of
+    ``total``, or ``time_fraction`` of ``trainer.max_time``; a run stopped by its time limit
+    thus ends annealed, however fast the machine was.
+
+    Args:
+        step: the optimizer step (0-based).
+        warmup: warm-up steps.
+        total: the step at which the decay ends.
+        time_fraction: elapsed share of the time budget (0 = none set).
+    """
+    if step < warmup:
+        return float(step)
+    return max(float(step), warmup + min(1.0, time_fraction) * (total - warmup))
+
+
+def time_budget_fraction(trainer) -> float:
+    """Elapsed share of ``trainer.max_time`` in the fit (Lightning's Timer; 0 without one).
+
+    Args:
+        trainer: the Lightning trainer.
+    """
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    if timer is None:
+        return 0.0
+    elapsed, left = timer.time_elapsed("train"), timer.time_remaining("train")
+    if left is None or elapsed + left <= 0:
+        return 0.0
+    return elapsed / (elapsed + left)
 
 
 def compile_encoder(encoder: nn.Module) -> list[str]:
@@ -156,7 +190,8 @@ class TrackFormerModule(L.LightningModule):
         loss: ``loss(outputs, batch) -> (total, {term: value})``
             (trackformers.losses.CombinedLoss).
         optim: {lr, weight_decay, betas, eps}.
-        scheduler: {warmup_steps, total_steps (null = trainer.max_steps), min_lr_ratio}.
+        scheduler: {warmup_steps, total_steps (null = trainer.max_steps), min_lr_ratio,
+            time_budget (the decay also follows the elapsed share of trainer.max_time)}.
         validation: {enabled, cluster: {method, output_key, params}, reconstructable: {...},
             matching: {...}, keep_particles} — the tracking metrics of each validation epoch.
         compile_encoder: torch.compile the encoder in place (dynamic shapes).
@@ -179,7 +214,12 @@ class TrackFormerModule(L.LightningModule):
         self.model, self.loss = model, loss
         self.optim_cfg = {"lr": 3e-4, "weight_decay": 0.01, "betas": (0.9, 0.98), "eps": 1e-8}
         self.optim_cfg.update(dict(optim or {}))
-        self.sched_cfg = {"warmup_steps": 100, "total_steps": None, "min_lr_ratio": 0.05}
+        self.sched_cfg = {
+            "warmup_steps": 100,
+            "total_steps": None,
+            "min_lr_ratio": 0.05,
+            "time_budget": True,
+        }
         self.sched_cfg.update(dict(scheduler or {}))
         val = dict(validation or {})
         self.val_enabled = bool(val.get("enabled", True))
@@ -310,9 +350,13 @@ class TrackFormerModule(L.LightningModule):
             int(self.sched_cfg["warmup_steps"]),
             float(self.sched_cfg["min_lr_ratio"]),
         )
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: warmup_cosine(step, warmup, int(total), min_ratio)
-        )
+        total, by_time = int(total), bool(self.sched_cfg["time_budget"])
+
+        def factor(step: int) -> float:
+            frac = time_budget_fraction(self.trainer) if by_time else 0.0
+            return warmup_cosine(budget_step(step, warmup, total, frac), warmup, total, min_ratio)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---- validation ----------------------------------------------------------------------

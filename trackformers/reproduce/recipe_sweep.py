@@ -58,13 +58,15 @@ def train_command(name: str, overrides: list[str], args, run_dir: Path) -> list[
 
     Args:
         name: variant name (the run's ``name``).
-        overrides: its Hydra overrides.
+        overrides: its Hydra overrides (a ``trainer.max_steps`` among them wins over
+            ``args.steps``: variants of different budgets).
         args: the command line (data, steps, validation interval).
         run_dir: the run's output directory.
 
     Returns:
         The command as a list.
     """
+    own_steps = any(o.split("=", 1)[0] == "trainer.max_steps" for o in overrides)
     return [
         sys.executable,
         "-m",
@@ -72,7 +74,7 @@ def train_command(name: str, overrides: list[str], args, run_dir: Path) -> list[
         *overrides,
         f"name={name}",
         f"data.path={args.data}",
-        f"trainer.max_steps={args.steps}",
+        *([] if own_steps else [f"trainer.max_steps={args.steps}"]),
         f"trainer.val_check_interval={args.val_every}",
         "trainer.check_val_every_n_epoch=null",
         "callbacks.early_stopping=null",
