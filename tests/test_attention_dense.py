@@ -53,9 +53,21 @@ def test_dense_full_equals_reference(sizes):
 def test_dense_padded_and_loop_paths_agree():
     batch = synthetic_batch([40, 44, 48], seed=2)
     q, k, v = qkv(batch.num_hits)
-    padded = build("dense", pad_efficiency=0.0)(q, k, v, full_plan(batch))
-    loop = build("dense", pad_efficiency=2.0)(q, k, v, full_plan(batch))
+    padded = build("dense", pad_efficiency=0.0, pad_on_cpu=True)(q, k, v, full_plan(batch))
+    loop = build("dense", pad_efficiency=2.0, pad_on_cpu=True)(q, k, v, full_plan(batch))
     torch.testing.assert_close(padded, loop)
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return sdpa(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:  # on the CPU by default: one call per event
+        mp.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+        default = build("dense", pad_efficiency=0.0)(q, k, v, full_plan(batch))
+    assert len(calls) == 3
+    torch.testing.assert_close(default, loop)
 
 
 def test_dense_never_crosses_events():

@@ -63,14 +63,18 @@ class DenseAttention(AttentionBackend):
     Args:
         pad_efficiency: full plans are padded into one SDPA call when the real work is at
             least this share of the padded work; otherwise one call per event.
+        pad_on_cpu: pad on the CPU too. Off by default: padding saves kernel launches on a
+            GPU, while on the CPU the masked call is slower than one flash call per event
+            (a 4-layer d_model 64 step on four mu = 0 events: 0.43 s padded, 0.38 s per event).
     """
 
     name = "dense"
     capabilities = Capabilities(varlen=True, masks=("full", "cluster", "window"))
 
-    def __init__(self, pad_efficiency: float = 0.5):
+    def __init__(self, pad_efficiency: float = 0.5, pad_on_cpu: bool = False):
         super().__init__()
         self.pad_efficiency = pad_efficiency
+        self.pad_on_cpu = pad_on_cpu
 
     def plan(self, batch) -> AttentionPlan:
         """The full plan of ``batch`` (every hit attends its whole event).
@@ -91,7 +95,8 @@ class DenseAttention(AttentionBackend):
             sizes = [b - a for a, b in zip(cu[:-1], cu[1:], strict=True)]
             work = sum(s * s for s in sizes)
             padded_work = len(sizes) * max(sizes, default=0) ** 2
-            if len(sizes) > 1 and work >= self.pad_efficiency * padded_work:
+            pad = q.is_cuda or self.pad_on_cpu
+            if pad and len(sizes) > 1 and work >= self.pad_efficiency * padded_work:
                 return _padded_full(q, k, v, cu)
             return torch.cat(
                 [_sdpa(q[a:b], k[a:b], v[a:b]) for a, b in zip(cu[:-1], cu[1:], strict=True)]
