@@ -61,7 +61,8 @@ def test_every_problem_is_listed_at_once():
 
 def test_train_checks_before_data_and_model_setup(tmp_path):
     """A bad value fails before the (here missing) data is looked at or the model is built."""
-    from trackformers.train import build, train
+    from trackformers.train import train
+    from trackformers.training.build import build
 
     cfg = compose_train(
         f"data.path={tmp_path / 'missing'}",
