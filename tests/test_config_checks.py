@@ -115,9 +115,10 @@ def test_eval_events_refuse_max_events_below_one():
 
 @pytest.mark.parametrize("key, value", [("n_events", 0), ("events_per_shard", 0), ("workers", 0)])
 def test_simulate_refuses_an_empty_run(tmp_path, key, value):
-    from trackformers.simulate import _register_simulate_groups, run
+    from trackformers.sim.settings import register_simulate_groups
+    from trackformers.simulate import run
 
-    _register_simulate_groups()
+    register_simulate_groups()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("simulate", overrides=[f"output={tmp_path / 'o'}", f"{key}={value}"])
     with pytest.raises(ConfigError, match=f"{key} = {value}: must be an integer >= 1"):
