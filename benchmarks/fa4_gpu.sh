@@ -38,5 +38,5 @@ echo "FA4 kernels: ${picked:-none}" | tee -a "$OUT/env.txt"
 [ -n "$picked" ] || unset TRACKFORMERS_FA4_KERNELS
 timeout 210 python3 -m pytest -q -x -p no:cacheprovider tests/test_fa4_gpu.py 2>&1 \
     | tee "$OUT/fa4_tests.log"
-timeout 270 python3 benchmarks/fa4_bench.py --out "$OUT" --budget-s 200 2>&1 \
+timeout 270 python3 benchmarks/kernels.py --fa4 --out "$OUT" --budget-s 200 2>&1 \
     | tee "$OUT/fa4_bench.log"

@@ -1,4 +1,4 @@
-"""Fused Triton kernels vs FlexAttention vs dense SDPA on identical masks (BENCHMARKS.md).
+"""Attention kernels (Triton fused; FA4 with --fa4) vs FlexAttention vs SDPA (BENCHMARKS.md).
 
 GPU, bf16, H = 8, head_dim 32 and 64, one event of N = 8k / 32k / 65k synthetic pixel hits;
 masks: cluster (Part-2 groups, cluster_plan) and window (phi-sorted, W = 512). All inputs in
@@ -15,9 +15,25 @@ sampled rows against a float64 reference; fused vs flex on the same mask.
 --sweep times fixed-config variants and timing probes at the largest N (registers, spills and
 CTAs per SM of each compiled kernel included).
 
+--fa4: FA4 (Hopper, flash-attn-4 kernels compiled ahead of time, benchmarks/fa4_build.py)
+beside the Triton kernels, FlexAttention and SDPA on identical masks; N = 65536 and 32768,
+D = 32 then 64 by default, --budget-s the whole run's budget (the tail it cuts is printed).
+Per (mask, N, D), median ms fwd and fwd+bwd of
+
+  fa4        — FA4 kernels, block lists built inside every timed call (2 launches, "meta");
+  fa4_kernel — the same with the lists prebuilt;
+  fused      — the Triton kernels (autotuned), metadata inside every call;
+  flex       — compiled flex_attention, BlockMask prebuilt from the same per-row ranges;
+  flex_flash — flex_attention with kernel_options BACKEND="FLASH" where torch offers it
+               (it needs flash_attn.cute; the error is recorded otherwise);
+  sdpa       — dense SDPA over the whole event (no mask), the rate reference.
+Before timing: FA4 outputs NaN-poisoned and fully written, 64 sampled rows against float64,
+FA4 vs Triton relative error. One JSON row per (mask, N, D) to OUT/fa4_bench.jsonl.
+
     python benchmarks/kernels.py --out DIR            (GPU)
     TRITON_INTERPRET=1 python benchmarks/kernels.py --smoke   (CPU dry run of the code paths)
     ncu --launch-skip 3 --launch-count 3 -k regex:attention_ python benchmarks/kernels.py --profile
+    TRACKFORMERS_FA4_KERNELS=... python benchmarks/kernels.py --fa4 --out DIR --budget-s 240
 """
 # ruff: noqa: B023  (closures are timed right where they are defined)
 
@@ -33,7 +49,7 @@ import time
 import torch
 import torch._dynamo
 import torch.nn.functional as F
-from trackformers.kernels import ops
+from trackformers.kernels import fa4, ops
 from trackformers.kernels.metadata import build_row_intervals
 
 from trackformers.attention import build
@@ -552,9 +568,164 @@ def table(results) -> str:
     return "\n".join(lines)
 
 
+# FA4 (--fa4): the flash-attn-4 kernels beside the Triton kernels, Flex and SDPA
+FA4_REP_MS = 150.0  # do_bench repetition time of every FA4-run timing
+
+
+def _fwd_fb(call, q, k, v, do):
+    """(fwd closure, fwd+bwd closure) of call(q, k, v) -> out."""
+    qg, kg, vg = (t.detach().clone().requires_grad_() for t in (q, k, v))
+
+    def fb():
+        o = call(qg, kg, vg)
+        return torch.autograd.grad(o, (qg, kg, vg), do)
+
+    return (lambda: call(q, k, v)), fb
+
+
+def _timed(row, name, call, q, k, v, do, log):
+    try:
+        f, fb = _fwd_fb(call, q, k, v, do)
+        row[f"{name}_fwd_ms"] = bench(f, True, FA4_REP_MS)
+        row[f"{name}_fwdbwd_ms"] = bench(fb, True, FA4_REP_MS)
+    except Exception as e:  # a variant that cannot run is a result too
+        row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        log(f"    {name}: {row[f'{name}_error']}")
+
+
+def check_fa4(runner, q, k, v, rows, sp, log) -> dict:
+    """NaN-poisoned FA4 outputs fully written; 64 sampled rows vs float64 (fwd)."""
+    n, h, d = q.shape
+    lay = fa4.build_layout(sp, n, check=True)
+    nan = float("nan")
+    o, lse = torch.full_like(q[None], nan), torch.full((1, h, n), nan, device=q.device)
+    runner.forward(q[None], k[None], v[None], lay, d**-0.5, out=(o, lse))
+    grads = tuple(torch.full_like(q[None], nan) for _ in range(3))
+    do = torch.randn_like(q)[None]
+    runner.backward(q[None], k[None], v[None], o, do, lse, lay, d**-0.5, grads=grads)
+    finite = all(bool(torch.isfinite(t).all()) for t in (o, lse, *grads))
+    idx = torch.randint(0, n, (64,), device=q.device)
+    ref = sampled_reference(q, k, v, rows.cpu(), idx.cpu())
+    err = float((o[0][idx].double() - ref).norm() / ref.norm())
+    fused = ops.fused_attention(q, k, v, sp)
+    vs = float((o[0].float() - fused.float()).norm() / fused.float().norm())
+    res = {
+        "fa4_written_finite": finite,
+        "fa4_rel_err_vs_f64": err,
+        "fa4_vs_fused_rel_err": vs,
+        "fa4_visited_blocks": int(lay.mask_cnt.sum() + lay.full_cnt.sum()),
+        "fa4_partial_blocks": int(lay.mask_cnt.sum()),
+        "fa4_max_blocks": lay.max_blocks,
+    }
+    log(f"    check: {res}")
+    return res
+
+
+def run_fa4(args, log) -> list[dict]:
+    """The --fa4 rows: FA4, fused, flex, flex_flash and SDPA per (mask, N, D) (GPU only)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    torch._dynamo.config.cache_size_limit = 64
+    flex = torch.compile(flex_attention, dynamic=False)
+    t_end = time.time() + args.budget_s
+    results, skipped = [], []
+    h, dtype = args.heads, torch.bfloat16
+    for d in args.head_dims:
+        for n in args.sizes:
+            batch = synthetic_batch([n], seed=n, device="cuda")
+            for kind in args.masks:
+                if time.time() > t_end:
+                    skipped.append((kind, n, d))
+                    continue
+                sp = presorted(make_plan(kind, batch))
+                q, k, v, do = (torch.randn(n, h, d, device="cuda", dtype=dtype) for _ in range(4))
+                rows = build_row_intervals(
+                    sp.kind,
+                    sp.cu_seqlens,
+                    sp.max_seqlen,
+                    sp.group_id,
+                    sp.adjacency,
+                    sp.window,
+                    num_rows=n,
+                    group_ptr=sp.group_ptr,
+                )
+                pairs = attended_pairs(rows)
+                row = {
+                    "mask": kind,
+                    "N": n,
+                    "D": d,
+                    "H": h,
+                    "pairs": pairs,
+                    "density": pairs / n / n,
+                }
+                log(f"== {kind} N={n} D={d} density={row['density']:.4f}")
+                runner, why = fa4.choose(q.device, dtype, d, n)
+                row["fa4_runner"] = why
+                if runner is not None:
+                    row.update(check_fa4(runner, q, k, v, rows, sp, log))
+                    row["meta_ms"] = bench(lambda: fa4.build_layout(sp, n), True, FA4_REP_MS)
+                    lay = fa4.build_layout(sp, n)
+                    _timed(
+                        row,
+                        "fa4",
+                        lambda a, b, c: fa4.fa4_attention(a, b, c, sp, runner),
+                        q,
+                        k,
+                        v,
+                        do,
+                        log,
+                    )
+                    _timed(
+                        row,
+                        "fa4_kernel",
+                        lambda a, b, c: fa4.fa4_attention(a, b, c, sp, runner, layout=lay),
+                        q,
+                        k,
+                        v,
+                        do,
+                        log,
+                    )
+                _timed(
+                    row, "fused", lambda a, b, c: ops.fused_attention(a, b, c, sp), q, k, v, do, log
+                )
+                bm = flex_block_mask(rows, n)
+                tr = lambda t: t.transpose(0, 1)[None]  # noqa: E731  (N, H, D) -> (1, H, N, D)
+                qt, kt, vt, dot = (tr(t).contiguous() for t in (q, k, v, do))
+                _timed(
+                    row, "flex", lambda a, b, c: flex(a, b, c, block_mask=bm), qt, kt, vt, dot, log
+                )
+                flash = lambda a, b, c: flex(
+                    a,
+                    b,
+                    c,
+                    block_mask=bm,
+                    kernel_options={"BACKEND": "FLASH"},
+                )
+                _timed(row, "flex_flash", flash, qt, kt, vt, dot, log)
+                _timed(row, "sdpa", F.scaled_dot_product_attention, qt, kt, vt, dot, log)
+                for a, b in (("fa4", "flex"), ("fa4", "fused"), ("fused", "flex")):
+                    for ph in ("fwd", "fwdbwd"):
+                        if f"{a}_{ph}_ms" in row and f"{b}_{ph}_ms" in row:
+                            row[f"x_{a}_vs_{b}_{ph}"] = row[f"{b}_{ph}_ms"] / row[f"{a}_{ph}_ms"]
+                log("    " + json.dumps(row))
+                results.append(row)
+                if args.out:
+                    with open(os.path.join(args.out, "fa4_bench.jsonl"), "a") as f:
+                        f.write(json.dumps(row) + "\n")
+    if skipped:
+        log(f"over budget, skipped (mask, N, D): {skipped}")
+    return results
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[8192, 32768, 65536])
+    p.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="events' N (default 8192 32768 65536; with --fa4 65536 32768)",
+    )
     p.add_argument("--head-dims", type=int, nargs="+", default=[32, 64])
     p.add_argument("--masks", nargs="+", default=["cluster", "window"])
     p.add_argument("--heads", type=int, default=8)
@@ -562,12 +733,28 @@ def main(argv=None) -> int:
     p.add_argument("--sweep-dims", type=int, nargs="+", default=[32])
     p.add_argument("--sweep-only", action="store_true", help="skip the side-by-side table")
     p.add_argument("--sweep-rep-ms", type=float, default=100.0)
-    p.add_argument("--budget-s", type=float, default=1e9, help="per-mask sweep budget")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="seconds: per-mask sweep budget (default none); with --fa4 the run's (default 240)",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny CPU run of the code paths")
     p.add_argument("--baseline", default=None, help="dir holding oldk/ (earlier kernels/)")
     p.add_argument("--profile", action="store_true", help="fixed-config launches for ncu")
+    p.add_argument(
+        "--fa4",
+        action="store_true",
+        help="FA4 beside fused, flex, flex_flash and SDPA (GPU; rows to OUT/fa4_bench.jsonl)",
+    )
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = [65536, 32768] if args.fa4 else [8192, 32768, 65536]
+    if args.budget_s is None:
+        args.budget_s = 240.0 if args.fa4 else 1e9
+    if args.fa4:
+        return main_fa4(args)
     if args.smoke:
         global WINDOW, GROUP_SIZE, SECTOR_SIZE
         args.sizes, args.head_dims, args.heads = [300], [32], 2
@@ -584,6 +771,19 @@ def main(argv=None) -> int:
         with open(os.path.join(args.out, "kernels_bench.json"), "w") as f:
             json.dump({"env": env, "results": results}, f, indent=1, default=str)
     print(table(results))
+    return 0
+
+
+def main_fa4(args) -> int:
+    """The --fa4 run: environment line, then the rows (exit code 2 without a CUDA GPU)."""
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    if not torch.cuda.is_available():
+        log("needs a CUDA GPU")
+        return 2
+    log(json.dumps(environment(), default=str))
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+    run_fa4(args, log)
     return 0
 
 

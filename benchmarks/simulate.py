@@ -29,7 +29,8 @@ import numpy as np
 
 from trackformers.sim.detector import DetectorSim
 from trackformers.sim.events import EventFactory
-from trackformers.simulate import default_settings, run
+from trackformers.sim.settings import default_settings
+from trackformers.simulate import run
 
 
 def _time_events(factory: EventFactory, n: int) -> tuple[float, ...]:

@@ -23,7 +23,7 @@ import numpy as np
 import trackformers.sim.clusters as clusters
 import trackformers.sim.detector as detector
 from trackformers.sim.events import EventFactory
-from trackformers.simulate import default_settings
+from trackformers.sim.settings import default_settings
 
 DETECTOR_PARTS = (
     "transport",

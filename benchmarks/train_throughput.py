@@ -27,10 +27,10 @@ import torch
 from trackformers.attention import build as build_attention
 from trackformers.attention.synthetic import synthetic_batch
 from trackformers.bench import device_name
+from trackformers.callbacks.throughput import ThroughputLog
 from trackformers.losses import CombinedLoss, SupConLoss
 from trackformers.models import ContrastiveHead, Encoder, TrackFormer
 from trackformers.models.module import TrackFormerModule
-from trackformers.train import ThroughputLog
 
 BACKENDS = {
     "dense": {},

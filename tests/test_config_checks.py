@@ -61,7 +61,8 @@ def test_every_problem_is_listed_at_once():
 
 def test_train_checks_before_data_and_model_setup(tmp_path):
     """A bad value fails before the (here missing) data is looked at or the model is built."""
-    from trackformers.train import build, train
+    from trackformers.train import train
+    from trackformers.training.build import build
 
     cfg = compose_train(
         f"data.path={tmp_path / 'missing'}",
@@ -114,9 +115,10 @@ def test_eval_events_refuse_max_events_below_one():
 
 @pytest.mark.parametrize("key, value", [("n_events", 0), ("events_per_shard", 0), ("workers", 0)])
 def test_simulate_refuses_an_empty_run(tmp_path, key, value):
-    from trackformers.simulate import _register_simulate_groups, run
+    from trackformers.sim.settings import register_simulate_groups
+    from trackformers.simulate import run
 
-    _register_simulate_groups()
+    register_simulate_groups()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("simulate", overrides=[f"output={tmp_path / 'o'}", f"{key}={value}"])
     with pytest.raises(ConfigError, match=f"{key} = {value}: must be an integer >= 1"):

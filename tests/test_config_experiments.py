@@ -12,7 +12,7 @@ from omegaconf import OmegaConf, open_dict
 
 from trackformers.losses import CombinedLoss
 from trackformers.resume import LastCheckpoint
-from trackformers.train import build
+from trackformers.training.build import build
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

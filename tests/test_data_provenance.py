@@ -6,8 +6,9 @@ import pytest
 from trackformers.data.datamodule import TrackDataModule
 from trackformers.data.provenance import check_one_setting
 from trackformers.data.synthetic import helix_events
+from trackformers.sim.settings import default_settings
 from trackformers.sim.writer import write_events
-from trackformers.simulate import default_settings, run
+from trackformers.simulate import run
 
 
 @pytest.fixture(scope="module")

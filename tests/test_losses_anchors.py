@@ -268,7 +268,7 @@ def test_loss_configs_train_on_real_batches(name, tmp_path):
 
     from trackformers.data.synthetic import helix_events
     from trackformers.sim.writer import write_events
-    from trackformers.train import build
+    from trackformers.training.build import build
 
     write_events(tmp_path / "e.root", helix_events(12, seed=2, n_particles=6), {"test": True})
     conf = Path(__file__).resolve().parents[1] / "conf"

@@ -271,16 +271,16 @@ def test_loss_reasons_split_merged_unassigned():
 def test_training_summary_names_the_device(monkeypatch):
     from types import SimpleNamespace
 
-    from trackformers.train import _device_name
+    from trackformers.training.summary import device_name
 
     cpu = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), world_size=1)
-    assert _device_name(cpu) == f"CPU ({torch.get_num_threads()} threads) x 1"
+    assert device_name(cpu) == f"CPU ({torch.get_num_threads()} threads) x 1"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: f"FakeGPU {d}")
     gpu = SimpleNamespace(
         strategy=SimpleNamespace(root_device=torch.device("cuda", 0)), world_size=2
     )
-    assert _device_name(gpu) == "2x FakeGPU cuda:0"
+    assert device_name(gpu) == "2x FakeGPU cuda:0"
 
 
 def test_evaluate_cli_swaps_the_attention_backend(tiny_run, tmp_path):

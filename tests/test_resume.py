@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 from trackformers.checkpoint import register_safe_globals
 from trackformers.models.module import ResumableLoader
 from trackformers.resume import LastCheckpoint, ResumableCSVLogger, TrainClock
-from trackformers.train import save_final_checkpoint
+from trackformers.training.final_checkpoint import save_final_checkpoint
 
 STEP_S = 0.03  # sleep per training step: the clock must see it
 

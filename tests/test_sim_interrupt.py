@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from test_sim_simulate import _cfg
 
-from trackformers.simulate import run, unreadable_events
+from trackformers.sim.shards import unreadable_events
+from trackformers.simulate import run
 
 ROOT = Path(__file__).resolve().parents[1]
 

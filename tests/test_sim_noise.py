@@ -6,7 +6,7 @@ import pytest
 
 from trackformers.sim.events import EventFactory
 from trackformers.sim.noise import TRACKML_NOISE_FRACTION, default_noise_fraction
-from trackformers.simulate import default_settings
+from trackformers.sim.settings import default_settings
 
 
 def test_trackml_figure_and_defaults_per_process():

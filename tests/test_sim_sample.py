@@ -7,8 +7,9 @@ import numpy as np
 import uproot
 
 from trackformers.data import schema
+from trackformers.sim.settings import default_settings
 from trackformers.sim.writer import read_metadata
-from trackformers.simulate import default_settings, run
+from trackformers.simulate import run
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 

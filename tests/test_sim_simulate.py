@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from trackformers.paths import CONF_DIR
+from trackformers.sim.settings import default_settings
 from trackformers.sim.writer import read_metadata
-from trackformers.simulate import CONF_DIR, default_settings, run
+from trackformers.simulate import run
 
 ROOT = Path(__file__).resolve().parents[1]
 

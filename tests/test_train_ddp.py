@@ -55,7 +55,7 @@ def overrides(data, run_dir, log, *extra):
         f"hydra.run.dir={run_dir}",
         "trainer=ddp",
         "trainer.devices=2",
-        "+callbacks.batch_log._target_=trackformers.train.BatchOrderLog",
+        "+callbacks.batch_log._target_=trackformers.callbacks.batch_order.BatchOrderLog",
         f"+callbacks.batch_log.path='{log}'",
         *extra,
     ]
@@ -87,7 +87,7 @@ def single_process_validation(data, ckpt, *extra):
     """The validation metrics of ``ckpt`` (the module's, and the logged val/loss) computed by
     one process."""
     from trackformers.checkpoint import register_safe_globals
-    from trackformers.train import build
+    from trackformers.training.build import build
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(

@@ -38,7 +38,7 @@ def overrides(data_dir, run_dir, log_path, *extra):
         "logger=csv",
         f"trainer.max_steps={MAX_STEPS}",
         "callbacks.last_checkpoint.every_n_train_steps=4",
-        "+callbacks.batch_log._target_=trackformers.train.BatchOrderLog",
+        "+callbacks.batch_log._target_=trackformers.callbacks.batch_order.BatchOrderLog",
         f"+callbacks.batch_log.path={log_path}",
         *extra,
     ]

@@ -25,7 +25,7 @@ from trackformers.models.module import (
     warmup_cosine,
 )
 from trackformers.sim.writer import write_events
-from trackformers.train import build
+from trackformers.training.build import build
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -55,7 +55,7 @@ def _loggers(tmp_path, monkeypatch, env):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from trackformers.train import build
+    from trackformers.training.build import build
 
     for var in ("WANDB_MODE", "WANDB_DISABLED", "WANDB_DIR", "WANDB_PROJECT"):
         monkeypatch.delenv(var, raising=False)

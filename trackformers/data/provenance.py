@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trackformers.data.reader import read_metadata
-from trackformers.simulate import content_settings
+from trackformers.sim.settings import content_settings
 
 SAME_KIND_KEYS = ("seed",)  # settings that may differ inside one dataset
 

@@ -16,8 +16,8 @@ from torch.utils.data import IterableDataset
 from trackformers.data.batch import PackedBatch
 from trackformers.data.features import FeatureConfig
 from trackformers.data.packing import pack_events
+from trackformers.sim.settings import default_settings as simulate_defaults
 from trackformers.sim.stream import SimulatedEventStream
-from trackformers.simulate import default_settings as simulate_defaults
 
 EVAL_OFFSET = 1 << 40  # validation/test event indices start here, far beyond training epochs
 

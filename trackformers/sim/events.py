@@ -1,6 +1,6 @@
 """Event factory: settings -> event i, a pure function of (seed, i).
 
-Shared by the file writer (:mod:`trackformers.simulate`) and the on-the-fly stream
+Shared by the file writer (:mod:`trackformers.sim.shards`) and the on-the-fly stream
 (:mod:`trackformers.sim.stream`). ``settings`` has the layout of conf/simulate.yaml
 (process, pileup, vertex, minbias_library, detector, seed); everything is checked here.
 Defaults that depend on the process are resolved here: a missing ``vertex`` section means
