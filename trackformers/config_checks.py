@@ -203,7 +203,7 @@ def check_evaluate_config(cfg) -> None:
 
 def check_simulate_config(cfg) -> None:
     """Check the composed ``trackformers.simulate`` config (conf/simulate.yaml): the run's
-    size. The physics settings are checked by ``trackformers.simulate.Simulation``, also
+    size. The physics settings are checked by ``trackformers.sim.shards.Simulation``, also
     before any output is written.
 
     Args:

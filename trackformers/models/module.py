@@ -5,7 +5,7 @@ double-majority efficiency, fake rate) that ModelCheckpoint and EarlyStopping mo
 Faults are reported, not hidden: a non-finite loss stops the run naming the step and the
 events; CUDA out-of-memory is re-raised with the batch's event sizes and the settings to
 change. ``batches_in_epoch`` records how far the epoch got, for mid-epoch resume
-(trackformers.train.ResumableLoader).
+(ResumableLoader, below).
 """
 
 from __future__ import annotations
