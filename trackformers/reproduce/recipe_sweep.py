@@ -12,8 +12,9 @@ sweep can budget a CPU run.
         --data data/sweep_pu0 --steps 3000 --val-every 250 --parallel 4
 
 Writes ``<out>/curves.json`` (one row per validation of each variant), ``<out>/curves.md``
-(the last and best point of each variant) and ``<out>/curves.png`` (DM and fake vs steps;
-benchmarks/pu200_run.py plots them against GPU-minutes).
+(the last and best point of each variant), ``<out>/curves.png`` and ``curves_minutes.png``
+(DM and fake vs steps and vs training minutes; benchmarks/pu200_run.py plots them against
+GPU-minutes).
 """
 
 from __future__ import annotations
@@ -189,17 +190,22 @@ def summary_markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-AXES = {"step": "optimizer steps", "gpu_min": "GPU-minutes (device seconds / 60)"}
+AXES = {
+    "step": "optimizer steps",
+    "minutes": "training minutes (wall clock, validations included)",
+    "gpu_min": "GPU-minutes (device seconds / 60)",
+}
+CLOCK = {"minutes": "train_s", "gpu_min": "device_s"}  # axis -> training-clock column
 
 
 def plot(results: dict[str, dict], path: Path, x: str = "step") -> None:
-    """DM efficiency and fake rate of each variant's validations against ``x``: "step" or
-    "gpu_min" (rows that carry the training clock).
+    """DM efficiency and fake rate of each variant's validations against ``x``: "step",
+    "minutes" or "gpu_min" (the last two from rows that carry the training clock).
 
     Args:
         results: what ``run_all`` returns.
         path: the PNG.
-        x: ``step`` or ``gpu_min``.
+        x: ``step``, ``minutes`` or ``gpu_min``.
     """
     import matplotlib
 
@@ -208,9 +214,9 @@ def plot(results: dict[str, dict], path: Path, x: str = "step") -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for name, r in results.items():
-        c = [p for p in r["curve"] if x == "step" or "device_s" in p]
+        c = [p for p in r["curve"] if x == "step" or CLOCK[x] in p]
         if c:
-            xs = [p["step"] if x == "step" else p["device_s"] / 60 for p in c]
+            xs = [p["step"] if x == "step" else p[CLOCK[x]] / 60 for p in c]
             a.plot(xs, [100 * p["dm"] for p in c], marker=".", label=name)
             b.plot(xs, [100 * p["fake"] for p in c], marker=".", label=name)
     a.set(xlabel=AXES[x], ylabel="val DM efficiency %", ylim=(0, 100))
@@ -268,6 +274,7 @@ def main(argv=None) -> int:
     md = summary_markdown(results)
     (out / "curves.md").write_text(md)
     plot(results, out / "curves.png")
+    plot(results, out / "curves_minutes.png", x="minutes")
     print(md)
     return 0 if all(r["rc"] in (0, None) for r in results.values()) else 1
 
