@@ -140,6 +140,38 @@ def sampled_reference(q, k, v, rows, idx):
     return torch.stack(out)  # (S, H, D)
 
 
+def plan_case(kind: str, batch, d: int, h: int, log):
+    """The presorted plan of one case, its row intervals and the start of its results row.
+
+    Args:
+        kind: mask kind (``make_plan``).
+        batch: one synthetic event.
+        d: head dimension.
+        h: heads.
+        log: print function.
+
+    Returns:
+        (plan, presorted plan, row intervals, row dict with mask, N, D, H, pairs, density).
+    """
+    plan = make_plan(kind, batch)
+    sp = presorted(plan)
+    n = batch.num_hits
+    rows = build_row_intervals(
+        sp.kind,
+        sp.cu_seqlens,
+        sp.max_seqlen,
+        sp.group_id,
+        sp.adjacency,
+        sp.window,
+        num_rows=n,
+        group_ptr=sp.group_ptr,
+    )
+    pairs = attended_pairs(rows)
+    row = {"mask": kind, "N": n, "D": d, "H": h, "pairs": pairs, "density": pairs / n / n}
+    log(f"== {kind} N={n} D={d} density={row['density']:.4f}")
+    return plan, sp, rows, row
+
+
 def check(q, k, v, plan, rows, d, log) -> dict:
     """Poisoned outputs fully written; sampled rows match float64; returns errors."""
     n, h, _ = q.shape
@@ -182,30 +214,9 @@ def run(args) -> list[dict]:
         for n in sorted(sizes, reverse=True):  # autotune (keyed on head_dim) at the largest N
             batch = synthetic_batch([n], seed=n, device=dev)
             for kind in args.masks:
-                plan = make_plan(kind, batch)
-                sp = presorted(plan)
                 h = args.heads
+                plan, sp, rows, row = plan_case(kind, batch, d, h, log)
                 q, k, v = (torch.randn(n, h, d, device=dev, dtype=dtype) for _ in range(3))
-                rows = build_row_intervals(
-                    sp.kind,
-                    sp.cu_seqlens,
-                    sp.max_seqlen,
-                    sp.group_id,
-                    sp.adjacency,
-                    sp.window,
-                    num_rows=n,
-                    group_ptr=sp.group_ptr,
-                )
-                pairs = attended_pairs(rows)
-                row = {
-                    "mask": kind,
-                    "N": n,
-                    "D": d,
-                    "H": h,
-                    "pairs": pairs,
-                    "density": pairs / n / n,
-                }
-                log(f"== {kind} N={n} D={d} density={row['density']:.4f}")
                 row.update(check(q, k, v, sp, rows, d, log))
                 qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
                 do = torch.randn_like(q)
@@ -256,7 +267,7 @@ def run(args) -> list[dict]:
                 row["fused_backend_fwdbwd_ms"] = bench(backend_fb, cuda)
                 row.update(flex_rows(flex, q, k, v, do, rows, sp, n, cuda, log))
                 row.update(sdpa_rows(q, k, v, do, cuda))
-                flops = 4 * pairs * d * h
+                flops = 4 * row["pairs"] * d * h
                 for key in ("fused_fwd", "flex_fwd"):
                     if f"{key}_ms" in row:
                         row[f"{key}_tflops"] = flops / row[f"{key}_ms"] / 1e9
@@ -637,28 +648,8 @@ def run_fa4(args, log) -> list[dict]:
                 if time.time() > t_end:
                     skipped.append((kind, n, d))
                     continue
-                sp = presorted(make_plan(kind, batch))
+                _, sp, rows, row = plan_case(kind, batch, d, h, log)
                 q, k, v, do = (torch.randn(n, h, d, device="cuda", dtype=dtype) for _ in range(4))
-                rows = build_row_intervals(
-                    sp.kind,
-                    sp.cu_seqlens,
-                    sp.max_seqlen,
-                    sp.group_id,
-                    sp.adjacency,
-                    sp.window,
-                    num_rows=n,
-                    group_ptr=sp.group_ptr,
-                )
-                pairs = attended_pairs(rows)
-                row = {
-                    "mask": kind,
-                    "N": n,
-                    "D": d,
-                    "H": h,
-                    "pairs": pairs,
-                    "density": pairs / n / n,
-                }
-                log(f"== {kind} N={n} D={d} density={row['density']:.4f}")
                 runner, why = fa4.choose(q.device, dtype, d, n)
                 row["fa4_runner"] = why
                 if runner is not None:
