@@ -7,7 +7,7 @@ import torch
 
 from trackformers.attention.synthetic import synthetic_batch
 from trackformers.models import Encoder
-from trackformers.models.geobias import GeoBias, delta_r2, eta_phi, geo_columns
+from trackformers.models.geobias import GeoBias, eta_phi, geo_columns
 
 
 def test_eta_phi_of_known_points():
@@ -16,6 +16,13 @@ def test_eta_phi_of_known_points():
     torch.testing.assert_close(ep[:, 1], torch.tensor([0.0, math.pi / 2, -3 * math.pi / 4]))
     want_eta = [0.0, math.asinh(1.0), math.asinh(-10.0 / math.hypot(3.0, 3.0))]
     torch.testing.assert_close(ep[:, 0], torch.tensor(want_eta))
+
+
+def delta_r2(etaphi):
+    """Reference: (n, 2) eta, phi -> (n, n) dR^2 = d_eta^2 + 2 - 2 cos d_phi, built explicitly."""
+    d_eta = etaphi[:, None, 0] - etaphi[None, :, 0]
+    d_phi = etaphi[:, None, 1] - etaphi[None, :, 1]
+    return d_eta.square() + 2.0 - 2.0 * torch.cos(d_phi)
 
 
 def test_delta_r2_wraps_phi():

@@ -42,19 +42,6 @@ def eta_phi(coords: Tensor) -> Tensor:
     return torch.stack([torch.asinh(z / r), torch.atan2(y, x)], dim=-1)
 
 
-def delta_r2(etaphi: Tensor) -> Tensor:
-    """(n, 2) eta, phi of one event -> (n, n) squared distance ``d_eta^2 + 2 - 2 cos d_phi``.
-
-    The reference form of the distance the extra columns encode (tests, plots).
-
-    Args:
-        etaphi: (n, 2) eta and phi of the hits of one event (``eta_phi``).
-    """
-    d_eta = etaphi[:, None, 0] - etaphi[None, :, 0]
-    d_phi = etaphi[:, None, 1] - etaphi[None, :, 1]
-    return d_eta.square() + 2.0 - 2.0 * torch.cos(d_phi)  # (n, n)
-
-
 def geo_columns(coords: Tensor) -> tuple[Tensor, Tensor]:
     """Per-hit query and key columns whose dot product is ``-dR^2`` up to a per-query constant.
 
